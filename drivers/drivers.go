@@ -1,0 +1,168 @@
+// Package drivers maps the YAML `driver:` names to the code that opens the
+// hardware, and holds what the opened devices share (I2C buses, the
+// simulated world). Each device lives in its own subpackage; this package
+// is the only place that lists them all.
+//
+// Only drivers/ imports periph.io/x/host and periph.io/x/devices.
+package drivers
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/edged/edged/sensors"
+)
+
+// Driver describes one `driver:` name. Exactly one of OpenSensor and
+// OpenActuator is set.
+type Driver struct {
+	Name string
+	// Doc is one line for `edged drivers` and the README.
+	Doc string
+	// NewOpts returns a pointer to a fresh options struct with defaults
+	// applied. The config loader decodes the driver-specific YAML keys into
+	// it and calls its Validate() error method if it has one.
+	NewOpts func() any
+	// OpenSensor opens a sensor from options made by NewOpts.
+	OpenSensor func(env *Env, id string, opts any) (sensors.Sensor, error)
+	// OpenActuator opens an actuator from options made by NewOpts. The
+	// actuator is in its safe state when it returns.
+	OpenActuator func(env *Env, id string, opts any) (sensors.Actuator, error)
+}
+
+// Registry is the explicit map from driver name to Driver.
+type Registry map[string]Driver
+
+// Default holds every driver edged ships.
+var Default = merge(simDrivers(), hardwareDrivers())
+
+func merge(groups ...[]Driver) Registry {
+	r := Registry{}
+	for _, g := range groups {
+		for _, d := range g {
+			if _, dup := r[d.Name]; dup {
+				panic("drivers: duplicate driver name " + d.Name) // programming error, caught by tests
+			}
+			r[d.Name] = d
+		}
+	}
+	return r
+}
+
+// SensorOpts returns fresh options for the named sensor driver.
+func (r Registry) SensorOpts(name string) (any, bool) {
+	d, ok := r[name]
+	if !ok || d.OpenSensor == nil {
+		return nil, false
+	}
+	return d.NewOpts(), true
+}
+
+// ActuatorOpts returns fresh options for the named actuator driver.
+func (r Registry) ActuatorOpts(name string) (any, bool) {
+	d, ok := r[name]
+	if !ok || d.OpenActuator == nil {
+		return nil, false
+	}
+	return d.NewOpts(), true
+}
+
+// Names returns the sorted driver names of one kind.
+func (r Registry) Names(actuators bool) []string {
+	var out []string
+	for n, d := range r {
+		if (d.OpenActuator != nil) == actuators {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// OpenSensor opens sensor id with the named driver.
+func (r Registry) OpenSensor(env *Env, driver, id string, opts any) (sensors.Sensor, error) {
+	d, ok := r[driver]
+	if !ok || d.OpenSensor == nil {
+		return nil, fmt.Errorf("drivers: sensor %q: unknown sensor driver %q", id, driver)
+	}
+	s, err := d.OpenSensor(env, id, opts)
+	if err != nil {
+		return nil, fmt.Errorf("sensor %q: %w", id, err)
+	}
+	return s, nil
+}
+
+// OpenActuator opens actuator id with the named driver.
+func (r Registry) OpenActuator(env *Env, driver, id string, opts any) (sensors.Actuator, error) {
+	d, ok := r[driver]
+	if !ok || d.OpenActuator == nil {
+		return nil, fmt.Errorf("drivers: actuator %q: unknown actuator driver %q", id, driver)
+	}
+	a, err := d.OpenActuator(env, id, opts)
+	if err != nil {
+		return nil, fmt.Errorf("actuator %q: %w", id, err)
+	}
+	return a, nil
+}
+
+// Env is what opened devices share. The zero value is not usable; call
+// NewEnv. Close releases every shared resource.
+type Env struct {
+	Clock sensors.Clock
+	Log   *slog.Logger
+	// SysfsRoot prefixes every sysfs path ("/" on a real system), so tests
+	// run sysfs drivers against a fake tree in a temp dir.
+	SysfsRoot string
+
+	mu     sync.Mutex
+	shared map[string]any
+	order  []string
+}
+
+// NewEnv returns an Env on the real clock and root file system.
+func NewEnv(log *slog.Logger) *Env {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Env{Clock: sensors.SystemClock, Log: log, SysfsRoot: "/"}
+}
+
+// Shared returns the resource stored under key, opening it with open the
+// first time. Resources that implement io.Closer are closed by Close in
+// reverse order of opening. open runs under the Env's lock: it must not
+// call Shared.
+func (e *Env) Shared(key string, open func() (any, error)) (any, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if v, ok := e.shared[key]; ok {
+		return v, nil
+	}
+	v, err := open()
+	if err != nil {
+		return nil, err
+	}
+	if e.shared == nil {
+		e.shared = map[string]any{}
+	}
+	e.shared[key] = v
+	e.order = append(e.order, key)
+	return v, nil
+}
+
+// Close closes the shared resources.
+func (e *Env) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var errs []error
+	for i := len(e.order) - 1; i >= 0; i-- {
+		if c, ok := e.shared[e.order[i]].(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	e.shared, e.order = nil, nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,4 @@
+package drivers
+
+// hardwareDrivers lists the real devices.
+func hardwareDrivers() []Driver { return nil }
