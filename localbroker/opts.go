@@ -1,0 +1,94 @@
+package localbroker
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/edged/edged/sensors"
+)
+
+// Roles for anonymous clients, weakest first.
+const (
+	RoleViewer    = "viewer"    // subscribe to everything
+	RolePublisher = "publisher" // + publish outside the control topics
+	RoleOperator  = "operator"  // + publish control commands
+	RoleAdmin     = "admin"     // + everything
+)
+
+// Opts configures the embedded broker. The YAML keys are a contract.
+type Opts struct {
+	// MQTT is the TCP listener address; "" disables it.
+	MQTT string `yaml:"mqtt"`
+	// WebSocket is the MQTT-over-WebSocket listener address; "" disables it.
+	WebSocket string `yaml:"websocket"`
+	// AllowAnonymous lets clients connect without credentials, with the
+	// rights of AnonymousRole. When false every client is refused until
+	// users are configured.
+	AllowAnonymous bool   `yaml:"allow_anonymous"`
+	AnonymousRole  string `yaml:"anonymous_role"`
+
+	// MaxPacketSize caps an incoming MQTT packet ("256KiB").
+	MaxPacketSize int64 `yaml:"max_packet_size" edged:"size"`
+	// MaxInflight caps unacknowledged QoS 1/2 messages per client.
+	MaxInflight int `yaml:"max_inflight"`
+	// MaxPendingWrites caps queued outbound packets per client; a slow
+	// client loses messages beyond it (mochi drops them).
+	MaxPendingWrites int `yaml:"max_pending_writes"`
+	// MessageExpiry is the longest a retained or queued message lives;
+	// 0 keeps retained messages forever.
+	MessageExpiry time.Duration `yaml:"message_expiry"`
+	// SysInterval is how often $SYS topics are republished.
+	SysInterval time.Duration `yaml:"sys_interval"`
+}
+
+// DefaultOpts are safe on a Pi 2: loopback listeners, small buffers.
+func DefaultOpts() Opts {
+	return Opts{
+		MQTT:             "127.0.0.1:1883",
+		WebSocket:        "127.0.0.1:8083",
+		AllowAnonymous:   true,
+		AnonymousRole:    RoleViewer,
+		MaxPacketSize:    256 << 10,
+		MaxInflight:      64,
+		MaxPendingWrites: 256,
+		MessageExpiry:    0,
+		SysInterval:      60 * time.Second,
+	}
+}
+
+// Validate reports the first problem with o, naming the YAML key.
+func (o *Opts) Validate() error {
+	for _, f := range []struct{ key, addr string }{{"mqtt", o.MQTT}, {"websocket", o.WebSocket}} {
+		if f.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(f.addr); err != nil {
+			return sensors.FieldErrorf(f.key, "listen address %q: %v (want host:port, e.g. 127.0.0.1:1883)", f.addr, err)
+		}
+	}
+	switch o.AnonymousRole {
+	case RoleViewer, RolePublisher, RoleOperator, RoleAdmin:
+	default:
+		return sensors.FieldErrorf("anonymous_role", "unknown role %q (want viewer, publisher, operator or admin)", o.AnonymousRole)
+	}
+	if o.MaxPacketSize < 1024 || o.MaxPacketSize > 256<<20 {
+		return sensors.FieldErrorf("max_packet_size", "%d bytes is out of range (1KiB..256MiB)", o.MaxPacketSize)
+	}
+	if o.MaxInflight < 1 || o.MaxInflight > 65535 {
+		return sensors.FieldErrorf("max_inflight", "%d is out of range (1..65535)", o.MaxInflight)
+	}
+	if o.MaxPendingWrites < 1 {
+		return sensors.FieldErrorf("max_pending_writes", "must be at least 1")
+	}
+	if o.MessageExpiry < 0 {
+		return sensors.FieldErrorf("message_expiry", "must not be negative")
+	}
+	if o.SysInterval < 30*time.Second {
+		return sensors.FieldErrorf("sys_interval", "%v is below 30s", o.SysInterval)
+	}
+	if o.MQTT == "" && o.WebSocket == "" {
+		return fmt.Errorf("no listener: set mqtt or websocket (local apps could not reach the readings)")
+	}
+	return nil
+}
