@@ -1,0 +1,311 @@
+// Package uplink forwards captured messages to a cloud MQTT broker through a durable buffer.
+//
+// It owns the cloud side only: it knows nothing of the local broker, which
+// hands it messages through a capture interface wired in cmd/edged. Only
+// uplink imports paho.golang.
+package uplink
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/edged/edged/sensors"
+)
+
+// Buffer sync modes: when appended records are flushed to the SD card.
+const (
+	SyncAlways   = "always"   // fdatasync before an append returns: a power cut loses nothing
+	SyncInterval = "interval" // fdatasync every SyncInterval: a power cut loses at most that
+	SyncNone     = "none"     // leave it to the kernel: survives a crash, not a power cut
+)
+
+// Buffer overflow policies, applied when the backlog reaches MaxBytes.
+const (
+	OverflowDropOldest = "drop_oldest" // reclaim the oldest segment, counted as dropped
+	OverflowRejectNew  = "reject_new"  // refuse new messages, counted as rejected
+)
+
+// Opts configures the uplink. The YAML keys are a contract (DESIGN.md §3).
+type Opts struct {
+	// URL is the cloud broker, "mqtts://host:port" (TLS) or
+	// "mqtt://host:port" (plain TCP). WebSocket URLs are not supported yet.
+	URL string `yaml:"url"`
+	// ClientID is the MQTT client identifier; empty means the device id
+	// (the config loader fills it in).
+	ClientID string `yaml:"client_id"`
+	Username string `yaml:"username"`
+	// Password must come from the environment ("${EDGED_CLOUD_PASSWORD}")
+	// or from PasswordFile, never inline, so configs can be shared.
+	Password     string `yaml:"password" edged:"secret"`
+	PasswordFile string `yaml:"password_file"`
+	TLS          TLS    `yaml:"tls"`
+	// KeepAlive is the MQTT keep-alive; the link is declared dead after
+	// 1.5 times it without traffic.
+	KeepAlive time.Duration `yaml:"keep_alive"`
+	// SessionExpiry is how long the cloud broker keeps our session after
+	// a disconnect. The disk buffer, not the session, carries data through
+	// an outage; the session keeps in-flight packet ids meaningful across
+	// a reconnect, so it should outlast the outages you expect.
+	SessionExpiry time.Duration `yaml:"session_expiry"`
+	// MaxInflight caps unacknowledged QoS 1 messages, and with them the
+	// duplicates a reconnect can cause.
+	MaxInflight int `yaml:"max_inflight"`
+	// Forward selects the local topics that are mirrored to the cloud.
+	Forward []Rule `yaml:"forward"`
+	Buffer  Buffer `yaml:"buffer"`
+}
+
+// TLS configures the mqtts:// connection. Empty CAFile means the system
+// roots; CertFile and KeyFile together enable mutual TLS.
+type TLS struct {
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify disables certificate checks; for bench tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// Rule mirrors local topics matching Local to the cloud.
+type Rule struct {
+	// Local is an MQTT topic filter on the local broker, e.g.
+	// "edged/gh-01/sensor/#".
+	Local string `yaml:"local"`
+	// Remote is the cloud topic template: "{topic}" is replaced by the
+	// local topic and "{device}" by the device id. Empty means the local
+	// topic unchanged.
+	Remote string `yaml:"remote"`
+	// QoS of the cloud publish: 1 (default, acknowledged and buffered
+	// until acknowledged) or 0 (fire and forget).
+	QoS int `yaml:"qos"`
+	// Retain sets the retain flag on the cloud publish.
+	Retain bool `yaml:"retain"`
+}
+
+// Buffer configures the durable store-and-forward buffer under the state
+// directory.
+type Buffer struct {
+	// MaxBytes caps the backlog on disk ("256MiB"); disk use stays at most
+	// MaxBytes plus one segment.
+	MaxBytes int64 `yaml:"max_bytes" edged:"size"`
+	// MaxAge drops messages older than this; 0 keeps them until MaxBytes.
+	MaxAge time.Duration `yaml:"max_age"`
+	// Sync is SyncAlways, SyncInterval or SyncNone.
+	Sync         string        `yaml:"sync"`
+	SyncInterval time.Duration `yaml:"sync_interval"`
+	// Overflow is OverflowDropOldest or OverflowRejectNew.
+	Overflow string `yaml:"overflow"`
+	// SegmentBytes is the size of one segment file; space is reclaimed a
+	// whole segment at a time.
+	SegmentBytes int64 `yaml:"segment_bytes" edged:"size"`
+}
+
+// DefaultOpts are the defaults of Opts. Forward is empty: a user who
+// enables the uplink must say what to send.
+func DefaultOpts() Opts {
+	return Opts{
+		KeepAlive:     30 * time.Second,
+		SessionExpiry: 24 * time.Hour,
+		MaxInflight:   32,
+		Buffer:        DefaultBuffer(),
+	}
+}
+
+// DefaultBuffer are the defaults of Buffer.
+func DefaultBuffer() Buffer {
+	return Buffer{
+		MaxBytes:     256 << 20,
+		Sync:         SyncInterval,
+		SyncInterval: time.Second,
+		Overflow:     OverflowDropOldest,
+		SegmentBytes: 4 << 20,
+	}
+}
+
+// DefaultRule are the defaults of one forward rule.
+func DefaultRule() Rule { return Rule{QoS: 1} }
+
+// Limits of the options, from the MQTT 5 wire format and the buffer design.
+const (
+	maxKeepAlive     = 65535 * time.Second
+	maxSessionExpiry = 0xFFFFFFFE * time.Second // 0xFFFFFFFF means "never"; we want an end
+	minSegmentBytes  = 64 << 10
+	maxSegmentBytes  = 256 << 20
+)
+
+// Validate reports the first problem with o; errors name the YAML key.
+func (o *Opts) Validate() error {
+	if err := validateURL(o.URL); err != nil {
+		return &sensors.FieldError{Field: "url", Err: err}
+	}
+	if o.Password != "" && o.PasswordFile != "" {
+		return sensors.FieldErrorf("password_file", "set password or password_file, not both")
+	}
+	if err := o.TLS.Validate(); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	if strings.HasPrefix(o.URL, "mqtt://") && o.TLS != (TLS{}) {
+		return sensors.FieldErrorf("tls", "tls options need an mqtts:// url (url is %s)", o.URL)
+	}
+	if o.KeepAlive < time.Second || o.KeepAlive > maxKeepAlive {
+		return sensors.FieldErrorf("keep_alive", "%v is out of range (1s..%v)", o.KeepAlive, maxKeepAlive)
+	}
+	if o.SessionExpiry < 0 || o.SessionExpiry > maxSessionExpiry {
+		return sensors.FieldErrorf("session_expiry", "%v is out of range (0..%v)", o.SessionExpiry, maxSessionExpiry)
+	}
+	if o.MaxInflight < 1 || o.MaxInflight > 65535 {
+		return sensors.FieldErrorf("max_inflight", "%d is out of range (1..65535)", o.MaxInflight)
+	}
+	if len(o.Forward) == 0 {
+		return sensors.FieldErrorf("forward", "no forward rules: add at least one, e.g. {local: \"edged/<id>/sensor/#\"}")
+	}
+	for i := range o.Forward {
+		if err := o.Forward[i].Validate(); err != nil {
+			return fmt.Errorf("forward[%d]: %w", i, err)
+		}
+	}
+	if err := o.Buffer.Validate(); err != nil {
+		return fmt.Errorf("buffer: %w", err)
+	}
+	return nil
+}
+
+func validateURL(s string) error {
+	if s == "" {
+		return errors.New("missing: set the cloud broker, e.g. mqtts://cloud.example:8883")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %w", s, err)
+	}
+	switch u.Scheme {
+	case "mqtt", "mqtts":
+	case "ws", "wss":
+		return fmt.Errorf("%q: WebSocket uplinks are not supported yet (use mqtts://host:port)", s)
+	default:
+		return fmt.Errorf("%q: scheme must be mqtts:// (TLS) or mqtt:// (plain TCP)", s)
+	}
+	if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" || u.Hostname() == "" {
+		return fmt.Errorf("%q: want %s://host:port, e.g. %s://cloud.example:8883", s, u.Scheme, u.Scheme)
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
+		return fmt.Errorf("%q: want %s://host:port with no path, query or credentials (use username and password)", s, u.Scheme)
+	}
+	return nil
+}
+
+// Validate checks the TLS file options.
+func (t *TLS) Validate() error {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		if t.CertFile == "" {
+			return sensors.FieldErrorf("key_file", "set cert_file and key_file together (mutual TLS), or neither")
+		}
+		return sensors.FieldErrorf("cert_file", "set cert_file and key_file together (mutual TLS), or neither")
+	}
+	return nil
+}
+
+// Validate checks one forward rule: Local must be a valid MQTT filter and
+// Remote a topic template without wildcards.
+func (r *Rule) Validate() error {
+	if err := ValidFilter(r.Local); err != nil {
+		return &sensors.FieldError{Field: "local", Err: err}
+	}
+	if err := validTemplate(r.Remote); err != nil {
+		return &sensors.FieldError{Field: "remote", Err: err}
+	}
+	if r.QoS != 0 && r.QoS != 1 {
+		return sensors.FieldErrorf("qos", "%d is not supported (want 0 or 1)", r.QoS)
+	}
+	return nil
+}
+
+// ValidFilter reports whether f is a valid MQTT topic filter: '#' only as
+// the whole last level, '+' only as a whole level.
+func ValidFilter(f string) error {
+	if f == "" {
+		return errors.New("empty topic filter")
+	}
+	if len(f) > 65535 {
+		return errors.New("topic filter longer than 65535 bytes")
+	}
+	if strings.ContainsRune(f, 0) {
+		return errors.New("topic filter contains a NUL character")
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		switch {
+		case l == "#" && i != len(levels)-1:
+			return fmt.Errorf("filter %q: '#' must be the last level", f)
+		case l != "#" && strings.Contains(l, "#"):
+			return fmt.Errorf("filter %q: '#' must stand alone in its level", f)
+		case l != "+" && strings.Contains(l, "+"):
+			return fmt.Errorf("filter %q: '+' must stand alone in its level", f)
+		}
+	}
+	return nil
+}
+
+// validTemplate checks a remote topic template: no wildcards, no empty
+// result, and only the {topic} and {device} placeholders.
+func validTemplate(t string) error {
+	if t == "" {
+		return nil
+	}
+	if strings.ContainsAny(t, "+#") {
+		return fmt.Errorf("template %q: wildcards (+ #) are not allowed in a topic name", t)
+	}
+	if strings.ContainsRune(t, 0) {
+		return errors.New("template contains a NUL character")
+	}
+	rest := t
+	for {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return fmt.Errorf("template %q: unclosed '{'", t)
+		}
+		switch p := rest[i : i+j+1]; p {
+		case "{topic}", "{device}":
+		default:
+			return fmt.Errorf("template %q: unknown placeholder %s (want {topic} or {device})", t, p)
+		}
+		rest = rest[i+j+1:]
+	}
+	return nil
+}
+
+// Validate checks the buffer options.
+func (b *Buffer) Validate() error {
+	if b.SegmentBytes < minSegmentBytes || b.SegmentBytes > maxSegmentBytes {
+		return sensors.FieldErrorf("segment_bytes", "%d bytes is out of range (64KiB..256MiB)", b.SegmentBytes)
+	}
+	if b.MaxBytes < 2*b.SegmentBytes {
+		return sensors.FieldErrorf("max_bytes", "%d bytes is less than two segments (segment_bytes is %d)", b.MaxBytes, b.SegmentBytes)
+	}
+	if b.MaxAge < 0 {
+		return sensors.FieldErrorf("max_age", "must not be negative (0 keeps messages until max_bytes)")
+	}
+	switch b.Sync {
+	case SyncAlways, SyncNone:
+	case SyncInterval:
+		if b.SyncInterval < 10*time.Millisecond || b.SyncInterval > time.Minute {
+			return sensors.FieldErrorf("sync_interval", "%v is out of range (10ms..1m)", b.SyncInterval)
+		}
+	default:
+		return sensors.FieldErrorf("sync", "unknown mode %q (want always, interval or none)", b.Sync)
+	}
+	switch b.Overflow {
+	case OverflowDropOldest, OverflowRejectNew:
+	default:
+		return sensors.FieldErrorf("overflow", "unknown policy %q (want drop_oldest or reject_new)", b.Overflow)
+	}
+	return nil
+}
