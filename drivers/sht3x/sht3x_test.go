@@ -1,0 +1,344 @@
+package sht3x
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/i2c"
+	"periph.io/x/conn/v3/i2c/i2ctest"
+
+	"github.com/edged/edged/drivers/i2cbus"
+	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
+	"github.com/edged/edged/sensors"
+)
+
+// reading25C60 is a measurement of 25.00 °C and 60.00 %RH as the sensor
+// sends it (datasheet 4.4, figure 14: T MSB, T LSB, CRC, RH MSB, RH LSB,
+// CRC). 0x6666 = 0.4 * 65535 and 0x9999 = 0.6 * 65535, so the formulas of
+// datasheet 4.13 give exact values; the CRCs follow datasheet 4.12.
+var reading25C60 = []byte{0x66, 0x66, 0x93, 0x99, 0x99, 0xBE}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+
+func TestCRC8(t *testing.T) {
+	tests := []struct {
+		in   []byte
+		want byte
+	}{
+		{[]byte{0xBE, 0xEF}, 0x92}, // the datasheet's example, section 4.12, table 20
+		{[]byte{0x66, 0x66}, 0x93},
+		{[]byte{0x99, 0x99}, 0xBE},
+		{[]byte{0x00, 0x00}, 0x81},
+		{[]byte{0xFF, 0xFF}, 0xAC},
+		{nil, 0xFF}, // the initial value
+	}
+	for _, tt := range tests {
+		if got := CRC8(tt.in); got != tt.want {
+			t.Errorf("CRC8(% x) = %#02x, want %#02x", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestConversion(t *testing.T) {
+	tests := []struct {
+		raw    uint16
+		temp   float64
+		humid  float64
+		reason string
+	}{
+		{0x0000, -45, 0, "bottom of the scale"},
+		{0xFFFF, 130, 100, "top of the scale"},
+		{0x6666, 25, 40, "0.4 of full scale"},
+		{0x9999, 60, 60, "0.6 of full scale"},
+		{0x3333, -10, 20, "0.2 of full scale"},
+	}
+	for _, tt := range tests {
+		if got := Temperature(tt.raw); !near(got, tt.temp) {
+			t.Errorf("%s: Temperature(%#04x) = %v, want %v", tt.reason, tt.raw, got, tt.temp)
+		}
+		if got := Humidity(tt.raw); !near(got, tt.humid) {
+			t.Errorf("%s: Humidity(%#04x) = %v, want %v", tt.reason, tt.raw, got, tt.humid)
+		}
+	}
+}
+
+func TestOptsValidate(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*Opts)
+		field string
+	}{
+		{"default", func(*Opts) {}, ""},
+		{"alternative address", func(o *Opts) { o.Address = AltAddr }, ""},
+		{"medium", func(o *Opts) { o.Repeatability = Medium }, ""},
+		{"low", func(o *Opts) { o.Repeatability = Low }, ""},
+		{"unknown repeatability", func(o *Opts) { o.Repeatability = "ultra" }, "repeatability"},
+		{"empty repeatability", func(o *Opts) { o.Repeatability = "" }, "repeatability"},
+		{"upper case", func(o *Opts) { o.Repeatability = "HIGH" }, "repeatability"},
+		{"address out of range", func(o *Opts) { o.Address = 0x7a }, "address"},
+		{"no bus", func(o *Opts) { o.Bus = "" }, "bus"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOpts()
+			tt.edit(&o)
+			err := o.Validate()
+			var fe *sensors.FieldError
+			switch {
+			case tt.field == "" && err != nil:
+				t.Fatalf("Validate() = %v", err)
+			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
+				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
+			}
+			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
+				t.Fatalf("New() error = %v, want error: %v", err, tt.field != "")
+			}
+		})
+	}
+}
+
+func TestOptsI2CAddrAndQuantities(t *testing.T) {
+	o := DefaultOpts()
+	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x44 {
+		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
+	}
+	q := o.Quantities()
+	if len(q) != 2 || q[0] != sensors.Temperature || q[1] != sensors.Humidity {
+		t.Errorf("Quantities() = %v", q)
+	}
+}
+
+func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock, edit func(*Opts)) *Dev {
+	t.Helper()
+	o := DefaultOpts()
+	if edit != nil {
+		edit(&o)
+	}
+	d, err := New(bus, clk, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestSense(t *testing.T) {
+	// Command codes: datasheet 4.3, table 9, "clock stretching disabled".
+	tests := []struct {
+		rep  string
+		addr uint16
+		cmd  []byte
+		wait time.Duration // datasheet 2.2, table 4, maximum
+	}{
+		{High, Addr, []byte{0x24, 0x00}, 15500 * time.Microsecond},
+		{Medium, Addr, []byte{0x24, 0x0B}, 6500 * time.Microsecond},
+		{Low, AltAddr, []byte{0x24, 0x16}, 4500 * time.Microsecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.rep, func(t *testing.T) {
+			pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+				{Addr: tt.addr, W: tt.cmd},
+				{Addr: tt.addr, R: reading25C60},
+			}}
+			clk := &i2cbustest.Clock{}
+			d := newDev(t, i2cbus.NewBus("1", pb), clk, func(o *Opts) { o.Repeatability = tt.rep; o.Address = tt.addr })
+			dst := make([]float64, len(d.Quantities()))
+			if err := d.Sense(context.Background(), dst); err != nil {
+				t.Fatal(err)
+			}
+			if !near(dst[0], 25) || !near(dst[1], 60) {
+				t.Errorf("Sense = %v °C, %v %%RH; want 25, 60", dst[0], dst[1])
+			}
+			if n, last, _ := clk.Waits(); n != 1 || last != tt.wait {
+				t.Errorf("waited %d times, last %v; want once, %v", n, last, tt.wait)
+			}
+			if err := pb.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestString(t *testing.T) {
+	d := newDev(t, i2cbus.NewBus("1", &i2ctest.Playback{}), nil, func(o *Opts) { o.Address = AltAddr })
+	if got := d.String(); got != "sht3x(i2c 1, 0x45)" {
+		t.Errorf("String() = %q", got)
+	}
+}
+
+func TestSenseCRCFailure(t *testing.T) {
+	badT := append([]byte(nil), reading25C60...)
+	badT[2] ^= 0x01
+	badRH := append([]byte(nil), reading25C60...)
+	badRH[4] ^= 0x80 // a flipped data bit, checksum unchanged
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+		{Addr: Addr, W: []byte{0x24, 0x00}}, {Addr: Addr, R: badT},
+		{Addr: Addr, W: []byte{0x24, 0x00}}, {Addr: Addr, R: badRH},
+	}}
+	d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+	for i, word := range []string{"temperature", "humidity"} {
+		dst := []float64{math.NaN(), math.NaN()}
+		err := d.Sense(context.Background(), dst)
+		if !errors.Is(err, ErrCRC) || !strings.Contains(err.Error(), word) {
+			t.Fatalf("Sense = %v, want ErrCRC naming %s", err, word)
+		}
+		if !math.IsNaN(dst[0]) || !math.IsNaN(dst[1]) {
+			t.Errorf("Sense wrote %v despite a CRC failure", dst)
+		}
+		if got := d.CRCErrors(); got != uint64(i+1) {
+			t.Errorf("CRCErrors() = %d, want %d", got, i+1)
+		}
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSenseBusErrors(t *testing.T) {
+	t.Run("no device", func(t *testing.T) {
+		d := newDev(t, &i2cbustest.FailBus{}, &i2cbustest.Clock{}, nil)
+		err := d.Sense(context.Background(), make([]float64, 2))
+		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "start measurement") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("read NACK", func(t *testing.T) {
+		// The sensor takes the command, then NACKs the read header (as when
+		// the conversion is not done): Playback has no op left to match.
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0x24, 0x00}}}}
+		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+		err := d.Sense(context.Background(), make([]float64, 2))
+		if err == nil || !strings.Contains(err.Error(), "read measurement") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("wrong traffic", func(t *testing.T) {
+		// A device expecting the clock-stretching command would not see ours.
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0x2C, 0x06}}}}
+		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+		if err := d.Sense(context.Background(), make([]float64, 2)); err == nil {
+			t.Fatal("Sense succeeded with mismatched traffic")
+		}
+	})
+	t.Run("short dst", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true}
+		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+		if err := d.Sense(context.Background(), make([]float64, 1)); err == nil {
+			t.Fatal("Sense accepted a one-element dst")
+		}
+		if pb.Count != 0 {
+			t.Fatal("Sense sent traffic for a bad dst")
+		}
+	})
+}
+
+func TestSenseHonoursContext(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0x24, 0x00}}}}
+	d := newDev(t, pb, &i2cbustest.Clock{Block: true}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.Sense(ctx, make([]float64, 2)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Sense = %v, want context.Canceled", err)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatalf("no read must follow a cancelled wait: %v", err)
+	}
+}
+
+func TestHaltSendsNothing(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+		{Addr: Addr, W: []byte{0x24, 0x00}}, {Addr: Addr, R: reading25C60},
+	}}
+	d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+	if err := d.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if pb.Count != 0 {
+		t.Fatal("Halt sent traffic")
+	}
+	// Single-shot mode keeps no state, so the device still works.
+	if err := d.Sense(context.Background(), make([]float64, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// loopBus replays the ops of a Playback forever, for allocation checks and
+// benchmarks that need more readings than a script holds.
+type loopBus struct{ i2ctest.Playback }
+
+func (b *loopBus) Tx(addr uint16, w, r []byte) error {
+	b.Lock()
+	if b.Count == len(b.Ops) {
+		b.Count = 0
+	}
+	b.Unlock()
+	return b.Playback.Tx(addr, w, r)
+}
+
+func newLoop() *loopBus {
+	return &loopBus{i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+		{Addr: Addr, W: []byte{0x24, 0x00}}, {Addr: Addr, R: reading25C60},
+	}}}
+}
+
+func TestSenseDoesNotAllocate(t *testing.T) {
+	d := newDev(t, i2cbus.NewBus("1", newLoop()), &i2cbustest.Clock{}, nil)
+	dst := make([]float64, 2)
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := d.Sense(ctx, dst); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
+	}
+}
+
+func BenchmarkSense(b *testing.B) {
+	d := newDev(b, i2cbus.NewBus("1", newLoop()), &i2cbustest.Clock{}, nil)
+	dst := make([]float64, 2)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.Sense(ctx, dst); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// FuzzSense feeds arbitrary replies: Sense must never panic, must fail
+// exactly when a checksum is wrong, and must stay within the sensor's scale.
+func FuzzSense(f *testing.F) {
+	f.Add(reading25C60)
+	f.Add([]byte{0xBE, 0xEF, 0x92, 0xBE, 0xEF, 0x92})
+	f.Add([]byte{0, 0, 0x81, 0xFF, 0xFF, 0xAC})
+	f.Add([]byte{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}) // a floating bus
+	f.Fuzz(func(t *testing.T, reply []byte) {
+		if len(reply) != 6 {
+			return
+		}
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+			{Addr: Addr, W: []byte{0x24, 0x00}}, {Addr: Addr, R: reply},
+		}}
+		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+		dst := make([]float64, 2)
+		err := d.Sense(context.Background(), dst)
+		good := CRC8(reply[0:2]) == reply[2] && CRC8(reply[3:5]) == reply[5]
+		if good != (err == nil) {
+			t.Fatalf("reply % x: checksums good %v, Sense error %v", reply, good, err)
+		}
+		if err == nil && (dst[0] < -45 || dst[0] > 130 || dst[1] < 0 || dst[1] > 100) {
+			t.Fatalf("reply % x: out of scale %v", reply, dst)
+		}
+	})
+}
