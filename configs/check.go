@@ -1,0 +1,223 @@
+package configs
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// idPattern is what ids may look like: they become MQTT topic levels.
+var idPattern = `^[a-z0-9][a-z0-9_-]*$`
+
+func validID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case (c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// locate finds the node at path under n (string keys for mappings, int
+// indexes for lists) and returns the deepest node it reached, so a problem
+// is blamed on the most precise place that exists in the file.
+func locate(n *yaml.Node, path ...any) *yaml.Node {
+	for _, step := range path {
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
+		var next *yaml.Node
+		switch s := step.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == s {
+						next = n.Content[i+1]
+						if isNull(next) {
+							next = n.Content[i]
+						}
+						break
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && s < len(n.Content) {
+				next = n.Content[s]
+			}
+		}
+		if next == nil {
+			return n
+		}
+		n = next
+	}
+	return n
+}
+
+// check runs the cross-section checks and fills the defaults that depend
+// on other keys. Every problem is blamed on the node at fault.
+func (l *loader) check(c *Config, root *yaml.Node) {
+	d := l.d
+	switch {
+	case c.Device.ID == "":
+		d.errorf(locate(root, "device", "id"), "device: id: missing: name this gateway, e.g. gh-01 (it becomes part of every topic)")
+	case !validID(c.Device.ID):
+		d.errorf(locate(root, "device", "id"), "device: id: %q is not a valid id (want %s: lower case, digits, _ and -, at most 64)", c.Device.ID, idPattern)
+	}
+	if c.Device.TopicPrefix == "" {
+		if c.Device.ID != "" {
+			c.Device.TopicPrefix = "edged/" + c.Device.ID
+		}
+	} else if err := checkPrefix(c.Device.TopicPrefix); err != nil {
+		d.errorf(locate(root, "device", "topic_prefix"), "device: topic_prefix: %v", err)
+	}
+	if c.StateDir == "" {
+		d.errorf(locate(root, "state_dir"), "state_dir: must not be empty (the uplink buffer lives there; default %s)", DefaultStateDir)
+	}
+
+	sensorAt := map[string]int{}
+	for i, s := range c.Sensors {
+		l.checkID(root, "sensors", i, s.ID, sensorAt)
+	}
+	actuatorAt := map[string]int{}
+	for i, a := range c.Actuators {
+		l.checkID(root, "actuators", i, a.ID, actuatorAt)
+	}
+	l.checkI2C(c, root)
+	l.checkControllers(c, root, sensorAt, actuatorAt)
+	if c.Uplink != nil && c.Uplink.ClientID == "" {
+		c.Uplink.ClientID = c.Device.ID
+	}
+}
+
+// checkPrefix reports why p cannot start topic names.
+func checkPrefix(p string) error {
+	switch {
+	case strings.ContainsAny(p, "+#"):
+		return fmt.Errorf("%q contains a wildcard (+ or #)", p)
+	case strings.HasPrefix(p, "/"):
+		return fmt.Errorf("%q starts with '/' (an empty first level)", p)
+	case strings.HasPrefix(p, "$"):
+		return fmt.Errorf("%q starts with '$' (reserved for broker topics such as $SYS)", p)
+	case strings.HasSuffix(p, "/") || strings.Contains(p, "//"):
+		return fmt.Errorf("%q has an empty level", p)
+	case strings.ContainsRune(p, 0):
+		return fmt.Errorf("%q contains a NUL character", p)
+	}
+	return nil
+}
+
+// checkID checks the id of item i of section and records it in seen.
+func (l *loader) checkID(root *yaml.Node, section string, i int, id string, seen map[string]int) {
+	at := locate(root, section, i, "id")
+	kind := strings.TrimSuffix(section, "s")
+	switch {
+	case id == "":
+		l.d.errorf(at, "id: missing: every %s needs an id", kind)
+		return
+	case !validID(id):
+		l.d.errorf(at, "id: %q is not a valid id (want %s: lower case, digits, _ and -, at most 64)", id, idPattern)
+		return
+	}
+	if first, dup := seen[id]; dup {
+		l.d.errorf(at, "id: duplicate %s id %q (first defined on line %d)", kind, id, locate(root, section, first, "id").Line)
+		return
+	}
+	seen[id] = i
+}
+
+// checkI2C refuses two devices at one bus and address.
+func (l *loader) checkI2C(c *Config, root *yaml.Node) {
+	type where struct {
+		section string
+		i       int
+		id      string
+	}
+	type busAddr struct {
+		bus  string
+		addr uint16
+	}
+	used := map[busAddr]where{}
+	visit := func(section string, i int, id string, opts any) {
+		a, ok := opts.(i2cAddresser)
+		if !ok {
+			return
+		}
+		bus, addr := a.I2CAddr()
+		k := busAddr{bus, addr}
+		if first, dup := used[k]; dup {
+			at := locate(root, section, i, "address")
+			firstAt := locate(root, first.section, first.i, "id")
+			l.d.errorf(at, "address: I2C bus %q address %#02x is already used by %s %q (line %d)",
+				bus, addr, strings.TrimSuffix(first.section, "s"), first.id, firstAt.Line)
+			return
+		}
+		used[k] = where{section, i, id}
+	}
+	for i, s := range c.Sensors {
+		visit("sensors", i, s.ID, s.Opts)
+	}
+	for i, a := range c.Actuators {
+		visit("actuators", i, a.ID, a.Opts)
+	}
+}
+
+// checkControllers checks ids, inputs and outputs of the control loops.
+func (l *loader) checkControllers(c *Config, root *yaml.Node, sensorAt, actuatorAt map[string]int) {
+	d := l.d
+	seen := map[string]int{}
+	drivenBy := map[string]int{}
+	for i := range c.Controllers {
+		ctl := &c.Controllers[i]
+		l.checkID(root, "controllers", i, ctl.ID, seen)
+		if id, q, err := ctl.InputRef(); err == nil {
+			at := locate(root, "controllers", i, "input")
+			if si, ok := sensorAt[id]; !ok {
+				d.errorf(at, "input: no sensor %q (sensors: %s)", id, strings.Join(sortedKeys(sensorAt), ", "))
+			} else if qs, ok := c.Sensors[si].Opts.(quantitier); ok {
+				have := qs.Quantities()
+				if !slices.Contains(have, q) {
+					names := make([]string, len(have))
+					for j, h := range have {
+						names[j] = h.String()
+					}
+					d.errorf(at, "input: sensor %q does not measure %s (it measures %s)", id, q, strings.Join(names, ", "))
+				}
+			}
+		}
+		if ctl.Output == "" {
+			continue
+		}
+		at := locate(root, "controllers", i, "output")
+		if _, ok := actuatorAt[ctl.Output]; !ok {
+			d.errorf(at, "output: no actuator %q (actuators: %s)", ctl.Output, strings.Join(sortedKeys(actuatorAt), ", "))
+			continue
+		}
+		if first, dup := drivenBy[ctl.Output]; dup {
+			d.errorf(at, "output: actuator %q is already driven by controller %q (line %d); one loop per actuator",
+				ctl.Output, c.Controllers[first].ID, locate(root, "controllers", first, "output").Line)
+			continue
+		}
+		drivenBy[ctl.Output] = i
+	}
+}
+
+func sortedKeys(m map[string]int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	if len(out) == 0 {
+		return []string{"none"}
+	}
+	return out
+}

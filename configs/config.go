@@ -1,0 +1,341 @@
+// Package configs owns edged's YAML configuration: the top-level schema,
+// a strict decoder that reports every problem of a file at once as
+// FILE:LINE:COL: message, and the cross-checks between sections (a
+// controller's input must name a sensor that exists, ...).
+//
+// It does no I/O beyond reading the file and opens no hardware: driver
+// options are made and validated through the Drivers interface, which
+// drivers.Registry satisfies. A config that fails to load is never
+// partly returned, so a bad config never half-starts the daemon.
+package configs
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/edged/edged/localbroker"
+	"github.com/edged/edged/pipeline/control"
+	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/uplink"
+)
+
+// Config is one loaded and validated configuration file.
+type Config struct {
+	// Path is the file the config came from ("" for Parse), for messages
+	// and for resolving nothing else: relative paths in the config are
+	// relative to the working directory, as the shell user expects.
+	Path string `yaml:"-"`
+
+	Device Device `yaml:"device"`
+	// StateDir holds the uplink buffer and runtime overrides.
+	StateDir    string           `yaml:"state_dir"`
+	Log         Log              `yaml:"log"`
+	Sensors     []Sensor         `yaml:"sensors"`
+	Actuators   []Actuator       `yaml:"actuators"`
+	Controllers []control.Opts   `yaml:"controllers"`
+	Broker      localbroker.Opts `yaml:"broker"`
+	HTTP        HTTP             `yaml:"http"`
+	// Uplink is nil when the file has no uplink section.
+	Uplink *uplink.Opts `yaml:"uplink"`
+}
+
+// Device identifies this gateway.
+type Device struct {
+	// ID names the gateway in topics and in the cloud; required.
+	ID string `yaml:"id"`
+	// TopicPrefix starts every topic; default "edged/<id>".
+	TopicPrefix string `yaml:"topic_prefix"`
+	// Name is a free-form display name.
+	Name string `yaml:"name"`
+}
+
+// Log configures the daemon's log output.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn or error
+	Format string `yaml:"format"` // text or json
+}
+
+// Validate checks the level and format names.
+func (l *Log) Validate() error {
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return sensors.FieldErrorf("level", "unknown level %q (want debug, info, warn or error)", l.Level)
+	}
+	switch l.Format {
+	case "text", "json":
+	default:
+		return sensors.FieldErrorf("format", "unknown format %q (want text or json)", l.Format)
+	}
+	return nil
+}
+
+// HTTP configures the LAN HTTP surface (REST, SSE, dashboard, metrics).
+type HTTP struct {
+	// Listen is host:port; "" disables the HTTP server.
+	Listen string `yaml:"listen"`
+}
+
+// Validate checks the listen address.
+func (h *HTTP) Validate() error {
+	if h.Listen == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(h.Listen); err != nil {
+		return sensors.FieldErrorf("listen", "listen address %q: %v (want host:port, e.g. 127.0.0.1:8080)", h.Listen, err)
+	}
+	return nil
+}
+
+// Sensor is one entry of `sensors:`. Keys other than the common ones below
+// and the inline PollOpts belong to the driver and are decoded into Opts.
+type Sensor struct {
+	ID     string `yaml:"id"`
+	Driver string `yaml:"driver"`
+	// Name is an optional display name.
+	Name             string `yaml:"name"`
+	sensors.PollOpts `yaml:",inline"`
+	// Opts is the driver's options, a pointer made by the driver's
+	// NewOpts; nil only if the driver is unknown (and the load failed).
+	Opts any `yaml:"-"`
+}
+
+// Actuator is one entry of `actuators:`; keys other than id, driver and
+// name belong to the driver and are decoded into Opts.
+type Actuator struct {
+	ID     string `yaml:"id"`
+	Driver string `yaml:"driver"`
+	Name   string `yaml:"name"`
+	Opts   any    `yaml:"-"`
+}
+
+// Drivers makes driver options. drivers.Registry implements it; configs
+// does not import drivers, so loading a config opens no hardware.
+type Drivers interface {
+	// SensorOpts returns a pointer to fresh options with defaults for the
+	// named sensor driver, or false if there is no such sensor driver.
+	SensorOpts(driver string) (any, bool)
+	// ActuatorOpts is SensorOpts for actuator drivers.
+	ActuatorOpts(driver string) (any, bool)
+	// Names lists the driver names of one kind, for messages.
+	Names(actuators bool) []string
+}
+
+// Optional capabilities of driver options, checked by type assertion.
+type (
+	// quantitier is implemented by sensor options that know what the
+	// sensor will measure, so controller inputs can be checked.
+	quantitier interface{ Quantities() []sensors.Quantity }
+	// i2cAddresser is implemented by options of I2C devices, so two
+	// devices at one address are caught before anything opens.
+	i2cAddresser interface{ I2CAddr() (bus string, addr uint16) }
+)
+
+// Defaults of the top-level keys.
+const (
+	DefaultStateDir = "/var/lib/edged"
+	DefaultHTTP     = "127.0.0.1:8080"
+)
+
+// Default returns a config with every default applied and no devices.
+func Default() Config {
+	return Config{
+		StateDir: DefaultStateDir,
+		Log:      Log{Level: "info", Format: "text"},
+		Broker:   localbroker.DefaultOpts(),
+		HTTP:     HTTP{Listen: DefaultHTTP},
+	}
+}
+
+// Load reads and validates the config file at path. env looks up
+// environment variables for ${NAME} in secret fields; nil means
+// os.LookupEnv. Problems with the content are returned as *Errors, with
+// path as the file name in every line.
+func Load(path string, drv Drivers, env func(string) (string, bool)) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("configs: %w", err)
+	}
+	return Parse(path, data, drv, env)
+}
+
+// Parse validates a config held in memory; name is used in messages and
+// stored as Config.Path. See Load.
+func Parse(name string, data []byte, drv Drivers, env func(string) (string, bool)) (*Config, error) {
+	if env == nil {
+		env = os.LookupEnv
+	}
+	if drv == nil {
+		drv = noDrivers{}
+	}
+	d := newDecoder(name, env)
+	root, err := parseYAML(data)
+	if err != nil {
+		line, msg := syntaxPosition(err)
+		d.errs = append(d.errs, Error{File: name, Line: line, Col: firstColumn(data, line), Msg: msg})
+		return nil, d.result()
+	}
+	cfg := Default()
+	cfg.Path = name
+	l := &loader{d: d, drv: drv}
+	d.defaults[reflect.TypeOf(control.Opts{})] = func() any { return control.DefaultOpts() }
+	d.defaults[reflect.TypeOf(uplink.Opts{})] = func() any { return uplink.DefaultOpts() }
+	d.defaults[reflect.TypeOf(uplink.Rule{})] = func() any { return uplink.DefaultRule() }
+	d.defaults[reflect.TypeOf(Sensor{})] = func() any { return Sensor{PollOpts: sensors.DefaultPollOpts()} }
+	d.custom[reflect.TypeOf(Sensor{})] = l.sensor
+	d.custom[reflect.TypeOf(Actuator{})] = l.actuator
+
+	top := root
+	if top.Kind == yaml.DocumentNode && len(top.Content) > 0 {
+		top = top.Content[0]
+	}
+	if isNull(top) {
+		d.errorf(top, "the file is empty: a config needs at least device: {id: ...}")
+		return nil, d.result()
+	}
+	d.decode(top, reflect.ValueOf(&cfg).Elem(), field{})
+	if top.Kind == yaml.MappingNode && !d.exhausted {
+		l.check(&cfg, top)
+	}
+	if errs := d.result(); errs != nil {
+		return nil, errs
+	}
+	return &cfg, nil
+}
+
+// parseYAML parses exactly one YAML document into a node tree. yaml.v3
+// reports syntax errors by panicking internally; any other panic on odd
+// input is turned into an error here too, so bad input never crashes edged.
+func parseYAML(data []byte) (root *yaml.Node, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			root, err = nil, fmt.Errorf("yaml: cannot parse: %v", r)
+		}
+	}()
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	var n yaml.Node
+	if err := dec.Decode(&n); err != nil {
+		if err.Error() == "EOF" {
+			return &yaml.Node{}, nil
+		}
+		return nil, err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, fmt.Errorf("yaml: line %d: a config file holds one YAML document; remove the second ---", extra.Line)
+	} else if err.Error() != "EOF" {
+		return nil, err
+	}
+	return &n, nil
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// syntaxPosition extracts the line yaml.v3 puts in its error text.
+func syntaxPosition(err error) (line int, msg string) {
+	s := err.Error()
+	if m := yamlLine.FindStringSubmatch(s); m != nil {
+		fmt.Sscan(m[1], &line)
+		return line, "yaml syntax: " + m[2]
+	}
+	return 1, "yaml syntax: " + strings.TrimPrefix(s, "yaml: ")
+}
+
+// firstColumn is the column of the first non-blank character of line, the
+// best guess at a column yaml.v3 does not report.
+func firstColumn(data []byte, line int) int {
+	lines := strings.Split(string(data), "\n")
+	if line < 1 || line > len(lines) {
+		return 1
+	}
+	l := lines[line-1]
+	return len(l) - len(strings.TrimLeft(l, " \t")) + 1
+}
+
+type noDrivers struct{}
+
+func (noDrivers) SensorOpts(string) (any, bool)   { return nil, false }
+func (noDrivers) ActuatorOpts(string) (any, bool) { return nil, false }
+func (noDrivers) Names(bool) []string             { return nil }
+
+// loader holds what decoding sensors and actuators needs beyond the
+// generic decoder.
+type loader struct {
+	d   *decoder
+	drv Drivers
+}
+
+func (l *loader) sensor(n *yaml.Node, v reflect.Value) {
+	l.device(n, v, false)
+}
+
+func (l *loader) actuator(n *yaml.Node, v reflect.Value) {
+	l.device(n, v, true)
+}
+
+// device decodes a sensor or actuator mapping: the common keys into v,
+// every other key strictly into the options of the named driver.
+func (l *loader) device(n *yaml.Node, v reflect.Value, actuator bool) {
+	d := l.d
+	kind := "sensor"
+	if actuator {
+		kind = "actuator"
+	}
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, "want a mapping with id, driver and the driver's options, got %s", describe(n))
+		return
+	}
+	pairs := d.pairs(n)
+	common := structOf(v.Type())
+	var mine, rest []pair
+	var driverPair *pair
+	for i, p := range pairs {
+		if _, ok := common.fields[p.name]; ok {
+			mine = append(mine, p)
+			if p.name == "driver" {
+				driverPair = &pairs[i]
+			}
+		} else {
+			rest = append(rest, p)
+		}
+	}
+	d.decodeFields(n, mine, v, nil)
+	names := l.drv.Names(actuator)
+	driver := v.FieldByName("Driver").String()
+	if driver == "" {
+		at := n
+		if driverPair != nil {
+			at = driverPair.at()
+		}
+		d.errorf(at, "driver: missing (%s drivers: %s)", kind, strings.Join(names, ", "))
+		return
+	}
+	var opts any
+	var ok bool
+	if actuator {
+		opts, ok = l.drv.ActuatorOpts(driver)
+	} else {
+		opts, ok = l.drv.SensorOpts(driver)
+	}
+	if !ok {
+		msg := fmt.Sprintf("driver: unknown %s driver %q", kind, driver)
+		if best := closest(driver, names); best != "" {
+			msg += fmt.Sprintf(": did you mean %q?", best)
+		}
+		d.errorf(driverPair.at(), "%s (%s drivers: %s)", msg, kind, strings.Join(names, ", "))
+		return
+	}
+	ov := reflect.ValueOf(opts)
+	if ov.Kind() != reflect.Pointer || ov.IsNil() || ov.Elem().Kind() != reflect.Struct {
+		d.errorf(driverPair.at(), "driver: %q makes options of type %T, not a pointer to a struct (a bug in the driver)", driver, opts)
+		return
+	}
+	d.decodeFields(n, rest, ov.Elem(), common.names)
+	v.FieldByName("Opts").Set(ov)
+}
