@@ -21,6 +21,7 @@ type PollOpts struct {
 	OfflineAfter int `yaml:"offline_after"`
 	// RetryBackoff is the first retry delay after a failed sample; it
 	// doubles per failure and never reaches past the next scheduled sample.
+	// 0 disables retries: a failed sample waits for the next slot.
 	RetryBackoff time.Duration `yaml:"retry_backoff"`
 	// Filters run in order on every value (see FilterSpec).
 	Filters []FilterSpec `yaml:"filters"`
@@ -217,6 +218,11 @@ func (f *FilterSpec) Validate() error {
 		if f.Clamp.Min == nil && f.Clamp.Max == nil {
 			return FieldErrorf("clamp", "set min, max or both")
 		}
+		for _, b := range []*float64{f.Clamp.Min, f.Clamp.Max} {
+			if b != nil && math.IsNaN(*b) {
+				return FieldErrorf("clamp", "min and max must be numbers, not NaN")
+			}
+		}
 		if f.Clamp.Min != nil && f.Clamp.Max != nil && *f.Clamp.Min > *f.Clamp.Max {
 			return FieldErrorf("clamp", "min %v is above max %v", *f.Clamp.Min, *f.Clamp.Max)
 		}
@@ -227,6 +233,14 @@ func (f *FilterSpec) Validate() error {
 	case f.CalibrateLinear != nil:
 		if len(f.CalibrateLinear) < 2 {
 			return FieldErrorf("calibrate_linear", "needs at least two points")
+		}
+		for _, p := range f.CalibrateLinear {
+			if err := finite("calibrate_linear", p.Measured); err != nil {
+				return err
+			}
+			if err := finite("calibrate_linear", p.True); err != nil {
+				return err
+			}
 		}
 		first := f.CalibrateLinear[0].Measured
 		for _, p := range f.CalibrateLinear[1:] {
