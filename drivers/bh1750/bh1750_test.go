@@ -1,0 +1,256 @@
+package bh1750
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/i2c/i2ctest"
+
+	"github.com/edged/edged/drivers/i2cbus"
+	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
+	"github.com/edged/edged/sensors"
+)
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(1, math.Abs(b)) }
+
+// script is the traffic of one reading at addr: Power On, MTreg high and
+// low bits, the one-time measurement instruction (p.5, p.11), then the
+// two-byte result (p.7).
+func script(addr uint16, mtHigh, mtLow, op byte, reply []byte) []i2ctest.IO {
+	return []i2ctest.IO{
+		{Addr: addr, W: []byte{0x01}},
+		{Addr: addr, W: []byte{mtHigh}},
+		{Addr: addr, W: []byte{mtLow}},
+		{Addr: addr, W: []byte{op}},
+		{Addr: addr, R: reply},
+	}
+}
+
+func TestLux(t *testing.T) {
+	tests := []struct {
+		count uint16
+		mt    int
+		want  float64
+	}{
+		// p.7, "measurement sequence example": High Byte 1000_0011, Low Byte
+		// 1001_0000 -> (2^15 + 2^9 + 2^8 + 2^7 + 2^4) / 1.2 ≈ 28067 lx.
+		{0x8390, 69, 33680 / 1.2},
+		{0, 69, 0},
+		{0xFFFF, 69, 65535 / 1.2},
+		{120, 138, 50}, // twice the measurement time: half the lux per count (p.11)
+		{120, 31, 120 / 1.2 * 69 / 31.0},
+	}
+	for _, tt := range tests {
+		if got := Lux(tt.count, tt.mt); !near(got, tt.want) {
+			t.Errorf("Lux(%#04x, %d) = %v, want %v", tt.count, tt.mt, got, tt.want)
+		}
+	}
+	if got := Lux(0x8390, 69); math.Round(got) != 28067 {
+		t.Errorf("datasheet example gives %v, want ≈ 28067", got)
+	}
+}
+
+func TestOptsValidate(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*Opts)
+		field string
+	}{
+		{"default", func(*Opts) {}, ""},
+		{"alternative address", func(o *Opts) { o.Address = AltAddr }, ""},
+		{"high2", func(o *Opts) { o.Resolution = High2 }, ""},
+		{"low", func(o *Opts) { o.Resolution = Low }, ""},
+		{"mtreg min", func(o *Opts) { o.MTreg = 31 }, ""},
+		{"mtreg max", func(o *Opts) { o.MTreg = 254 }, ""},
+		{"mtreg below", func(o *Opts) { o.MTreg = 30 }, "mtreg"},
+		{"mtreg above", func(o *Opts) { o.MTreg = 255 }, "mtreg"},
+		{"mtreg unset", func(o *Opts) { o.MTreg = 0 }, "mtreg"},
+		{"unknown resolution", func(o *Opts) { o.Resolution = "medium" }, "resolution"},
+		{"address", func(o *Opts) { o.Address = 0x7a }, "address"},
+		{"bus", func(o *Opts) { o.Bus = "" }, "bus"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOpts()
+			tt.edit(&o)
+			err := o.Validate()
+			var fe *sensors.FieldError
+			switch {
+			case tt.field == "" && err != nil:
+				t.Fatalf("Validate() = %v", err)
+			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
+				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
+			}
+			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
+				t.Fatalf("New() error = %v", err)
+			}
+		})
+	}
+}
+
+func TestOptsI2CAddrAndQuantities(t *testing.T) {
+	o := DefaultOpts()
+	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x23 {
+		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
+	}
+	if q := o.Quantities(); len(q) != 1 || q[0] != sensors.Illuminance {
+		t.Errorf("Quantities() = %v", q)
+	}
+}
+
+func TestSense(t *testing.T) {
+	tests := []struct {
+		name          string
+		res           string
+		mt            int
+		addr          uint16
+		mtHigh, mtLow byte // p.11: 01000_MT[7:5], 011_MT[4:0]
+		op            byte
+		reply         []byte
+		want          float64
+		wait          time.Duration
+	}{
+		{"datasheet example", High, 69, Addr, 0x42, 0x65, 0x20, []byte{0x83, 0x90}, 33680 / 1.2, 180 * time.Millisecond},
+		{"high2 halves", High2, 69, Addr, 0x42, 0x65, 0x21, []byte{0x83, 0x90}, 33680 / 1.2 / 2, 180 * time.Millisecond},
+		{"low", Low, 69, AltAddr, 0x42, 0x65, 0x23, []byte{0x00, 0x78}, 100, 24 * time.Millisecond},
+		// p.11 example: MTreg 138 (1000_1010) doubles time and sensitivity.
+		{"mtreg 138", High, 138, Addr, 0x44, 0x6A, 0x20, []byte{0x00, 0xF0}, 100, 360 * time.Millisecond},
+		{"mtreg 31", High, 31, Addr, 0x40, 0x7F, 0x20, []byte{0x00, 0x1F}, 31 / 1.2 * 69 / 31, (180*time.Millisecond*31 + 68) / 69},
+		{"mtreg 254", High, 254, Addr, 0x47, 0x7E, 0x20, []byte{0xFF, 0xFF}, 65535 / 1.2 * 69 / 254, (180*time.Millisecond*254 + 68) / 69},
+		{"darkness", High, 69, Addr, 0x42, 0x65, 0x20, []byte{0, 0}, 0, 180 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pb := &i2ctest.Playback{DontPanic: true, Ops: script(tt.addr, tt.mtHigh, tt.mtLow, tt.op, tt.reply)}
+			clk := &i2cbustest.Clock{}
+			o := DefaultOpts()
+			o.Resolution, o.MTreg, o.Address = tt.res, tt.mt, tt.addr
+			d, err := New(i2cbus.NewBus("1", pb), clk, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dst := []float64{math.NaN()}
+			if err := d.Sense(context.Background(), dst); err != nil {
+				t.Fatal(err)
+			}
+			if !near(dst[0], tt.want) {
+				t.Errorf("Sense = %v lx, want %v", dst[0], tt.want)
+			}
+			if n, last, _ := clk.Waits(); n != 1 || last != tt.wait {
+				t.Errorf("waited %d times, last %v; want once, %v", n, last, tt.wait)
+			}
+			if err := pb.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestSenseErrors(t *testing.T) {
+	t.Run("no device", func(t *testing.T) {
+		d, _ := New(&i2cbustest.FailBus{}, &i2cbustest.Clock{}, DefaultOpts())
+		err := d.Sense(context.Background(), make([]float64, 1))
+		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "bh1750(failbus, 0x23)") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("read NACK", func(t *testing.T) {
+		ops := script(Addr, 0x42, 0x65, 0x20, []byte{0, 0})
+		pb := &i2ctest.Playback{DontPanic: true, Ops: ops[:4]}
+		d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
+		err := d.Sense(context.Background(), make([]float64, 1))
+		if err == nil || !strings.Contains(err.Error(), "read measurement") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("periph's continuous mode is not what we send", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true, Ops: script(Addr, 0x42, 0x65, 0x10, []byte{0, 0})}
+		d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
+		if err := d.Sense(context.Background(), make([]float64, 1)); err == nil {
+			t.Fatal("Sense succeeded with mismatched traffic")
+		}
+	})
+	t.Run("cancelled wait reads nothing", func(t *testing.T) {
+		ops := script(Addr, 0x42, 0x65, 0x20, []byte{0, 0})
+		pb := &i2ctest.Playback{DontPanic: true, Ops: ops[:4]}
+		d, _ := New(pb, &i2cbustest.Clock{Block: true}, DefaultOpts())
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := d.Sense(ctx, make([]float64, 1)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Sense = %v", err)
+		}
+		if err := pb.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("empty dst", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true}
+		d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
+		if err := d.Sense(context.Background(), nil); err == nil || pb.Count != 0 {
+			t.Fatalf("Sense = %v after %d ops", err, pb.Count)
+		}
+	})
+}
+
+// TestHaltPowersDown pins the fix of periph's bh1750, whose Halt writes the
+// reset opcode 0x07 instead of Power Down 0x00 (p.5).
+func TestHaltPowersDown(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0x00}}}}
+	d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
+	if err := d.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d, _ = New(&i2cbustest.FailBus{}, nil, DefaultOpts())
+	if err := d.Halt(); !errors.Is(err, i2cbustest.ErrBus) {
+		t.Fatalf("Halt on a dead bus = %v", err)
+	}
+}
+
+func TestSenseDoesNotAllocate(t *testing.T) {
+	ops := script(Addr, 0x42, 0x65, 0x20, []byte{0x83, 0x90})
+	pb := &i2ctest.Playback{DontPanic: true}
+	d, _ := New(i2cbus.NewBus("1", pb), &i2cbustest.Clock{}, DefaultOpts())
+	dst := make([]float64, 1)
+	allocs := testing.AllocsPerRun(50, func() {
+		pb.Ops, pb.Count = ops, 0
+		if err := d.Sense(context.Background(), dst); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
+	}
+}
+
+func FuzzOptsValidate(f *testing.F) {
+	f.Add("1", uint16(0x23), "high", 69)
+	f.Add("", uint16(0x5c), "low", 31)
+	f.Add("1", uint16(0x7a), "high2", 254)
+	f.Add("I2C1", uint16(0x23), "x", 255)
+	f.Fuzz(func(t *testing.T, bus string, addr uint16, res string, mt int) {
+		o := Opts{Opts: i2cbus.Opts{Bus: bus, Address: addr}, Resolution: res, MTreg: mt}
+		err := o.Validate()
+		if err != nil {
+			var fe *sensors.FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("Validate() = %v, not a FieldError", err)
+			}
+			return
+		}
+		d, err := New(&i2cbustest.FailBus{}, nil, o)
+		if err != nil {
+			t.Fatalf("New rejected valid opts %+v: %v", o, err)
+		}
+		// Valid options always make MTreg bytes that decode back to MTreg.
+		if got := int(d.cmds[1][0]&0x07)<<5 | int(d.cmds[2][0]&0x1F); got != mt {
+			t.Fatalf("MTreg %d encoded as %#02x %#02x", mt, d.cmds[1][0], d.cmds[2][0])
+		}
+	})
+}
