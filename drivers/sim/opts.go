@@ -3,7 +3,6 @@ package sim
 import (
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,8 +22,11 @@ func (t *TimeOfDay) UnmarshalText(b []byte) error {
 	limits := []int{24, 59, 59}
 	var v [3]int
 	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || len(p) != 2 || n < 0 || n > limits[i] {
+		if len(p) != 2 || p[0] < '0' || p[0] > '9' || p[1] < '0' || p[1] > '9' {
+			return fmt.Errorf("sim: time of day %q: want HH:MM, e.g. 06:30", b)
+		}
+		n := int(p[0]-'0')*10 + int(p[1]-'0')
+		if n > limits[i] {
 			return fmt.Errorf("sim: time of day %q: want HH:MM, e.g. 06:30", b)
 		}
 		v[i] = n
