@@ -4,14 +4,16 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // allocRig is a climate sensor with every fault but the slow wait (which
 // needs a goroutine to move the clock), a heater with dead time and lag,
 // and a light sensor with clouds.
-func allocRig(tb testing.TB) (*fakeClock, *Climate, *Light, *PWM) {
+func allocRig(tb testing.TB) (*sensorstest.Clock, *Climate, *Light, *PWM) {
 	tb.Helper()
-	clk := newFakeClock(t0)
+	clk := sensorstest.NewClock(t0)
 	s := shareMap{}
 	o := DefaultClimateOpts()
 	o.DeadTime = time.Minute

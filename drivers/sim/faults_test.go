@@ -6,6 +6,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 func TestFaultErrorRate(t *testing.T) {
@@ -13,7 +15,7 @@ func TestFaultErrorRate(t *testing.T) {
 	run := func(rate float64, seed uint64) []bool {
 		o := DefaultLightOpts()
 		o.Faults = Faults{ErrorRate: rate, Seed: seed}
-		l, err := NewLight(newFakeClock(day), o)
+		l, err := NewLight(sensorstest.NewClock(day), o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,7 +66,7 @@ func TestFaultStuck(t *testing.T) {
 		o := DefaultLightOpts()
 		o.Noise = 0.5
 		o.Faults.StuckAfter = time.Hour
-		clk := newFakeClock(at("10:00"))
+		clk := sensorstest.NewClock(at("10:00"))
 		l, err := NewLight(clk, o)
 		if err != nil {
 			t.Fatal(err)
@@ -80,7 +82,7 @@ func TestFaultStuck(t *testing.T) {
 	t.Run("climate", func(t *testing.T) {
 		o := DefaultClimateOpts()
 		o.Faults.StuckAfter = 10 * time.Minute
-		clk := newFakeClock(t0)
+		clk := sensorstest.NewClock(t0)
 		s := shareMap{}
 		c, err := NewClimate(clk, s, o)
 		if err != nil {
@@ -88,7 +90,7 @@ func TestFaultStuck(t *testing.T) {
 		}
 		h, _ := NewRelay(clk, s, DefaultHeaterOpts())
 		h.Set(1)
-		r := &rig{clk: clk, climate: c}
+		r := &rig{clk: &jumpClock{Clock: clk}, climate: c}
 		clk.Advance(5 * time.Minute)
 		t5, h5 := r.read(t)
 		if t5 <= o.Ambient {
@@ -102,7 +104,7 @@ func TestFaultStuck(t *testing.T) {
 	t.Run("no value before", func(t *testing.T) {
 		o := DefaultLightOpts()
 		o.Faults.StuckAfter = time.Minute
-		clk := newFakeClock(at("08:00"))
+		clk := sensorstest.NewClock(at("08:00"))
 		l, _ := NewLight(clk, o)
 		first := senseLight(t, l, clk, at("12:00"))
 		if first == 0 {
@@ -114,28 +116,35 @@ func TestFaultStuck(t *testing.T) {
 	})
 }
 
-// senseAsync runs Sense in a goroutine that the caller must wait for.
-func senseAsync(ctx context.Context, l *Light) (<-chan error, *[1]float64) {
-	done := make(chan error, 1)
-	var v [1]float64
-	go func() { done <- l.Sense(ctx, v[:]) }()
-	return done, &v
+// senseAsync runs Sense in a goroutine and waits until it waits on the
+// clock. The caller must receive from done before the test ends.
+func senseAsync(t *testing.T, ctx context.Context, l *Light, clk *sensorstest.Clock) (done <-chan error, v *[1]float64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	ch := make(chan error, 1)
+	v = new([1]float64)
+	go func() { ch <- l.Sense(ctx, v[:]) }()
+	if err := clk.WaitTimers(1, waitTimeout); err != nil {
+		cancel()
+		<-ch
+		t.Fatal(err)
+	}
+	return ch, v
 }
 
 func TestFaultSlow(t *testing.T) {
 	o := DefaultLightOpts()
 	o.Noise = 0
 	o.Faults.Slow = 2 * time.Second
-	clk := newFakeClock(at("09:00"))
+	clk := sensorstest.NewClock(at("09:00"))
 	l, err := NewLight(clk, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-clk.armed // NewLight arms and stops the timer once
 
 	t.Run("completes", func(t *testing.T) {
-		done, v := senseAsync(context.Background(), l)
-		<-clk.armed
+		done, v := senseAsync(t, context.Background(), l, clk)
 		select {
 		case err := <-done:
 			t.Fatalf("Sense returned %v before the clock moved", err)
@@ -151,8 +160,7 @@ func TestFaultSlow(t *testing.T) {
 	})
 	t.Run("cancelled", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
-		done, _ := senseAsync(ctx, l)
-		<-clk.armed
+		done, _ := senseAsync(t, ctx, l, clk)
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Errorf("cancelled Sense: %v, want context.Canceled", err)
@@ -165,7 +173,6 @@ func TestFaultSlow(t *testing.T) {
 		if err := l.Sense(ctx, make([]float64, 1)); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Sense past its deadline: %v, want context.DeadlineExceeded", err)
 		}
-		<-clk.armed
 	})
 	t.Run("already done", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -178,8 +185,7 @@ func TestFaultSlow(t *testing.T) {
 		// A wait cut short must not leave a stale tick that ends the next
 		// wait early.
 		clk.Advance(time.Hour)
-		done, _ := senseAsync(context.Background(), l)
-		<-clk.armed
+		done, _ := senseAsync(t, context.Background(), l, clk)
 		select {
 		case err := <-done:
 			t.Fatalf("Sense returned %v before the clock moved", err)

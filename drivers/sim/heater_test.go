@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 func TestHeaters(t *testing.T) {
@@ -16,7 +17,7 @@ func TestHeaters(t *testing.T) {
 	}
 	for kind, open := range open {
 		t.Run(kind, func(t *testing.T) {
-			clk := newFakeClock(t0)
+			clk := sensorstest.NewClock(t0)
 			s := shareMap{}
 			a, err := open(clk, s)
 			if err != nil {
@@ -67,7 +68,7 @@ func TestHeaters(t *testing.T) {
 }
 
 func TestRelayThreshold(t *testing.T) {
-	r, err := NewRelay(newFakeClock(t0), shareMap{}, DefaultHeaterOpts())
+	r, err := NewRelay(sensorstest.NewClock(t0), shareMap{}, DefaultHeaterOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func TestRelayThreshold(t *testing.T) {
 // TestHeatersAdd checks two heaters in one plant: their powers add, capped
 // at full power.
 func TestHeatersAdd(t *testing.T) {
-	clk := newFakeClock(t0)
+	clk := sensorstest.NewClock(t0)
 	s := shareMap{}
 	o := DefaultClimateOpts()
 	o.PlantParams = firstOrder

@@ -5,6 +5,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 var day = time.Date(2026, 6, 21, 0, 0, 0, 0, time.UTC)
@@ -17,9 +19,13 @@ func at(hhmm string) time.Time {
 	return day.Add(time.Duration(t))
 }
 
-func senseLight(t *testing.T, l *Light, clk *fakeClock, when time.Time) float64 {
+// senseLight advances clk to when (never backwards) and senses.
+func senseLight(t *testing.T, l *Light, clk *sensorstest.Clock, when time.Time) float64 {
 	t.Helper()
-	clk.Set(when)
+	if when.Before(clk.Now()) {
+		t.Fatalf("test bug: %v is before the clock's %v", when, clk.Now())
+	}
+	clk.AdvanceTo(when)
 	var v [1]float64
 	if err := l.Sense(context.Background(), v[:]); err != nil {
 		t.Fatalf("Sense at %v: %v", when, err)
@@ -27,16 +33,23 @@ func senseLight(t *testing.T, l *Light, clk *fakeClock, when time.Time) float64 
 	return v[0]
 }
 
-func clearDay(t *testing.T) (*Light, *fakeClock) {
+func clearDay(t *testing.T) (*Light, *sensorstest.Clock) {
 	t.Helper()
 	o := DefaultLightOpts()
 	o.Sunrise, o.Sunset, o.Noise = TimeOfDay(6*time.Hour), TimeOfDay(18*time.Hour), 0
-	clk := newFakeClock(day)
+	clk := sensorstest.NewClock(day)
 	l, err := NewLight(clk, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return l, clk
+}
+
+// clearLux is the clear-day light at when, from a sensor opened for it.
+func clearLux(t *testing.T, when time.Time) float64 {
+	t.Helper()
+	l, clk := clearDay(t)
+	return senseLight(t, l, clk, when)
 }
 
 func TestLightZeroAtNight(t *testing.T) {
@@ -49,17 +62,16 @@ func TestLightZeroAtNight(t *testing.T) {
 }
 
 func TestLightPeaksAtNoon(t *testing.T) {
-	l, clk := clearDay(t)
-	if v := senseLight(t, l, clk, at("12:00")); math.Abs(v-20000) > 1e-9 {
+	if v := clearLux(t, at("12:00")); math.Abs(v-20000) > 1e-9 {
 		t.Errorf("noon: %v lx, want the peak 20000", v)
 	}
 	for _, hhmm := range []string{"07:00", "09:30", "11:59", "12:01", "16:00"} {
-		if v := senseLight(t, l, clk, at(hhmm)); v <= 0 || v >= 20000 {
+		if v := clearLux(t, at(hhmm)); v <= 0 || v >= 20000 {
 			t.Errorf("%s: %v lx, want strictly between 0 and the peak", hhmm, v)
 		}
 	}
 	// A clear day is symmetric about its middle.
-	if a, b := senseLight(t, l, clk, at("09:00")), senseLight(t, l, clk, at("15:00")); math.Abs(a-b) > 1e-9 {
+	if a, b := clearLux(t, at("09:00")), clearLux(t, at("15:00")); math.Abs(a-b) > 1e-9 {
 		t.Errorf("09:00 gives %v lx but 15:00 gives %v", a, b)
 	}
 }
@@ -77,19 +89,22 @@ func TestLightMonotoneMorning(t *testing.T) {
 }
 
 func TestLightUsesTheClocksLocalTime(t *testing.T) {
-	l, clk := clearDay(t)
 	cet := time.FixedZone("CET", 3600)
 	noon := time.Date(2026, 6, 21, 12, 0, 0, 0, cet) // 11:00 UTC
-	if v := senseLight(t, l, clk, noon); math.Abs(v-20000) > 1e-9 {
+	l, _ := clearDay(t)
+	if err := l.Sense(context.Background(), make([]float64, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if v := l.lux(noon); math.Abs(v-20000) > 1e-9 {
 		t.Errorf("local noon: %v lx, want the peak", v)
 	}
 }
 
 func TestLightClouds(t *testing.T) {
-	open := func(seed uint64) (*Light, *fakeClock) {
+	open := func(seed uint64) (*Light, *sensorstest.Clock) {
 		o := DefaultLightOpts()
 		o.Sunrise, o.Sunset, o.Noise, o.Seed = TimeOfDay(6*time.Hour), TimeOfDay(18*time.Hour), 0.4, seed
-		clk := newFakeClock(day)
+		clk := sensorstest.NewClock(day)
 		l, err := NewLight(clk, o)
 		if err != nil {
 			t.Fatal(err)

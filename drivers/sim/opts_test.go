@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 type validator interface{ Validate() error }
@@ -78,7 +79,7 @@ func fieldPath(err error) string {
 }
 
 func TestConstructorsValidate(t *testing.T) {
-	clk, s := newFakeClock(t0), shareMap{}
+	clk, s := sensorstest.NewClock(t0), shareMap{}
 	lo := DefaultLightOpts()
 	lo.PeakLux = -1
 	if _, err := NewLight(clk, lo); fieldPath(err) != "peak_lux" {
@@ -99,7 +100,7 @@ func TestConstructorsValidate(t *testing.T) {
 
 func TestQuantities(t *testing.T) {
 	lo, co := DefaultLightOpts(), DefaultClimateOpts()
-	clk := newFakeClock(t0)
+	clk := sensorstest.NewClock(t0)
 	l, _ := NewLight(clk, lo)
 	c, _ := NewClimate(clk, shareMap{}, co)
 	for _, tc := range []struct {

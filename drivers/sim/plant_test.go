@@ -8,20 +8,21 @@ import (
 	"time"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 var t0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 
 // rig is one plant with a climate sensor and a proportional heater.
 type rig struct {
-	clk     *fakeClock
+	clk     *jumpClock
 	climate *Climate
 	heater  *PWM
 }
 
 func newRig(t *testing.T, params PlantParams) *rig {
 	t.Helper()
-	clk := newFakeClock(t0)
+	clk := &jumpClock{Clock: sensorstest.NewClock(t0)}
 	s := shareMap{}
 	o := DefaultClimateOpts()
 	o.PlantParams = params
@@ -197,7 +198,7 @@ func TestPlantClockJumps(t *testing.T) {
 	r.set(t, 1)
 	// The clock goes back an hour (NTP): the command still lands one dead
 	// time after it was given, not an hour later.
-	r.clk.Advance(-time.Hour)
+	r.clk.Jump(-time.Hour)
 	r.read(t)
 	r.clk.Advance(time.Minute + params.Tau)
 	if temp, _ := r.read(t); !near(temp, 10+10*(1-math.Exp(-1)), 1e-9) {
@@ -234,7 +235,7 @@ func TestHumidityClamped(t *testing.T) {
 func TestOpenOrderIndependent(t *testing.T) {
 	params := PlantParams{Ambient: 3, Tau: 5 * time.Minute, HeaterGain: 25, HeaterLag: 20 * time.Second, DeadTime: 10 * time.Second, BaseHumidity: 75}
 	run := func(heaterFirst bool) (float64, float64) {
-		clk := newFakeClock(t0)
+		clk := sensorstest.NewClock(t0)
 		s := shareMap{}
 		o := DefaultClimateOpts()
 		o.Plant, o.PlantParams = "shed", params
@@ -275,7 +276,7 @@ func TestOpenOrderIndependent(t *testing.T) {
 }
 
 func TestClimatePhysicsConflict(t *testing.T) {
-	clk := newFakeClock(t0)
+	clk := sensorstest.NewClock(t0)
 	s := shareMap{}
 	a, err := NewClimate(clk, s, DefaultClimateOpts())
 	if err != nil {
@@ -310,7 +311,7 @@ func TestClimatePhysicsConflict(t *testing.T) {
 
 func TestSharedKeyWrongType(t *testing.T) {
 	s := shareMap{PlantKey(DefaultPlant): "not a plant"}
-	if _, err := NewRelay(newFakeClock(t0), s, DefaultHeaterOpts()); err == nil {
+	if _, err := NewRelay(sensorstest.NewClock(t0), s, DefaultHeaterOpts()); err == nil {
 		t.Error("opened a relay on a key that holds a string; want an error")
 	}
 	failing := shareMap{}
