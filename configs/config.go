@@ -134,7 +134,9 @@ type (
 	quantitier interface{ Quantities() []sensors.Quantity }
 	// i2cAddresser is implemented by options of I2C devices, so two
 	// devices at one address are caught before anything opens.
-	i2cAddresser interface{ I2CAddr() (bus string, addr uint16) }
+	i2cAddresser interface {
+		I2CAddr() (bus string, addr uint16)
+	}
 )
 
 // Defaults of the top-level keys.

@@ -54,6 +54,9 @@ func (e *Errors) Error() string {
 const (
 	maxNodes = 100_000 // decoded values, counting every alias expansion
 	maxDepth = 100     // nesting of decoded values
+	// maxErrors caps the problems reported; the last line says how many
+	// more there were.
+	maxErrors = 100
 )
 
 // decoder walks a yaml.Node tree into Go values, collecting every problem
@@ -92,8 +95,9 @@ func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 	d.errs = append(d.errs, Error{File: d.file, Line: line, Col: col, Msg: fmt.Sprintf(format, args...)})
 }
 
-// result sorts the collected problems by position and drops duplicates
-// (an anchored value used twice fails twice at the same place).
+// result sorts the collected problems by position and keeps one per
+// position: an anchored value used in several places fails at the same
+// node each time, and one message there is enough.
 func (d *decoder) result() *Errors {
 	if len(d.errs) == 0 {
 		return nil
@@ -106,12 +110,18 @@ func (d *decoder) result() *Errors {
 		return a.Col < b.Col
 	})
 	out := d.errs[:0:0]
-	seen := map[Error]bool{}
+	type pos struct{ line, col int }
+	seen := map[pos]bool{}
 	for _, e := range d.errs {
-		if !seen[e] {
-			seen[e] = true
+		if p := (pos{e.Line, e.Col}); !seen[p] {
+			seen[p] = true
 			out = append(out, e)
 		}
+	}
+	if len(out) > maxErrors {
+		last := out[maxErrors-1]
+		last.Msg = fmt.Sprintf("too many problems: %d more not shown", len(out)-maxErrors+1)
+		out = append(out[:maxErrors-1], last)
 	}
 	return &Errors{List: out}
 }
@@ -657,28 +667,33 @@ func closest(s string, candidates []string) string {
 	return best
 }
 
-// editDistance is the Levenshtein distance between a and b, in bytes.
+// editDistance is the optimal string alignment distance between a and b,
+// in bytes: Levenshtein plus swaps of adjacent bytes, the commonest typo.
 func editDistance(a, b string) int {
 	if len(a) > 64 || len(b) > 64 {
 		return math.MaxInt // not a typo of any key we have
 	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	m := make([][]int, len(a)+1)
+	for i := range m {
+		m[i] = make([]int, len(b)+1)
+		m[i][0] = i
+	}
+	for j := range m[0] {
+		m[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			m[i][j] = min(m[i-1][j]+1, m[i][j-1]+1, m[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				m[i][j] = min(m[i][j], m[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return m[len(a)][len(b)]
 }
 
 // leadingZero matches decimals written with leading zeros, which base-0
