@@ -1,0 +1,437 @@
+package wal
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/edged/edged/sensors"
+)
+
+// fakeClock is a manual clock: timers fire only when Advance passes them
+// (or at once when reset to a duration <= 0).
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) NewTimer(d time.Duration) sensors.Timer {
+	t := &fakeTimer{c: c, ch: make(chan time.Time, 1)}
+	t.Reset(d)
+	return t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for _, t := range c.timers {
+		if t.active && !t.when.After(c.now) {
+			t.active = false
+			select {
+			case t.ch <- c.now:
+			default:
+			}
+		}
+	}
+}
+
+type fakeTimer struct {
+	c      *fakeClock
+	ch     chan time.Time
+	when   time.Time
+	active bool
+}
+
+func (t *fakeTimer) C() <-chan time.Time { return t.ch }
+
+func (t *fakeTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := t.active
+	t.active = false
+	select {
+	case <-t.ch:
+	default:
+	}
+	return was
+}
+
+func (t *fakeTimer) Reset(d time.Duration) bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := t.active
+	select {
+	case <-t.ch:
+	default:
+	}
+	if d <= 0 {
+		t.active = false
+		t.ch <- t.c.now
+		return was
+	}
+	t.when = t.c.now.Add(d)
+	if !t.active {
+		t.active = true
+		registered := false
+		for _, x := range t.c.timers {
+			registered = registered || x == t
+		}
+		if !registered {
+			t.c.timers = append(t.c.timers, t)
+		}
+	}
+	return was
+}
+
+var errCrashed = errors.New("simulated power cut")
+
+// memFS is an in-memory FS that models what a power cut keeps: per file
+// the content as of the last fsync and the current (page cache) content;
+// per directory the names as of the last directory sync and the current
+// ones. At the crashAt-th sync it "loses power": it snapshots what a
+// reboot could find (see crashImage) and fails every later call.
+type memFS struct {
+	mu      sync.Mutex
+	files   map[string]*inode // current names
+	durable map[string]*inode // names as of the last SyncDir
+	syncs   int
+	crashAt int // 0: never
+	crashed bool
+	image   *memFS
+	rng     *rand.Rand
+	// failWrite, if set, is called before each write; an error fails it.
+	failWrite func(name string) error
+}
+
+type inode struct {
+	data, synced []byte
+}
+
+func newMemFS(seed uint64) *memFS {
+	return &memFS{files: map[string]*inode{}, durable: map[string]*inode{}, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+}
+
+// put stores a durable file, for tests that craft directories.
+func (m *memFS) put(name string, data []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	in := &inode{data: append([]byte(nil), data...), synced: append([]byte(nil), data...)}
+	m.files[name], m.durable[name] = in, in
+}
+
+func (m *memFS) get(name string) ([]byte, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	in, ok := m.files[name]
+	if !ok {
+		return nil, false
+	}
+	return append([]byte(nil), in.data...), true
+}
+
+func (m *memFS) names() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for n := range m.files {
+		out = append(out, filepath.Base(n))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// sync counts a sync and reports whether power is lost at it.
+func (m *memFS) sync() error {
+	if m.crashed {
+		return errCrashed
+	}
+	m.syncs++
+	if m.crashAt > 0 && m.syncs == m.crashAt {
+		m.image = m.crashImage()
+		m.crashed = true
+		return errCrashed
+	}
+	return nil
+}
+
+// crashImage returns what a reboot could find: each name created or
+// removed since the last directory sync is there or not (a coin flip);
+// each file keeps its synced bytes, and every byte written since is, per
+// 512-byte sector, either kept, lost (old content), zeroed or garbage;
+// the length is the synced or the current one.
+func (m *memFS) crashImage() *memFS {
+	img := newMemFS(m.rng.Uint64())
+	seen := map[*inode][]byte{}
+	content := func(in *inode) []byte {
+		if b, ok := seen[in]; ok {
+			return b
+		}
+		d, c := in.synced, in.data
+		n := len(d)
+		if m.rng.IntN(2) == 0 {
+			n = len(c)
+		}
+		out := make([]byte, n)
+		for sec := 0; sec < n; sec += 512 {
+			mode := m.rng.IntN(4)
+			for i := sec; i < min(sec+512, n); i++ {
+				var dv, cv byte
+				inD, inC := i < len(d), i < len(c)
+				if inD {
+					dv = d[i]
+				}
+				if inC {
+					cv = c[i]
+				}
+				if inD && inC && dv == cv {
+					out[i] = dv
+					continue
+				}
+				switch mode {
+				case 0:
+					out[i] = dv
+				case 1:
+					out[i] = cv
+				case 2:
+					out[i] = 0
+				default:
+					out[i] = byte(m.rng.Uint32())
+				}
+			}
+		}
+		seen[in] = out
+		return out
+	}
+	names := map[string]*inode{}
+	for n, in := range m.durable {
+		if m.files[n] == in || m.rng.IntN(2) == 0 {
+			names[n] = in
+		}
+	}
+	for n, in := range m.files {
+		if m.durable[n] != in && m.rng.IntN(2) == 0 {
+			names[n] = in
+		}
+	}
+	for n, in := range names {
+		img.put(n, content(in))
+	}
+	return img
+}
+
+func (m *memFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.crashed {
+		return nil, errCrashed
+	}
+	in, ok := m.files[name]
+	switch {
+	case ok && flag&os.O_CREATE != 0 && flag&os.O_EXCL != 0:
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrExist}
+	case !ok && flag&os.O_CREATE == 0:
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	case !ok:
+		in = &inode{}
+		m.files[name] = in
+	}
+	if flag&os.O_TRUNC != 0 {
+		in.data = in.data[:0:0]
+	}
+	return &memFile{fs: m, in: in, name: name, flag: flag}, nil
+}
+
+func (m *memFS) ReadDir(dir string) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.crashed {
+		return nil, errCrashed
+	}
+	var out []string
+	for n := range m.files {
+		if filepath.Dir(n) == filepath.Clean(dir) {
+			out = append(out, filepath.Base(n))
+		}
+	}
+	return out, nil
+}
+
+func (m *memFS) Rename(o, n string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.crashed {
+		return errCrashed
+	}
+	in, ok := m.files[o]
+	if !ok {
+		return &fs.PathError{Op: "rename", Path: o, Err: fs.ErrNotExist}
+	}
+	delete(m.files, o)
+	m.files[n] = in
+	return nil
+}
+
+func (m *memFS) Remove(name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.crashed {
+		return errCrashed
+	}
+	if _, ok := m.files[name]; !ok {
+		return &fs.PathError{Op: "remove", Path: name, Err: fs.ErrNotExist}
+	}
+	delete(m.files, name)
+	return nil
+}
+
+func (m *memFS) MkdirAll(string, fs.FileMode) error { return nil }
+
+func (m *memFS) SyncDir(string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.sync(); err != nil {
+		return err
+	}
+	m.durable = map[string]*inode{}
+	for n, in := range m.files {
+		m.durable[n] = in
+	}
+	return nil
+}
+
+type memFile struct {
+	fs     *memFS
+	in     *inode
+	name   string
+	flag   int
+	pos    int64
+	closed bool
+}
+
+func (f *memFile) check() error {
+	if f.fs.crashed {
+		return errCrashed
+	}
+	if f.closed {
+		return os.ErrClosed
+	}
+	return nil
+}
+
+func (f *memFile) Read(p []byte) (int, error) {
+	n, err := f.ReadAt(p, f.pos)
+	f.fs.mu.Lock()
+	f.pos += int64(n)
+	f.fs.mu.Unlock()
+	return n, err
+}
+
+func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check(); err != nil {
+		return 0, err
+	}
+	if off >= int64(len(f.in.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, f.in.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (f *memFile) Write(p []byte) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check(); err != nil {
+		return 0, err
+	}
+	if f.flag&(os.O_WRONLY|os.O_RDWR) == 0 {
+		return 0, &fs.PathError{Op: "write", Path: f.name, Err: fs.ErrPermission}
+	}
+	if f.fs.failWrite != nil {
+		if err := f.fs.failWrite(f.name); err != nil {
+			return 0, err
+		}
+	}
+	if f.flag&os.O_APPEND != 0 {
+		f.pos = int64(len(f.in.data))
+	}
+	end := f.pos + int64(len(p))
+	if end > int64(len(f.in.data)) {
+		nd := make([]byte, end)
+		copy(nd, f.in.data)
+		f.in.data = nd
+	}
+	copy(f.in.data[f.pos:], p)
+	f.pos = end
+	return len(p), nil
+}
+
+func (f *memFile) Sync() error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check(); err != nil {
+		return err
+	}
+	if err := f.fs.sync(); err != nil {
+		return err
+	}
+	f.in.synced = append([]byte(nil), f.in.data...)
+	return nil
+}
+
+func (f *memFile) Truncate(size int64) error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check(); err != nil {
+		return err
+	}
+	if size < int64(len(f.in.data)) {
+		f.in.data = append([]byte(nil), f.in.data[:size]...)
+	} else {
+		nd := make([]byte, size)
+		copy(nd, f.in.data)
+		f.in.data = nd
+	}
+	return nil
+}
+
+func (f *memFile) Size() (int64, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check(); err != nil {
+		return 0, err
+	}
+	return int64(len(f.in.data)), nil
+}
+
+func (f *memFile) Close() error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if f.closed {
+		return os.ErrClosed
+	}
+	f.closed = true
+	return nil
+}

@@ -1,0 +1,196 @@
+package wal
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"time"
+)
+
+// cursor remembers where the last Read stopped, so the forwarder's
+// sequential reads cost one frame decode per record, not a segment scan.
+type cursor struct {
+	seg  *segment // segment the file belongs to
+	f    File
+	next uint64 // seq of the frame at off
+	off  int64
+	br   *bufio.Reader
+	fh   [frameHeaderSize]byte
+}
+
+func (c *cursor) close() {
+	if c.f != nil {
+		c.f.Close()
+	}
+	c.seg, c.f = nil, nil
+}
+
+// Read returns up to max records with seq > after, in seq order, appending
+// to dst[:0] and reusing the capacity of its Body slices. It blocks until
+// at least one record is readable or ctx is done. When records after
+// `after` were dropped (caps, damage), it continues with the oldest one
+// left: the caller sees the gap in the seqs and in Stats.
+func (l *Log) Read(ctx context.Context, after uint64, max int, dst []Record) ([]Record, error) {
+	if max < 1 {
+		max = 1
+	}
+	for {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return dst[:0], ErrClosed
+		}
+		visible := l.visible
+		ch := l.notify
+		l.mu.Unlock()
+		if after < visible {
+			l.rmu.Lock()
+			recs, err := l.readWith(&l.cur, after, max, dst, visible)
+			l.rmu.Unlock()
+			if err != nil || len(recs) > 0 {
+				return recs, err
+			}
+			// Everything up to visible was skipped as damaged.
+			after = visible
+		}
+		select {
+		case <-ctx.Done():
+			return dst[:0], ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// readWith reads records (after, visible] through c. Call with the lock
+// that guards c held.
+func (l *Log) readWith(c *cursor, after uint64, max int, dst []Record, visible uint64) ([]Record, error) {
+	out := dst[:0]
+	s := after + 1
+	for len(out) < max && s <= visible {
+		l.mu.Lock()
+		seg, next := l.findSeg(s)
+		if seg == nil {
+			l.mu.Unlock()
+			return out, nil
+		}
+		if s < seg.first {
+			s = seg.first
+		}
+		end := min(seg.end(), visible+1)
+		size := seg.size
+		bad := seg.badFrom
+		l.mu.Unlock()
+		if bad != 0 && s >= bad {
+			if next == nil {
+				// The active segment is damaged: have the writer
+				// seal it; new records go to a fresh segment.
+				l.mu.Lock()
+				l.needRotate = true
+				l.mu.Unlock()
+				l.poke()
+				return out, nil
+			}
+			l.mu.Lock()
+			if !seg.lostCounted {
+				seg.lostCounted = true
+				l.st.DroppedCorrupt += seg.end() - bad
+			}
+			l.mu.Unlock()
+			s = next.first
+			continue
+		}
+		if s >= end {
+			if next == nil || seg.end() > visible {
+				return out, nil
+			}
+			s = next.first
+			continue
+		}
+		var err error
+		out, s, err = l.readSeg(c, seg, s, end, size, max, out)
+		if err != nil {
+			l.mu.Lock()
+			gone := true
+			for _, sg := range l.segs {
+				gone = gone && sg != seg
+			}
+			if gone {
+				// Dropped or reclaimed while we read: not damage.
+				l.mu.Unlock()
+				c.close()
+				continue
+			}
+			if seg.badFrom == 0 || s < seg.badFrom {
+				seg.badFrom = s
+			}
+			l.st.CorruptRecovered++
+			l.mu.Unlock()
+			l.log.Warn("wal: damaged record found while reading; skipping the rest of its segment", "err", err, "seq", s)
+			c.close()
+		}
+	}
+	return out, nil
+}
+
+// findSeg returns the first segment holding seq s or, if s was dropped,
+// the first segment after it; and the segment after that. Call with mu.
+func (l *Log) findSeg(s uint64) (seg, next *segment) {
+	for i, sg := range l.segs {
+		if s < sg.end() || i == len(l.segs)-1 {
+			if i+1 < len(l.segs) {
+				next = l.segs[i+1]
+			}
+			return sg, next
+		}
+	}
+	return nil, nil
+}
+
+// readSeg reads records [s, end) of seg, up to max in out. It returns the
+// seq it stopped at.
+func (l *Log) readSeg(c *cursor, seg *segment, s, end uint64, size int64, max int, out []Record) ([]Record, uint64, error) {
+	if c.seg != seg || c.next > s {
+		c.close()
+		f, err := l.fs.OpenFile(l.path(seg.name), os.O_RDONLY, 0)
+		if err != nil {
+			return out, s, &CorruptError{Segment: l.path(seg.name), Offset: 0, Err: err}
+		}
+		c.seg, c.f, c.next, c.off = seg, f, seg.first, segHeaderSize
+	}
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(nil, 64<<10)
+	}
+	c.br.Reset(io.NewSectionReader(c.f, c.off, size-c.off))
+	var scratch []byte
+	for c.next < end && len(out) < max {
+		want := c.next >= s
+		var body []byte
+		if want {
+			if len(out) < cap(out) {
+				body = out[:len(out)+1][len(out)].Body[:0]
+			}
+		} else {
+			body = scratch
+		}
+		body, t, n, err := readFrame(c.br, &c.fh, body, size-c.off)
+		if err != nil {
+			return out, c.next, &CorruptError{Segment: l.path(seg.name), Offset: c.off, Err: err}
+		}
+		if want {
+			out = append(out, Record{Seq: c.next, Body: body, Time: time.Unix(0, t)})
+		} else {
+			scratch = body
+		}
+		c.next++
+		c.off += int64(n)
+	}
+	return out, c.next, nil
+}
+
+func (l *Log) poke() {
+	select {
+	case l.ackSig <- struct{}{}:
+	default:
+	}
+}

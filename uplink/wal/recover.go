@@ -1,0 +1,351 @@
+package wal
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+)
+
+// recover rebuilds the in-memory state from the directory. Its rules:
+//   - a damaged tail of any segment (partial frame, zero fill, garbage) is
+//     copied to <segment>.corrupt-<unix> and truncated, with one log line;
+//     for a segment that is not the last, the seqs up to the next segment
+//     are logged and counted as lost;
+//   - a segment with a partial or damaged header is moved aside whole as
+//     .corrupt-<unix>; an alien file (bad magic, unknown version, other
+//     epoch, overlapping seqs) is moved aside as .alien-<unix>;
+//   - a zero-length segment is removed; a missing segment is a gap,
+//     logged and counted;
+//   - nothing here makes Open fail except a directory that cannot be read
+//     or a new segment that cannot be created.
+func (l *Log) recover() error {
+	names, err := l.fs.ReadDir(l.dir)
+	if err != nil {
+		return fmt.Errorf("wal: read buffer directory: %w", err)
+	}
+	var segNames []string
+	hasMarker := false
+	for _, n := range names {
+		switch n {
+		case markerTmp:
+			_ = l.fs.Remove(l.path(n)) // a marker write that did not finish
+		case markerName:
+			hasMarker = true
+		default:
+			if _, ok := parseSegName(n); ok {
+				segNames = append(segNames, n)
+			}
+		}
+	}
+	sort.Strings(segNames)
+
+	dirty := false
+	var body []byte
+	for i, name := range segNames {
+		seg, epoch, ok := l.scanSegment(name, i == len(segNames)-1, &body, &dirty)
+		if !ok {
+			continue
+		}
+		if len(l.segs) == 0 {
+			l.epoch = epoch
+			l.segs = append(l.segs, seg)
+			continue
+		}
+		prev := l.segs[len(l.segs)-1]
+		switch {
+		case epoch != l.epoch:
+			l.moveAside(name, "alien", fmt.Sprintf("belongs to epoch %x, the buffer to %x", epoch, l.epoch),
+				"it is left from another buffer; delete it once you do not need its records", &dirty)
+			continue
+		case seg.first < prev.end():
+			l.moveAside(name, "alien", fmt.Sprintf("starts at seq %d inside the previous segment (ends at %d)", seg.first, prev.end()-1),
+				"it was probably copied in by hand; delete it", &dirty)
+			continue
+		case seg.first > prev.end():
+			lost := seg.first - prev.end()
+			l.st.DroppedCorrupt += lost
+			l.log.Warn("wal: records missing between segments", "first_lost", prev.end(), "last_lost", seg.first-1, "records", lost)
+		}
+		l.segs = append(l.segs, seg)
+	}
+
+	if len(l.segs) == 0 {
+		l.epoch = newEpoch()
+		l.nextSeq = 1
+		l.log.Info("wal: new buffer", "epoch", fmt.Sprintf("%016x", l.epoch))
+	} else {
+		l.nextSeq = l.segs[len(l.segs)-1].end()
+	}
+	l.acked = l.nextSeq - 1
+	if len(l.segs) > 0 {
+		l.acked = l.segs[0].first - 1
+	}
+	if hasMarker {
+		l.readMarker()
+	}
+	l.markerSeq = l.acked
+
+	last := (*segment)(nil)
+	if len(l.segs) > 0 {
+		last = l.segs[len(l.segs)-1]
+	}
+	if last != nil && last.end() == l.nextSeq && last.size < l.opts.SegmentBytes {
+		f, err := l.fs.OpenFile(l.path(last.name), os.O_WRONLY|os.O_APPEND, 0)
+		if err == nil {
+			l.active = f
+		}
+	}
+	if l.active == nil {
+		if err := l.createSegment(l.nextSeq); err != nil {
+			return err
+		}
+		dirty = false // createSegment synced the directory
+	}
+	if dirty {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			l.log.Warn("wal: sync buffer directory", "err", err)
+		}
+		l.st.Fsyncs++
+	}
+	l.synced = l.nextSeq - 1
+	l.visible = l.synced
+	return nil
+}
+
+// scanSegment validates one segment and repairs its tail. ok is false when
+// the segment was removed or moved aside.
+func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (seg *segment, epoch uint64, ok bool) {
+	p := l.path(name)
+	nameFirst, _ := parseSegName(name)
+	f, err := l.fs.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		l.moveAside(name, "alien", fmt.Sprintf("cannot be opened: %v", err), "check its owner and permissions, or delete it", dirty)
+		return nil, 0, false
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		f.Close()
+		l.moveAside(name, "alien", fmt.Sprintf("cannot be read: %v", err), "check the file system, or delete it", dirty)
+		return nil, 0, false
+	}
+	if size == 0 {
+		// A crash between creating a segment and writing its header.
+		l.log.Warn("wal: removed empty segment", "segment", p)
+		if err := l.fs.Remove(p); err != nil {
+			l.log.Warn("wal: remove empty segment", "segment", p, "err", err)
+		}
+		*dirty = true
+		return nil, 0, false
+	}
+	var hb [segHeaderSize]byte
+	n, _ := f.ReadAt(hb[:], 0)
+	h, v, err := decodeSegHeader(hb[:n])
+	if err == nil && h.first != nameFirst {
+		err = fmt.Errorf("header says first seq %d", h.first)
+	}
+	if err != nil {
+		f.Close()
+		l.st.CorruptRecovered++
+		switch {
+		case errors.Is(err, errMagic):
+			l.moveAside(name, "alien", "is not an edged buffer segment (bad magic)",
+				"it does not belong in the buffer directory; move it elsewhere", dirty)
+		case errors.Is(err, errVersion):
+			l.moveAside(name, "alien", fmt.Sprintf("has format version %d, this edged reads %d", v, segVersion),
+				"it was written by another edged version; run that version to drain it, or delete it", dirty)
+		default:
+			l.moveAside(name, "corrupt", fmt.Sprintf("has a damaged header (%v, %d bytes)", err, size),
+				"its records are lost; keep the copy for diagnosis or delete it", dirty)
+		}
+		return nil, 0, false
+	}
+
+	seg = &segment{first: h.first, name: name}
+	r := bufio.NewReaderSize(io.NewSectionReader(f, segHeaderSize, size-segHeaderSize), 64<<10)
+	off := int64(segHeaderSize)
+	var fh [frameHeaderSize]byte
+	var ferr error
+	for off < size {
+		var t int64
+		var fsz int
+		*body, t, fsz, ferr = readFrame(r, &fh, *body, size-off)
+		if ferr != nil {
+			break
+		}
+		seg.count++
+		seg.lastTime = t
+		off += int64(fsz)
+	}
+	seg.size = off
+	if off < size {
+		l.st.CorruptRecovered++
+		copyPath := l.saveCorrupt(f, name, off, size)
+		if err := f.Truncate(off); err != nil {
+			l.log.Warn("wal: truncate damaged tail", "segment", p, "err", err)
+		}
+		if !last {
+			l.log.Warn("wal: truncated damaged segment; records up to the next segment are lost",
+				"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "first_lost", seg.end(), "reason", ferr)
+		} else {
+			l.log.Warn("wal: truncated damaged tail (an unfinished write at a crash)",
+				"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "last_good_seq", seg.end()-1, "reason", ferr)
+		}
+		last = true // sync it below
+	}
+	if last {
+		// Data a crashed process wrote is in the page cache only; make
+		// it durable before it is reported as synced.
+		if err := f.Sync(); err != nil {
+			l.log.Warn("wal: sync segment", "segment", p, "err", err)
+		}
+		l.st.Fsyncs++
+	}
+	return seg, h.epoch, true
+}
+
+// readFrame reads one frame from r into body's storage. remain is the
+// number of bytes left in the file, so a damaged length cannot make it
+// allocate more than the file holds.
+func readFrame(r *bufio.Reader, fh *[frameHeaderSize]byte, body []byte, remain int64) ([]byte, int64, int, error) {
+	if remain < frameHeaderSize {
+		return body, 0, 0, errShort
+	}
+	if _, err := io.ReadFull(r, fh[:]); err != nil {
+		return body, 0, 0, errShort
+	}
+	n, err := frameLen(fh[:])
+	if err != nil {
+		return body, 0, 0, err
+	}
+	if int64(n) > remain-frameHeaderSize {
+		return body, 0, 0, errShort
+	}
+	if cap(body) < n {
+		body = make([]byte, n)
+	}
+	body = body[:n]
+	if _, err := io.ReadFull(r, body); err != nil {
+		return body, 0, 0, errShort
+	}
+	t, err := checkFrame(fh[:], body)
+	if err != nil {
+		return body, 0, 0, err
+	}
+	return body, t, frameHeaderSize + n, nil
+}
+
+// saveCorrupt copies f[off:size] beside the segment and returns the copy's
+// path ("" if it could not be written: the repair goes on regardless).
+func (l *Log) saveCorrupt(f File, name string, off, size int64) string {
+	base := fmt.Sprintf("%s.corrupt-%d", name, l.clock.Now().Unix())
+	for i := 0; i < 100; i++ {
+		cand := base
+		if i > 0 {
+			cand = fmt.Sprintf("%s.%d", base, i)
+		}
+		p := l.path(cand)
+		dst, err := l.fs.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			l.log.Warn("wal: cannot keep a copy of damaged data", "path", p, "err", err)
+			return ""
+		}
+		_, err = io.Copy(dst, io.NewSectionReader(f, off, size-off))
+		if err == nil {
+			err = dst.Sync()
+			l.st.Fsyncs++
+		}
+		if cerr := dst.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			l.log.Warn("wal: cannot keep a copy of damaged data", "path", p, "err", err)
+		}
+		return p
+	}
+	return ""
+}
+
+// moveAside renames a segment-named file that cannot be used so a new
+// segment never overwrites it, and logs what it was and what to do.
+func (l *Log) moveAside(name, kind, what, remedy string, dirty *bool) {
+	from := l.path(name)
+	to := l.path(fmt.Sprintf("%s.%s-%d", name, kind, l.clock.Now().Unix()))
+	if err := l.fs.Rename(from, to); err != nil {
+		l.log.Error("wal: ignoring unusable segment file (could not move it aside)", "path", from, "problem", what, "err", err, "remedy", remedy)
+		return
+	}
+	*dirty = true
+	l.log.Warn("wal: moved unusable segment file aside", "path", from, "now", to, "problem", what, "remedy", remedy)
+}
+
+func (l *Log) readMarker() {
+	p := l.path(markerName)
+	f, err := l.fs.OpenFile(p, os.O_RDONLY, 0)
+	var b []byte
+	if err == nil {
+		b, err = io.ReadAll(io.LimitReader(f, markerSize+1))
+		f.Close()
+	}
+	var epoch, acked uint64
+	if err == nil {
+		epoch, acked, err = decodeMarker(b)
+	}
+	switch {
+	case err != nil:
+		l.st.CorruptRecovered++
+		l.log.Warn("wal: ack marker unreadable, ignoring it; acknowledged records may be sent again",
+			"path", p, "err", err, "redeliver_from", l.acked+1)
+	case epoch != l.epoch:
+		l.log.Info("wal: ack marker is from another buffer epoch; ignoring it", "path", p)
+	default:
+		if acked > l.acked {
+			l.acked = min(acked, l.nextSeq-1)
+		}
+		if acked >= l.nextSeq {
+			// Seqs up to acked were handed out and delivered, but
+			// their records are gone (SyncNone and a power cut).
+			// Never issue them again.
+			l.log.Warn("wal: ack marker is ahead of the data; skipping seqs", "acked", acked, "last_on_disk", l.nextSeq-1)
+			l.nextSeq = acked + 1
+			l.acked = acked
+		}
+	}
+}
+
+// createSegment starts a new active segment at first: header written,
+// file and directory synced, so a rotation is durable before any record
+// lands in it.
+func (l *Log) createSegment(first uint64) error {
+	name := segName(first)
+	p := l.path(name)
+	f, err := l.fs.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("wal: create segment: %w", err)
+	}
+	hdr := appendSegHeader(nil, segHeader{epoch: l.epoch, first: first})
+	if _, err = f.Write(hdr); err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = l.fs.SyncDir(l.dir)
+	}
+	if err != nil {
+		f.Close()
+		_ = l.fs.Remove(p)
+		return fmt.Errorf("wal: create segment %s: %w", p, err)
+	}
+	l.mu.Lock()
+	l.st.Fsyncs += 2
+	l.st.BytesWritten += segHeaderSize
+	l.segs = append(l.segs, &segment{first: first, size: segHeaderSize, name: name})
+	l.mu.Unlock()
+	l.active = f
+	return nil
+}

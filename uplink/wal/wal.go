@@ -1,0 +1,364 @@
+// Package wal is the durable buffer of the store-and-forward uplink: an
+// append-only log of opaque records in fixed-size segment files, read in
+// seq order by the forwarder and acknowledged once the cloud has PUBACKed.
+//
+// It owns the durability contract of DESIGN.md section 4: a record whose
+// Append returned survives a process crash in every sync mode and a power
+// cut under SyncAlways; Open always succeeds on a damaged directory and
+// never returns a record that was not written. It must not know about MQTT:
+// topics, payloads and properties are encoded into the body by the uplink.
+//
+// Layout: segments named <20-digit first seq>.wal, each with a header
+// (magic, version, epoch, first seq), records framed as len | crc32c | time
+// | body, and a small "ack" marker file holding the acknowledged prefix.
+// One writer goroutine batches concurrent Appends into one write and one
+// fsync (group commit). Space is reclaimed by deleting whole segments;
+// data is never rewritten.
+package wal
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/edged/edged/sensors"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrFull is returned by Append under RejectNew when MaxBytes is reached.
+	ErrFull = errors.New("wal: buffer full")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("wal: log closed")
+	// ErrTooLarge is returned by Append for a body above MaxRecordBytes.
+	ErrTooLarge = errors.New("wal: record too large")
+	// ErrCorrupt is wrapped by *CorruptError.
+	ErrCorrupt = errors.New("wal: corrupt data")
+)
+
+// CorruptError says where damaged data was found.
+type CorruptError struct {
+	Segment string // file path
+	Offset  int64  // byte offset of the damaged frame or header
+	Err     error  // what was wrong
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("wal: %s at offset %d: %v", e.Segment, e.Offset, e.Err)
+}
+
+// Unwrap lets errors.Is(err, ErrCorrupt) hold.
+func (e *CorruptError) Unwrap() []error { return []error{ErrCorrupt, e.Err} }
+
+// Record is one stored record.
+type Record struct {
+	Seq uint64
+	// Body is owned by the caller's dst slice; Read reuses its capacity.
+	Body []byte
+	// Time is when the record was appended, by the log's clock. It is for
+	// MaxAge and statistics only: order is by Seq (a Pi has no RTC).
+	Time time.Time
+}
+
+// Stats is a snapshot of the log's state and counters since Open.
+type Stats struct {
+	Epoch    uint64
+	FirstSeq uint64 // oldest record on disk; LastSeq+1 when there is none
+	LastSeq  uint64 // newest record appended; 0 if none ever
+	AckedSeq uint64 // every record <= AckedSeq is delivered or dropped
+	// SyncedSeq is the newest record known to be on stable storage.
+	SyncedSeq uint64
+
+	Backlog uint64 // unacknowledged records
+	// BacklogBytes estimates the disk bytes of unacknowledged records
+	// (exact for whole segments, prorated for the partly acked one).
+	BacklogBytes int64
+	// Oldest is the append time of the oldest unacknowledged record; zero
+	// when the backlog is empty.
+	Oldest    time.Time
+	Segments  int
+	DiskBytes int64
+
+	DroppedOverflow uint64 // unacked records deleted by DropOldest
+	DroppedAge      uint64 // unacked records deleted by MaxAge
+	DroppedCorrupt  uint64 // records lost to damaged or missing segments
+	Rejected        uint64 // Appends refused with ErrFull
+	// CorruptRecovered counts damaged tails, headers and alien files
+	// repaired or moved aside.
+	CorruptRecovered uint64
+	Fsyncs           uint64 // file and directory syncs
+	BytesWritten     uint64 // segment, header and marker bytes written
+}
+
+type segment struct {
+	first    uint64
+	count    uint64 // records written
+	size     int64  // bytes written, header included
+	lastTime int64  // unix ns of the newest record; 0 if none
+	name     string // base name
+	// badFrom, if non-zero, is the first seq found damaged after Open;
+	// readers skip the rest of the segment.
+	badFrom     uint64
+	lostCounted bool
+}
+
+func (s *segment) end() uint64 { return s.first + s.count } // seq after the last
+
+// Log is a segment log. Append, Read, Ack, Stats and Sync are safe for
+// concurrent use. Read is meant for one consumer (the forwarder): it keeps
+// a cursor so sequential reads do not rescan segments.
+type Log struct {
+	dir   string
+	opts  Opts
+	fs    FS
+	log   *slog.Logger
+	clock sensors.Clock
+
+	reqs    chan *appendReq
+	ackSig  chan struct{}
+	syncReq chan chan error
+	quit    chan struct{}
+	done    chan struct{}
+
+	cmu     sync.RWMutex // held shared while sending to reqs
+	closing bool
+
+	closeOnce sync.Once
+	closeErr  error
+
+	mu         sync.Mutex
+	closed     bool
+	epoch      uint64
+	segs       []*segment // oldest first; the last is the active one
+	nextSeq    uint64
+	visible    uint64 // newest seq readers may see
+	synced     uint64
+	acked      uint64
+	ackPending int // Acks since the marker was written
+	notify     chan struct{}
+	failed     error // sticky: set when a sync failed
+	needRotate bool
+	st         Stats // counters only
+
+	// Writer state, touched only by the writer goroutine (and by Open
+	// before it starts).
+	active      File
+	buf         []byte
+	lastSync    time.Time
+	lastMarker  time.Time
+	markerSeq   uint64
+	nextAgeScan time.Time
+
+	rmu sync.Mutex // guards cur
+	cur cursor
+}
+
+type appendReq struct {
+	body []byte
+	seq  uint64
+	err  error
+	done chan struct{}
+}
+
+var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan struct{}, 1)} }}
+
+// Open opens or creates the log in dir, repairing whatever a crash left
+// behind (see recover.go). It fails only when the directory itself cannot
+// be used or the options are invalid; damaged data is repaired, moved
+// aside and logged, never a reason to refuse to start. Zero fields of opts
+// take their defaults.
+func Open(dir string, opts Opts) (*Log, error) {
+	opts.applyDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("wal: %w", err)
+	}
+	l := &Log{
+		dir:     dir,
+		opts:    opts,
+		fs:      opts.FS,
+		log:     opts.Log.With("component", "wal", "dir", dir),
+		clock:   opts.Clock,
+		reqs:    make(chan *appendReq, 1024),
+		ackSig:  make(chan struct{}, 1),
+		syncReq: make(chan chan error),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		notify:  make(chan struct{}),
+	}
+	if err := l.fs.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
+	}
+	if err := l.recover(); err != nil {
+		if l.active != nil {
+			l.active.Close()
+		}
+		return nil, err
+	}
+	now := l.clock.Now()
+	l.lastSync, l.lastMarker = now, now
+	l.nextAgeScan = now
+	go l.run()
+	return l, nil
+}
+
+func (l *Log) path(name string) string { return filepath.Join(l.dir, name) }
+
+func newEpoch() uint64 {
+	var b [8]byte
+	for {
+		if _, err := io.ReadFull(rand.Reader, b[:]); err != nil {
+			// crypto/rand does not fail on Linux; keep going with
+			// what we have rather than refusing to start.
+			b = [8]byte{1}
+		}
+		if e := binary.LittleEndian.Uint64(b[:]); e != 0 {
+			return e
+		}
+	}
+}
+
+// Epoch returns the random id of this buffer's lifetime. It changes only
+// when the log starts with no segments, so (epoch, seq) identifies a record.
+func (l *Log) Epoch() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.epoch
+}
+
+// Append stores body and returns its seq once it is as durable as the sync
+// mode promises: fsynced for SyncAlways, written to the kernel for
+// SyncInterval and SyncNone. body is not retained.
+func (l *Log) Append(body []byte) (uint64, error) {
+	if len(body) > MaxRecordBytes {
+		return 0, fmt.Errorf("%w: %d bytes (max %d)", ErrTooLarge, len(body), MaxRecordBytes)
+	}
+	r := reqPool.Get().(*appendReq)
+	r.body, r.seq, r.err = body, 0, nil
+	l.cmu.RLock()
+	if l.closing {
+		l.cmu.RUnlock()
+		reqPool.Put(r)
+		return 0, ErrClosed
+	}
+	l.reqs <- r
+	l.cmu.RUnlock()
+	<-r.done
+	seq, err := r.seq, r.err
+	r.body = nil
+	reqPool.Put(r)
+	return seq, err
+}
+
+// Ack marks every record <= seq as delivered. The forwarder acks only the
+// contiguous PUBACKed prefix. Segments wholly acked are deleted by the
+// writer; the marker is persisted lazily (Opts.AckEvery, Opts.AckInterval
+// and on Close), so a crash redelivers at most that much.
+func (l *Log) Ack(seq uint64) {
+	l.mu.Lock()
+	if seq >= l.nextSeq {
+		seq = l.nextSeq - 1
+	}
+	if seq <= l.acked || l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.acked = seq
+	l.ackPending++
+	l.mu.Unlock()
+	select {
+	case l.ackSig <- struct{}{}:
+	default:
+	}
+}
+
+// Sync makes every appended record durable now, whatever the sync mode.
+// The uplink calls it on shutdown paths that do not Close.
+func (l *Log) Sync() error {
+	ch := make(chan error, 1)
+	select {
+	case l.syncReq <- ch:
+		return <-ch
+	case <-l.done:
+		return ErrClosed
+	}
+}
+
+// Close flushes and syncs pending appends, writes the ack marker and
+// releases the files. Blocked Reads return ErrClosed.
+func (l *Log) Close() error {
+	l.closeOnce.Do(func() {
+		l.cmu.Lock()
+		l.closing = true
+		l.cmu.Unlock()
+		close(l.quit)
+		<-l.done
+		l.mu.Lock()
+		l.closed = true
+		close(l.notify)
+		l.mu.Unlock()
+		l.rmu.Lock()
+		l.cur.close()
+		l.rmu.Unlock()
+	})
+	return l.closeErr
+}
+
+// Stats returns a snapshot. It may read one record header from disk to
+// find the oldest unacknowledged append time.
+func (l *Log) Stats() Stats {
+	l.mu.Lock()
+	s := l.st
+	s.Epoch = l.epoch
+	s.LastSeq = l.nextSeq - 1
+	s.AckedSeq = l.acked
+	s.SyncedSeq = l.synced
+	s.Segments = len(l.segs)
+	s.FirstSeq = l.nextSeq
+	if len(l.segs) > 0 {
+		s.FirstSeq = l.segs[0].first
+	}
+	for _, sg := range l.segs {
+		s.DiskBytes += sg.size
+		switch {
+		case sg.end() <= l.acked+1:
+		case sg.first > l.acked:
+			s.BacklogBytes += sg.size
+		default:
+			un := sg.end() - l.acked - 1
+			s.BacklogBytes += int64(float64(sg.size-segHeaderSize) * float64(un) / float64(sg.count))
+		}
+	}
+	if l.nextSeq-1 > l.acked {
+		s.Backlog = l.nextSeq - 1 - l.acked
+	}
+	oldest := l.acked + 1
+	visible := l.visible
+	l.mu.Unlock()
+	if s.Backlog > 0 && oldest <= visible {
+		var c cursor
+		recs, err := l.readWith(&c, oldest-1, 1, nil, visible)
+		c.close()
+		if err == nil && len(recs) == 1 {
+			s.Oldest = recs[0].Time
+		}
+	}
+	return s
+}
+
+// publish makes seqs up to v visible to readers. Call with mu held.
+func (l *Log) publish(v uint64) {
+	if v <= l.visible {
+		return
+	}
+	l.visible = v
+	if !l.closed {
+		close(l.notify)
+		l.notify = make(chan struct{})
+	}
+}

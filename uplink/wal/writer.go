@@ -1,0 +1,445 @@
+package wal
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// maxBatchBytes bounds one group commit, so one write never needs a huge
+// buffer and readers see progress under sustained load.
+const maxBatchBytes = 1 << 20
+
+// run is the writer goroutine: the only code that writes segment files,
+// deletes them or writes the marker.
+func (l *Log) run() {
+	defer close(l.done)
+	timer := l.clock.NewTimer(time.Hour)
+	timer.Stop()
+	var window sensorsTimer
+	batch := make([]*appendReq, 0, 256)
+	for {
+		l.armTimer(timer)
+		select {
+		case r := <-l.reqs:
+			batch = append(batch[:0], r)
+			if l.opts.Sync == SyncAlways && l.opts.CommitWindow > 0 {
+				batch = l.waitWindow(batch, &window)
+			}
+			batch = l.drain(batch)
+			l.commit(batch)
+		case <-l.ackSig:
+			l.housekeep(l.clock.Now(), false)
+		case ch := <-l.syncReq:
+			ch <- l.syncActive(true)
+		case <-timer.C():
+			l.housekeep(l.clock.Now(), false)
+		case <-l.quit:
+			l.shutdown()
+			return
+		}
+	}
+}
+
+// sensorsTimer is a lazily made commit-window timer.
+type sensorsTimer struct {
+	t interface {
+		C() <-chan time.Time
+		Stop() bool
+		Reset(time.Duration) bool
+	}
+}
+
+func (l *Log) waitWindow(batch []*appendReq, w *sensorsTimer) []*appendReq {
+	if w.t == nil {
+		w.t = l.clock.NewTimer(l.opts.CommitWindow)
+	} else {
+		w.t.Reset(l.opts.CommitWindow)
+	}
+	defer w.t.Stop()
+	n := len(batch[0].body)
+	for n < maxBatchBytes {
+		select {
+		case r := <-l.reqs:
+			batch = append(batch, r)
+			n += len(r.body)
+		case <-w.t.C():
+			return batch
+		}
+	}
+	return batch
+}
+
+// drain adds whatever Appends are already queued, up to maxBatchBytes.
+func (l *Log) drain(batch []*appendReq) []*appendReq {
+	n := 0
+	for _, r := range batch {
+		n += len(r.body)
+	}
+	for n < maxBatchBytes {
+		select {
+		case r := <-l.reqs:
+			batch = append(batch, r)
+			n += len(r.body)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// armTimer sets the one housekeeping timer to the nearest deadline:
+// interval sync, lazy marker write, age scan.
+func (l *Log) armTimer(t interface{ Reset(time.Duration) bool }) {
+	now := l.clock.Now()
+	var next time.Time
+	consider := func(d time.Time) {
+		if next.IsZero() || d.Before(next) {
+			next = d
+		}
+	}
+	l.mu.Lock()
+	written := l.nextSeq - 1
+	unsynced := written > l.synced
+	ackDirty := l.acked > l.markerSeq
+	l.mu.Unlock()
+	if unsynced && l.opts.Sync == SyncInterval {
+		consider(l.lastSync.Add(l.opts.SyncInterval))
+	}
+	if ackDirty {
+		consider(l.lastMarker.Add(l.opts.AckInterval))
+	}
+	if l.opts.MaxAge > 0 {
+		consider(l.nextAgeScan)
+	}
+	if next.IsZero() {
+		next = now.Add(time.Hour)
+	}
+	t.Reset(max(next.Sub(now), 0))
+}
+
+// commit writes one batch: rotation and caps are applied per record, then
+// one write, then (SyncAlways) one fsync, then every Append is answered.
+func (l *Log) commit(batch []*appendReq) {
+	now := l.clock.Now()
+	ns := now.UnixNano()
+	if l.opts.MaxAge > 0 && !now.Before(l.nextAgeScan) {
+		l.expire(now)
+	}
+	l.buf = l.buf[:0]
+	var pending []*appendReq // written, waiting for the batch's outcome
+	var pendingCount uint64
+	flush := func() error {
+		if len(l.buf) == 0 {
+			return nil
+		}
+		err := l.writeActive(l.buf, pendingCount, ns)
+		l.buf = l.buf[:0]
+		pendingCount = 0
+		return err
+	}
+	fail := func(err error) {
+		for _, r := range pending {
+			r.seq, r.err = 0, err
+		}
+	}
+	l.mu.Lock()
+	failed, needRotate := l.failed, l.needRotate
+	l.mu.Unlock()
+	for i, r := range batch {
+		if failed != nil {
+			r.err = failed
+			continue
+		}
+		fsz := int64(frameHeaderSize + len(r.body))
+		act := l.activeSeg()
+		rotateFirst := needRotate || act.size+int64(len(l.buf))+fsz > l.opts.SegmentBytes && act.count+pendingCount > 0
+		grow := fsz
+		if rotateFirst {
+			grow += segHeaderSize
+		}
+		if l.opts.MaxBytes > 0 && l.diskBytes()+int64(len(l.buf))+grow > l.opts.MaxBytes {
+			if l.opts.Overflow == RejectNew {
+				r.err = ErrFull
+				l.mu.Lock()
+				l.st.Rejected++
+				l.mu.Unlock()
+				continue
+			}
+			l.dropOldest(int64(len(l.buf)) + grow)
+		}
+		if rotateFirst {
+			err := flush()
+			if err == nil {
+				err = l.rotate()
+			}
+			if err != nil {
+				fail(err)
+				for _, rr := range batch[i:] {
+					rr.err = err
+				}
+				pending = pending[:0]
+				break
+			}
+			needRotate = false
+			pending = pending[:0] // rotate synced them
+		}
+		l.mu.Lock()
+		r.seq = l.nextSeq
+		l.nextSeq++
+		l.mu.Unlock()
+		l.buf = appendFrame(l.buf, r.body, ns)
+		pendingCount++
+		pending = append(pending, r)
+	}
+	if err := flush(); err != nil {
+		fail(err)
+	} else if len(pending) > 0 {
+		switch {
+		case l.opts.Sync == SyncAlways:
+			if err := l.syncActive(false); err != nil {
+				fail(err)
+			}
+		case l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval:
+			_ = l.syncActive(false) // Appends already count as written
+		}
+		l.mu.Lock()
+		if l.opts.Sync == SyncNone {
+			l.publish(l.nextSeq - 1)
+		}
+		l.mu.Unlock()
+	}
+	for _, r := range batch {
+		r.done <- struct{}{}
+	}
+}
+
+func (l *Log) activeSeg() *segment {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.segs[len(l.segs)-1]
+}
+
+func (l *Log) diskBytes() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var n int64
+	for _, s := range l.segs {
+		n += s.size
+	}
+	return n
+}
+
+// writeActive writes frames holding count records to the active segment.
+// On a failed write it truncates the partial frames away and takes their
+// seqs back, so the segment stays parseable and seqs stay dense.
+func (l *Log) writeActive(b []byte, count uint64, ns int64) error {
+	act := l.activeSeg()
+	_, err := l.active.Write(b)
+	if err != nil {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if terr := l.active.Truncate(act.size); terr != nil {
+			l.failed = fmt.Errorf("wal: write failed and the segment could not be repaired (reopen the log): %w", err)
+		}
+		l.nextSeq -= count
+		return fmt.Errorf("wal: write %s: %w", l.path(act.name), err)
+	}
+	l.mu.Lock()
+	act.count += count
+	act.size += int64(len(b))
+	act.lastTime = ns
+	l.st.BytesWritten += uint64(len(b))
+	l.mu.Unlock()
+	return nil
+}
+
+// syncActive fsyncs the active segment and publishes what it covered. An
+// fsync error is sticky: after it the page cache cannot be trusted
+// ("fsyncgate"), so the log refuses appends until reopened.
+func (l *Log) syncActive(housekeep bool) error {
+	l.mu.Lock()
+	if l.failed != nil {
+		err := l.failed
+		l.mu.Unlock()
+		return err
+	}
+	written := l.nextSeq - 1
+	l.mu.Unlock()
+	err := l.active.Sync()
+	l.lastSync = l.clock.Now()
+	l.mu.Lock()
+	l.st.Fsyncs++
+	if err != nil {
+		l.failed = fmt.Errorf("wal: fsync failed (reopen the log): %w", err)
+		err = l.failed
+	} else {
+		l.synced = max(l.synced, written)
+		l.publish(written)
+	}
+	l.mu.Unlock()
+	if housekeep && err == nil {
+		l.housekeep(l.lastSync, false)
+	}
+	return err
+}
+
+// rotate seals the active segment (synced in every mode, so a sealed
+// segment is always complete on disk) and starts the next one.
+func (l *Log) rotate() error {
+	if err := l.syncActive(false); err != nil {
+		return err
+	}
+	if err := l.active.Close(); err != nil {
+		l.log.Warn("wal: close sealed segment", "err", err)
+	}
+	l.mu.Lock()
+	first := l.nextSeq
+	l.needRotate = false
+	l.mu.Unlock()
+	if err := l.createSegment(first); err != nil {
+		l.mu.Lock()
+		l.failed = fmt.Errorf("wal: rotation failed (reopen the log): %w", err)
+		err = l.failed
+		l.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// dropOldest deletes sealed segments, oldest first, until need more bytes
+// fit under MaxBytes or only the active segment is left.
+func (l *Log) dropOldest(need int64) {
+	for l.diskBytes()+need > l.opts.MaxBytes {
+		if !l.removeFirst(func(*segment) bool { return true }, &l.st.DroppedOverflow, "max_bytes") {
+			return
+		}
+	}
+}
+
+// removeFirst deletes the oldest sealed segment if ok accepts it, counting
+// its unacknowledged records into *counter (nil for acked ones).
+func (l *Log) removeFirst(ok func(*segment) bool, counter *uint64, why string) bool {
+	l.mu.Lock()
+	if len(l.segs) < 2 || !ok(l.segs[0]) {
+		l.mu.Unlock()
+		return false
+	}
+	s := l.segs[0]
+	l.segs = l.segs[1:]
+	var lost uint64
+	if s.end() > l.acked+1 {
+		lost = s.end() - max(l.acked+1, s.first)
+		l.acked = s.end() - 1
+	}
+	if counter != nil {
+		*counter += lost
+	}
+	l.mu.Unlock()
+	if err := l.fs.Remove(l.path(s.name)); err != nil {
+		l.log.Warn("wal: remove segment", "segment", l.path(s.name), "err", err)
+	}
+	if lost > 0 {
+		// Once per segment, i.e. once per few MiB: not per record.
+		l.log.Warn("wal: dropped unacknowledged records", "reason", why, "first", s.end()-lost, "last", s.end()-1, "records", lost)
+	}
+	return true
+}
+
+// expire drops segments whose newest record is older than MaxAge. An
+// expired active segment is sealed first so it can go too.
+func (l *Log) expire(now time.Time) {
+	limit := now.Add(-l.opts.MaxAge).UnixNano()
+	l.nextAgeScan = now.Add(min(max(l.opts.MaxAge/8, time.Second), time.Minute))
+	old := func(s *segment) bool { return s.count > 0 && s.lastTime < limit }
+	act := l.activeSeg()
+	l.mu.Lock()
+	sealAct := old(act)
+	l.mu.Unlock()
+	if sealAct {
+		if err := l.rotate(); err != nil {
+			return
+		}
+	}
+	for l.removeFirst(old, &l.st.DroppedAge, "max_age") {
+	}
+}
+
+// housekeep reclaims acked segments, syncs an overdue interval, expires
+// old segments and writes the marker when it is due.
+func (l *Log) housekeep(now time.Time, closing bool) {
+	l.mu.Lock()
+	acked := l.acked
+	unsynced := l.nextSeq-1 > l.synced
+	due := l.acked > l.markerSeq && (closing || l.ackPending >= l.opts.AckEvery || now.Sub(l.lastMarker) >= l.opts.AckInterval)
+	needRotate := l.needRotate
+	l.mu.Unlock()
+	for l.removeFirst(func(s *segment) bool { return s.end() <= acked+1 }, nil, "") {
+	}
+	if unsynced && l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval {
+		_ = l.syncActive(false)
+	}
+	if l.opts.MaxAge > 0 && !now.Before(l.nextAgeScan) {
+		l.expire(now)
+	}
+	if needRotate && l.activeSeg().count > 0 {
+		_ = l.rotate()
+	}
+	if due {
+		l.writeMarker(now)
+	}
+}
+
+// writeMarker persists the acked prefix: write a temp file, fsync, rename,
+// fsync the directory. A failure only means more redelivery after a crash.
+func (l *Log) writeMarker(now time.Time) {
+	l.mu.Lock()
+	acked, epoch := l.acked, l.epoch
+	l.mu.Unlock()
+	b := encodeMarker(epoch, acked)
+	tmp := l.path(markerTmp)
+	f, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err == nil {
+		_, err = f.Write(b)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = l.fs.Rename(tmp, l.path(markerName))
+	}
+	if err == nil {
+		err = l.fs.SyncDir(l.dir)
+	}
+	l.lastMarker = now
+	l.mu.Lock()
+	l.st.Fsyncs += 2
+	l.st.BytesWritten += markerSize
+	if err == nil {
+		l.markerSeq = acked
+		l.ackPending = 0
+	}
+	l.mu.Unlock()
+	if err != nil {
+		l.log.Warn("wal: write ack marker", "err", err)
+	}
+}
+
+// shutdown answers every queued Append, syncs, writes the marker and
+// closes the active segment.
+func (l *Log) shutdown() {
+	batch := l.drain(nil)
+	for len(batch) > 0 {
+		l.commit(batch)
+		batch = l.drain(batch[:0])
+	}
+	err := l.syncActive(false)
+	l.housekeep(l.clock.Now(), true)
+	if cerr := l.active.Close(); err == nil {
+		err = cerr
+	}
+	l.closeErr = err
+}
