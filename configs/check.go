@@ -55,9 +55,12 @@ func locate(n *yaml.Node, path ...any) *yaml.Node {
 			}
 		}
 		if next == nil {
-			return n
+			break
 		}
 		n = next
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
 	}
 	return n
 }
@@ -66,7 +69,9 @@ func locate(n *yaml.Node, path ...any) *yaml.Node {
 // on other keys. Every problem is blamed on the node at fault.
 func (l *loader) check(c *Config, root *yaml.Node) {
 	d := l.d
-	switch {
+	switch dev := locate(root, "device"); {
+	case dev != root && dev.Kind != yaml.MappingNode:
+		// Already reported: device is not a mapping.
 	case c.Device.ID == "":
 		d.errorf(locate(root, "device", "id"), "device: id: missing: name this gateway, e.g. gh-01 (it becomes part of every topic)")
 	case !validID(c.Device.ID):
@@ -117,6 +122,9 @@ func checkPrefix(p string) error {
 
 // checkID checks the id of item i of section and records it in seen.
 func (l *loader) checkID(root *yaml.Node, section string, i int, id string, seen map[string]int) {
+	if locate(root, section, i).Kind != yaml.MappingNode {
+		return // already reported: the entry is not a mapping
+	}
 	at := locate(root, section, i, "id")
 	kind := strings.TrimSuffix(section, "s")
 	switch {

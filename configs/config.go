@@ -15,6 +15,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -308,6 +309,9 @@ func (l *loader) device(n *yaml.Node, v reflect.Value, actuator bool) {
 		}
 	}
 	d.decodeFields(n, mine, v, nil)
+	if d.exhausted {
+		return
+	}
 	names := l.drv.Names(actuator)
 	driver := v.FieldByName("Driver").String()
 	if driver == "" {
@@ -324,6 +328,14 @@ func (l *loader) device(n *yaml.Node, v reflect.Value, actuator bool) {
 		opts, ok = l.drv.ActuatorOpts(driver)
 	} else {
 		opts, ok = l.drv.SensorOpts(driver)
+	}
+	if !ok && slices.Contains(l.drv.Names(!actuator), driver) {
+		other := "an actuator driver: list it under actuators"
+		if actuator {
+			other = "a sensor driver: list it under sensors"
+		}
+		d.errorf(driverPair.at(), "driver: %q is %s", driver, other)
+		return
 	}
 	if !ok {
 		msg := fmt.Sprintf("driver: unknown %s driver %q", kind, driver)

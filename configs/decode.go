@@ -95,9 +95,9 @@ func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 	d.errs = append(d.errs, Error{File: d.file, Line: line, Col: col, Msg: fmt.Sprintf(format, args...)})
 }
 
-// result sorts the collected problems by position and keeps one per
-// position: an anchored value used in several places fails at the same
-// node each time, and one message there is enough.
+// result sorts the collected problems by position and drops duplicates:
+// an anchored value used in several places fails at the same node, with
+// the same message, each time.
 func (d *decoder) result() *Errors {
 	if len(d.errs) == 0 {
 		return nil
@@ -110,11 +110,10 @@ func (d *decoder) result() *Errors {
 		return a.Col < b.Col
 	})
 	out := d.errs[:0:0]
-	type pos struct{ line, col int }
-	seen := map[pos]bool{}
+	seen := map[Error]bool{}
 	for _, e := range d.errs {
-		if p := (pos{e.Line, e.Col}); !seen[p] {
-			seen[p] = true
+		if !seen[e] {
+			seen[e] = true
 			out = append(out, e)
 		}
 	}
@@ -300,7 +299,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, f field) {
 	}
 	switch t.Kind() {
 	case reflect.Struct:
-		d.decodeStruct(n, v, nil)
+		d.decodeStruct(n, v, f)
 	case reflect.Slice:
 		d.decodeSlice(n, v, f)
 	case reflect.Map:
@@ -411,9 +410,9 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, f field) {
 	}
 	t := v.Type()
 	s := reflect.MakeSlice(t, 0, len(n.Content))
-	for i, c := range n.Content {
+	for _, c := range n.Content {
 		e := d.newValue(t.Elem()).Elem()
-		d.decode(c, e, field{key: fmt.Sprintf("%s[%d]", f.key, i), size: f.size, secret: f.secret})
+		d.decode(c, e, f)
 		s = reflect.Append(s, e)
 	}
 	v.Set(s)
@@ -582,12 +581,12 @@ func addFields(si *structInfo, t reflect.Type, index []int) {
 	}
 }
 
-func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, extraKeys []string) {
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, f field) {
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "want a mapping, got %s", describe(n))
+		d.errorf(n, "%swant a mapping, got %s", f.prefix(), describe(n))
 		return
 	}
-	d.decodeFields(n, d.pairs(n), v, extraKeys)
+	d.decodeFields(n, d.pairs(n), v, nil)
 }
 
 // decodeFields decodes pairs of mapping n into struct v, then validates v

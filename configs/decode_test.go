@@ -164,7 +164,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"inline secret", "token: hunter2", []string{"1:8: token: secrets must not be inline: use ${ENV_VAR} or the token_file form"}},
 		{"unset env", "token: ${NOPE}", []string{"1:8: token: environment variable NOPE is not set"}},
 		{"text unmarshaler error", "q: warmth", []string{`1:4: q: sensors: unknown quantity "warmth" (want one of temperature, humidity, illuminance, pressure, voltage, level)`}},
-		{"list element error", "points: [\"1 -> 2\", nope]", []string{`1:20: points[1]: calibration point "nope": want "measured -> true", e.g. "0.5 -> 0.0"`}},
+		{"list element error", "points: [\"1 -> 2\", nope]", []string{`1:20: points: calibration point "nope": want "measured -> true", e.g. "0.5 -> 0.0"`}},
 		{"duplicate key", "name: a\nname: b", []string{"2:1: key \"name\" is already set on line 1"}},
 		{"non-string key", "[a]: 1", []string{"1:1: a key must be a plain string, got a list"}},
 		{"field error at value", "name: bad", []string{"1:7: name: must not be bad"}},
