@@ -258,7 +258,7 @@ func firstColumn(data []byte, line int) int {
 		return 1
 	}
 	l := lines[line-1]
-	return len(l) - len(strings.TrimLeft(l, " \t")) + 1
+	return len(l) - len(strings.TrimLeft(l, " ")) + 1
 }
 
 type noDrivers struct{}

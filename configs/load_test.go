@@ -3,13 +3,20 @@ package configs_test
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/drivers"
+	"github.com/edged/edged/drivers/sim"
+	"github.com/edged/edged/pipeline/control"
+	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/uplink"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/broken/*.golden from the current output")
@@ -108,5 +115,127 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 	if !strings.HasPrefix(err.Error(), "configs: ") {
 		t.Errorf("err = %q, want the configs: prefix", err)
+	}
+}
+
+// TestParseDefaultsAndValues pins what a minimal and a fuller config
+// decode to: omitted keys keep their defaults, given ones land in place.
+func TestParseDefaultsAndValues(t *testing.T) {
+	min, err := configs.Parse("min.yaml", []byte("device: {id: gh-01}\n"), drivers.Default, testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := configs.Default()
+	want.Path = "min.yaml"
+	want.Device = configs.Device{ID: "gh-01", TopicPrefix: "edged/gh-01"}
+	if !reflect.DeepEqual(*min, want) {
+		t.Errorf("minimal config:\ngot  %+v\nwant %+v", *min, want)
+	}
+
+	src := `
+device: {id: gh-01, topic_prefix: farm/gh-01}
+sensors:
+  - {id: air, driver: sim_climate, interval: 2s, ambient: 5, filters: [{delta: 0.5}]}
+  - {id: light, driver: sim_light}
+actuators:
+  - {id: heater, driver: sim_relay, plant: greenhouse}
+controllers:
+  - {id: heat, input: air/temperature, output: heater, setpoint: 20, pid: {kp: 1}}
+uplink:
+  url: mqtt://10.0.0.2:1883
+  password: ${EDGED_CLOUD_PASSWORD}
+  forward: [{local: "farm/gh-01/#", qos: 0}]
+  buffer: {max_bytes: 64MiB, sync: always}
+`
+	c, err := configs.Parse("full.yaml", []byte(src), drivers.Default, testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	air := c.Sensors[0]
+	poll := sensors.DefaultPollOpts()
+	poll.Interval = 2 * time.Second
+	delta := 0.5
+	poll.Filters = []sensors.FilterSpec{{Delta: &delta}}
+	if !reflect.DeepEqual(air.PollOpts, poll) {
+		t.Errorf("air poll options = %+v, want %+v", air.PollOpts, poll)
+	}
+	climate, ok := air.Opts.(*sim.ClimateOpts)
+	if !ok {
+		t.Fatalf("air options are %T", air.Opts)
+	}
+	wantClimate := sim.DefaultClimateOpts()
+	wantClimate.Ambient = 5
+	if *climate != wantClimate {
+		t.Errorf("air options = %+v, want %+v", *climate, wantClimate)
+	}
+	if c.Sensors[1].PollOpts.Interval != sensors.DefaultPollOpts().Interval {
+		t.Errorf("light interval = %v, want the default", c.Sensors[1].PollOpts.Interval)
+	}
+	wantCtl := control.DefaultOpts()
+	wantCtl.ID, wantCtl.Input, wantCtl.Output, wantCtl.Setpoint, wantCtl.PID.Kp = "heat", "air/temperature", "heater", 20, 1
+	if !reflect.DeepEqual(c.Controllers[0], wantCtl) {
+		t.Errorf("controller = %+v, want %+v", c.Controllers[0], wantCtl)
+	}
+	wantUp := uplink.DefaultOpts()
+	wantUp.URL, wantUp.ClientID, wantUp.Password = "mqtt://10.0.0.2:1883", "gh-01", "from-env"
+	wantUp.Forward = []uplink.Rule{{Local: "farm/gh-01/#", QoS: 0}}
+	wantUp.Buffer.MaxBytes, wantUp.Buffer.Sync = 64<<20, uplink.SyncAlways
+	if c.Uplink == nil || !reflect.DeepEqual(*c.Uplink, wantUp) {
+		t.Errorf("uplink = %+v, want %+v", c.Uplink, wantUp)
+	}
+	if c.Device.TopicPrefix != "farm/gh-01" {
+		t.Errorf("topic prefix = %q", c.Device.TopicPrefix)
+	}
+}
+
+// TestParseForwardRules checks the uplink's filter and template rules as
+// the loader reports them.
+func TestParseForwardRules(t *testing.T) {
+	tests := []struct {
+		local, remote string
+		want          string // "" = valid, else a substring of the one problem
+	}{
+		{"edged/gh-01/sensor/#", "", ""},
+		{"#", "", ""},
+		{"+/+/sensor/+/temperature", "", ""},
+		{"edged/+/sensor/#", "farms/{device}/{topic}", ""},
+		{"edged/gh-01/status", "gh-01/status", ""},
+		{"$SYS/#", "sys/{device}", ""},
+		{"", "", "empty topic filter"},
+		{"edged/#/sensor", "", "'#' must be the last level"},
+		{"edged/gh-01#", "", "'#' must stand alone in its level"},
+		{"edged/gh+/x", "", "'+' must stand alone in its level"},
+		{"edged/#", "farms/#", "wildcards (+ #) are not allowed"},
+		{"edged/#", "farms/+/x", "wildcards (+ #) are not allowed"},
+		{"edged/#", "farms/{id}/x", "unknown placeholder {id}"},
+		{"edged/#", "farms/{topic", "unclosed '{'"},
+	}
+	for _, tt := range tests {
+		src := fmt.Sprintf("device: {id: gh-01}\nuplink:\n  url: mqtts://c.example:8883\n  forward: [{local: %q, remote: %q}]\n", tt.local, tt.remote)
+		_, err := configs.Parse("t.yaml", []byte(src), drivers.Default, testEnv)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("local %q remote %q: %v", tt.local, tt.remote, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || strings.Count(err.Error(), "\n") > 0):
+			t.Errorf("local %q remote %q: got %v, want one problem containing %q", tt.local, tt.remote, err, tt.want)
+		}
+	}
+}
+
+func TestParseSyntaxAndDocuments(t *testing.T) {
+	tests := []struct{ src, want string }{
+		{"", "t.yaml:1:1: the file is empty"},
+		{"# only a comment\n", "t.yaml:1:1: the file is empty"},
+		{"device: {id: gh-01}\n---\ndevice: {id: gh-02}\n", "t.yaml:2:1: yaml syntax: a config file holds one YAML document"},
+		{"device: {id: gh-01\n", "t.yaml:1:1: yaml syntax: did not find expected ',' or '}'"},
+		{"device:\n\tid: x\n", "t.yaml:2:1: yaml syntax: found character that cannot start any token"},
+		{"- 1\n- 2\n", "t.yaml:1:1: want a mapping, got a list"},
+		{"sensors: *nope\n", "t.yaml:1:1: yaml syntax: unknown anchor 'nope' referenced"},
+	}
+	for _, tt := range tests {
+		_, err := configs.Parse("t.yaml", []byte(tt.src), drivers.Default, testEnv)
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("Parse(%q) = %v, want an error starting %q", tt.src, err, tt.want)
+		}
 	}
 }
