@@ -12,7 +12,11 @@ import (
 //
 // Segment header (segHeaderSize bytes):
 //
-//	magic "edgedWAL" | version u32 | epoch u64 | first seq u64 | crc32c u32 (of the 28 bytes before)
+//	magic "edgedWAL" | version u32 | epoch u64 | first seq u64 | gap from u64 | crc32c u32 (of the bytes before)
+//
+// "gap from", when not zero, says seqs gap from .. first-1 were skipped on
+// purpose (never issued, see recover.go), so the next recovery does not
+// report them as lost.
 //
 // Record frame (frameHeaderSize bytes + body):
 //
@@ -26,7 +30,7 @@ import (
 const (
 	segMagic        = "edgedWAL"
 	segVersion      = 1
-	segHeaderSize   = 32
+	segHeaderSize   = 40
 	frameHeaderSize = 16
 	crcMask         = 0xa282ead8
 
@@ -56,7 +60,7 @@ var (
 )
 
 type segHeader struct {
-	epoch, first uint64
+	epoch, first, gapFrom uint64
 }
 
 func appendSegHeader(dst []byte, h segHeader) []byte {
@@ -65,27 +69,32 @@ func appendSegHeader(dst []byte, h segHeader) []byte {
 	binary.LittleEndian.PutUint32(b[8:], segVersion)
 	binary.LittleEndian.PutUint64(b[12:], h.epoch)
 	binary.LittleEndian.PutUint64(b[20:], h.first)
-	binary.LittleEndian.PutUint32(b[28:], crc32.Checksum(b[:28], castagnoli))
+	binary.LittleEndian.PutUint64(b[28:], h.gapFrom)
+	binary.LittleEndian.PutUint32(b[36:], crc32.Checksum(b[:36], castagnoli))
 	return append(dst, b[:]...)
 }
 
 // decodeSegHeader checks magic first, then version, then the CRC, so the
 // caller can tell an alien file from a damaged one.
 func decodeSegHeader(b []byte) (segHeader, uint32, error) {
+	if len(b) >= 8 && string(b[:8]) != segMagic || len(b) < 8 && string(b) != segMagic[:len(b)] {
+		return segHeader{}, 0, errMagic
+	}
 	if len(b) < segHeaderSize {
 		return segHeader{}, 0, errShort
-	}
-	if string(b[:8]) != segMagic {
-		return segHeader{}, 0, errMagic
 	}
 	v := binary.LittleEndian.Uint32(b[8:])
 	if v != segVersion {
 		return segHeader{}, v, errVersion
 	}
-	if crc32.Checksum(b[:28], castagnoli) != binary.LittleEndian.Uint32(b[28:]) {
+	if crc32.Checksum(b[:36], castagnoli) != binary.LittleEndian.Uint32(b[36:]) {
 		return segHeader{}, v, errChecksum
 	}
-	return segHeader{epoch: binary.LittleEndian.Uint64(b[12:]), first: binary.LittleEndian.Uint64(b[20:])}, v, nil
+	return segHeader{
+		epoch:   binary.LittleEndian.Uint64(b[12:]),
+		first:   binary.LittleEndian.Uint64(b[20:]),
+		gapFrom: binary.LittleEndian.Uint64(b[28:]),
+	}, v, nil
 }
 
 func frameCRC(hdr, body []byte) uint32 {

@@ -61,12 +61,18 @@ func (l *Log) recover() error {
 				"it is left from another buffer; delete it once you do not need its records", &dirty)
 			continue
 		case seg.first < prev.end():
+			l.seqFloor = max(l.seqFloor, seg.end())
 			l.moveAside(name, "alien", fmt.Sprintf("starts at seq %d inside the previous segment (ends at %d)", seg.first, prev.end()-1),
 				"it was probably copied in by hand; delete it", &dirty)
 			continue
+		case seg.first > prev.end() && seg.gapFrom != 0 && seg.gapFrom <= prev.end():
+			// Seqs skipped on purpose by an earlier recovery.
 		case seg.first > prev.end():
 			lost := seg.first - prev.end()
 			l.st.DroppedCorrupt += lost
+			if prev.truncated {
+				break // the truncation line named the lost range
+			}
 			l.log.Warn("wal: records missing between segments", "first_lost", prev.end(), "last_lost", seg.first-1, "records", lost)
 		}
 		l.segs = append(l.segs, seg)
@@ -78,6 +84,13 @@ func (l *Log) recover() error {
 		l.log.Info("wal: new buffer", "epoch", fmt.Sprintf("%016x", l.epoch))
 	} else {
 		l.nextSeq = l.segs[len(l.segs)-1].end()
+		if l.seqFloor > l.nextSeq {
+			// A segment moved aside may have held seqs up to here;
+			// some may have been sent upstream already. Never
+			// issue them again in this epoch.
+			l.log.Warn("wal: skipping seqs that a moved-aside segment may hold", "from", l.nextSeq, "to", l.seqFloor-1)
+			l.nextSeq = l.seqFloor
+		}
 	}
 	l.acked = l.nextSeq - 1
 	if len(l.segs) > 0 {
@@ -99,7 +112,11 @@ func (l *Log) recover() error {
 		}
 	}
 	if l.active == nil {
-		if err := l.createSegment(l.nextSeq); err != nil {
+		gap := uint64(0)
+		if last != nil && last.end() < l.nextSeq {
+			gap = last.end()
+		}
+		if err := l.createSegment(l.nextSeq, gap); err != nil {
 			return err
 		}
 		dirty = false // createSegment synced the directory
@@ -134,6 +151,7 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 	}
 	if size == 0 {
 		// A crash between creating a segment and writing its header.
+		l.st.CorruptRecovered++
 		l.log.Warn("wal: removed empty segment", "segment", p)
 		if err := l.fs.Remove(p); err != nil {
 			l.log.Warn("wal: remove empty segment", "segment", p, "err", err)
@@ -150,6 +168,9 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 	if err != nil {
 		f.Close()
 		l.st.CorruptRecovered++
+		if size > segHeaderSize {
+			l.seqFloor = max(l.seqFloor, nameFirst+uint64(size-segHeaderSize)/frameHeaderSize)
+		}
 		switch {
 		case errors.Is(err, errMagic):
 			l.moveAside(name, "alien", "is not an edged buffer segment (bad magic)",
@@ -164,7 +185,7 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		return nil, 0, false
 	}
 
-	seg = &segment{first: h.first, name: name}
+	seg = &segment{first: h.first, name: name, gapFrom: h.gapFrom}
 	r := bufio.NewReaderSize(io.NewSectionReader(f, segHeaderSize, size-segHeaderSize), 64<<10)
 	off := int64(segHeaderSize)
 	var fh [frameHeaderSize]byte
@@ -187,8 +208,9 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		if err := f.Truncate(off); err != nil {
 			l.log.Warn("wal: truncate damaged tail", "segment", p, "err", err)
 		}
+		seg.truncated = true
 		if !last {
-			l.log.Warn("wal: truncated damaged segment; records up to the next segment are lost",
+			l.log.Warn("wal: truncated damaged segment; its records from first_lost to the next segment are lost",
 				"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "first_lost", seg.end(), "reason", ferr)
 		} else {
 			l.log.Warn("wal: truncated damaged tail (an unfinished write at a crash)",
@@ -300,8 +322,9 @@ func (l *Log) readMarker() {
 	switch {
 	case err != nil:
 		l.st.CorruptRecovered++
-		l.log.Warn("wal: ack marker unreadable, ignoring it; acknowledged records may be sent again",
+		l.log.Warn("wal: ack marker unreadable, removed it; acknowledged records may be sent again",
 			"path", p, "err", err, "redeliver_from", l.acked+1)
+		_ = l.fs.Remove(p) // the next marker write replaces it anyway
 	case epoch != l.epoch:
 		l.log.Info("wal: ack marker is from another buffer epoch; ignoring it", "path", p)
 	default:
@@ -322,14 +345,14 @@ func (l *Log) readMarker() {
 // createSegment starts a new active segment at first: header written,
 // file and directory synced, so a rotation is durable before any record
 // lands in it.
-func (l *Log) createSegment(first uint64) error {
+func (l *Log) createSegment(first, gapFrom uint64) error {
 	name := segName(first)
 	p := l.path(name)
 	f, err := l.fs.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
 	if err != nil {
 		return fmt.Errorf("wal: create segment: %w", err)
 	}
-	hdr := appendSegHeader(nil, segHeader{epoch: l.epoch, first: first})
+	hdr := appendSegHeader(nil, segHeader{epoch: l.epoch, first: first, gapFrom: gapFrom})
 	if _, err = f.Write(hdr); err == nil {
 		err = f.Sync()
 	}

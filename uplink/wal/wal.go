@@ -106,6 +106,8 @@ type segment struct {
 	// readers skip the rest of the segment.
 	badFrom     uint64
 	lostCounted bool
+	truncated   bool   // recovery cut a damaged tail off
+	gapFrom     uint64 // from the header: seqs gapFrom..first-1 never existed
 }
 
 func (s *segment) end() uint64 { return s.first + s.count } // seq after the last
@@ -154,6 +156,7 @@ type Log struct {
 	lastMarker  time.Time
 	markerSeq   uint64
 	nextAgeScan time.Time
+	seqFloor    uint64 // recovery: no seq below this may be issued
 
 	rmu sync.Mutex // guards cur
 	cur cursor

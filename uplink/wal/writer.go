@@ -297,7 +297,7 @@ func (l *Log) rotate() error {
 	first := l.nextSeq
 	l.needRotate = false
 	l.mu.Unlock()
-	if err := l.createSegment(first); err != nil {
+	if err := l.createSegment(first, 0); err != nil {
 		l.mu.Lock()
 		l.failed = fmt.Errorf("wal: rotation failed (reopen the log): %w", err)
 		err = l.failed
