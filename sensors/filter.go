@@ -131,7 +131,7 @@ func fitLine(pts []CalPoint) (a, b float64, err error) {
 	}
 	a = sxy / sxx
 	b = my - a*mx
-	if sxx == 0 || !finite(a) || !finite(b) {
+	if sxx == 0 || !finite(sxx) || !finite(sxy) || !finite(a) || !finite(b) {
 		return 0, 0, FieldErrorf("calibrate_linear", "the points do not define a line")
 	}
 	return a, b, nil
