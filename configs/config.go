@@ -42,7 +42,8 @@ type Config struct {
 	Controllers []control.Opts   `yaml:"controllers"`
 	Broker      localbroker.Opts `yaml:"broker"`
 	HTTP        HTTP             `yaml:"http"`
-	// Uplink is nil when the file has no uplink section.
+	// Uplink is nil when the file has no uplink section, or an empty one
+	// (every key commented out).
 	Uplink *uplink.Opts `yaml:"uplink"`
 }
 
@@ -317,6 +318,9 @@ func (l *loader) device(n *yaml.Node, v reflect.Value, actuator bool) {
 	if driver == "" {
 		at := n
 		if driverPair != nil {
+			if driverPair.val.Kind != yaml.ScalarNode {
+				return // already reported: the driver is not a string
+			}
 			at = driverPair.at()
 		}
 		d.errorf(at, "driver: missing (%s drivers: %s)", kind, strings.Join(names, ", "))

@@ -239,3 +239,19 @@ func TestParseSyntaxAndDocuments(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkParse measures loading the Pi example, which edged does at
+// start and on every SIGHUP.
+func BenchmarkParse(b *testing.B) {
+	data, err := os.ReadFile("examples/pi-greenhouse.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := configs.Parse("pi.yaml", data, drivers.Default, testEnv); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
