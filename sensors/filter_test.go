@@ -326,3 +326,33 @@ func BenchmarkChain(b *testing.B) {
 		c.Apply(now, 20+float64(i%7)*0.1)
 	}
 }
+
+// FuzzChain feeds arbitrary values and filter parameters through a chain
+// of every filter kind: it must never panic and never pass NaN or ±Inf.
+func FuzzChain(f *testing.F) {
+	f.Add(3, 0.5, 1.0, 0.0, 20.0, 21.0, math.NaN(), 1e308)
+	f.Add(1, 1e-9, -1e308, 1e308, math.Inf(1), 0.0, -0.0, 5.0)
+	f.Add(1000, 100.0, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5)
+	f.Fuzz(func(t *testing.T, window int, d, m, a, v1, v2, v3, v4 float64) {
+		specs := []sensors.FilterSpec{
+			{Multiply: &m},
+			{Offset: &a},
+			{Median: &sensors.WindowOpts{Window: window}},
+			{SlidingWindowAverage: &sensors.WindowOpts{Window: window, SendEvery: 1}},
+			{EMA: &sensors.EMAOpts{Alpha: 0.5}},
+			{CalibrateLinear: []sensors.CalPoint{{Measured: a, True: m}, {Measured: d, True: a}}},
+			{Delta: &d},
+			{Throttle: dp(time.Second)},
+			{Heartbeat: dp(2 * time.Second)},
+		}
+		c, err := sensors.NewChain(specs, sensors.Temperature)
+		if err != nil {
+			return // invalid parameters are rejected, which is fine
+		}
+		for i, v := range []float64{v1, v2, v3, v4, v1, v2} {
+			if out, ok := c.Apply(at(float64(i)), v); ok && (math.IsNaN(out) || math.IsInf(out, 0)) {
+				t.Fatalf("passed %g for input %g", out, v)
+			}
+		}
+	})
+}

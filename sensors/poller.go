@@ -92,6 +92,10 @@ type SensorStats struct {
 // the Poller retries after RetryBackoff, doubling per consecutive failure,
 // but only while the retry falls before the next slot.
 //
+// The context Sense gets is done at the timeout or when Run's context is;
+// its Deadline is on the Poller's Clock, so drivers wait through that
+// Clock, not through the wall clock.
+//
 // After warm-up a successful sample allocates nothing.
 type Poller struct {
 	clock Clock
