@@ -189,5 +189,8 @@ func parseSegName(name string) (uint64, bool) {
 		return 0, false
 	}
 	v, err := strconv.ParseUint(name[:20], 10, 64)
-	return v, err == nil
+	if err != nil {
+		return 0, false
+	}
+	return v, true
 }
