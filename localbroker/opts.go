@@ -22,6 +22,11 @@ type Opts struct {
 	MQTT string `yaml:"mqtt"`
 	// WebSocket is the MQTT-over-WebSocket listener address; "" disables it.
 	WebSocket string `yaml:"websocket"`
+	// WebSocketOrigins lists the browser origins (e.g.
+	// "http://dashboard.lan:3000") that may open MQTT-over-WebSocket
+	// connections besides pages served from the broker's own host name.
+	// "*" allows every origin.
+	WebSocketOrigins []string `yaml:"websocket_origins"`
 	// AllowAnonymous lets clients connect without credentials, with the
 	// rights of AnonymousRole. When false every client is refused until
 	// users are configured.
@@ -35,6 +40,11 @@ type Opts struct {
 	// MaxPendingWrites caps queued outbound packets per client; a slow
 	// client loses messages beyond it (mochi drops them).
 	MaxPendingWrites int `yaml:"max_pending_writes"`
+	// MaxClients caps concurrent client connections.
+	MaxClients int `yaml:"max_clients"`
+	// SessionExpiry caps how long the broker keeps the session (and queued
+	// messages) of a disconnected persistent client.
+	SessionExpiry time.Duration `yaml:"session_expiry"`
 	// MessageExpiry is the longest a retained or queued message lives;
 	// 0 keeps retained messages forever.
 	MessageExpiry time.Duration `yaml:"message_expiry"`
@@ -52,6 +62,8 @@ func DefaultOpts() Opts {
 		MaxPacketSize:    256 << 10,
 		MaxInflight:      64,
 		MaxPendingWrites: 256,
+		MaxClients:       64,
+		SessionExpiry:    time.Hour,
 		MessageExpiry:    0,
 		SysInterval:      60 * time.Second,
 	}
@@ -80,6 +92,12 @@ func (o *Opts) Validate() error {
 	}
 	if o.MaxPendingWrites < 1 {
 		return sensors.FieldErrorf("max_pending_writes", "must be at least 1")
+	}
+	if o.MaxClients < 1 {
+		return sensors.FieldErrorf("max_clients", "must be at least 1")
+	}
+	if o.SessionExpiry < 0 || o.SessionExpiry > 365*24*time.Hour {
+		return sensors.FieldErrorf("session_expiry", "%v is out of range (0..8760h)", o.SessionExpiry)
 	}
 	if o.MessageExpiry < 0 {
 		return sensors.FieldErrorf("message_expiry", "must not be negative")

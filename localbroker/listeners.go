@@ -1,0 +1,227 @@
+package localbroker
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// Our own listeners instead of mochi's: both bind in Init, so a busy or
+// bad address fails startup instead of being logged from a goroutine,
+// both report the address actually bound (port 0 in tests), and the
+// WebSocket one checks the Origin header (mochi's accepts any origin,
+// which lets any web page the user visits talk to the broker).
+
+type tcpListener struct {
+	id, addr string
+	mu       sync.Mutex
+	ln       net.Listener
+	log      *slog.Logger
+	wg       sync.WaitGroup
+}
+
+var _ listeners.Listener = (*tcpListener)(nil)
+
+func newTCPListener(id, addr string) *tcpListener { return &tcpListener{id: id, addr: addr} }
+
+func (l *tcpListener) Init(log *slog.Logger) error {
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return err
+	}
+	l.ln, l.log = ln, log
+	return nil
+}
+
+func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			return // closed
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			if err := establish(l.id, conn); err != nil && !errors.Is(err, io.EOF) {
+				l.log.Debug("mqtt connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "error", err)
+			}
+		}()
+	}
+}
+
+func (l *tcpListener) ID() string       { return l.id }
+func (l *tcpListener) Protocol() string { return "tcp" }
+
+// Address returns the bound address once Init has run.
+func (l *tcpListener) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.addr
+}
+
+func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		_ = l.ln.Close()
+	}
+	closeClients(l.id)
+}
+
+// wsListener serves MQTT over WebSocket (subprotocol "mqtt", binary
+// frames) on any path, for browsers using MQTT.js or Paho JS.
+type wsListener struct {
+	id, addr string
+	// origins that may connect besides same-host pages; "*" allows any.
+	origins []string
+	ln      net.Listener
+	srv     *http.Server
+	log     *slog.Logger
+	up      websocket.Upgrader
+
+	establish listeners.EstablishFn
+}
+
+var _ listeners.Listener = (*wsListener)(nil)
+
+func newWSListener(id, addr string, origins []string) *wsListener {
+	l := &wsListener{id: id, addr: addr, origins: origins}
+	l.up = websocket.Upgrader{
+		Subprotocols:    []string{"mqtt"},
+		CheckOrigin:     l.checkOrigin,
+		ReadBufferSize:  2048,
+		WriteBufferSize: 2048,
+	}
+	return l
+}
+
+// checkOrigin admits requests without an Origin (non-browser clients),
+// pages served from the same host name as the broker, and the configured
+// origins.
+func (l *wsListener) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, o := range l.origins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host = r.Host
+	}
+	return strings.EqualFold(u.Hostname(), host)
+}
+
+func (l *wsListener) Init(log *slog.Logger) error {
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return err
+	}
+	l.ln, l.log = ln, log
+	l.srv = &http.Server{
+		Handler:           http.HandlerFunc(l.handle),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	return nil
+}
+
+func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
+	c, err := l.up.Upgrade(w, r, nil)
+	if err != nil {
+		l.log.Debug("websocket upgrade refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "error", err)
+		return // Upgrade has answered the request
+	}
+	defer c.Close()
+	if err := l.establish(l.id, &wsConn{Conn: c.UnderlyingConn(), ws: c}); err != nil && !errors.Is(err, io.EOF) {
+		l.log.Debug("websocket connection ended", "remote", r.RemoteAddr, "error", err)
+	}
+}
+
+func (l *wsListener) Serve(establish listeners.EstablishFn) {
+	l.establish = establish
+	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		l.log.Error("websocket listener stopped", "listener", l.id, "error", err)
+	}
+}
+
+func (l *wsListener) ID() string       { return l.id }
+func (l *wsListener) Protocol() string { return "ws" }
+
+func (l *wsListener) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.addr
+}
+
+func (l *wsListener) Close(closeClients listeners.CloseFn) {
+	if l.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = l.srv.Shutdown(ctx) // hijacked websocket conns are closed by closeClients
+		cancel()
+	}
+	closeClients(l.id)
+}
+
+// wsConn turns a message-based websocket into the byte stream mochi reads
+// MQTT packets from. An MQTT packet may span frames and a frame may carry
+// several packets.
+type wsConn struct {
+	net.Conn
+	ws *websocket.Conn
+	r  io.Reader
+	wm sync.Mutex
+}
+
+func (c *wsConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			op, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				return 0, errors.New("localbroker: websocket: text frame (MQTT needs binary frames)")
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.r = nil
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		return n, err
+	}
+}
+
+func (c *wsConn) Write(p []byte) (int, error) {
+	c.wm.Lock()
+	defer c.wm.Unlock()
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *wsConn) Close() error { return c.ws.Close() }
