@@ -210,7 +210,11 @@ func TestCaptureHappensBeforePubackAndFanOut(t *testing.T) {
 
 	acked := make(chan error, 1)
 	go func() { _, err := pub.publish("lan/app/x", "payload"); acked <- err }()
-	<-rec.called // the broker is inside Capture now
+	select { // the broker is inside Capture now
+	case <-rec.called:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the publish never reached the capturer")
+	}
 	select {
 	case err := <-acked:
 		t.Fatalf("PUBACK arrived while the capture was still running (err %v)", err)
