@@ -1,0 +1,197 @@
+// Package pipeline turns readings into MQTT topics and payloads and hands
+// them to a Publisher (the local broker), and tells the gateway's status
+// and each sensor's availability. It also fans readings out to observers
+// such as the control loops.
+//
+// It owns the topic layout and payload format of DESIGN.md section 3,
+// which LAN apps and the cloud rely on; it does no I/O of its own.
+package pipeline
+
+import (
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edged/edged/sensors"
+)
+
+// Publisher takes a message for the local broker. The pipeline never
+// reuses a payload after passing it: the broker may keep it (retained).
+type Publisher interface {
+	Publish(topic string, payload []byte, retain bool) error
+}
+
+// Observer sees every reading after it was published, e.g. a control
+// loop. Input must not block.
+type Observer interface {
+	Input(sensors.Reading)
+}
+
+// Status payloads, retained on PREFIX/status and on the availability
+// topics.
+const (
+	Online  = "online"
+	Offline = "offline"
+)
+
+// Pipeline implements sensors.Sink.
+type Pipeline struct {
+	prefix string
+	pub    Publisher
+	log    *slog.Logger
+
+	mu        sync.RWMutex
+	topics    map[topicKey]string // cached PREFIX/sensor/<id>/<quantity>
+	observers []Observer
+
+	published atomic.Uint64
+	failed    atomic.Uint64
+	warn      rateLimit
+}
+
+var _ sensors.Sink = (*Pipeline)(nil)
+
+type topicKey struct {
+	sensor string
+	q      sensors.Quantity
+}
+
+// New returns a pipeline publishing under prefix (e.g. "edged/gh-01").
+func New(prefix string, pub Publisher, log *slog.Logger) *Pipeline {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Pipeline{
+		prefix: prefix,
+		pub:    pub,
+		log:    log.With("component", "pipeline"),
+		topics: map[topicKey]string{},
+		warn:   rateLimit{every: time.Minute},
+	}
+}
+
+// Observe adds an observer; call it before readings flow.
+func (p *Pipeline) Observe(o Observer) {
+	p.mu.Lock()
+	p.observers = append(p.observers, o)
+	p.mu.Unlock()
+}
+
+// SensorTopic returns PREFIX/sensor/<id>/<quantity>.
+func SensorTopic(prefix, sensor string, q sensors.Quantity) string {
+	return prefix + "/sensor/" + sensor + "/" + q.String()
+}
+
+// AvailabilityTopic returns PREFIX/sensor/<id>/availability.
+func AvailabilityTopic(prefix, sensor string) string {
+	return prefix + "/sensor/" + sensor + "/availability"
+}
+
+// StatusTopic returns PREFIX/status.
+func StatusTopic(prefix string) string { return prefix + "/status" }
+
+// Reading publishes r, retained, as
+// {"value":21.37,"unit":"°C","ts":"2026-11-22T10:00:00.123Z"}, then hands
+// it to the observers.
+func (p *Pipeline) Reading(r sensors.Reading) {
+	if math.IsNaN(r.Value) || math.IsInf(r.Value, 0) || !r.Quantity.Valid() {
+		p.fail("dropped an invalid reading", r.Sensor, nil)
+		return
+	}
+	topic := p.topic(r.Sensor, r.Quantity)
+	if err := p.pub.Publish(topic, AppendPayload(make([]byte, 0, 64), r), true); err != nil {
+		p.fail("publish failed", topic, err)
+	} else {
+		p.published.Add(1)
+	}
+	p.mu.RLock()
+	obs := p.observers
+	p.mu.RUnlock()
+	for _, o := range obs {
+		o.Input(r)
+	}
+}
+
+// Availability publishes "online" or "offline", retained.
+func (p *Pipeline) Availability(sensor string, online bool) {
+	topic := AvailabilityTopic(p.prefix, sensor)
+	if err := p.pub.Publish(topic, []byte(word(online)), true); err != nil {
+		p.fail("publish failed", topic, err)
+	}
+}
+
+// Status publishes the gateway's own status, retained.
+func (p *Pipeline) Status(online bool) error {
+	return p.pub.Publish(StatusTopic(p.prefix), []byte(word(online)), true)
+}
+
+// Stats returns how many readings were published and how many publishes
+// failed.
+func (p *Pipeline) Stats() (published, failed uint64) {
+	return p.published.Load(), p.failed.Load()
+}
+
+func word(online bool) string {
+	if online {
+		return Online
+	}
+	return Offline
+}
+
+func (p *Pipeline) topic(sensor string, q sensors.Quantity) string {
+	k := topicKey{sensor, q}
+	p.mu.RLock()
+	t, ok := p.topics[k]
+	p.mu.RUnlock()
+	if ok {
+		return t
+	}
+	t = SensorTopic(p.prefix, sensor, q)
+	p.mu.Lock()
+	p.topics[k] = t
+	p.mu.Unlock()
+	return t
+}
+
+func (p *Pipeline) fail(msg, where string, err error) {
+	p.failed.Add(1)
+	if n, ok := p.warn.allow(time.Now()); ok {
+		p.log.Warn(msg, "topic", where, "error", err, "suppressed_since_last", n)
+	}
+}
+
+// AppendPayload appends the JSON payload of r to b. Values are rounded to
+// 4 decimals (far below any sensor's resolution) so that 21.37 does not
+// travel as 21.369999999999997; the time is UTC with milliseconds.
+func AppendPayload(b []byte, r sensors.Reading) []byte {
+	b = append(b, `{"value":`...)
+	b = strconv.AppendFloat(b, math.Round(r.Value*1e4)/1e4, 'f', -1, 64)
+	b = append(b, `,"unit":"`...)
+	b = append(b, r.Quantity.Unit()...) // units are plain text, no JSON escaping needed
+	b = append(b, `","ts":"`...)
+	b = r.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+	return append(b, `"}`...)
+}
+
+// rateLimit lets one event through per period and counts the rest.
+type rateLimit struct {
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time
+	held  int
+}
+
+func (l *rateLimit) allow(now time.Time) (suppressed int, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < l.every {
+		l.held++
+		return 0, false
+	}
+	n := l.held
+	l.last, l.held = now, 0
+	return n, true
+}
