@@ -248,3 +248,63 @@ func TestRecoverKeepsCorruptCopy(t *testing.T) {
 		t.Fatalf("segment is %d bytes after repair, want %d", got, segHeaderSize+3*fixFrame)
 	}
 }
+
+// Damage that appears after Open (bit rot under a running gateway) is
+// found by Read: the rest of that segment is skipped and counted, the
+// reader goes on with the next segment, and nothing damaged is returned.
+func TestReadSkipsDamageFoundLate(t *testing.T) {
+	e := newEnv(t, suiteConfig{mode: SyncAlways, fs: memDir})
+	e.opts.SegmentBytes = 1032
+	l := e.open()
+	appendN(t, l, 0, fixRecords)
+	m := e.fs.(*memFS)
+	m.mu.Lock()
+	m.files[filepath.Join(e.dir, fixSecond)].data[segHeaderSize+10*fixFrame+20] ^= 1 // seq 45
+	m.mu.Unlock()
+	recs := readAll(t, l, 0)
+	for _, r := range recs {
+		if !bytes.Equal(r.Body, body(int(r.Seq-1))) {
+			t.Fatalf("seq %d: damaged body %q returned", r.Seq, r.Body)
+		}
+		if r.Seq >= 45 && r.Seq <= 68 {
+			t.Fatalf("seq %d from the damaged part returned", r.Seq)
+		}
+	}
+	if want := fixRecords - 24; len(recs) != want {
+		t.Fatalf("read %d records, want %d", len(recs), want)
+	}
+	if st := l.Stats(); st.DroppedCorrupt != 24 || st.CorruptRecovered != 1 {
+		t.Fatalf("DroppedCorrupt %d CorruptRecovered %d, want 24 and 1", st.DroppedCorrupt, st.CorruptRecovered)
+	}
+}
+
+// Late damage in the active segment seals it, so new records go to a
+// fresh segment that readers can reach.
+func TestReadDamageInActiveSegment(t *testing.T) {
+	e := newEnv(t, suiteConfig{mode: SyncAlways, fs: memDir})
+	e.opts.SegmentBytes = 1032
+	l := e.open()
+	appendN(t, l, 0, fixRecords)
+	m := e.fs.(*memFS)
+	m.mu.Lock()
+	m.files[filepath.Join(e.dir, fixLastSeg)].data[segHeaderSize+3*fixFrame+20] ^= 1 // seq 140
+	m.mu.Unlock()
+	recs := readAll(t, l, 0)
+	if last := recs[len(recs)-1].Seq; last != 139 {
+		t.Fatalf("read up to %d, want 139", last)
+	}
+	s, err := l.Append(body(int(fixRecords)))
+	if err != nil || s != fixRecords+1 {
+		t.Fatalf("Append: %d %v", s, err)
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	more := readAll(t, l, 139)
+	if len(more) != 1 || more[0].Seq != fixRecords+1 {
+		t.Fatalf("after the damaged segment read %v", more)
+	}
+	if st := l.Stats(); st.DroppedCorrupt != 11 {
+		t.Fatalf("DroppedCorrupt %d, want 11", st.DroppedCorrupt)
+	}
+}
