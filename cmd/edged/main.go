@@ -1,0 +1,108 @@
+// Command edged is the edge gateway daemon and its tools: `edged run`
+// samples the sensors, serves the local MQTT broker and keeps the control
+// loops; `edged validate` checks a config; the other subcommands help wire
+// and inspect a node. This is the only package that knows every other.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `edged: edge gateway for Raspberry Pi sensor nodes
+
+Usage:
+  edged run -c FILE               run the daemon
+  edged validate -c FILE          check a config; print every problem as FILE:LINE:COL: message
+  edged read -c FILE SENSOR_ID    open one sensor and print one reading (wiring check)
+  edged drivers                   list the driver names a config can use
+  edged version                   print the version
+
+Signals (run): SIGTERM/SIGINT stop cleanly (actuators to their safe state,
+status "offline"); SIGHUP re-checks the config file and logs the result.
+`
+
+// exitError carries a process exit code through the subcommands.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		err = cmdRun(rest, stderr)
+	case "validate":
+		err = cmdValidate(rest, stdout, stderr)
+	case "read":
+		err = cmdRead(rest, stdout, stderr)
+	case "drivers":
+		cmdDrivers(stdout)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "edged %s %s %s/%s\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "edged: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil && ee.err.Error() != "" {
+			fmt.Fprintln(stderr, ee.err)
+		}
+		return ee.code
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(stderr, "edged:", err)
+	return 1
+}
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}
+
+// configFlag parses `-c FILE` for a subcommand and returns the remaining
+// arguments.
+func configFlag(name string, args []string, stderr io.Writer) (path string, rest []string, err error) {
+	fs := flag.NewFlagSet("edged "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&path, "c", "", "config file (YAML)")
+	if err := fs.Parse(args); err != nil {
+		return "", nil, &exitError{code: 2, err: errors.New("")}
+	}
+	if path == "" {
+		return "", nil, &exitError{code: 2, err: fmt.Errorf("edged %s: missing -c FILE", name)}
+	}
+	return path, fs.Args(), nil
+}

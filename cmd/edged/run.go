@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/edged/edged/configs"
+	"github.com/edged/edged/drivers"
+	"github.com/edged/edged/localbroker"
+	"github.com/edged/edged/pipeline"
+	"github.com/edged/edged/sensors"
+)
+
+// stopBudget is how long a clean stop may take before edged gives up on
+// the stragglers; systemd's TimeoutStopSec (and the contract) is 10 s.
+const stopBudget = 8 * time.Second
+
+func cmdRun(args []string, stderr io.Writer) error {
+	path, rest, err := configFlag("run", args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return &exitError{code: 2, err: fmt.Errorf("edged run: unexpected arguments %q", rest)}
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return &exitError{code: 1, err: fmt.Errorf("edged: %s: not starting, the config has problems:\n%w", path, err)}
+	}
+	log := newLogger(cfg.Log, stderr)
+	log.Info("starting", "version", buildVersion(), "config", path, "device", cfg.Device.ID, "prefix", cfg.Device.TopicPrefix)
+
+	d, err := start(cfg, log)
+	if err != nil {
+		log.Error("not started", "error", err)
+		return &exitError{code: 1}
+	}
+	sdNotify("READY=1")
+
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			// Reloading in place is not built yet; say so rather than
+			// pretend, and tell the user whether a restart would work.
+			if _, err := loadConfig(path); err != nil {
+				log.Warn("SIGHUP: the config file has problems; keeping the running config", "error", err)
+			} else {
+				log.Warn("SIGHUP: the config file is valid, but live reload is not supported yet; restart edged to apply it")
+			}
+			continue
+		}
+		log.Info("stopping", "signal", s.String())
+		break
+	}
+	sdNotify("STOPPING=1")
+	ctx, cancel := context.WithTimeout(context.Background(), stopBudget)
+	defer cancel()
+	if err := d.stop(ctx); err != nil {
+		log.Error("unclean stop", "error", err)
+		return &exitError{code: 1}
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(c configs.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by configs
+	o := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// daemon is everything `edged run` opened, in the order it must close.
+type daemon struct {
+	log       *slog.Logger
+	env       *drivers.Env
+	sensors   []sensors.Sensor
+	actuators map[string]sensors.Actuator
+	broker    *localbroker.Broker
+	pipe      *pipeline.Pipeline
+	poller    *sensors.Poller
+	http      *http.Server
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// start opens and starts everything. On error, whatever was opened is
+// closed again (actuators back in their safe state): a bad config or a
+// missing device never half-starts the daemon.
+func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
+	d := &daemon{log: log, env: drivers.NewEnv(log.With("component", "drivers")), actuators: map[string]sensors.Actuator{}}
+	defer func() {
+		if err != nil {
+			d.closeDevices()
+		}
+	}()
+	// Outputs first, so they are in their safe state as early as possible.
+	for _, ac := range cfg.Actuators {
+		a, err := drivers.Default.OpenActuator(d.env, ac.Driver, ac.ID, ac.Opts)
+		if err != nil {
+			return nil, err
+		}
+		d.actuators[ac.ID] = a
+	}
+	for _, sc := range cfg.Sensors {
+		s, err := drivers.Default.OpenSensor(d.env, sc.Driver, sc.ID, sc.Opts)
+		if err != nil {
+			return nil, err
+		}
+		d.sensors = append(d.sensors, s)
+	}
+
+	prefix := cfg.Device.TopicPrefix
+	d.broker, err = localbroker.New(cfg.Broker, prefix, log.With("component", "broker"))
+	if err != nil {
+		return nil, err
+	}
+	if err := d.broker.Start(); err != nil {
+		return nil, err
+	}
+	d.pipe = pipeline.New(prefix, d.broker, log)
+	if err := d.pipe.Status(true); err != nil {
+		d.broker.Close()
+		return nil, fmt.Errorf("publish status: %w", err)
+	}
+
+	d.poller = sensors.NewPoller(sensors.SystemClock, d.pipe, log)
+	for i, sc := range cfg.Sensors {
+		if err := d.poller.Add(sc.ID, d.sensors[i], sc.PollOpts); err != nil {
+			d.broker.Close()
+			return nil, err
+		}
+	}
+
+	if cfg.HTTP.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+		if err != nil {
+			d.broker.Close()
+			return nil, fmt.Errorf("http listener %s: %w", cfg.HTTP.Listen, err)
+		}
+		d.http = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := d.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http server stopped", "error", err)
+			}
+		}()
+		log.Info("http listening", "addr", ln.Addr().String())
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.poller.Run(ctx); err != nil {
+			log.Error("poller stopped", "error", err)
+		}
+	}()
+	log.Info("running", "sensors", len(d.sensors), "actuators", len(d.actuators))
+	return d, nil
+}
+
+// stop stops sampling, puts the outputs in their safe state, tells the
+// LAN the gateway is offline and closes the broker, within ctx.
+func (d *daemon) stop(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		d.cancel()
+		if d.http != nil {
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_ = d.http.Shutdown(sctx)
+			cancel()
+		}
+		d.wg.Wait()
+		close(done)
+	}()
+	var errs []error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("sampling did not stop in time (a driver is stuck): %w", ctx.Err()))
+	}
+	if err := d.pipe.Status(false); err != nil {
+		errs = append(errs, fmt.Errorf("publish status offline: %w", err))
+	}
+	// Give subscribers a moment to receive "offline" before they are
+	// disconnected: mochi writes to clients from their own goroutines.
+	time.Sleep(100 * time.Millisecond)
+	errs = append(errs, d.broker.Close())
+	errs = append(errs, d.closeDevices())
+	return errors.Join(errs...)
+}
+
+// closeDevices puts every actuator in its safe state and halts every
+// device.
+func (d *daemon) closeDevices() error {
+	var errs []error
+	for id, a := range d.actuators {
+		if err := a.Halt(); err != nil {
+			errs = append(errs, fmt.Errorf("actuator %q: %w", id, err))
+		}
+	}
+	for _, s := range d.sensors {
+		if err := s.Halt(); err != nil {
+			errs = append(errs, fmt.Errorf("sensor %s: %w", s, err))
+		}
+	}
+	errs = append(errs, d.env.Close())
+	return errors.Join(errs...)
+}
+
+// routes is the LAN HTTP surface; for now the health check that systemd
+// watchdogs and load balancers probe.
+func (d *daemon) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		type sensorHealth struct {
+			Status    string    `json:"status"`
+			Samples   uint64    `json:"samples"`
+			Failures  uint64    `json:"failures"`
+			LastError string    `json:"last_error,omitempty"`
+			Last      time.Time `json:"last_sample,omitzero"`
+		}
+		out := struct {
+			Status  string                  `json:"status"`
+			Sensors map[string]sensorHealth `json:"sensors"`
+		}{Status: "ok", Sensors: map[string]sensorHealth{}}
+		for _, s := range d.poller.Stats() {
+			h := sensorHealth{Status: s.Status.String(), Samples: s.Samples, Failures: s.Failures, Last: s.LastSample}
+			if s.LastError != nil {
+				h.LastError = s.LastError.Error()
+			}
+			out.Sensors[s.ID] = h
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	})
+	return mux
+}
