@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"path/filepath"
 	"testing"
 	"time"
@@ -299,4 +300,26 @@ func TestReadReusesDst(t *testing.T) {
 	if !bytes.Equal(recs[0].Body, body(2)) {
 		t.Fatalf("body %q", recs[0].Body)
 	}
+}
+
+func TestOpenLocksDirectory(t *testing.T) {
+	if _, ok := OSFS.(interface{ Lock(string) (io.Closer, error) }); !ok {
+		t.Skip("no directory locking on this OS")
+	}
+	dir := t.TempDir()
+	l, err := Open(dir, Opts{Sync: SyncNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Opts{Sync: SyncNone}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open of a directory in use: %v, want ErrLocked", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = Open(dir, Opts{Sync: SyncNone})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	l.Close()
 }

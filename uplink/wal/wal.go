@@ -40,6 +40,9 @@ var (
 	ErrTooLarge = errors.New("wal: record too large")
 	// ErrCorrupt is wrapped by *CorruptError.
 	ErrCorrupt = errors.New("wal: corrupt data")
+	// ErrLocked is returned by Open when another process has the
+	// directory open.
+	ErrLocked = errors.New("wal: buffer directory is in use by another process")
 )
 
 // CorruptError says where damaged data was found.
@@ -160,6 +163,8 @@ type Log struct {
 
 	rmu sync.Mutex // guards cur
 	cur cursor
+
+	lock io.Closer // directory lock, released by Close
 }
 
 type appendReq struct {
@@ -197,9 +202,20 @@ func Open(dir string, opts Opts) (*Log, error) {
 	if err := l.fs.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
 	}
+	// Locking is an optional capability of the FS: OSFS has it on Unix.
+	if lk, ok := l.fs.(interface{ Lock(string) (io.Closer, error) }); ok {
+		c, err := lk.Lock(dir)
+		if err != nil {
+			return nil, fmt.Errorf("wal: lock %s: %w", dir, err)
+		}
+		l.lock = c
+	}
 	if err := l.recover(); err != nil {
 		if l.active != nil {
 			l.active.Close()
+		}
+		if l.lock != nil {
+			l.lock.Close()
 		}
 		return nil, err
 	}
@@ -308,6 +324,9 @@ func (l *Log) Close() error {
 		l.rmu.Lock()
 		l.cur.close()
 		l.rmu.Unlock()
+		if l.lock != nil {
+			l.lock.Close()
+		}
 	})
 	return l.closeErr
 }
