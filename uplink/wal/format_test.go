@@ -303,7 +303,9 @@ func TestReadReusesDst(t *testing.T) {
 }
 
 func TestOpenLocksDirectory(t *testing.T) {
-	if _, ok := OSFS.(interface{ Lock(string) (io.Closer, error) }); !ok {
+	if _, ok := OSFS.(interface {
+		Lock(string) (io.Closer, error)
+	}); !ok {
 		t.Skip("no directory locking on this OS")
 	}
 	dir := t.TempDir()
