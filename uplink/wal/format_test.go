@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"io"
 	"path/filepath"
 	"testing"
 	"time"
@@ -303,9 +302,7 @@ func TestReadReusesDst(t *testing.T) {
 }
 
 func TestOpenLocksDirectory(t *testing.T) {
-	if _, ok := OSFS.(interface {
-		Lock(string) (io.Closer, error)
-	}); !ok {
+	if _, ok := OSFS.(Locker); !ok {
 		t.Skip("no directory locking on this OS")
 	}
 	dir := t.TempDir()

@@ -21,6 +21,13 @@ type FS interface {
 	SyncDir(dir string) error
 }
 
+// Locker is an optional FS capability: an exclusive lock on a directory,
+// held until the returned Closer is closed. Open takes it when the FS has
+// it; OSFS has it on Unix.
+type Locker interface {
+	Lock(dir string) (io.Closer, error)
+}
+
 // File is an open file of an FS.
 type File interface {
 	io.Reader

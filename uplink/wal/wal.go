@@ -203,9 +203,7 @@ func Open(dir string, opts Opts) (*Log, error) {
 		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
 	}
 	// Locking is an optional capability of the FS: OSFS has it on Unix.
-	if lk, ok := l.fs.(interface {
-		Lock(string) (io.Closer, error)
-	}); ok {
+	if lk, ok := l.fs.(Locker); ok {
 		c, err := lk.Lock(dir)
 		if err != nil {
 			return nil, fmt.Errorf("wal: lock %s: %w", dir, err)
