@@ -159,6 +159,9 @@ func (l *Log) commit(batch []*appendReq) {
 			grow += segHeaderSize
 		}
 		if l.opts.MaxBytes > 0 && l.diskBytes()+int64(len(l.buf))+grow > l.opts.MaxBytes {
+			l.reclaim() // acks may have freed segments since the last housekeeping
+		}
+		if l.opts.MaxBytes > 0 && l.diskBytes()+int64(len(l.buf))+grow > l.opts.MaxBytes {
 			if l.opts.Overflow == RejectNew {
 				r.err = ErrFull
 				l.mu.Lock()
@@ -369,13 +372,11 @@ func (l *Log) expire(now time.Time) {
 // old segments and writes the marker when it is due.
 func (l *Log) housekeep(now time.Time, closing bool) {
 	l.mu.Lock()
-	acked := l.acked
 	unsynced := l.nextSeq-1 > l.synced
 	due := l.acked > l.markerSeq && (closing || l.ackPending >= l.opts.AckEvery || now.Sub(l.lastMarker) >= l.opts.AckInterval)
 	needRotate := l.needRotate
 	l.mu.Unlock()
-	for l.removeFirst(func(s *segment) bool { return s.end() <= acked+1 }, nil, "") {
-	}
+	l.reclaim()
 	if unsynced && l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval {
 		_ = l.syncActive(false)
 	}
@@ -442,4 +443,13 @@ func (l *Log) shutdown() {
 		err = cerr
 	}
 	l.closeErr = err
+}
+
+// reclaim deletes sealed segments whose records are all acknowledged.
+func (l *Log) reclaim() {
+	l.mu.Lock()
+	acked := l.acked
+	l.mu.Unlock()
+	for l.removeFirst(func(s *segment) bool { return s.end() <= acked+1 }, nil, "") {
+	}
 }
