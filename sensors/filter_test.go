@@ -331,7 +331,7 @@ func BenchmarkChain(b *testing.B) {
 // of every filter kind: it must never panic and never pass NaN or ±Inf.
 func FuzzChain(f *testing.F) {
 	f.Add(3, 0.5, 1.0, 0.0, 20.0, 21.0, math.NaN(), 1e308)
-	f.Add(1, 1e-9, -1e308, 1e308, math.Inf(1), 0.0, -0.0, 5.0)
+	f.Add(1, 1e-9, -1e308, 1e308, math.Inf(1), 0.0, math.Copysign(0, -1), 5.0)
 	f.Add(1000, 100.0, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5)
 	f.Fuzz(func(t *testing.T, window int, d, m, a, v1, v2, v3, v4 float64) {
 		specs := []sensors.FilterSpec{
