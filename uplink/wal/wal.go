@@ -4,8 +4,9 @@
 //
 // It owns the durability contract of DESIGN.md section 4: a record whose
 // Append returned survives a process crash in every sync mode and a power
-// cut under SyncAlways; Open always succeeds on a damaged directory and
-// never returns a record that was not written. It must not know about MQTT:
+// cut under SyncAlways; Open always succeeds on a damaged directory (it
+// fails only on an unusable directory or one another process holds) and
+// nothing ever returns a record that was not written. It must not know about MQTT:
 // topics, payloads and properties are encoded into the body by the uplink.
 //
 // Layout: segments named <20-digit first seq>.wal, each with a header
