@@ -207,7 +207,7 @@ func TestRecoverCorruption(t *testing.T) {
 				// A second Open finds nothing more to repair.
 				l.Close()
 				before = len(e.logs.warnings())
-				l = e.open()
+				e.open()
 				// Only a gap between segments is reported again (and
 				// only until the forwarder moves past it).
 				want := 0
