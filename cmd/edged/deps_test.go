@@ -1,0 +1,81 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/edged/edged/"
+
+// allowedImports is the dependency direction of DESIGN.md section 1: for
+// each package (by path prefix, longest match wins), the module packages
+// and the third-party roots it may import directly. Everything may import
+// the standard library.
+var allowedImports = map[string][]string{
+	"cmd/":        {"configs", "drivers", "pipeline", "localbroker", "uplink", "sensors"},
+	"configs":     {"sensors", "pipeline", "localbroker", "uplink", "gopkg.in/yaml.v3"},
+	"drivers":     {"drivers", "sensors", "periph.io/x/conn/v3", "periph.io/x/host/v3", "periph.io/x/devices/v3"},
+	"pipeline":    {"sensors", "pipeline"},
+	"localbroker": {"sensors", "github.com/mochi-mqtt/server/v2", "github.com/gorilla/websocket"},
+	"uplink":      {"sensors", "uplink", "github.com/eclipse/paho.golang"},
+	"sensors":     {"sensors"},
+}
+
+// TestDependencyDirection keeps the layering true: only localbroker
+// imports mochi, only uplink imports paho, only drivers import periph's
+// host and devices, nothing imports cmd, and the arrows point down.
+func TestDependencyDirection(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, module+"...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg := strings.TrimPrefix(fields[0], module)
+		rule, ok := ruleFor(pkg)
+		if !ok {
+			t.Errorf("%s: no dependency rule; add one to allowedImports", pkg)
+			continue
+		}
+		for _, imp := range fields[1:] {
+			if isStd(imp) {
+				continue
+			}
+			if !allowed(rule, imp) {
+				t.Errorf("%s imports %s, which DESIGN.md's dependency direction does not allow", pkg, imp)
+			}
+		}
+	}
+}
+
+func ruleFor(pkg string) ([]string, bool) {
+	best := ""
+	for prefix := range allowedImports {
+		if (pkg == prefix || strings.HasPrefix(pkg, strings.TrimSuffix(prefix, "/")+"/")) && len(prefix) > len(best) {
+			best = prefix
+		}
+	}
+	r, ok := allowedImports[best]
+	return r, ok
+}
+
+func allowed(rule []string, imp string) bool {
+	for _, a := range rule {
+		full := a
+		if !strings.Contains(a, ".") {
+			full = module + a
+		}
+		if imp == full || strings.HasPrefix(imp, full+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// isStd reports whether imp is a standard library package (no dot in its
+// first element).
+func isStd(imp string) bool {
+	first, _, _ := strings.Cut(imp, "/")
+	return !strings.Contains(first, ".")
+}
