@@ -28,6 +28,10 @@ type Opts struct {
 	// SetpointMin and SetpointMax bound setpoint commands.
 	SetpointMin *float64 `yaml:"setpoint_min"`
 	SetpointMax *float64 `yaml:"setpoint_max"`
+	// Cycle is the time-proportioning window for on/off outputs such as
+	// relays: an output of 0.3 with a 60s cycle is on for 18 s of every
+	// 60 s. 0 passes the level straight to the actuator.
+	Cycle time.Duration `yaml:"cycle"`
 }
 
 // Gains are the PID gains, in output units per input unit (and second).
@@ -80,6 +84,17 @@ func (o *Opts) Validate() error {
 	}
 	if o.StaleAfter <= 0 {
 		return sensors.FieldErrorf("stale_after", "must be positive")
+	}
+	if o.Cycle != 0 && (o.Cycle < time.Second || o.Cycle > time.Hour) {
+		return sensors.FieldErrorf("cycle", "%v is out of range (0 to pass the level through, or 1s..1h)", o.Cycle)
+	}
+	for _, b := range []struct {
+		k string
+		v *float64
+	}{{"setpoint_min", o.SetpointMin}, {"setpoint_max", o.SetpointMax}} {
+		if b.v != nil && (math.IsNaN(*b.v) || math.IsInf(*b.v, 0)) {
+			return sensors.FieldErrorf(b.k, "must be finite")
+		}
 	}
 	if o.SetpointMin != nil && o.SetpointMax != nil && *o.SetpointMin > *o.SetpointMax {
 		return sensors.FieldErrorf("setpoint_min", "above setpoint_max")

@@ -1,0 +1,212 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+)
+
+// maxCommandSize bounds a command payload; real ones are tens of bytes.
+const maxCommandSize = 1024
+
+// ErrCommand is wrapped by every error Command returns for a bad command.
+var ErrCommand = errors.New("control: bad command")
+
+// command is one parsed command; nil fields were not given.
+type command struct {
+	setpoint *float64
+	mode     *Mode
+	output   *float64
+}
+
+// parseCommand reads a command strictly: one JSON object with only the
+// keys setpoint, mode and output, spelled exactly, with non-null values
+// of the right type, and nothing after it.
+func parseCommand(payload []byte) (command, error) {
+	var c command
+	if len(payload) > maxCommandSize {
+		return c, fmt.Errorf("%w: %d bytes is too long (at most %d)", ErrCommand, len(payload), maxCommandSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	var fields map[string]json.RawMessage
+	if err := dec.Decode(&fields); err != nil {
+		return c, fmt.Errorf("%w: want a JSON object such as {\"setpoint\": 21.5}: %v", ErrCommand, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return c, fmt.Errorf("%w: unexpected data after the JSON object", ErrCommand)
+	}
+	if fields == nil {
+		return c, fmt.Errorf("%w: want a JSON object such as {\"setpoint\": 21.5}, not null", ErrCommand)
+	}
+	if len(fields) == 0 {
+		return c, fmt.Errorf("%w: empty command (want setpoint, mode or output)", ErrCommand)
+	}
+	number := func(key string, raw json.RawMessage) (*float64, error) {
+		var v float64
+		if bytes.Equal(raw, []byte("null")) || json.Unmarshal(raw, &v) != nil {
+			return nil, fmt.Errorf("%w: %s: want a number, have %s", ErrCommand, key, raw)
+		}
+		return &v, nil
+	}
+	for key, raw := range fields {
+		var err error
+		switch key {
+		case "setpoint":
+			c.setpoint, err = number(key, raw)
+		case "output":
+			c.output, err = number(key, raw)
+		case "mode":
+			var s string
+			if bytes.Equal(raw, []byte("null")) || json.Unmarshal(raw, &s) != nil {
+				return c, fmt.Errorf("%w: mode: want \"auto\", \"manual\" or \"off\", have %s", ErrCommand, raw)
+			}
+			m := Mode(s)
+			c.mode = &m
+		default:
+			err = fmt.Errorf("%w: unknown field %s (want setpoint, mode or output)", ErrCommand, strconv.Quote(key))
+		}
+		if err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// Command applies a JSON command from PREFIX/control/<id>/set:
+//
+//	{"setpoint": 21.0}
+//	{"mode": "auto"} | {"mode": "manual"} | {"mode": "off"}
+//	{"mode": "manual", "output": 0.3}
+//
+// Keys may be combined. A command is checked whole before anything
+// changes: a bad one changes nothing and returns an error (wrapping
+// ErrCommand) that says why, with the reply {"error": "..."}. A good one
+// returns the state after it as the reply. The setpoint and mode it sets
+// are kept in the state dir across restarts; if writing them fails the
+// command still applies and the failure is logged.
+func (l *Loop) Command(payload []byte) (reply []byte, err error) {
+	reply, err = l.command(payload)
+	if err != nil {
+		b, _ := json.Marshal(struct {
+			Error string `json:"error"`
+		}{err.Error()})
+		return b, err
+	}
+	return reply, nil
+}
+
+func (l *Loop) command(payload []byte) ([]byte, error) {
+	c, err := parseCommand(payload)
+	if err != nil {
+		return nil, err
+	}
+	l.cmdMu.Lock()
+	defer l.cmdMu.Unlock()
+
+	l.mu.Lock()
+	if err := l.checkLocked(c); err != nil {
+		l.mu.Unlock()
+		return nil, err
+	}
+	l.applyLocked(c)
+	saved := l.persistedLocked()
+	s := l.stateLocked()
+	s.TS = l.clock.Now().UTC().Format(tsLayout)
+	l.mu.Unlock()
+
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	if err := l.save(saved); err != nil {
+		l.log.Warn("command applied but not saved: it will not survive a restart", "path", l.statePath, "error", err)
+	}
+	return json.Marshal(s)
+}
+
+// checkLocked validates c against the loop's bounds and current mode.
+func (l *Loop) checkLocked(c command) error {
+	if c.setpoint != nil {
+		if err := l.checkSetpoint(*c.setpoint); err != nil {
+			return fmt.Errorf("%w: %w", ErrCommand, err)
+		}
+	}
+	mode := l.mode
+	if c.mode != nil {
+		switch *c.mode {
+		case ModeAuto, ModeManual, ModeOff:
+			mode = *c.mode
+		default:
+			return fmt.Errorf("%w: mode %q: want \"auto\", \"manual\" or \"off\"", ErrCommand, string(*c.mode))
+		}
+	}
+	if c.output != nil {
+		if mode != ModeManual {
+			return fmt.Errorf("%w: output is set in manual mode only, e.g. {\"mode\": \"manual\", \"output\": 0.3}", ErrCommand)
+		}
+		if v := *c.output; !(v >= 0 && v <= 1) {
+			return fmt.Errorf("%w: output %v is out of range (0..1)", ErrCommand, v)
+		}
+	}
+	return nil
+}
+
+// checkSetpoint checks a setpoint against setpoint_min and setpoint_max.
+func (l *Loop) checkSetpoint(v float64) error {
+	lo, hi := l.opts.SetpointMin, l.opts.SetpointMax
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return fmt.Errorf("setpoint must be a finite number")
+	case lo != nil && hi != nil && (v < *lo || v > *hi):
+		return fmt.Errorf("setpoint %v is out of range (%v..%v)", v, *lo, *hi)
+	case lo != nil && v < *lo:
+		return fmt.Errorf("setpoint %v is below setpoint_min %v", v, *lo)
+	case hi != nil && v > *hi:
+		return fmt.Errorf("setpoint %v is above setpoint_max %v", v, *hi)
+	}
+	return nil
+}
+
+// applyLocked applies a checked command and drives the actuator at once.
+func (l *Loop) applyLocked(c command) {
+	now := l.clock.Now()
+	fresh := l.hasInput && l.inputFault == ""
+	if c.setpoint != nil {
+		if *c.setpoint != l.setpoint {
+			l.log.Info("setpoint changed", "from", l.setpoint, "to", *c.setpoint)
+		}
+		l.setpoint, l.spSet = *c.setpoint, true
+	}
+	if c.mode != nil {
+		m := *c.mode
+		if m != l.mode {
+			l.log.Info("mode changed", "from", l.mode, "to", m)
+			switch m {
+			case ModeAuto:
+				// Bumpless transfer: take over from the output applied now.
+				l.pid.Reset(l.output)
+			case ModeManual:
+				l.manual = l.output
+			}
+			l.mode = m
+		}
+		l.modeSet = true
+	}
+	if c.output != nil {
+		if *c.output != l.manual {
+			l.log.Info("manual output changed", "from", l.manual, "to", *c.output)
+		}
+		l.manual = *c.output
+	}
+	if l.mode == ModeAuto && fresh && (c.setpoint != nil || c.mode != nil) {
+		// Act on the new setpoint now rather than at the next reading. A
+		// dt of 0 integrates nothing; the next reading integrates the
+		// whole interval since the last one.
+		l.pid.Update(l.setpoint, l.input, 0)
+	}
+	l.stepLocked(now)
+}

@@ -1,0 +1,130 @@
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+)
+
+// persisted is what a loop keeps in <state dir>/control/<id>.json: only
+// what commands set, so a setpoint never commanded follows the config.
+type persisted struct {
+	Setpoint *float64 `json:"setpoint,omitempty"`
+	Mode     Mode     `json:"mode,omitempty"`
+	// Output is the manual output, kept with mode manual.
+	Output *float64 `json:"output,omitempty"`
+}
+
+func (l *Loop) persistedLocked() persisted {
+	var p persisted
+	if l.spSet {
+		v := l.setpoint
+		p.Setpoint = &v
+	}
+	if l.modeSet {
+		p.Mode = l.mode
+		if l.mode == ModeManual {
+			v := l.manual
+			p.Output = &v
+		}
+	}
+	return p
+}
+
+// save writes p to the state file: a temp file, fsync, rename, fsync of
+// the directory, so a power cut leaves the old file or the new one.
+func (l *Loop) save(p persisted) error {
+	if l.statePath == "" {
+		return nil
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	return writeFileSync(l.statePath, append(b, '\n'))
+}
+
+func writeFileSync(path string, data []byte) (err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("control: write %s: %w", f.Name(), err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("control: sync %s: %w", f.Name(), err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("control: close %s: %w", f.Name(), err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("control: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// restore loads what commands set before a restart. Nothing in the file
+// can stop the loop from starting: an unreadable or corrupt file, or a
+// value the current config does not allow, is logged and ignored.
+func (l *Loop) restore() {
+	b, err := os.ReadFile(l.statePath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		l.log.Warn("ignoring unreadable state file; using the config", "path", l.statePath, "error", err)
+		return
+	}
+	var p persisted
+	if err := json.Unmarshal(b, &p); err != nil {
+		l.log.Warn("ignoring corrupt state file; using the config", "path", l.statePath, "error", err)
+		return
+	}
+	if p.Setpoint != nil {
+		if err := l.checkSetpoint(*p.Setpoint); err != nil {
+			l.log.Warn("ignoring saved setpoint: the config no longer allows it", "path", l.statePath, "error", err, "setpoint", l.setpoint)
+		} else {
+			l.setpoint, l.spSet = *p.Setpoint, true
+			l.log.Info("setpoint restored from state file", "setpoint", l.setpoint)
+		}
+	}
+	switch p.Mode {
+	case "":
+	case ModeAuto, ModeOff:
+		l.mode, l.modeSet = p.Mode, true
+		l.log.Info("mode restored from state file", "mode", l.mode)
+	case ModeManual:
+		l.mode, l.modeSet = p.Mode, true
+		if p.Output != nil && *p.Output >= 0 && *p.Output <= 1 && !math.IsNaN(*p.Output) {
+			l.manual = *p.Output
+		} else {
+			l.log.Warn("saved manual output missing or out of range; manual output starts at 0", "path", l.statePath)
+		}
+		l.log.Info("mode restored from state file", "mode", l.mode, "output", l.manual)
+	default:
+		l.log.Warn("ignoring saved mode", "path", l.statePath, "mode", p.Mode)
+	}
+}

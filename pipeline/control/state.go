@@ -1,0 +1,106 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/edged/edged/sensors"
+)
+
+// State is a loop's state, published retained as JSON on StateTopic and
+// returned as the reply to a command.
+type State struct {
+	Setpoint float64 `json:"setpoint"`
+	// Input is the latest fresh reading, nil when there is none (no
+	// reading yet, stale, sensor offline): a dashboard must not show an
+	// old value as the current one. Fault says why.
+	Input *float64 `json:"input"`
+	// Output is the duty (0..1) the loop applies; 0 while the actuator is
+	// held in its safe state.
+	Output float64 `json:"output"`
+	Mode   Mode    `json:"mode"`
+	// Fault says why the output is not what the mode asks for; "" when
+	// all is well.
+	Fault string     `json:"fault"`
+	Gains StateGains `json:"gains"`
+	// TS is the time of the state, RFC 3339 in UTC with milliseconds.
+	TS string `json:"ts,omitempty"`
+}
+
+// StateGains are the PID gains in State.
+type StateGains struct {
+	Kp float64 `json:"kp"`
+	Ki float64 `json:"ki"`
+	Kd float64 `json:"kd"`
+}
+
+// tsLayout matches the sensor readings' "ts".
+const tsLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// State returns the loop's current state.
+func (l *Loop) State() State {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.stateLocked()
+	s.TS = l.clock.Now().UTC().Format(tsLayout)
+	return s
+}
+
+// stateLocked returns the state without its time stamp.
+func (l *Loop) stateLocked() State {
+	s := State{
+		Setpoint: l.setpoint,
+		Output:   l.output,
+		Mode:     l.mode,
+		Fault:    l.faultLocked(),
+		Gains:    StateGains{Kp: l.opts.PID.Kp, Ki: l.opts.PID.Ki, Kd: l.opts.PID.Kd},
+	}
+	if l.hasInput && l.inputFault == "" {
+		v := l.input
+		s.Input = &v
+	}
+	return s
+}
+
+// publish sends the state if it changed since the last message, at most
+// once per minPublishInterval: a change inside the interval arms pubTimer
+// to send the state as it is when the interval ends. It runs on the Run
+// goroutine only.
+func (l *Loop) publish(pubTimer sensors.Timer) {
+	if l.pub == nil {
+		return
+	}
+	l.mu.Lock()
+	s := l.stateLocked()
+	l.mu.Unlock()
+	body, err := json.Marshal(s)
+	if err != nil || bytes.Equal(body, l.lastBody) {
+		return // err is impossible: State holds finite numbers and strings
+	}
+	now := l.clock.Now()
+	if !l.lastPub.IsZero() && now.Sub(l.lastPub) < minPublishInterval {
+		if !l.pubArmed {
+			pubTimer.Reset(l.lastPub.Add(minPublishInterval).Sub(now))
+			l.pubArmed = true
+		}
+		return
+	}
+	s.TS = now.UTC().Format(tsLayout)
+	payload, _ := json.Marshal(s)
+	l.lastPub = now
+	if err := l.pub.Publish(l.stateTopic, payload, true); err != nil {
+		if l.pubFails == 0 {
+			l.log.Warn("cannot publish state; retrying each second", "topic", l.stateTopic, "error", err)
+		}
+		l.pubFails++
+		// Leave lastBody as it was, so the same state is tried again.
+		pubTimer.Reset(minPublishInterval)
+		l.pubArmed = true
+		return
+	}
+	if l.pubFails > 0 {
+		l.log.Info("state published again", "topic", l.stateTopic, "failures", l.pubFails)
+		l.pubFails = 0
+	}
+	l.lastBody = body
+}
