@@ -219,6 +219,9 @@ func (h *harness) start() {
 // settle waits until the loop has handled everything already due.
 func (h *harness) settle() {
 	h.t.Helper()
+	if h.stop == nil {
+		return // Run has not started: nothing to wait for
+	}
 	done := make(chan struct{})
 	select {
 	case h.l.syncReq <- done:

@@ -1,5 +1,11 @@
 // Package control binds PID loops to sensors and actuators and keeps them
 // safe when an input goes stale or an output fails.
+//
+// A Loop owns its actuator while it runs: it takes readings and
+// availability from the pipeline, commands from MQTT (Command), and
+// publishes its state through a Publisher it declares. The PID math lives
+// in pipeline/pid; this package must not import drivers, the broker or the
+// uplink, and never sleeps: all timing comes from the injected clock.
 package control
 
 import (

@@ -1,0 +1,276 @@
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edged/edged/sensors/sensorstest"
+)
+
+// stateNoTS is State without its time stamp, for comparisons.
+func stateNoTS(l *Loop) string {
+	s := l.State()
+	s.TS = ""
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// TestCommand applies each command kind to a running loop (auto, setpoint
+// 20, bounds 5..30, input 18 so the output is 0.2). Invalid commands must
+// change nothing: state, actuator and state file.
+func TestCommand(t *testing.T) {
+	cases := []struct {
+		name    string
+		payload string
+		err     string // substring of the error; "" for success
+		sp      float64
+		mode    Mode
+		output  float64
+		calls   []call
+	}{
+		{name: "setpoint", payload: `{"setpoint": 21.5}`, sp: 21.5, mode: ModeAuto, output: 0.35, calls: []call{{"set", 0.35, 0}}},
+		{name: "setpoint at bound", payload: `{"setpoint":30}`, sp: 30, mode: ModeAuto, output: 1, calls: []call{{"set", 1, 0}}},
+		{name: "manual holds output", payload: `{"mode":"manual"}`, sp: 20, mode: ModeManual, output: 0.2},
+		{name: "manual with output", payload: `{"mode":"manual","output":0.3}`, sp: 20, mode: ModeManual, output: 0.3, calls: []call{{"set", 0.3, 0}}},
+		{name: "off", payload: `{"mode":"off"}`, sp: 20, mode: ModeOff, output: 0, calls: []call{{"safe", 0, 0}}},
+		{name: "auto again", payload: `{"mode":"auto"}`, sp: 20, mode: ModeAuto, output: 0.2},
+		{name: "combined", payload: ` {"setpoint":10, "mode":"off"} `, sp: 10, mode: ModeOff, calls: []call{{"safe", 0, 0}}},
+
+		{name: "setpoint above max", payload: `{"setpoint":30.5}`, err: "setpoint 30.5 is out of range (5..30)"},
+		{name: "setpoint below min", payload: `{"setpoint":-1}`, err: "out of range"},
+		{name: "setpoint string", payload: `{"setpoint":"21"}`, err: "setpoint: want a number"},
+		{name: "setpoint null", payload: `{"setpoint":null}`, err: "setpoint: want a number"},
+		{name: "setpoint overflow", payload: `{"setpoint":1e999}`, err: "want a number"},
+		{name: "unknown mode", payload: `{"mode":"heat"}`, err: `mode "heat"`},
+		{name: "mode wrong case", payload: `{"mode":"Auto"}`, err: `mode "Auto"`},
+		{name: "mode number", payload: `{"mode":1}`, err: "mode: want"},
+		{name: "output in auto", payload: `{"output":0.3}`, err: "manual mode only"},
+		{name: "output with mode auto", payload: `{"mode":"auto","output":0.3}`, err: "manual mode only"},
+		{name: "output above 1", payload: `{"mode":"manual","output":1.5}`, err: "out of range (0..1)"},
+		{name: "output negative", payload: `{"mode":"manual","output":-0.1}`, err: "out of range (0..1)"},
+		{name: "one bad key spoils all", payload: `{"setpoint":25,"mode":"off","output":2}`, err: "manual mode only"},
+		{name: "bad setpoint with mode", payload: `{"setpoint":99,"mode":"off"}`, err: "out of range"},
+		{name: "unknown field", payload: `{"setpoint":21,"fan":1}`, err: `unknown field "fan"`},
+		{name: "field wrong case", payload: `{"Setpoint":21}`, err: `unknown field "Setpoint"`},
+		{name: "empty object", payload: `{}`, err: "empty command"},
+		{name: "null", payload: `null`, err: "not null"},
+		{name: "array", payload: `[{"setpoint":21}]`, err: "want a JSON object"},
+		{name: "empty", payload: ``, err: "want a JSON object"},
+		{name: "trailing data", payload: `{"setpoint":21}x`, err: "after the JSON object"},
+		{name: "two objects", payload: `{"setpoint":21}{"mode":"off"}`, err: "after the JSON object"},
+		{name: "truncated", payload: `{"setpoint":21`, err: "want a JSON object"},
+		{name: "too long", payload: `{"setpoint":21` + strings.Repeat(" ", 1100) + `}`, err: "too long"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			h := newHarness(t, testOpts(), dir)
+			h.start()
+			h.read(18)
+			if tc.name == "auto again" {
+				h.command(`{"mode":"manual","output":0.2}`)
+			}
+			h.act.take()
+			before := stateNoTS(h.l)
+
+			reply, err := h.l.Command([]byte(tc.payload))
+			h.settle()
+			calls := h.act.take()
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, ErrCommand) {
+					t.Fatalf("err = %v, want ErrCommand containing %q", err, tc.err)
+				}
+				var r map[string]string
+				if json.Unmarshal(reply, &r) != nil || len(r) != 1 || r["error"] != err.Error() {
+					t.Errorf("reply %s, want {\"error\": %q}", reply, err.Error())
+				}
+				if after := stateNoTS(h.l); after != before {
+					t.Errorf("state changed:\nbefore %s\nafter  %s", before, after)
+				}
+				if len(calls) != 0 {
+					t.Errorf("actuator touched: %v", calls)
+				}
+				if _, err := os.Stat(filepath.Join(dir, "control", "heat.json")); !os.IsNotExist(err) {
+					t.Errorf("state file written: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var s State
+			if err := json.Unmarshal(reply, &s); err != nil {
+				t.Fatalf("reply %s: %v", reply, err)
+			}
+			if s.Setpoint != tc.sp || s.Mode != tc.mode || !near(s.Output, tc.output) || s.TS == "" {
+				t.Errorf("reply %s, want setpoint %v, mode %s, output %v", reply, tc.sp, tc.mode, tc.output)
+			}
+			if got := stateNoTS(h.l); !strings.HasPrefix(string(reply), strings.TrimSuffix(got, "}")) {
+				t.Errorf("reply %s is not the state %s", reply, got)
+			}
+			if !callsEqual(calls, tc.calls) {
+				t.Errorf("actuator calls %v, want %v", calls, tc.calls)
+			}
+		})
+	}
+}
+
+func TestPersistRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	h := newHarness(t, testOpts(), dir)
+	h.command(`{"setpoint":25}`) // before Run: state only, no actuator
+	h.command(`{"mode":"manual","output":0.4}`)
+	if calls := h.act.take(); len(calls) != 0 {
+		t.Errorf("commands before Run drove the actuator: %v", calls)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "control", "heat.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"setpoint":25,"mode":"manual","output":0.4}` + "\n"; string(b) != want {
+		t.Errorf("state file %q, want %q", b, want)
+	}
+	if names := dirNames(t, filepath.Join(dir, "control")); len(names) != 1 {
+		t.Errorf("files left in the state dir: %v", names)
+	}
+
+	h2 := newHarness(t, testOpts(), dir)
+	h2.start()
+	s := h2.l.State()
+	if s.Setpoint != 25 || s.Mode != ModeManual || s.Output != 0.4 {
+		t.Errorf("restored state = %+v", s)
+	}
+	if got, want := h2.act.take(), []call{{"set", 0.4, 0}}; !callsEqual(got, want) {
+		t.Errorf("restored manual output: %v, want %v", got, want)
+	}
+
+	// Only the mode was commanded: the config's setpoint still rules.
+	dir2 := t.TempDir()
+	h3 := newHarness(t, testOpts(), dir2)
+	h3.command(`{"mode":"off"}`)
+	o := testOpts()
+	o.Setpoint = 12
+	h4 := newHarness(t, o, dir2)
+	if s := h4.l.State(); s.Setpoint != 12 || s.Mode != ModeOff {
+		t.Errorf("after a mode-only command: %+v, want setpoint 12 from the config, mode off", s)
+	}
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n []string
+	for _, e := range es {
+		n = append(n, e.Name())
+	}
+	return n
+}
+
+// TestPersistBadFiles checks that nothing in the state file keeps a loop
+// from starting on its config.
+func TestPersistBadFiles(t *testing.T) {
+	cases := []struct {
+		name   string
+		write  func(path string) error
+		sp     float64
+		mode   Mode
+		output float64
+		log    string
+	}{
+		{"corrupt", func(p string) error { return os.WriteFile(p, []byte(`{"setpoint":2`), 0o644) }, 20, ModeAuto, 0, "ignoring corrupt state file"},
+		{"empty", func(p string) error { return os.WriteFile(p, nil, 0o644) }, 20, ModeAuto, 0, "ignoring corrupt state file"},
+		{"unreadable", func(p string) error { return os.Mkdir(p, 0o755) }, 20, ModeAuto, 0, "ignoring unreadable state file"},
+		{"setpoint out of bounds", func(p string) error { return os.WriteFile(p, []byte(`{"setpoint":99,"mode":"off"}`), 0o644) }, 20, ModeOff, 0, "ignoring saved setpoint"},
+		{"unknown mode", func(p string) error { return os.WriteFile(p, []byte(`{"setpoint":22,"mode":"boost"}`), 0o644) }, 22, ModeAuto, 0, "ignoring saved mode"},
+		{"manual without output", func(p string) error { return os.WriteFile(p, []byte(`{"mode":"manual","output":7}`), 0o644) }, 20, ModeManual, 0, "manual output starts at 0"},
+		{"wrong types", func(p string) error { return os.WriteFile(p, []byte(`{"setpoint":"hot"}`), 0o644) }, 20, ModeAuto, 0, "ignoring corrupt state file"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(dir, "control"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.write(filepath.Join(dir, "control", "heat.json")); err != nil {
+				t.Fatal(err)
+			}
+			h := newHarness(t, testOpts(), dir)
+			h.start()
+			s := h.l.State()
+			if s.Setpoint != tc.sp || s.Mode != tc.mode || s.Output != tc.output {
+				t.Errorf("state %+v, want setpoint %v, mode %s, output %v", s, tc.sp, tc.mode, tc.output)
+			}
+			if h.logs.count(tc.log) != 1 {
+				t.Errorf("log does not say %q once:\n%s", tc.log, h.logs)
+			}
+		})
+	}
+}
+
+func TestPersistFailureStillApplies(t *testing.T) {
+	dir := t.TempDir()
+	// A file where the control directory should be: MkdirAll fails.
+	if err := os.WriteFile(filepath.Join(dir, "control"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, testOpts(), dir)
+	h.start()
+	if s := h.command(`{"setpoint":24}`); s.Setpoint != 24 {
+		t.Errorf("setpoint %v, want 24", s.Setpoint)
+	}
+	if h.logs.count("not saved") != 1 {
+		t.Errorf("the failed save was not logged:\n%s", h.logs)
+	}
+}
+
+// FuzzCommand checks that no payload panics, that a rejected one changes
+// nothing, and that an accepted one leaves the loop within its bounds.
+func FuzzCommand(f *testing.F) {
+	for _, s := range []string{
+		`{"setpoint":21}`, `{"setpoint":30.0001}`, `{"mode":"auto"}`, `{"mode":"manual","output":0.3}`,
+		`{"mode":"off"}`, `{"output":1}`, `{"setpoint":null}`, `{}`, `null`, `[]`, `"x"`, ``,
+		`{"setpoint":21,"mode":"manual","output":0}`, `{"setpoint":1e308}`, `{"mode":"manual","output":-0}`,
+		`{"setpoint":21}{}`, `{"SETPOINT":21}`, `{"setpoint":21,"setpoint":99}`, "{\"mode\":\"auto\u0000\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	act := &fakeActuator{clk: sensorstest.NewClock(t0)}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		l, err := New(testOpts(), act, nil, nil, "edged/gh-01", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := stateNoTS(l)
+		reply, err := l.Command(payload)
+		after := stateNoTS(l)
+		if err != nil {
+			if after != before {
+				t.Fatalf("rejected %q (%v) but the state changed:\n%s\n%s", payload, err, before, after)
+			}
+			var r map[string]string
+			if json.Unmarshal(reply, &r) != nil || r["error"] == "" {
+				t.Fatalf("error reply %s", reply)
+			}
+			return
+		}
+		var s State
+		if err := json.Unmarshal(reply, &s); err != nil {
+			t.Fatalf("reply %s: %v", reply, err)
+		}
+		if s.Setpoint < 5 || s.Setpoint > 30 || s.Output < 0 || s.Output > 1 {
+			t.Fatalf("accepted %q: state out of bounds: %s", payload, reply)
+		}
+		switch s.Mode {
+		case ModeAuto, ModeManual, ModeOff:
+		default:
+			t.Fatalf("accepted %q: mode %q", payload, s.Mode)
+		}
+	})
+}
