@@ -1,0 +1,434 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/gorilla/websocket"
+)
+
+// The integration tests build the real binary and run it as a process,
+// talking to it with real MQTT clients. They are skipped under -short.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// edgedBinary builds cmd/edged once per test run.
+func edgedBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: skipped under -short")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "edged-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "edged")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// requireTool skips when a tool is missing, unless the environment
+// variable says CI installed it and a skip would hide a broken setup.
+func requireTool(t *testing.T, tool, requireVar string) string {
+	t.Helper()
+	p, err := exec.LookPath(tool)
+	if err != nil {
+		if os.Getenv(requireVar) != "" {
+			t.Fatalf("%s not found but %s is set: install it (apt-get install ...)", tool, requireVar)
+		}
+		t.Skipf("%s not installed (set %s=1 to make this a failure)", tool, requireVar)
+	}
+	return p
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// simConfig writes the sim example with free ports and a temp state dir.
+func simConfig(t *testing.T) (path, mqttAddr, wsAddr, httpAddr string) {
+	t.Helper()
+	data, err := os.ReadFile("../../configs/examples/sim.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mqttAddr, wsAddr, httpAddr = freePort(t), freePort(t), freePort(t)
+	dir := t.TempDir()
+	s := string(data)
+	for old, repl := range map[string]string{
+		"127.0.0.1:1883":      mqttAddr,
+		"127.0.0.1:8083":      wsAddr,
+		"127.0.0.1:8080":      httpAddr,
+		"state_dir: ./state":  "state_dir: " + filepath.Join(dir, "state"),
+		"error_rate: 0.01":    "error_rate: 0",
+		"offline_after: 3   ": "offline_after: 3   ",
+	} {
+		if !strings.Contains(s, old) {
+			t.Fatalf("sim.yaml no longer contains %q; update the test", old)
+		}
+		s = strings.ReplaceAll(s, old, repl)
+	}
+	path = filepath.Join(dir, "sim.yaml")
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, mqttAddr, wsAddr, httpAddr
+}
+
+// daemonProc is a running `edged run`.
+type daemonProc struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{} // closed when the process has exited
+	err  error         // Wait's result, valid once done is closed
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startDaemon(t *testing.T, bin, config string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{cmd: exec.Command(bin, "run", "-c", config), logs: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.err = d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			_ = d.cmd.Process.Kill() // by PID: the process we started
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("edged output:\n%s", d.logs.String())
+		}
+	})
+	return d
+}
+
+// waitListening waits until addr accepts TCP connections.
+func waitListening(t *testing.T, d *daemonProc, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-d.done:
+			t.Fatalf("edged exited early: %v\n%s", d.err, d.logs.String())
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("nothing listening on %s after 10s", addr)
+}
+
+// The sim example's sensors and what each publishes.
+var simTopics = []string{
+	"edged/sim-01/sensor/light/illuminance",
+	"edged/sim-01/sensor/air/temperature",
+	"edged/sim-01/sensor/air/humidity",
+}
+
+func TestSimReadingsReachMosquittoSubIntegration(t *testing.T) {
+	bin := edgedBinary(t)
+	sub := requireTool(t, "mosquitto_sub", "EDGED_REQUIRE_MOSQUITTO")
+	cfg, mqttAddr, _, _ := simConfig(t)
+	d := startDaemon(t, bin, cfg)
+	waitListening(t, d, mqttAddr)
+	host, port, _ := net.SplitHostPort(mqttAddr)
+
+	// Retained readings: a subscriber that comes late still gets one per
+	// sensor quantity at once. Poll until all are there (the first samples
+	// are taken at start), bounded to 10 s.
+	seen := map[string]string{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(seen) < len(simTopics) && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		out, err := exec.CommandContext(ctx, sub, "-h", host, "-p", port, "-t", "edged/sim-01/sensor/+/+",
+			"-v", "--retained-only", "-W", "2").Output()
+		cancel()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) { // -W timing out exits non-zero: expected
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		for sc.Scan() {
+			topic, payload, _ := strings.Cut(sc.Text(), " ")
+			seen[topic] = payload
+		}
+	}
+	for _, topic := range simTopics {
+		p, ok := seen[topic]
+		if !ok {
+			t.Errorf("no retained reading on %s; got %v", topic, seen)
+			continue
+		}
+		if !strings.HasPrefix(p, `{"value":`) || !strings.Contains(p, `"unit":"`) || !strings.Contains(p, `"ts":"`) {
+			t.Errorf("%s: payload %s is not a reading", topic, p)
+		}
+	}
+	for _, s := range []string{"light", "air"} {
+		if got := seen["edged/sim-01/sensor/"+s+"/availability"]; got != "online" {
+			t.Errorf("sensor %s availability %q, want online", s, got)
+		}
+	}
+}
+
+// wsNetConn lets paho speak MQTT over a client websocket.
+type wsNetConn struct {
+	net.Conn
+	ws *websocket.Conn
+	r  io.Reader
+	wm sync.Mutex // paho writes from several goroutines
+}
+
+func (c *wsNetConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			_, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (c *wsNetConn) Write(p []byte) (int, error) {
+	c.wm.Lock()
+	defer c.wm.Unlock()
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *wsNetConn) Close() error { return c.ws.Close() }
+
+// mqttClient connects a paho MQTT 5 client over conn and subscribes.
+func mqttClient(t *testing.T, conn net.Conn, filter string) chan *paho.Publish {
+	t.Helper()
+	msgs := make(chan *paho.Publish, 256)
+	c := paho.NewClient(paho.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			select {
+			case msgs <- pr.Packet:
+			default:
+			}
+			return true, nil
+		}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: fmt.Sprintf("it-%d", time.Now().UnixNano()), CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return msgs
+}
+
+func TestSimReadingsOverWebSocketIntegration(t *testing.T) {
+	bin := edgedBinary(t)
+	cfg, _, wsAddr, _ := simConfig(t)
+	d := startDaemon(t, bin, cfg)
+	waitListening(t, d, wsAddr)
+	dialer := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second}
+	h := make(map[string][]string)
+	h["Origin"] = []string{"http://" + wsAddr} // as a page served from the gateway would
+	ws, _, err := dialer.Dial("ws://"+wsAddr+"/mqtt", h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := mqttClient(t, &wsNetConn{Conn: ws.UnderlyingConn(), ws: ws}, "edged/sim-01/sensor/+/+")
+	want := map[string]bool{}
+	for _, tp := range simTopics {
+		want[tp] = true
+	}
+	timeout := time.After(10 * time.Second)
+	for len(want) > 0 {
+		select {
+		case m := <-msgs:
+			delete(want, m.Topic)
+		case <-timeout:
+			t.Fatalf("over WebSocket, no reading on %v within 10s", want)
+		}
+	}
+}
+
+func TestSIGTERMStopsCleanlyAndSaysOfflineIntegration(t *testing.T) {
+	bin := edgedBinary(t)
+	cfg, mqttAddr, _, _ := simConfig(t)
+	d := startDaemon(t, bin, cfg)
+	waitListening(t, d, mqttAddr)
+	conn, err := net.Dial("tcp", mqttAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := mqttClient(t, conn, "edged/sim-01/status")
+	expect := func(want string) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case m := <-msgs:
+				if string(m.Payload) == want {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("status never became %q", want)
+			}
+		}
+	}
+	expect("online")
+	start := time.Now()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	expect("offline")
+	select {
+	case <-d.done:
+		if d.err != nil {
+			t.Fatalf("exit after SIGTERM: %v", d.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("edged did not exit within 10 s of SIGTERM")
+	}
+	t.Logf("stopped in %v", time.Since(start))
+	if !strings.Contains(d.logs.String(), "msg=stopped") {
+		t.Errorf("no clean-stop log line:\n%s", d.logs.String())
+	}
+}
+
+func TestBadConfigNeverStartsIntegration(t *testing.T) {
+	bin := edgedBinary(t)
+	dir := t.TempDir()
+	port := freePort(t)
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte(fmt.Sprintf(`device: {id: x}
+broker: {mqtt: %q, websocket: ""}
+http: {listen: ""}
+sensors:
+  - {id: a, driver: sim_light, interval: 5}
+  - {id: a, driver: sim_light}
+`, port)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"validate", "run"} {
+		out, err := exec.Command(bin, sub, "-c", bad).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("edged %s on a bad config: %v, want exit 1\n%s", sub, err, out)
+		}
+		for _, want := range []string{bad + ":5:42: interval: duration 5 has no unit", bad + ":6:10: id: duplicate sensor id \"a\""} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("edged %s: missing %q\n%s", sub, want, out)
+			}
+		}
+	}
+	// Nothing was left listening.
+	if c, err := net.DialTimeout("tcp", port, 200*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatal("a listener is up after a refused start")
+	}
+}
+
+// TestARMv7ValidateIntegration cross-compiles the Pi 2 build and runs its
+// `edged validate` on every example under qemu-arm-static.
+func TestARMv7ValidateIntegration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: skipped under -short")
+	}
+	qemu := requireTool(t, "qemu-arm-static", "EDGED_REQUIRE_QEMU")
+	bin := filepath.Join(t.TempDir(), "edged-armv7")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=7")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("cross-compile: %v\n%s", err, out)
+	}
+	examples, _ := filepath.Glob("../../configs/examples/*.yaml")
+	if len(examples) < 2 {
+		t.Fatalf("found %d examples", len(examples))
+	}
+	for _, ex := range examples {
+		cmd := exec.Command(qemu, bin, "validate", "-c", ex)
+		cmd.Env = append(os.Environ(), "EDGED_CLOUD_PASSWORD=test-secret")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("ARMv7 edged validate %s: %v\n%s", ex, err, out)
+		}
+	}
+	out, err := exec.Command(qemu, bin, "version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "linux/arm") {
+		t.Errorf("ARMv7 edged version: %v %s", err, out)
+	}
+	if fi, err := os.Stat(bin); err == nil {
+		t.Logf("ARMv7 binary: %d bytes (%s)", fi.Size(), runtime.Version())
+	}
+}
