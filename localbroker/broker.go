@@ -52,6 +52,8 @@ type Broker struct {
 	srv  *mqtt.Server
 	tcp  *tcpListener
 	ws   *wsListener
+	// inline is mochi's in-process client, for publishes with properties.
+	inline *mqtt.Client
 
 	mu      sync.RWMutex
 	capture Capturer
@@ -85,6 +87,7 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 		Logger: slog.New(minLevel{log.Handler(), slog.LevelWarn}).With("component", "mochi"),
 	})
 	b := &Broker{opts: opts, log: log, srv: srv}
+	b.inline, _ = srv.Clients.Get(mqtt.InlineClientId)
 	if err := srv.AddHook(&access{
 		allowAnonymous: opts.AllowAnonymous,
 		role:           opts.AnonymousRole,
@@ -168,12 +171,57 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool) error {
 	return b.srv.Publish(topic, payload, retain, 1)
 }
 
-// Subscribe calls fn for every message matching filter, in the broker's
-// goroutine: fn must not block. id tells subscriptions apart.
-func (b *Broker) Subscribe(filter string, id int, fn func(topic string, payload []byte)) error {
+// Inbound is a message delivered to an in-process subscription. Payload
+// and CorrelationData are copies the receiver owns.
+type Inbound struct {
+	Topic   string
+	Payload []byte
+	// ResponseTopic and CorrelationData are the MQTT 5 request/response
+	// properties, empty when the publisher gave none.
+	ResponseTopic   string
+	CorrelationData []byte
+	Client          string
+}
+
+// Subscribe calls fn for every message matching filter, in the
+// publishing client's goroutine: fn must return quickly and must not
+// publish (hand the work to a goroutine of your own). id tells
+// subscriptions apart.
+func (b *Broker) Subscribe(filter string, id int, fn func(Inbound)) error {
 	return b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-		fn(pk.TopicName, pk.Payload)
+		fn(Inbound{
+			Topic:           pk.TopicName,
+			Payload:         append([]byte(nil), pk.Payload...),
+			ResponseTopic:   pk.Properties.ResponseTopic,
+			CorrelationData: append([]byte(nil), pk.Properties.CorrelationData...),
+			Client:          pk.Origin, // the publisher; the handler's client is the subscriber
+		})
 	})
+}
+
+// Reply publishes an MQTT 5 response (not retained, not captured for the
+// uplink) to topic with the request's correlation data.
+func (b *Broker) Reply(topic string, correlation, payload []byte) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if !validPublishTopic(topic) {
+		return fmt.Errorf("localbroker: reply to invalid response topic %q", topic)
+	}
+	return b.srv.InjectPacket(b.inline, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		TopicName:   topic,
+		Payload:     payload,
+		Properties:  packets.Properties{CorrelationData: correlation},
+		PacketID:    1, // the inline client's packets are not acknowledged; an id keeps them valid
+	})
+}
+
+// validPublishTopic rejects empty topics and wildcards.
+func validPublishTopic(t string) bool {
+	return t != "" && !strings.ContainsAny(t, "+#\x00")
 }
 
 // Close disconnects every client and stops the listeners. It is safe to

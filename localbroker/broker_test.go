@@ -357,3 +357,38 @@ func TestPublishAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSubscribeAndReplyCarryRequestResponseProperties(t *testing.T) {
+	b := startBroker(t, func(o *Opts) { o.AnonymousRole = RoleOperator })
+	reqs := make(chan Inbound, 1)
+	if err := b.Subscribe(prefix+"/control/+/set", 7, func(m Inbound) { reqs <- m }); err != nil {
+		t.Fatal(err)
+	}
+	c := connect(t, dialTCP(t, b), "app")
+	c.subscribe(t, "app/replies")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Publish(ctx, &paho.Publish{Topic: prefix + "/control/heat/set", QoS: 1, Payload: []byte(`{"setpoint":21}`),
+		Properties: &paho.PublishProperties{ResponseTopic: "app/replies", CorrelationData: []byte("req-1")}}); err != nil {
+		t.Fatal(err)
+	}
+	var req Inbound
+	select {
+	case req = <-reqs:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no request")
+	}
+	if req.Topic != prefix+"/control/heat/set" || string(req.Payload) != `{"setpoint":21}` || req.ResponseTopic != "app/replies" || string(req.CorrelationData) != "req-1" || req.Client != "app" {
+		t.Fatalf("request %+v", req)
+	}
+	if err := b.Reply(req.ResponseTopic, req.CorrelationData, []byte(`{"ok":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	m := c.next(t)
+	if m.Topic != "app/replies" || string(m.Payload) != `{"ok":true}` || m.Properties == nil || string(m.Properties.CorrelationData) != "req-1" {
+		t.Fatalf("reply %s %q %+v", m.Topic, m.Payload, m.Properties)
+	}
+	if err := b.Reply("bad/#", nil, nil); err == nil {
+		t.Fatal("reply to a wildcard topic accepted")
+	}
+}

@@ -131,8 +131,8 @@ func startBroker(tb testing.TB) *localbroker.Broker {
 func TestReadingReachesBrokerSubscriber(t *testing.T) {
 	b := startBroker(t)
 	got := make(chan msg, 4)
-	if err := b.Subscribe("edged/t/#", 1, func(topic string, payload []byte) {
-		got <- msg{topic: topic, payload: string(payload)}
+	if err := b.Subscribe("edged/t/#", 1, func(m localbroker.Inbound) {
+		got <- msg{topic: m.Topic, payload: string(m.Payload)}
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestReadingReachesBrokerSubscriber(t *testing.T) {
 func BenchmarkReadingToBroker(b *testing.B) {
 	br := startBroker(b)
 	var n sync.WaitGroup
-	if err := br.Subscribe("edged/t/sensor/#", 1, func(string, []byte) { n.Done() }); err != nil {
+	if err := br.Subscribe("edged/t/sensor/#", 1, func(localbroker.Inbound) { n.Done() }); err != nil {
 		b.Fatal(err)
 	}
 	p := pipeline.New("edged/t", br, nil)
