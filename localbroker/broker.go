@@ -280,8 +280,21 @@ type minLevel struct {
 }
 
 func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= m.min && m.h.Enabled(ctx, l)
+	return m.h.Enabled(ctx, l) && (l >= m.min || m.h.Enabled(ctx, slog.LevelDebug))
 }
-func (m minLevel) Handle(ctx context.Context, r slog.Record) error { return m.h.Handle(ctx, r) }
-func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler            { return minLevel{m.h.WithAttrs(a), m.min} }
-func (m minLevel) WithGroup(n string) slog.Handler                 { return minLevel{m.h.WithGroup(n), m.min} }
+
+// Handle passes records at or above the level, except mochi's
+// "error processing packet", which it logs at WARN with a dump of the
+// whole packet for every client mistake (a refused publish, a bad
+// packet): that is a debug matter, and a client could flood the journal.
+func (m minLevel) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < m.min || r.Message == "error processing packet" {
+		if !m.h.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		r.Level = slog.LevelDebug
+	}
+	return m.h.Handle(ctx, r)
+}
+func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler { return minLevel{m.h.WithAttrs(a), m.min} }
+func (m minLevel) WithGroup(n string) slog.Handler      { return minLevel{m.h.WithGroup(n), m.min} }

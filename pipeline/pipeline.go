@@ -25,9 +25,14 @@ type Publisher interface {
 }
 
 // Observer sees every reading after it was published, e.g. a control
-// loop. Input must not block.
+// loop. Input must not block. An observer that also has a method
+// Availability(sensor string, online bool) is told availability changes.
 type Observer interface {
 	Input(sensors.Reading)
+}
+
+type availabilityObserver interface {
+	Availability(sensor string, online bool)
 }
 
 // Status payloads, retained on PREFIX/status and on the availability
@@ -120,6 +125,14 @@ func (p *Pipeline) Availability(sensor string, online bool) {
 	topic := AvailabilityTopic(p.prefix, sensor)
 	if err := p.pub.Publish(topic, []byte(word(online)), true); err != nil {
 		p.fail("publish failed", topic, err)
+	}
+	p.mu.RLock()
+	obs := p.observers
+	p.mu.RUnlock()
+	for _, o := range obs {
+		if a, ok := o.(availabilityObserver); ok {
+			a.Availability(sensor, online)
+		}
 	}
 }
 

@@ -62,9 +62,15 @@ func (f *fakePub) Publish(topic string, payload []byte, retain bool) error {
 	return nil
 }
 
-type obs struct{ got []sensors.Reading }
+type obs struct {
+	got   []sensors.Reading
+	avail []string
+}
 
 func (o *obs) Input(r sensors.Reading) { o.got = append(o.got, r) }
+func (o *obs) Availability(sensor string, online bool) {
+	o.avail = append(o.avail, sensor+"="+map[bool]string{true: "online", false: "offline"}[online])
+}
 
 func TestTopicsAndObservers(t *testing.T) {
 	pub := &fakePub{}
@@ -94,6 +100,9 @@ func TestTopicsAndObservers(t *testing.T) {
 	}
 	if len(o.got) != 1 || o.got[0] != r {
 		t.Errorf("observer got %v", o.got)
+	}
+	if len(o.avail) != 2 || o.avail[0] != "air=offline" || o.avail[1] != "air=online" {
+		t.Errorf("observer got availability %v", o.avail)
 	}
 }
 

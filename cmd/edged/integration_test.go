@@ -432,3 +432,58 @@ func TestARMv7ValidateIntegration(t *testing.T) {
 		t.Logf("ARMv7 binary: %d bytes (%s)", fi.Size(), runtime.Version())
 	}
 }
+
+func TestControlCommandOverMQTTIntegration(t *testing.T) {
+	bin := edgedBinary(t)
+	cfg, mqttAddr, _, _ := simConfig(t)
+	data, _ := os.ReadFile(cfg)
+	s := strings.Replace(string(data), "anonymous_role: viewer", "anonymous_role: operator", 1)
+	if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, bin, cfg)
+	waitListening(t, d, mqttAddr)
+	conn, err := net.Dial("tcp", mqttAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make(chan *paho.Publish, 64)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) { msgs <- pr.Packet; return true, nil }}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "operator-app", CleanStart: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(&paho.Disconnect{})
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "app/reply", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	request := func(payload string) string {
+		t.Helper()
+		if _, err := c.Publish(ctx, &paho.Publish{Topic: "edged/sim-01/control/heat/set", QoS: 1, Payload: []byte(payload),
+			Properties: &paho.PublishProperties{ResponseTopic: "app/reply", CorrelationData: []byte(payload)}}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			select {
+			case m := <-msgs:
+				if m.Properties != nil && string(m.Properties.CorrelationData) == payload {
+					return string(m.Payload)
+				}
+			case <-ctx.Done():
+				t.Fatalf("no reply to %s", payload)
+			}
+		}
+	}
+	if r := request(`{"setpoint":19.5}`); !strings.Contains(r, `"setpoint":19.5`) {
+		t.Errorf("setpoint command reply: %s", r)
+	}
+	// Out of bounds (setpoint_max 30): refused with a reason, state kept.
+	if r := request(`{"setpoint":99}`); !strings.Contains(r, `"error"`) {
+		t.Errorf("out-of-range command reply: %s", r)
+	}
+	if r := request(`{"mode":"off"}`); !strings.Contains(r, `"mode":"off"`) || !strings.Contains(r, `"setpoint":19.5`) {
+		t.Errorf("mode command reply: %s (the refused command must not have changed the setpoint)", r)
+	}
+}

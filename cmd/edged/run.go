@@ -106,9 +106,11 @@ type daemon struct {
 // missing device never half-starts the daemon.
 func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	d := &daemon{log: log, env: drivers.NewEnv(log.With("component", "drivers")), actuators: map[string]sensors.Actuator{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
 	defer func() {
 		if err != nil {
-			d.closeDevices()
+			d.abort()
 		}
 	}()
 	// Outputs first, so they are in their safe state as early as possible.
@@ -128,8 +130,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	}
 
 	prefix := cfg.Device.TopicPrefix
-	d.broker, err = localbroker.New(cfg.Broker, prefix, log.With("component", "broker"))
-	if err != nil {
+	if d.broker, err = localbroker.New(cfg.Broker, prefix, log.With("component", "broker")); err != nil {
 		return nil, err
 	}
 	if err := d.broker.Start(); err != nil {
@@ -137,22 +138,20 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	}
 	d.pipe = pipeline.New(prefix, d.broker, log)
 	if err := d.pipe.Status(true); err != nil {
-		d.broker.Close()
 		return nil, fmt.Errorf("publish status: %w", err)
 	}
-
 	d.poller = sensors.NewPoller(sensors.SystemClock, d.pipe, log)
 	for i, sc := range cfg.Sensors {
 		if err := d.poller.Add(sc.ID, d.sensors[i], sc.PollOpts); err != nil {
-			d.broker.Close()
 			return nil, err
 		}
 	}
-
+	if err := d.startControllers(ctx, cfg); err != nil {
+		return nil, err
+	}
 	if cfg.HTTP.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 		if err != nil {
-			d.broker.Close()
 			return nil, fmt.Errorf("http listener %s: %w", cfg.HTTP.Listen, err)
 		}
 		d.http = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second}
@@ -165,9 +164,6 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 		}()
 		log.Info("http listening", "addr", ln.Addr().String())
 	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel = cancel
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -175,8 +171,21 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 			log.Error("poller stopped", "error", err)
 		}
 	}()
-	log.Info("running", "sensors", len(d.sensors), "actuators", len(d.actuators))
+	log.Info("running", "sensors", len(d.sensors), "actuators", len(d.actuators), "controllers", len(cfg.Controllers))
 	return d, nil
+}
+
+// abort undoes a start that failed half-way.
+func (d *daemon) abort() {
+	d.cancel()
+	if d.http != nil {
+		_ = d.http.Close()
+	}
+	d.wg.Wait()
+	if d.broker != nil {
+		_ = d.broker.Close()
+	}
+	_ = d.closeDevices()
 }
 
 // stop stops sampling, puts the outputs in their safe state, tells the
