@@ -1,0 +1,201 @@
+// Command footprint measures what an idle edged costs: it runs `edged run`
+// on a config for a while and reports resident memory and CPU time from
+// /proc, and the size of a cross-compiled binary. `make footprint` runs it
+// on the sim example and on ten simulated sensors sampled at 1 Hz.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	bin := flag.String("bin", "bin/edged", "edged binary to run")
+	config := flag.String("config", "configs/examples/sim.yaml", "config of the first run")
+	seconds := flag.Int("seconds", 60, "measuring window per run, after a 5 s warm-up")
+	arm := flag.String("arm", "", "ARMv7 binary whose size to report")
+	flag.Parse()
+	if err := run(*bin, *config, time.Duration(*seconds)*time.Second, *arm); err != nil {
+		fmt.Fprintln(os.Stderr, "footprint:", err)
+		os.Exit(1)
+	}
+}
+
+func run(bin, config string, window time.Duration, arm string) error {
+	dir, err := os.MkdirTemp("", "edged-footprint-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	data, err := os.ReadFile(config)
+	if err != nil {
+		return err
+	}
+	sim, err := withFreePorts(string(data), dir)
+	if err != nil {
+		return err
+	}
+	ten, err := withFreePorts(tenSensors, dir)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%-32s %8s %10s %10s %9s\n", "run", "window", "RSS (MB)", "max (MB)", "CPU %")
+	for _, r := range []struct{ name, yaml string }{{filepath.Base(config), sim}, {"10 sensors at 1 Hz", ten}} {
+		path := filepath.Join(dir, "config.yaml")
+		if err := os.WriteFile(path, []byte(r.yaml), 0o644); err != nil {
+			return err
+		}
+		m, err := measure(bin, path, window)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
+		fmt.Printf("%-32s %8s %10.1f %10.1f %9.3f\n", r.name, window, m.rssMB, m.maxMB, m.cpuPct)
+	}
+	if arm != "" {
+		fi, err := os.Stat(arm)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ARMv7 binary %s: %.2f MB (%d bytes)\n", arm, float64(fi.Size())/1e6, fi.Size())
+	}
+	return nil
+}
+
+// tenSensors is ten simulated sensors, each sampled every second, with
+// the control loop of the sim example.
+var tenSensors = func() string {
+	var b strings.Builder
+	b.WriteString("device: {id: fp-01}\nstate_dir: ./state\nsensors:\n")
+	for i := range 5 {
+		fmt.Fprintf(&b, "  - {id: light%d, driver: sim_light, interval: 1s}\n", i)
+		fmt.Fprintf(&b, "  - {id: air%d, driver: sim_climate, interval: 1s, plant: p%d}\n", i, i)
+	}
+	b.WriteString(`actuators:
+  - {id: heater, driver: sim_relay, plant: p0}
+controllers:
+  - {id: heat, input: air0/temperature, output: heater, setpoint: 22, pid: {kp: 0.4, ki: 0.002}, cycle: 60s}
+broker: {mqtt: "127.0.0.1:1883", websocket: "127.0.0.1:8083"}
+http: {listen: "127.0.0.1:8080"}
+`)
+	return b.String()
+}()
+
+// withFreePorts points the listeners of a config at free loopback ports
+// and its state at dir, so a measurement never clashes with a running
+// edged or Mosquitto.
+func withFreePorts(yaml, dir string) (string, error) {
+	for _, def := range []string{"127.0.0.1:1883", "127.0.0.1:8083", "127.0.0.1:8080"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		free := ln.Addr().String()
+		ln.Close()
+		yaml = strings.ReplaceAll(yaml, def, free)
+	}
+	re := regexp.MustCompile(`(?m)^state_dir: .*$`)
+	return re.ReplaceAllString(yaml, "state_dir: "+filepath.Join(dir, "state")), nil
+}
+
+type result struct{ rssMB, maxMB, cpuPct float64 }
+
+func measure(bin, config string, window time.Duration) (result, error) {
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "run", "-c", config)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		return result{}, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	pid := cmd.Process.Pid
+	select {
+	case err := <-done:
+		return result{}, fmt.Errorf("edged exited: %v\n%s", err, logs.String())
+	case <-time.After(5 * time.Second): // warm-up: first samples, broker up
+	}
+	t0, err := cpuTicks(pid)
+	if err != nil {
+		stop()
+		return result{}, err
+	}
+	start := time.Now()
+	var maxKB int64
+	for time.Since(start) < window {
+		time.Sleep(time.Second)
+		kb, err := rssKB(pid)
+		if err != nil {
+			stop()
+			return result{}, err
+		}
+		maxKB = max(maxKB, kb)
+	}
+	t1, err := cpuTicks(pid)
+	if err != nil {
+		stop()
+		return result{}, err
+	}
+	elapsed := time.Since(start)
+	kb, _ := rssKB(pid)
+	stop()
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	cpu := float64(t1-t0) / ticksPerSecond / elapsed.Seconds() * 100
+	return result{rssMB: float64(kb) / 1024, maxMB: float64(maxKB) / 1024, cpuPct: cpu}, nil
+}
+
+// cpuTicks returns utime+stime of pid from /proc/PID/stat.
+func cpuTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the parenthesised command name, which may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("unexpected /proc stat format")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64) // utime is field 14 of stat
+	s, err2 := strconv.ParseInt(f[12], 10, 64) // stime is field 15
+	return u + s, errors.Join(err1, err2)
+}
+
+// rssKB returns VmRSS of pid in KiB.
+func rssKB(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
