@@ -39,10 +39,15 @@ const (
 	// allocate more than this.
 	MaxRecordBytes = 1 << 20
 
-	segSuffix   = ".wal"
-	segNameLen  = 20 + len(segSuffix)
-	markerName  = "ack"
-	markerTmp   = "ack.tmp"
+	segSuffix  = ".wal"
+	segNameLen = 20 + len(segSuffix)
+	markerName = "ack"
+	markerTmp  = "ack.tmp"
+	// markerLive is rewritten in place, without fsync, after every ack
+	// batch: it survives a process crash (the page cache does), so a
+	// kill -9 redelivers only what was in flight, while the fsynced
+	// marker above bounds what a power cut redelivers.
+	markerLive  = "ack.live"
 	markerSize  = 28
 	markerMagic = "edgedACK"
 )

@@ -27,13 +27,15 @@ func (l *Log) recover() error {
 		return fmt.Errorf("wal: read buffer directory: %w", err)
 	}
 	var segNames []string
-	hasMarker := false
+	hasMarker, hasLive := false, false
 	for _, n := range names {
 		switch n {
 		case markerTmp:
 			_ = l.fs.Remove(l.path(n)) // a marker write that did not finish
 		case markerName:
 			hasMarker = true
+		case markerLive:
+			hasLive = true
 		default:
 			if _, ok := parseSegName(n); ok {
 				segNames = append(segNames, n)
@@ -100,6 +102,10 @@ func (l *Log) recover() error {
 		l.readMarker()
 	}
 	l.markerSeq = l.acked
+	if hasLive {
+		l.readLive()
+	}
+	l.liveSeq = l.acked
 
 	last := (*segment)(nil)
 	if len(l.segs) > 0 {
@@ -340,6 +346,27 @@ func (l *Log) readMarker() {
 			l.acked = acked
 		}
 	}
+}
+
+// readLive applies markerLive when it is valid, of this epoch and ahead
+// of the fsynced marker. Anything else (torn by a power cut, stale) is
+// ignored: the fsynced marker already gave a safe answer.
+func (l *Log) readLive() {
+	p := l.path(markerLive)
+	f, err := l.fs.OpenFile(p, os.O_RDONLY, 0)
+	if err != nil {
+		return
+	}
+	b, err := io.ReadAll(io.LimitReader(f, markerSize+1))
+	f.Close()
+	if err != nil {
+		return
+	}
+	epoch, acked, err := decodeMarker(b)
+	if err != nil || epoch != l.epoch || acked <= l.acked {
+		return
+	}
+	l.acked = min(acked, l.nextSeq-1)
 }
 
 // createSegment starts a new active segment at first: header written,

@@ -127,10 +127,24 @@ func TestRecoverCorruption(t *testing.T) {
 		{"alien file named like a segment", func(t *testing.T, e *env) {
 			writeFileFS(t, e.fs, filepath.Join(e.dir, "00000000000000000050.wal"), []byte("#!/bin/sh\necho hello\n"))
 		}, nil, 1, 0, 151, "00000000000000000050.wal.alien-", 10},
+		// The fsynced marker damaged and the live one lost, as after a
+		// power cut: everything on disk is redelivered.
 		{"corrupt ack marker", func(t *testing.T, e *env) {
 			writeFileFS(t, e.fs, filepath.Join(e.dir, markerName), bytes.Repeat([]byte{0xff}, markerSize))
+			_ = e.fs.Remove(filepath.Join(e.dir, markerLive))
 		}, nil, 1, 0, 151, "", 0},
-		{"truncated ack marker", cut(markerName, 5), nil, 1, 0, 151, "", 0},
+		{"truncated ack marker", func(t *testing.T, e *env) {
+			cut(markerName, 5)(t, e)
+			_ = e.fs.Remove(filepath.Join(e.dir, markerLive))
+		}, nil, 1, 0, 151, "", 0},
+		// After a crash the live marker, written without fsync, is what
+		// keeps redelivery down to the messages in flight.
+		{"corrupt ack marker, live marker intact", func(t *testing.T, e *env) {
+			writeFileFS(t, e.fs, filepath.Join(e.dir, markerName), bytes.Repeat([]byte{0xff}, markerSize))
+		}, nil, 1, 0, 151, "", 10},
+		{"torn live marker", func(t *testing.T, e *env) {
+			writeFileFS(t, e.fs, filepath.Join(e.dir, markerLive), bytes.Repeat([]byte{0xff}, markerSize))
+		}, nil, 0, 0, 151, "", 10},
 		{"leftover marker temp file", func(t *testing.T, e *env) {
 			writeFileFS(t, e.fs, filepath.Join(e.dir, markerTmp), []byte("half"))
 		}, nil, 0, 0, 151, "", 10},

@@ -159,6 +159,7 @@ type Log struct {
 	lastSync    time.Time
 	lastMarker  time.Time
 	markerSeq   uint64
+	liveSeq     uint64 // acked seq last written to markerLive
 	nextAgeScan time.Time
 	seqFloor    uint64 // recovery: no seq below this may be issued
 

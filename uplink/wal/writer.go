@@ -375,7 +375,11 @@ func (l *Log) housekeep(now time.Time, closing bool) {
 	unsynced := l.nextSeq-1 > l.synced
 	due := l.acked > l.markerSeq && (closing || l.ackPending >= l.opts.AckEvery || now.Sub(l.lastMarker) >= l.opts.AckInterval)
 	needRotate := l.needRotate
+	acked := l.acked
 	l.mu.Unlock()
+	if acked > l.liveSeq && !closing {
+		l.writeLive(acked)
+	}
 	l.reclaim()
 	if unsynced && l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval {
 		_ = l.syncActive(false)
@@ -426,6 +430,26 @@ func (l *Log) writeMarker(now time.Time) {
 	l.mu.Unlock()
 	if err != nil {
 		l.log.Warn("wal: write ack marker", "err", err)
+	}
+}
+
+// writeLive overwrites markerLive in place with the acked seq. No fsync:
+// it only has to survive a process crash; a failure only means more
+// redelivery after one.
+func (l *Log) writeLive(acked uint64) {
+	l.liveSeq = acked
+	f, err := l.fs.OpenFile(l.path(markerLive), os.O_WRONLY|os.O_CREATE, 0o640)
+	if err == nil {
+		_, err = f.Write(encodeMarker(l.epoch, acked))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	l.mu.Lock()
+	l.st.BytesWritten += markerSize
+	l.mu.Unlock()
+	if err != nil {
+		l.log.Debug("wal: write live ack marker", "err", err)
 	}
 }
 
