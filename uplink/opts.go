@@ -57,6 +57,11 @@ type Opts struct {
 	// Forward selects the local topics that are mirrored to the cloud.
 	Forward []Rule `yaml:"forward"`
 	Buffer  Buffer `yaml:"buffer"`
+	// StatusTopic is the cloud topic of the gateway's retained status:
+	// "online" after each connect, "offline" as the will and on a clean
+	// stop. "{device}" is replaced by the device id; empty means
+	// "edged/{device}/status", the default local status topic.
+	StatusTopic string `yaml:"status_topic"`
 }
 
 // TLS configures the mqtts:// connection. Empty CAFile means the system
@@ -84,6 +89,10 @@ type Rule struct {
 	QoS int `yaml:"qos"`
 	// Retain sets the retain flag on the cloud publish.
 	Retain bool `yaml:"retain"`
+	// Strip is removed from the front of the local topic before it is
+	// substituted for {topic}, e.g. strip "edged/gh-01/" and remote
+	// "farms/{device}/{topic}".
+	Strip string `yaml:"strip"`
 }
 
 // Buffer configures the durable store-and-forward buffer under the state
@@ -160,6 +169,9 @@ func (o *Opts) Validate() error {
 	if o.MaxInflight < 1 || o.MaxInflight > 65535 {
 		return sensors.FieldErrorf("max_inflight", "%d is out of range (1..65535)", o.MaxInflight)
 	}
+	if err := validTemplate(o.StatusTopic); err != nil {
+		return &sensors.FieldError{Field: "status_topic", Err: err}
+	}
 	if len(o.Forward) == 0 {
 		return sensors.FieldErrorf("forward", "no forward rules: add at least one, e.g. {local: \"edged/<id>/sensor/#\"}")
 	}
@@ -217,6 +229,9 @@ func (r *Rule) Validate() error {
 	}
 	if err := validTemplate(r.Remote); err != nil {
 		return &sensors.FieldError{Field: "remote", Err: err}
+	}
+	if strings.ContainsAny(r.Strip, "+#\x00") {
+		return sensors.FieldErrorf("strip", "%q: a prefix to strip must not contain wildcards", r.Strip)
 	}
 	if r.QoS != 0 && r.QoS != 1 {
 		return sensors.FieldErrorf("qos", "%d is not supported (want 0 or 1)", r.QoS)

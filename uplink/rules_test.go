@@ -1,0 +1,185 @@
+package uplink
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/eclipse/paho.golang/packets"
+)
+
+func TestMatchFilter(t *testing.T) {
+	tests := []struct {
+		filter, topic string
+		want          bool
+	}{
+		{"a/b", "a/b", true},
+		{"a/b", "a/c", false},
+		{"a/b", "a/b/c", false},
+		{"a/b/c", "a/b", false},
+		{"a/+", "a/b", true},
+		{"a/+", "a/", true}, // '+' matches an empty level
+		{"a/+", "a/b/c", false},
+		{"+/b", "a/b", true},
+		{"+/+", "/b", true},
+		{"a/#", "a", true}, // '#' matches the parent level
+		{"a/#", "a/b/c", true},
+		{"a/#", "ab", false},
+		{"#", "a/b", true},
+		{"#", "$SYS/broker", false}, // wildcards never match $ topics at the first level
+		{"+/broker", "$SYS/broker", false},
+		{"$SYS/#", "$SYS/broker", true},
+		{"edged/gh-01/sensor/#", "edged/gh-01/sensor/air/temperature", true},
+		{"edged/gh-01/sensor/+/temperature", "edged/gh-01/sensor/air/humidity", false},
+		{"", "a", false},
+		{"a", "", false},
+	}
+	for _, tt := range tests {
+		if got := MatchFilter(tt.filter, tt.topic); got != tt.want {
+			t.Errorf("MatchFilter(%q, %q) = %v, want %v", tt.filter, tt.topic, got, tt.want)
+		}
+	}
+}
+
+func TestRemoteTopic(t *testing.T) {
+	tests := []struct {
+		name  string
+		rule  Rule
+		local string
+		want  string
+		err   bool
+	}{
+		{"empty template keeps the topic", Rule{}, "edged/gh-01/sensor/air/t", "edged/gh-01/sensor/air/t", false},
+		{"prefix add", Rule{Remote: "farms/{topic}"}, "edged/gh-01/x", "farms/edged/gh-01/x", false},
+		{"device", Rule{Remote: "farms/{device}/status"}, "edged/gh-01/status", "farms/gh-01/status", false},
+		{"strip and add", Rule{Strip: "edged/gh-01/", Remote: "farms/{device}/{topic}"}, "edged/gh-01/sensor/air/t", "farms/gh-01/sensor/air/t", false},
+		{"strip not a prefix", Rule{Strip: "other/"}, "edged/x", "edged/x", false},
+		{"strip everything", Rule{Strip: "edged/x"}, "edged/x", "", true},
+		{"placeholders twice", Rule{Remote: "{device}/{topic}/{device}"}, "t", "gh-01/t/gh-01", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.rule.remoteTopic(tt.local, "gh-01")
+			if (err != nil) != tt.err {
+				t.Fatalf("err = %v, want error %v", err, tt.err)
+			}
+			if err != nil && !errors.Is(err, errRemoteTopic) {
+				t.Fatalf("err = %v, want errRemoteTopic", err)
+			}
+			if got != tt.want {
+				t.Errorf("remoteTopic(%q) = %q, want %q", tt.local, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFirstMatchingRuleWins(t *testing.T) {
+	rules := []Rule{
+		{Local: "a/secret/#", Remote: "vault/{topic}", QoS: 1},
+		{Local: "a/#", QoS: 0},
+	}
+	tests := []struct {
+		topic string
+		want  int // index, -1 for none
+	}{{"a/secret/x", 0}, {"a/public", 1}, {"b", -1}}
+	for _, tt := range tests {
+		got := match(rules, tt.topic)
+		switch {
+		case tt.want < 0 && got != nil:
+			t.Errorf("%s matched %+v, want none", tt.topic, *got)
+		case tt.want >= 0 && got != &rules[tt.want]:
+			t.Errorf("%s matched %v, want rule %d", tt.topic, got, tt.want)
+		}
+	}
+}
+
+func TestBodyRoundTrip(t *testing.T) {
+	for _, m := range []Message{
+		{Topic: "a", Payload: nil, QoS: 0},
+		{Topic: "farms/gh-01/sensor/air/temperature", Payload: []byte(`{"value":21.37}`), QoS: 1, Retain: true, Captured: 1_795_000_000_123_456_789},
+		{Topic: "ü/ö", Payload: bytes.Repeat([]byte{0}, 1000), QoS: 1, Captured: -1},
+	} {
+		b := appendBody(nil, &m)
+		got, err := decodeBody(b)
+		if err != nil {
+			t.Fatalf("decode %+v: %v", m, err)
+		}
+		if got.Topic != m.Topic || !bytes.Equal(got.Payload, m.Payload) || got.QoS != m.QoS || got.Retain != m.Retain || got.Captured != m.Captured {
+			t.Errorf("round trip: got %+v, want %+v", got, m)
+		}
+	}
+}
+
+func TestDecodeBodyRejects(t *testing.T) {
+	good := appendBody(nil, &Message{Topic: "a/b", Payload: []byte("p"), QoS: 1})
+	mod := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(good)) }
+	tests := []struct {
+		name string
+		b    []byte
+	}{
+		{"empty", nil},
+		{"short header", good[:5]},
+		{"version", mod(func(b []byte) []byte { b[0] = 2; return b })},
+		{"reserved flag", mod(func(b []byte) []byte { b[1] |= 0x80; return b })},
+		{"qos 2", mod(func(b []byte) []byte { b[1] = 2 << flagQoSShift; return b })},
+		{"topic longer than body", mod(func(b []byte) []byte { b[bodyHeader] = 100; return b })},
+		{"empty topic", mod(func(b []byte) []byte { b[bodyHeader] = 0; return b })},
+		{"no topic length", good[:bodyHeader]},
+		{"bad utf-8", appendBody(nil, &Message{Topic: "\xff\xfe"})},
+		{"all zero", make([]byte, 64)},
+	}
+	for _, tt := range tests {
+		if m, err := decodeBody(tt.b); !errors.Is(err, errBody) {
+			t.Errorf("%s: decodeBody = %+v, %v; want errBody", tt.name, m, err)
+		}
+	}
+}
+
+func FuzzBody(f *testing.F) {
+	f.Add([]byte{}, "a/b", []byte("payload"), byte(1), true, int64(1))
+	f.Add([]byte{1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 3, 'a', '/', 'b'}, "", []byte(nil), byte(0), false, int64(0))
+	f.Add(make([]byte, 40), "x/\u00e9", bytes.Repeat([]byte{0xff}, 300), byte(0), false, int64(-5))
+	f.Fuzz(func(t *testing.T, raw []byte, topic string, payload []byte, qos byte, retain bool, ts int64) {
+		// Arbitrary bytes never panic, and whatever decodes re-encodes
+		// to the same bytes (one encoding per message).
+		if m, err := decodeBody(raw); err == nil {
+			if again := appendBody(nil, &m); !bytes.Equal(again, raw) {
+				t.Fatalf("decode/encode not canonical: %x -> %+v -> %x", raw, m, again)
+			}
+		}
+		// Every valid message round-trips.
+		m := Message{Topic: topic, Payload: payload, QoS: qos & 1, Retain: retain, Captured: ts}
+		got, err := decodeBody(appendBody(nil, &m))
+		valid := topic != "" && len(topic) <= maxTopicBytes && utf8.ValidString(topic)
+		if valid != (err == nil) {
+			t.Fatalf("message %+v: decode err %v, valid %v", m, err, valid)
+		}
+		if err == nil && (got.Topic != m.Topic || !bytes.Equal(got.Payload, m.Payload) || got.QoS != m.QoS || got.Retain != m.Retain || got.Captured != m.Captured) {
+			t.Fatalf("round trip: got %+v, want %+v", got, m)
+		}
+	})
+}
+
+// TestPublishSize pins publishSize to paho's own encoding, since the
+// forwarder dead-letters by it before sending.
+func TestPublishSize(t *testing.T) {
+	s := &sender{u: &Uplink{device: "gh-01", epoch: "0123456789abcdef"}}
+	for _, n := range []int{0, 1, 100, 127, 128, 16383, 16384, 70000} {
+		for _, qos := range []byte{0, 1} {
+			m := &Message{Topic: "farms/gh-01/sensor/air/temperature", Payload: bytes.Repeat([]byte("x"), n), QoS: qos}
+			props := s.userProps(123456, 1_795_000_000_000_000_000)
+			var buf bytes.Buffer
+			pub := &packets.Publish{Topic: m.Topic, Payload: m.Payload, QoS: qos, PacketID: 7, Properties: &packets.Properties{User: props}}
+			if qos == 0 {
+				pub.PacketID = 0
+			}
+			if _, err := pub.WriteTo(&buf); err != nil {
+				t.Fatal(err)
+			}
+			if got := publishSize(m, props); got != buf.Len() {
+				t.Errorf("payload %d qos %d: publishSize %d, encoded %d", n, qos, got, buf.Len())
+			}
+		}
+	}
+}

@@ -1,0 +1,394 @@
+package uplink
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/uplink/wal"
+)
+
+// Sentinel errors Capture returns; callers branch on them.
+var (
+	// ErrFull means the buffer is at max_bytes under overflow reject_new.
+	// The local broker turns it into PUBACK 0x97 (quota exceeded).
+	ErrFull = errors.New("uplink: buffer full")
+	// ErrTooLarge means the message does not fit one buffer record.
+	ErrTooLarge = errors.New("uplink: message too large for the buffer")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("uplink: closed")
+)
+
+// StatePublisher receives the delivery state as JSON, rate-limited. The
+// daemon publishes it retained on PREFIX/uplink/state through the local
+// broker, which the uplink must not know.
+type StatePublisher interface {
+	PublishState(payload []byte) error
+}
+
+// Uplink captures messages into the durable buffer and forwards them to
+// the cloud broker in seq order. Capture and Stats are safe for
+// concurrent use.
+type Uplink struct {
+	opts   Opts
+	device string
+	log    *slog.Logger
+	clock  sensors.Clock
+	wal    *wal.Log
+	epoch  string
+	status string // cloud status topic
+
+	tlsConf  *tls.Config
+	addr     string
+	password []byte
+
+	// Forwarder tuning; tests shorten them.
+	ackTimeout     time.Duration
+	connectTimeout time.Duration
+	backoffBase    time.Duration
+	backoffMax     time.Duration
+	stormWindow    time.Duration
+	stormMax       int
+	drainWait      time.Duration
+
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
+	started  atomic.Bool
+
+	mu       sync.Mutex
+	stateOut StatePublisher
+
+	// Counters and state for Stats.
+	connected     atomic.Bool
+	lastPuback    atomic.Int64 // unix ns
+	connects      atomic.Uint64
+	sent          atomic.Uint64
+	acked         atomic.Uint64
+	deadLetters   atomic.Uint64
+	dropTooLarge  atomic.Uint64
+	dropBadTopic  atomic.Uint64
+	dropBadRecord atomic.Uint64
+	deadWarned    atomic.Bool
+}
+
+// New opens the buffer under dir (its own subdirectory of the state
+// directory) and prepares the forwarder; Start begins forwarding. clock
+// may be nil for the system clock, log nil for no logging.
+func New(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.Clock) (*Uplink, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("uplink: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if clock == nil {
+		clock = sensors.SystemClock
+	}
+	u := &Uplink{
+		opts:           opts,
+		device:         deviceID,
+		log:            log.With("component", "uplink"),
+		clock:          clock,
+		ackTimeout:     max(opts.KeepAlive, 10*time.Second),
+		connectTimeout: 10 * time.Second,
+		backoffBase:    time.Second,
+		backoffMax:     60 * time.Second,
+		stormWindow:    time.Minute,
+		stormMax:       20,
+		drainWait:      2 * time.Second,
+		done:           make(chan struct{}),
+	}
+	st := opts.StatusTopic
+	if st == "" {
+		st = "edged/{device}/status"
+	}
+	u.status = strings.ReplaceAll(st, "{device}", deviceID)
+	if err := u.prepareConn(); err != nil {
+		return nil, err
+	}
+	wo, err := walOpts(opts.Buffer)
+	if err != nil {
+		return nil, err
+	}
+	wo.Log, wo.Clock = log, clock
+	l, err := wal.Open(dir, wo)
+	if err != nil {
+		return nil, fmt.Errorf("uplink: open buffer: %w", err)
+	}
+	u.wal = l
+	u.epoch = fmt.Sprintf("%016x", l.Epoch())
+	return u, nil
+}
+
+func walOpts(b Buffer) (wal.Opts, error) {
+	o := wal.Opts{
+		SegmentBytes: b.SegmentBytes,
+		MaxBytes:     b.MaxBytes,
+		MaxAge:       b.MaxAge,
+		SyncInterval: b.SyncInterval,
+	}
+	if err := o.Sync.UnmarshalText([]byte(b.Sync)); err != nil {
+		return o, fmt.Errorf("uplink: buffer: %w", err)
+	}
+	if err := o.Overflow.UnmarshalText([]byte(b.Overflow)); err != nil {
+		return o, fmt.Errorf("uplink: buffer: %w", err)
+	}
+	if o.SyncInterval == 0 {
+		o.SyncInterval = time.Second
+	}
+	return o, nil
+}
+
+// prepareConn resolves the address, the TLS configuration and the
+// password once, so a bad file fails at start, not at the first connect.
+func (u *Uplink) prepareConn() error {
+	p, err := url.Parse(u.opts.URL)
+	if err != nil {
+		return fmt.Errorf("uplink: url: %w", err)
+	}
+	u.addr = p.Host
+	if u.opts.PasswordFile != "" {
+		b, err := os.ReadFile(u.opts.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("uplink: password_file: %w", err)
+		}
+		u.password = []byte(strings.TrimRight(string(b), "\r\n"))
+	} else if u.opts.Password != "" {
+		u.password = []byte(u.opts.Password)
+	}
+	if p.Scheme != "mqtts" {
+		return nil
+	}
+	t := u.opts.TLS
+	c := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         t.ServerName,
+		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // opt-in, documented as for tests
+	}
+	if c.ServerName == "" {
+		c.ServerName = p.Hostname()
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return fmt.Errorf("uplink: tls ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("uplink: tls ca_file %s: no PEM certificates in it", t.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return fmt.Errorf("uplink: tls client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	u.tlsConf = c
+	return nil
+}
+
+// BufferDir is where the daemon keeps the uplink buffer under its state
+// directory; `edged buffer stat` reads the same place.
+func BufferDir(stateDir string) string { return filepath.Join(stateDir, "uplink") }
+
+// Capture stores a message that matches a forward rule in the buffer
+// before it returns, so the caller may acknowledge it (PUBACK) or fan it
+// out afterwards. matched is false, and nothing is stored, for topics no
+// rule selects. payload is not retained.
+//
+// QoS 0 rules are buffered too: the rule's QoS is about the cloud hop, and
+// one ordered log keeps backlog-before-live true for every topic. Only
+// the cloud publish of such a message is unacknowledged.
+func (u *Uplink) Capture(topic string, payload []byte, qos byte, retain bool) (matched bool, err error) {
+	_ = qos // the local hop's QoS does not change what is sent upstream
+	r := match(u.opts.Forward, topic)
+	if r == nil {
+		return false, nil
+	}
+	remote, err := r.remoteTopic(topic, u.device)
+	if err != nil {
+		u.dropBadTopic.Add(1)
+		return true, fmt.Errorf("%w: local topic %q", err, topic)
+	}
+	m := Message{Topic: remote, Payload: payload, QoS: byte(r.QoS), Retain: r.Retain, Captured: u.clock.Now().UnixNano()}
+	bp := bodyPool.Get().(*[]byte)
+	body := appendBody((*bp)[:0], &m)
+	_, err = u.wal.Append(body)
+	*bp = body[:0]
+	if cap(body) <= 64<<10 {
+		bodyPool.Put(bp)
+	}
+	switch {
+	case err == nil:
+		_ = retain // the rule decides the cloud retain flag (Rule.Retain)
+		return true, nil
+	case errors.Is(err, wal.ErrFull):
+		return true, fmt.Errorf("%w: %w", ErrFull, err)
+	case errors.Is(err, wal.ErrTooLarge):
+		u.dropTooLarge.Add(1)
+		return true, fmt.Errorf("%w: %w", ErrTooLarge, err)
+	case errors.Is(err, wal.ErrClosed):
+		return true, fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return true, fmt.Errorf("uplink: buffer append: %w", err)
+}
+
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// Stats is the delivery health of the uplink.
+type Stats struct {
+	Connected bool   `json:"connected"`
+	Epoch     string `json:"epoch"`
+	// Backlog counts buffered messages the cloud has not acknowledged.
+	Backlog      uint64 `json:"backlog"`
+	BacklogBytes int64  `json:"backlog_bytes"`
+	// OldestUnsent is the age of the oldest unacknowledged message.
+	OldestUnsent time.Duration `json:"-"`
+	OldestAgeSec float64       `json:"oldest_age_s"`
+	LastPuback   time.Time     `json:"last_puback,omitzero"`
+	// Dropped counts messages lost on purpose, by reason: overflow
+	// (max_bytes, drop_oldest), age (max_age), corrupt (damaged buffer),
+	// rejected (reject_new), too_large, bad_topic, bad_record.
+	Dropped     map[string]uint64 `json:"dropped"`
+	DeadLetters uint64            `json:"dead_letters"`
+	// CorruptRecovered counts damaged buffer files repaired or moved
+	// aside since start.
+	CorruptRecovered uint64 `json:"corrupt_recovered"`
+	Connects         uint64 `json:"connects"`
+	Sent             uint64 `json:"sent"`
+	Acked            uint64 `json:"acked"`
+	DiskBytes        int64  `json:"disk_bytes"`
+}
+
+// Stats returns a snapshot of the delivery health.
+func (u *Uplink) Stats() Stats {
+	w := u.wal.Stats()
+	s := Stats{
+		Connected:    u.connected.Load(),
+		Epoch:        u.epoch,
+		Backlog:      w.Backlog,
+		BacklogBytes: w.BacklogBytes,
+		Dropped: map[string]uint64{
+			"overflow":   w.DroppedOverflow,
+			"age":        w.DroppedAge,
+			"corrupt":    w.DroppedCorrupt,
+			"rejected":   w.Rejected,
+			"too_large":  u.dropTooLarge.Load(),
+			"bad_topic":  u.dropBadTopic.Load(),
+			"bad_record": u.dropBadRecord.Load(),
+		},
+		DeadLetters:      u.deadLetters.Load(),
+		CorruptRecovered: w.CorruptRecovered,
+		Connects:         u.connects.Load(),
+		Sent:             u.sent.Load(),
+		Acked:            u.acked.Load(),
+		DiskBytes:        w.DiskBytes,
+	}
+	if !w.Oldest.IsZero() {
+		s.OldestUnsent = max(u.clock.Now().Sub(w.Oldest), 0)
+		s.OldestAgeSec = s.OldestUnsent.Round(time.Millisecond).Seconds()
+	}
+	if ns := u.lastPuback.Load(); ns != 0 {
+		s.LastPuback = time.Unix(0, ns).UTC()
+	}
+	return s
+}
+
+// SetStatePublisher installs where the state JSON goes; call it before
+// Start. The state is published when it changed, at most once per every.
+func (u *Uplink) SetStatePublisher(p StatePublisher) {
+	u.mu.Lock()
+	u.stateOut = p
+	u.mu.Unlock()
+}
+
+// stateEvery is the shortest gap between two state publications.
+const stateEvery = 5 * time.Second
+
+// Start begins forwarding in the background. It returns at once; the
+// forwarder connects, reconnects with backoff and drains the buffer until
+// Close.
+func (u *Uplink) Start() {
+	if !u.started.CompareAndSwap(false, true) {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	u.cancel = cancel
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); u.forward(ctx) }()
+	go func() { defer wg.Done(); u.publishStates(ctx) }()
+	go func() { wg.Wait(); close(u.done) }()
+}
+
+// publishStates publishes the state JSON when it changed, at most every
+// stateEvery. The volatile age field is left out of the comparison, so an
+// idle gateway with a stuck backlog does not republish every 5 s.
+func (u *Uplink) publishStates(ctx context.Context) {
+	t := u.clock.NewTimer(stateEvery)
+	defer t.Stop()
+	var last string
+	for {
+		u.mu.Lock()
+		p := u.stateOut
+		u.mu.Unlock()
+		if p != nil {
+			s := u.Stats()
+			age := s.OldestAgeSec
+			s.OldestAgeSec = 0
+			key, _ := json.Marshal(s)
+			if string(key) != last {
+				last = string(key)
+				s.OldestAgeSec = age
+				b, _ := json.Marshal(s)
+				if err := p.PublishState(b); err != nil {
+					u.log.Debug("publish uplink state", "err", err)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			t.Reset(stateEvery)
+		}
+	}
+}
+
+// Close stops forwarding and closes the buffer. Within ctx it waits for
+// the PUBACKs of messages in flight, publishes the retained status
+// offline, disconnects from the cloud and writes the ack marker, so a
+// restart resumes exactly where this run stopped.
+func (u *Uplink) Close(ctx context.Context) error {
+	var err error
+	u.stopOnce.Do(func() {
+		if u.started.Load() {
+			u.cancel()
+			select {
+			case <-u.done:
+			case <-ctx.Done():
+				err = fmt.Errorf("uplink: forwarder did not stop in time: %w", ctx.Err())
+			}
+		}
+		if cerr := u.wal.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("uplink: close buffer: %w", cerr))
+		}
+	})
+	return err
+}

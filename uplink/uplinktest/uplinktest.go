@@ -1,0 +1,459 @@
+// Package uplinktest holds the test fixtures of the uplink: a Mosquitto
+// process as the cloud, a TCP proxy that can cut the link, a collector
+// that records what the cloud received with its (gw, epoch, seq) user
+// properties, and a plain paho QoS 1 publisher. Tests and the
+// bench-uplink program use it; the daemon never does.
+package uplinktest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// Mosquitto is a mosquitto process started on a loopback port with a
+// generated config (persistence off), stopped by its PID.
+type Mosquitto struct {
+	Addr  string
+	bin   string
+	conf  string
+	cmd   *exec.Cmd
+	done  chan struct{}
+	Log   *bytes.Buffer
+	logMu *sync.Mutex
+}
+
+// StartMosquitto writes a config into dir and starts mosquitto on a free
+// 127.0.0.1 port. extra is appended to the config (e.g. "max_packet_size
+// 4096").
+func StartMosquitto(bin, dir, extra string) (*Mosquitto, error) {
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	conf := filepath.Join(dir, "mosquitto.conf")
+	c := fmt.Sprintf(`listener %s 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 0
+max_inflight_messages 100
+max_keepalive 65535
+%s
+`, port, extra)
+	if err := os.WriteFile(conf, []byte(c), 0o644); err != nil {
+		return nil, err
+	}
+	m := &Mosquitto{Addr: addr, bin: bin, conf: conf, Log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
+	return m, m.Start()
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// Start starts (or restarts) the process on the same port and waits until
+// it accepts connections.
+func (m *Mosquitto) Start() error {
+	m.cmd = exec.Command(m.bin, "-c", m.conf)
+	m.cmd.Stdout = lockedWriter{m.logMu, m.Log}
+	m.cmd.Stderr = lockedWriter{m.logMu, m.Log}
+	if err := m.cmd.Start(); err != nil {
+		return fmt.Errorf("uplinktest: start mosquitto: %w", err)
+	}
+	m.done = make(chan struct{})
+	cmd, done := m.cmd, m.done
+	go func() { _ = cmd.Wait(); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return fmt.Errorf("uplinktest: mosquitto exited at start:\n%s", m.Output())
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", m.Addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m.Stop()
+	return fmt.Errorf("uplinktest: mosquitto not listening on %s after 10s", m.Addr)
+}
+
+// Output returns what mosquitto logged.
+func (m *Mosquitto) Output() string {
+	m.logMu.Lock()
+	defer m.logMu.Unlock()
+	return m.Log.String()
+}
+
+// Stop terminates the process by PID and waits for it.
+func (m *Mosquitto) Stop() {
+	if m.cmd == nil {
+		return
+	}
+	select {
+	case <-m.done:
+		return
+	default:
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.done:
+	case <-time.After(5 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-m.done
+	}
+}
+
+// FreeAddr returns a loopback address that was free a moment ago.
+func FreeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// Proxy forwards TCP connections to a target. While down it refuses (closes)
+// new connections; Cut closes every open one.
+type Proxy struct {
+	Addr   string
+	target string
+	ln     net.Listener
+	mu     sync.Mutex
+	up     bool
+	stall  bool
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+	Accept int // connections accepted while up
+}
+
+// NewProxy listens on a free loopback port; it starts down when up is false.
+func NewProxy(target string, up bool) (*Proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{Addr: ln.Addr().String(), target: target, ln: ln, up: up, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.serve()
+	return p, nil
+}
+
+func (p *Proxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		up := p.up
+		if up {
+			p.Accept++
+		}
+		p.mu.Unlock()
+		if !up {
+			c.Close()
+			continue
+		}
+		t, err := net.DialTimeout("tcp", p.target, 2*time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[t] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		p.wg.Add(2)
+		pipe := func(dst, src net.Conn) {
+			defer p.wg.Done()
+			_, _ = io.Copy(dst, src)
+			dst.Close()
+			src.Close()
+			p.mu.Lock()
+			delete(p.conns, dst)
+			delete(p.conns, src)
+			p.mu.Unlock()
+		}
+		go pipe(t, c)
+		go func() {
+			defer p.wg.Done()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := t.Read(buf)
+				if n > 0 && !p.stalled() {
+					if _, werr := c.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
+			c.Close()
+			t.Close()
+			p.mu.Lock()
+			delete(p.conns, c)
+			delete(p.conns, t)
+			p.mu.Unlock()
+		}()
+	}
+}
+
+// SetUp lets new connections through (true) or refuses them (false).
+func (p *Proxy) SetUp(up bool) {
+	p.mu.Lock()
+	p.up = up
+	p.mu.Unlock()
+}
+
+// SetStall makes the proxy swallow everything the target sends (true),
+// as a link that lost its return path: no CONNACK, no PUBACK.
+func (p *Proxy) SetStall(on bool) {
+	p.mu.Lock()
+	p.stall = on
+	p.mu.Unlock()
+}
+
+func (p *Proxy) stalled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stall
+}
+
+// Cut closes every open connection.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// Accepted returns how many connections were let through.
+func (p *Proxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.Accept
+}
+
+// Close stops the proxy and waits for its goroutines.
+func (p *Proxy) Close() {
+	p.ln.Close()
+	p.Cut()
+	p.wg.Wait()
+}
+
+// Received is one message the collector saw.
+type Received struct {
+	Topic   string
+	Payload string
+	GW      string
+	Epoch   string
+	Seq     uint64
+	TS      string
+}
+
+// Collector subscribes to a filter on the cloud broker with QoS 1 and
+// records every message in arrival order.
+type Collector struct {
+	c    *paho.Client
+	mu   sync.Mutex
+	msgs []Received
+	cond chan struct{}
+}
+
+// Collect connects to addr and subscribes to filter.
+func Collect(addr, filter string) (*Collector, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	col := &Collector{cond: make(chan struct{}, 1)}
+	col.c = paho.NewClient(paho.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			p := pr.Packet
+			r := Received{Topic: p.Topic, Payload: string(p.Payload)}
+			if p.Properties != nil {
+				r.GW = p.Properties.User.Get("gw")
+				r.Epoch = p.Properties.User.Get("epoch")
+				r.Seq, _ = strconv.ParseUint(p.Properties.User.Get("seq"), 10, 64)
+				r.TS = p.Properties.User.Get("ts")
+			}
+			col.mu.Lock()
+			col.msgs = append(col.msgs, r)
+			col.mu.Unlock()
+			select {
+			case col.cond <- struct{}{}:
+			default:
+			}
+			return true, nil
+		}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := col.c.Connect(ctx, &paho.Connect{ClientID: fmt.Sprintf("collector-%d", time.Now().UnixNano()), CleanStart: true, KeepAlive: 60}); err != nil {
+		return nil, err
+	}
+	if _, err := col.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
+		_ = col.c.Disconnect(&paho.Disconnect{})
+		return nil, err
+	}
+	return col, nil
+}
+
+// Messages returns a copy of what arrived so far.
+func (c *Collector) Messages() []Received {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Received(nil), c.msgs...)
+}
+
+// Len returns how many messages arrived.
+func (c *Collector) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.msgs)
+}
+
+// WaitDistinct waits until n distinct (gw, epoch, seq) arrived or the
+// timeout passes, and reports whether they did.
+func (c *Collector) WaitDistinct(n int, timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		if c.Distinct() >= n {
+			return true
+		}
+		select {
+		case <-c.cond:
+		case <-deadline.C:
+			return c.Distinct() >= n
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Distinct counts distinct (gw, epoch, seq) triples.
+func (c *Collector) Distinct() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := make(map[[2]string]map[uint64]bool)
+	n := 0
+	for _, m := range c.msgs {
+		k := [2]string{m.GW, m.Epoch}
+		if seen[k] == nil {
+			seen[k] = map[uint64]bool{}
+		}
+		if !seen[k][m.Seq] {
+			seen[k][m.Seq] = true
+			n++
+		}
+	}
+	return n
+}
+
+// Close disconnects.
+func (c *Collector) Close() {
+	_ = c.c.Disconnect(&paho.Disconnect{})
+	<-c.c.Done()
+}
+
+// Publisher is a plain paho MQTT 5 client publishing QoS 1.
+type Publisher struct {
+	c *paho.Client
+}
+
+// Connect connects a publisher to addr.
+func Connect(addr, clientID string) (*Publisher, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: 30 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 60}); err != nil {
+		return nil, err
+	}
+	return &Publisher{c: c}, nil
+}
+
+// ErrRefused wraps a PUBACK with a reason code >= 0x80.
+var ErrRefused = errors.New("uplinktest: publish refused")
+
+// Publish sends one QoS 1 message and waits for its PUBACK.
+func (p *Publisher) Publish(topic string, payload []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := p.c.Publish(ctx, &paho.Publish{Topic: topic, Payload: payload, QoS: 1})
+	if r != nil && r.ReasonCode >= 0x80 {
+		return fmt.Errorf("%w: reason %#x", ErrRefused, r.ReasonCode)
+	}
+	return err
+}
+
+// Window publishes n QoS 1 messages of size bytes to topic with up to
+// window awaiting PUBACK, as a plain paho user would: the baseline of the
+// drain benchmark.
+func (p *Publisher) Window(topic string, n, size, window int) error {
+	payload := bytes.Repeat([]byte("x"), size)
+	var wg sync.WaitGroup
+	errs := make(chan error, window)
+	next := make(chan int)
+	for range window {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range next {
+				if err := p.Publish(topic, payload); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// Close disconnects.
+func (p *Publisher) Close() {
+	_ = p.c.Disconnect(&paho.Disconnect{})
+	<-p.c.Done()
+}
