@@ -38,7 +38,7 @@ type Driver struct {
 type Registry map[string]Driver
 
 // Default holds every driver edged ships.
-var Default = merge(simDrivers(), hardwareDrivers())
+var Default = merge(simDrivers(), hardwareDrivers(), lightDrivers(), climateDrivers(), outputDrivers())
 
 func merge(groups ...[]Driver) Registry {
 	r := Registry{}
