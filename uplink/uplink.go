@@ -338,13 +338,20 @@ func (u *Uplink) Start() {
 }
 
 // publishStates publishes the state JSON when it changed, at most every
-// stateEvery. The volatile age field is left out of the comparison, so an
+// stateEvery, starting one period after Start (the local broker may not
+// be serving yet when the uplink starts). The volatile age field is left out of the comparison, so an
 // idle gateway with a stuck backlog does not republish every 5 s.
 func (u *Uplink) publishStates(ctx context.Context) {
 	t := u.clock.NewTimer(stateEvery)
 	defer t.Stop()
 	var last string
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			t.Reset(stateEvery)
+		}
 		u.mu.Lock()
 		p := u.stateOut
 		u.mu.Unlock()
@@ -361,12 +368,6 @@ func (u *Uplink) publishStates(ctx context.Context) {
 					u.log.Debug("publish uplink state", "err", err)
 				}
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-			t.Reset(stateEvery)
 		}
 	}
 }

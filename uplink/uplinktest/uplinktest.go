@@ -457,3 +457,52 @@ func (p *Publisher) Close() {
 	_ = p.c.Disconnect(&paho.Disconnect{})
 	<-p.c.Done()
 }
+
+// Report is what Analyze found in a collector's messages.
+type Report struct {
+	Distinct int
+	// Dups counts repeated (gw, epoch, seq); DupMismatch counts repeats
+	// whose topic or payload differ from the first copy (must be 0).
+	Dups, DupMismatch int
+	// OrderErrors counts first arrivals whose payload counter is not
+	// above the previous one on the same topic (payloads are counters).
+	OrderErrors int
+	// Seqs and Epochs are the distinct seqs and epochs seen.
+	Seqs     map[uint64]bool
+	Epochs   map[string]bool
+	BadProps int // messages without gw/epoch/seq/ts
+}
+
+// Analyze checks messages whose payloads are per-topic decimal counters.
+func Analyze(msgs []Received) Report {
+	r := Report{Seqs: map[uint64]bool{}, Epochs: map[string]bool{}}
+	first := map[string]Received{}
+	last := map[string]int{}
+	for _, m := range msgs {
+		if m.GW == "" || m.Epoch == "" || m.Seq == 0 || m.TS == "" {
+			r.BadProps++
+			continue
+		}
+		k := m.GW + "/" + m.Epoch + "/" + strconv.FormatUint(m.Seq, 10)
+		if f, ok := first[k]; ok {
+			r.Dups++
+			if f.Topic != m.Topic || f.Payload != m.Payload {
+				r.DupMismatch++
+			}
+			continue
+		}
+		first[k] = m
+		r.Distinct++
+		r.Seqs[m.Seq] = true
+		r.Epochs[m.Epoch] = true
+		i, err := strconv.Atoi(m.Payload)
+		if err != nil {
+			continue
+		}
+		if l, ok := last[m.Topic]; ok && i <= l {
+			r.OrderErrors++
+		}
+		last[m.Topic] = i
+	}
+	return r
+}

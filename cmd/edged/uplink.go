@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/edged/edged/configs"
+	"github.com/edged/edged/localbroker"
+	"github.com/edged/edged/uplink"
+)
+
+// uplinkCapturer adapts the uplink to the local broker's Capturer. The two
+// packages do not know each other; this is where a full buffer under
+// reject_new becomes PUBACK 0x97 for MQTT 5 publishers.
+type uplinkCapturer struct{ u *uplink.Uplink }
+
+var _ localbroker.Capturer = uplinkCapturer{}
+
+func (c uplinkCapturer) Capture(m localbroker.Message) error {
+	_, err := c.u.Capture(m.Topic, m.Payload, m.QoS, m.Retain)
+	if errors.Is(err, uplink.ErrFull) {
+		return fmt.Errorf("%w: %w", localbroker.ErrQuotaExceeded, err)
+	}
+	return err
+}
+
+// brokerState publishes the uplink's state JSON retained on the local
+// broker, so LAN dashboards see delivery health.
+type brokerState struct {
+	b     *localbroker.Broker
+	topic string
+}
+
+func (p brokerState) PublishState(payload []byte) error { return p.b.Publish(p.topic, payload, true) }
+
+// openUplink opens the uplink when the config has one, installs it as the
+// broker's capturer (call before broker.Start, so no publish slips past
+// it) and starts forwarding. With no uplink section it does nothing.
+func openUplink(cfg *configs.Config, b *localbroker.Broker, log *slog.Logger) (*uplink.Uplink, error) {
+	if cfg.Uplink == nil {
+		return nil, nil
+	}
+	o := *cfg.Uplink
+	if o.StatusTopic == "" {
+		// The cloud sees the gateway's status on the same topic as the
+		// LAN does.
+		o.StatusTopic = cfg.Device.TopicPrefix + "/status"
+	}
+	u, err := uplink.New(o, uplink.BufferDir(cfg.StateDir), cfg.Device.ID, log, nil)
+	if err != nil {
+		return nil, err
+	}
+	b.SetCapturer(uplinkCapturer{u})
+	u.SetStatePublisher(brokerState{b: b, topic: cfg.Device.TopicPrefix + "/uplink/state"})
+	u.Start()
+	st := u.Stats()
+	log.Info("uplink buffer open", "dir", uplink.BufferDir(cfg.StateDir), "epoch", st.Epoch, "backlog", st.Backlog)
+	return u, nil
+}
+
+// closeUplink waits (within ctx) for messages in flight, says offline to
+// the cloud, disconnects and writes the ack marker, so the next start
+// resumes exactly here. Call it after the broker is closed: nothing is
+// captured any more.
+func closeUplink(ctx context.Context, u *uplink.Uplink) error {
+	if u == nil {
+		return nil
+	}
+	return u.Close(ctx)
+}
