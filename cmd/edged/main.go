@@ -23,6 +23,7 @@ Usage:
   edged run -c FILE               run the daemon
   edged validate -c FILE          check a config; print every problem as FILE:LINE:COL: message
   edged read -c FILE SENSOR_ID    open one sensor and print one reading (wiring check)
+  edged buffer stat -c FILE       show the uplink backlog on disk (works while the daemon runs)
   edged drivers                   list the driver names a config can use
   edged version                   print the version
 
@@ -55,6 +56,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdValidate(rest, stdout, stderr)
 	case "read":
 		err = cmdRead(rest, stdout, stderr)
+	case "buffer":
+		err = cmdBuffer(rest, stdout, stderr)
 	case "drivers":
 		cmdDrivers(stdout)
 	case "version", "-version", "--version":

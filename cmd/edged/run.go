@@ -20,6 +20,7 @@ import (
 	"github.com/edged/edged/localbroker"
 	"github.com/edged/edged/pipeline"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/uplink"
 )
 
 // stopBudget is how long a clean stop may take before edged gives up on
@@ -93,6 +94,7 @@ type daemon struct {
 	sensors   []sensors.Sensor
 	actuators map[string]sensors.Actuator
 	broker    *localbroker.Broker
+	uplink    *uplink.Uplink
 	pipe      *pipeline.Pipeline
 	poller    *sensors.Poller
 	http      *http.Server
@@ -131,6 +133,9 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 
 	prefix := cfg.Device.TopicPrefix
 	if d.broker, err = localbroker.New(cfg.Broker, prefix, log.With("component", "broker")); err != nil {
+		return nil, err
+	}
+	if d.uplink, err = openUplink(cfg, d.broker, log); err != nil {
 		return nil, err
 	}
 	if err := d.broker.Start(); err != nil {
@@ -185,6 +190,7 @@ func (d *daemon) abort() {
 	if d.broker != nil {
 		_ = d.broker.Close()
 	}
+	_ = closeUplink(context.Background(), d.uplink)
 	_ = d.closeDevices()
 }
 
@@ -215,6 +221,7 @@ func (d *daemon) stop(ctx context.Context) error {
 	// disconnected: mochi writes to clients from their own goroutines.
 	time.Sleep(100 * time.Millisecond)
 	errs = append(errs, d.broker.Close())
+	errs = append(errs, closeUplink(ctx, d.uplink))
 	errs = append(errs, d.closeDevices())
 	return errors.Join(errs...)
 }
