@@ -350,7 +350,6 @@ func (u *Uplink) publishStates(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C():
-			t.Reset(stateEvery)
 		}
 		u.mu.Lock()
 		p := u.stateOut
@@ -369,6 +368,7 @@ func (u *Uplink) publishStates(ctx context.Context) {
 				}
 			}
 		}
+		t.Reset(stateEvery)
 	}
 }
 
