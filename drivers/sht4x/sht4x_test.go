@@ -1,0 +1,325 @@
+package sht4x
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/i2c"
+	"periph.io/x/conn/v3/i2c/i2ctest"
+
+	"github.com/edged/edged/drivers/i2cbus"
+	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
+	"github.com/edged/edged/drivers/sht3x"
+	"github.com/edged/edged/sensors"
+)
+
+// reading25C69 is a measurement of 25.00 °C and 69.00 %RH as the sensor
+// sends it (datasheet "Communication and Data Transfer": T MSB, T LSB,
+// CRC, RH MSB, RH LSB, CRC). 0x6666 = 0.4 * 65535 and 0x9999 = 0.6 *
+// 65535, so the formulas of "Conversion of Signal Output" give exact
+// values; the checksums follow "Checksum Calculation".
+var reading25C69 = []byte{0x66, 0x66, 0x93, 0x99, 0x99, 0xBE}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+
+func TestConversion(t *testing.T) {
+	tests := []struct {
+		raw    uint16
+		temp   float64
+		humid  float64
+		reason string
+	}{
+		{0x0000, -45, 0, "bottom of the scale: -6 %RH is cropped to 0"},
+		{0xFFFF, 130, 100, "top of the scale: 119 %RH is cropped to 100"},
+		{0x6666, 25, 44, "0.4 of full scale"},
+		{0x9999, 60, 69, "0.6 of full scale"},
+		{0x0C4A, -36.599145494773786, 0.000610361, "just above 0 %RH: 125 * 3146 / 65535 = 6.00061"},
+		{0xCCCC, 95, 94, "0.8 of full scale, below the crop"},
+		{0xDAE1, 104.62653543907837, 100, "100.875 %RH is cropped"},
+	}
+	for _, tt := range tests {
+		if got := Temperature(tt.raw); math.Abs(got-tt.temp) > 1e-9 {
+			t.Errorf("%s: Temperature(%#04x) = %v, want %v", tt.reason, tt.raw, got, tt.temp)
+		}
+		if got := Humidity(tt.raw); math.Abs(got-tt.humid) > 1e-6 {
+			t.Errorf("%s: Humidity(%#04x) = %v, want %v", tt.reason, tt.raw, got, tt.humid)
+		}
+	}
+}
+
+func TestOptsValidate(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*Opts)
+		field string
+	}{
+		{"default", func(*Opts) {}, ""},
+		{"0x45", func(o *Opts) { o.Address = AltAddrB }, ""},
+		{"0x46", func(o *Opts) { o.Address = AltAddrC }, ""},
+		{"medium", func(o *Opts) { o.Precision = Medium }, ""},
+		{"low", func(o *Opts) { o.Precision = Low }, ""},
+		{"unknown precision", func(o *Opts) { o.Precision = "ultra" }, "precision"},
+		{"empty precision", func(o *Opts) { o.Precision = "" }, "precision"},
+		{"not an sht4x address", func(o *Opts) { o.Address = 0x40 }, "address"},
+		{"address out of range", func(o *Opts) { o.Address = 0x7a }, "address"},
+		{"no bus", func(o *Opts) { o.Bus = "" }, "bus"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOpts()
+			tt.edit(&o)
+			err := o.Validate()
+			var fe *sensors.FieldError
+			switch {
+			case tt.field == "" && err != nil:
+				t.Fatalf("Validate() = %v", err)
+			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
+				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
+			}
+			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
+				t.Fatalf("New() error = %v, want error: %v", err, tt.field != "")
+			}
+		})
+	}
+}
+
+func TestOptsI2CAddrAndQuantities(t *testing.T) {
+	o := DefaultOpts()
+	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x44 {
+		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
+	}
+	q := o.Quantities()
+	if len(q) != 2 || q[0] != sensors.Temperature || q[1] != sensors.Humidity {
+		t.Errorf("Quantities() = %v", q)
+	}
+}
+
+func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock, edit func(*Opts)) *Dev {
+	t.Helper()
+	o := DefaultOpts()
+	if edit != nil {
+		edit(&o)
+	}
+	d, err := New(bus, clk, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestSense(t *testing.T) {
+	// Commands: datasheet "Command Overview"; waits: the maximum
+	// measurement durations of the timing table.
+	tests := []struct {
+		prec string
+		addr uint16
+		cmd  byte
+		wait time.Duration
+	}{
+		{High, Addr, 0xFD, 8300 * time.Microsecond},
+		{Medium, AltAddrB, 0xF6, 4500 * time.Microsecond},
+		{Low, AltAddrC, 0xE0, 1600 * time.Microsecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.prec, func(t *testing.T) {
+			pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+				{Addr: tt.addr, W: []byte{tt.cmd}},
+				{Addr: tt.addr, R: reading25C69},
+			}}
+			clk := &i2cbustest.Clock{}
+			d := newDev(t, i2cbus.NewBus("1", pb), clk, func(o *Opts) { o.Precision = tt.prec; o.Address = tt.addr })
+			dst := make([]float64, len(d.Quantities()))
+			if err := d.Sense(context.Background(), dst); err != nil {
+				t.Fatal(err)
+			}
+			if !near(dst[0], 25) || !near(dst[1], 69) {
+				t.Errorf("Sense = %v °C, %v %%RH; want 25, 69", dst[0], dst[1])
+			}
+			if n, last, _ := clk.Waits(); n != 1 || last != tt.wait {
+				t.Errorf("waited %d times, last %v; want once, %v", n, last, tt.wait)
+			}
+			if err := pb.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestString(t *testing.T) {
+	d := newDev(t, i2cbus.NewBus("1", &i2ctest.Playback{}), nil, func(o *Opts) { o.Address = AltAddrC })
+	if got := d.String(); got != "sht4x(i2c 1, 0x46)" {
+		t.Errorf("String() = %q", got)
+	}
+}
+
+func TestSenseCRCFailure(t *testing.T) {
+	badT := append([]byte(nil), reading25C69...)
+	badT[2] ^= 0x01
+	badRH := append([]byte(nil), reading25C69...)
+	badRH[4] ^= 0x80 // a flipped data bit, checksum unchanged
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+		{Addr: Addr, W: []byte{0xFD}}, {Addr: Addr, R: badT},
+		{Addr: Addr, W: []byte{0xFD}}, {Addr: Addr, R: badRH},
+	}}
+	d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+	for i, word := range []string{"temperature", "humidity"} {
+		dst := []float64{math.NaN(), math.NaN()}
+		err := d.Sense(context.Background(), dst)
+		if !errors.Is(err, ErrCRC) || !strings.Contains(err.Error(), word) {
+			t.Fatalf("Sense = %v, want ErrCRC naming %s", err, word)
+		}
+		if !math.IsNaN(dst[0]) || !math.IsNaN(dst[1]) {
+			t.Errorf("Sense wrote %v despite a CRC failure", dst)
+		}
+		if got := d.CRCErrors(); got != uint64(i+1) {
+			t.Errorf("CRCErrors() = %d, want %d", got, i+1)
+		}
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSenseBusErrors(t *testing.T) {
+	t.Run("no device", func(t *testing.T) {
+		d := newDev(t, i2cbus.NewBus("1", &i2cbustest.FailBus{}), &i2cbustest.Clock{}, nil)
+		err := d.Sense(context.Background(), make([]float64, 2))
+		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "start measurement") || !strings.Contains(err.Error(), "sht4x(i2c 1, 0x44)") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("read NACK", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0xFD}}}}
+		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+		err := d.Sense(context.Background(), make([]float64, 2))
+		if err == nil || !strings.Contains(err.Error(), "read measurement") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("short dst", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true}
+		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+		if err := d.Sense(context.Background(), make([]float64, 1)); err == nil {
+			t.Fatal("Sense accepted a one-element dst")
+		}
+		if pb.Count != 0 {
+			t.Fatal("Sense sent traffic for a bad dst")
+		}
+	})
+}
+
+func TestSenseHonoursContext(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0xFD}}}}
+	d := newDev(t, pb, &i2cbustest.Clock{Block: true}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.Sense(ctx, make([]float64, 2)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Sense = %v, want context.Canceled", err)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatalf("no read must follow a cancelled wait: %v", err)
+	}
+}
+
+// TestHaltSoftResets checks Halt sends the soft reset of datasheet
+// "Command Overview" (0x94) and that the sensor works afterwards.
+func TestHaltSoftResets(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+		{Addr: Addr, W: []byte{0x94}},
+		{Addr: Addr, W: []byte{0xFD}}, {Addr: Addr, R: reading25C69},
+		{Addr: Addr, W: []byte{0x94}},
+	}}
+	d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+	if err := d.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sense(context.Background(), make([]float64, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bad := newDev(t, &i2cbustest.FailBus{}, nil, nil)
+	if err := bad.Halt(); !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "soft reset") {
+		t.Fatalf("Halt on a dead bus = %v", err)
+	}
+}
+
+// loopBus replays the ops of a Playback forever, for allocation checks and
+// benchmarks that need more readings than a script holds.
+type loopBus struct{ i2ctest.Playback }
+
+func (b *loopBus) Tx(addr uint16, w, r []byte) error {
+	b.Lock()
+	if b.Count == len(b.Ops) {
+		b.Count = 0
+	}
+	b.Unlock()
+	return b.Playback.Tx(addr, w, r)
+}
+
+func newLoop() *loopBus {
+	return &loopBus{i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+		{Addr: Addr, W: []byte{0xFD}}, {Addr: Addr, R: reading25C69},
+	}}}
+}
+
+func TestSenseDoesNotAllocate(t *testing.T) {
+	d := newDev(t, i2cbus.NewBus("1", newLoop()), &i2cbustest.Clock{}, nil)
+	dst := make([]float64, 2)
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := d.Sense(ctx, dst); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
+	}
+}
+
+func BenchmarkSense(b *testing.B) {
+	d := newDev(b, i2cbus.NewBus("1", newLoop()), &i2cbustest.Clock{}, nil)
+	dst := make([]float64, 2)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.Sense(ctx, dst); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// FuzzSense feeds arbitrary replies: Sense must never panic, must fail
+// exactly when a checksum is wrong, and must stay within 0..100 %RH.
+func FuzzSense(f *testing.F) {
+	f.Add(reading25C69)
+	f.Add([]byte{0, 0, 0x81, 0, 0, 0x81})
+	f.Add([]byte{0xFF, 0xFF, 0xAC, 0xFF, 0xFF, 0xAC})
+	f.Add([]byte{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}) // a floating bus
+	f.Fuzz(func(t *testing.T, reply []byte) {
+		if len(reply) != 6 {
+			return
+		}
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+			{Addr: Addr, W: []byte{0xFD}}, {Addr: Addr, R: reply},
+		}}
+		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+		dst := make([]float64, 2)
+		err := d.Sense(context.Background(), dst)
+		good := sht3x.CRC8(reply[0:2]) == reply[2] && sht3x.CRC8(reply[3:5]) == reply[5]
+		if good != (err == nil) {
+			t.Fatalf("reply % x: checksums good %v, Sense error %v", reply, good, err)
+		}
+		if err == nil && (dst[0] < -45 || dst[0] > 130 || dst[1] < 0 || dst[1] > 100) {
+			t.Fatalf("reply % x: out of scale %v", reply, dst)
+		}
+	})
+}
