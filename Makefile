@@ -11,7 +11,7 @@ PKGS        := ./...
 
 export CGO_ENABLED := 0
 
-.PHONY: all build run test test-short lint pi footprint bench clean
+.PHONY: all build run test test-short lint pi footprint bench bench-uplink clean
 
 all: build
 
@@ -53,6 +53,11 @@ footprint: build pi
 ## bench: the Go benchmarks, with allocations
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## bench-uplink: drain of a 50,000 message backlog into a local Mosquitto vs a plain paho QoS 1
+## publisher (same window, same broker, same run), and RSS holding a 1,000,000 message backlog
+bench-uplink: build
+	$(GO) run ./cmd/benchuplink -n 50000 -window 32 -hold 1000000 -edged $(BIN)/edged
 
 clean:
 	rm -rf $(BIN) state
