@@ -1,0 +1,302 @@
+package htu21d
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/i2c"
+	"periph.io/x/conn/v3/i2c/i2ctest"
+
+	"github.com/edged/edged/drivers/i2cbus"
+	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
+	"github.com/edged/edged/sensors"
+)
+
+// The worked examples of the HTU21D(F) datasheet, "CRC Checksum" and the
+// conversion sections: temperature 0x683A with checksum 0x7C (24.7 °C),
+// humidity 0x4E85 with checksum 0x6B (32.3 %RH). The two low bits of each
+// LSB are status bits and are cleared before converting, so the exact
+// values are those of 0x6838 and 0x4E84.
+var (
+	tempReply  = []byte{0x68, 0x3A, 0x7C}
+	humidReply = []byte{0x4E, 0x85, 0x6B}
+	wantTemp   = -46.85 + 175.72*26680.0/65536 // 24.6864 °C
+	wantHumid  = -6 + 125*20100.0/65536        // 32.3377 %RH
+)
+
+// sequence is one Sense as the datasheet's "Communication sequence" (no
+// hold master) draws it: command, wait, read, for temperature then
+// humidity.
+func sequence(addr uint16, t, rh []byte) []i2ctest.IO {
+	return []i2ctest.IO{
+		{Addr: addr, W: []byte{0xF3}}, {Addr: addr, R: t},
+		{Addr: addr, W: []byte{0xF5}}, {Addr: addr, R: rh},
+	}
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+
+func TestCRC8(t *testing.T) {
+	tests := []struct {
+		in   []byte
+		want byte
+	}{
+		{[]byte{0xDC}, 0x79},       // datasheet "CRC Checksum" example
+		{[]byte{0x68, 0x3A}, 0x7C}, // datasheet temperature example
+		{[]byte{0x4E, 0x85}, 0x6B}, // datasheet humidity example
+		{[]byte{0x00, 0x00}, 0x00}, // the initial value is 0x00, unlike the SHT3x's 0xFF
+		{nil, 0x00},
+	}
+	for _, tt := range tests {
+		if got := CRC8(tt.in); got != tt.want {
+			t.Errorf("CRC8(% x) = %#02x, want %#02x", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestConversion(t *testing.T) {
+	tests := []struct {
+		raw         uint16
+		temp, humid float64
+		reason      string
+	}{
+		{0x683A, wantTemp, -6 + 125*26680.0/65536, "datasheet temperature example"},
+		{0x4E85, -46.85 + 175.72*20100.0/65536, wantHumid, "datasheet humidity example"},
+		{0x7C80, -46.85 + 175.72*31872.0/65536, 54.791015625, "mid scale, 54.79 %RH"},
+		{0x0000, -46.85, 0, "bottom: -6 %RH is cropped"},
+		{0x0003, -46.85, 0, "status bits alone are no value"},
+		{0xFFFC, -46.85 + 175.72*65532.0/65536, 100, "top: 118.99 %RH is cropped"},
+		{0x0C4C, -46.85 + 175.72*3148.0/65536, -6 + 125*3148.0/65536, "just above 0 %RH"},
+	}
+	for _, tt := range tests {
+		if got := Temperature(tt.raw); !near(got, tt.temp) {
+			t.Errorf("%s: Temperature(%#04x) = %v, want %v", tt.reason, tt.raw, got, tt.temp)
+		}
+		if got := Humidity(tt.raw); !near(got, tt.humid) {
+			t.Errorf("%s: Humidity(%#04x) = %v, want %v", tt.reason, tt.raw, got, tt.humid)
+		}
+	}
+}
+
+func TestOptsValidate(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*Opts)
+		field string
+	}{
+		{"default", func(*Opts) {}, ""},
+		{"behind a translator", func(o *Opts) { o.Address = 0x41 }, ""},
+		{"address out of range", func(o *Opts) { o.Address = 0x80 }, "address"},
+		{"reserved address", func(o *Opts) { o.Address = 0x01 }, "address"},
+		{"no bus", func(o *Opts) { o.Bus = "" }, "bus"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOpts()
+			tt.edit(&o)
+			err := o.Validate()
+			var fe *sensors.FieldError
+			switch {
+			case tt.field == "" && err != nil:
+				t.Fatalf("Validate() = %v", err)
+			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
+				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
+			}
+			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
+				t.Fatalf("New() error = %v, want error: %v", err, tt.field != "")
+			}
+		})
+	}
+}
+
+func TestOptsI2CAddrAndQuantities(t *testing.T) {
+	o := DefaultOpts()
+	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x40 {
+		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
+	}
+	q := o.Quantities()
+	if len(q) != 2 || q[0] != sensors.Temperature || q[1] != sensors.Humidity {
+		t.Errorf("Quantities() = %v", q)
+	}
+}
+
+func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock) *Dev {
+	t.Helper()
+	d, err := New(bus, clk, DefaultOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestSense(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tempReply, humidReply)}
+	clk := &i2cbustest.Clock{}
+	d := newDev(t, i2cbus.NewBus("1", pb), clk)
+	if got := d.String(); got != "htu21d(i2c 1, 0x40)" {
+		t.Errorf("String() = %q", got)
+	}
+	dst := make([]float64, len(d.Quantities()))
+	if err := d.Sense(context.Background(), dst); err != nil {
+		t.Fatal(err)
+	}
+	if !near(dst[0], wantTemp) || !near(dst[1], wantHumid) {
+		t.Errorf("Sense = %v °C, %v %%RH; want %v, %v", dst[0], dst[1], wantTemp, wantHumid)
+	}
+	// The HTU21D's maximum conversion times at 14-bit temperature and
+	// 12-bit humidity ("Electrical and general items").
+	if n, last, total := clk.Waits(); n != 2 || last != 16*time.Millisecond || total != 66*time.Millisecond {
+		t.Errorf("waited %d times, last %v, total %v; want 2, 16ms, 66ms", n, last, total)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSenseCRCFailure(t *testing.T) {
+	badT := []byte{0x68, 0x3A, 0x7D}
+	badRH := []byte{0x4F, 0x85, 0x6B} // a flipped data bit, checksum unchanged
+	ops := append([]i2ctest.IO{{Addr: Addr, W: []byte{0xF3}}, {Addr: Addr, R: badT}}, sequence(Addr, tempReply, badRH)...)
+	pb := &i2ctest.Playback{DontPanic: true, Ops: ops}
+	d := newDev(t, pb, &i2cbustest.Clock{})
+	for i, word := range []string{"temperature", "humidity"} {
+		dst := []float64{math.NaN(), math.NaN()}
+		err := d.Sense(context.Background(), dst)
+		if !errors.Is(err, ErrCRC) || !strings.Contains(err.Error(), word) {
+			t.Fatalf("Sense = %v, want ErrCRC naming %s", err, word)
+		}
+		if !math.IsNaN(dst[0]) || !math.IsNaN(dst[1]) {
+			t.Errorf("Sense wrote %v despite a CRC failure", dst)
+		}
+		if got := d.CRCErrors(); got != uint64(i+1) {
+			t.Errorf("CRCErrors() = %d, want %d", got, i+1)
+		}
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSenseBusErrors(t *testing.T) {
+	t.Run("no device", func(t *testing.T) {
+		d := newDev(t, i2cbus.NewBus("1", &i2cbustest.FailBus{}), &i2cbustest.Clock{})
+		err := d.Sense(context.Background(), make([]float64, 2))
+		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "start temperature measurement") || !strings.Contains(err.Error(), "htu21d(i2c 1, 0x40)") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("humidity read NACK", func(t *testing.T) {
+		// Temperature works, then the read header after 0xF5 is NACKed.
+		pb := &i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tempReply, humidReply)[:3]}
+		d := newDev(t, pb, &i2cbustest.Clock{})
+		dst := []float64{math.NaN(), math.NaN()}
+		err := d.Sense(context.Background(), dst)
+		if err == nil || !strings.Contains(err.Error(), "read humidity") {
+			t.Fatalf("Sense = %v", err)
+		}
+		if !math.IsNaN(dst[0]) {
+			t.Error("Sense wrote a temperature although the reading failed")
+		}
+	})
+	t.Run("short dst", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true}
+		d := newDev(t, pb, &i2cbustest.Clock{})
+		if err := d.Sense(context.Background(), make([]float64, 1)); err == nil || pb.Count != 0 {
+			t.Fatalf("Sense with a one-element dst = %v after %d ops", err, pb.Count)
+		}
+	})
+}
+
+func TestSenseHonoursContext(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0xF3}}}}
+	d := newDev(t, pb, &i2cbustest.Clock{Block: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.Sense(ctx, make([]float64, 2)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Sense = %v, want context.Canceled", err)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatalf("no read must follow a cancelled wait: %v", err)
+	}
+}
+
+func TestHaltSendsNothing(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tempReply, humidReply)}
+	d := newDev(t, pb, &i2cbustest.Clock{})
+	if err := d.Halt(); err != nil || pb.Count != 0 {
+		t.Fatalf("Halt = %v after %d ops", err, pb.Count)
+	}
+	if err := d.Sense(context.Background(), make([]float64, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// loopBus replays the ops of a Playback forever, for allocation checks and
+// benchmarks that need more readings than a script holds.
+type loopBus struct{ i2ctest.Playback }
+
+func (b *loopBus) Tx(addr uint16, w, r []byte) error {
+	b.Lock()
+	if b.Count == len(b.Ops) {
+		b.Count = 0
+	}
+	b.Unlock()
+	return b.Playback.Tx(addr, w, r)
+}
+
+func TestSenseDoesNotAllocate(t *testing.T) {
+	d := newDev(t, &loopBus{i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tempReply, humidReply)}}, &i2cbustest.Clock{})
+	dst := make([]float64, 2)
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := d.Sense(ctx, dst); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
+	}
+}
+
+func BenchmarkSense(b *testing.B) {
+	d := newDev(b, i2cbus.NewBus("1", &loopBus{i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tempReply, humidReply)}}), &i2cbustest.Clock{})
+	dst := make([]float64, 2)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.Sense(ctx, dst); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// FuzzSense feeds arbitrary replies: Sense must never panic, must fail
+// exactly when a checksum is wrong, and must stay within the scale.
+func FuzzSense(f *testing.F) {
+	f.Add(tempReply, humidReply)
+	f.Add([]byte{0, 0, 0}, []byte{0, 0, 0})
+	f.Add([]byte{0xFF, 0xFF, 0xFF}, []byte{0xFF, 0xFF, 0xFF}) // a floating bus
+	f.Fuzz(func(t *testing.T, tr, hr []byte) {
+		if len(tr) != 3 || len(hr) != 3 {
+			return
+		}
+		pb := &i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tr, hr)}
+		d := newDev(t, pb, &i2cbustest.Clock{})
+		dst := make([]float64, 2)
+		err := d.Sense(context.Background(), dst)
+		good := CRC8(tr[:2]) == tr[2] && CRC8(hr[:2]) == hr[2]
+		if good != (err == nil) {
+			t.Fatalf("replies % x, % x: checksums good %v, Sense error %v", tr, hr, good, err)
+		}
+		if err == nil && (dst[0] < -46.85 || dst[0] > 128.88 || dst[1] < 0 || dst[1] > 100) {
+			t.Fatalf("replies % x, % x: out of scale %v", tr, hr, dst)
+		}
+	})
+}
