@@ -1,0 +1,379 @@
+package tsl2561
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/i2c/i2ctest"
+
+	"github.com/edged/edged/drivers/i2cbus"
+	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
+	"github.com/edged/edged/sensors"
+)
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(1, math.Abs(b)) }
+
+// Byte sequences, all from the datasheet's "Register Set" and "Command
+// Register" sections: CMD bit 0x80 | register address, WORD bit 0x20 for
+// the two-byte channel reads.
+var (
+	opPowerUp   = func(a uint16) i2ctest.IO { return i2ctest.IO{Addr: a, W: []byte{0x80, 0x03}} }
+	opReadCtrl  = func(a uint16, v byte) i2ctest.IO { return i2ctest.IO{Addr: a, W: []byte{0x80}, R: []byte{v}} }
+	opTiming    = func(a uint16, v byte) i2ctest.IO { return i2ctest.IO{Addr: a, W: []byte{0x81, v}} }
+	opCH0       = func(a uint16, v uint16) i2ctest.IO { return i2ctest.IO{Addr: a, W: []byte{0xAC}, R: le(v)} }
+	opCH1       = func(a uint16, v uint16) i2ctest.IO { return i2ctest.IO{Addr: a, W: []byte{0xAE}, R: le(v)} }
+	opPowerDown = func(a uint16) i2ctest.IO { return i2ctest.IO{Addr: a, W: []byte{0x80, 0x00}} }
+)
+
+// le is a channel value as the chip sends it: DATAxLOW, then DATAxHIGH.
+func le(v uint16) []byte { return []byte{byte(v), byte(v >> 8)} }
+
+// reading is the traffic of one Sense with one integration.
+func reading(a uint16, timing byte, ch0, ch1 uint16) []i2ctest.IO {
+	return []i2ctest.IO{opPowerUp(a), opReadCtrl(a, 0x03), opTiming(a, timing), opCH0(a, ch0), opCH1(a, ch1), opPowerDown(a)}
+}
+
+func TestLux(t *testing.T) {
+	// Expected values are the datasheet's "Calculating Lux" formulas
+	// evaluated by hand (Python) for one ratio in every segment.
+	tests := []struct {
+		name     string
+		ch0, ch1 uint16
+		scale    float64
+		cs       bool
+		want     float64
+	}{
+		{"T ratio 0.2", 1000, 200, 1, false, 23.886211045078653},
+		{"T ratio 0.55", 1000, 550, 1, false, 5.35},
+		{"T ratio 0.7", 1000, 700, 1, false, 2.09},
+		{"T ratio 1.0", 1000, 1000, 1, false, 0.34},
+		{"T ratio 1.4 is infrared", 1000, 1400, 1, false, 0},
+		{"CS ratio 0.2", 1000, 200, 1, true, 25.269876047954263},
+		{"CS ratio 0.6", 1000, 600, 1, true, 5.44},
+		{"CS ratio 0.7", 1000, 700, 1, true, 3.1},
+		{"CS ratio 0.9", 1000, 900, 1, true, 1.04},
+		{"1x gain", 100, 20, 16, false, 38.21793767212585},
+		{"13.7 ms", 100, 20, 322.0 / 11, false, 69.92145415013934},
+		{"101 ms 1x", 100, 20, 16 * 322.0 / 81, false, 151.92809790647559},
+		{"dark", 0, 0, 1, false, 0},
+		{"only infrared", 0, 500, 1, false, 0},
+	}
+	for _, tt := range tests {
+		if got := Lux(tt.ch0, tt.ch1, tt.scale, tt.cs); !near(got, tt.want) {
+			t.Errorf("%s: Lux(%d, %d, %v, %v) = %v, want %v", tt.name, tt.ch0, tt.ch1, tt.scale, tt.cs, got, tt.want)
+		}
+	}
+}
+
+func TestOptsValidate(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*Opts)
+		field string
+	}{
+		{"default", func(*Opts) {}, ""},
+		{"address 0x29", func(o *Opts) { o.Address = AddrLow }, ""},
+		{"address 0x49", func(o *Opts) { o.Address = AddrHigh }, ""},
+		{"13.7ms", func(o *Opts) { o.IntegrationTime = 13700 * time.Microsecond }, ""},
+		{"101ms gain 1", func(o *Opts) { o.IntegrationTime, o.Gain = 101*time.Millisecond, Gain1 }, ""},
+		{"gain 16 cs", func(o *Opts) { o.Gain, o.Package = Gain16, PackageCS }, ""},
+		{"address not a tsl2561", func(o *Opts) { o.Address = 0x23 }, "address"},
+		{"address out of range", func(o *Opts) { o.Address = 0x7a }, "address"},
+		{"bus", func(o *Opts) { o.Bus = "" }, "bus"},
+		{"gain 8", func(o *Opts) { o.Gain = "8" }, "gain"},
+		{"integration 100ms", func(o *Opts) { o.IntegrationTime = 100 * time.Millisecond }, "integration_time"},
+		{"integration unset", func(o *Opts) { o.IntegrationTime = 0 }, "integration_time"},
+		{"package", func(o *Opts) { o.Package = "fn" }, "package"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOpts()
+			tt.edit(&o)
+			err := o.Validate()
+			var fe *sensors.FieldError
+			switch {
+			case tt.field == "" && err != nil:
+				t.Fatalf("Validate() = %v", err)
+			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
+				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
+			}
+			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
+				t.Fatalf("New() error = %v", err)
+			}
+		})
+	}
+}
+
+func TestOptsI2CAddrAndQuantities(t *testing.T) {
+	o := DefaultOpts()
+	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x39 {
+		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
+	}
+	if q := o.Quantities(); len(q) != 1 || q[0] != sensors.Illuminance {
+		t.Errorf("Quantities() = %v", q)
+	}
+}
+
+func TestSense(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Opts)
+		// timing is the TIMING register byte (datasheet "Timing
+		// Register"): GAIN bit 4, INTEG bits 1:0.
+		timing   byte
+		ch0, ch1 uint16
+		want     float64
+		wait     time.Duration
+	}{
+		{"402ms 16x", func(o *Opts) { o.Gain = Gain16 }, 0x12, 1000, 200, 23.886211045078653, 443 * time.Millisecond},
+		{"402ms 1x", func(o *Opts) { o.Gain = Gain1 }, 0x02, 100, 20, 38.21793767212585, 443 * time.Millisecond},
+		{"13.7ms 16x", func(o *Opts) { o.Gain, o.IntegrationTime = Gain16, 13700*time.Microsecond }, 0x10, 100, 20, 69.92145415013934, 15 * time.Millisecond},
+		{"101ms 1x", func(o *Opts) { o.Gain, o.IntegrationTime = Gain1, 101*time.Millisecond }, 0x01, 100, 20, 151.92809790647559, 112 * time.Millisecond},
+		{"cs package", func(o *Opts) { o.Gain, o.Package = Gain16, PackageCS }, 0x12, 1000, 600, 5.44, 443 * time.Millisecond},
+		{"auto starts at 16x", func(*Opts) {}, 0x12, 1000, 200, 23.886211045078653, 443 * time.Millisecond},
+		{"address 0x49", func(o *Opts) { o.Gain, o.Address = Gain16, AddrHigh }, 0x12, 1000, 200, 23.886211045078653, 443 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOpts()
+			tt.edit(&o)
+			pb := &i2ctest.Playback{DontPanic: true, Ops: reading(o.Address, tt.timing, tt.ch0, tt.ch1)}
+			clk := &i2cbustest.Clock{}
+			d, err := New(i2cbus.NewBus("1", pb), clk, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dst := []float64{math.NaN()}
+			if err := d.Sense(context.Background(), dst); err != nil {
+				t.Fatal(err)
+			}
+			if !near(dst[0], tt.want) {
+				t.Errorf("Sense = %v lx, want %v", dst[0], tt.want)
+			}
+			if n, last, _ := clk.Waits(); n != 1 || last != tt.wait {
+				t.Errorf("waited %d times, last %v; want once, %v", n, last, tt.wait)
+			}
+			if err := pb.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestAutoGain: a saturated 16x integration is repeated at 1x within the
+// same Sense; a dim 1x reading moves the next Sense back to 16x.
+func TestAutoGain(t *testing.T) {
+	const a = AddrFloat
+	ops := []i2ctest.IO{
+		opPowerUp(a), opReadCtrl(a, 0x03),
+		opTiming(a, 0x12), opCH0(a, 0xFFFF), opCH1(a, 0x1000), // 16x saturates
+		opTiming(a, 0x02), opCH0(a, 100), opCH1(a, 20), // 1x: dim, fits 16x
+		opPowerDown(a),
+	}
+	ops = append(ops, reading(a, 0x12, 1000, 200)...) // next Sense at 16x
+	pb := &i2ctest.Playback{DontPanic: true, Ops: ops}
+	clk := &i2cbustest.Clock{}
+	d, _ := New(pb, clk, DefaultOpts())
+	dst := make([]float64, 1)
+	if err := d.Sense(context.Background(), dst); err != nil || !near(dst[0], 38.21793767212585) {
+		t.Fatalf("first Sense = %v, %v", dst[0], err)
+	}
+	if d.Saturations() != 1 {
+		t.Errorf("Saturations() = %d, want 1", d.Saturations())
+	}
+	if err := d.Sense(context.Background(), dst); err != nil || !near(dst[0], 23.886211045078653) {
+		t.Fatalf("second Sense = %v, %v", dst[0], err)
+	}
+	if n, _, total := clk.Waits(); n != 3 || total != 3*443*time.Millisecond {
+		t.Errorf("waits %d totalling %v, want 3 integrations", n, total)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSaturated(t *testing.T) {
+	tests := []struct {
+		name     string
+		edit     func(*Opts)
+		ops      []i2ctest.IO
+		wantWait int
+	}{
+		// The full-scale counts are 65535 at 402 ms, 37177 at 101 ms and
+		// 5047 at 13.7 ms.
+		{"fixed 16x", func(o *Opts) { o.Gain = Gain16 }, reading(AddrFloat, 0x12, 65535, 100), 1},
+		{"CH1 saturates", func(o *Opts) { o.Gain = Gain1 }, reading(AddrFloat, 0x02, 60000, 65535), 1},
+		{"101ms", func(o *Opts) { o.Gain, o.IntegrationTime = Gain1, 101*time.Millisecond }, reading(AddrFloat, 0x01, 37177, 100), 1},
+		{"13.7ms", func(o *Opts) { o.Gain, o.IntegrationTime = Gain1, 13700*time.Microsecond }, reading(AddrFloat, 0x00, 5047, 100), 1},
+		{"auto saturates at 1x too", func(*Opts) {}, []i2ctest.IO{
+			opPowerUp(AddrFloat), opReadCtrl(AddrFloat, 0x03),
+			opTiming(AddrFloat, 0x12), opCH0(AddrFloat, 65535), opCH1(AddrFloat, 65535),
+			opTiming(AddrFloat, 0x02), opCH0(AddrFloat, 65535), opCH1(AddrFloat, 40000),
+			opPowerDown(AddrFloat),
+		}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOpts()
+			tt.edit(&o)
+			pb := &i2ctest.Playback{DontPanic: true, Ops: tt.ops}
+			clk := &i2cbustest.Clock{}
+			d, _ := New(pb, clk, o)
+			dst := []float64{-1}
+			err := d.Sense(context.Background(), dst)
+			if !errors.Is(err, ErrSaturated) || dst[0] != -1 {
+				t.Fatalf("Sense = %v, %v; want ErrSaturated and dst untouched", dst[0], err)
+			}
+			if n, _, _ := clk.Waits(); n != tt.wantWait {
+				t.Errorf("%d integrations, want %d", n, tt.wantWait)
+			}
+			if err := pb.Close(); err != nil {
+				t.Fatal(err) // the chip was powered down
+			}
+		})
+	}
+	// One count below full scale at 13.7 ms is a valid reading.
+	o := DefaultOpts()
+	o.Gain, o.IntegrationTime = Gain16, 13700*time.Microsecond
+	pb := &i2ctest.Playback{DontPanic: true, Ops: reading(AddrFloat, 0x10, 5046, 1000)}
+	d, _ := New(pb, &i2cbustest.Clock{}, o)
+	if err := d.Sense(context.Background(), make([]float64, 1)); err != nil {
+		t.Fatalf("5046 counts at 13.7 ms: %v", err)
+	}
+}
+
+func TestSenseErrors(t *testing.T) {
+	const a = AddrFloat
+	o16 := DefaultOpts()
+	o16.Gain = Gain16
+	t.Run("no device", func(t *testing.T) {
+		d, _ := New(&i2cbustest.FailBus{}, &i2cbustest.Clock{}, DefaultOpts())
+		err := d.Sense(context.Background(), make([]float64, 1))
+		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "tsl2561(failbus, 0x39): power up") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("another device", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{opPowerUp(a), opReadCtrl(a, 0x50), opPowerDown(a)}}
+		d, _ := New(pb, &i2cbustest.Clock{}, o16)
+		if err := d.Sense(context.Background(), make([]float64, 1)); !errors.Is(err, ErrNotTSL2561) {
+			t.Fatalf("Sense = %v", err)
+		}
+		if err := pb.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("CH1 read NACK", func(t *testing.T) {
+		ops := reading(a, 0x12, 1000, 200)
+		pb := &i2ctest.Playback{DontPanic: true, Ops: append(ops[:4:4], opPowerDown(a))}
+		d, _ := New(pb, &i2cbustest.Clock{}, o16)
+		err := d.Sense(context.Background(), make([]float64, 1))
+		if err == nil || !strings.Contains(err.Error(), "read channel register 0x0e") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("power down fails", func(t *testing.T) {
+		ops := reading(a, 0x12, 1000, 200)
+		pb := &i2ctest.Playback{DontPanic: true, Ops: ops[:5]}
+		d, _ := New(pb, &i2cbustest.Clock{}, o16)
+		err := d.Sense(context.Background(), make([]float64, 1))
+		if err == nil || !strings.Contains(err.Error(), "power down") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("cancelled wait reads nothing and powers down", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{opPowerUp(a), opReadCtrl(a, 0x03), opTiming(a, 0x12), opPowerDown(a)}}
+		d, _ := New(pb, &i2cbustest.Clock{Block: true}, o16)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := d.Sense(ctx, make([]float64, 1)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Sense = %v", err)
+		}
+		if err := pb.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("empty dst", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true}
+		d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
+		if err := d.Sense(context.Background(), nil); err == nil || pb.Count != 0 {
+			t.Fatalf("Sense = %v after %d ops", err, pb.Count)
+		}
+	})
+}
+
+func TestHaltPowersDown(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{opPowerDown(AddrLow)}}
+	o := DefaultOpts()
+	o.Address = AddrLow
+	d, _ := New(pb, &i2cbustest.Clock{}, o)
+	if err := d.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d, _ = New(&i2cbustest.FailBus{}, nil, DefaultOpts())
+	if err := d.Halt(); !errors.Is(err, i2cbustest.ErrBus) {
+		t.Fatalf("Halt on a dead bus = %v", err)
+	}
+}
+
+func TestSenseDoesNotAllocate(t *testing.T) {
+	ops := reading(AddrFloat, 0x12, 1000, 200)
+	pb := &i2ctest.Playback{DontPanic: true}
+	d, _ := New(i2cbus.NewBus("1", pb), &i2cbustest.Clock{}, DefaultOpts())
+	dst := make([]float64, 1)
+	allocs := testing.AllocsPerRun(50, func() {
+		pb.Ops, pb.Count = ops, 0
+		if err := d.Sense(context.Background(), dst); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
+	}
+}
+
+func FuzzOptsValidate(f *testing.F) {
+	f.Add("1", uint16(0x39), "auto", int64(402*time.Millisecond), "t")
+	f.Add("1", uint16(0x29), "1", int64(13700*time.Microsecond), "cs")
+	f.Add("", uint16(0x49), "16", int64(101*time.Millisecond), "t")
+	f.Add("1", uint16(0x7a), "x", int64(-1), "")
+	f.Fuzz(func(t *testing.T, bus string, addr uint16, gain string, it int64, pkg string) {
+		o := Opts{Opts: i2cbus.Opts{Bus: bus, Address: addr}, Gain: gain, IntegrationTime: time.Duration(it), Package: pkg}
+		err := o.Validate()
+		if err != nil {
+			var fe *sensors.FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("Validate() = %v, not a FieldError", err)
+			}
+			return
+		}
+		d, err := New(&i2cbustest.FailBus{}, nil, o)
+		if err != nil {
+			t.Fatalf("New rejected valid opts %+v: %v", o, err)
+		}
+		if d.t.wait <= o.IntegrationTime || d.t.clip == 0 {
+			t.Fatalf("timing %+v for %v", d.t, o.IntegrationTime)
+		}
+	})
+}
+
+func BenchmarkSense(b *testing.B) {
+	ops := reading(AddrFloat, 0x12, 1000, 200)
+	pb := &i2ctest.Playback{DontPanic: true}
+	d, _ := New(i2cbus.NewBus("1", pb), &i2cbustest.Clock{}, DefaultOpts())
+	dst := make([]float64, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		pb.Ops, pb.Count = ops, 0
+		if err := d.Sense(context.Background(), dst); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
