@@ -1,0 +1,366 @@
+package aht20
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/i2c"
+	"periph.io/x/conn/v3/i2c/i2ctest"
+
+	"github.com/edged/edged/drivers/i2cbus"
+	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
+	"github.com/edged/edged/drivers/sht3x"
+	"github.com/edged/edged/sensors"
+)
+
+// reading25C50 is a measurement of 25.00 °C and 50.00 %RH as datasheet
+// 5.4 step 4 (figure 11) lays it out: status 0x1C (idle, calibration
+// enabled), humidity 0x80000 (half of 2^20), temperature 0x60000 (75/200
+// of 2^20), then CRC-8 (poly 0x31, init 0xFF) over the six bytes.
+var reading25C50 = []byte{0x1C, 0x80, 0x00, 0x06, 0x00, 0x00, 0x4E}
+
+var (
+	status    = i2ctest.IO{Addr: Addr, R: []byte{0x18}}             // 5.4 step 1: calibrated, idle
+	statusRaw = i2ctest.IO{Addr: Addr, R: []byte{0x10}}             // 5.4 step 1: calibration bit clear
+	initCmd   = i2ctest.IO{Addr: Addr, W: []byte{0xBE, 0x08, 0x00}} // 5.4 step 1
+	trigger   = i2ctest.IO{Addr: Addr, W: []byte{0xAC, 0x33, 0x00}} // 5.4 step 2
+)
+
+func read(b []byte) i2ctest.IO { return i2ctest.IO{Addr: Addr, R: b} }
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+
+func TestConversion(t *testing.T) {
+	tests := []struct {
+		data        []byte
+		temp, humid float64
+	}{
+		{reading25C50[1:6], 25, 50},
+		{[]byte{0, 0, 0, 0, 0}, -50, 0},
+		{[]byte{0xFF, 0xFF, 0xFF, 0xFF, 0xFF}, 200*float64(0xFFFFF)/(1<<20) - 50, 100 * float64(0xFFFFF) / (1 << 20)},
+		{[]byte{0x66, 0x66, 0x65, 0xCC, 0xCD}, 200*float64(0x5CCCD)/(1<<20) - 50, 100 * float64(0x66666) / (1 << 20)},
+		{[]byte{0x00, 0x00, 0x0F, 0xFF, 0xFF}, 200*float64(0xFFFFF)/(1<<20) - 50, 0}, // the shared byte's low nibble is temperature
+		{[]byte{0x00, 0x00, 0xF0, 0x00, 0x00}, -50, 100 * 15.0 / (1 << 20)},          // and its high nibble humidity
+	}
+	for _, tt := range tests {
+		rh, tr := Raw(tt.data)
+		if got := Temperature(tr); !near(got, tt.temp) {
+			t.Errorf("% x: temperature %v, want %v", tt.data, got, tt.temp)
+		}
+		if got := Humidity(rh); !near(got, tt.humid) {
+			t.Errorf("% x: humidity %v, want %v", tt.data, got, tt.humid)
+		}
+	}
+}
+
+func TestOptsValidate(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*Opts)
+		field string
+	}{
+		{"default", func(*Opts) {}, ""},
+		{"wrong address", func(o *Opts) { o.Address = 0x39 }, "address"},
+		{"address out of range", func(o *Opts) { o.Address = 0x78 }, "address"},
+		{"no bus", func(o *Opts) { o.Bus = "" }, "bus"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOpts()
+			tt.edit(&o)
+			err := o.Validate()
+			var fe *sensors.FieldError
+			switch {
+			case tt.field == "" && err != nil:
+				t.Fatalf("Validate() = %v", err)
+			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
+				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
+			}
+			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
+				t.Fatalf("New() error = %v, want error: %v", err, tt.field != "")
+			}
+		})
+	}
+}
+
+func TestOptsI2CAddrAndQuantities(t *testing.T) {
+	o := DefaultOpts()
+	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x38 {
+		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
+	}
+	q := o.Quantities()
+	if len(q) != 2 || q[0] != sensors.Temperature || q[1] != sensors.Humidity {
+		t.Errorf("Quantities() = %v", q)
+	}
+}
+
+func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock) *Dev {
+	t.Helper()
+	d, err := New(bus, clk, DefaultOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func sense(t *testing.T, d *Dev) ([]float64, error) {
+	t.Helper()
+	dst := []float64{math.NaN(), math.NaN()}
+	err := d.Sense(context.Background(), dst)
+	return dst, err
+}
+
+// TestSense walks datasheet 5.4: status check once, then trigger, 80 ms,
+// read; the second reading skips the status check.
+func TestSense(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+		status, trigger, read(reading25C50),
+		trigger, read(reading25C50),
+	}}
+	clk := &i2cbustest.Clock{}
+	d := newDev(t, i2cbus.NewBus("1", pb), clk)
+	if got := d.String(); got != "aht20(i2c 1, 0x38)" {
+		t.Errorf("String() = %q", got)
+	}
+	for i := range 2 {
+		dst, err := sense(t, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !near(dst[0], 25) || !near(dst[1], 50) {
+			t.Errorf("reading %d: %v °C, %v %%RH; want 25, 50", i, dst[0], dst[1])
+		}
+	}
+	if n, last, total := clk.Waits(); n != 2 || last != 80*time.Millisecond || total != 160*time.Millisecond {
+		t.Errorf("waits %d, last %v, total %v; want 2 of 80ms", n, last, total)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSenseInitialises: a sensor whose calibration bit is clear gets the
+// initialisation command and 10 ms before the first trigger (5.4 step 1).
+func TestSenseInitialises(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{statusRaw, initCmd, trigger, read(reading25C50)}}
+	clk := &i2cbustest.Clock{}
+	d := newDev(t, pb, clk)
+	if _, err := sense(t, d); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, total := clk.Waits(); n != 2 || total != 90*time.Millisecond {
+		t.Errorf("waits %d, total %v; want 10ms then 80ms", n, total)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSensePollsBusy: while status bit 7 is set the sensor is measuring
+// (5.3, table 10); Sense polls every 10 ms, a bounded number of times.
+func TestSensePollsBusy(t *testing.T) {
+	busy := []byte{0x9C, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF} // data and CRC are meaningless while busy
+	t.Run("ready on the second poll", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger, read(busy), read(busy), read(reading25C50)}}
+		clk := &i2cbustest.Clock{}
+		d := newDev(t, pb, clk)
+		dst, err := sense(t, d)
+		if err != nil || !near(dst[0], 25) {
+			t.Fatalf("Sense = %v, %v", dst, err)
+		}
+		if n, last, total := clk.Waits(); n != 3 || last != 10*time.Millisecond || total != 100*time.Millisecond {
+			t.Errorf("waits %d, last %v, total %v", n, last, total)
+		}
+		if err := pb.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("stays busy", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger, read(busy), read(busy), read(busy), read(busy)}}
+		d := newDev(t, pb, &i2cbustest.Clock{})
+		dst, err := sense(t, d)
+		if !errors.Is(err, ErrBusy) || !math.IsNaN(dst[0]) {
+			t.Fatalf("Sense = %v, %v; want ErrBusy", dst, err)
+		}
+		if err := pb.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestSenseCRCFailure(t *testing.T) {
+	bad := append([]byte(nil), reading25C50...)
+	bad[3] ^= 0x01 // a flipped temperature bit, checksum unchanged
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger, read(bad)}}
+	d := newDev(t, pb, &i2cbustest.Clock{})
+	dst, err := sense(t, d)
+	if !errors.Is(err, ErrCRC) || !math.IsNaN(dst[0]) || !math.IsNaN(dst[1]) {
+		t.Fatalf("Sense = %v, %v; want ErrCRC and dst untouched", dst, err)
+	}
+	if d.CRCErrors() != 1 {
+		t.Errorf("CRCErrors() = %d", d.CRCErrors())
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSenseLostCalibration: a reading whose calibration bit is clear (the
+// sensor was reset by a supply glitch) is refused, and the next Sense
+// initialises the sensor again.
+func TestSenseLostCalibration(t *testing.T) {
+	reset := []byte{0x14, 0x80, 0x00, 0x06, 0x00, 0x00, 0x94} // status 0x14: bit 3 clear; valid CRC
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+		status, trigger, read(reset),
+		statusRaw, initCmd, trigger, read(reading25C50),
+	}}
+	d := newDev(t, pb, &i2cbustest.Clock{})
+	if _, err := sense(t, d); !errors.Is(err, ErrNotCalibrated) {
+		t.Fatalf("Sense = %v, want ErrNotCalibrated", err)
+	}
+	if dst, err := sense(t, d); err != nil || !near(dst[1], 50) {
+		t.Fatalf("Sense after re-initialising = %v, %v", dst, err)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSenseBusErrors(t *testing.T) {
+	t.Run("no device", func(t *testing.T) {
+		d := newDev(t, i2cbus.NewBus("1", &i2cbustest.FailBus{}), &i2cbustest.Clock{})
+		_, err := sense(t, d)
+		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "read status") || !strings.Contains(err.Error(), "aht20(i2c 1, 0x38)") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("read NACK", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger}}
+		d := newDev(t, pb, &i2cbustest.Clock{})
+		if _, err := sense(t, d); err == nil || !strings.Contains(err.Error(), "read measurement") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("trigger NACK", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status}}
+		d := newDev(t, pb, &i2cbustest.Clock{})
+		if _, err := sense(t, d); err == nil || !strings.Contains(err.Error(), "trigger measurement") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("short dst", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true}
+		d := newDev(t, pb, &i2cbustest.Clock{})
+		if err := d.Sense(context.Background(), make([]float64, 1)); err == nil || pb.Count != 0 {
+			t.Fatalf("Sense with a one-element dst = %v after %d ops", err, pb.Count)
+		}
+	})
+}
+
+func TestSenseHonoursContext(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger}}
+	d := newDev(t, pb, &i2cbustest.Clock{Block: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.Sense(ctx, make([]float64, 2)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Sense = %v, want context.Canceled", err)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatalf("no read must follow a cancelled wait: %v", err)
+	}
+}
+
+func TestHaltSendsNothing(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true}
+	d := newDev(t, pb, &i2cbustest.Clock{})
+	if err := d.Halt(); err != nil || pb.Count != 0 {
+		t.Fatalf("Halt = %v after %d ops", err, pb.Count)
+	}
+}
+
+// loopBus replays the ops of a Playback forever, for allocation checks and
+// benchmarks that need more readings than a script holds.
+type loopBus struct{ i2ctest.Playback }
+
+func (b *loopBus) Tx(addr uint16, w, r []byte) error {
+	b.Lock()
+	if b.Count == len(b.Ops) {
+		b.Count = 0
+	}
+	b.Unlock()
+	return b.Playback.Tx(addr, w, r)
+}
+
+// warmDev returns an AHT20 past its first Sense (the status check) on a
+// bus that replays the steady trigger-and-read cycle.
+func warmDev(t testing.TB) *Dev {
+	lb := &loopBus{i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger, read(reading25C50)}}}
+	d := newDev(t, i2cbus.NewBus("1", lb), &i2cbustest.Clock{})
+	if err := d.Sense(context.Background(), make([]float64, 2)); err != nil {
+		t.Fatal(err)
+	}
+	lb.Lock()
+	lb.Ops, lb.Count = lb.Ops[1:], 0
+	lb.Unlock()
+	return d
+}
+
+func TestSenseDoesNotAllocate(t *testing.T) {
+	d := warmDev(t)
+	dst := make([]float64, 2)
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := d.Sense(ctx, dst); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
+	}
+}
+
+func BenchmarkSense(b *testing.B) {
+	d := warmDev(b)
+	dst := make([]float64, 2)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.Sense(ctx, dst); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// FuzzSense feeds arbitrary replies: Sense must never panic, and must
+// succeed exactly when the sensor is idle, calibrated and the checksum is
+// right, with values inside the sensor's scale.
+func FuzzSense(f *testing.F) {
+	f.Add(reading25C50)
+	f.Add([]byte{0x1C, 0, 0, 0, 0, 0, 0x58})
+	f.Add([]byte{0x1C, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7A})
+	f.Add([]byte{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}) // a floating bus: busy forever
+	f.Fuzz(func(t *testing.T, reply []byte) {
+		if len(reply) != 7 {
+			return
+		}
+		ops := []i2ctest.IO{status, trigger}
+		for range maxPolls + 1 {
+			ops = append(ops, read(reply))
+		}
+		pb := &i2ctest.Playback{DontPanic: true, Ops: ops}
+		d := newDev(t, pb, &i2cbustest.Clock{})
+		dst := make([]float64, 2)
+		err := d.Sense(context.Background(), dst)
+		good := reply[0]&statusBusy == 0 && reply[0]&statusCalibrated != 0 && sht3x.CRC8(reply[:6]) == reply[6]
+		if good != (err == nil) {
+			t.Fatalf("reply % x: good %v, Sense error %v", reply, good, err)
+		}
+		if err == nil && (dst[0] < -50 || dst[0] >= 150 || dst[1] < 0 || dst[1] >= 100) {
+			t.Fatalf("reply % x: out of scale %v", reply, dst)
+		}
+	})
+}
