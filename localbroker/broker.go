@@ -54,6 +54,7 @@ type Broker struct {
 	ws   *wsListener
 	// inline is mochi's in-process client, for publishes with properties.
 	inline *mqtt.Client
+	access *access
 
 	mu      sync.RWMutex
 	capture Capturer
@@ -84,15 +85,16 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 		SysTopicResendInterval: int64(opts.SysInterval.Seconds()),
 		// mochi logs every hook and listener at info; keep its voice
 		// down to warnings unless we are debugging.
-		Logger: slog.New(minLevel{log.Handler(), slog.LevelWarn}).With("component", "mochi"),
+		Logger: slog.New(minLevel{log.Handler(), slog.LevelWarn}).With("library", "mochi"),
 	})
 	b := &Broker{opts: opts, log: log, srv: srv}
 	b.inline, _ = srv.Clients.Get(mqtt.InlineClientId)
-	if err := srv.AddHook(&access{
+	b.access = &access{
 		allowAnonymous: opts.AllowAnonymous,
 		role:           opts.AnonymousRole,
 		prefix:         strings.TrimSuffix(prefix, "/") + "/",
-	}, nil); err != nil {
+	}
+	if err := srv.AddHook(b.access, nil); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
 	if err := srv.AddHook(&captureHook{b: b}, nil); err != nil {
@@ -118,19 +120,19 @@ func (b *Broker) Start() error {
 	if b.opts.MQTT != "" {
 		b.tcp = newTCPListener("mqtt", b.opts.MQTT)
 		if err := b.srv.AddListener(b.tcp); err != nil {
-			b.srv.Close()
+			b.Close()
 			return fmt.Errorf("localbroker: mqtt listener %s: %w", b.opts.MQTT, err)
 		}
 	}
 	if b.opts.WebSocket != "" {
 		b.ws = newWSListener("websocket", b.opts.WebSocket, b.opts.WebSocketOrigins)
 		if err := b.srv.AddListener(b.ws); err != nil {
-			b.srv.Close()
+			b.Close()
 			return fmt.Errorf("localbroker: websocket listener %s: %w", b.opts.WebSocket, err)
 		}
 	}
 	if err := b.srv.Serve(); err != nil {
-		b.srv.Close()
+		b.Close()
 		return fmt.Errorf("localbroker: %w", err)
 	}
 	b.log.Info("broker listening", "mqtt", b.MQTTAddr(), "websocket", b.WebSocketAddr(),
@@ -199,29 +201,39 @@ func (b *Broker) Subscribe(filter string, id int, fn func(Inbound)) error {
 	})
 }
 
-// Reply publishes an MQTT 5 response (not retained, not captured for the
-// uplink) to topic with the request's correlation data.
-func (b *Broker) Reply(topic string, correlation, payload []byte) error {
+// ErrReplyNotAllowed is returned by Reply when the requester could not
+// publish to its own response topic: a reply must not let a client write
+// where the access rules would stop it (the gateway's topics, $SYS).
+var ErrReplyNotAllowed = errors.New("localbroker: the requester may not publish to its response topic")
+
+// Reply publishes an MQTT 5 response to req's response topic with its
+// correlation data (not retained, not captured for the uplink), if the
+// requester itself may publish there.
+func (b *Broker) Reply(req Inbound, payload []byte) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if b.closed {
 		return ErrClosed
 	}
+	topic := req.ResponseTopic
 	if !validPublishTopic(topic) {
 		return fmt.Errorf("localbroker: reply to invalid response topic %q", topic)
+	}
+	if !b.access.mayPublish(req.Client, topic) {
+		return fmt.Errorf("%w (%s to %q)", ErrReplyNotAllowed, req.Client, topic)
 	}
 	return b.srv.InjectPacket(b.inline, packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 		TopicName:   topic,
 		Payload:     payload,
-		Properties:  packets.Properties{CorrelationData: correlation},
+		Properties:  packets.Properties{CorrelationData: req.CorrelationData},
 		PacketID:    1, // the inline client's packets are not acknowledged; an id keeps them valid
 	})
 }
 
-// validPublishTopic rejects empty topics and wildcards.
+// validPublishTopic rejects empty topics, wildcards and $ topics.
 func validPublishTopic(t string) bool {
-	return t != "" && !strings.ContainsAny(t, "+#\x00")
+	return t != "" && t[0] != '$' && !strings.ContainsAny(t, "+#\x00")
 }
 
 // Close disconnects every client and stops the listeners. It is safe to

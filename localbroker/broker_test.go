@@ -316,6 +316,7 @@ func TestWebSocketOrigin(t *testing.T) {
 		{"http://127.0.0.1:9999", true}, // a page from the broker's own host
 		{"http://dash.lan:3000", true},  // listed
 		{"http://evil.example", false},
+		{"http://localhost:8080", true}, // loopback listener: localhost is this machine
 	} {
 		conn, resp, err := dialWS(t, b, tt.origin)
 		if tt.ok != (err == nil) {
@@ -327,6 +328,31 @@ func TestWebSocketOrigin(t *testing.T) {
 		if conn != nil {
 			conn.Close()
 		}
+	}
+}
+
+// A DNS-rebinding page sends a Host header naming its own domain, which
+// resolves to the gateway; the Origin check must not trust Host.
+func TestWebSocketOriginIgnoresHostHeader(t *testing.T) {
+	b := startBroker(t, nil)
+	req, err := http.NewRequest("GET", "http://"+b.WebSocketAddr()+"/mqtt", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "evil.example"
+	req.Header.Set("Origin", "http://evil.example")
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	req.Header.Set("Sec-WebSocket-Protocol", "mqtt")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("rebinding request: status %d, want 403", resp.StatusCode)
 	}
 }
 
@@ -344,6 +370,11 @@ func TestStartFailsOnBusyAddress(t *testing.T) {
 	}
 	if err := b.Start(); err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
 		t.Fatalf("Start on a busy port: %v", err)
+	}
+	// Regression: a failed Start closed mochi, and the owner's Close
+	// closed it again: panic (close of closed channel).
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -381,14 +412,30 @@ func TestSubscribeAndReplyCarryRequestResponseProperties(t *testing.T) {
 	if req.Topic != prefix+"/control/heat/set" || string(req.Payload) != `{"setpoint":21}` || req.ResponseTopic != "app/replies" || string(req.CorrelationData) != "req-1" || req.Client != "app" {
 		t.Fatalf("request %+v", req)
 	}
-	if err := b.Reply(req.ResponseTopic, req.CorrelationData, []byte(`{"ok":true}`)); err != nil {
+	if err := b.Reply(req, []byte(`{"ok":true}`)); err != nil {
 		t.Fatal(err)
 	}
 	m := c.next(t)
 	if m.Topic != "app/replies" || string(m.Payload) != `{"ok":true}` || m.Properties == nil || string(m.Properties.CorrelationData) != "req-1" {
 		t.Fatalf("reply %s %q %+v", m.Topic, m.Payload, m.Properties)
 	}
-	if err := b.Reply("bad/#", nil, nil); err == nil {
-		t.Fatal("reply to a wildcard topic accepted")
+	for _, topic := range []string{"bad/#", "$SYS/x", ""} {
+		if err := b.Reply(Inbound{ResponseTopic: topic, Client: "app"}, nil); err == nil {
+			t.Errorf("reply to %q accepted", topic)
+		}
 	}
+}
+
+// Regression: Reply published through the in-process client, which mochi
+// exempts from the ACL, so an operator could get a reply written to a
+// gateway topic it may not publish to by naming it as response topic.
+func TestReplyObeysTheRequestersRights(t *testing.T) {
+	b := startBroker(t, func(o *Opts) { o.AnonymousRole = RoleOperator })
+	sub := connect(t, dialTCP(t, b), "watcher")
+	sub.subscribe(t, prefix+"/status")
+	err := b.Reply(Inbound{ResponseTopic: prefix + "/status", Client: "app"}, []byte(`{"error":"x"}`))
+	if !errors.Is(err, ErrReplyNotAllowed) {
+		t.Fatalf("reply to a gateway topic: %v, want ErrReplyNotAllowed", err)
+	}
+	sub.none(t, 100*time.Millisecond)
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -85,10 +86,12 @@ type wsListener struct {
 	id, addr string
 	// origins that may connect besides same-host pages; "*" allows any.
 	origins []string
-	ln      net.Listener
-	srv     *http.Server
-	log     *slog.Logger
-	up      websocket.Upgrader
+	// selfHosts are the Origin host names that count as this machine.
+	selfHosts map[string]struct{}
+	ln        net.Listener
+	srv       *http.Server
+	log       *slog.Logger
+	up        websocket.Upgrader
 
 	establish listeners.EstablishFn
 }
@@ -106,9 +109,10 @@ func newWSListener(id, addr string, origins []string) *wsListener {
 	return l
 }
 
-// checkOrigin admits requests without an Origin (non-browser clients),
-// pages served from the same host name as the broker, and the configured
-// origins.
+// checkOrigin admits requests without an Origin (programs, not pages),
+// pages served from one of this listener's own addresses or this
+// machine's names, and the configured origins. It never trusts the
+// request's Host header: a DNS-rebinding page controls it.
 func (l *wsListener) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
@@ -123,11 +127,48 @@ func (l *wsListener) checkOrigin(r *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	host, _, err := net.SplitHostPort(r.Host)
-	if err != nil {
-		host = r.Host
+	_, ok := l.selfHosts[strings.ToLower(u.Hostname())]
+	return ok
+}
+
+// ownHosts lists the host names and addresses under which a page on this
+// machine can reach a listener bound to addr: the bound IP itself, or
+// every interface address when bound to all of them, plus the machine's
+// names (hostname and hostname.local for mDNS) unless bound to loopback
+// only, and "localhost" when loopback is reachable.
+func ownHosts(addr net.Addr) map[string]struct{} {
+	hosts := map[string]struct{}{}
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return hosts
 	}
-	return strings.EqualFold(u.Hostname(), host)
+	var ips []net.IP
+	if tcp.IP.IsUnspecified() {
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok {
+					ips = append(ips, n.IP)
+				}
+			}
+		}
+	} else {
+		ips = append(ips, tcp.IP)
+	}
+	loopbackOnly := true
+	for _, ip := range ips {
+		hosts[strings.ToLower(ip.String())] = struct{}{}
+		if ip.IsLoopback() {
+			hosts["localhost"] = struct{}{}
+		} else {
+			loopbackOnly = false
+		}
+	}
+	if name, err := os.Hostname(); err == nil && name != "" && !loopbackOnly {
+		name = strings.ToLower(name)
+		hosts[name] = struct{}{}
+		hosts[name+".local"] = struct{}{}
+	}
+	return hosts
 }
 
 func (l *wsListener) Init(log *slog.Logger) error {
@@ -136,6 +177,7 @@ func (l *wsListener) Init(log *slog.Logger) error {
 		return err
 	}
 	l.ln, l.log = ln, log
+	l.selfHosts = ownHosts(ln.Addr())
 	l.srv = &http.Server{
 		Handler:           http.HandlerFunc(l.handle),
 		ReadHeaderTimeout: 10 * time.Second,

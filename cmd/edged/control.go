@@ -25,7 +25,7 @@ func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) erro
 	loops := map[string]*control.Loop{}
 	for _, c := range cfg.Controllers {
 		l, err := control.New(c, d.actuators[c.Output], sensors.SystemClock, d.broker,
-			cfg.Device.TopicPrefix, cfg.StateDir, d.log.With("component", "control", "controller", c.ID))
+			cfg.Device.TopicPrefix, cfg.StateDir, d.log) // the loop adds component and controller
 		if err != nil {
 			return err
 		}
@@ -85,7 +85,7 @@ func (d *daemon) command(l *control.Loop, id string, m localbroker.Inbound) {
 		}
 	}
 	if m.ResponseTopic != "" {
-		if err := d.broker.Reply(m.ResponseTopic, m.CorrelationData, reply); err != nil {
+		if err := d.broker.Reply(m, reply); err != nil {
 			d.log.Warn("control reply failed", "controller", id, "response_topic", m.ResponseTopic, "error", err)
 		}
 	}
