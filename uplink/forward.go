@@ -332,7 +332,6 @@ type sender struct {
 	nextPID     uint16
 	outstanding int // QoS 1 messages awaiting PUBACK
 	props       [4]packets.User
-	seqBuf      []byte
 }
 
 func (s *sender) flush(ka time.Duration) error {

@@ -11,7 +11,9 @@
 //
 // Layout: segments named <20-digit first seq>.wal, each with a header
 // (magic, version, epoch, first seq), records framed as len | crc32c | time
-// | body, and a small "ack" marker file holding the acknowledged prefix.
+// | body, and a small "ack" marker file holding the acknowledged prefix
+// (fsynced, lazily) beside "ack.live" (rewritten without fsync after every
+// ack batch, so a process crash redelivers only what was in flight).
 // One writer goroutine batches concurrent Appends into one write and one
 // fsync (group commit). Space is reclaimed by deleting whole segments;
 // data is never rewritten.
