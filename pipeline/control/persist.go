@@ -117,13 +117,15 @@ func (l *Loop) restore() {
 		l.mode, l.modeSet = p.Mode, true
 		l.log.Info("mode restored from state file", "mode", l.mode)
 	case ModeManual:
-		l.mode, l.modeSet = p.Mode, true
+		// A fixed output that nobody watches must not come back by itself
+		// after a reboot (a heater stuck on overnight): start off, and
+		// keep the saved output so the operator can see what it was.
+		l.mode, l.modeSet = ModeOff, true
 		if p.Output != nil && *p.Output >= 0 && *p.Output <= 1 && !math.IsNaN(*p.Output) {
 			l.manual = *p.Output
-		} else {
-			l.log.Warn("saved manual output missing or out of range; manual output starts at 0", "path", l.statePath)
 		}
-		l.log.Info("mode restored from state file", "mode", l.mode, "output", l.manual)
+		l.log.Warn("the saved mode was manual; starting in mode off instead: send {\"mode\":\"manual\"} or {\"mode\":\"auto\"} to resume",
+			"path", l.statePath, "saved_output", l.manual)
 	default:
 		l.log.Warn("ignoring saved mode", "path", l.statePath, "mode", p.Mode)
 	}
