@@ -31,6 +31,14 @@ var (
 	buildErr  error
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 // edgedBinary builds cmd/edged once per test run.
 func edgedBinary(t *testing.T) string {
 	t.Helper()
@@ -91,12 +99,11 @@ func simConfig(t *testing.T) (path, mqttAddr, wsAddr, httpAddr string) {
 	dir := t.TempDir()
 	s := string(data)
 	for old, repl := range map[string]string{
-		"127.0.0.1:1883":      mqttAddr,
-		"127.0.0.1:8083":      wsAddr,
-		"127.0.0.1:8080":      httpAddr,
-		"state_dir: ./state":  "state_dir: " + filepath.Join(dir, "state"),
-		"error_rate: 0.01":    "error_rate: 0",
-		"offline_after: 3   ": "offline_after: 3   ",
+		"127.0.0.1:1883":     mqttAddr,
+		"127.0.0.1:8083":     wsAddr,
+		"127.0.0.1:8080":     httpAddr,
+		"state_dir: ./state": "state_dir: " + filepath.Join(dir, "state"),
+		"error_rate: 0.01":   "error_rate: 0",
 	} {
 		if !strings.Contains(s, old) {
 			t.Fatalf("sim.yaml no longer contains %q; update the test", old)
@@ -392,10 +399,35 @@ sensors:
 			}
 		}
 	}
-	// Nothing was left listening.
-	if c, err := net.DialTimeout("tcp", port, 200*time.Millisecond); err == nil {
+}
+
+// Regression: with the MQTT port taken (a Pi already running Mosquitto),
+// edged panicked closing the broker twice and never halted the outputs.
+func TestBusyPortFailsCleanlyIntegration(t *testing.T) {
+	bin := edgedBinary(t)
+	cfg, mqttAddr, wsAddr, _ := simConfig(t)
+	taken, err := net.Listen("tcp", mqttAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	out, err := exec.Command(bin, "run", "-c", cfg).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("edged run with a busy port: %v, want exit 1\n%s", err, out)
+	}
+	for _, want := range []string{"not started", mqttAddr, "address already in use"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "panic") {
+		t.Errorf("edged panicked:\n%s", out)
+	}
+	// Nothing it opened is left listening.
+	if c, err := net.DialTimeout("tcp", wsAddr, 200*time.Millisecond); err == nil {
 		c.Close()
-		t.Fatal("a listener is up after a refused start")
+		t.Error("the WebSocket listener is still up after a failed start")
 	}
 }
 

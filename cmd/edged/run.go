@@ -42,6 +42,12 @@ func cmdRun(args []string, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
 	log.Info("starting", "version", buildVersion(), "config", path, "device", cfg.Device.ID, "prefix", cfg.Device.TopicPrefix)
 
+	// Signals are caught from here on, so a stop request during start-up
+	// is served by the clean stop below once start returns.
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sig)
+
 	d, err := start(cfg, log)
 	if err != nil {
 		log.Error("not started", "error", err)
@@ -49,9 +55,6 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 	sdNotify("READY=1")
 
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sig)
 	for s := range sig {
 		if s == syscall.SIGHUP {
 			// Reloading in place is not built yet; say so rather than
@@ -67,6 +70,16 @@ func cmdRun(args []string, stderr io.Writer) error {
 		break
 	}
 	sdNotify("STOPPING=1")
+	go func() {
+		// A second SIGTERM/SIGINT means "now": outputs safe, then exit.
+		for s := range sig {
+			if s != syscall.SIGHUP {
+				log.Error("second stop signal: exiting at once", "signal", s.String())
+				_ = d.haltActuators()
+				os.Exit(1)
+			}
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), stopBudget)
 	defer cancel()
 	if err := d.stop(ctx); err != nil {
@@ -194,26 +207,33 @@ func (d *daemon) abort() {
 	_ = d.closeDevices()
 }
 
-// stop stops sampling, puts the outputs in their safe state, tells the
-// LAN the gateway is offline and closes the broker, within ctx.
+// stop stops sampling and the loops, puts the outputs in their safe
+// state, tells the LAN the gateway is offline, closes the broker and
+// flushes the uplink, within ctx. The outputs go safe before anything
+// network-related, so a slow broker or cloud never delays them.
 func (d *daemon) stop(ctx context.Context) error {
+	var errs []error
+	// Sampling, the loops and HTTP get most of the budget; the rest is
+	// kept for the steps below, which must happen even if a driver hangs.
+	waitCtx, cancel := context.WithTimeout(ctx, stopWaitBudget)
+	defer cancel()
 	done := make(chan struct{})
 	go func() {
 		d.cancel()
 		if d.http != nil {
-			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			_ = d.http.Shutdown(sctx)
-			cancel()
+			_ = d.http.Shutdown(waitCtx)
 		}
 		d.wg.Wait()
 		close(done)
 	}()
-	var errs []error
 	select {
 	case <-done:
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("sampling did not stop in time (a driver is stuck): %w", ctx.Err()))
+	case <-waitCtx.Done():
+		errs = append(errs, fmt.Errorf("sampling did not stop in time (a driver is stuck): %w", waitCtx.Err()))
 	}
+	// Halted actuators refuse any late Set from a loop that is still
+	// winding down, so the safe state sticks.
+	errs = append(errs, d.haltActuators())
 	if err := d.pipe.Status(false); err != nil {
 		errs = append(errs, fmt.Errorf("publish status offline: %w", err))
 	}
@@ -222,19 +242,36 @@ func (d *daemon) stop(ctx context.Context) error {
 	time.Sleep(100 * time.Millisecond)
 	errs = append(errs, d.broker.Close())
 	errs = append(errs, closeUplink(ctx, d.uplink))
-	errs = append(errs, d.closeDevices())
+	errs = append(errs, d.haltSensors())
 	return errors.Join(errs...)
 }
+
+// stopWaitBudget is how long stop waits for sampling and the loops to end
+// before it halts the outputs regardless; the rest of stopBudget is for
+// the broker and the uplink.
+const stopWaitBudget = 5 * time.Second
 
 // closeDevices puts every actuator in its safe state and halts every
 // device.
 func (d *daemon) closeDevices() error {
+	return errors.Join(d.haltActuators(), d.haltSensors())
+}
+
+// haltActuators puts every actuator in its safe state and releases it.
+// It is safe to call more than once.
+func (d *daemon) haltActuators() error {
 	var errs []error
 	for id, a := range d.actuators {
 		if err := a.Halt(); err != nil {
 			errs = append(errs, fmt.Errorf("actuator %q: %w", id, err))
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// haltSensors halts the sensors and releases shared resources (buses).
+func (d *daemon) haltSensors() error {
+	var errs []error
 	for _, s := range d.sensors {
 		if err := s.Halt(); err != nil {
 			errs = append(errs, fmt.Errorf("sensor %s: %w", s, err))
