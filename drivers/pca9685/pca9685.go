@@ -79,11 +79,12 @@ const DefaultFrequency = 200
 
 // Opts are the pca9685 keys of an actuator's YAML block.
 //
-// They deliberately have no I2CAddr method: the config loader's "one
-// device per bus and address" check would refuse the second channel of
-// a chip. Two actuators on one channel are refused when they open.
+// The bus and address keys sit in a named field, not an embedded one, so
+// that Opts has no I2CAddr method: the config loader's "one device per bus
+// and address" check would refuse the second channel of a chip. Two
+// actuators on one channel are refused when they open.
 type Opts struct {
-	i2cbus.Opts `yaml:",inline"`
+	I2C i2cbus.Opts `yaml:",inline"`
 	// Channel is the output, 0..15 (LED0..LED15, the board's PWM pins).
 	Channel int `yaml:"channel"`
 	// Frequency is the chip-wide PWM frequency in Hz, 24..1526; every
@@ -97,12 +98,12 @@ type Opts struct {
 
 // DefaultOpts returns bus "1", address 0x40, channel 0, 200 Hz, safe off.
 func DefaultOpts() Opts {
-	return Opts{Opts: i2cbus.DefaultOpts(Addr), Frequency: DefaultFrequency, SafeState: Off}
+	return Opts{I2C: i2cbus.DefaultOpts(Addr), Frequency: DefaultFrequency, SafeState: Off}
 }
 
 // Validate checks the options; errors are *sensors.FieldError naming the key.
 func (o *Opts) Validate() error {
-	if err := o.Opts.Validate(); err != nil {
+	if err := o.I2C.Validate(); err != nil {
 		return err
 	}
 	if o.Channel < 0 || o.Channel >= Channels {

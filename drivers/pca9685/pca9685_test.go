@@ -91,14 +91,14 @@ func TestOptsValidate(t *testing.T) {
 		{"last channel", func(o *Opts) { o.Channel = 15 }, ""},
 		{"servo rate", func(o *Opts) { o.Frequency = 50 }, ""},
 		{"safe on", func(o *Opts) { o.SafeState = On }, ""},
-		{"all address pins high", func(o *Opts) { o.Address = 0x7F }, "address"},
+		{"all address pins high", func(o *Opts) { o.I2C.Address = 0x7F }, "address"},
 		{"channel 16", func(o *Opts) { o.Channel = 16 }, "channel"},
 		{"negative channel", func(o *Opts) { o.Channel = -1 }, "channel"},
 		{"too fast", func(o *Opts) { o.Frequency = 25000 }, "frequency"},
 		{"too slow", func(o *Opts) { o.Frequency = 10 }, "frequency"},
 		{"no frequency", func(o *Opts) { o.Frequency = 0 }, "frequency"},
 		{"safe state", func(o *Opts) { o.SafeState = "half" }, "safe_state"},
-		{"bus", func(o *Opts) { o.Bus = "" }, "bus"},
+		{"bus", func(o *Opts) { o.I2C.Bus = "" }, "bus"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,7 +137,7 @@ func TestChipStartAndChannels(t *testing.T) {
 		t.Errorf("waited %d times, last %v; want once, 500µs (7.3.1 oscillator start-up)", n, last)
 	}
 	o := DefaultOpts()
-	o.Address, o.Channel = 0x41, 3
+	o.I2C.Address, o.Channel = 0x41, 3
 	heater, err := c.Channel("heater", o)
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +325,7 @@ func FuzzOptsValidate(f *testing.F) {
 	f.Add("", uint16(0x41), -1, 23.7, "half")
 	f.Add("I2C1", uint16(0x70), 15, 50.0, "on")
 	f.Fuzz(func(t *testing.T, bus string, addr uint16, ch int, hz float64, safe string) {
-		o := Opts{Opts: i2cbus.Opts{Bus: bus, Address: addr}, Channel: ch, Frequency: hz, SafeState: safe}
+		o := Opts{I2C: i2cbus.Opts{Bus: bus, Address: addr}, Channel: ch, Frequency: hz, SafeState: safe}
 		err := o.Validate()
 		if err != nil {
 			var fe *sensors.FieldError
