@@ -24,6 +24,7 @@ Usage:
   edged validate -c FILE          check a config; print every problem as FILE:LINE:COL: message
   edged read -c FILE SENSOR_ID    open one sensor and print one reading (wiring check)
   edged buffer stat -c FILE       show the uplink backlog on disk (works while the daemon runs)
+  edged i2c scan [--bus NAME]     probe I2C addresses like i2cdetect and name known devices (bus "1")
   edged drivers                   list the driver names a config can use
   edged version                   print the version
 
@@ -63,6 +64,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdRead(rest, stdout, stderr)
 	case "buffer":
 		err = cmdBuffer(rest, stdout, stderr)
+	case "i2c":
+		err = cmdI2C(rest, stdout, stderr)
 	case "drivers":
 		cmdDrivers(stdout)
 	case "version", "-version", "--version":
