@@ -1,0 +1,398 @@
+package ads1x15
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/i2c/i2ctest"
+
+	"github.com/edged/edged/drivers/i2cbus"
+	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
+	"github.com/edged/edged/sensors"
+)
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(1, math.Abs(b)) }
+
+// Traffic (datasheet "Writing To and Reading From the Registers"): a
+// config write is the pointer 0x01 and the word MSB first; a read is the
+// pointer, a repeated start and two bytes MSB first.
+func writeConfig(a uint16, c uint16) i2ctest.IO {
+	return i2ctest.IO{Addr: a, W: []byte{0x01, byte(c >> 8), byte(c)}}
+}
+
+func readReg(a uint16, reg byte, v uint16) i2ctest.IO {
+	return i2ctest.IO{Addr: a, W: []byte{reg}, R: []byte{byte(v >> 8), byte(v)}}
+}
+
+// conversion is one single-shot conversion that is done after the first
+// wait: start, OS bit set on the config read-back, result.
+func conversion(a uint16, c uint16, result uint16) []i2ctest.IO {
+	return []i2ctest.IO{writeConfig(a, c), readReg(a, 0x01, c), readReg(a, 0x00, result)}
+}
+
+// TestConfig pins the config words against the datasheet's "Config
+// Register Field Descriptions": OS 15, MUX 14:12 (1xx = AINx vs GND),
+// PGA 11:9, MODE 8 (1 = single-shot), DR 7:5, COMP_QUE 1:0 (11 = off).
+func TestConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Opts)
+		want uint16
+	}{
+		// 1 100 001 1 100 00011: AIN0, ±4.096 V, 128 SPS.
+		{"default", func(*Opts) {}, 0xC383},
+		// 1 111 010 1 100 00011: AIN3, ±2.048 V, ADS1015 1600 SPS.
+		{"ads1015 AIN3", func(o *Opts) { o.Chip, o.Channel, o.Gain, o.DataRate = ADS1015, 3, 2.048, 1600 }, 0xF583},
+		// 1 101 000 1 111 00011: AIN1, ±6.144 V, 860 SPS.
+		{"AIN1 6.144 860", func(o *Opts) { o.Channel, o.Gain, o.DataRate = 1, 6.144, 860 }, 0xD1E3},
+		// 1 110 101 1 000 00011: AIN2, ±0.256 V, 8 SPS.
+		{"AIN2 0.256 8", func(o *Opts) { o.Channel, o.Gain, o.DataRate = 2, 0.256, 8 }, 0xEB03},
+	}
+	for _, tt := range tests {
+		o := DefaultOpts()
+		tt.edit(&o)
+		d, err := New(&i2cbustest.FailBus{}, nil, o)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if d.Config() != tt.want {
+			t.Errorf("%s: config %#04x, want %#04x", tt.name, d.Config(), tt.want)
+		}
+	}
+}
+
+func TestOptsValidate(t *testing.T) {
+	ldr := func() *LDROpts { return &LDROpts{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 15000, Gamma: 0.7} }
+	tests := []struct {
+		name  string
+		edit  func(*Opts)
+		field string
+	}{
+		{"default", func(*Opts) {}, ""},
+		{"address 0x4b", func(o *Opts) { o.Address = AddrSCL }, ""},
+		{"ads1015 3300", func(o *Opts) { o.Chip, o.DataRate = ADS1015, 3300 }, ""},
+		{"ldr", func(o *Opts) { o.LDR = ldr() }, ""},
+		{"ldr gnd side", func(o *Opts) { o.LDR = ldr(); o.LDR.Side = SideGND }, ""},
+		{"address 0x47", func(o *Opts) { o.Address = 0x47 }, "address"},
+		{"address 0x4c", func(o *Opts) { o.Address = 0x4C }, "address"},
+		{"bus", func(o *Opts) { o.Bus = "" }, "bus"},
+		{"chip", func(o *Opts) { o.Chip = "ads1119" }, "chip"},
+		{"channel 4", func(o *Opts) { o.Channel = 4 }, "channel"},
+		{"channel -1", func(o *Opts) { o.Channel = -1 }, "channel"},
+		{"gain 5", func(o *Opts) { o.Gain = 5 }, "gain"},
+		{"gain NaN", func(o *Opts) { o.Gain = math.NaN() }, "gain"},
+		{"ads1115 rate 1600", func(o *Opts) { o.DataRate = 1600 }, "data_rate"},
+		{"ads1015 rate 8", func(o *Opts) { o.Chip, o.DataRate = ADS1015, 8 }, "data_rate"},
+		{"ldr without series", func(o *Opts) { o.LDR = ldr(); o.LDR.SeriesOhms = 0 }, "ldr"},
+		{"ldr vcc NaN", func(o *Opts) { o.LDR = ldr(); o.LDR.VCC = math.NaN() }, "ldr"},
+		{"ldr vcc 12", func(o *Opts) { o.LDR = ldr(); o.LDR.VCC = 12 }, "ldr"},
+		{"ldr r10 inf", func(o *Opts) { o.LDR = ldr(); o.LDR.OhmsAt10Lux = math.Inf(1) }, "ldr"},
+		{"ldr gamma", func(o *Opts) { o.LDR = ldr(); o.LDR.Gamma = -0.7 }, "ldr"},
+		{"ldr gamma tiny", func(o *Opts) { o.LDR = ldr(); o.LDR.Gamma = 0.01 }, "ldr"},
+		{"ldr side", func(o *Opts) { o.LDR = ldr(); o.LDR.Side = "top" }, "ldr"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOpts()
+			tt.edit(&o)
+			err := o.Validate()
+			var fe *sensors.FieldError
+			switch {
+			case tt.field == "" && err != nil:
+				t.Fatalf("Validate() = %v", err)
+			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
+				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
+			}
+			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
+				t.Fatalf("New() error = %v", err)
+			}
+		})
+	}
+}
+
+func TestOptsI2CAddrAndQuantities(t *testing.T) {
+	o := DefaultOpts()
+	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x48 {
+		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
+	}
+	if q := o.Quantities(); len(q) != 1 || q[0] != sensors.Voltage {
+		t.Errorf("Quantities() = %v", q)
+	}
+	o.LDR = &LDROpts{}
+	if q := o.Quantities(); len(q) != 2 || q[0] != sensors.Voltage || q[1] != sensors.Illuminance {
+		t.Errorf("Quantities() with ldr = %v", q)
+	}
+}
+
+func TestLDRLux(t *testing.T) {
+	tests := []struct {
+		name string
+		l    LDROpts
+		v    float64
+		want float64
+	}{
+		// LDR on the vcc side at 1.65 V of 3.3 V: R = Rs = 10 kΩ, half
+		// of R10, so lux = 10 * 2^(1/0.7).
+		{"vcc side mid", LDROpts{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 20000, Gamma: 0.7}, 1.65, 26.918003852647125},
+		// LDR on the gnd side at 1.1 V: R = 10k * 1.1 / 2.2 = 5 kΩ.
+		{"gnd side", LDROpts{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 15000, Gamma: 0.8, Side: SideGND}, 1.1, 39.482220388574774},
+		// R equal to R10 is 10 lx by definition.
+		{"R10 is 10 lx", LDROpts{SeriesOhms: 15000, VCC: 3.3, OhmsAt10Lux: 15000, Gamma: 0.7}, 1.65, 10},
+		{"vcc side 0 V is darkness", LDROpts{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 15000, Gamma: 0.7}, 0, 0},
+		{"vcc side slightly negative is darkness", LDROpts{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 15000, Gamma: 0.7}, -0.000125, 0},
+		{"gnd side at vcc is darkness", LDROpts{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 15000, Gamma: 0.7, Side: SideGND}, 3.3, 0},
+	}
+	for _, tt := range tests {
+		got, err := tt.l.Lux(tt.v)
+		if err != nil || !near(got, tt.want) {
+			t.Errorf("%s: Lux(%v) = %v, %v; want %v", tt.name, tt.v, got, err, tt.want)
+		}
+	}
+	for _, l := range []LDROpts{
+		{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 15000, Gamma: 0.7},
+		{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 15000, Gamma: 0.7, Side: SideGND},
+	} {
+		v := 3.4 // above vcc on the vcc side: an LDR of negative resistance
+		if l.Side == SideGND {
+			v = 0
+		}
+		if _, err := l.Lux(v); err == nil || !strings.Contains(err.Error(), "zero LDR resistance") {
+			t.Errorf("side %q at %v V: %v", l.Side, v, err)
+		}
+	}
+}
+
+func TestSense(t *testing.T) {
+	tests := []struct {
+		name   string
+		edit   func(*Opts)
+		cfg    uint16
+		result uint16
+		want   []float64
+		wait   time.Duration
+	}{
+		// ADS1115: 125 µV per count at ±4.096 V (datasheet table "Full-Scale
+		// Range and Corresponding LSB Size").
+		{"ads1115 2.048 V", func(*Opts) {}, 0xC383, 0x4000, []float64{2.048}, 8643750 * time.Nanosecond},
+		{"ads1115 one count below zero", func(*Opts) {}, 0xC383, 0xFFFF, []float64{-0.000125}, 8643750 * time.Nanosecond},
+		{"ads1115 zero", func(*Opts) {}, 0xC383, 0x0000, []float64{0}, 8643750 * time.Nanosecond},
+		{"ads1115 at 0x49, 860 SPS", func(o *Opts) { o.Address, o.Channel, o.Gain, o.DataRate = AddrVDD, 1, 6.144, 860 }, 0xD1E3, 0x7FFE,
+			[]float64{32766 * 6.144 / 32768}, 1329069 * time.Nanosecond},
+		// ADS1015: 12 bits left-justified, 1 mV per count at ±2.048 V.
+		{"ads1015 1.000 V", func(o *Opts) { o.Chip, o.Channel, o.Gain, o.DataRate = ADS1015, 3, 2.048, 1600 }, 0xF583, 0x3E80, []float64{1}, 737500 * time.Nanosecond},
+		{"ads1015 -1 count", func(o *Opts) { o.Chip, o.Channel, o.Gain, o.DataRate = ADS1015, 3, 2.048, 1600 }, 0xF583, 0xFFF0, []float64{-0.001}, 737500 * time.Nanosecond},
+		{"ldr", func(o *Opts) { o.LDR = &LDROpts{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 20000, Gamma: 0.7} }, 0xC383, 0x3390,
+			[]float64{1.65, 26.918003852647125}, 8643750 * time.Nanosecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOpts()
+			tt.edit(&o)
+			pb := &i2ctest.Playback{DontPanic: true, Ops: conversion(o.Address, tt.cfg, tt.result)}
+			clk := &i2cbustest.Clock{}
+			d, err := New(i2cbus.NewBus("1", pb), clk, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dst := make([]float64, len(tt.want))
+			if err := d.Sense(context.Background(), dst); err != nil {
+				t.Fatal(err)
+			}
+			for i := range tt.want {
+				if !near(dst[i], tt.want[i]) {
+					t.Errorf("dst[%d] = %v, want %v", i, dst[i], tt.want[i])
+				}
+			}
+			if n, last, _ := clk.Waits(); n != 1 || last != tt.wait {
+				t.Errorf("waited %d times, last %v; want once, %v", n, last, tt.wait)
+			}
+			if err := pb.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestSensePollsOS: a conversion still running after the wait (OS bit 0
+// on read-back) is polled again a tenth of a period later.
+func TestSensePollsOS(t *testing.T) {
+	const a = AddrGND
+	busy := uint16(0xC383) &^ 0x8000
+	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+		writeConfig(a, 0xC383),
+		readReg(a, 0x01, busy),
+		readReg(a, 0x01, busy),
+		readReg(a, 0x01, 0xC383),
+		readReg(a, 0x00, 0x4000),
+	}}
+	clk := &i2cbustest.Clock{}
+	d, _ := New(pb, clk, DefaultOpts())
+	dst := make([]float64, 1)
+	if err := d.Sense(context.Background(), dst); err != nil || dst[0] != 2.048 {
+		t.Fatalf("Sense = %v, %v", dst[0], err)
+	}
+	if n, last, total := clk.Waits(); n != 3 || last != 781250*time.Nanosecond || total != 8643750*time.Nanosecond+2*781250*time.Nanosecond {
+		t.Errorf("waits %d, last %v, total %v", n, last, total)
+	}
+	if err := pb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSenseErrors(t *testing.T) {
+	const a = AddrGND
+	busy := uint16(0xC383) &^ 0x8000
+	ldr := &LDROpts{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 20000, Gamma: 0.7}
+	tests := []struct {
+		name string
+		ldr  *LDROpts
+		ops  []i2ctest.IO
+		is   error
+		msg  string
+	}{
+		{"clipped ads1115", nil, conversion(a, 0xC383, 0x7FFF), ErrClipped, "code 0x7fff"},
+		{"never finishes", nil, []i2ctest.IO{
+			writeConfig(a, 0xC383), readReg(a, 0x01, busy), readReg(a, 0x01, busy), readReg(a, 0x01, busy), readReg(a, 0x01, busy),
+		}, ErrBusy, "still converting"},
+		{"another device", nil, []i2ctest.IO{writeConfig(a, 0xC383), readReg(a, 0x01, 0x8583)}, ErrConfigMismatch, "read 0x8583"},
+		{"conversion read NACK", nil, conversion(a, 0xC383, 0)[:2], nil, "read conversion"},
+		{"ldr above vcc", ldr, conversion(a, 0xC383, 0x7000), nil, "zero LDR resistance"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := DefaultOpts()
+			o.LDR = tt.ldr
+			pb := &i2ctest.Playback{DontPanic: true, Ops: tt.ops}
+			d, _ := New(pb, &i2cbustest.Clock{}, o)
+			dst := []float64{-1, -1}
+			err := d.Sense(context.Background(), dst)
+			if err == nil || (tt.is != nil && !errors.Is(err, tt.is)) || !strings.Contains(err.Error(), tt.msg) ||
+				!strings.Contains(err.Error(), "ads1115(playback, 0x48, AIN0)") {
+				t.Fatalf("Sense = %v", err)
+			}
+			if dst[0] != -1 || dst[1] != -1 {
+				t.Errorf("dst written on error: %v", dst)
+			}
+		})
+	}
+	t.Run("ads1015 clipped", func(t *testing.T) {
+		o := DefaultOpts()
+		o.Chip, o.DataRate = ADS1015, 1600
+		d, _ := New(&i2ctest.Playback{DontPanic: true, Ops: conversion(a, 0xC383, 0x7FF0)}, &i2cbustest.Clock{}, o)
+		if err := d.Sense(context.Background(), make([]float64, 1)); !errors.Is(err, ErrClipped) {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("no device", func(t *testing.T) {
+		d, _ := New(&i2cbustest.FailBus{}, &i2cbustest.Clock{}, DefaultOpts())
+		err := d.Sense(context.Background(), make([]float64, 1))
+		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "start conversion") {
+			t.Fatalf("Sense = %v", err)
+		}
+	})
+	t.Run("cancelled wait reads nothing", func(t *testing.T) {
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{writeConfig(a, 0xC383)}}
+		d, _ := New(pb, &i2cbustest.Clock{Block: true}, DefaultOpts())
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := d.Sense(ctx, make([]float64, 1)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Sense = %v", err)
+		}
+		if err := pb.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("dst too short for the ldr", func(t *testing.T) {
+		o := DefaultOpts()
+		o.LDR = ldr
+		pb := &i2ctest.Playback{DontPanic: true}
+		d, _ := New(pb, &i2cbustest.Clock{}, o)
+		if err := d.Sense(context.Background(), make([]float64, 1)); err == nil || pb.Count != 0 {
+			t.Fatalf("Sense = %v after %d ops", err, pb.Count)
+		}
+	})
+}
+
+// TestHalt: single-shot mode powers down by itself, so Halt sends nothing.
+func TestHalt(t *testing.T) {
+	pb := &i2ctest.Playback{DontPanic: true}
+	d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
+	if err := d.Halt(); err != nil || pb.Count != 0 {
+		t.Fatalf("Halt = %v after %d ops", err, pb.Count)
+	}
+}
+
+func TestSenseDoesNotAllocate(t *testing.T) {
+	o := DefaultOpts()
+	o.LDR = &LDROpts{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 20000, Gamma: 0.7}
+	ops := conversion(AddrGND, 0xC383, 0x3390)
+	pb := &i2ctest.Playback{DontPanic: true}
+	d, _ := New(i2cbus.NewBus("1", pb), &i2cbustest.Clock{}, o)
+	dst := make([]float64, 2)
+	allocs := testing.AllocsPerRun(50, func() {
+		pb.Ops, pb.Count = ops, 0
+		if err := d.Sense(context.Background(), dst); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
+	}
+}
+
+func FuzzOptsValidate(f *testing.F) {
+	f.Add("1", uint16(0x48), "ads1115", 0, 4.096, 128, false, 10000.0, 3.3, 15000.0, 0.7, "")
+	f.Add("1", uint16(0x4b), "ads1015", 3, 0.256, 3300, true, 10000.0, 3.3, 15000.0, 0.7, "gnd")
+	f.Add("", uint16(0x47), "x", -1, 5.0, 7, true, 0.0, 12.0, -1.0, 0.0, "top")
+	f.Fuzz(func(t *testing.T, bus string, addr uint16, chip string, ch int, gain float64, rate int,
+		withLDR bool, rs, vcc, r10, gamma float64, side string) {
+		o := Opts{Opts: i2cbus.Opts{Bus: bus, Address: addr}, Chip: chip, Channel: ch, Gain: gain, DataRate: rate}
+		if withLDR {
+			o.LDR = &LDROpts{SeriesOhms: rs, VCC: vcc, OhmsAt10Lux: r10, Gamma: gamma, Side: side}
+		}
+		err := o.Validate()
+		if err != nil {
+			var fe *sensors.FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("Validate() = %v, not a FieldError", err)
+			}
+			return
+		}
+		d, err := New(&i2cbustest.FailBus{}, nil, o)
+		if err != nil {
+			t.Fatalf("New rejected valid opts %+v: %v", o, err)
+		}
+		c := d.Config()
+		if c>>15 != 1 || int(c>>12&7) != 4+ch || c>>8&1 != 1 || c&3 != 3 || d.wait <= 0 {
+			t.Fatalf("config %#04x, wait %v for %+v", c, d.wait, o)
+		}
+		// Valid LDR options map every voltage in range to a finite,
+		// non-negative lux or an error, never NaN.
+		if o.LDR != nil {
+			for _, v := range []float64{-0.001, 0, vcc / 3, vcc / 2, vcc, vcc + 0.1} {
+				lux, err := o.LDR.Lux(v)
+				if err == nil && (math.IsNaN(lux) || math.IsInf(lux, 0) || lux < 0) {
+					t.Fatalf("Lux(%v) = %v for %+v", v, lux, *o.LDR)
+				}
+			}
+		}
+	})
+}
+
+func BenchmarkSense(b *testing.B) {
+	ops := conversion(AddrGND, 0xC383, 0x4000)
+	pb := &i2ctest.Playback{DontPanic: true}
+	d, _ := New(i2cbus.NewBus("1", pb), &i2cbustest.Clock{}, DefaultOpts())
+	dst := make([]float64, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		pb.Ops, pb.Count = ops, 0
+		if err := d.Sense(context.Background(), dst); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
