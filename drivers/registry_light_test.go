@@ -156,10 +156,13 @@ func TestLightConfigErrors(t *testing.T) {
 // Playback that every byte the datasheets prescribe went out, in order.
 func TestLightOpenSharesBus(t *testing.T) {
 	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
-		// tsl2561: power up, read back, timing 16x/402 ms, CH0, CH1, power down.
+		// tsl2561: power up, read back, timing 16x/402 ms, power cycle,
+		// CH0, CH1, power down.
 		{Addr: 0x39, W: []byte{0x80, 0x03}},
 		{Addr: 0x39, W: []byte{0x80}, R: []byte{0x03}},
 		{Addr: 0x39, W: []byte{0x81, 0x12}},
+		{Addr: 0x39, W: []byte{0x80, 0x00}},
+		{Addr: 0x39, W: []byte{0x80, 0x03}},
 		{Addr: 0x39, W: []byte{0xAC}, R: []byte{0xE8, 0x03}},
 		{Addr: 0x39, W: []byte{0xAE}, R: []byte{0xC8, 0x00}},
 		{Addr: 0x39, W: []byte{0x80, 0x00}},

@@ -5,9 +5,10 @@
 //
 // Each Sense powers the chip up, checks that the control register reads
 // back 0x03 (the datasheet's own presence check), programs gain and
-// integration time, waits one integration on the injected clock, reads
-// both photodiode channels with word reads and powers the chip down again,
-// so nothing integrates between readings. The package owns the command
+// integration time, restarts the ADC with a power cycle, waits one
+// integration on the injected clock, reads both photodiode channels with
+// word reads and powers the chip down again, so nothing integrates between
+// readings. The package owns the command
 // bytes, the lux approximation for the two packages and the saturation
 // check; it does not own the bus.
 package tsl2561
@@ -255,8 +256,12 @@ func (d *Dev) Sense(ctx context.Context, dst []float64) (err error) {
 	}
 }
 
-// integrate programs the timing register for the current gain, waits one
-// integration and reads both channels.
+// integrate programs the timing register for the current gain, restarts
+// the ADC by cycling power, waits one integration and reads both
+// channels. The datasheet does not say what a timing write does to an
+// integration already running, so the power cycle makes sure the one we
+// wait for ran entirely at the new gain and time; the registers keep their
+// values while powered down.
 func (d *Dev) integrate(ctx context.Context) (ch0, ch1 uint16, err error) {
 	d.tim = [2]byte{cmd | regTiming, d.t.code}
 	if d.high {
@@ -264,6 +269,12 @@ func (d *Dev) integrate(ctx context.Context) (ch0, ch1 uint16, err error) {
 	}
 	if err := d.dev.Tx(d.tim[:], nil); err != nil {
 		return 0, 0, fmt.Errorf("tsl2561: %s: write timing register %#02x: %w", d.name, d.tim[1], err)
+	}
+	if err := d.dev.Tx(d.off[:], nil); err != nil {
+		return 0, 0, fmt.Errorf("tsl2561: %s: power down to restart: %w", d.name, err)
+	}
+	if err := d.dev.Tx(d.on[:], nil); err != nil {
+		return 0, 0, fmt.Errorf("tsl2561: %s: power up to restart: %w", d.name, err)
 	}
 	if err := d.w.Wait(ctx, d.t.wait); err != nil {
 		return 0, 0, fmt.Errorf("tsl2561: %s: waiting for integration: %w", d.name, err)

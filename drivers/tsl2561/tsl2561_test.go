@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,9 +33,18 @@ var (
 // le is a channel value as the chip sends it: DATAxLOW, then DATAxHIGH.
 func le(v uint16) []byte { return []byte{byte(v), byte(v >> 8)} }
 
-// reading is the traffic of one Sense with one integration.
+// integration is the traffic of one integration: timing register, a
+// power cycle that restarts the ADC, then both channels.
+func integration(a uint16, timing byte, ch0, ch1 uint16) []i2ctest.IO {
+	return []i2ctest.IO{opTiming(a, timing), opPowerDown(a), opPowerUp(a), opCH0(a, ch0), opCH1(a, ch1)}
+}
+
+// reading is the traffic of one Sense with one integration: power up,
+// control register read-back, the integration, power down.
 func reading(a uint16, timing byte, ch0, ch1 uint16) []i2ctest.IO {
-	return []i2ctest.IO{opPowerUp(a), opReadCtrl(a, 0x03), opTiming(a, timing), opCH0(a, ch0), opCH1(a, ch1), opPowerDown(a)}
+	ops := []i2ctest.IO{opPowerUp(a), opReadCtrl(a, 0x03)}
+	ops = append(ops, integration(a, timing, ch0, ch1)...)
+	return append(ops, opPowerDown(a))
 }
 
 func TestLux(t *testing.T) {
@@ -168,12 +178,10 @@ func TestSense(t *testing.T) {
 // same Sense; a dim 1x reading moves the next Sense back to 16x.
 func TestAutoGain(t *testing.T) {
 	const a = AddrFloat
-	ops := []i2ctest.IO{
-		opPowerUp(a), opReadCtrl(a, 0x03),
-		opTiming(a, 0x12), opCH0(a, 0xFFFF), opCH1(a, 0x1000), // 16x saturates
-		opTiming(a, 0x02), opCH0(a, 100), opCH1(a, 20), // 1x: dim, fits 16x
-		opPowerDown(a),
-	}
+	ops := []i2ctest.IO{opPowerUp(a), opReadCtrl(a, 0x03)}
+	ops = append(ops, integration(a, 0x12, 0xFFFF, 0x1000)...) // 16x saturates
+	ops = append(ops, integration(a, 0x02, 100, 20)...)        // 1x: dim, fits 16x
+	ops = append(ops, opPowerDown(a))
 	ops = append(ops, reading(a, 0x12, 1000, 200)...) // next Sense at 16x
 	pb := &i2ctest.Playback{DontPanic: true, Ops: ops}
 	clk := &i2cbustest.Clock{}
@@ -209,12 +217,12 @@ func TestSaturated(t *testing.T) {
 		{"CH1 saturates", func(o *Opts) { o.Gain = Gain1 }, reading(AddrFloat, 0x02, 60000, 65535), 1},
 		{"101ms", func(o *Opts) { o.Gain, o.IntegrationTime = Gain1, 101*time.Millisecond }, reading(AddrFloat, 0x01, 37177, 100), 1},
 		{"13.7ms", func(o *Opts) { o.Gain, o.IntegrationTime = Gain1, 13700*time.Microsecond }, reading(AddrFloat, 0x00, 5047, 100), 1},
-		{"auto saturates at 1x too", func(*Opts) {}, []i2ctest.IO{
-			opPowerUp(AddrFloat), opReadCtrl(AddrFloat, 0x03),
-			opTiming(AddrFloat, 0x12), opCH0(AddrFloat, 65535), opCH1(AddrFloat, 65535),
-			opTiming(AddrFloat, 0x02), opCH0(AddrFloat, 65535), opCH1(AddrFloat, 40000),
-			opPowerDown(AddrFloat),
-		}, 2},
+		{"auto saturates at 1x too", func(*Opts) {}, slices.Concat(
+			[]i2ctest.IO{opPowerUp(AddrFloat), opReadCtrl(AddrFloat, 0x03)},
+			integration(AddrFloat, 0x12, 65535, 65535),
+			integration(AddrFloat, 0x02, 65535, 40000),
+			[]i2ctest.IO{opPowerDown(AddrFloat)},
+		), 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -269,7 +277,7 @@ func TestSenseErrors(t *testing.T) {
 	})
 	t.Run("CH1 read NACK", func(t *testing.T) {
 		ops := reading(a, 0x12, 1000, 200)
-		pb := &i2ctest.Playback{DontPanic: true, Ops: append(ops[:4:4], opPowerDown(a))}
+		pb := &i2ctest.Playback{DontPanic: true, Ops: append(ops[:6:6], opPowerDown(a))}
 		d, _ := New(pb, &i2cbustest.Clock{}, o16)
 		err := d.Sense(context.Background(), make([]float64, 1))
 		if err == nil || !strings.Contains(err.Error(), "read channel register 0x0e") {
@@ -278,7 +286,7 @@ func TestSenseErrors(t *testing.T) {
 	})
 	t.Run("power down fails", func(t *testing.T) {
 		ops := reading(a, 0x12, 1000, 200)
-		pb := &i2ctest.Playback{DontPanic: true, Ops: ops[:5]}
+		pb := &i2ctest.Playback{DontPanic: true, Ops: ops[:len(ops)-1]}
 		d, _ := New(pb, &i2cbustest.Clock{}, o16)
 		err := d.Sense(context.Background(), make([]float64, 1))
 		if err == nil || !strings.Contains(err.Error(), "power down") {
@@ -286,7 +294,9 @@ func TestSenseErrors(t *testing.T) {
 		}
 	})
 	t.Run("cancelled wait reads nothing and powers down", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{opPowerUp(a), opReadCtrl(a, 0x03), opTiming(a, 0x12), opPowerDown(a)}}
+		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+			opPowerUp(a), opReadCtrl(a, 0x03), opTiming(a, 0x12), opPowerDown(a), opPowerUp(a), opPowerDown(a),
+		}}
 		d, _ := New(pb, &i2cbustest.Clock{Block: true}, o16)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
