@@ -12,9 +12,9 @@
 // takes the next reading. The kernel keeps a measurement for 2 s and both
 // attributes come from the same one, so poll no faster than every 2 s.
 //
-// The package owns finding the IIO device (by number or by its `name`
-// file), reading and range-checking the two attributes; the timing is the
-// kernel's.
+// The package owns finding the IIO device (by number, or by the text of
+// its `name` file), reading and range-checking the two attributes; the
+// timing is the kernel's.
 package dht22
 
 import (
@@ -62,15 +62,16 @@ var (
 	ErrRange = errors.New("dht22: value out of range")
 )
 
-// Opts are the dht22 keys of a sensor's YAML block. Give device or name,
-// not both; with neither, the device is iio:device0.
+// Opts are the dht22 keys of a sensor's YAML block. Give device or
+// iio_name, not both; with neither, the device is iio:device0. (The key is
+// not plain `name`: that is every sensor's display name.)
 type Opts struct {
 	// Device is the IIO device directory, e.g. "iio:device0".
 	Device string `yaml:"device"`
 	// Name selects the IIO device whose `name` file holds this text, e.g.
 	// "dht11@4"; it survives device renumbering when other IIO hardware
 	// (an ADC) is added.
-	Name string `yaml:"name"`
+	Name string `yaml:"iio_name"`
 	// SysfsRoot prefixes the sysfs path; the registry sets it from
 	// drivers.Env.SysfsRoot, so it is not a YAML key.
 	SysfsRoot string `yaml:"-"`
@@ -84,13 +85,13 @@ func DefaultOpts() Opts { return Opts{SysfsRoot: "/"} }
 // key. The device's shape is checked strictly because it becomes a path.
 func (o *Opts) Validate() error {
 	if o.Device != "" && o.Name != "" {
-		return sensors.FieldErrorf("name", "give device or name, not both")
+		return sensors.FieldErrorf("iio_name", "give device or iio_name, not both")
 	}
 	if d, ok := strings.CutPrefix(o.Device, "iio:device"); o.Device != "" && (!ok || d == "" || len(d) > 4 || strings.Trim(d, "0123456789") != "") {
 		return sensors.FieldErrorf("device", "%q is not an IIO device like \"iio:device0\"", o.Device)
 	}
 	if o.Name != "" && (strings.ContainsAny(o.Name, "/\n\x00") || len(o.Name) > 64) {
-		return sensors.FieldErrorf("name", "%q cannot be an IIO device name", o.Name)
+		return sensors.FieldErrorf("iio_name", "%q cannot be an IIO device name", o.Name)
 	}
 	if o.SysfsRoot == "" {
 		return sensors.FieldErrorf("sysfs_root", "must not be empty")

@@ -59,11 +59,11 @@ func TestOptsValidate(t *testing.T) {
 		{"default", func(*Opts) {}, ""},
 		{"device", func(o *Opts) { o.Device = "iio:device12" }, ""},
 		{"name", func(o *Opts) { o.Name = "dht11@4" }, ""},
-		{"both", func(o *Opts) { o.Device = "iio:device0"; o.Name = "dht11@4" }, "name"},
+		{"both", func(o *Opts) { o.Device = "iio:device0"; o.Name = "dht11@4" }, "iio_name"},
 		{"path in device", func(o *Opts) { o.Device = "../../etc" }, "device"},
 		{"no number", func(o *Opts) { o.Device = "iio:device" }, "device"},
 		{"not a number", func(o *Opts) { o.Device = "iio:device0/.." }, "device"},
-		{"slash in name", func(o *Opts) { o.Name = "dht11/4" }, "name"},
+		{"slash in name", func(o *Opts) { o.Name = "dht11/4" }, "iio_name"},
 		{"no root", func(o *Opts) { o.SysfsRoot = "" }, "sysfs_root"},
 	}
 	for _, tt := range tests {
