@@ -150,7 +150,6 @@ type Dev struct {
 
 	mu     sync.Mutex
 	period int64
-	duty   int64
 	level  float64
 	halted bool
 }
@@ -228,7 +227,6 @@ func (d *Dev) setup(polarity string, period int64) error {
 	if err := d.attr("duty_cycle", "0"); err != nil {
 		return err
 	}
-	d.duty = 0
 	cur, err := os.ReadFile(filepath.Join(d.dir, "polarity"))
 	switch {
 	case err == nil && strings.TrimSpace(string(cur)) != polarity:
@@ -293,7 +291,6 @@ func (d *Dev) SetFrequency(hz float64) error {
 		err = d.attr("duty_cycle", "0")
 	}
 	if err == nil {
-		d.duty = 0
 		if err = d.attr("period", strconv.FormatInt(period, 10)); err == nil {
 			d.period = period
 		}
@@ -371,11 +368,7 @@ func (d *Dev) safeLevel() float64 {
 
 // setDuty writes duty_cycle. d.mu is held.
 func (d *Dev) setDuty(ns int64) error {
-	if err := d.attr("duty_cycle", strconv.FormatInt(ns, 10)); err != nil {
-		return err
-	}
-	d.duty = ns
-	return nil
+	return d.attr("duty_cycle", strconv.FormatInt(ns, 10))
 }
 
 // attr writes one attribute of the channel; the error names the file.
