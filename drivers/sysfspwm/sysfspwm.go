@@ -62,10 +62,9 @@ const (
 	exportPolls = 50 // one second in all
 )
 
-// Frequency bounds of the `frequency` option. The upper bound is what the
-// BCM2835's PWM clock can still split into more than 10 duty steps; the
-// lower one keeps the period within the 32-bit nanosecond fields of older
-// kernels.
+// Frequency bounds of the `frequency` option. At 1 MHz the period is
+// 1000 ns, still many steps of a PWM clock in the tens of MHz; at 1 Hz it
+// is 1e9 ns, which fits the 32-bit nanosecond fields of older kernels.
 const (
 	MinFrequency = 1
 	MaxFrequency = 1_000_000
