@@ -438,12 +438,7 @@ func TestARMv7ValidateIntegration(t *testing.T) {
 		t.Skip("integration test: skipped under -short")
 	}
 	qemu := requireTool(t, "qemu-arm-static", "EDGED_REQUIRE_QEMU")
-	bin := filepath.Join(t.TempDir(), "edged-armv7")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=7")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("cross-compile: %v\n%s", err, out)
-	}
+	bin := armv7Binary(t)
 	examples, _ := filepath.Glob("../../configs/examples/*.yaml")
 	if len(examples) < 2 {
 		t.Fatalf("found %d examples", len(examples))

@@ -123,11 +123,12 @@ func TestPiExampleUnderQemuIntegration(t *testing.T) {
 		}
 	}
 
-	t.Run("whole example: the first missing device", func(t *testing.T) {
-		// Actuators open first (safe state before anything else), so the
-		// relay's GPIO is what a Pi without it reports.
+	t.Run("whole example: every missing device at once", func(t *testing.T) {
+		// Every device is tried, so a Pi without them reports them all:
+		// the relay's GPIO, both I2C sensors' bus, the 1-wire probe.
 		cfg, addrs := piConfig(t, false)
-		checkFailedStart(t, cfg, addrs, `actuator "heater"`, `"GPIO17"`, "gpioinfo")
+		checkFailedStart(t, cfg, addrs, "4 of 4 devices did not open", `actuator "heater"`, `"GPIO17"`, "gpioinfo",
+			`sensor "light"`, `sensor "air"`, `no such bus "1"`, "raspi-config nonint do_i2c 0", `sensor "soil"`, "w1-gpio")
 	})
 	t.Run("sensors only: the missing I2C bus", func(t *testing.T) {
 		cfg, addrs := piConfig(t, true)

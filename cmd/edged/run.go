@@ -129,19 +129,27 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 		}
 	}()
 	// Outputs first, so they are in their safe state as early as possible.
+	// Every device is tried, so a user wiring a Pi sees all that is
+	// missing in one go, as `edged validate` shows all config problems.
+	var openErrs []error
 	for _, ac := range cfg.Actuators {
 		a, err := drivers.Default.OpenActuator(d.env, ac.Driver, ac.ID, ac.Opts)
 		if err != nil {
-			return nil, err
+			openErrs = append(openErrs, err)
+			continue
 		}
 		d.actuators[ac.ID] = a
 	}
 	for _, sc := range cfg.Sensors {
 		s, err := drivers.Default.OpenSensor(d.env, sc.Driver, sc.ID, sc.Opts)
 		if err != nil {
-			return nil, err
+			openErrs = append(openErrs, err)
+			continue
 		}
 		d.sensors = append(d.sensors, s)
+	}
+	if len(openErrs) > 0 {
+		return nil, fmt.Errorf("%d of %d devices did not open:\n%w", len(openErrs), len(cfg.Actuators)+len(cfg.Sensors), errors.Join(openErrs...))
 	}
 
 	prefix := cfg.Device.TopicPrefix
