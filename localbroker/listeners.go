@@ -23,12 +23,57 @@ import (
 // WebSocket one checks the Origin header (mochi's accepts any origin,
 // which lets any web page the user visits talk to the broker).
 
+// handoff orders connection hand-over against Close. mochi's
+// attachClient does ClientsWg.Add(1) and its Close does ClientsWg.Wait()
+// after closing the listeners, so a connection handed over while Close
+// runs is an Add racing a Wait. After begin reports false nothing more is
+// handed over, and closeWait returns once every connection already handed
+// over has reached mochi's first Read, which comes after its Add.
+type handoff struct {
+	mu      sync.Mutex
+	closing bool
+	pending sync.WaitGroup
+}
+
+// begin registers a hand-over; it returns nil once closing has started.
+// The returned func marks the hand-over done; it is safe to call twice.
+func (h *handoff) begin() func() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return nil
+	}
+	h.pending.Add(1)
+	var once sync.Once
+	return func() { once.Do(h.pending.Done) }
+}
+
+func (h *handoff) closeWait() {
+	h.mu.Lock()
+	h.closing = true
+	h.mu.Unlock()
+	h.pending.Wait()
+}
+
+// startedConn calls started on the first Read: mochi reads the CONNECT
+// packet right after registering the client.
+type startedConn struct {
+	net.Conn
+	started func()
+}
+
+func (c *startedConn) Read(p []byte) (int, error) {
+	c.started()
+	return c.Conn.Read(p)
+}
+
 type tcpListener struct {
 	id, addr string
 	mu       sync.Mutex
 	ln       net.Listener
 	log      *slog.Logger
 	wg       sync.WaitGroup
+	handoff  handoff
 }
 
 var _ listeners.Listener = (*tcpListener)(nil)
@@ -50,10 +95,16 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		if err != nil {
 			return // closed
 		}
+		started := l.handoff.begin()
+		if started == nil {
+			conn.Close()
+			return
+		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			if err := establish(l.id, conn); err != nil && !errors.Is(err, io.EOF) {
+			defer started()
+			if err := establish(l.id, &startedConn{Conn: conn, started: started}); err != nil && !errors.Is(err, io.EOF) {
 				l.log.Debug("mqtt connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "error", err)
 			}
 		}()
@@ -77,6 +128,7 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 	if l.ln != nil {
 		_ = l.ln.Close()
 	}
+	l.handoff.closeWait()
 	closeClients(l.id)
 }
 
@@ -94,6 +146,7 @@ type wsListener struct {
 	up        websocket.Upgrader
 
 	establish listeners.EstablishFn
+	handoff   handoff
 }
 
 var _ listeners.Listener = (*wsListener)(nil)
@@ -192,7 +245,13 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 		return // Upgrade has answered the request
 	}
 	defer c.Close()
-	if err := l.establish(l.id, &wsConn{Conn: c.UnderlyingConn(), ws: c}); err != nil && !errors.Is(err, io.EOF) {
+	started := l.handoff.begin()
+	if started == nil {
+		return // closing
+	}
+	defer started()
+	conn := &startedConn{Conn: &wsConn{Conn: c.UnderlyingConn(), ws: c}, started: started}
+	if err := l.establish(l.id, conn); err != nil && !errors.Is(err, io.EOF) {
 		l.log.Debug("websocket connection ended", "remote", r.RemoteAddr, "error", err)
 	}
 }
@@ -220,6 +279,7 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 		_ = l.srv.Shutdown(ctx) // hijacked websocket conns are closed by closeClients
 		cancel()
 	}
+	l.handoff.closeWait()
 	closeClients(l.id)
 }
 
