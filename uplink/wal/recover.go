@@ -90,7 +90,9 @@ func (l *Log) recover() error {
 			// A segment moved aside may have held seqs up to here;
 			// some may have been sent upstream already. Never
 			// issue them again in this epoch.
-			l.log.Warn("wal: skipping seqs that a moved-aside segment may hold", "from", l.nextSeq, "to", l.seqFloor-1)
+			if l.seqFloor > l.tailFloor {
+				l.log.Warn("wal: skipping seqs that a moved-aside segment may hold", "from", l.nextSeq, "to", l.seqFloor-1)
+			}
 			l.nextSeq = l.seqFloor
 		}
 	}
@@ -208,6 +210,16 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		off += int64(fsz)
 	}
 	seg.size = off
+	skipTo := uint64(0)
+	if off < size && last && !tornTail(f, off, size, ferr) {
+		// A damaged (not merely unfinished) frame: the bytes from off
+		// may have been whole synced records that a reader was handed
+		// and the cloud received. Never issue those seqs again in this
+		// epoch: skip up to the most records the region could hold.
+		skipTo = seg.end() + uint64(size-off)/frameHeaderSize
+		l.seqFloor = max(l.seqFloor, skipTo)
+		l.tailFloor = max(l.tailFloor, skipTo)
+	}
 	if off < size {
 		l.st.CorruptRecovered++
 		copyPath := l.saveCorrupt(f, name, off, size)
@@ -219,8 +231,13 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 			l.log.Warn("wal: truncated damaged segment; its records from first_lost to the next segment are lost",
 				"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "first_lost", seg.end(), "reason", ferr)
 		} else {
-			l.log.Warn("wal: truncated damaged tail (an unfinished write at a crash)",
-				"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "last_good_seq", seg.end()-1, "reason", ferr)
+			if skipTo > seg.end() {
+				l.log.Warn("wal: truncated damaged tail; the seqs it may have held are not reused",
+					"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "last_good_seq", seg.end()-1, "next_seq", skipTo, "reason", ferr)
+			} else {
+				l.log.Warn("wal: truncated damaged tail (an unfinished write at a crash)",
+					"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "last_good_seq", seg.end()-1, "reason", ferr)
+			}
 		}
 		last = true // sync it below
 	}
@@ -366,7 +383,40 @@ func (l *Log) readLive() {
 	if err != nil || epoch != l.epoch || acked <= l.acked {
 		return
 	}
-	l.acked = min(acked, l.nextSeq-1)
+	if acked >= l.nextSeq {
+		// As in readMarker: seqs up to acked were handed out and
+		// delivered, but their records are gone. Never issue them
+		// again in this epoch.
+		l.log.Warn("wal: live ack marker is ahead of the data; skipping seqs", "acked", acked, "last_on_disk", l.nextSeq-1)
+		l.nextSeq = acked + 1
+	}
+	l.acked = acked
+}
+
+// tornTail reports whether the damaged region [off, size) of the last
+// segment looks like a write that never finished: a frame cut short by the
+// end of the file, or an all-zero region (file size updated, data not). A
+// reader was never handed such records (SyncAlways and SyncInterval show
+// synced records only). Anything else (a checksum mismatch on a whole
+// frame, garbage) may be damage to synced records.
+func tornTail(f File, off, size int64, ferr error) bool {
+	if errors.Is(ferr, errShort) {
+		return true
+	}
+	buf := make([]byte, 32<<10)
+	for off < size {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		for _, c := range buf[:n] {
+			if c != 0 {
+				return false
+			}
+		}
+		if n == 0 || err != nil && err != io.EOF {
+			return n > 0 && err == io.EOF
+		}
+		off += int64(n)
+	}
+	return true
 }
 
 // createSegment starts a new active segment at first: header written,

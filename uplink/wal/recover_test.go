@@ -3,6 +3,7 @@ package wal
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -320,5 +321,71 @@ func TestReadDamageInActiveSegment(t *testing.T) {
 	}
 	if st := l.Stats(); st.DroppedCorrupt != 11 {
 		t.Fatalf("DroppedCorrupt %d, want 11", st.DroppedCorrupt)
+	}
+}
+
+// TestNoSeqReuseAfterDamagedTail is the regression test for seq reuse after
+// a restart (review P1-1): a record in the active segment damaged after it
+// was synced and handed to a reader (and PUBACKed) made recovery truncate
+// there and issue the lost seqs again in the same epoch, so the cloud
+// deduplicated the new messages by (gw, epoch, seq) and they were lost. The
+// next seq must be above every seq ever handed to a reader, whether the
+// live ack marker says so or not.
+func TestNoSeqReuseAfterDamagedTail(t *testing.T) {
+	// cut: the segment ends cleanly after seq 5 (SyncNone and a power
+	// cut); only ack.live knows seqs up to 10 went out.
+	for _, tc := range []struct{ live, cut bool }{{true, false}, {false, false}, {true, true}} {
+		live := tc.live
+		t.Run(fmt.Sprintf("live=%v,cut=%v", live, tc.cut), func(t *testing.T) {
+			e := newEnv(t, suiteConfig{mode: SyncAlways, fs: memDir})
+			l, err := Open(e.dir, e.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendN(t, l, 0, 10)
+			recs := readAll(t, l, 0)
+			handed := recs[len(recs)-1].Seq
+			if handed != 10 {
+				t.Fatalf("read up to %d, want 10", handed)
+			}
+			epoch := l.Stats().Epoch
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// The state a crash leaves: ack.live (no fsync) says all
+			// ten were PUBACKed, the fsynced marker is behind.
+			_ = e.fs.Remove(filepath.Join(e.dir, markerName))
+			if live {
+				writeFileFS(t, e.fs, filepath.Join(e.dir, markerLive), encodeMarker(epoch, 10))
+			}
+			m := e.fs.(*memFS)
+			m.mu.Lock()
+			f := m.files[filepath.Join(e.dir, segName(1))]
+			if tc.cut {
+				f.data = f.data[:segHeaderSize+5*(frameHeaderSize+len(body(0)))]
+			} else {
+				f.data[segHeaderSize+5*(frameHeaderSize+len(body(0)))+frameHeaderSize] ^= 0xff // seq 6's body
+			}
+			m.mu.Unlock()
+
+			l2 := e.open()
+			if st := l2.Stats(); st.Epoch != epoch {
+				t.Fatalf("epoch changed: %x, was %x", st.Epoch, epoch)
+			}
+			s, err := l2.Append([]byte("new"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s <= handed {
+				t.Fatalf("new record got seq %d; seqs up to %d were already handed to a reader in this epoch", s, handed)
+			}
+			if err := l2.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			got := readAll(t, l2, 0)
+			if len(got) == 0 || got[len(got)-1].Seq != s || string(got[len(got)-1].Body) != "new" {
+				t.Fatalf("the new record is not readable after the gap: %v", got)
+			}
+		})
 	}
 }

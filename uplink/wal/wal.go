@@ -164,6 +164,7 @@ type Log struct {
 	liveSeq     uint64 // acked seq last written to markerLive
 	nextAgeScan time.Time
 	seqFloor    uint64 // recovery: no seq below this may be issued
+	tailFloor   uint64 // recovery: the part of seqFloor a truncation line already named
 
 	rmu sync.Mutex // guards cur
 	cur cursor
