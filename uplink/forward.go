@@ -36,6 +36,7 @@ var permanentPuback = map[byte]string{
 var (
 	errNoPuback = errors.New("uplink: no PUBACK in time; reconnecting to resend")
 	errRefused  = errors.New("uplink: cloud refused a message for now")
+	errReopened = errors.New("uplink: buffer reopened; starting over on it")
 )
 
 // fed is one buffer record handed from the feeder to the session.
@@ -55,7 +56,8 @@ type pending struct {
 
 // forward connects, runs sessions and reconnects until ctx ends.
 func (u *Uplink) forward(ctx context.Context) {
-	acked := u.wal.Stats().AckedSeq
+	cur := u.buf()
+	acked := cur.log.Stats().AckedSeq
 	attempt := 0
 	var recent []time.Time // connect attempts, for the storm guard
 	failing := false
@@ -87,10 +89,19 @@ func (u *Uplink) forward(ctx context.Context) {
 		failing = false
 		u.connects.Add(1)
 		u.connected.Store(true)
-		u.log.Info("uplink: connected", "url", u.opts.URL, "session_present", ca.SessionPresent, "backlog", u.wal.Stats().Backlog)
+		u.log.Info("uplink: connected", "url", u.opts.URL, "session_present", ca.SessionPresent, "backlog", u.buf().log.Stats().Backlog)
+		if ws := u.buf(); ws != cur {
+			acked = reconcileAcked(cur, ws, acked)
+			cur = ws
+		}
 		var progressed bool
-		acked, progressed, err = u.session(ctx, nc, ca, acked)
+		acked, progressed, err = u.session(ctx, nc, ca, cur, acked)
 		u.connected.Store(false)
+		if errors.Is(err, errReopened) {
+			attempt = 0
+			u.log.Info("uplink: buffer reopened; resending from the first unacknowledged message", "acked_seq", acked)
+			continue
+		}
 		if progressed && !errors.Is(err, errRefused) {
 			attempt = 0
 		} else {
@@ -100,6 +111,21 @@ func (u *Uplink) forward(ctx context.Context) {
 			u.log.Warn("uplink: connection lost; resending from the first unacknowledged message", "err", err, "acked_seq", acked)
 		}
 	}
+}
+
+// reconcileAcked returns where to resume on a reopened buffer: where this
+// process got to when it is the same epoch (telling the new log so),
+// else the new log's own acked seq.
+func reconcileAcked(old, ws *walState, acked uint64) uint64 {
+	a := ws.log.Stats().AckedSeq
+	if ws.epoch != old.epoch {
+		return a
+	}
+	if acked > a {
+		ws.log.Ack(acked)
+		a = acked
+	}
+	return a
 }
 
 // backoff returns the wait before connect attempt number attempt+1:
@@ -197,7 +223,7 @@ func (u *Uplink) dial(ctx context.Context) (net.Conn, *packets.Connack, error) {
 // session sends buffer records after acked on one connection until it
 // fails or ctx ends. It returns the new contiguous acked seq and whether
 // any message was acknowledged.
-func (u *Uplink) session(ctx context.Context, nc net.Conn, ca *packets.Connack, acked uint64) (uint64, bool, error) {
+func (u *Uplink) session(ctx context.Context, nc net.Conn, ca *packets.Connack, ws *walState, acked uint64) (uint64, bool, error) {
 	window := u.opts.MaxInflight
 	var maxPacket uint32
 	ka := u.opts.KeepAlive
@@ -226,10 +252,10 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, ca *packets.Connack, 
 		<-done
 		<-done
 	}()
-	go func() { defer func() { done <- struct{}{} }(); u.feed(sctx, acked, feed) }()
+	go func() { defer func() { done <- struct{}{} }(); u.feed(sctx, ws.log, acked, feed) }()
 	go func() { defer func() { done <- struct{}{} }(); u.read(sctx, nc, ka, acks, rerr) }()
 
-	s := &sender{u: u, w: bufio.NewWriterSize(nc, 32<<10), nc: nc, maxPacket: maxPacket, byPID: map[uint16]*pending{}}
+	s := &sender{u: u, epoch: ws.epoch, w: bufio.NewWriterSize(nc, 32<<10), nc: nc, maxPacket: maxPacket, byPID: map[uint16]*pending{}}
 	if err := s.status("online"); err != nil {
 		return acked, false, err
 	}
@@ -272,7 +298,7 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, ca *packets.Connack, 
 			if n := s.popDone(); n != 0 {
 				// QoS 0 and dead-lettered records at the front.
 				acked = n
-				u.wal.Ack(acked)
+				ws.log.Ack(acked)
 			}
 			if err := s.flush(ka); err != nil {
 				return acked, progressed, err
@@ -294,13 +320,15 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, ca *packets.Connack, 
 			if n := s.popDone(); n != 0 {
 				acked = n
 				progressed = true
-				u.wal.Ack(acked)
+				ws.log.Ack(acked)
 			}
 			if err != nil {
 				return acked, progressed, err
 			}
 		case err := <-rerr:
 			return acked, progressed, err
+		case <-ws.swapped:
+			return acked, progressed, errReopened
 		case now := <-tick.C:
 			if stopping && now.After(stopBy) {
 				return acked, progressed, s.goodbye()
@@ -324,6 +352,7 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, ca *packets.Connack, 
 // sender is the write side of one connection.
 type sender struct {
 	u           *Uplink
+	epoch       string
 	w           *bufio.Writer
 	nc          net.Conn
 	maxPacket   uint32
@@ -376,7 +405,7 @@ func (s *sender) send(f fed) error {
 func (s *sender) userProps(seq uint64, captured int64) []packets.User {
 	s.props = [4]packets.User{
 		{Key: "gw", Value: s.u.device},
-		{Key: "epoch", Value: s.u.epoch},
+		{Key: "epoch", Value: s.epoch},
 		{Key: "seq", Value: strconv.FormatUint(seq, 10)},
 		{Key: "ts", Value: time.Unix(0, captured).UTC().Format(time.RFC3339Nano)},
 	}
@@ -469,10 +498,10 @@ func (s *sender) goodbye() error {
 
 // feed reads the buffer after `after` and hands decoded records over in
 // seq order.
-func (u *Uplink) feed(ctx context.Context, after uint64, out chan<- fed) {
+func (u *Uplink) feed(ctx context.Context, lg *wal.Log, after uint64, out chan<- fed) {
 	buf := make([]wal.Record, 0, 256)
 	for {
-		recs, err := u.wal.Read(ctx, after, cap(buf), buf)
+		recs, err := lg.Read(ctx, after, cap(buf), buf)
 		if err != nil {
 			return
 		}

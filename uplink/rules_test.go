@@ -164,7 +164,7 @@ func FuzzBody(f *testing.F) {
 // TestPublishSize pins publishSize to paho's own encoding, since the
 // forwarder dead-letters by it before sending.
 func TestPublishSize(t *testing.T) {
-	s := &sender{u: &Uplink{device: "gh-01", epoch: "0123456789abcdef"}}
+	s := &sender{u: &Uplink{device: "gh-01"}, epoch: "0123456789abcdef"}
 	for _, n := range []int{0, 1, 100, 127, 128, 16383, 16384, 70000} {
 		for _, qos := range []byte{0, 1} {
 			m := &Message{Topic: "farms/gh-01/sensor/air/temperature", Payload: bytes.Repeat([]byte("x"), n), QoS: qos}

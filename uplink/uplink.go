@@ -29,6 +29,10 @@ var (
 	ErrTooLarge = errors.New("uplink: message too large for the buffer")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("uplink: closed")
+	// ErrUnavailable means the buffer failed (an fsync or write error
+	// from the storage) and is being reopened: the message was not
+	// stored. Capture counts it in Stats.Dropped["unavailable"].
+	ErrUnavailable = errors.New("uplink: buffer unavailable (storage error; reopening it)")
 )
 
 // StatePublisher receives the delivery state as JSON, rate-limited. The
@@ -46,8 +50,11 @@ type Uplink struct {
 	device string
 	log    *slog.Logger
 	clock  sensors.Clock
-	wal    *wal.Log
-	epoch  string
+	dir    string
+	walOpt wal.Opts
+	ws     atomic.Pointer[walState]
+	walMu  sync.Mutex // serialises reopening with Close
+	kick   chan struct{}
 	status string // cloud status topic
 
 	tlsConf  *tls.Config
@@ -82,12 +89,34 @@ type Uplink struct {
 	dropBadTopic  atomic.Uint64
 	dropBadRecord atomic.Uint64
 	deadWarned    atomic.Bool
+	dropUnavail   atomic.Uint64
+	reopens       atomic.Uint64
+	bufErr        atomic.Pointer[string]
+	closed        atomic.Bool
 }
+
+// walState is one open buffer. A failed buffer is closed and opened again
+// (recovery repairs it); swapped tells the forwarder to start over on the
+// new one.
+type walState struct {
+	log     *wal.Log
+	epoch   string
+	swapped chan struct{} // closed when this log is replaced
+	closed  bool          // under Uplink.walMu
+}
+
+func (u *Uplink) buf() *walState { return u.ws.Load() }
 
 // New opens the buffer under dir (its own subdirectory of the state
 // directory) and prepares the forwarder; Start begins forwarding. clock
 // may be nil for the system clock, log nil for no logging.
 func New(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.Clock) (*Uplink, error) {
+	return newUplink(opts, dir, deviceID, log, clock, nil)
+}
+
+// newUplink is New on a given buffer file system (nil: the real one);
+// tests pass a fault layer.
+func newUplink(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.Clock, fsys wal.FS) (*Uplink, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
 	}
@@ -110,6 +139,8 @@ func New(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.Clock)
 		stormMax:       20,
 		drainWait:      2 * time.Second,
 		done:           make(chan struct{}),
+		dir:            dir,
+		kick:           make(chan struct{}, 1),
 	}
 	st := opts.StatusTopic
 	if st == "" {
@@ -123,14 +154,82 @@ func New(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.Clock)
 	if err != nil {
 		return nil, err
 	}
-	wo.Log, wo.Clock = log, clock
+	wo.Log, wo.Clock, wo.FS = log, clock, fsys
+	u.walOpt = wo
 	l, err := wal.Open(dir, wo)
 	if err != nil {
 		return nil, fmt.Errorf("uplink: open buffer: %w", err)
 	}
-	u.wal = l
-	u.epoch = fmt.Sprintf("%016x", l.Epoch())
+	u.ws.Store(newWalState(l))
 	return u, nil
+}
+
+func newWalState(l *wal.Log) *walState {
+	return &walState{log: l, epoch: fmt.Sprintf("%016x", l.Epoch()), swapped: make(chan struct{})}
+}
+
+// kickRepair asks keepBuffer to reopen a failed buffer.
+func (u *Uplink) kickRepair() {
+	select {
+	case u.kick <- struct{}{}:
+	default:
+	}
+}
+
+// keepBuffer reopens the buffer after a storage error made it refuse
+// appends (one EIO from an SD card must not stop the gateway until a
+// restart), retrying with backoff until it opens again.
+func (u *Uplink) keepBuffer(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-u.kick:
+		}
+		for attempt := 0; ctx.Err() == nil; attempt++ {
+			if err := u.reopenBuffer(); err == nil {
+				break
+			}
+			if !u.sleep(ctx, min(u.backoffBase<<min(attempt, 30), u.backoffMax)) {
+				return
+			}
+		}
+	}
+}
+
+// reopenBuffer closes a failed buffer and opens it again. It does nothing
+// while the buffer works.
+func (u *Uplink) reopenBuffer() error {
+	u.walMu.Lock()
+	defer u.walMu.Unlock()
+	if u.closed.Load() {
+		return nil
+	}
+	ws := u.buf()
+	if !ws.closed {
+		cause := ws.log.Err()
+		if cause == nil {
+			return nil
+		}
+		msg := cause.Error()
+		u.bufErr.Store(&msg)
+		u.log.Error("uplink: buffer failed; reopening it (recovery repairs the files); captures are refused meanwhile", "err", cause)
+		_ = ws.log.Close() // it reports the same error
+		ws.closed = true
+	}
+	l, err := wal.Open(u.dir, u.walOpt)
+	if err != nil {
+		msg := err.Error()
+		u.bufErr.Store(&msg)
+		u.log.Warn("uplink: reopen buffer failed; retrying with backoff", "err", err)
+		return err
+	}
+	u.ws.Store(newWalState(l))
+	close(ws.swapped)
+	u.bufErr.Store(nil)
+	u.reopens.Add(1)
+	u.log.Info("uplink: buffer reopened", "backlog", l.Stats().Backlog)
+	return nil
 }
 
 func walOpts(b Buffer) (wal.Opts, error) {
@@ -229,7 +328,7 @@ func (u *Uplink) Capture(topic string, payload []byte, qos byte, retain bool) (m
 	m := Message{Topic: remote, Payload: payload, QoS: byte(r.QoS), Retain: r.Retain, Captured: u.clock.Now().UnixNano()}
 	bp := bodyPool.Get().(*[]byte)
 	body := appendBody((*bp)[:0], &m)
-	_, err = u.wal.Append(body)
+	_, err = u.buf().log.Append(body)
 	*bp = body[:0]
 	if cap(body) <= 64<<10 {
 		bodyPool.Put(bp)
@@ -243,8 +342,15 @@ func (u *Uplink) Capture(topic string, payload []byte, qos byte, retain bool) (m
 	case errors.Is(err, wal.ErrTooLarge):
 		u.dropTooLarge.Add(1)
 		return true, fmt.Errorf("%w: %w", ErrTooLarge, err)
-	case errors.Is(err, wal.ErrClosed):
+	case errors.Is(err, wal.ErrClosed) && u.closed.Load():
 		return true, fmt.Errorf("%w: %w", ErrClosed, err)
+	case errors.Is(err, wal.ErrClosed): // being reopened
+		u.dropUnavail.Add(1)
+		return true, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case errors.Is(err, wal.ErrFailed):
+		u.dropUnavail.Add(1)
+		u.kickRepair()
+		return true, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return true, fmt.Errorf("uplink: buffer append: %w", err)
 }
@@ -274,14 +380,19 @@ type Stats struct {
 	Sent             uint64 `json:"sent"`
 	Acked            uint64 `json:"acked"`
 	DiskBytes        int64  `json:"disk_bytes"`
+	// BufferError is set while the buffer is failed and being reopened
+	// (captures are refused); BufferReopens counts the reopens.
+	BufferError   string `json:"buffer_error,omitempty"`
+	BufferReopens uint64 `json:"buffer_reopens"`
 }
 
 // Stats returns a snapshot of the delivery health.
 func (u *Uplink) Stats() Stats {
-	w := u.wal.Stats()
+	ws := u.buf()
+	w := ws.log.Stats()
 	s := Stats{
 		Connected:    u.connected.Load(),
-		Epoch:        u.epoch,
+		Epoch:        ws.epoch,
 		Backlog:      w.Backlog,
 		BacklogBytes: w.BacklogBytes,
 		Dropped: map[string]uint64{
@@ -292,6 +403,8 @@ func (u *Uplink) Stats() Stats {
 			"too_large":  u.dropTooLarge.Load(),
 			"bad_topic":  u.dropBadTopic.Load(),
 			"bad_record": u.dropBadRecord.Load(),
+			// Refused while the buffer was failed.
+			"unavailable": u.dropUnavail.Load(),
 		},
 		DeadLetters:      u.deadLetters.Load(),
 		CorruptRecovered: w.CorruptRecovered,
@@ -299,6 +412,12 @@ func (u *Uplink) Stats() Stats {
 		Sent:             u.sent.Load(),
 		Acked:            u.acked.Load(),
 		DiskBytes:        w.DiskBytes,
+		BufferReopens:    u.reopens.Load(),
+	}
+	if e := u.bufErr.Load(); e != nil {
+		s.BufferError = *e
+	} else if err := ws.log.Err(); err != nil {
+		s.BufferError = err.Error()
 	}
 	if !w.Oldest.IsZero() {
 		s.OldestUnsent = max(u.clock.Now().Sub(w.Oldest), 0)
@@ -331,9 +450,10 @@ func (u *Uplink) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	u.cancel = cancel
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); u.forward(ctx) }()
 	go func() { defer wg.Done(); u.publishStates(ctx) }()
+	go func() { defer wg.Done(); u.keepBuffer(ctx) }()
 	go func() { wg.Wait(); close(u.done) }()
 }
 
@@ -350,6 +470,9 @@ func (u *Uplink) publishStates(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C():
+		}
+		if u.buf().log.Err() != nil {
+			u.kickRepair() // failed with no capture since (a housekeeping fsync)
 		}
 		u.mu.Lock()
 		p := u.stateOut
@@ -379,6 +502,7 @@ func (u *Uplink) publishStates(ctx context.Context) {
 func (u *Uplink) Close(ctx context.Context) error {
 	var err error
 	u.stopOnce.Do(func() {
+		u.closed.Store(true)
 		if u.started.Load() {
 			u.cancel()
 			select {
@@ -387,9 +511,15 @@ func (u *Uplink) Close(ctx context.Context) error {
 				err = fmt.Errorf("uplink: forwarder did not stop in time: %w", ctx.Err())
 			}
 		}
-		if cerr := u.wal.Close(); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("uplink: close buffer: %w", cerr))
+		u.walMu.Lock()
+		ws := u.buf()
+		if !ws.closed {
+			ws.closed = true
+			if cerr := ws.log.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("uplink: close buffer: %w", cerr))
+			}
 		}
+		u.walMu.Unlock()
 	})
 	return err
 }

@@ -14,14 +14,33 @@ import (
 // uplinkCapturer adapts the uplink to the local broker's Capturer. The two
 // packages do not know each other; this is where a full buffer under
 // reject_new becomes PUBACK 0x97 for MQTT 5 publishers.
-type uplinkCapturer struct{ u *uplink.Uplink }
+type uplinkCapturer struct {
+	u interface {
+		Capture(topic string, payload []byte, qos byte, retain bool) (bool, error)
+	}
+	// stateTopic is where the uplink publishes its own state. It is
+	// never captured: each publication would change the state it
+	// reports and cause the next one (a buffer write and a cloud
+	// message every 5 s forever).
+	stateTopic string
+}
 
 var _ localbroker.Capturer = uplinkCapturer{}
 
 func (c uplinkCapturer) Capture(m localbroker.Message) error {
+	if m.Client == "" && m.Topic == c.stateTopic {
+		return nil
+	}
 	_, err := c.u.Capture(m.Topic, m.Payload, m.QoS, m.Retain)
-	if errors.Is(err, uplink.ErrFull) {
+	switch {
+	case errors.Is(err, uplink.ErrFull):
 		return fmt.Errorf("%w: %w", localbroker.ErrQuotaExceeded, err)
+	case errors.Is(err, uplink.ErrUnavailable) && m.Client == "":
+		// The buffer failed and is being reopened; the uplink counted
+		// the message (dropped.unavailable). A reading of the
+		// in-process pipeline still reaches LAN subscribers; a LAN
+		// publisher gets a refusal instead, so it keeps its message.
+		return nil
 	}
 	return err
 }
@@ -52,8 +71,9 @@ func openUplink(cfg *configs.Config, b *localbroker.Broker, log *slog.Logger) (*
 	if err != nil {
 		return nil, err
 	}
-	b.SetCapturer(uplinkCapturer{u})
-	u.SetStatePublisher(brokerState{b: b, topic: cfg.Device.TopicPrefix + "/uplink/state"})
+	stateTopic := cfg.Device.TopicPrefix + "/uplink/state"
+	b.SetCapturer(uplinkCapturer{u: u, stateTopic: stateTopic})
+	u.SetStatePublisher(brokerState{b: b, topic: stateTopic})
 	u.Start()
 	st := u.Stats()
 	log.Info("uplink buffer open", "dir", uplink.BufferDir(cfg.StateDir), "epoch", st.Epoch, "backlog", st.Backlog)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -24,7 +25,7 @@ func TestFullBufferIsQuotaExceeded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close(context.Background())
-	c := uplinkCapturer{u}
+	c := uplinkCapturer{u: u}
 	payload := []byte(strings.Repeat("x", 1000))
 	if err := c.Capture(localbroker.Message{Topic: "other", Payload: payload, QoS: 1}); err != nil {
 		t.Fatalf("a topic no rule selects: %v", err)
@@ -43,4 +44,54 @@ func TestFullBufferIsQuotaExceeded(t *testing.T) {
 		return
 	}
 	t.Fatal("1 MB into a 128 KiB buffer under reject_new was never refused")
+}
+
+type fakeCapture struct {
+	err    error
+	topics []string
+}
+
+func (f *fakeCapture) Capture(topic string, _ []byte, _ byte, _ bool) (bool, error) {
+	f.topics = append(f.topics, topic)
+	return true, f.err
+}
+
+// TestCaptureErrorMapping covers two review findings. A failed buffer
+// (review P1-2) refused every Capture, so Broker.Publish refused and
+// sensor readings stopped reaching LAN subscribers: an in-process publish
+// must now fan out while a LAN publisher is refused. And the uplink's own
+// state publication, when a rule covered PREFIX/uplink/state, was captured
+// and changed the state it reported, feeding itself every 5 s: it must not
+// be captured.
+func TestCaptureErrorMapping(t *testing.T) {
+	unavailable := fmt.Errorf("%w: fsync: EIO", uplink.ErrUnavailable)
+	for _, tc := range []struct {
+		name      string
+		m         localbroker.Message
+		err       error
+		want      error // nil: accepted
+		captured  bool
+		wantQuota bool
+	}{
+		{"pipeline reading, buffer failed", localbroker.Message{Topic: "p/s"}, unavailable, nil, true, false},
+		{"LAN publisher, buffer failed", localbroker.Message{Topic: "p/s", Client: "lan1"}, unavailable, uplink.ErrUnavailable, true, false},
+		{"pipeline, buffer full", localbroker.Message{Topic: "p/s"}, uplink.ErrFull, uplink.ErrFull, true, true},
+		{"pipeline, closed", localbroker.Message{Topic: "p/s"}, uplink.ErrClosed, uplink.ErrClosed, true, false},
+		{"own state topic", localbroker.Message{Topic: "p/uplink/state"}, nil, nil, false, false},
+		{"LAN client on the state topic", localbroker.Message{Topic: "p/uplink/state", Client: "lan1"}, nil, nil, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeCapture{err: tc.err}
+			err := uplinkCapturer{u: f, stateTopic: "p/uplink/state"}.Capture(tc.m)
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("Capture: %v, want %v", err, tc.want)
+			}
+			if got := errors.Is(err, localbroker.ErrQuotaExceeded); got != tc.wantQuota {
+				t.Errorf("quota exceeded %v, want %v", got, tc.wantQuota)
+			}
+			if got := len(f.topics) == 1; got != tc.captured {
+				t.Errorf("captured %v, want %v", got, tc.captured)
+			}
+		})
+	}
 }

@@ -41,6 +41,11 @@ var (
 	ErrClosed = errors.New("wal: log closed")
 	// ErrTooLarge is returned by Append for a body above MaxRecordBytes.
 	ErrTooLarge = errors.New("wal: record too large")
+	// ErrFailed is wrapped by every Append error once a write could not
+	// be repaired or an fsync or rotation failed: after that the page
+	// cache cannot be trusted ("fsyncgate"), so the log refuses appends
+	// until it is closed and opened again (recovery repairs the files).
+	ErrFailed = errors.New("wal: log failed (close and reopen it)")
 	// ErrCorrupt is wrapped by *CorruptError.
 	ErrCorrupt = errors.New("wal: corrupt data")
 	// ErrLocked is returned by Open when another process has the
@@ -277,6 +282,14 @@ func (l *Log) Append(body []byte) (uint64, error) {
 	r.body = nil
 	reqPool.Put(r)
 	return seq, err
+}
+
+// Err returns the sticky error (wrapping ErrFailed) that makes the log
+// refuse appends, nil while it works.
+func (l *Log) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
 }
 
 // Ack marks every record <= seq as delivered. The forwarder acks only the

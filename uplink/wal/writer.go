@@ -243,7 +243,7 @@ func (l *Log) writeActive(b []byte, count uint64, ns int64) error {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if terr := l.active.Truncate(act.size); terr != nil {
-			l.failed = fmt.Errorf("wal: write failed and the segment could not be repaired (reopen the log): %w", err)
+			l.failed = fmt.Errorf("%w: write failed and the segment could not be repaired: %w", ErrFailed, err)
 		}
 		l.nextSeq -= count
 		return fmt.Errorf("wal: write %s: %w", l.path(act.name), err)
@@ -274,7 +274,7 @@ func (l *Log) syncActive(housekeep bool) error {
 	l.mu.Lock()
 	l.st.Fsyncs++
 	if err != nil {
-		l.failed = fmt.Errorf("wal: fsync failed (reopen the log): %w", err)
+		l.failed = fmt.Errorf("%w: fsync failed: %w", ErrFailed, err)
 		err = l.failed
 	} else {
 		l.synced = max(l.synced, written)
@@ -302,7 +302,7 @@ func (l *Log) rotate() error {
 	l.mu.Unlock()
 	if err := l.createSegment(first, 0); err != nil {
 		l.mu.Lock()
-		l.failed = fmt.Errorf("wal: rotation failed (reopen the log): %w", err)
+		l.failed = fmt.Errorf("%w: rotation failed: %w", ErrFailed, err)
 		err = l.failed
 		l.mu.Unlock()
 		return err
