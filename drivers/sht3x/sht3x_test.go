@@ -11,6 +11,7 @@ import (
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
@@ -125,50 +126,6 @@ func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock, edit func(*Opts)) *Dev
 	return d
 }
 
-func TestSense(t *testing.T) {
-	// Command codes: datasheet 4.3, table 9, "clock stretching disabled".
-	tests := []struct {
-		rep  string
-		addr uint16
-		cmd  []byte
-		wait time.Duration // datasheet 2.2, table 4, maximum
-	}{
-		{High, Addr, []byte{0x24, 0x00}, 15500 * time.Microsecond},
-		{Medium, Addr, []byte{0x24, 0x0B}, 6500 * time.Microsecond},
-		{Low, AltAddr, []byte{0x24, 0x16}, 4500 * time.Microsecond},
-	}
-	for _, tt := range tests {
-		t.Run(tt.rep, func(t *testing.T) {
-			pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
-				{Addr: tt.addr, W: tt.cmd},
-				{Addr: tt.addr, R: reading25C60},
-			}}
-			clk := &i2cbustest.Clock{}
-			d := newDev(t, i2cbus.NewBus("1", pb), clk, func(o *Opts) { o.Repeatability = tt.rep; o.Address = tt.addr })
-			dst := make([]float64, len(d.Quantities()))
-			if err := d.Sense(context.Background(), dst); err != nil {
-				t.Fatal(err)
-			}
-			if !near(dst[0], 25) || !near(dst[1], 60) {
-				t.Errorf("Sense = %v °C, %v %%RH; want 25, 60", dst[0], dst[1])
-			}
-			if n, last, _ := clk.Waits(); n != 1 || last != tt.wait {
-				t.Errorf("waited %d times, last %v; want once, %v", n, last, tt.wait)
-			}
-			if err := pb.Close(); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-}
-
-func TestString(t *testing.T) {
-	d := newDev(t, i2cbus.NewBus("1", &i2ctest.Playback{}), nil, func(o *Opts) { o.Address = AltAddr })
-	if got := d.String(); got != "sht3x(i2c 1, 0x45)" {
-		t.Errorf("String() = %q", got)
-	}
-}
-
 func TestSenseCRCFailure(t *testing.T) {
 	badT := append([]byte(nil), reading25C60...)
 	badT[2] ^= 0x01
@@ -197,115 +154,10 @@ func TestSenseCRCFailure(t *testing.T) {
 	}
 }
 
-func TestSenseBusErrors(t *testing.T) {
-	t.Run("no device", func(t *testing.T) {
-		d := newDev(t, &i2cbustest.FailBus{}, &i2cbustest.Clock{}, nil)
-		err := d.Sense(context.Background(), make([]float64, 2))
-		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "start measurement") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("read NACK", func(t *testing.T) {
-		// The sensor takes the command, then NACKs the read header (as when
-		// the conversion is not done): Playback has no op left to match.
-		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0x24, 0x00}}}}
-		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
-		err := d.Sense(context.Background(), make([]float64, 2))
-		if err == nil || !strings.Contains(err.Error(), "read measurement") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("wrong traffic", func(t *testing.T) {
-		// A device expecting the clock-stretching command would not see ours.
-		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0x2C, 0x06}}}}
-		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
-		if err := d.Sense(context.Background(), make([]float64, 2)); err == nil {
-			t.Fatal("Sense succeeded with mismatched traffic")
-		}
-	})
-	t.Run("short dst", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true}
-		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
-		if err := d.Sense(context.Background(), make([]float64, 1)); err == nil {
-			t.Fatal("Sense accepted a one-element dst")
-		}
-		if pb.Count != 0 {
-			t.Fatal("Sense sent traffic for a bad dst")
-		}
-	})
-}
-
-func TestSenseHonoursContext(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0x24, 0x00}}}}
-	d := newDev(t, pb, &i2cbustest.Clock{Block: true}, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := d.Sense(ctx, make([]float64, 2)); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Sense = %v, want context.Canceled", err)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatalf("no read must follow a cancelled wait: %v", err)
-	}
-}
-
-func TestHaltSendsNothing(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
-		{Addr: Addr, W: []byte{0x24, 0x00}}, {Addr: Addr, R: reading25C60},
-	}}
-	d := newDev(t, pb, &i2cbustest.Clock{}, nil)
-	if err := d.Halt(); err != nil {
-		t.Fatal(err)
-	}
-	if pb.Count != 0 {
-		t.Fatal("Halt sent traffic")
-	}
-	// Single-shot mode keeps no state, so the device still works.
-	if err := d.Sense(context.Background(), make([]float64, 2)); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Halt(); err != nil {
-		t.Fatal(err)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// loopBus replays the ops of a Playback forever, for allocation checks and
-// benchmarks that need more readings than a script holds.
-type loopBus struct{ i2ctest.Playback }
-
-func (b *loopBus) Tx(addr uint16, w, r []byte) error {
-	b.Lock()
-	if b.Count == len(b.Ops) {
-		b.Count = 0
-	}
-	b.Unlock()
-	return b.Playback.Tx(addr, w, r)
-}
-
-func newLoop() *loopBus {
-	return &loopBus{i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
-		{Addr: Addr, W: []byte{0x24, 0x00}}, {Addr: Addr, R: reading25C60},
-	}}}
-}
-
-func TestSenseDoesNotAllocate(t *testing.T) {
-	d := newDev(t, i2cbus.NewBus("1", newLoop()), &i2cbustest.Clock{}, nil)
-	dst := make([]float64, 2)
-	ctx := context.Background()
-	allocs := testing.AllocsPerRun(100, func() {
-		if err := d.Sense(ctx, dst); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
-	}
-}
-
 func BenchmarkSense(b *testing.B) {
-	d := newDev(b, i2cbus.NewBus("1", newLoop()), &i2cbustest.Clock{}, nil)
+	bus := drivertest.NewBus([]i2ctest.IO{{Addr: Addr, W: []byte{0x24, 0x00}}, {Addr: Addr, R: reading25C60}})
+	bus.Loop = true
+	d := newDev(b, i2cbus.NewBus("1", bus), &i2cbustest.Clock{}, nil)
 	dst := make([]float64, 2)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -340,5 +192,41 @@ func FuzzSense(f *testing.F) {
 		if err == nil && (dst[0] < -45 || dst[0] > 130 || dst[1] < 0 || dst[1] > 100) {
 			t.Fatalf("reply % x: out of scale %v", reply, dst)
 		}
+	})
+}
+
+// suite is the conformance case of one repeatability: command codes of
+// datasheet 4.3, table 9 ("clock stretching disabled"), waits of datasheet
+// 2.2, table 4 (maximum).
+func suite(rep, bus string, addr uint16, cmd []byte, wait time.Duration) drivertest.Case {
+	good := []i2ctest.IO{{Addr: addr, W: cmd}, {Addr: addr, R: reading25C60}}
+	return drivertest.Case{
+		Name: "sht3x",
+		New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
+			o := DefaultOpts()
+			o.Repeatability, o.Address = rep, addr
+			return New(b, clk, o)
+		},
+		Bus: bus, Addr: addr,
+		Good:       good,
+		Want:       []float64{25, 60},
+		Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity},
+		Waits:      1, Wait: wait,
+		// Halt sends nothing: single-shot mode keeps no state, so the
+		// device still works afterwards.
+		HaltTwice: true,
+		AfterHalt: good,
+	}
+}
+
+func TestConformance(t *testing.T) {
+	t.Run(High, func(t *testing.T) {
+		drivertest.Run(t, suite(High, "1", Addr, []byte{0x24, 0x00}, 15500*time.Microsecond))
+	})
+	t.Run(Medium, func(t *testing.T) {
+		drivertest.Run(t, suite(Medium, "1", Addr, []byte{0x24, 0x0B}, 6500*time.Microsecond))
+	})
+	t.Run(Low, func(t *testing.T) {
+		drivertest.Run(t, suite(Low, "3", AltAddr, []byte{0x24, 0x16}, 4500*time.Microsecond))
 	})
 }
