@@ -68,6 +68,13 @@ type Case struct {
 	// fail the reading.
 	Tolerated []int
 
+	// FailSays, when set, holds for each transaction of Init+Good a
+	// phrase the error must contain when that transaction fails ("read
+	// measurement"), so the log says which step broke; HaltFailSays is the
+	// same for Halt on a dead bus.
+	FailSays     []string
+	HaltFailSays string
+
 	// Halt is the exact traffic of Halt after a good reading.
 	Halt []i2ctest.IO
 	// HaltTwice says a second Halt is safe: it returns nil and sends
@@ -102,6 +109,9 @@ func Run(t *testing.T, c Case) {
 	}
 	if len(c.Good) == 0 || len(c.Want) == 0 || c.New == nil || c.Name == "" {
 		t.Fatal("drivertest: a Case needs Name, New, Good and Want")
+	}
+	if len(c.FailSays) > len(c.Init)+len(c.Good) {
+		t.Fatal("drivertest: FailSays has more phrases than Init+Good has transactions")
 	}
 	t.Run("GoodReading", func(t *testing.T) { goodReading(t, c) })
 	t.Run("Quantities", func(t *testing.T) { quantities(t, c) })
@@ -402,6 +412,9 @@ func txFails(t *testing.T, c Case) {
 		if !errors.Is(err, i2cbustest.ErrBus) {
 			t.Errorf("%s: %v does not wrap the bus error", what, err)
 		}
+		if k < len(c.FailSays) && err != nil && !strings.Contains(err.Error(), c.FailSays[k]) {
+			t.Errorf("%s: error %q does not say %q", what, err, c.FailSays[k])
+		}
 		if b.sent() != k+1 || b.Calls() != k+1 {
 			t.Errorf("%s: Sense went on with %d more transactions", what, b.Calls()-k-1)
 		}
@@ -547,6 +560,9 @@ func haltFails(t *testing.T, c Case) {
 	}
 	if !errors.Is(err, i2cbustest.ErrBus) {
 		t.Errorf("Halt = %v, does not wrap the bus error", err)
+	}
+	if !strings.Contains(err.Error(), c.HaltFailSays) {
+		t.Errorf("Halt error %q does not say %q", err, c.HaltFailSays)
 	}
 }
 

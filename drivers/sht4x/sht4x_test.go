@@ -11,6 +11,7 @@ import (
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/drivers/sht3x"
@@ -111,51 +112,6 @@ func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock, edit func(*Opts)) *Dev
 	return d
 }
 
-func TestSense(t *testing.T) {
-	// Commands: datasheet "Command Overview"; waits: the maximum
-	// measurement durations of the timing table.
-	tests := []struct {
-		prec string
-		addr uint16
-		cmd  byte
-		wait time.Duration
-	}{
-		{High, Addr, 0xFD, 8300 * time.Microsecond},
-		{Medium, AltAddrB, 0xF6, 4500 * time.Microsecond},
-		{Low, AltAddrC, 0xE0, 1600 * time.Microsecond},
-	}
-	for _, tt := range tests {
-		t.Run(tt.prec, func(t *testing.T) {
-			pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
-				{Addr: tt.addr, W: []byte{tt.cmd}},
-				{Addr: tt.addr, R: reading25C69},
-			}}
-			clk := &i2cbustest.Clock{}
-			d := newDev(t, i2cbus.NewBus("1", pb), clk, func(o *Opts) { o.Precision = tt.prec; o.Address = tt.addr })
-			dst := make([]float64, len(d.Quantities()))
-			if err := d.Sense(context.Background(), dst); err != nil {
-				t.Fatal(err)
-			}
-			if !near(dst[0], 25) || !near(dst[1], 69) {
-				t.Errorf("Sense = %v °C, %v %%RH; want 25, 69", dst[0], dst[1])
-			}
-			if n, last, _ := clk.Waits(); n != 1 || last != tt.wait {
-				t.Errorf("waited %d times, last %v; want once, %v", n, last, tt.wait)
-			}
-			if err := pb.Close(); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-}
-
-func TestString(t *testing.T) {
-	d := newDev(t, i2cbus.NewBus("1", &i2ctest.Playback{}), nil, func(o *Opts) { o.Address = AltAddrC })
-	if got := d.String(); got != "sht4x(i2c 1, 0x46)" {
-		t.Errorf("String() = %q", got)
-	}
-}
-
 func TestSenseCRCFailure(t *testing.T) {
 	badT := append([]byte(nil), reading25C69...)
 	badT[2] ^= 0x01
@@ -184,109 +140,10 @@ func TestSenseCRCFailure(t *testing.T) {
 	}
 }
 
-func TestSenseBusErrors(t *testing.T) {
-	t.Run("no device", func(t *testing.T) {
-		d := newDev(t, i2cbus.NewBus("1", &i2cbustest.FailBus{}), &i2cbustest.Clock{}, nil)
-		err := d.Sense(context.Background(), make([]float64, 2))
-		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "start measurement") || !strings.Contains(err.Error(), "sht4x(i2c 1, 0x44)") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("read NACK", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0xFD}}}}
-		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
-		err := d.Sense(context.Background(), make([]float64, 2))
-		if err == nil || !strings.Contains(err.Error(), "read measurement") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("short dst", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true}
-		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
-		if err := d.Sense(context.Background(), make([]float64, 1)); err == nil {
-			t.Fatal("Sense accepted a one-element dst")
-		}
-		if pb.Count != 0 {
-			t.Fatal("Sense sent traffic for a bad dst")
-		}
-	})
-}
-
-func TestSenseHonoursContext(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0xFD}}}}
-	d := newDev(t, pb, &i2cbustest.Clock{Block: true}, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := d.Sense(ctx, make([]float64, 2)); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Sense = %v, want context.Canceled", err)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatalf("no read must follow a cancelled wait: %v", err)
-	}
-}
-
-// TestHaltSoftResets checks Halt sends the soft reset of datasheet
-// "Command Overview" (0x94) and that the sensor works afterwards.
-func TestHaltSoftResets(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
-		{Addr: Addr, W: []byte{0x94}},
-		{Addr: Addr, W: []byte{0xFD}}, {Addr: Addr, R: reading25C69},
-		{Addr: Addr, W: []byte{0x94}},
-	}}
-	d := newDev(t, pb, &i2cbustest.Clock{}, nil)
-	if err := d.Halt(); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Sense(context.Background(), make([]float64, 2)); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Halt(); err != nil {
-		t.Fatal(err)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatal(err)
-	}
-	bad := newDev(t, &i2cbustest.FailBus{}, nil, nil)
-	if err := bad.Halt(); !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "soft reset") {
-		t.Fatalf("Halt on a dead bus = %v", err)
-	}
-}
-
-// loopBus replays the ops of a Playback forever, for allocation checks and
-// benchmarks that need more readings than a script holds.
-type loopBus struct{ i2ctest.Playback }
-
-func (b *loopBus) Tx(addr uint16, w, r []byte) error {
-	b.Lock()
-	if b.Count == len(b.Ops) {
-		b.Count = 0
-	}
-	b.Unlock()
-	return b.Playback.Tx(addr, w, r)
-}
-
-func newLoop() *loopBus {
-	return &loopBus{i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
-		{Addr: Addr, W: []byte{0xFD}}, {Addr: Addr, R: reading25C69},
-	}}}
-}
-
-func TestSenseDoesNotAllocate(t *testing.T) {
-	d := newDev(t, i2cbus.NewBus("1", newLoop()), &i2cbustest.Clock{}, nil)
-	dst := make([]float64, 2)
-	ctx := context.Background()
-	allocs := testing.AllocsPerRun(100, func() {
-		if err := d.Sense(ctx, dst); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
-	}
-}
-
 func BenchmarkSense(b *testing.B) {
-	d := newDev(b, i2cbus.NewBus("1", newLoop()), &i2cbustest.Clock{}, nil)
+	bus := drivertest.NewBus([]i2ctest.IO{{Addr: Addr, W: []byte{0xFD}}, {Addr: Addr, R: reading25C69}})
+	bus.Loop = true
+	d := newDev(b, i2cbus.NewBus("1", bus), &i2cbustest.Clock{}, nil)
 	dst := make([]float64, 2)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -322,4 +179,36 @@ func FuzzSense(f *testing.F) {
 			t.Fatalf("reply % x: out of scale %v", reply, dst)
 		}
 	})
+}
+
+// suite is the conformance case of one precision: commands of datasheet
+// "Command Overview", waits the maximum measurement durations of the
+// timing table. Halt sends the soft reset (0x94), after which the sensor
+// still works.
+func suite(prec string, addr uint16, cmd byte, wait time.Duration) drivertest.Case {
+	good := []i2ctest.IO{{Addr: addr, W: []byte{cmd}}, {Addr: addr, R: reading25C69}}
+	return drivertest.Case{
+		Name: "sht4x",
+		New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
+			o := DefaultOpts()
+			o.Precision, o.Address = prec, addr
+			return New(b, clk, o)
+		},
+		Addr:         addr,
+		Good:         good,
+		Want:         []float64{25, 69},
+		Quantities:   []sensors.Quantity{sensors.Temperature, sensors.Humidity},
+		Waits:        1,
+		Wait:         wait,
+		FailSays:     []string{"start measurement", "read measurement"},
+		Halt:         []i2ctest.IO{{Addr: addr, W: []byte{0x94}}},
+		HaltFailSays: "soft reset",
+		AfterHalt:    good,
+	}
+}
+
+func TestConformance(t *testing.T) {
+	t.Run(High, func(t *testing.T) { drivertest.Run(t, suite(High, Addr, 0xFD, 8300*time.Microsecond)) })
+	t.Run(Medium, func(t *testing.T) { drivertest.Run(t, suite(Medium, AltAddrB, 0xF6, 4500*time.Microsecond)) })
+	t.Run(Low, func(t *testing.T) { drivertest.Run(t, suite(Low, AltAddrC, 0xE0, 1600*time.Microsecond)) })
 }
