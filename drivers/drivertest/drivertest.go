@@ -57,10 +57,9 @@ type Case struct {
 	Tolerance float64
 	// Quantities, when set, is what Quantities must return.
 	Quantities []sensors.Quantity
-	// Waits and Wait, when set, are the number and total duration of the
-	// conversion waits of one steady reading (Good).
-	Waits int
-	Wait  time.Duration
+	// Waits, when set, are the conversion waits of one steady reading
+	// (Good), in order.
+	Waits []time.Duration
 
 	// Tolerated lists indexes into Init+Good of transactions whose
 	// failure Sense ignores by design (the AM2320's wake-up write, which
@@ -280,7 +279,7 @@ func (c Case) checkErr(t *testing.T, what string, err error, dst []float64) {
 // both give Want; the steady reading waits as the Case says.
 func goodReading(t *testing.T, c Case) {
 	b := NewBus(c.Init, c.Good, c.Good)
-	clk := &i2cbustest.Clock{}
+	clk := &recClock{}
 	d := open(t, c, b, clk)
 	if b.Calls() != 0 {
 		t.Errorf("New sent %d transactions; the first Sense is the presence check", b.Calls())
@@ -293,7 +292,7 @@ func goodReading(t *testing.T, c Case) {
 		t.Fatalf("first Sense: %v (bus: %v)", err, b.Check())
 	}
 	c.checkValues(t, "first reading", dst)
-	n0, _, total0 := clk.Waits()
+	clk.waits = nil
 	dst = filled(len(c.Want))
 	if err := sense(t, d, context.Background(), dst); err != nil {
 		t.Fatalf("second Sense: %v (bus: %v)", err, b.Check())
@@ -302,13 +301,31 @@ func goodReading(t *testing.T, c Case) {
 	if err := b.Check(); err != nil {
 		t.Error(err)
 	}
-	n1, _, total1 := clk.Waits()
-	if c.Waits != 0 && n1-n0 != c.Waits {
-		t.Errorf("a steady reading waited %d times, want %d", n1-n0, c.Waits)
+	if c.Waits != nil && !slices.Equal(clk.waits, c.Waits) {
+		t.Errorf("a steady reading waited %v, want %v", clk.waits, c.Waits)
 	}
-	if c.Wait != 0 && total1-total0 != c.Wait {
-		t.Errorf("a steady reading waited %v in all, want %v", total1-total0, c.Wait)
-	}
+}
+
+// recClock is an i2cbustest.Clock that also records every duration waited
+// for, in order.
+type recClock struct {
+	i2cbustest.Clock
+	waits []time.Duration
+}
+
+func (c *recClock) NewTimer(d time.Duration) sensors.Timer {
+	c.waits = append(c.waits, d)
+	return &recTimer{c.Clock.NewTimer(d), c}
+}
+
+type recTimer struct {
+	sensors.Timer
+	c *recClock
+}
+
+func (t *recTimer) Reset(d time.Duration) bool {
+	t.c.waits = append(t.c.waits, d)
+	return t.Timer.Reset(d)
 }
 
 // quantities: valid, as declared, one per value, and unchanged by use.

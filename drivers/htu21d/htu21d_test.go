@@ -11,6 +11,7 @@ import (
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
@@ -133,30 +134,6 @@ func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock) *Dev {
 	return d
 }
 
-func TestSense(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tempReply, humidReply)}
-	clk := &i2cbustest.Clock{}
-	d := newDev(t, i2cbus.NewBus("1", pb), clk)
-	if got := d.String(); got != "htu21d(i2c 1, 0x40)" {
-		t.Errorf("String() = %q", got)
-	}
-	dst := make([]float64, len(d.Quantities()))
-	if err := d.Sense(context.Background(), dst); err != nil {
-		t.Fatal(err)
-	}
-	if !near(dst[0], wantTemp) || !near(dst[1], wantHumid) {
-		t.Errorf("Sense = %v °C, %v %%RH; want %v, %v", dst[0], dst[1], wantTemp, wantHumid)
-	}
-	// The HTU21D's maximum conversion times at 14-bit temperature and
-	// 12-bit humidity ("Electrical and general items").
-	if n, last, total := clk.Waits(); n != 2 || last != 16*time.Millisecond || total != 66*time.Millisecond {
-		t.Errorf("waited %d times, last %v, total %v; want 2, 16ms, 66ms", n, last, total)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestSenseCRCFailure(t *testing.T) {
 	badT := []byte{0x68, 0x3A, 0x7D}
 	badRH := []byte{0x4F, 0x85, 0x6B} // a flipped data bit, checksum unchanged
@@ -181,92 +158,10 @@ func TestSenseCRCFailure(t *testing.T) {
 	}
 }
 
-func TestSenseBusErrors(t *testing.T) {
-	t.Run("no device", func(t *testing.T) {
-		d := newDev(t, i2cbus.NewBus("1", &i2cbustest.FailBus{}), &i2cbustest.Clock{})
-		err := d.Sense(context.Background(), make([]float64, 2))
-		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "start temperature measurement") || !strings.Contains(err.Error(), "htu21d(i2c 1, 0x40)") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("humidity read NACK", func(t *testing.T) {
-		// Temperature works, then the read header after 0xF5 is NACKed.
-		pb := &i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tempReply, humidReply)[:3]}
-		d := newDev(t, pb, &i2cbustest.Clock{})
-		dst := []float64{math.NaN(), math.NaN()}
-		err := d.Sense(context.Background(), dst)
-		if err == nil || !strings.Contains(err.Error(), "read humidity") {
-			t.Fatalf("Sense = %v", err)
-		}
-		if !math.IsNaN(dst[0]) {
-			t.Error("Sense wrote a temperature although the reading failed")
-		}
-	})
-	t.Run("short dst", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true}
-		d := newDev(t, pb, &i2cbustest.Clock{})
-		if err := d.Sense(context.Background(), make([]float64, 1)); err == nil || pb.Count != 0 {
-			t.Fatalf("Sense with a one-element dst = %v after %d ops", err, pb.Count)
-		}
-	})
-}
-
-func TestSenseHonoursContext(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0xF3}}}}
-	d := newDev(t, pb, &i2cbustest.Clock{Block: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := d.Sense(ctx, make([]float64, 2)); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Sense = %v, want context.Canceled", err)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatalf("no read must follow a cancelled wait: %v", err)
-	}
-}
-
-func TestHaltSendsNothing(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tempReply, humidReply)}
-	d := newDev(t, pb, &i2cbustest.Clock{})
-	if err := d.Halt(); err != nil || pb.Count != 0 {
-		t.Fatalf("Halt = %v after %d ops", err, pb.Count)
-	}
-	if err := d.Sense(context.Background(), make([]float64, 2)); err != nil {
-		t.Fatal(err)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// loopBus replays the ops of a Playback forever, for allocation checks and
-// benchmarks that need more readings than a script holds.
-type loopBus struct{ i2ctest.Playback }
-
-func (b *loopBus) Tx(addr uint16, w, r []byte) error {
-	b.Lock()
-	if b.Count == len(b.Ops) {
-		b.Count = 0
-	}
-	b.Unlock()
-	return b.Playback.Tx(addr, w, r)
-}
-
-func TestSenseDoesNotAllocate(t *testing.T) {
-	d := newDev(t, &loopBus{i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tempReply, humidReply)}}, &i2cbustest.Clock{})
-	dst := make([]float64, 2)
-	ctx := context.Background()
-	allocs := testing.AllocsPerRun(100, func() {
-		if err := d.Sense(ctx, dst); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
-	}
-}
-
 func BenchmarkSense(b *testing.B) {
-	d := newDev(b, i2cbus.NewBus("1", &loopBus{i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tempReply, humidReply)}}), &i2cbustest.Clock{})
+	bus := drivertest.NewBus(sequence(Addr, tempReply, humidReply))
+	bus.Loop = true
+	d := newDev(b, i2cbus.NewBus("1", bus), &i2cbustest.Clock{})
 	dst := make([]float64, 2)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -298,5 +193,27 @@ func FuzzSense(f *testing.F) {
 		if err == nil && (dst[0] < -46.85 || dst[0] > 128.88 || dst[1] < 0 || dst[1] > 100) {
 			t.Fatalf("replies % x, % x: out of scale %v", tr, hr, dst)
 		}
+	})
+}
+
+// TestConformance runs the datasheet's worked example through the shared
+// driver suite. The waits are the HTU21D's maximum conversion times at
+// 14-bit temperature (50 ms) and 12-bit humidity (16 ms), "Electrical and
+// general items". Halt sends nothing, and the sensor works afterwards.
+func TestConformance(t *testing.T) {
+	good := sequence(Addr, tempReply, humidReply)
+	drivertest.Run(t, drivertest.Case{
+		Name: "htu21d",
+		New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
+			return New(b, clk, DefaultOpts())
+		},
+		Addr:       Addr,
+		Good:       good,
+		Want:       []float64{wantTemp, wantHumid},
+		Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity},
+		Waits:      []time.Duration{50 * time.Millisecond, 16 * time.Millisecond},
+		FailSays:   []string{"start temperature measurement", "read temperature", "start humidity measurement", "read humidity"},
+		HaltTwice:  true,
+		AfterHalt:  good,
 	})
 }

@@ -211,8 +211,8 @@ func suite(rep, bus string, addr uint16, cmd []byte, wait time.Duration) drivert
 		Good:       good,
 		Want:       []float64{25, 60},
 		Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity},
-		Waits:      1, Wait: wait,
-		FailSays: []string{"start measurement", "read measurement"},
+		Waits:      []time.Duration{wait},
+		FailSays:   []string{"start measurement", "read measurement"},
 		// Halt sends nothing: single-shot mode keeps no state, so the
 		// device still works afterwards.
 		HaltTwice: true,
