@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"math"
-	"strings"
 	"testing"
 	"time"
 
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/drivers/sht3x"
@@ -114,35 +114,6 @@ func sense(t *testing.T, d *Dev) ([]float64, error) {
 	return dst, err
 }
 
-// TestSense walks datasheet 5.4: status check once, then trigger, 80 ms,
-// read; the second reading skips the status check.
-func TestSense(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
-		status, trigger, read(reading25C50),
-		trigger, read(reading25C50),
-	}}
-	clk := &i2cbustest.Clock{}
-	d := newDev(t, i2cbus.NewBus("1", pb), clk)
-	if got := d.String(); got != "aht20(i2c 1, 0x38)" {
-		t.Errorf("String() = %q", got)
-	}
-	for i := range 2 {
-		dst, err := sense(t, d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !near(dst[0], 25) || !near(dst[1], 50) {
-			t.Errorf("reading %d: %v °C, %v %%RH; want 25, 50", i, dst[0], dst[1])
-		}
-	}
-	if n, last, total := clk.Waits(); n != 2 || last != 80*time.Millisecond || total != 160*time.Millisecond {
-		t.Errorf("waits %d, last %v, total %v; want 2 of 80ms", n, last, total)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestSenseInitialises: a sensor whose calibration bit is clear gets the
 // initialisation command and 10 ms before the first trigger (5.4 step 1).
 func TestSenseInitialises(t *testing.T) {
@@ -160,25 +131,14 @@ func TestSenseInitialises(t *testing.T) {
 	}
 }
 
-// TestSensePollsBusy: while status bit 7 is set the sensor is measuring
-// (5.3, table 10); Sense polls every 10 ms, a bounded number of times.
+// busy is a reading taken while status bit 7 is set: the sensor is still
+// measuring (5.3, table 10). Data and CRC are meaningless.
+var busy = []byte{0x9C, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}
+
+// TestSensePollsBusy: Sense polls the busy bit every 10 ms, a bounded
+// number of times.
 func TestSensePollsBusy(t *testing.T) {
-	busy := []byte{0x9C, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF} // data and CRC are meaningless while busy
-	t.Run("ready on the second poll", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger, read(busy), read(busy), read(reading25C50)}}
-		clk := &i2cbustest.Clock{}
-		d := newDev(t, pb, clk)
-		dst, err := sense(t, d)
-		if err != nil || !near(dst[0], 25) {
-			t.Fatalf("Sense = %v, %v", dst, err)
-		}
-		if n, last, total := clk.Waits(); n != 3 || last != 10*time.Millisecond || total != 100*time.Millisecond {
-			t.Errorf("waits %d, last %v, total %v", n, last, total)
-		}
-		if err := pb.Close(); err != nil {
-			t.Fatal(err)
-		}
-	})
+	// "Ready on the second poll" is a TestConformance case.
 	t.Run("stays busy", func(t *testing.T) {
 		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger, read(busy), read(busy), read(busy), read(busy)}}
 		d := newDev(t, pb, &i2cbustest.Clock{})
@@ -230,111 +190,6 @@ func TestSenseLostCalibration(t *testing.T) {
 	}
 }
 
-func TestSenseBusErrors(t *testing.T) {
-	t.Run("no device", func(t *testing.T) {
-		d := newDev(t, i2cbus.NewBus("1", &i2cbustest.FailBus{}), &i2cbustest.Clock{})
-		_, err := sense(t, d)
-		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "read status") || !strings.Contains(err.Error(), "aht20(i2c 1, 0x38)") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("read NACK", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger}}
-		d := newDev(t, pb, &i2cbustest.Clock{})
-		if _, err := sense(t, d); err == nil || !strings.Contains(err.Error(), "read measurement") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("trigger NACK", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status}}
-		d := newDev(t, pb, &i2cbustest.Clock{})
-		if _, err := sense(t, d); err == nil || !strings.Contains(err.Error(), "trigger measurement") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("short dst", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true}
-		d := newDev(t, pb, &i2cbustest.Clock{})
-		if err := d.Sense(context.Background(), make([]float64, 1)); err == nil || pb.Count != 0 {
-			t.Fatalf("Sense with a one-element dst = %v after %d ops", err, pb.Count)
-		}
-	})
-}
-
-func TestSenseHonoursContext(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger}}
-	d := newDev(t, pb, &i2cbustest.Clock{Block: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := d.Sense(ctx, make([]float64, 2)); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Sense = %v, want context.Canceled", err)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatalf("no read must follow a cancelled wait: %v", err)
-	}
-}
-
-func TestHaltSendsNothing(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true}
-	d := newDev(t, pb, &i2cbustest.Clock{})
-	if err := d.Halt(); err != nil || pb.Count != 0 {
-		t.Fatalf("Halt = %v after %d ops", err, pb.Count)
-	}
-}
-
-// loopBus replays the ops of a Playback forever, for allocation checks and
-// benchmarks that need more readings than a script holds.
-type loopBus struct{ i2ctest.Playback }
-
-func (b *loopBus) Tx(addr uint16, w, r []byte) error {
-	b.Lock()
-	if b.Count == len(b.Ops) {
-		b.Count = 0
-	}
-	b.Unlock()
-	return b.Playback.Tx(addr, w, r)
-}
-
-// warmDev returns an AHT20 past its first Sense (the status check) on a
-// bus that replays the steady trigger-and-read cycle.
-func warmDev(t testing.TB) *Dev {
-	lb := &loopBus{i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger, read(reading25C50)}}}
-	d := newDev(t, i2cbus.NewBus("1", lb), &i2cbustest.Clock{})
-	if err := d.Sense(context.Background(), make([]float64, 2)); err != nil {
-		t.Fatal(err)
-	}
-	lb.Lock()
-	lb.Ops, lb.Count = lb.Ops[1:], 0
-	lb.Unlock()
-	return d
-}
-
-func TestSenseDoesNotAllocate(t *testing.T) {
-	d := warmDev(t)
-	dst := make([]float64, 2)
-	ctx := context.Background()
-	allocs := testing.AllocsPerRun(100, func() {
-		if err := d.Sense(ctx, dst); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
-	}
-}
-
-func BenchmarkSense(b *testing.B) {
-	d := warmDev(b)
-	dst := make([]float64, 2)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := d.Sense(ctx, dst); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // FuzzSense feeds arbitrary replies: Sense must never panic, and must
 // succeed exactly when the sensor is idle, calibrated and the checksum is
 // right, with values inside the sensor's scale.
@@ -363,4 +218,63 @@ func FuzzSense(f *testing.F) {
 			t.Fatalf("reply % x: out of scale %v", reply, dst)
 		}
 	})
+}
+
+// TestConformance runs datasheet 5.4 through the shared driver suite: the
+// status check of step 1 once (with and without the initialisation it
+// may call for), then trigger, 80 ms, read, polling every 10 ms while the
+// sensor is busy. Halt sends nothing, and the sensor works afterwards.
+func TestConformance(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		init, good []i2ctest.IO
+		waits      []time.Duration
+		says       []string
+	}{
+		{"calibrated", []i2ctest.IO{status}, []i2ctest.IO{trigger, read(reading25C50)},
+			[]time.Duration{80 * time.Millisecond},
+			[]string{"read status", "trigger measurement", "read measurement"}},
+		{"initialises", []i2ctest.IO{statusRaw, initCmd}, []i2ctest.IO{trigger, read(reading25C50)},
+			[]time.Duration{80 * time.Millisecond},
+			[]string{"read status", "initialise", "trigger measurement", "read measurement"}},
+		{"ready on the second poll", []i2ctest.IO{status}, []i2ctest.IO{trigger, read(busy), read(busy), read(reading25C50)},
+			[]time.Duration{80 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond},
+			[]string{"read status", "trigger measurement", "read measurement", "read measurement", "read measurement"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			drivertest.Run(t, drivertest.Case{
+				Name: "aht20",
+				New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
+					return New(b, clk, DefaultOpts())
+				},
+				Addr:       Addr,
+				Init:       tt.init,
+				Good:       tt.good,
+				Want:       []float64{25, 50},
+				Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity},
+				Waits:      tt.waits,
+				FailSays:   tt.says,
+				HaltTwice:  true,
+				AfterHalt:  tt.good,
+			})
+		})
+	}
+}
+
+func BenchmarkSense(b *testing.B) {
+	bus := drivertest.NewBus([]i2ctest.IO{status, trigger, read(reading25C50)})
+	d := newDev(b, i2cbus.NewBus("1", bus), &i2cbustest.Clock{})
+	if err := d.Sense(context.Background(), make([]float64, 2)); err != nil {
+		b.Fatal(err)
+	}
+	bus.Reset([]i2ctest.IO{trigger, read(reading25C50)})
+	bus.Loop = true
+	dst := make([]float64, 2)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.Sense(ctx, dst); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

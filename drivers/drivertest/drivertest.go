@@ -145,6 +145,14 @@ func NewBus(ops ...[]i2ctest.IO) *Bus {
 	return &Bus{Ops: slices.Concat(ops...), Fail: -1}
 }
 
+// Reset replaces the script with ops and expects its first op next, as
+// when a test moves a device past its first reading into a steady loop.
+func (b *Bus) Reset(ops ...[]i2ctest.IO) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.Ops, b.next = slices.Concat(ops...), 0
+}
+
 // String implements i2c.Bus.
 func (b *Bus) String() string { return "drivertest" }
 
@@ -526,9 +534,8 @@ func noAllocs(t *testing.T, c Case) {
 	if err := sense(t, d, ctx, dst); err != nil {
 		t.Fatal(err)
 	}
-	b.mu.Lock()
-	b.Ops, b.next, b.Loop = c.Good, 0, true
-	b.mu.Unlock()
+	b.Reset(c.Good)
+	b.Loop = true
 	var err error
 	allocs := testing.AllocsPerRun(100, func() {
 		if e := d.Sense(ctx, dst); e != nil && err == nil {
@@ -591,9 +598,7 @@ func halt(t *testing.T, c Case) {
 	if err := sense(t, d, context.Background(), make([]float64, len(c.Want))); err != nil {
 		t.Fatal(err)
 	}
-	b.mu.Lock()
-	b.Ops, b.next = slices.Concat(c.Halt, c.AfterHalt), 0
-	b.mu.Unlock()
+	b.Reset(c.Halt, c.AfterHalt)
 	calls := b.Calls()
 	if err := d.Halt(); err != nil {
 		t.Fatalf("Halt: %v", err)
