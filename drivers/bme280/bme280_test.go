@@ -11,6 +11,7 @@ import (
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
@@ -244,58 +245,6 @@ func untouched(dst []float64) bool {
 	return math.IsNaN(dst[0]) && math.IsNaN(dst[1]) && math.IsNaN(dst[2])
 }
 
-func TestSense(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: append(append([]i2ctest.IO{}, setup...), startMeas, good, startMeas, good)}
-	clk := &i2cbustest.Clock{}
-	d := newDev(t, i2cbus.NewBus("1", pb), clk, nil)
-	if got := d.String(); got != "bme280(i2c 1, 0x76)" {
-		t.Errorf("String() = %q", got)
-	}
-	for range 2 { // the second reading skips the set-up
-		dst, err := sense(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if dst[0] != wantT || dst[1] != wantH || dst[2] != wantP {
-			t.Errorf("Sense = %v; want %v °C, %v %%RH, %v Pa", dst, wantT, wantH, wantP)
-		}
-	}
-	if n, last, _ := clk.Waits(); n != 2 || last != 9300*time.Microsecond {
-		t.Errorf("waits %d, last %v; want 2 of 9.3ms", n, last)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// TestSenseSettings checks the register values of non-default options:
-// ctrl_hum osrs_h (table 20), config filter (table 28), ctrl_meas osrs_t,
-// osrs_p and mode (tables 22-25), and the measurement time of 9.1.
-func TestSenseSettings(t *testing.T) {
-	const a = AltAddr
-	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
-		{Addr: a, W: []byte{0xD0}, R: []byte{0x60}},
-		{Addr: a, W: []byte{0x88}, R: calTPH},
-		{Addr: a, W: []byte{0xE1}, R: calH},
-		{Addr: a, W: []byte{0xF2, 0x03, 0xF5, 0x10, 0xF4, 0x54}}, // h x4, filter 16, t x2, p x16, sleep
-		{Addr: a, W: []byte{0xF4, 0x55}},
-		{Addr: a, W: []byte{0xF2}, R: burst(0x03, 0x00, 0x54, 0x10, adcP, adcT, adcH)},
-	}}
-	clk := &i2cbustest.Clock{}
-	d := newDev(t, pb, clk, func(o *Opts) {
-		o.Address, o.TemperatureOversampling, o.PressureOversampling, o.HumidityOversampling, o.IIRFilter = a, 2, 16, 4, 16
-	})
-	if dst, err := sense(d); err != nil || dst[0] != wantT {
-		t.Fatalf("Sense = %v, %v", dst, err)
-	}
-	if _, last, _ := clk.Waits(); last != 1250*time.Microsecond+4600*time.Microsecond+37375*time.Microsecond+9775*time.Microsecond {
-		t.Errorf("waited %v", last)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestSenseSetupErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -375,107 +324,6 @@ func TestSenseDetectsReset(t *testing.T) {
 	}
 }
 
-func TestSenseBusErrors(t *testing.T) {
-	t.Run("no device", func(t *testing.T) {
-		d := newDev(t, i2cbus.NewBus("1", &i2cbustest.FailBus{}), &i2cbustest.Clock{}, nil)
-		_, err := sense(d)
-		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "read chip id") || !strings.Contains(err.Error(), "bme280(i2c 1, 0x76)") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	for n, what := range []string{"read chip id", "read calibration 0x88", "read calibration 0xe1", "write settings", "start forced measurement", "read measurement"} {
-		t.Run(what, func(t *testing.T) {
-			ops := append(append([]i2ctest.IO{}, setup...), startMeas)[:n]
-			pb := &i2ctest.Playback{DontPanic: true, Ops: ops}
-			d := newDev(t, pb, &i2cbustest.Clock{}, nil)
-			if _, err := sense(d); err == nil || !strings.Contains(err.Error(), what) {
-				t.Fatalf("Sense = %v, want an error naming %q", err, what)
-			}
-		})
-	}
-	t.Run("short dst", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true}
-		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
-		if err := d.Sense(context.Background(), make([]float64, 2)); err == nil || pb.Count != 0 {
-			t.Fatalf("Sense with a two-element dst = %v after %d ops", err, pb.Count)
-		}
-	})
-}
-
-func TestSenseHonoursContext(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: append(append([]i2ctest.IO{}, setup...), startMeas)}
-	d := newDev(t, pb, &i2cbustest.Clock{Block: true}, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := d.Sense(ctx, make([]float64, 3)); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Sense = %v, want context.Canceled", err)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatalf("no read must follow a cancelled wait: %v", err)
-	}
-}
-
-func TestHaltSendsNothing(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true}
-	d := newDev(t, pb, &i2cbustest.Clock{}, nil)
-	if err := d.Halt(); err != nil || pb.Count != 0 {
-		t.Fatalf("Halt = %v after %d ops", err, pb.Count)
-	}
-}
-
-// loopBus replays the ops of a Playback forever, for allocation checks and
-// benchmarks that need more readings than a script holds.
-type loopBus struct{ i2ctest.Playback }
-
-func (b *loopBus) Tx(addr uint16, w, r []byte) error {
-	b.Lock()
-	if b.Count == len(b.Ops) {
-		b.Count = 0
-	}
-	b.Unlock()
-	return b.Playback.Tx(addr, w, r)
-}
-
-// warmDev returns a BME280 past its set-up on a bus that replays the
-// steady measurement cycle.
-func warmDev(t testing.TB) *Dev {
-	lb := &loopBus{i2ctest.Playback{DontPanic: true, Ops: append(append([]i2ctest.IO{}, setup...), startMeas, good)}}
-	d := newDev(t, i2cbus.NewBus("1", lb), &i2cbustest.Clock{}, nil)
-	if err := d.Sense(context.Background(), make([]float64, 3)); err != nil {
-		t.Fatal(err)
-	}
-	lb.Lock()
-	lb.Ops, lb.Count = []i2ctest.IO{startMeas, good}, 0
-	lb.Unlock()
-	return d
-}
-
-func TestSenseDoesNotAllocate(t *testing.T) {
-	d := warmDev(t)
-	dst := make([]float64, 3)
-	ctx := context.Background()
-	allocs := testing.AllocsPerRun(100, func() {
-		if err := d.Sense(ctx, dst); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
-	}
-}
-
-func BenchmarkSense(b *testing.B) {
-	d := warmDev(b)
-	dst := make([]float64, 3)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := d.Sense(ctx, dst); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // FuzzSense feeds arbitrary calibration and measurement bytes: Sense must
 // never panic, and whatever it accepts must lie in the operating range.
 func FuzzSense(f *testing.F) {
@@ -504,4 +352,77 @@ func FuzzSense(f *testing.F) {
 			t.Fatalf("accepted out-of-range values %v", dst)
 		}
 	})
+}
+
+// TestConformance runs the compensation example through the shared driver
+// suite at the default settings and at non-default ones, which pins the
+// register values of ctrl_hum osrs_h (table 20), config filter (table 28),
+// ctrl_meas osrs_t, osrs_p and mode (tables 22-25) and the maximum
+// measurement time of 9.1. The set-up (5.4.1, 4.2.2, 5.4.3) comes once,
+// then a forced measurement (3.3.3, 5.4.5, 4: burst read) per reading.
+// Halt sends nothing: forced mode leaves the sensor asleep.
+func TestConformance(t *testing.T) {
+	const a = AltAddr
+	says := []string{"read chip id", "read calibration 0x88", "read calibration 0xe1", "write settings", "start forced measurement", "read measurement"}
+	for _, tt := range []struct {
+		name       string
+		addr       uint16
+		edit       func(*Opts)
+		init, good []i2ctest.IO
+		wait       time.Duration
+	}{
+		{"defaults", Addr, nil, setup, []i2ctest.IO{startMeas, good}, 9300 * time.Microsecond},
+		{"settings", a, func(o *Opts) {
+			o.Address, o.TemperatureOversampling, o.PressureOversampling, o.HumidityOversampling, o.IIRFilter = a, 2, 16, 4, 16
+		}, []i2ctest.IO{
+			{Addr: a, W: []byte{0xD0}, R: []byte{0x60}},
+			{Addr: a, W: []byte{0x88}, R: calTPH},
+			{Addr: a, W: []byte{0xE1}, R: calH},
+			{Addr: a, W: []byte{0xF2, 0x03, 0xF5, 0x10, 0xF4, 0x54}}, // h x4, filter 16, t x2, p x16, sleep
+		}, []i2ctest.IO{
+			{Addr: a, W: []byte{0xF4, 0x55}},
+			{Addr: a, W: []byte{0xF2}, R: burst(0x03, 0x00, 0x54, 0x10, adcP, adcT, adcH)},
+		}, 1250*time.Microsecond + 4600*time.Microsecond + 37375*time.Microsecond + 9775*time.Microsecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			drivertest.Run(t, drivertest.Case{
+				Name: "bme280",
+				New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
+					o := DefaultOpts()
+					if tt.edit != nil {
+						tt.edit(&o)
+					}
+					return New(b, clk, o)
+				},
+				Addr:       tt.addr,
+				Init:       tt.init,
+				Good:       tt.good,
+				Want:       []float64{wantT, wantH, wantP},
+				Exact:      true,
+				Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity, sensors.Pressure},
+				Waits:      []time.Duration{tt.wait},
+				FailSays:   says,
+				HaltTwice:  true,
+				AfterHalt:  tt.good,
+			})
+		})
+	}
+}
+
+func BenchmarkSense(b *testing.B) {
+	bus := drivertest.NewBus(setup, []i2ctest.IO{startMeas, good})
+	d := newDev(b, i2cbus.NewBus("1", bus), &i2cbustest.Clock{}, nil)
+	if err := d.Sense(context.Background(), make([]float64, 3)); err != nil {
+		b.Fatal(err)
+	}
+	bus.Reset([]i2ctest.IO{startMeas, good})
+	bus.Loop = true
+	dst := make([]float64, 3)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.Sense(ctx, dst); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

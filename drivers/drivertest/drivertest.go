@@ -52,9 +52,10 @@ type Case struct {
 	// The first Sense sends Init then Good, every later one Good.
 	Init, Good []i2ctest.IO
 	// Want is what a good reading writes into dst, in canonical units,
-	// within Tolerance (0 means 1e-9).
+	// within Tolerance (0 means 1e-9), or exactly if Exact is set.
 	Want      []float64
 	Tolerance float64
+	Exact     bool
 	// Quantities, when set, is what Quantities must return.
 	Quantities []sensors.Quantity
 	// Waits, when set, are the conversion waits of one steady reading
@@ -243,7 +244,7 @@ func sense(t *testing.T, d sensors.Sensor, ctx context.Context, dst []float64) (
 func (c Case) checkValues(t *testing.T, what string, got []float64) {
 	t.Helper()
 	for i, w := range c.Want {
-		if math.IsNaN(got[i]) || math.Abs(got[i]-w) > c.Tolerance {
+		if c.Exact && got[i] != w || math.IsNaN(got[i]) || math.Abs(got[i]-w) > c.Tolerance {
 			t.Errorf("%s: dst = %v, want %v (±%g)", what, got, c.Want, c.Tolerance)
 			return
 		}
