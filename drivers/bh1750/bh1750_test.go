@@ -1,15 +1,15 @@
 package bh1750
 
 import (
-	"context"
 	"errors"
 	"math"
-	"strings"
 	"testing"
 	"time"
 
+	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
@@ -102,6 +102,9 @@ func TestOptsI2CAddrAndQuantities(t *testing.T) {
 	}
 }
 
+// TestSense runs every resolution and MTreg row through the shared driver
+// suite, which checks the traffic (the one-time opcodes, not periph's
+// continuous mode), the value and the measurement time of each.
 func TestSense(t *testing.T) {
 	tests := []struct {
 		name          string
@@ -125,107 +128,29 @@ func TestSense(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pb := &i2ctest.Playback{DontPanic: true, Ops: script(tt.addr, tt.mtHigh, tt.mtLow, tt.op, tt.reply)}
-			clk := &i2cbustest.Clock{}
-			o := DefaultOpts()
-			o.Resolution, o.MTreg, o.Address = tt.res, tt.mt, tt.addr
-			d, err := New(i2cbus.NewBus("1", pb), clk, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			dst := []float64{math.NaN()}
-			if err := d.Sense(context.Background(), dst); err != nil {
-				t.Fatal(err)
-			}
-			if !near(dst[0], tt.want) {
-				t.Errorf("Sense = %v lx, want %v", dst[0], tt.want)
-			}
-			if n, last, _ := clk.Waits(); n != 1 || last != tt.wait {
-				t.Errorf("waited %d times, last %v; want once, %v", n, last, tt.wait)
-			}
-			if err := pb.Close(); err != nil {
-				t.Fatal(err)
-			}
+			good := script(tt.addr, tt.mtHigh, tt.mtLow, tt.op, tt.reply)
+			drivertest.Run(t, drivertest.Case{
+				Name: "bh1750",
+				New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
+					o := DefaultOpts()
+					o.Resolution, o.MTreg, o.Address = tt.res, tt.mt, tt.addr
+					return New(b, clk, o)
+				},
+				Addr:       tt.addr,
+				Good:       good,
+				Want:       []float64{tt.want},
+				Tolerance:  1e-9 * math.Max(1, tt.want),
+				Quantities: []sensors.Quantity{sensors.Illuminance},
+				Waits:      []time.Duration{tt.wait},
+				FailSays:   []string{"write instruction", "write instruction", "write instruction", "write instruction", "read measurement"},
+				// Halt sends Power Down (0x00, p.5), not the reset opcode
+				// 0x07 that periph's bh1750 writes; the next reading powers
+				// the chip on again.
+				Halt:         []i2ctest.IO{{Addr: tt.addr, W: []byte{0x00}}},
+				HaltFailSays: "power down",
+				AfterHalt:    good,
+			})
 		})
-	}
-}
-
-func TestSenseErrors(t *testing.T) {
-	t.Run("no device", func(t *testing.T) {
-		d, _ := New(&i2cbustest.FailBus{}, &i2cbustest.Clock{}, DefaultOpts())
-		err := d.Sense(context.Background(), make([]float64, 1))
-		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "bh1750(failbus, 0x23)") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("read NACK", func(t *testing.T) {
-		ops := script(Addr, 0x42, 0x65, 0x20, []byte{0, 0})
-		pb := &i2ctest.Playback{DontPanic: true, Ops: ops[:4]}
-		d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
-		err := d.Sense(context.Background(), make([]float64, 1))
-		if err == nil || !strings.Contains(err.Error(), "read measurement") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("periph's continuous mode is not what we send", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true, Ops: script(Addr, 0x42, 0x65, 0x10, []byte{0, 0})}
-		d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
-		if err := d.Sense(context.Background(), make([]float64, 1)); err == nil {
-			t.Fatal("Sense succeeded with mismatched traffic")
-		}
-	})
-	t.Run("cancelled wait reads nothing", func(t *testing.T) {
-		ops := script(Addr, 0x42, 0x65, 0x20, []byte{0, 0})
-		pb := &i2ctest.Playback{DontPanic: true, Ops: ops[:4]}
-		d, _ := New(pb, &i2cbustest.Clock{Block: true}, DefaultOpts())
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		if err := d.Sense(ctx, make([]float64, 1)); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Sense = %v", err)
-		}
-		if err := pb.Close(); err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Run("empty dst", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true}
-		d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
-		if err := d.Sense(context.Background(), nil); err == nil || pb.Count != 0 {
-			t.Fatalf("Sense = %v after %d ops", err, pb.Count)
-		}
-	})
-}
-
-// TestHaltPowersDown pins the fix of periph's bh1750, whose Halt writes the
-// reset opcode 0x07 instead of Power Down 0x00 (p.5).
-func TestHaltPowersDown(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: Addr, W: []byte{0x00}}}}
-	d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
-	if err := d.Halt(); err != nil {
-		t.Fatal(err)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatal(err)
-	}
-	d, _ = New(&i2cbustest.FailBus{}, nil, DefaultOpts())
-	if err := d.Halt(); !errors.Is(err, i2cbustest.ErrBus) {
-		t.Fatalf("Halt on a dead bus = %v", err)
-	}
-}
-
-func TestSenseDoesNotAllocate(t *testing.T) {
-	ops := script(Addr, 0x42, 0x65, 0x20, []byte{0x83, 0x90})
-	pb := &i2ctest.Playback{DontPanic: true}
-	d, _ := New(i2cbus.NewBus("1", pb), &i2cbustest.Clock{}, DefaultOpts())
-	dst := make([]float64, 1)
-	allocs := testing.AllocsPerRun(50, func() {
-		pb.Ops, pb.Count = ops, 0
-		if err := d.Sense(context.Background(), dst); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
 	}
 }
 
