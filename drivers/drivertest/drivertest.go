@@ -68,6 +68,14 @@ type Case struct {
 	// fail the reading.
 	Tolerated []int
 
+	// Cleanup is what Sense sends after a failure (a failing transaction
+	// or a cancelled wait) at or after transaction CleanupFrom of
+	// Init+Good, e.g. the TSL2561's power-down, which also ends Good.
+	// A failure within that final Cleanup is not followed by another.
+	// Without Cleanup a failed Sense stops at once.
+	Cleanup     []i2ctest.IO
+	CleanupFrom int
+
 	// FailSays, when set, holds for each transaction of Init+Good a
 	// phrase the error must contain when that transaction fails ("read
 	// measurement"), so the log says which step broke; HaltFailSays is the
@@ -417,12 +425,17 @@ func busFails(t *testing.T, c Case) {
 
 // txFails: each transaction of the first reading in turn fails (a NACK);
 // the reading fails with the bus error, names the device and stops
-// there, unless the Case says the driver tolerates that failure.
+// there (but for its Cleanup), unless the Case says the driver tolerates
+// that failure.
 func txFails(t *testing.T, c Case) {
 	ops := slices.Concat(c.Init, c.Good)
 	for k := range ops {
 		b := NewBus(ops)
 		b.Fail = k
+		after := c.cleanupAfter(k, len(ops))
+		if !slices.Contains(c.Tolerated, k) {
+			b.Reset(ops[:k+1], after)
+		}
 		d := open(t, c, b, &i2cbustest.Clock{})
 		dst := filled(len(c.Want))
 		err := sense(t, d, context.Background(), dst)
@@ -441,15 +454,24 @@ func txFails(t *testing.T, c Case) {
 		if k < len(c.FailSays) && err != nil && !strings.Contains(err.Error(), c.FailSays[k]) {
 			t.Errorf("%s: error %q does not say %q", what, err, c.FailSays[k])
 		}
-		if b.sent() != k+1 || b.Calls() != k+1 {
-			t.Errorf("%s: Sense went on with %d more transactions", what, b.Calls()-k-1)
+		if err := b.Check(); err != nil || b.Calls() != k+1+len(after) {
+			t.Errorf("%s: after the failure Sense sent %d transactions, want %d (%v): %v", what, b.Calls()-k-1, len(after), after, err)
 		}
 	}
 }
 
+// cleanupAfter returns what Sense sends after transaction k of n fails.
+func (c Case) cleanupAfter(k, n int) []i2ctest.IO {
+	if c.Cleanup == nil || k < c.CleanupFrom || k >= n-len(c.Cleanup) {
+		return nil
+	}
+	return c.Cleanup
+}
+
 // cancelled: the context is cancelled during each conversion wait of the
 // first reading in turn; Sense returns an error wrapping context.Canceled,
-// naming the device, and sends nothing after the cancelled wait.
+// naming the device, and sends nothing after the cancelled wait but its
+// Cleanup.
 func cancelled(t *testing.T, c Case) {
 	ref := &i2cbustest.Clock{}
 	rd := open(t, c, NewBus(c.Init, c.Good), ref)
@@ -491,6 +513,8 @@ func cancelAt(t *testing.T, c Case, k int) {
 		t.Fatalf("wait #%d: %v", k, err)
 	}
 	sent := b.Calls()
+	after := c.cleanupAfter(b.sent(), len(c.Init)+len(c.Good))
+	b.Reset(after)
 	cancel()
 	tm := time.NewTimer(hang)
 	defer tm.Stop()
@@ -506,8 +530,8 @@ func cancelAt(t *testing.T, c Case, k int) {
 		t.Errorf("%s: Sense = %v, want an error wrapping context.Canceled", what, err)
 	}
 	c.checkErr(t, what, err, dst)
-	if got := b.Calls(); got != sent {
-		t.Errorf("%s: Sense sent %d transactions after the cancelled wait", what, got-sent)
+	if err := b.Check(); err != nil || b.Calls() != sent+len(after) {
+		t.Errorf("%s: Sense sent %d transactions after the cancelled wait, want %d (%v): %v", what, b.Calls()-sent, len(after), after, err)
 	}
 }
 

@@ -213,10 +213,15 @@ func (d *Dev) Sense(ctx context.Context, dst []float64) (err error) {
 		return fmt.Errorf("tsl2561: %s: power up: %w", d.name, err)
 	}
 	// Power down however the measurement ends, so a failed or cancelled
-	// Sense does not leave the ADC integrating.
+	// Sense does not leave the ADC integrating. The value goes into dst
+	// only once that worked too: a failed Sense writes nothing.
+	lux := math.NaN()
 	defer func() {
 		if perr := d.dev.Tx(d.off[:], nil); perr != nil && err == nil {
 			err = fmt.Errorf("tsl2561: %s: power down: %w", d.name, perr)
+		}
+		if err == nil {
+			dst[0] = lux
 		}
 	}()
 	// Datasheet "Control Register": after 0x03 is written, a read returns
@@ -246,7 +251,7 @@ func (d *Dev) Sense(ctx context.Context, dst []float64) (err error) {
 			return fmt.Errorf("%w: %s: CH0 %d, CH1 %d at gain %s (full scale %d); lower the gain or integration time",
 				ErrSaturated, d.name, ch0, ch1, d.gainName(), d.t.clip)
 		}
-		dst[0] = Lux(ch0, ch1, d.t.scale*d.gainScale(), d.cs)
+		lux = Lux(ch0, ch1, d.t.scale*d.gainScale(), d.cs)
 		// Dim enough that 16x would stay below half of full scale:
 		// switch up for the next reading.
 		if d.auto && !d.high && uint32(max(ch0, ch1))*32 < uint32(d.t.clip) {
