@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -114,23 +115,6 @@ func sense(t *testing.T, d *Dev) ([]float64, error) {
 	return dst, err
 }
 
-// TestSenseInitialises: a sensor whose calibration bit is clear gets the
-// initialisation command and 10 ms before the first trigger (5.4 step 1).
-func TestSenseInitialises(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{statusRaw, initCmd, trigger, read(reading25C50)}}
-	clk := &i2cbustest.Clock{}
-	d := newDev(t, pb, clk)
-	if _, err := sense(t, d); err != nil {
-		t.Fatal(err)
-	}
-	if n, _, total := clk.Waits(); n != 2 || total != 90*time.Millisecond {
-		t.Errorf("waits %d, total %v; want 10ms then 80ms", n, total)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // busy is a reading taken while status bit 7 is set: the sensor is still
 // measuring (5.3, table 10). Data and CRC are meaningless.
 var busy = []byte{0x9C, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}
@@ -221,8 +205,8 @@ func FuzzSense(f *testing.F) {
 }
 
 // TestConformance runs datasheet 5.4 through the shared driver suite: the
-// status check of step 1 once (with and without the initialisation it
-// may call for), then trigger, 80 ms, read, polling every 10 ms while the
+// status check of step 1 once (with and without the initialisation and
+// 10 ms wait it may call for), then trigger, 80 ms, read, polling every 10 ms while the
 // sensor is busy. Halt sends nothing, and the sensor works afterwards.
 func TestConformance(t *testing.T) {
 	for _, tt := range []struct {
@@ -230,16 +214,18 @@ func TestConformance(t *testing.T) {
 		init, good []i2ctest.IO
 		waits      []time.Duration
 		says       []string
+		initWaits  []time.Duration // before the first trigger
 	}{
 		{"calibrated", []i2ctest.IO{status}, []i2ctest.IO{trigger, read(reading25C50)},
 			[]time.Duration{80 * time.Millisecond},
-			[]string{"read status", "trigger measurement", "read measurement"}},
+			[]string{"read status", "trigger measurement", "read measurement"}, nil},
 		{"initialises", []i2ctest.IO{statusRaw, initCmd}, []i2ctest.IO{trigger, read(reading25C50)},
 			[]time.Duration{80 * time.Millisecond},
-			[]string{"read status", "initialise", "trigger measurement", "read measurement"}},
+			[]string{"read status", "initialise", "trigger measurement", "read measurement"},
+			[]time.Duration{10 * time.Millisecond}},
 		{"ready on the second poll", []i2ctest.IO{status}, []i2ctest.IO{trigger, read(busy), read(busy), read(reading25C50)},
 			[]time.Duration{80 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond},
-			[]string{"read status", "trigger measurement", "read measurement", "read measurement", "read measurement"}},
+			[]string{"read status", "trigger measurement", "read measurement", "read measurement", "read measurement"}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			drivertest.Run(t, drivertest.Case{
@@ -248,11 +234,12 @@ func TestConformance(t *testing.T) {
 					return New(b, clk, DefaultOpts())
 				},
 				Addr:       Addr,
-				Init:       tt.init,
+				First:      slices.Concat(tt.init, tt.good),
 				Good:       tt.good,
 				Want:       []float64{25, 50},
 				Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity},
 				Waits:      tt.waits,
+				FirstWaits: slices.Concat(tt.initWaits, tt.waits),
 				FailSays:   tt.says,
 				HaltTwice:  true,
 				AfterHalt:  tt.good,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -395,12 +396,13 @@ func TestConformance(t *testing.T) {
 					return New(b, clk, o)
 				},
 				Addr:       tt.addr,
-				Init:       tt.init,
+				First:      slices.Concat(tt.init, tt.good),
 				Good:       tt.good,
 				Want:       []float64{wantT, wantH, wantP},
 				Exact:      true,
 				Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity, sensors.Pressure},
 				Waits:      []time.Duration{tt.wait},
+				FirstWaits: []time.Duration{tt.wait},
 				FailSays:   says,
 				HaltTwice:  true,
 				AfterHalt:  tt.good,

@@ -47,10 +47,10 @@ type Case struct {
 	// e.g. "sht3x(i2c 1, 0x44)".
 	String string
 
-	// Init is the traffic the first Sense sends before a reading's traffic
-	// (configuration, power-up); Good is one steady reading's traffic.
-	// The first Sense sends Init then Good, every later one Good.
-	Init, Good []i2ctest.IO
+	// First is the traffic of the first reading, which may set the device
+	// up (nil means Good); Good is the traffic of every later, steady
+	// reading. Both give Want.
+	First, Good []i2ctest.IO
 	// Want is what a good reading writes into dst, in canonical units,
 	// within Tolerance (0 means 1e-9), or exactly if Exact is set.
 	Want      []float64
@@ -58,11 +58,12 @@ type Case struct {
 	Exact     bool
 	// Quantities, when set, is what Quantities must return.
 	Quantities []sensors.Quantity
-	// Waits, when set, are the conversion waits of one steady reading
-	// (Good), in order.
-	Waits []time.Duration
+	// Waits, when non-nil, are the conversion waits of one steady reading
+	// (Good), in order; FirstWaits those of the first reading when First
+	// is set.
+	Waits, FirstWaits []time.Duration
 
-	// Tolerated lists indexes into Init+Good of transactions whose
+	// Tolerated lists indexes into First of transactions whose
 	// failure Sense ignores by design (the AM2320's wake-up write, which
 	// a sleeping sensor NACKs). Every other failing transaction must
 	// fail the reading.
@@ -70,13 +71,13 @@ type Case struct {
 
 	// Cleanup is what Sense sends after a failure (a failing transaction
 	// or a cancelled wait) at or after transaction CleanupFrom of
-	// Init+Good, e.g. the TSL2561's power-down, which also ends Good.
+	// First, e.g. the TSL2561's power-down, which also ends Good.
 	// A failure within that final Cleanup is not followed by another.
 	// Without Cleanup a failed Sense stops at once.
 	Cleanup     []i2ctest.IO
 	CleanupFrom int
 
-	// FailSays, when set, holds for each transaction of Init+Good a
+	// FailSays, when set, holds for each transaction of First a
 	// phrase the error must contain when that transaction fails ("read
 	// measurement"), so the log says which step broke; HaltFailSays is the
 	// same for Halt on a dead bus.
@@ -118,8 +119,8 @@ func Run(t *testing.T, c Case) {
 	if len(c.Good) == 0 || len(c.Want) == 0 || c.New == nil || c.Name == "" {
 		t.Fatal("drivertest: a Case needs Name, New, Good and Want")
 	}
-	if len(c.FailSays) > len(c.Init)+len(c.Good) {
-		t.Fatal("drivertest: FailSays has more phrases than Init+Good has transactions")
+	if len(c.FailSays) > len(c.first()) {
+		t.Fatal("drivertest: FailSays has more phrases than First has transactions")
 	}
 	t.Run("GoodReading", func(t *testing.T) { goodReading(t, c) })
 	t.Run("Quantities", func(t *testing.T) { quantities(t, c) })
@@ -292,10 +293,10 @@ func (c Case) checkErr(t *testing.T, what string, err error, dst []float64) {
 	}
 }
 
-// goodReading: the first reading sends Init+Good, a second one Good, and
+// goodReading: the first reading sends First, a second one Good, and
 // both give Want; the steady reading waits as the Case says.
 func goodReading(t *testing.T, c Case) {
-	b := NewBus(c.Init, c.Good, c.Good)
+	b := NewBus(c.first(), c.Good)
 	clk := &recClock{}
 	d := open(t, c, b, clk)
 	if b.Calls() != 0 {
@@ -309,6 +310,9 @@ func goodReading(t *testing.T, c Case) {
 		t.Fatalf("first Sense: %v (bus: %v)", err, b.Check())
 	}
 	c.checkValues(t, "first reading", dst)
+	if c.FirstWaits != nil && !slices.Equal(clk.waits, c.FirstWaits) {
+		t.Errorf("the first reading waited %v, want %v", clk.waits, c.FirstWaits)
+	}
 	clk.waits = nil
 	dst = filled(len(c.Want))
 	if err := sense(t, d, context.Background(), dst); err != nil {
@@ -347,7 +351,7 @@ func (t *recTimer) Reset(d time.Duration) bool {
 
 // quantities: valid, as declared, one per value, and unchanged by use.
 func quantities(t *testing.T, c Case) {
-	d := open(t, c, NewBus(c.Init, c.Good), &i2cbustest.Clock{})
+	d := open(t, c, NewBus(c.first()), &i2cbustest.Clock{})
 	q := slices.Clone(d.Quantities())
 	if len(q) != len(c.Want) {
 		t.Fatalf("Quantities() = %v, want %d of them", q, len(c.Want))
@@ -386,7 +390,7 @@ func str(t *testing.T, c Case) {
 // does not panic.
 func shortDst(t *testing.T, c Case) {
 	for n := range len(c.Want) {
-		b := NewBus(c.Init, c.Good)
+		b := NewBus(c.first())
 		d := open(t, c, b, &i2cbustest.Clock{})
 		dst := filled(n)
 		err := sense(t, d, context.Background(), dst)
@@ -428,7 +432,7 @@ func busFails(t *testing.T, c Case) {
 // there (but for its Cleanup), unless the Case says the driver tolerates
 // that failure.
 func txFails(t *testing.T, c Case) {
-	ops := slices.Concat(c.Init, c.Good)
+	ops := c.first()
 	for k := range ops {
 		b := NewBus(ops)
 		b.Fail = k
@@ -460,6 +464,13 @@ func txFails(t *testing.T, c Case) {
 	}
 }
 
+func (c Case) first() []i2ctest.IO {
+	if c.First == nil {
+		return c.Good
+	}
+	return c.First
+}
+
 // cleanupAfter returns what Sense sends after transaction k of n fails.
 func (c Case) cleanupAfter(k, n int) []i2ctest.IO {
 	if c.Cleanup == nil || k < c.CleanupFrom || k >= n-len(c.Cleanup) {
@@ -474,7 +485,7 @@ func (c Case) cleanupAfter(k, n int) []i2ctest.IO {
 // Cleanup.
 func cancelled(t *testing.T, c Case) {
 	ref := &i2cbustest.Clock{}
-	rd := open(t, c, NewBus(c.Init, c.Good), ref)
+	rd := open(t, c, NewBus(c.first()), ref)
 	if err := sense(t, rd, context.Background(), make([]float64, len(c.Want))); err != nil {
 		t.Fatal(err)
 	}
@@ -489,7 +500,7 @@ func cancelled(t *testing.T, c Case) {
 
 func cancelAt(t *testing.T, c Case, k int) {
 	t.Helper()
-	b := NewBus(c.Init, c.Good)
+	b := NewBus(c.first())
 	clk := sensorstest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	d := open(t, c, b, clk)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -513,7 +524,7 @@ func cancelAt(t *testing.T, c Case, k int) {
 		t.Fatalf("wait #%d: %v", k, err)
 	}
 	sent := b.Calls()
-	after := c.cleanupAfter(b.sent(), len(c.Init)+len(c.Good))
+	after := c.cleanupAfter(b.sent(), len(c.first()))
 	b.Reset(after)
 	cancel()
 	tm := time.NewTimer(hang)
@@ -552,7 +563,7 @@ func release(t *testing.T, clk *sensorstest.Clock, done <-chan error) {
 
 // noAllocs: after the first reading, a steady reading allocates nothing.
 func noAllocs(t *testing.T, c Case) {
-	b := NewBus(c.Init, c.Good)
+	b := NewBus(c.first())
 	d := open(t, c, b, &i2cbustest.Clock{})
 	dst := make([]float64, len(c.Want))
 	ctx := context.Background()
@@ -618,7 +629,7 @@ func haltFails(t *testing.T, c Case) {
 // halt: after a good reading Halt sends exactly Halt; a second Halt (if
 // promised) sends nothing; a reading after Halt (if promised) works.
 func halt(t *testing.T, c Case) {
-	b := NewBus(c.Init, c.Good)
+	b := NewBus(c.first())
 	d := open(t, c, b, &i2cbustest.Clock{})
 	if err := sense(t, d, context.Background(), make([]float64, len(c.Want))); err != nil {
 		t.Fatal(err)

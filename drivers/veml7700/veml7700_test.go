@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"math"
-	"strings"
 	"testing"
 	"time"
 
+	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
@@ -165,51 +166,6 @@ func TestOptsI2CAddrAndQuantities(t *testing.T) {
 // (application note) plus 1.25 integration times.
 func settle(it time.Duration) time.Duration { return 2500*time.Microsecond + it + it/4 }
 
-// TestSenseFixed: the first Sense programs the chip and waits; later ones
-// confirm ALS_CONF and read ALS without waiting.
-func TestSenseFixed(t *testing.T) {
-	tests := []struct {
-		name       string
-		gain       string
-		it         time.Duration
-		conf       uint16
-		als1, als2 uint16
-		want1      float64
-		want2      float64
-	}{
-		{"1/8 100ms, corrected above 1000 lx", GainEighth, 100 * time.Millisecond, confEighth100, 1000, 5000, 537.6, 3131.9384601681986},
-		{"2 800ms", Gain2, 800 * time.Millisecond, conf2x800, 1000, 0, 4.2, 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			pb := &i2ctest.Playback{DontPanic: true, Ops: join(
-				configure(tt.conf), []i2ctest.IO{rd(0x04, tt.als1)},
-				[]i2ctest.IO{rd(0x00, tt.conf), rd(0x04, tt.als2)},
-			)}
-			clk := &i2cbustest.Clock{}
-			o := DefaultOpts()
-			o.Gain, o.IntegrationTime = tt.gain, tt.it
-			d, err := New(i2cbus.NewBus("1", pb), clk, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			dst := []float64{math.NaN()}
-			if err := d.Sense(context.Background(), dst); err != nil || !near(dst[0], tt.want1) {
-				t.Fatalf("first Sense = %v, %v; want %v", dst[0], err, tt.want1)
-			}
-			if err := d.Sense(context.Background(), dst); err != nil || !near(dst[0], tt.want2) {
-				t.Fatalf("second Sense = %v, %v; want %v", dst[0], err, tt.want2)
-			}
-			if n, last, _ := clk.Waits(); n != 1 || last != settle(tt.it) {
-				t.Errorf("waited %d times, last %v; want once, %v", n, last, settle(tt.it))
-			}
-			if err := pb.Close(); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-}
-
 // TestAutoRange walks the application note's flow (fig. 24): start at
 // gain 1/8 and 100 ms; at 100 counts or less raise the gain, then the
 // time; above 10,000 counts shorten the time.
@@ -351,77 +307,13 @@ func TestBrownOut(t *testing.T) {
 	}
 }
 
-func TestSenseErrors(t *testing.T) {
-	t.Run("no device", func(t *testing.T) {
-		d, _ := New(&i2cbustest.FailBus{}, &i2cbustest.Clock{}, DefaultOpts())
-		err := d.Sense(context.Background(), make([]float64, 1))
-		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "veml7700(failbus, 0x10): shut down") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("ALS read NACK", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true, Ops: configure(confEighth100)}
-		d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
-		err := d.Sense(context.Background(), make([]float64, 1))
-		if err == nil || !strings.Contains(err.Error(), "read ALS") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("cancelled wait reads nothing", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true, Ops: configure(confEighth100)}
-		d, _ := New(pb, &i2cbustest.Clock{Block: true}, DefaultOpts())
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		if err := d.Sense(ctx, make([]float64, 1)); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Sense = %v", err)
-		}
-		if err := pb.Close(); err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Run("empty dst", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true}
-		d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
-		if err := d.Sense(context.Background(), nil); err == nil || pb.Count != 0 {
-			t.Fatalf("Sense = %v after %d ops", err, pb.Count)
-		}
-	})
-}
-
-// TestHaltShutsDown: Halt sets ALS_SD; the next Sense powers up again.
-func TestHaltShutsDown(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true, Ops: join(
-		configure(confEighth100), []i2ctest.IO{rd(0x04, 1000)},
-		[]i2ctest.IO{wr(0x00, confEighth100|1)},
-		configure(confEighth100), []i2ctest.IO{rd(0x04, 1000)},
-	)}
-	d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
-	dst := make([]float64, 1)
-	if err := d.Sense(context.Background(), dst); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Halt(); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Sense(context.Background(), dst); err != nil {
-		t.Fatal(err)
-	}
-	if err := pb.Close(); err != nil {
-		t.Fatal(err)
-	}
-	d, _ = New(&i2cbustest.FailBus{}, nil, DefaultOpts())
-	if err := d.Halt(); !errors.Is(err, i2cbustest.ErrBus) {
-		t.Fatalf("Halt on a dead bus = %v", err)
-	}
-}
-
 func TestSenseDoesNotAllocate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		ops  []i2ctest.IO
 		prep func(*Dev)
 	}{
-		{"steady", []i2ctest.IO{rd(0x00, confEighth100), rd(0x04, 1000)}, func(d *Dev) { d.running = true }},
+		// The steady path is the drivertest suite's.
 		{"reconfigure and step", join(
 			configure(confEighth100), []i2ctest.IO{rd(0x04, 50)},
 			configure(confFourth100), []i2ctest.IO{rd(0x04, 150)},
@@ -473,16 +365,60 @@ func FuzzOptsValidate(f *testing.F) {
 }
 
 func BenchmarkSenseSteady(b *testing.B) {
-	ops := []i2ctest.IO{rd(0x00, confEighth100), rd(0x04, 1000)}
-	pb := &i2ctest.Playback{DontPanic: true}
-	d, _ := New(i2cbus.NewBus("1", pb), &i2cbustest.Clock{}, DefaultOpts())
+	bus := drivertest.NewBus([]i2ctest.IO{rd(0x00, confEighth100), rd(0x04, 1000)})
+	bus.Loop = true
+	d, _ := New(i2cbus.NewBus("1", bus), &i2cbustest.Clock{}, DefaultOpts())
 	d.running = true
 	dst := make([]float64, 1)
 	b.ReportAllocs()
 	for b.Loop() {
-		pb.Ops, pb.Count = ops, 0
 		if err := d.Sense(context.Background(), dst); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestConformance runs fixed settings and the automatic default through
+// the shared driver suite: the first Sense programs the chip and waits
+// one settling time; later ones confirm ALS_CONF and read ALS without
+// waiting. Halt sets ALS_SD; the next Sense programs the chip again.
+func TestConformance(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		gain string
+		it   time.Duration
+		conf uint16
+		als  uint16
+		want float64
+	}{
+		{"1/8 100ms", GainEighth, 100 * time.Millisecond, confEighth100, 1000, 537.6},
+		{"1/8 100ms, corrected above 1000 lx", GainEighth, 100 * time.Millisecond, confEighth100, 5000, 3131.9384601681986},
+		{"2 800ms", Gain2, 800 * time.Millisecond, conf2x800, 1000, 4.2},
+		{"2 800ms, dark", Gain2, 800 * time.Millisecond, conf2x800, 0, 0},
+		{"auto in band at the start", GainAuto, 100 * time.Millisecond, confEighth100, 1000, 537.6},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			first := join(configure(tt.conf), []i2ctest.IO{rd(0x04, tt.als)})
+			drivertest.Run(t, drivertest.Case{
+				Name: "veml7700",
+				New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
+					o := DefaultOpts()
+					o.Gain, o.IntegrationTime = tt.gain, tt.it
+					return New(b, clk, o)
+				},
+				Addr:         Addr,
+				First:        first,
+				Good:         []i2ctest.IO{rd(0x00, tt.conf), rd(0x04, tt.als)},
+				Want:         []float64{tt.want},
+				Tolerance:    1e-9 * math.Max(1, tt.want),
+				Quantities:   []sensors.Quantity{sensors.Illuminance},
+				FirstWaits:   []time.Duration{settle(tt.it)},
+				Waits:        []time.Duration{},
+				FailSays:     []string{"shut down", "disable power saving", "write ALS_CONF", "read ALS"},
+				Halt:         []i2ctest.IO{wr(0x00, tt.conf|1)},
+				HaltFailSays: "shut down",
+				AfterHalt:    first,
+			})
+		})
 	}
 }
