@@ -3,13 +3,17 @@ package ads1x15
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
@@ -166,6 +170,9 @@ func TestLDRLux(t *testing.T) {
 	}
 }
 
+// TestSense runs every chip, channel, gain, rate and LDR row through the
+// shared driver suite, which checks the config word, the value and the
+// conversion wait of each.
 func TestSense(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -192,54 +199,50 @@ func TestSense(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o := DefaultOpts()
 			tt.edit(&o)
-			pb := &i2ctest.Playback{DontPanic: true, Ops: conversion(o.Address, tt.cfg, tt.result)}
-			clk := &i2cbustest.Clock{}
-			d, err := New(i2cbus.NewBus("1", pb), clk, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			dst := make([]float64, len(tt.want))
-			if err := d.Sense(context.Background(), dst); err != nil {
-				t.Fatal(err)
-			}
-			for i := range tt.want {
-				if !near(dst[i], tt.want[i]) {
-					t.Errorf("dst[%d] = %v, want %v", i, dst[i], tt.want[i])
-				}
-			}
-			if n, last, _ := clk.Waits(); n != 1 || last != tt.wait {
-				t.Errorf("waited %d times, last %v; want once, %v", n, last, tt.wait)
-			}
-			if err := pb.Close(); err != nil {
-				t.Fatal(err)
-			}
+			drivertest.Run(t, suite(o, conversion(o.Address, tt.cfg, tt.result), tt.want, []time.Duration{tt.wait}))
 		})
 	}
+	// A conversion still running after the wait (OS bit 0 on read-back)
+	// is polled again a tenth of a period later.
+	t.Run("polls OS", func(t *testing.T) {
+		const a = AddrGND
+		busy := uint16(0xC383) &^ 0x8000
+		drivertest.Run(t, suite(DefaultOpts(), []i2ctest.IO{
+			writeConfig(a, 0xC383),
+			readReg(a, 0x01, busy),
+			readReg(a, 0x01, busy),
+			readReg(a, 0x01, 0xC383),
+			readReg(a, 0x00, 0x4000),
+		}, []float64{2.048}, []time.Duration{8643750 * time.Nanosecond, 781250 * time.Nanosecond, 781250 * time.Nanosecond}))
+	})
 }
 
-// TestSensePollsOS: a conversion still running after the wait (OS bit 0
-// on read-back) is polled again a tenth of a period later.
-func TestSensePollsOS(t *testing.T) {
-	const a = AddrGND
-	busy := uint16(0xC383) &^ 0x8000
-	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
-		writeConfig(a, 0xC383),
-		readReg(a, 0x01, busy),
-		readReg(a, 0x01, busy),
-		readReg(a, 0x01, 0xC383),
-		readReg(a, 0x00, 0x4000),
-	}}
-	clk := &i2cbustest.Clock{}
-	d, _ := New(pb, clk, DefaultOpts())
-	dst := make([]float64, 1)
-	if err := d.Sense(context.Background(), dst); err != nil || dst[0] != 2.048 {
-		t.Fatalf("Sense = %v, %v", dst[0], err)
+// suite is the conformance case of one configuration and conversion.
+// Single-shot mode powers down by itself, so Halt sends nothing.
+func suite(o Opts, good []i2ctest.IO, want []float64, waits []time.Duration) drivertest.Case {
+	q := []sensors.Quantity{sensors.Voltage}
+	if o.LDR != nil {
+		q = append(q, sensors.Illuminance)
 	}
-	if n, last, total := clk.Waits(); n != 3 || last != 781250*time.Nanosecond || total != 8643750*time.Nanosecond+2*781250*time.Nanosecond {
-		t.Errorf("waits %d, last %v, total %v", n, last, total)
+	says := []string{"start conversion"}
+	for range len(good) - 2 {
+		says = append(says, "read config")
 	}
-	if err := pb.Close(); err != nil {
-		t.Fatal(err)
+	return drivertest.Case{
+		Name: "ads1x15",
+		New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
+			return New(b, clk, o)
+		},
+		Addr:       o.Address,
+		String:     fmt.Sprintf("%s(i2c 1, %#x, AIN%d)", o.Chip, o.Address, o.Channel),
+		Good:       good,
+		Want:       want,
+		Tolerance:  1e-9 * math.Max(1, slices.Max(want)),
+		Quantities: q,
+		Waits:      waits,
+		FailSays:   append(says, "read conversion"),
+		HaltTwice:  true,
+		AfterHalt:  good,
 	}
 }
 
@@ -259,7 +262,6 @@ func TestSenseErrors(t *testing.T) {
 			writeConfig(a, 0xC383), readReg(a, 0x01, busy), readReg(a, 0x01, busy), readReg(a, 0x01, busy), readReg(a, 0x01, busy),
 		}, ErrBusy, "still converting"},
 		{"another device", nil, []i2ctest.IO{writeConfig(a, 0xC383), readReg(a, 0x01, 0x8583)}, ErrConfigMismatch, "read 0x8583"},
-		{"conversion read NACK", nil, conversion(a, 0xC383, 0)[:2], nil, "read conversion"},
 		{"ldr above vcc", ldr, conversion(a, 0xC383, 0x7000), nil, "zero LDR resistance"},
 	}
 	for _, tt := range tests {
@@ -287,61 +289,6 @@ func TestSenseErrors(t *testing.T) {
 			t.Fatalf("Sense = %v", err)
 		}
 	})
-	t.Run("no device", func(t *testing.T) {
-		d, _ := New(&i2cbustest.FailBus{}, &i2cbustest.Clock{}, DefaultOpts())
-		err := d.Sense(context.Background(), make([]float64, 1))
-		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "start conversion") {
-			t.Fatalf("Sense = %v", err)
-		}
-	})
-	t.Run("cancelled wait reads nothing", func(t *testing.T) {
-		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{writeConfig(a, 0xC383)}}
-		d, _ := New(pb, &i2cbustest.Clock{Block: true}, DefaultOpts())
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		if err := d.Sense(ctx, make([]float64, 1)); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Sense = %v", err)
-		}
-		if err := pb.Close(); err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Run("dst too short for the ldr", func(t *testing.T) {
-		o := DefaultOpts()
-		o.LDR = ldr
-		pb := &i2ctest.Playback{DontPanic: true}
-		d, _ := New(pb, &i2cbustest.Clock{}, o)
-		if err := d.Sense(context.Background(), make([]float64, 1)); err == nil || pb.Count != 0 {
-			t.Fatalf("Sense = %v after %d ops", err, pb.Count)
-		}
-	})
-}
-
-// TestHalt: single-shot mode powers down by itself, so Halt sends nothing.
-func TestHalt(t *testing.T) {
-	pb := &i2ctest.Playback{DontPanic: true}
-	d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
-	if err := d.Halt(); err != nil || pb.Count != 0 {
-		t.Fatalf("Halt = %v after %d ops", err, pb.Count)
-	}
-}
-
-func TestSenseDoesNotAllocate(t *testing.T) {
-	o := DefaultOpts()
-	o.LDR = &LDROpts{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 20000, Gamma: 0.7}
-	ops := conversion(AddrGND, 0xC383, 0x3390)
-	pb := &i2ctest.Playback{DontPanic: true}
-	d, _ := New(i2cbus.NewBus("1", pb), &i2cbustest.Clock{}, o)
-	dst := make([]float64, 2)
-	allocs := testing.AllocsPerRun(50, func() {
-		pb.Ops, pb.Count = ops, 0
-		if err := d.Sense(context.Background(), dst); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
-	}
 }
 
 func FuzzOptsValidate(f *testing.F) {
@@ -384,13 +331,12 @@ func FuzzOptsValidate(f *testing.F) {
 }
 
 func BenchmarkSense(b *testing.B) {
-	ops := conversion(AddrGND, 0xC383, 0x4000)
-	pb := &i2ctest.Playback{DontPanic: true}
-	d, _ := New(i2cbus.NewBus("1", pb), &i2cbustest.Clock{}, DefaultOpts())
+	bus := drivertest.NewBus(conversion(AddrGND, 0xC383, 0x4000))
+	bus.Loop = true
+	d, _ := New(i2cbus.NewBus("1", bus), &i2cbustest.Clock{}, DefaultOpts())
 	dst := make([]float64, 1)
 	b.ReportAllocs()
 	for b.Loop() {
-		pb.Ops, pb.Count = ops, 0
 		if err := d.Sense(context.Background(), dst); err != nil {
 			b.Fatal(err)
 		}
