@@ -7,8 +7,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -37,7 +39,16 @@ var (
 	errNoPuback = errors.New("uplink: no PUBACK in time; reconnecting to resend")
 	errRefused  = errors.New("uplink: cloud refused a message for now")
 	errReopened = errors.New("uplink: buffer reopened; starting over on it")
+	// errCut marks a session the cloud ended (DISCONNECT, connection
+	// closed or reset): with errRefused, what counts towards
+	// dead-lettering a message that fails every session.
+	errCut = errors.New("uplink: the cloud ended the connection")
 )
+
+// maxIncoming is the Maximum Packet Size announced in CONNECT and enforced
+// on every packet read: the cloud only sends small packets, and a damaged
+// length must not make a 1 GB Pi allocate up to 256 MB.
+const maxIncoming = 1 << 20
 
 // fed is one buffer record handed from the feeder to the session.
 type fed struct {
@@ -51,7 +62,14 @@ type pending struct {
 	seq  uint64
 	pid  uint16
 	done bool
-	sent time.Time
+	sent time.Time // when its bytes were flushed to the socket; zero before
+}
+
+// sessionEnd is how one session ended.
+type sessionEnd struct {
+	acked      uint64 // the new contiguous acked seq
+	progressed bool   // some message was acknowledged
+	culprit    uint64 // the message the cloud refused, or the first unacknowledged one when it cut the connection; 0 if none
 }
 
 // forward connects, runs sessions and reconnects until ctx ends.
@@ -61,6 +79,8 @@ func (u *Uplink) forward(ctx context.Context) {
 	attempt := 0
 	var recent []time.Time // connect attempts, for the storm guard
 	failing := false
+	var stuck, skip uint64 // a message failing every session; the one to dead-letter
+	stuckN := 0
 	for first := true; ctx.Err() == nil; first = false {
 		if !first {
 			if !u.sleep(ctx, u.backoff(attempt, recent)) {
@@ -72,7 +92,7 @@ func (u *Uplink) forward(ctx context.Context) {
 		for len(recent) > 0 && now.Sub(recent[0]) > u.stormWindow {
 			recent = recent[1:]
 		}
-		nc, ca, err := u.dial(ctx)
+		nc, br, ca, err := u.dial(ctx)
 		if err != nil {
 			attempt++
 			if ctx.Err() != nil {
@@ -94,15 +114,32 @@ func (u *Uplink) forward(ctx context.Context) {
 			acked = reconcileAcked(cur, ws, acked)
 			cur = ws
 		}
-		var progressed bool
-		acked, progressed, err = u.session(ctx, nc, ca, cur, acked)
+		end, err := u.session(ctx, nc, br, ca, cur, acked, skip)
+		acked = end.acked
 		u.connected.Store(false)
+		if skip != 0 && acked >= skip {
+			skip = 0
+		}
 		if errors.Is(err, errReopened) {
 			attempt = 0
 			u.log.Info("uplink: buffer reopened; resending from the first unacknowledged message", "acked_seq", acked)
 			continue
 		}
-		if progressed && !errors.Is(err, errRefused) {
+		// A message the cloud refuses or cuts the connection over,
+		// session after session with no progress, would block the
+		// queue forever (DESIGN 4.6): dead-letter it.
+		switch {
+		case end.progressed || end.culprit == 0 || !errors.Is(err, errRefused) && !errors.Is(err, errCut):
+			stuck, stuckN = 0, 0
+		case end.culprit == stuck:
+			stuckN++
+		default:
+			stuck, stuckN = end.culprit, 1
+		}
+		if stuckN >= u.poisonAfter {
+			skip, stuck, stuckN = stuck, 0, 0
+		}
+		if end.progressed && !errors.Is(err, errRefused) {
 			attempt = 0
 		} else {
 			attempt++
@@ -160,7 +197,7 @@ func (u *Uplink) sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // dial opens the connection and does the CONNECT/CONNACK exchange.
-func (u *Uplink) dial(ctx context.Context) (net.Conn, *packets.Connack, error) {
+func (u *Uplink) dial(ctx context.Context) (net.Conn, *bufio.Reader, *packets.Connack, error) {
 	connectTimeout := u.connectTimeout
 	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
@@ -174,17 +211,21 @@ func (u *Uplink) dial(ctx context.Context) (net.Conn, *packets.Connack, error) {
 		nc, err = d.DialContext(dctx, "tcp", u.addr)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("uplink: dial %s: %w", u.addr, err)
+		return nil, nil, nil, fmt.Errorf("uplink: dial %s: %w", u.addr, err)
 	}
 	_ = nc.SetDeadline(time.Now().Add(connectTimeout))
+	// A stop must not wait for a cloud that accepts TCP and never
+	// answers: unblock the CONNECT/CONNACK exchange at once.
+	unwatch := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	sei := uint32(u.opts.SessionExpiry / time.Second)
+	maxIn := uint32(maxIncoming)
 	cp := &packets.Connect{
 		ProtocolName:    "MQTT",
 		ProtocolVersion: 5,
 		ClientID:        u.opts.ClientID,
 		KeepAlive:       uint16(u.opts.KeepAlive / time.Second),
 		CleanStart:      false,
-		Properties:      &packets.Properties{SessionExpiryInterval: &sei},
+		Properties:      &packets.Properties{SessionExpiryInterval: &sei, MaximumPacketSize: &maxIn},
 		WillFlag:        true,
 		WillTopic:       u.status,
 		WillMessage:     []byte("offline"),
@@ -199,31 +240,36 @@ func (u *Uplink) dial(ctx context.Context) (net.Conn, *packets.Connack, error) {
 		cp.PasswordFlag, cp.Password = true, u.password
 	}
 	if _, err := cp.WriteTo(nc); err != nil {
+		unwatch()
 		nc.Close()
-		return nil, nil, fmt.Errorf("uplink: send CONNECT: %w", err)
+		return nil, nil, nil, fmt.Errorf("uplink: send CONNECT: %w", err)
 	}
-	p, err := packets.ReadPacket(nc)
+	br := bufio.NewReaderSize(nc, 16<<10)
+	p, err := readPacket(br, maxIncoming)
+	if !unwatch() {
+		err = errors.Join(err, ctx.Err())
+	}
 	if err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("uplink: read CONNACK: %w", err)
+		return nil, nil, nil, fmt.Errorf("uplink: read CONNACK: %w", err)
 	}
 	ca, ok := p.Content.(*packets.Connack)
 	if !ok {
 		nc.Close()
-		return nil, nil, fmt.Errorf("uplink: got %s instead of CONNACK", p.PacketType())
+		return nil, nil, nil, fmt.Errorf("uplink: got %s instead of CONNACK", p.PacketType())
 	}
 	if ca.ReasonCode >= 0x80 {
 		nc.Close()
-		return nil, nil, fmt.Errorf("uplink: cloud refused the connection: %#x %s", ca.ReasonCode, ca.Reason())
+		return nil, nil, nil, fmt.Errorf("uplink: cloud refused the connection: %#x %s", ca.ReasonCode, ca.Reason())
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return nc, ca, nil
+	return nc, br, ca, nil
 }
 
 // session sends buffer records after acked on one connection until it
-// fails or ctx ends. It returns the new contiguous acked seq and whether
-// any message was acknowledged.
-func (u *Uplink) session(ctx context.Context, nc net.Conn, ca *packets.Connack, ws *walState, acked uint64) (uint64, bool, error) {
+// fails or ctx ends; skip is a seq to dead-letter instead of sending.
+func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca *packets.Connack, ws *walState, acked, skip uint64) (sessionEnd, error) {
+	end := sessionEnd{acked: acked}
 	window := u.opts.MaxInflight
 	var maxPacket uint32
 	ka := u.opts.KeepAlive
@@ -245,63 +291,99 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, ca *packets.Connack, 
 	feed := make(chan fed, window)
 	acks := make(chan *packets.Puback, 256)
 	rerr := make(chan error, 1)
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
 	defer func() {
 		cancel()
 		nc.Close()
 		<-done
 		<-done
+		<-done
 	}()
+	s := &sender{u: u, epoch: ws.epoch, w: bufio.NewWriterSize(nc, 32<<10), nc: nc, ka: ka, maxPacket: maxPacket, skip: skip, byPID: map[uint16]*pending{}}
 	go func() { defer func() { done <- struct{}{} }(); u.feed(sctx, ws.log, acked, feed) }()
-	go func() { defer func() { done <- struct{}{} }(); u.read(sctx, nc, ka, acks, rerr) }()
-
-	s := &sender{u: u, epoch: ws.epoch, w: bufio.NewWriterSize(nc, 32<<10), nc: nc, maxPacket: maxPacket, byPID: map[uint16]*pending{}}
-	if err := s.status("online"); err != nil {
-		return acked, false, err
+	go func() { defer func() { done <- struct{}{} }(); u.read(sctx, nc, br, ka, acks, rerr) }()
+	// The watchdog closes the connection when a stop runs out of time:
+	// the loop may be blocked in a write to a cloud that stopped reading
+	// and cannot see the stop itself.
+	go func() {
+		defer func() { done <- struct{}{} }()
+		select {
+		case <-sctx.Done():
+			return
+		case <-ctx.Done():
+		}
+		_, hardBy := u.stopBudget(time.Now())
+		t := time.NewTimer(time.Until(hardBy))
+		defer t.Stop()
+		select {
+		case <-sctx.Done():
+		case <-t.C:
+			nc.Close()
+		}
+	}()
+	fail := func(err error) (sessionEnd, error) {
+		if errors.Is(err, errRefused) {
+			end.culprit = s.refused
+		} else if len(s.fifo) > 0 && !s.fifo[0].sent.IsZero() {
+			end.culprit = s.fifo[0].seq
+		}
+		return end, err
 	}
-	progressed := false
+
+	if err := s.status("online"); err != nil {
+		return fail(err)
+	}
 	tick := time.NewTicker(min(time.Second, max(ka/2, 10*time.Millisecond)))
 	defer tick.Stop()
+	var drainC <-chan time.Time
 	lastWrite := time.Now()
 	stopping := false
-	var stopBy time.Time
 	ctxDone := ctx.Done()
 
 	for {
 		if stopping && s.outstanding == 0 {
-			err := s.goodbye()
-			return acked, progressed, err
+			return end, s.goodbye()
 		}
+		// The window bounds the FIFO, not only the unacknowledged
+		// messages: PUBACKed ones waiting behind an unacknowledged head
+		// are resent after a reconnect too, so at most max_inflight
+		// messages are ever sent twice.
 		var fc <-chan fed
-		if !stopping && s.outstanding < window && len(s.fifo) < 4*window {
+		if !stopping && len(s.fifo) < window {
 			fc = feed
 		}
 		select {
 		case <-ctxDone:
 			stopping, ctxDone = true, nil
-			stopBy = time.Now().Add(u.drainWait)
+			drainBy, hardBy := u.stopBudget(time.Now())
+			s.hardBy = hardBy
+			t := time.NewTimer(time.Until(drainBy))
+			defer t.Stop()
+			drainC = t.C
+		case <-drainC:
+			return end, s.goodbye()
 		case f := <-fc:
 			if err := s.send(f); err != nil {
-				return acked, progressed, err
+				return fail(err)
 			}
 		more:
-			for s.outstanding < window && len(s.fifo) < 4*window {
+			for len(s.fifo) < window {
 				select {
 				case f := <-feed:
 					if err := s.send(f); err != nil {
-						return acked, progressed, err
+						return fail(err)
 					}
 				default:
 					break more
 				}
 			}
+			if err := s.flush(); err != nil {
+				return fail(err)
+			}
 			if n := s.popDone(); n != 0 {
 				// QoS 0 and dead-lettered records at the front.
-				acked = n
-				ws.log.Ack(acked)
-			}
-			if err := s.flush(ka); err != nil {
-				return acked, progressed, err
+				end.acked = n
+				ws.log.Ack(n)
 			}
 			lastWrite = time.Now()
 		case a := <-acks:
@@ -318,35 +400,53 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, ca *packets.Connack, 
 				break
 			}
 			if n := s.popDone(); n != 0 {
-				acked = n
-				progressed = true
-				ws.log.Ack(acked)
+				end.acked = n
+				end.progressed = true
+				ws.log.Ack(n)
 			}
 			if err != nil {
-				return acked, progressed, err
+				return fail(err)
 			}
 		case err := <-rerr:
-			return acked, progressed, err
+			return fail(err)
 		case <-ws.swapped:
-			return acked, progressed, errReopened
+			return end, errReopened
 		case now := <-tick.C:
-			if stopping && now.After(stopBy) {
-				return acked, progressed, s.goodbye()
-			}
-			if len(s.fifo) > 0 && !s.fifo[0].done && now.Sub(s.fifo[0].sent) > u.ackTimeout {
-				return acked, progressed, errNoPuback
+			// The ack timeout runs from when the message's bytes left,
+			// not from when it was queued: a big message on a slow link
+			// may take longer than the timeout to write.
+			if len(s.fifo) > 0 && !s.fifo[0].done && !s.fifo[0].sent.IsZero() && now.Sub(s.fifo[0].sent) > u.ackTimeout {
+				return fail(errNoPuback)
 			}
 			if ka > 0 && now.Sub(lastWrite) >= ka/2 {
 				if _, err := (&packets.Pingreq{}).WriteTo(s.w); err != nil {
-					return acked, progressed, err
+					return fail(err)
 				}
-				if err := s.flush(ka); err != nil {
-					return acked, progressed, err
+				if err := s.flush(); err != nil {
+					return fail(err)
 				}
 				lastWrite = now
 			}
 		}
 	}
+}
+
+// stopBudget splits what is left of a stop: PUBACKs of messages in flight
+// are awaited until drainBy, and no write may block past hardBy. With a
+// deadline on Close's context, both fit inside it.
+func (u *Uplink) stopBudget(now time.Time) (drainBy, hardBy time.Time) {
+	drainBy = now.Add(u.drainWait)
+	hardBy = drainBy.Add(time.Second)
+	if ns := u.stopBy.Load(); ns != 0 {
+		left := time.Unix(0, ns).Sub(now)
+		if d := now.Add(left / 2); d.Before(drainBy) {
+			drainBy = d
+		}
+		if d := now.Add(left * 3 / 4); d.Before(hardBy) {
+			hardBy = d
+		}
+	}
+	return drainBy, hardBy
 }
 
 // sender is the write side of one connection.
@@ -355,7 +455,11 @@ type sender struct {
 	epoch       string
 	w           *bufio.Writer
 	nc          net.Conn
+	ka          time.Duration
+	hardBy      time.Time // while stopping: no write may block past it
 	maxPacket   uint32
+	skip        uint64     // a seq to dead-letter instead of sending
+	refused     uint64     // the seq of a transient PUBACK refusal
 	fifo        []*pending // send order; done entries are popped from the front
 	byPID       map[uint16]*pending
 	nextPID     uint16
@@ -363,18 +467,36 @@ type sender struct {
 	props       [4]packets.User
 }
 
-func (s *sender) flush(ka time.Duration) error {
-	if s.w.Buffered() == 0 {
-		return nil
+// deadline returns the write deadline for n more bytes: the ack timeout
+// plus one second per 8 KiB (a slow cellular link), capped while stopping.
+func (s *sender) deadline(n int) time.Time {
+	d := time.Now().Add(max(s.ka, 10*time.Second) + time.Duration(n>>13)*time.Second)
+	if !s.hardBy.IsZero() && d.After(s.hardBy) {
+		d = s.hardBy
 	}
-	_ = s.nc.SetWriteDeadline(time.Now().Add(max(ka, 10*time.Second)))
-	return s.w.Flush()
+	return d
+}
+
+// flush writes out the buffered packets, every write under a deadline,
+// and stamps the messages it completed as sent.
+func (s *sender) flush() error {
+	if s.w.Buffered() > 0 {
+		_ = s.nc.SetWriteDeadline(s.deadline(s.w.Buffered()))
+		if err := s.w.Flush(); err != nil {
+			return err
+		}
+	}
+	now := time.Now()
+	for i := len(s.fifo) - 1; i >= 0 && s.fifo[i].sent.IsZero(); i-- {
+		s.fifo[i].sent = now
+	}
+	return nil
 }
 
 // send publishes one record, or dead-letters it when it cannot be sent.
 func (s *sender) send(f fed) error {
 	u := s.u
-	p := &pending{seq: f.seq, done: true, sent: time.Now()}
+	p := &pending{seq: f.seq, done: true}
 	s.fifo = append(s.fifo, p)
 	if f.err != nil {
 		u.dropBadRecord.Add(1)
@@ -382,6 +504,10 @@ func (s *sender) send(f fed) error {
 		return nil
 	}
 	m := &f.msg
+	if f.seq == s.skip {
+		s.deadLetter(f.seq, m.Topic, fmt.Sprintf("the cloud refused it or ended the connection over it %d sessions in a row", s.u.poisonAfter))
+		return nil
+	}
 	props := s.userProps(f.seq, m.Captured)
 	if s.maxPacket > 0 && publishSize(m, props) > int(s.maxPacket) {
 		s.deadLetter(f.seq, m.Topic, fmt.Sprintf("%d bytes is above the cloud's maximum packet size %d", publishSize(m, props), s.maxPacket))
@@ -395,6 +521,8 @@ func (s *sender) send(f fed) error {
 		s.byPID[pid] = p
 		s.outstanding++
 	}
+	// A packet larger than the buffer goes straight to the socket.
+	_ = s.nc.SetWriteDeadline(s.deadline(s.w.Buffered() + len(m.Payload)))
 	if _, err := pub.WriteTo(s.w); err != nil {
 		return err
 	}
@@ -441,6 +569,7 @@ func (s *sender) ack(a *packets.Puback) error {
 		p.done = true
 		s.deadLetter(p.seq, "", fmt.Sprintf("PUBACK %#x %s", a.ReasonCode, why))
 	default:
+		s.refused = p.seq
 		return fmt.Errorf("%w: seq %d: PUBACK %#x %s", errRefused, p.seq, a.ReasonCode, a.Reason())
 	}
 	return nil
@@ -478,10 +607,11 @@ func (s *sender) deadLetter(seq uint64, topic, why string) {
 // will covers the case that matters, a lost connection).
 func (s *sender) status(v string) error {
 	pub := &packets.Publish{Topic: s.u.status, Payload: []byte(v), Retain: true, Properties: &packets.Properties{}}
+	_ = s.nc.SetWriteDeadline(s.deadline(s.w.Buffered() + len(pub.Payload)))
 	if _, err := pub.WriteTo(s.w); err != nil {
 		return err
 	}
-	return s.flush(0)
+	return s.flush()
 }
 
 // goodbye ends a clean stop: status offline, then a normal DISCONNECT,
@@ -493,7 +623,7 @@ func (s *sender) goodbye() error {
 	if _, err := (&packets.Disconnect{ReasonCode: 0, Properties: &packets.Properties{}}).WriteTo(s.w); err != nil {
 		return err
 	}
-	return s.flush(0)
+	return s.flush()
 }
 
 // feed reads the buffer after `after` and hands decoded records over in
@@ -520,15 +650,19 @@ func (u *Uplink) feed(ctx context.Context, lg *wal.Log, after uint64, out chan<-
 }
 
 // read reads packets from the cloud and hands PUBACKs to the session. It
-// declares the link dead after 1.5 keep-alives of silence.
-func (u *Uplink) read(ctx context.Context, nc net.Conn, ka time.Duration, acks chan<- *packets.Puback, rerr chan<- error) {
-	br := bufio.NewReaderSize(nc, 16<<10)
+// declares the link dead after 1.5 keep-alives of silence. On an error it
+// closes the connection, so a session blocked in a write sees it too.
+func (u *Uplink) read(ctx context.Context, nc net.Conn, br *bufio.Reader, ka time.Duration, acks chan<- *packets.Puback, rerr chan<- error) {
 	for {
 		if ka > 0 {
 			_ = nc.SetReadDeadline(time.Now().Add(ka * 3 / 2))
 		}
-		p, err := packets.ReadPacket(br)
+		p, err := readPacket(br, maxIncoming)
 		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, errPacketTooLarge) {
+				err = fmt.Errorf("%w: %w", errCut, err)
+			}
+			nc.Close()
 			rerr <- fmt.Errorf("uplink: read: %w", err)
 			return
 		}
@@ -540,10 +674,37 @@ func (u *Uplink) read(ctx context.Context, nc net.Conn, ka time.Duration, acks c
 				return
 			}
 		case *packets.Disconnect:
-			rerr <- fmt.Errorf("uplink: cloud disconnected us: %#x %s", c.ReasonCode, c.Reason())
+			nc.Close()
+			rerr <- fmt.Errorf("%w: DISCONNECT %#x %s", errCut, c.ReasonCode, c.Reason())
 			return
 		}
 	}
+}
+
+var errPacketTooLarge = errors.New("uplink: packet from the cloud above the maximum packet size")
+
+// readPacket reads one packet, refusing one whose remaining length is
+// above max before anything is allocated for it.
+func readPacket(br *bufio.Reader, max int) (*packets.ControlPacket, error) {
+	n, mul := 0, 1
+	for i := 1; i <= 4; i++ {
+		b, err := br.Peek(i + 1)
+		if err != nil {
+			if err == io.EOF && len(b) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		n += int(b[i]&0x7f) * mul
+		mul <<= 7
+		if b[i]&0x80 == 0 {
+			break
+		}
+	}
+	if n > max {
+		return nil, fmt.Errorf("%w: %d bytes", errPacketTooLarge, n)
+	}
+	return packets.ReadPacket(br)
 }
 
 // publishSize is the encoded size of the PUBLISH packet for m, to compare

@@ -69,6 +69,8 @@ type Uplink struct {
 	stormWindow    time.Duration
 	stormMax       int
 	drainWait      time.Duration
+	poisonAfter    int          // sessions failing on one message before it is dead-lettered
+	stopBy         atomic.Int64 // Close's deadline (unix ns), 0 if none
 
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -138,6 +140,7 @@ func newUplink(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.
 		stormWindow:    time.Minute,
 		stormMax:       20,
 		drainWait:      2 * time.Second,
+		poisonAfter:    5,
 		done:           make(chan struct{}),
 		dir:            dir,
 		kick:           make(chan struct{}, 1),
@@ -503,6 +506,9 @@ func (u *Uplink) Close(ctx context.Context) error {
 	var err error
 	u.stopOnce.Do(func() {
 		u.closed.Store(true)
+		if d, ok := ctx.Deadline(); ok {
+			u.stopBy.Store(d.UnixNano())
+		}
 		if u.started.Load() {
 			u.cancel()
 			select {
