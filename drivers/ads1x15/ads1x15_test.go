@@ -71,51 +71,33 @@ func TestConfig(t *testing.T) {
 
 func TestOptsValidate(t *testing.T) {
 	ldr := func() *LDROpts { return &LDROpts{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 15000, Gamma: 0.7} }
-	tests := []struct {
-		name  string
-		edit  func(*Opts)
-		field string
-	}{
-		{"default", func(*Opts) {}, ""},
-		{"address 0x4b", func(o *Opts) { o.Address = AddrSCL }, ""},
-		{"ads1015 3300", func(o *Opts) { o.Chip, o.DataRate = ADS1015, 3300 }, ""},
-		{"ldr", func(o *Opts) { o.LDR = ldr() }, ""},
-		{"ldr gnd side", func(o *Opts) { o.LDR = ldr(); o.LDR.Side = SideGND }, ""},
-		{"address 0x47", func(o *Opts) { o.Address = 0x47 }, "address"},
-		{"address 0x4c", func(o *Opts) { o.Address = 0x4C }, "address"},
-		{"bus", func(o *Opts) { o.Bus = "" }, "bus"},
-		{"chip", func(o *Opts) { o.Chip = "ads1119" }, "chip"},
-		{"channel 4", func(o *Opts) { o.Channel = 4 }, "channel"},
-		{"channel -1", func(o *Opts) { o.Channel = -1 }, "channel"},
-		{"gain 5", func(o *Opts) { o.Gain = 5 }, "gain"},
-		{"gain NaN", func(o *Opts) { o.Gain = math.NaN() }, "gain"},
-		{"ads1115 rate 1600", func(o *Opts) { o.DataRate = 1600 }, "data_rate"},
-		{"ads1015 rate 8", func(o *Opts) { o.Chip, o.DataRate = ADS1015, 8 }, "data_rate"},
-		{"ldr without series", func(o *Opts) { o.LDR = ldr(); o.LDR.SeriesOhms = 0 }, "ldr"},
-		{"ldr vcc NaN", func(o *Opts) { o.LDR = ldr(); o.LDR.VCC = math.NaN() }, "ldr"},
-		{"ldr vcc 12", func(o *Opts) { o.LDR = ldr(); o.LDR.VCC = 12 }, "ldr"},
-		{"ldr r10 inf", func(o *Opts) { o.LDR = ldr(); o.LDR.OhmsAt10Lux = math.Inf(1) }, "ldr"},
-		{"ldr gamma", func(o *Opts) { o.LDR = ldr(); o.LDR.Gamma = -0.7 }, "ldr"},
-		{"ldr gamma tiny", func(o *Opts) { o.LDR = ldr(); o.LDR.Gamma = 0.01 }, "ldr"},
-		{"ldr side", func(o *Opts) { o.LDR = ldr(); o.LDR.Side = "top" }, "ldr"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := DefaultOpts()
-			tt.edit(&o)
-			err := o.Validate()
-			var fe *sensors.FieldError
-			switch {
-			case tt.field == "" && err != nil:
-				t.Fatalf("Validate() = %v", err)
-			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
-				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
-			}
-			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
-				t.Fatalf("New() error = %v", err)
-			}
-		})
-	}
+	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
+		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		return err
+	}, []drivertest.OptsRow[Opts]{
+		{Name: "default", Edit: func(*Opts) {}},
+		{Name: "address 0x4b", Edit: func(o *Opts) { o.Address = AddrSCL }},
+		{Name: "ads1015 3300", Edit: func(o *Opts) { o.Chip, o.DataRate = ADS1015, 3300 }},
+		{Name: "ldr", Edit: func(o *Opts) { o.LDR = ldr() }},
+		{Name: "ldr gnd side", Edit: func(o *Opts) { o.LDR = ldr(); o.LDR.Side = SideGND }},
+		{Name: "address 0x47", Edit: func(o *Opts) { o.Address = 0x47 }, Field: "address"},
+		{Name: "address 0x4c", Edit: func(o *Opts) { o.Address = 0x4C }, Field: "address"},
+		{Name: "bus", Edit: func(o *Opts) { o.Bus = "" }, Field: "bus"},
+		{Name: "chip", Edit: func(o *Opts) { o.Chip = "ads1119" }, Field: "chip"},
+		{Name: "channel 4", Edit: func(o *Opts) { o.Channel = 4 }, Field: "channel"},
+		{Name: "channel -1", Edit: func(o *Opts) { o.Channel = -1 }, Field: "channel"},
+		{Name: "gain 5", Edit: func(o *Opts) { o.Gain = 5 }, Field: "gain"},
+		{Name: "gain NaN", Edit: func(o *Opts) { o.Gain = math.NaN() }, Field: "gain"},
+		{Name: "ads1115 rate 1600", Edit: func(o *Opts) { o.DataRate = 1600 }, Field: "data_rate"},
+		{Name: "ads1015 rate 8", Edit: func(o *Opts) { o.Chip, o.DataRate = ADS1015, 8 }, Field: "data_rate"},
+		{Name: "ldr without series", Edit: func(o *Opts) { o.LDR = ldr(); o.LDR.SeriesOhms = 0 }, Field: "ldr"},
+		{Name: "ldr vcc NaN", Edit: func(o *Opts) { o.LDR = ldr(); o.LDR.VCC = math.NaN() }, Field: "ldr"},
+		{Name: "ldr vcc 12", Edit: func(o *Opts) { o.LDR = ldr(); o.LDR.VCC = 12 }, Field: "ldr"},
+		{Name: "ldr r10 inf", Edit: func(o *Opts) { o.LDR = ldr(); o.LDR.OhmsAt10Lux = math.Inf(1) }, Field: "ldr"},
+		{Name: "ldr gamma", Edit: func(o *Opts) { o.LDR = ldr(); o.LDR.Gamma = -0.7 }, Field: "ldr"},
+		{Name: "ldr gamma tiny", Edit: func(o *Opts) { o.LDR = ldr(); o.LDR.Gamma = 0.01 }, Field: "ldr"},
+		{Name: "ldr side", Edit: func(o *Opts) { o.LDR = ldr(); o.LDR.Side = "top" }, Field: "ldr"},
+	})
 }
 
 func TestOptsI2CAddrAndQuantities(t *testing.T) {

@@ -59,33 +59,15 @@ func TestConversion(t *testing.T) {
 }
 
 func TestOptsValidate(t *testing.T) {
-	tests := []struct {
-		name  string
-		edit  func(*Opts)
-		field string
-	}{
-		{"default", func(*Opts) {}, ""},
-		{"wrong address", func(o *Opts) { o.Address = 0x39 }, "address"},
-		{"address out of range", func(o *Opts) { o.Address = 0x78 }, "address"},
-		{"no bus", func(o *Opts) { o.Bus = "" }, "bus"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := DefaultOpts()
-			tt.edit(&o)
-			err := o.Validate()
-			var fe *sensors.FieldError
-			switch {
-			case tt.field == "" && err != nil:
-				t.Fatalf("Validate() = %v", err)
-			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
-				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
-			}
-			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
-				t.Fatalf("New() error = %v, want error: %v", err, tt.field != "")
-			}
-		})
-	}
+	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
+		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		return err
+	}, []drivertest.OptsRow[Opts]{
+		{Name: "default", Edit: func(*Opts) {}},
+		{Name: "wrong address", Edit: func(o *Opts) { o.Address = 0x39 }, Field: "address"},
+		{Name: "address out of range", Edit: func(o *Opts) { o.Address = 0x78 }, Field: "address"},
+		{Name: "no bus", Edit: func(o *Opts) { o.Bus = "" }, Field: "bus"},
+	})
 }
 
 func TestOptsI2CAddrAndQuantities(t *testing.T) {

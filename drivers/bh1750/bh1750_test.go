@@ -55,41 +55,23 @@ func TestLux(t *testing.T) {
 }
 
 func TestOptsValidate(t *testing.T) {
-	tests := []struct {
-		name  string
-		edit  func(*Opts)
-		field string
-	}{
-		{"default", func(*Opts) {}, ""},
-		{"alternative address", func(o *Opts) { o.Address = AltAddr }, ""},
-		{"high2", func(o *Opts) { o.Resolution = High2 }, ""},
-		{"low", func(o *Opts) { o.Resolution = Low }, ""},
-		{"mtreg min", func(o *Opts) { o.MTreg = 31 }, ""},
-		{"mtreg max", func(o *Opts) { o.MTreg = 254 }, ""},
-		{"mtreg below", func(o *Opts) { o.MTreg = 30 }, "mtreg"},
-		{"mtreg above", func(o *Opts) { o.MTreg = 255 }, "mtreg"},
-		{"mtreg unset", func(o *Opts) { o.MTreg = 0 }, "mtreg"},
-		{"unknown resolution", func(o *Opts) { o.Resolution = "medium" }, "resolution"},
-		{"address", func(o *Opts) { o.Address = 0x7a }, "address"},
-		{"bus", func(o *Opts) { o.Bus = "" }, "bus"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := DefaultOpts()
-			tt.edit(&o)
-			err := o.Validate()
-			var fe *sensors.FieldError
-			switch {
-			case tt.field == "" && err != nil:
-				t.Fatalf("Validate() = %v", err)
-			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
-				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
-			}
-			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
-				t.Fatalf("New() error = %v", err)
-			}
-		})
-	}
+	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
+		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		return err
+	}, []drivertest.OptsRow[Opts]{
+		{Name: "default", Edit: func(*Opts) {}},
+		{Name: "alternative address", Edit: func(o *Opts) { o.Address = AltAddr }},
+		{Name: "high2", Edit: func(o *Opts) { o.Resolution = High2 }},
+		{Name: "low", Edit: func(o *Opts) { o.Resolution = Low }},
+		{Name: "mtreg min", Edit: func(o *Opts) { o.MTreg = 31 }},
+		{Name: "mtreg max", Edit: func(o *Opts) { o.MTreg = 254 }},
+		{Name: "mtreg below", Edit: func(o *Opts) { o.MTreg = 30 }, Field: "mtreg"},
+		{Name: "mtreg above", Edit: func(o *Opts) { o.MTreg = 255 }, Field: "mtreg"},
+		{Name: "mtreg unset", Edit: func(o *Opts) { o.MTreg = 0 }, Field: "mtreg"},
+		{Name: "unknown resolution", Edit: func(o *Opts) { o.Resolution = "medium" }, Field: "resolution"},
+		{Name: "address", Edit: func(o *Opts) { o.Address = 0x7a }, Field: "address"},
+		{Name: "bus", Edit: func(o *Opts) { o.Bus = "" }, Field: "bus"},
+	})
 }
 
 func TestOptsI2CAddrAndQuantities(t *testing.T) {

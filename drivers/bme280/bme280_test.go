@@ -174,42 +174,24 @@ func TestMeasureTime(t *testing.T) {
 }
 
 func TestOptsValidate(t *testing.T) {
-	tests := []struct {
-		name  string
-		edit  func(*Opts)
-		field string
-	}{
-		{"default", func(*Opts) {}, ""},
-		{"0x77", func(o *Opts) { o.Address = AltAddr }, ""},
-		{"all 16", func(o *Opts) {
+	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
+		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		return err
+	}, []drivertest.OptsRow[Opts]{
+		{Name: "default", Edit: func(*Opts) {}},
+		{Name: "0x77", Edit: func(o *Opts) { o.Address = AltAddr }},
+		{Name: "all 16", Edit: func(o *Opts) {
 			o.TemperatureOversampling, o.PressureOversampling, o.HumidityOversampling, o.IIRFilter = 16, 16, 16, 16
-		}, ""},
-		{"wrong address", func(o *Opts) { o.Address = 0x40 }, "address"},
-		{"temperature 3", func(o *Opts) { o.TemperatureOversampling = 3 }, "temperature_oversampling"},
-		{"temperature skipped", func(o *Opts) { o.TemperatureOversampling = 0 }, "temperature_oversampling"},
-		{"pressure 32", func(o *Opts) { o.PressureOversampling = 32 }, "pressure_oversampling"},
-		{"humidity -1", func(o *Opts) { o.HumidityOversampling = -1 }, "humidity_oversampling"},
-		{"filter 1", func(o *Opts) { o.IIRFilter = 1 }, "iir_filter"},
-		{"filter 32", func(o *Opts) { o.IIRFilter = 32 }, "iir_filter"},
-		{"no bus", func(o *Opts) { o.Bus = "" }, "bus"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := DefaultOpts()
-			tt.edit(&o)
-			err := o.Validate()
-			var fe *sensors.FieldError
-			switch {
-			case tt.field == "" && err != nil:
-				t.Fatalf("Validate() = %v", err)
-			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
-				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
-			}
-			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
-				t.Fatalf("New() error = %v, want error: %v", err, tt.field != "")
-			}
-		})
-	}
+		}},
+		{Name: "wrong address", Edit: func(o *Opts) { o.Address = 0x40 }, Field: "address"},
+		{Name: "temperature 3", Edit: func(o *Opts) { o.TemperatureOversampling = 3 }, Field: "temperature_oversampling"},
+		{Name: "temperature skipped", Edit: func(o *Opts) { o.TemperatureOversampling = 0 }, Field: "temperature_oversampling"},
+		{Name: "pressure 32", Edit: func(o *Opts) { o.PressureOversampling = 32 }, Field: "pressure_oversampling"},
+		{Name: "humidity -1", Edit: func(o *Opts) { o.HumidityOversampling = -1 }, Field: "humidity_oversampling"},
+		{Name: "filter 1", Edit: func(o *Opts) { o.IIRFilter = 1 }, Field: "iir_filter"},
+		{Name: "filter 32", Edit: func(o *Opts) { o.IIRFilter = 32 }, Field: "iir_filter"},
+		{Name: "no bus", Edit: func(o *Opts) { o.Bus = "" }, Field: "bus"},
+	})
 }
 
 func TestOptsI2CAddrAndQuantities(t *testing.T) {

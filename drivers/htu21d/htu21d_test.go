@@ -84,34 +84,16 @@ func TestConversion(t *testing.T) {
 }
 
 func TestOptsValidate(t *testing.T) {
-	tests := []struct {
-		name  string
-		edit  func(*Opts)
-		field string
-	}{
-		{"default", func(*Opts) {}, ""},
-		{"behind a translator", func(o *Opts) { o.Address = 0x41 }, ""},
-		{"address out of range", func(o *Opts) { o.Address = 0x80 }, "address"},
-		{"reserved address", func(o *Opts) { o.Address = 0x01 }, "address"},
-		{"no bus", func(o *Opts) { o.Bus = "" }, "bus"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := DefaultOpts()
-			tt.edit(&o)
-			err := o.Validate()
-			var fe *sensors.FieldError
-			switch {
-			case tt.field == "" && err != nil:
-				t.Fatalf("Validate() = %v", err)
-			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
-				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
-			}
-			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
-				t.Fatalf("New() error = %v, want error: %v", err, tt.field != "")
-			}
-		})
-	}
+	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
+		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		return err
+	}, []drivertest.OptsRow[Opts]{
+		{Name: "default", Edit: func(*Opts) {}},
+		{Name: "behind a translator", Edit: func(o *Opts) { o.Address = 0x41 }},
+		{Name: "address out of range", Edit: func(o *Opts) { o.Address = 0x80 }, Field: "address"},
+		{Name: "reserved address", Edit: func(o *Opts) { o.Address = 0x01 }, Field: "address"},
+		{Name: "no bus", Edit: func(o *Opts) { o.Bus = "" }, Field: "bus"},
+	})
 }
 
 func TestOptsI2CAddrAndQuantities(t *testing.T) {

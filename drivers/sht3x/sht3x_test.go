@@ -68,38 +68,20 @@ func TestConversion(t *testing.T) {
 }
 
 func TestOptsValidate(t *testing.T) {
-	tests := []struct {
-		name  string
-		edit  func(*Opts)
-		field string
-	}{
-		{"default", func(*Opts) {}, ""},
-		{"alternative address", func(o *Opts) { o.Address = AltAddr }, ""},
-		{"medium", func(o *Opts) { o.Repeatability = Medium }, ""},
-		{"low", func(o *Opts) { o.Repeatability = Low }, ""},
-		{"unknown repeatability", func(o *Opts) { o.Repeatability = "ultra" }, "repeatability"},
-		{"empty repeatability", func(o *Opts) { o.Repeatability = "" }, "repeatability"},
-		{"upper case", func(o *Opts) { o.Repeatability = "HIGH" }, "repeatability"},
-		{"address out of range", func(o *Opts) { o.Address = 0x7a }, "address"},
-		{"no bus", func(o *Opts) { o.Bus = "" }, "bus"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := DefaultOpts()
-			tt.edit(&o)
-			err := o.Validate()
-			var fe *sensors.FieldError
-			switch {
-			case tt.field == "" && err != nil:
-				t.Fatalf("Validate() = %v", err)
-			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
-				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
-			}
-			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
-				t.Fatalf("New() error = %v, want error: %v", err, tt.field != "")
-			}
-		})
-	}
+	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
+		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		return err
+	}, []drivertest.OptsRow[Opts]{
+		{Name: "default", Edit: func(*Opts) {}},
+		{Name: "alternative address", Edit: func(o *Opts) { o.Address = AltAddr }},
+		{Name: "medium", Edit: func(o *Opts) { o.Repeatability = Medium }},
+		{Name: "low", Edit: func(o *Opts) { o.Repeatability = Low }},
+		{Name: "unknown repeatability", Edit: func(o *Opts) { o.Repeatability = "ultra" }, Field: "repeatability"},
+		{Name: "empty repeatability", Edit: func(o *Opts) { o.Repeatability = "" }, Field: "repeatability"},
+		{Name: "upper case", Edit: func(o *Opts) { o.Repeatability = "HIGH" }, Field: "repeatability"},
+		{Name: "address out of range", Edit: func(o *Opts) { o.Address = 0x7a }, Field: "address"},
+		{Name: "no bus", Edit: func(o *Opts) { o.Bus = "" }, Field: "bus"},
+	})
 }
 
 func TestOptsI2CAddrAndQuantities(t *testing.T) {

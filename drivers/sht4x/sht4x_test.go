@@ -53,39 +53,21 @@ func TestConversion(t *testing.T) {
 }
 
 func TestOptsValidate(t *testing.T) {
-	tests := []struct {
-		name  string
-		edit  func(*Opts)
-		field string
-	}{
-		{"default", func(*Opts) {}, ""},
-		{"0x45", func(o *Opts) { o.Address = AltAddrB }, ""},
-		{"0x46", func(o *Opts) { o.Address = AltAddrC }, ""},
-		{"medium", func(o *Opts) { o.Precision = Medium }, ""},
-		{"low", func(o *Opts) { o.Precision = Low }, ""},
-		{"unknown precision", func(o *Opts) { o.Precision = "ultra" }, "precision"},
-		{"empty precision", func(o *Opts) { o.Precision = "" }, "precision"},
-		{"not an sht4x address", func(o *Opts) { o.Address = 0x40 }, "address"},
-		{"address out of range", func(o *Opts) { o.Address = 0x7a }, "address"},
-		{"no bus", func(o *Opts) { o.Bus = "" }, "bus"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := DefaultOpts()
-			tt.edit(&o)
-			err := o.Validate()
-			var fe *sensors.FieldError
-			switch {
-			case tt.field == "" && err != nil:
-				t.Fatalf("Validate() = %v", err)
-			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
-				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
-			}
-			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
-				t.Fatalf("New() error = %v, want error: %v", err, tt.field != "")
-			}
-		})
-	}
+	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
+		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		return err
+	}, []drivertest.OptsRow[Opts]{
+		{Name: "default", Edit: func(*Opts) {}},
+		{Name: "0x45", Edit: func(o *Opts) { o.Address = AltAddrB }},
+		{Name: "0x46", Edit: func(o *Opts) { o.Address = AltAddrC }},
+		{Name: "medium", Edit: func(o *Opts) { o.Precision = Medium }},
+		{Name: "low", Edit: func(o *Opts) { o.Precision = Low }},
+		{Name: "unknown precision", Edit: func(o *Opts) { o.Precision = "ultra" }, Field: "precision"},
+		{Name: "empty precision", Edit: func(o *Opts) { o.Precision = "" }, Field: "precision"},
+		{Name: "not an sht4x address", Edit: func(o *Opts) { o.Address = 0x40 }, Field: "address"},
+		{Name: "address out of range", Edit: func(o *Opts) { o.Address = 0x7a }, Field: "address"},
+		{Name: "no bus", Edit: func(o *Opts) { o.Bus = "" }, Field: "bus"},
+	})
 }
 
 func TestOptsI2CAddrAndQuantities(t *testing.T) {

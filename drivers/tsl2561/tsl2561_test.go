@@ -83,42 +83,24 @@ func TestLux(t *testing.T) {
 }
 
 func TestOptsValidate(t *testing.T) {
-	tests := []struct {
-		name  string
-		edit  func(*Opts)
-		field string
-	}{
-		{"default", func(*Opts) {}, ""},
-		{"address 0x29", func(o *Opts) { o.Address = AddrLow }, ""},
-		{"address 0x49", func(o *Opts) { o.Address = AddrHigh }, ""},
-		{"13.7ms", func(o *Opts) { o.IntegrationTime = 13700 * time.Microsecond }, ""},
-		{"101ms gain 1", func(o *Opts) { o.IntegrationTime, o.Gain = 101*time.Millisecond, Gain1 }, ""},
-		{"gain 16 cs", func(o *Opts) { o.Gain, o.Package = Gain16, PackageCS }, ""},
-		{"address not a tsl2561", func(o *Opts) { o.Address = 0x23 }, "address"},
-		{"address out of range", func(o *Opts) { o.Address = 0x7a }, "address"},
-		{"bus", func(o *Opts) { o.Bus = "" }, "bus"},
-		{"gain 8", func(o *Opts) { o.Gain = "8" }, "gain"},
-		{"integration 100ms", func(o *Opts) { o.IntegrationTime = 100 * time.Millisecond }, "integration_time"},
-		{"integration unset", func(o *Opts) { o.IntegrationTime = 0 }, "integration_time"},
-		{"package", func(o *Opts) { o.Package = "fn" }, "package"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := DefaultOpts()
-			tt.edit(&o)
-			err := o.Validate()
-			var fe *sensors.FieldError
-			switch {
-			case tt.field == "" && err != nil:
-				t.Fatalf("Validate() = %v", err)
-			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
-				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
-			}
-			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
-				t.Fatalf("New() error = %v", err)
-			}
-		})
-	}
+	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
+		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		return err
+	}, []drivertest.OptsRow[Opts]{
+		{Name: "default", Edit: func(*Opts) {}},
+		{Name: "address 0x29", Edit: func(o *Opts) { o.Address = AddrLow }},
+		{Name: "address 0x49", Edit: func(o *Opts) { o.Address = AddrHigh }},
+		{Name: "13.7ms", Edit: func(o *Opts) { o.IntegrationTime = 13700 * time.Microsecond }},
+		{Name: "101ms gain 1", Edit: func(o *Opts) { o.IntegrationTime, o.Gain = 101*time.Millisecond, Gain1 }},
+		{Name: "gain 16 cs", Edit: func(o *Opts) { o.Gain, o.Package = Gain16, PackageCS }},
+		{Name: "address not a tsl2561", Edit: func(o *Opts) { o.Address = 0x23 }, Field: "address"},
+		{Name: "address out of range", Edit: func(o *Opts) { o.Address = 0x7a }, Field: "address"},
+		{Name: "bus", Edit: func(o *Opts) { o.Bus = "" }, Field: "bus"},
+		{Name: "gain 8", Edit: func(o *Opts) { o.Gain = "8" }, Field: "gain"},
+		{Name: "integration 100ms", Edit: func(o *Opts) { o.IntegrationTime = 100 * time.Millisecond }, Field: "integration_time"},
+		{Name: "integration unset", Edit: func(o *Opts) { o.IntegrationTime = 0 }, Field: "integration_time"},
+		{Name: "package", Edit: func(o *Opts) { o.Package = "fn" }, Field: "package"},
+	})
 }
 
 func TestOptsI2CAddrAndQuantities(t *testing.T) {

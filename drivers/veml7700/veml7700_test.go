@@ -115,41 +115,23 @@ func TestCorrectWorkedExample(t *testing.T) {
 }
 
 func TestOptsValidate(t *testing.T) {
-	tests := []struct {
-		name  string
-		edit  func(*Opts)
-		field string
-	}{
-		{"default", func(*Opts) {}, ""},
-		{"gain 1/8 25ms", func(o *Opts) { o.Gain, o.IntegrationTime = GainEighth, 25*time.Millisecond }, ""},
-		{"gain 2 800ms", func(o *Opts) { o.Gain, o.IntegrationTime = Gain2, 800*time.Millisecond }, ""},
-		{"gain 1/4 no correction", func(o *Opts) { o.Gain, o.Correction = GainFourth, false }, ""},
-		{"gain 1", func(o *Opts) { o.Gain = Gain1 }, ""},
-		{"gain 0.125 spelled as a number", func(o *Opts) { o.Gain = "0.125" }, "gain"},
-		{"gain 4", func(o *Opts) { o.Gain = "4" }, "gain"},
-		{"integration 300ms", func(o *Opts) { o.IntegrationTime = 300 * time.Millisecond }, "integration_time"},
-		{"integration unset", func(o *Opts) { o.IntegrationTime = 0 }, "integration_time"},
-		{"address 0x48 is the VEML6030's", func(o *Opts) { o.Address = 0x48 }, "address"},
-		{"address out of range", func(o *Opts) { o.Address = 0x02 }, "address"},
-		{"bus", func(o *Opts) { o.Bus = "" }, "bus"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := DefaultOpts()
-			tt.edit(&o)
-			err := o.Validate()
-			var fe *sensors.FieldError
-			switch {
-			case tt.field == "" && err != nil:
-				t.Fatalf("Validate() = %v", err)
-			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
-				t.Fatalf("Validate() = %v, want a FieldError for %q", err, tt.field)
-			}
-			if _, err := New(&i2cbustest.FailBus{}, nil, o); (err != nil) != (tt.field != "") {
-				t.Fatalf("New() error = %v", err)
-			}
-		})
-	}
+	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
+		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		return err
+	}, []drivertest.OptsRow[Opts]{
+		{Name: "default", Edit: func(*Opts) {}},
+		{Name: "gain 1/8 25ms", Edit: func(o *Opts) { o.Gain, o.IntegrationTime = GainEighth, 25*time.Millisecond }},
+		{Name: "gain 2 800ms", Edit: func(o *Opts) { o.Gain, o.IntegrationTime = Gain2, 800*time.Millisecond }},
+		{Name: "gain 1/4 no correction", Edit: func(o *Opts) { o.Gain, o.Correction = GainFourth, false }},
+		{Name: "gain 1", Edit: func(o *Opts) { o.Gain = Gain1 }},
+		{Name: "gain 0.125 spelled as a number", Edit: func(o *Opts) { o.Gain = "0.125" }, Field: "gain"},
+		{Name: "gain 4", Edit: func(o *Opts) { o.Gain = "4" }, Field: "gain"},
+		{Name: "integration 300ms", Edit: func(o *Opts) { o.IntegrationTime = 300 * time.Millisecond }, Field: "integration_time"},
+		{Name: "integration unset", Edit: func(o *Opts) { o.IntegrationTime = 0 }, Field: "integration_time"},
+		{Name: "address 0x48 is the VEML6030's", Edit: func(o *Opts) { o.Address = 0x48 }, Field: "address"},
+		{Name: "address out of range", Edit: func(o *Opts) { o.Address = 0x02 }, Field: "address"},
+		{Name: "bus", Edit: func(o *Opts) { o.Bus = "" }, Field: "bus"},
+	})
 }
 
 func TestOptsI2CAddrAndQuantities(t *testing.T) {
