@@ -215,6 +215,7 @@ func suite(o Opts, good []i2ctest.IO, want []float64, waits []time.Duration) dri
 		New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
 			return New(b, clk, o)
 		},
+		Opts:       &o,
 		Addr:       o.Address,
 		String:     fmt.Sprintf("%s(i2c 1, %#x, AIN%d)", o.Chip, o.Address, o.Channel),
 		Good:       good,

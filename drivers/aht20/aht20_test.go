@@ -12,7 +12,6 @@ import (
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
 	"github.com/edged/edged/drivers/drivertest"
-	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/drivers/sht3x"
 	"github.com/edged/edged/sensors"
@@ -68,17 +67,6 @@ func TestOptsValidate(t *testing.T) {
 		{Name: "address out of range", Edit: func(o *Opts) { o.Address = 0x78 }, Field: "address"},
 		{Name: "no bus", Edit: func(o *Opts) { o.Bus = "" }, Field: "bus"},
 	})
-}
-
-func TestOptsI2CAddrAndQuantities(t *testing.T) {
-	o := DefaultOpts()
-	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x38 {
-		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
-	}
-	q := o.Quantities()
-	if len(q) != 2 || q[0] != sensors.Temperature || q[1] != sensors.Humidity {
-		t.Errorf("Quantities() = %v", q)
-	}
 }
 
 func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock) *Dev {
@@ -210,40 +198,34 @@ func TestConformance(t *testing.T) {
 			[]string{"read status", "trigger measurement", "read measurement", "read measurement", "read measurement"}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			drivertest.Run(t, drivertest.Case{
-				Name: "aht20",
-				New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
-					return New(b, clk, DefaultOpts())
-				},
-				Addr:       Addr,
-				First:      slices.Concat(tt.init, tt.good),
-				Good:       tt.good,
-				Want:       []float64{25, 50},
-				Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity},
-				Waits:      tt.waits,
-				FirstWaits: slices.Concat(tt.initWaits, tt.waits),
-				FailSays:   tt.says,
-				HaltTwice:  true,
-				AfterHalt:  tt.good,
-			})
+			c := conformance(tt.init, tt.good)
+			c.Waits, c.FirstWaits, c.FailSays = tt.waits, slices.Concat(tt.initWaits, tt.waits), tt.says
+			drivertest.Run(t, c)
 		})
 	}
 }
 
+// conformance is the suite case of a sensor whose first reading starts
+// with init and whose readings are good, at the default options (bus 1,
+// address 0x38, the only one).
+func conformance(init, good []i2ctest.IO) drivertest.Case {
+	o := DefaultOpts()
+	return drivertest.Case{
+		Name: "aht20",
+		New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
+			return New(b, clk, o)
+		},
+		Opts:       &o,
+		Addr:       0x38,
+		First:      slices.Concat(init, good),
+		Good:       good,
+		Want:       []float64{25, 50},
+		Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity},
+		HaltTwice:  true,
+		AfterHalt:  good,
+	}
+}
+
 func BenchmarkSense(b *testing.B) {
-	bus := drivertest.NewBus([]i2ctest.IO{status, trigger, read(reading25C50)})
-	d := newDev(b, i2cbus.NewBus("1", bus), &i2cbustest.Clock{})
-	if err := d.Sense(context.Background(), make([]float64, 2)); err != nil {
-		b.Fatal(err)
-	}
-	bus.Reset([]i2ctest.IO{trigger, read(reading25C50)})
-	bus.Loop = true
-	dst := make([]float64, 2)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := d.Sense(ctx, dst); err != nil {
-			b.Fatal(err)
-		}
-	}
+	drivertest.Benchmark(b, conformance([]i2ctest.IO{status}, []i2ctest.IO{trigger, read(reading25C50)}))
 }

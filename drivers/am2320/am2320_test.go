@@ -104,17 +104,6 @@ func TestOptsValidate(t *testing.T) {
 	})
 }
 
-func TestOptsI2CAddrAndQuantities(t *testing.T) {
-	o := DefaultOpts()
-	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x5C {
-		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
-	}
-	q := o.Quantities()
-	if len(q) != 2 || q[0] != sensors.Temperature || q[1] != sensors.Humidity {
-		t.Errorf("Quantities() = %v", q)
-	}
-}
-
 func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock) *Dev {
 	t.Helper()
 	d, err := New(bus, clk, DefaultOpts())
@@ -204,20 +193,6 @@ func TestSenseBadReplies(t *testing.T) {
 	}
 }
 
-func BenchmarkSense(b *testing.B) {
-	bus := drivertest.NewBus([]i2ctest.IO{wake, cmd, reply(example)})
-	bus.Loop = true
-	d := newDev(b, i2cbus.NewBus("1", bus), &i2cbustest.Clock{})
-	dst := make([]float64, 2)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := d.Sense(ctx, dst); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // FuzzSense feeds arbitrary replies: Sense must never panic, must accept
 // exactly the well-formed replies with a good CRC, and must stay within
 // the registers' scale.
@@ -243,19 +218,21 @@ func FuzzSense(f *testing.F) {
 	})
 }
 
-// TestConformance runs the manual's example through the shared driver
+// conformance runs the manual's example through the shared driver
 // suite, with a sensor that is awake at the wake-up byte; a failing
 // wake-up write is what a sleeping sensor does, so the suite must see it
 // tolerated. 8.2.4: at least 800 µs to wake, at least 1.5 ms before the
 // read. Halt sends nothing, and the sensor works afterwards.
-func TestConformance(t *testing.T) {
+func conformance() drivertest.Case {
 	good := []i2ctest.IO{wake, cmd, reply(example)}
-	drivertest.Run(t, drivertest.Case{
+	o := DefaultOpts()
+	return drivertest.Case{
 		Name: "am2320",
 		New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
-			return New(b, clk, DefaultOpts())
+			return New(b, clk, o)
 		},
-		Addr:       Addr,
+		Opts:       &o,
+		Addr:       0x5C, // the only address
 		Good:       good,
 		Want:       []float64{27.7, 82.5},
 		Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity},
@@ -264,5 +241,11 @@ func TestConformance(t *testing.T) {
 		FailSays:   []string{"", "send read command", "read reply"},
 		HaltTwice:  true,
 		AfterHalt:  good,
-	})
+	}
+}
+
+func TestConformance(t *testing.T) { drivertest.Run(t, conformance()) }
+
+func BenchmarkSense(b *testing.B) {
+	drivertest.Benchmark(b, conformance())
 }

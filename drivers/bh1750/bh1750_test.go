@@ -74,16 +74,6 @@ func TestOptsValidate(t *testing.T) {
 	})
 }
 
-func TestOptsI2CAddrAndQuantities(t *testing.T) {
-	o := DefaultOpts()
-	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x23 {
-		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
-	}
-	if q := o.Quantities(); len(q) != 1 || q[0] != sensors.Illuminance {
-		t.Errorf("Quantities() = %v", q)
-	}
-}
-
 // TestSense runs every resolution and MTreg row through the shared driver
 // suite, which checks the traffic (the one-time opcodes, not periph's
 // continuous mode), the value and the measurement time of each.
@@ -99,7 +89,7 @@ func TestSense(t *testing.T) {
 		want          float64
 		wait          time.Duration
 	}{
-		{"datasheet example", High, 69, Addr, 0x42, 0x65, 0x20, []byte{0x83, 0x90}, 33680 / 1.2, 180 * time.Millisecond},
+		{"datasheet example", High, 69, 0x23, 0x42, 0x65, 0x20, []byte{0x83, 0x90}, 33680 / 1.2, 180 * time.Millisecond},
 		{"high2 halves", High2, 69, Addr, 0x42, 0x65, 0x21, []byte{0x83, 0x90}, 33680 / 1.2 / 2, 180 * time.Millisecond},
 		{"low", Low, 69, AltAddr, 0x42, 0x65, 0x23, []byte{0x00, 0x78}, 100, 24 * time.Millisecond},
 		// p.11 example: MTreg 138 (1000_1010) doubles time and sensitivity.
@@ -111,13 +101,14 @@ func TestSense(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			good := script(tt.addr, tt.mtHigh, tt.mtLow, tt.op, tt.reply)
+			o := DefaultOpts()
+			o.Resolution, o.MTreg, o.Address = tt.res, tt.mt, tt.addr
 			drivertest.Run(t, drivertest.Case{
 				Name: "bh1750",
 				New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
-					o := DefaultOpts()
-					o.Resolution, o.MTreg, o.Address = tt.res, tt.mt, tt.addr
 					return New(b, clk, o)
 				},
+				Opts:       &o,
 				Addr:       tt.addr,
 				Good:       good,
 				Want:       []float64{tt.want},

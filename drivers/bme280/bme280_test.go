@@ -13,7 +13,6 @@ import (
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
 	"github.com/edged/edged/drivers/drivertest"
-	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
 )
@@ -194,17 +193,6 @@ func TestOptsValidate(t *testing.T) {
 	})
 }
 
-func TestOptsI2CAddrAndQuantities(t *testing.T) {
-	o := DefaultOpts()
-	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x76 {
-		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
-	}
-	q := o.Quantities()
-	if len(q) != 3 || q[0] != sensors.Temperature || q[1] != sensors.Humidity || q[2] != sensors.Pressure {
-		t.Errorf("Quantities() = %v", q)
-	}
-}
-
 func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock, edit func(*Opts)) *Dev {
 	t.Helper()
 	o := DefaultOpts()
@@ -343,10 +331,8 @@ func FuzzSense(f *testing.F) {
 // ctrl_meas osrs_t, osrs_p and mode (tables 22-25) and the maximum
 // measurement time of 9.1. The set-up (5.4.1, 4.2.2, 5.4.3) comes once,
 // then a forced measurement (3.3.3, 5.4.5, 4: burst read) per reading.
-// Halt sends nothing: forced mode leaves the sensor asleep.
 func TestConformance(t *testing.T) {
 	const a = AltAddr
-	says := []string{"read chip id", "read calibration 0x88", "read calibration 0xe1", "write settings", "start forced measurement", "read measurement"}
 	for _, tt := range []struct {
 		name       string
 		addr       uint16
@@ -354,7 +340,7 @@ func TestConformance(t *testing.T) {
 		init, good []i2ctest.IO
 		wait       time.Duration
 	}{
-		{"defaults", Addr, nil, setup, []i2ctest.IO{startMeas, good}, 9300 * time.Microsecond},
+		{"defaults", 0x76, nil, setup, []i2ctest.IO{startMeas, good}, 9300 * time.Microsecond},
 		{"settings", a, func(o *Opts) {
 			o.Address, o.TemperatureOversampling, o.PressureOversampling, o.HumidityOversampling, o.IIRFilter = a, 2, 16, 4, 16
 		}, []i2ctest.IO{
@@ -368,45 +354,39 @@ func TestConformance(t *testing.T) {
 		}, 1250*time.Microsecond + 4600*time.Microsecond + 37375*time.Microsecond + 9775*time.Microsecond},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			drivertest.Run(t, drivertest.Case{
-				Name: "bme280",
-				New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
-					o := DefaultOpts()
-					if tt.edit != nil {
-						tt.edit(&o)
-					}
-					return New(b, clk, o)
-				},
-				Addr:       tt.addr,
-				First:      slices.Concat(tt.init, tt.good),
-				Good:       tt.good,
-				Want:       []float64{wantT, wantH, wantP},
-				Exact:      true,
-				Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity, sensors.Pressure},
-				Waits:      []time.Duration{tt.wait},
-				FirstWaits: []time.Duration{tt.wait},
-				FailSays:   says,
-				HaltTwice:  true,
-				AfterHalt:  tt.good,
-			})
+			drivertest.Run(t, conformance(tt.addr, tt.edit, tt.init, tt.good, tt.wait))
 		})
 	}
 }
 
+// conformance is the suite case of the options edit makes from the
+// defaults, with the set-up traffic init and the reading traffic good.
+// Halt sends nothing: forced mode leaves the sensor asleep.
+func conformance(addr uint16, edit func(*Opts), init, good []i2ctest.IO, wait time.Duration) drivertest.Case {
+	o := DefaultOpts()
+	if edit != nil {
+		edit(&o)
+	}
+	return drivertest.Case{
+		Name: "bme280",
+		New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
+			return New(b, clk, o)
+		},
+		Opts:       &o,
+		Addr:       addr,
+		First:      slices.Concat(init, good),
+		Good:       good,
+		Want:       []float64{wantT, wantH, wantP},
+		Exact:      true,
+		Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity, sensors.Pressure},
+		Waits:      []time.Duration{wait},
+		FirstWaits: []time.Duration{wait},
+		FailSays:   []string{"read chip id", "read calibration 0x88", "read calibration 0xe1", "write settings", "start forced measurement", "read measurement"},
+		HaltTwice:  true,
+		AfterHalt:  good,
+	}
+}
+
 func BenchmarkSense(b *testing.B) {
-	bus := drivertest.NewBus(setup, []i2ctest.IO{startMeas, good})
-	d := newDev(b, i2cbus.NewBus("1", bus), &i2cbustest.Clock{}, nil)
-	if err := d.Sense(context.Background(), make([]float64, 3)); err != nil {
-		b.Fatal(err)
-	}
-	bus.Reset([]i2ctest.IO{startMeas, good})
-	bus.Loop = true
-	dst := make([]float64, 3)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := d.Sense(ctx, dst); err != nil {
-			b.Fatal(err)
-		}
-	}
+	drivertest.Benchmark(b, conformance(Addr, nil, setup, []i2ctest.IO{startMeas, good}, 9300*time.Microsecond))
 }

@@ -11,6 +11,7 @@
 package drivertest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,10 @@ type Case struct {
 	Name string
 	// New opens the driver on bus with clock. bus is named "i2c "+Bus.
 	New func(bus i2c.Bus, clock sensors.Clock) (sensors.Sensor, error)
+	// Opts, when set, are the options New opens the device with. The
+	// registry reads their bus, address and quantities before it opens
+	// anything, so they must match the Case's and the device's.
+	Opts Opts
 	// Bus is the bus name (default "1"); Addr the device address.
 	Bus  string
 	Addr uint16
@@ -93,6 +98,12 @@ type Case struct {
 	// Halt (a driver whose device survives Halt); nil means Sense after
 	// Halt is not part of the driver's promise.
 	AfterHalt []i2ctest.IO
+}
+
+// Opts is what the registry asks of an I2C driver's options.
+type Opts interface {
+	I2CAddr() (bus string, addr uint16)
+	Quantities() []sensors.Quantity
 }
 
 const (
@@ -372,6 +383,37 @@ func quantities(t *testing.T, c Case) {
 	}
 	if got := d.Quantities(); !slices.Equal(got, q) {
 		t.Errorf("Quantities() changed from %v to %v between calls", q, got)
+	}
+	if c.Opts != nil {
+		if got := c.Opts.Quantities(); !slices.Equal(got, q) {
+			t.Errorf("the options list %v, the device %v", got, q)
+		}
+		if bus, addr := c.Opts.I2CAddr(); bus != c.Bus || addr != c.Addr {
+			t.Errorf("the options' I2CAddr() = %q, %#x; want %q, %#x", bus, addr, c.Bus, c.Addr)
+		}
+	}
+}
+
+// Benchmark measures a steady reading of c (Good on a looping bus, after
+// the first reading) and reports its allocations.
+func Benchmark(b *testing.B, c Case) {
+	bus := NewBus(c.first())
+	d, err := c.New(i2cbus.NewBus(cmp.Or(c.Bus, "1"), bus), &i2cbustest.Clock{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dst := make([]float64, len(c.Want))
+	ctx := context.Background()
+	if err := d.Sense(ctx, dst); err != nil {
+		b.Fatal(err)
+	}
+	bus.Reset(c.Good)
+	bus.Loop = true
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.Sense(ctx, dst); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
 	"github.com/edged/edged/drivers/drivertest"
-	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
 )
@@ -96,17 +95,6 @@ func TestOptsValidate(t *testing.T) {
 	})
 }
 
-func TestOptsI2CAddrAndQuantities(t *testing.T) {
-	o := DefaultOpts()
-	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x40 {
-		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
-	}
-	q := o.Quantities()
-	if len(q) != 2 || q[0] != sensors.Temperature || q[1] != sensors.Humidity {
-		t.Errorf("Quantities() = %v", q)
-	}
-}
-
 func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock) *Dev {
 	t.Helper()
 	d, err := New(bus, clk, DefaultOpts())
@@ -140,20 +128,6 @@ func TestSenseCRCFailure(t *testing.T) {
 	}
 }
 
-func BenchmarkSense(b *testing.B) {
-	bus := drivertest.NewBus(sequence(Addr, tempReply, humidReply))
-	bus.Loop = true
-	d := newDev(b, i2cbus.NewBus("1", bus), &i2cbustest.Clock{})
-	dst := make([]float64, 2)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := d.Sense(ctx, dst); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // FuzzSense feeds arbitrary replies: Sense must never panic, must fail
 // exactly when a checksum is wrong, and must stay within the scale.
 func FuzzSense(f *testing.F) {
@@ -178,18 +152,20 @@ func FuzzSense(f *testing.F) {
 	})
 }
 
-// TestConformance runs the datasheet's worked example through the shared
+// conformance runs the datasheet's worked example through the shared
 // driver suite. The waits are the HTU21D's maximum conversion times at
 // 14-bit temperature (50 ms) and 12-bit humidity (16 ms), "Electrical and
 // general items". Halt sends nothing, and the sensor works afterwards.
-func TestConformance(t *testing.T) {
+func conformance() drivertest.Case {
 	good := sequence(Addr, tempReply, humidReply)
-	drivertest.Run(t, drivertest.Case{
+	o := DefaultOpts()
+	return drivertest.Case{
 		Name: "htu21d",
 		New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
-			return New(b, clk, DefaultOpts())
+			return New(b, clk, o)
 		},
-		Addr:       Addr,
+		Opts:       &o,
+		Addr:       0x40, // the only address
 		Good:       good,
 		Want:       []float64{wantTemp, wantHumid},
 		Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity},
@@ -197,5 +173,11 @@ func TestConformance(t *testing.T) {
 		FailSays:   []string{"start temperature measurement", "read temperature", "start humidity measurement", "read humidity"},
 		HaltTwice:  true,
 		AfterHalt:  good,
-	})
+	}
+}
+
+func TestConformance(t *testing.T) { drivertest.Run(t, conformance()) }
+
+func BenchmarkSense(b *testing.B) {
+	drivertest.Benchmark(b, conformance())
 }

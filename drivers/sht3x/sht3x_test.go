@@ -12,7 +12,6 @@ import (
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
 	"github.com/edged/edged/drivers/drivertest"
-	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
 )
@@ -84,17 +83,6 @@ func TestOptsValidate(t *testing.T) {
 	})
 }
 
-func TestOptsI2CAddrAndQuantities(t *testing.T) {
-	o := DefaultOpts()
-	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x44 {
-		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
-	}
-	q := o.Quantities()
-	if len(q) != 2 || q[0] != sensors.Temperature || q[1] != sensors.Humidity {
-		t.Errorf("Quantities() = %v", q)
-	}
-}
-
 func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock, edit func(*Opts)) *Dev {
 	t.Helper()
 	o := DefaultOpts()
@@ -136,20 +124,6 @@ func TestSenseCRCFailure(t *testing.T) {
 	}
 }
 
-func BenchmarkSense(b *testing.B) {
-	bus := drivertest.NewBus([]i2ctest.IO{{Addr: Addr, W: []byte{0x24, 0x00}}, {Addr: Addr, R: reading25C60}})
-	bus.Loop = true
-	d := newDev(b, i2cbus.NewBus("1", bus), &i2cbustest.Clock{}, nil)
-	dst := make([]float64, 2)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := d.Sense(ctx, dst); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // FuzzSense feeds arbitrary replies: Sense must never panic, must fail
 // exactly when a checksum is wrong, and must stay within the sensor's scale.
 func FuzzSense(f *testing.F) {
@@ -182,14 +156,15 @@ func FuzzSense(f *testing.F) {
 // 2.2, table 4 (maximum).
 func suite(rep, bus string, addr uint16, cmd []byte, wait time.Duration) drivertest.Case {
 	good := []i2ctest.IO{{Addr: addr, W: cmd}, {Addr: addr, R: reading25C60}}
+	o := DefaultOpts()
+	o.Repeatability, o.Address, o.Bus = rep, addr, bus
 	return drivertest.Case{
 		Name: "sht3x",
 		New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
-			o := DefaultOpts()
-			o.Repeatability, o.Address = rep, addr
 			return New(b, clk, o)
 		},
-		Bus: bus, Addr: addr,
+		Opts: &o,
+		Bus:  bus, Addr: addr,
 		Good:       good,
 		Want:       []float64{25, 60},
 		Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity},
@@ -203,8 +178,9 @@ func suite(rep, bus string, addr uint16, cmd []byte, wait time.Duration) drivert
 }
 
 func TestConformance(t *testing.T) {
+	// The defaults: bus 1, address 0x44 (ADDR to VSS), high repeatability.
 	t.Run(High, func(t *testing.T) {
-		drivertest.Run(t, suite(High, "1", Addr, []byte{0x24, 0x00}, 15500*time.Microsecond))
+		drivertest.Run(t, suite(High, "1", 0x44, []byte{0x24, 0x00}, 15500*time.Microsecond))
 	})
 	t.Run(Medium, func(t *testing.T) {
 		drivertest.Run(t, suite(Medium, "1", Addr, []byte{0x24, 0x0B}, 6500*time.Microsecond))
@@ -212,4 +188,8 @@ func TestConformance(t *testing.T) {
 	t.Run(Low, func(t *testing.T) {
 		drivertest.Run(t, suite(Low, "3", AltAddr, []byte{0x24, 0x16}, 4500*time.Microsecond))
 	})
+}
+
+func BenchmarkSense(b *testing.B) {
+	drivertest.Benchmark(b, suite(High, "1", Addr, []byte{0x24, 0x00}, 15500*time.Microsecond))
 }

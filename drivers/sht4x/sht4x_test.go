@@ -12,7 +12,6 @@ import (
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
 	"github.com/edged/edged/drivers/drivertest"
-	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/drivers/sht3x"
 	"github.com/edged/edged/sensors"
@@ -70,17 +69,6 @@ func TestOptsValidate(t *testing.T) {
 	})
 }
 
-func TestOptsI2CAddrAndQuantities(t *testing.T) {
-	o := DefaultOpts()
-	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x44 {
-		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
-	}
-	q := o.Quantities()
-	if len(q) != 2 || q[0] != sensors.Temperature || q[1] != sensors.Humidity {
-		t.Errorf("Quantities() = %v", q)
-	}
-}
-
 func newDev(t testing.TB, bus i2c.Bus, clk sensors.Clock, edit func(*Opts)) *Dev {
 	t.Helper()
 	o := DefaultOpts()
@@ -122,20 +110,6 @@ func TestSenseCRCFailure(t *testing.T) {
 	}
 }
 
-func BenchmarkSense(b *testing.B) {
-	bus := drivertest.NewBus([]i2ctest.IO{{Addr: Addr, W: []byte{0xFD}}, {Addr: Addr, R: reading25C69}})
-	bus.Loop = true
-	d := newDev(b, i2cbus.NewBus("1", bus), &i2cbustest.Clock{}, nil)
-	dst := make([]float64, 2)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := d.Sense(ctx, dst); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // FuzzSense feeds arbitrary replies: Sense must never panic, must fail
 // exactly when a checksum is wrong, and must stay within 0..100 %RH.
 func FuzzSense(f *testing.F) {
@@ -169,13 +143,14 @@ func FuzzSense(f *testing.F) {
 // still works.
 func suite(prec string, addr uint16, cmd byte, wait time.Duration) drivertest.Case {
 	good := []i2ctest.IO{{Addr: addr, W: []byte{cmd}}, {Addr: addr, R: reading25C69}}
+	o := DefaultOpts()
+	o.Precision, o.Address = prec, addr
 	return drivertest.Case{
 		Name: "sht4x",
 		New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
-			o := DefaultOpts()
-			o.Precision, o.Address = prec, addr
 			return New(b, clk, o)
 		},
+		Opts:         &o,
 		Addr:         addr,
 		Good:         good,
 		Want:         []float64{25, 69},
@@ -189,7 +164,12 @@ func suite(prec string, addr uint16, cmd byte, wait time.Duration) drivertest.Ca
 }
 
 func TestConformance(t *testing.T) {
-	t.Run(High, func(t *testing.T) { drivertest.Run(t, suite(High, Addr, 0xFD, 8300*time.Microsecond)) })
+	// The defaults: bus 1, address 0x44 (SHT4x-A), high precision.
+	t.Run(High, func(t *testing.T) { drivertest.Run(t, suite(High, 0x44, 0xFD, 8300*time.Microsecond)) })
 	t.Run(Medium, func(t *testing.T) { drivertest.Run(t, suite(Medium, AltAddrB, 0xF6, 4500*time.Microsecond)) })
 	t.Run(Low, func(t *testing.T) { drivertest.Run(t, suite(Low, AltAddrC, 0xE0, 1600*time.Microsecond)) })
+}
+
+func BenchmarkSense(b *testing.B) {
+	drivertest.Benchmark(b, suite(High, Addr, 0xFD, 8300*time.Microsecond))
 }

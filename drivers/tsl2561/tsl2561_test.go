@@ -146,6 +146,7 @@ func TestSense(t *testing.T) {
 				New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
 					return New(b, clk, o)
 				},
+				Opts:       &o,
 				Addr:       a,
 				Good:       good,
 				Want:       []float64{tt.want},

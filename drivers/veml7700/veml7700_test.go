@@ -134,16 +134,6 @@ func TestOptsValidate(t *testing.T) {
 	})
 }
 
-func TestOptsI2CAddrAndQuantities(t *testing.T) {
-	o := DefaultOpts()
-	if bus, addr := o.I2CAddr(); bus != "1" || addr != 0x10 {
-		t.Errorf("I2CAddr() = %q, %#x", bus, addr)
-	}
-	if q := o.Quantities(); len(q) != 1 || q[0] != sensors.Illuminance {
-		t.Errorf("Quantities() = %v", q)
-	}
-}
-
 // settle is the wait after a (re)configuration: 2.5 ms start-up
 // (application note) plus 1.25 integration times.
 func settle(it time.Duration) time.Duration { return 2500*time.Microsecond + it + it/4 }
@@ -381,14 +371,15 @@ func TestConformance(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			first := join(configure(tt.conf), []i2ctest.IO{rd(0x04, tt.als)})
+			o := DefaultOpts()
+			o.Gain, o.IntegrationTime = tt.gain, tt.it
 			drivertest.Run(t, drivertest.Case{
 				Name: "veml7700",
 				New: func(b i2c.Bus, clk sensors.Clock) (sensors.Sensor, error) {
-					o := DefaultOpts()
-					o.Gain, o.IntegrationTime = tt.gain, tt.it
 					return New(b, clk, o)
 				},
-				Addr:         Addr,
+				Opts:         &o,
+				Addr:         0x10, // the only address
 				First:        first,
 				Good:         []i2ctest.IO{rd(0x00, tt.conf), rd(0x04, tt.als)},
 				Want:         []float64{tt.want},
