@@ -408,6 +408,25 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca 
 				return fail(err)
 			}
 		case err := <-rerr:
+			// PUBACKs read before the error still count: a cloud that
+			// acknowledges and then closes (Mosquitto 2.0.11 after a
+			// denied publish) must not make them be resent.
+			for more := true; more; {
+				select {
+				case a := <-acks:
+					if aerr := s.ack(a); aerr != nil {
+						err = aerr
+						more = false
+					}
+				default:
+					more = false
+				}
+			}
+			if n := s.popDone(); n != 0 {
+				end.acked = n
+				end.progressed = true
+				ws.log.Ack(n)
+			}
 			return fail(err)
 		case <-ws.swapped:
 			return end, errReopened
