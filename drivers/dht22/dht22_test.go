@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/sensors"
 )
 
@@ -270,23 +271,6 @@ func TestOpenError(t *testing.T) {
 	}
 }
 
-func TestSenseHonoursContext(t *testing.T) {
-	root := tree(t, map[string][3]string{"iio:device0": {"dht11@4\n", "21400\n", "55300\n"}})
-	opens := 0
-	d, err := newDev(opts(root, nil), func(p string) (file, error) { opens++; return os.Open(p) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := d.Sense(ctx, make([]float64, 2)); !errors.Is(err, context.Canceled) || opens != 0 {
-		t.Fatalf("Sense = %v after %d opens, want context.Canceled before any", err, opens)
-	}
-	if err := d.Sense(context.Background(), make([]float64, 1)); err == nil {
-		t.Fatal("Sense accepted a one-element dst")
-	}
-}
-
 func TestHaltClosesFiles(t *testing.T) {
 	root := tree(t, map[string][3]string{"iio:device0": {"dht11@4\n", "21400\n", "55300\n"}})
 	d, err := New(opts(root, nil))
@@ -303,42 +287,6 @@ func TestHaltClosesFiles(t *testing.T) {
 		t.Fatalf("Sense after Halt = %v", err)
 	}
 	d.Halt()
-}
-
-func TestSenseDoesNotAllocate(t *testing.T) {
-	root := tree(t, map[string][3]string{"iio:device0": {"dht11@4\n", "21400\n", "55300\n"}})
-	d, err := New(opts(root, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Halt()
-	dst := make([]float64, 2)
-	ctx := context.Background()
-	allocs := testing.AllocsPerRun(100, func() {
-		if err := d.Sense(ctx, dst); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
-	}
-}
-
-func BenchmarkSense(b *testing.B) {
-	root := tree(b, map[string][3]string{"iio:device0": {"dht11@4\n", "21400\n", "55300\n"}})
-	d, err := New(opts(root, nil))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.Halt()
-	dst := make([]float64, 2)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := d.Sense(ctx, dst); err != nil {
-			b.Fatal(err)
-		}
-	}
 }
 
 func TestParseMilli(t *testing.T) {
@@ -408,4 +356,40 @@ func FuzzParseMilli(f *testing.F) {
 			t.Fatalf("parseMilli(%q) = %d, strconv says %d, %v", b, v, want, err)
 		}
 	})
+}
+
+// TestConformance runs the sensor, found by device and by name, through
+// the shared sysfs driver suite; unplugging removes the IIO device, as
+// unloading the dht11 overlay does.
+func TestConformance(t *testing.T) {
+	t.Run("by device", func(t *testing.T) { drivertest.RunSysfs(t, conformance(nil, "dht22(iio:device0)")) })
+	t.Run("by name", func(t *testing.T) {
+		drivertest.RunSysfs(t, conformance(func(o *Opts) { o.Name = "dht11@4" }, "dht22(dht11@4)"))
+	})
+}
+
+func conformance(edit func(*Opts), str string) drivertest.SysfsCase {
+	return drivertest.SysfsCase{
+		Name:   "dht22",
+		String: str,
+		Open: func(t testing.TB) (sensors.Sensor, func()) {
+			root := tree(t, map[string][3]string{"iio:device0": {"dht11@4\n", "21400\n", "55300\n"}})
+			d, err := New(opts(root, edit))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d, func() {
+				if err := os.RemoveAll(filepath.Join(root, devicesDir, "iio:device0")); err != nil {
+					t.Fatal(err)
+				}
+			}
+		},
+		Want:       []float64{21.4, 55.3},
+		Exact:      true,
+		Quantities: []sensors.Quantity{sensors.Temperature, sensors.Humidity},
+	}
+}
+
+func BenchmarkSense(b *testing.B) {
+	drivertest.BenchmarkSysfs(b, conformance(nil, "dht22(iio:device0)"))
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/sensors"
 )
 
@@ -163,35 +164,6 @@ func TestRereadsAndReplug(t *testing.T) {
 	}
 }
 
-func TestSenseHonoursContext(t *testing.T) {
-	d := open(t, tree(t, map[string]string{id + "/temperature": "21375\n"}))
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := d.Sense(ctx, make([]float64, 1)); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Sense = %v", err)
-	}
-	if err := d.Sense(context.Background(), nil); err == nil {
-		t.Fatal("Sense accepted an empty dst")
-	}
-}
-
-func TestSenseDoesNotAllocate(t *testing.T) {
-	d := open(t, tree(t, map[string]string{id + "/w1_slave": slave("YES", "23125")}))
-	dst := make([]float64, 1)
-	ctx := context.Background()
-	if err := d.Sense(ctx, dst); err != nil { // opens the file
-		t.Fatal(err)
-	}
-	allocs := testing.AllocsPerRun(50, func() {
-		if err := d.Sense(ctx, dst); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("Sense allocates %v times per reading, want 0", allocs)
-	}
-}
-
 func TestOptsValidate(t *testing.T) {
 	tests := []struct {
 		device string
@@ -306,4 +278,54 @@ func FuzzParseW1Slave(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestConformance runs both attribute layouts (newer kernels' temperature,
+// older ones' w1_slave) through the shared sysfs driver suite; unplugging
+// removes the probe's directory, as the w1 bus does.
+func TestConformance(t *testing.T) {
+	for _, tt := range []struct {
+		name, file, body string
+		want             float64
+	}{
+		{"temperature", "temperature", "21375\n", 21.375},
+		{"w1_slave", "w1_slave", slave("YES", "23125"), 23.125},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			drivertest.RunSysfs(t, conformance(tt.file, tt.body, tt.want))
+		})
+	}
+}
+
+func conformance(file, body string, want float64) drivertest.SysfsCase {
+	return drivertest.SysfsCase{
+		Name:   "ds18b20",
+		String: "ds18b20(28-0316a2795eff)",
+		Open: func(t testing.TB) (sensors.Sensor, func()) {
+			root := t.TempDir()
+			dir := filepath.Join(root, devicesDir, id)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, file), []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			d, err := New(Opts{Device: id, SysfsRoot: root})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d, func() {
+				if err := os.RemoveAll(dir); err != nil {
+					t.Fatal(err)
+				}
+			}
+		},
+		Want:       []float64{want},
+		Exact:      true,
+		Quantities: []sensors.Quantity{sensors.Temperature},
+	}
+}
+
+func BenchmarkSense(b *testing.B) {
+	drivertest.BenchmarkSysfs(b, conformance("w1_slave", slave("YES", "23125"), 23.125))
 }
