@@ -376,10 +376,13 @@ func TestAckTimeoutRunsFromWriteCompletion(t *testing.T) {
 	s := &sender{u: u, epoch: "e", w: bufio.NewWriterSize(a, 32<<10), nc: a, byPID: map[uint16]*pending{}}
 	payload := []byte(strings.Repeat("x", 100<<10)) // above the write buffer
 	before := make(chan time.Time, 1)
+	want := publishSize(&Message{Topic: "c/a", Payload: payload, QoS: 1}, s.userProps(1, 0))
+	readerDone := make(chan struct{})
+	defer func() { b.Close(); <-readerDone }()
 	go func() {
+		defer close(readerDone)
 		buf := make([]byte, 4096)
 		total := 0
-		want := publishSize(&Message{Topic: "c/a", Payload: payload, QoS: 1}, s.userProps(1, 0))
 		for total < want-1 {
 			n, err := b.Read(buf[:min(len(buf), want-1-total)])
 			if err != nil {
@@ -387,7 +390,7 @@ func TestAckTimeoutRunsFromWriteCompletion(t *testing.T) {
 			}
 			total += n
 		}
-		before <- time.Now() // the last byte is still unread
+		before <- time.Now() // the last byte is still unread (buffered: never blocks)
 		_, _ = b.Read(buf[:1])
 	}()
 	if err := s.send(fed{seq: 1, msg: Message{Topic: "c/a", Payload: payload, QoS: 1}}); err != nil {
