@@ -572,4 +572,8 @@ func testClosed(t *testing.T, cfg suiteConfig) {
 	if _, err := l.Append(make([]byte, MaxRecordBytes+1)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversized Append: %v", err)
 	}
+	// The uplink reports Stats of a log it closed to reopen it.
+	if st := l.Stats(); st.Backlog != 3 || st.LastSeq != 3 {
+		t.Fatalf("Stats after Close: %+v", st)
+	}
 }
