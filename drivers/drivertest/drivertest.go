@@ -1,9 +1,10 @@
-// Package drivertest is the conformance suite for I2C sensors.Sensor
-// drivers: one Run checks, for every driver, the properties that the
-// sensors.Sensor contract and edged's driver conventions promise (canonical
-// values, stable quantities, errors that name the device and wrap the bus
-// error, waits that honour their context, an allocation-free steady path,
-// exact Halt traffic).
+// Package drivertest is the conformance suite for sensors.Sensor drivers:
+// Run checks, for every I2C driver, the properties that the sensors.Sensor
+// contract and edged's driver conventions promise (canonical values,
+// stable quantities, errors that name the device and wrap the bus error,
+// waits that honour their context, an allocation-free steady path, exact
+// Halt traffic); RunSysfs does the same for sysfs drivers on a fake tree,
+// and RunOpts runs a driver's options table.
 //
 // It owns only those shared properties. Datasheet worked examples, CRC
 // cases, option tables and auto-ranging stay in each driver's own tests.
@@ -63,12 +64,12 @@ type Case struct {
 	Exact     bool
 	// Quantities, when set, is what Quantities must return.
 	Quantities []sensors.Quantity
-	// Waits, when non-nil, are the conversion waits of one steady reading
-	// (Good), in order; FirstWaits those of the first reading when First
-	// is set.
+	// Waits and FirstWaits, when non-nil, are the conversion waits of one
+	// steady reading (Good) and of the first reading, in order.
 	Waits, FirstWaits []time.Duration
 
-	// Tolerated lists indexes into First of transactions whose
+	// Tolerated lists indexes into First (which is Good when First is
+	// nil here and below) of transactions whose
 	// failure Sense ignores by design (the AM2320's wake-up write, which
 	// a sleeping sensor NACKs). Every other failing transaction must
 	// fail the reading.
@@ -452,20 +453,32 @@ func shortDst(t *testing.T, c Case) {
 }
 
 // busFails: with no device on the bus, Sense fails with an error that
-// names the device and wraps the bus error, and does so again next time.
+// names the device, wraps the bus error and says which step failed, stops
+// at the first failure it does not tolerate, and does so again next time.
 func busFails(t *testing.T, c Case) {
 	fb := &i2cbustest.FailBus{}
 	d := open(t, c, fb, &i2cbustest.Clock{})
+	var lastErr error
 	for i := range 2 {
 		dst := filled(len(c.Want))
 		err := sense(t, d, context.Background(), dst)
+		lastErr = err
 		c.checkErr(t, fmt.Sprintf("reading %d on a dead bus", i+1), err, dst)
 		if !errors.Is(err, i2cbustest.ErrBus) {
 			t.Errorf("reading %d on a dead bus: %v does not wrap the bus error", i+1, err)
 		}
 	}
-	if fb.Calls == 0 {
-		t.Error("Sense never touched the bus")
+	// Sense stops at the first transaction it does not tolerate, after
+	// its Cleanup (which fails too).
+	first := 0
+	for slices.Contains(c.Tolerated, first) {
+		first++
+	}
+	if want := 2 * (first + 1 + len(c.cleanupAfter(first, len(c.first())))); fb.Calls != want {
+		t.Errorf("two readings on a dead bus tried %d transactions, want %d", fb.Calls, want)
+	}
+	if first < len(c.FailSays) && lastErr != nil && !strings.Contains(lastErr.Error(), c.FailSays[first]) {
+		t.Errorf("dead bus: error %q does not say %q", lastErr, c.FailSays[first])
 	}
 }
 

@@ -24,8 +24,6 @@ import (
 // values; the checksums follow "Checksum Calculation".
 var reading25C69 = []byte{0x66, 0x66, 0x93, 0x99, 0x99, 0xBE}
 
-func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
-
 func TestConversion(t *testing.T) {
 	tests := []struct {
 		raw    uint16
