@@ -377,7 +377,9 @@ func (l *Log) housekeep(now time.Time, closing bool) {
 	needRotate := l.needRotate
 	acked := l.acked
 	l.mu.Unlock()
-	if acked > l.liveSeq && !closing {
+	if acked > l.liveSeq {
+		// Also on close: the fsynced marker written below may be the
+		// file a crash later damages, and ack.live must not lag it.
 		l.writeLive(acked)
 	}
 	l.reclaim()
