@@ -19,7 +19,7 @@ func outputDrivers() []Driver {
 			Doc:     "hardware PWM channel through the kernel's /sys/class/pwm (dtoverlay=pwm,pin=18,func=2), level = duty cycle",
 			NewOpts: func() any { o := sysfspwm.DefaultOpts(); return &o },
 			OpenActuator: func(env *Env, id string, opts any) (sensors.Actuator, error) {
-				o, err := simOpts[sysfspwm.Opts]("sysfspwm", opts)
+				o, err := optsOf[sysfspwm.Opts]("sysfspwm", opts)
 				if err != nil {
 					return nil, err
 				}
@@ -38,7 +38,7 @@ func outputDrivers() []Driver {
 			Doc:     "one channel of an NXP PCA9685 16-channel PWM board on I2C (0x40 by default), level = duty cycle",
 			NewOpts: func() any { o := pca9685.DefaultOpts(); return &o },
 			OpenActuator: func(env *Env, id string, opts any) (sensors.Actuator, error) {
-				o, err := simOpts[pca9685.Opts]("pca9685", opts)
+				o, err := optsOf[pca9685.Opts]("pca9685", opts)
 				if err != nil {
 					return nil, err
 				}

@@ -1,8 +1,6 @@
 package drivers
 
 import (
-	"fmt"
-
 	"github.com/edged/edged/drivers/sim"
 	"github.com/edged/edged/sensors"
 )
@@ -17,7 +15,7 @@ func simDrivers() []Driver {
 			Doc:     "simulated light sensor: a day curve between sunrise and sunset with seeded clouds",
 			NewOpts: func() any { o := sim.DefaultLightOpts(); return &o },
 			OpenSensor: func(env *Env, id string, opts any) (sensors.Sensor, error) {
-				o, err := simOpts[sim.LightOpts]("sim_light", opts)
+				o, err := optsOf[sim.LightOpts]("sim_light", opts)
 				if err != nil {
 					return nil, err
 				}
@@ -33,7 +31,7 @@ func simDrivers() []Driver {
 			Doc:     "simulated temperature and humidity sensor in a thermal plant (sets the plant's physics)",
 			NewOpts: func() any { o := sim.DefaultClimateOpts(); return &o },
 			OpenSensor: func(env *Env, id string, opts any) (sensors.Sensor, error) {
-				o, err := simOpts[sim.ClimateOpts]("sim_climate", opts)
+				o, err := optsOf[sim.ClimateOpts]("sim_climate", opts)
 				if err != nil {
 					return nil, err
 				}
@@ -49,7 +47,7 @@ func simDrivers() []Driver {
 			Doc:     "simulated on/off heater in a thermal plant (level >= 0.5 is on)",
 			NewOpts: func() any { o := sim.DefaultHeaterOpts(); return &o },
 			OpenActuator: func(env *Env, id string, opts any) (sensors.Actuator, error) {
-				o, err := simOpts[sim.HeaterOpts]("sim_relay", opts)
+				o, err := optsOf[sim.HeaterOpts]("sim_relay", opts)
 				if err != nil {
 					return nil, err
 				}
@@ -65,7 +63,7 @@ func simDrivers() []Driver {
 			Doc:     "simulated proportional heater in a thermal plant (level 0..1 is the power)",
 			NewOpts: func() any { o := sim.DefaultHeaterOpts(); return &o },
 			OpenActuator: func(env *Env, id string, opts any) (sensors.Actuator, error) {
-				o, err := simOpts[sim.HeaterOpts]("sim_pwm", opts)
+				o, err := optsOf[sim.HeaterOpts]("sim_pwm", opts)
 				if err != nil {
 					return nil, err
 				}
@@ -77,14 +75,4 @@ func simDrivers() []Driver {
 			},
 		},
 	}
-}
-
-// simOpts type-asserts options made by a sim driver's NewOpts. A mismatch
-// is a wiring bug in the caller, reported rather than panicking.
-func simOpts[T any](driver string, opts any) (*T, error) {
-	o, ok := opts.(*T)
-	if !ok || o == nil {
-		return nil, fmt.Errorf("drivers: %s: options are %T, want %T (use the driver's NewOpts)", driver, opts, o)
-	}
-	return o, nil
 }
