@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -21,7 +20,6 @@ import (
 	"github.com/edged/edged/drivers/dht22"
 	"github.com/edged/edged/drivers/htu21d"
 	"github.com/edged/edged/drivers/i2cbus"
-	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/drivers/sht4x"
 	"github.com/edged/edged/sensors"
 )
@@ -129,11 +127,7 @@ func TestClimateConfig(t *testing.T) {
 
 // TestClimateConfigErrors checks that option errors point at the key.
 func TestClimateConfigErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		line       int
-		msg        string
-	}{
+	checkConfigErrors(t, "sensors", []configError{
 		{"sht4x address", "  - id: s\n    driver: sht4x\n    address: 0x40\n", 5, "not an SHT4x address"},
 		{"sht4x precision", "  - id: s\n    driver: sht4x\n    precision: best\n", 5, "precision"},
 		{"bme280 oversampling", "  - id: s\n    driver: bme280\n    pressure_oversampling: 3\n", 5, "pressure_oversampling: 3 is not one of 1, 2, 4, 8, 16"},
@@ -146,31 +140,7 @@ func TestClimateConfigErrors(t *testing.T) {
 		{"dht22 sysfs_root is not a key", "  - id: s\n    driver: dht22\n    sysfs_root: /tmp\n", 5, "sysfs_root"},
 		{"address clash sht4x/sht3x", "  - {id: a, driver: sht3x}\n  - {id: b, driver: sht4x}\n", 4, "already used"},
 		{"address clash htu21d/si7021", "  - {id: a, driver: htu21d}\n  - {id: b, driver: si7021}\n", 4, "already used"},
-	} {
-		_, err := configs.Parse("bad.yaml", []byte("device: {id: x}\nsensors:\n"+tc.yaml), drivers.Default, nil)
-		if err == nil {
-			t.Errorf("%s: loaded", tc.name)
-			continue
-		}
-		if !strings.Contains(err.Error(), "bad.yaml:"+strconv.Itoa(tc.line)+":") || !strings.Contains(err.Error(), tc.msg) {
-			t.Errorf("%s: %v, want an error at line %d mentioning %q", tc.name, err, tc.line, tc.msg)
-		}
-	}
-}
-
-// climateEnv returns an Env whose I2C bus "1" is pb, on a test clock and
-// a temp-dir sysfs root.
-func climateEnv(t *testing.T, pb *i2ctest.Playback) *drivers.Env {
-	t.Helper()
-	env := drivers.NewEnv(nil)
-	env.Clock = &i2cbustest.Clock{}
-	env.SysfsRoot = t.TempDir()
-	if pb != nil {
-		if _, err := env.Shared("i2c/1", func() (any, error) { return i2cbus.NewBus("1", pb), nil }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return env
+	})
 }
 
 // TestClimateOpenSharesBus opens every climate I2C sensor on bus "1"
@@ -202,7 +172,7 @@ func TestClimateOpenSharesBus(t *testing.T) {
 		// sht4x Halt: soft reset.
 		{Addr: 0x44, W: []byte{0x94}},
 	}}
-	env := climateEnv(t, pb)
+	env := playbackEnv(t, pb)
 	tests := []struct {
 		driver, str string
 		want        []float64
@@ -244,7 +214,7 @@ func TestClimateOpenSharesBus(t *testing.T) {
 }
 
 func TestClimateOpenErrors(t *testing.T) {
-	env := climateEnv(t, nil)
+	env := playbackEnv(t, nil)
 	t.Cleanup(func() { env.Close() })
 
 	for _, name := range []string{"sht4x", "bme280", "aht20", "htu21d", "si7021", "am2320"} {
@@ -273,7 +243,7 @@ func TestClimateOpenErrors(t *testing.T) {
 // TestClimateOpenDHT22 opens the dht22 under the Env's sysfs root, by IIO
 // name.
 func TestClimateOpenDHT22(t *testing.T) {
-	env := climateEnv(t, nil)
+	env := playbackEnv(t, nil)
 	t.Cleanup(func() { env.Close() })
 	dir := filepath.Join(env.SysfsRoot, "sys/bus/iio/devices/iio:device1")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

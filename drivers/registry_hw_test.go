@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -20,7 +19,6 @@ import (
 	"github.com/edged/edged/drivers/bh1750"
 	"github.com/edged/edged/drivers/ds18b20"
 	"github.com/edged/edged/drivers/i2cbus"
-	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/drivers/relay"
 	"github.com/edged/edged/drivers/relay/relaytest"
 	"github.com/edged/edged/drivers/sht3x"
@@ -125,11 +123,7 @@ func TestHardwareConfig(t *testing.T) {
 
 // TestHardwareConfigErrors checks that option errors point at the key.
 func TestHardwareConfigErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		line       int
-		msg        string
-	}{
+	checkConfigErrors(t, "sensors", []configError{
 		{"address range", "  - id: s\n    driver: sht3x\n    address: 0x7a\n", 5, "address 0x7a is out of range 0x03..0x77"},
 		{"repeatability", "  - id: s\n    driver: sht3x\n    repeatability: best\n", 5, "repeatability"},
 		{"mtreg", "  - id: s\n    driver: bh1750\n    mtreg: 300\n", 5, "mtreg: 300 is out of range 31..254"},
@@ -137,34 +131,11 @@ func TestHardwareConfigErrors(t *testing.T) {
 		{"device id", "  - id: s\n    driver: ds18b20\n    device: 28-XYZ\n", 5, "device"},
 		{"sysfs_root is not a key", "  - id: s\n    driver: ds18b20\n    device: 28-0316a2795eff\n    sysfs_root: /tmp\n", 6, "sysfs_root"},
 		{"address clash", "  - {id: a, driver: sht3x}\n  - {id: b, driver: sht3x, address: 0x44}\n", 4, "already used"},
-	} {
-		_, err := configs.Parse("bad.yaml", []byte("device: {id: x}\nsensors:\n"+tc.yaml), drivers.Default, nil)
-		if err == nil {
-			t.Errorf("%s: loaded", tc.name)
-			continue
-		}
-		if !strings.Contains(err.Error(), "bad.yaml:"+strconv.Itoa(tc.line)+":") || !strings.Contains(err.Error(), tc.msg) {
-			t.Errorf("%s: %v, want an error at line %d mentioning %q", tc.name, err, tc.line, tc.msg)
-		}
-	}
+	})
 	_, err := configs.Parse("bad.yaml", []byte("device: {id: x}\nactuators:\n  - id: r\n    driver: relay\n    pin: GPIO17\n    safe_state: last\n"), drivers.Default, nil)
 	if err == nil || !strings.Contains(err.Error(), "bad.yaml:6:") {
 		t.Errorf("relay safe_state: %v", err)
 	}
-}
-
-// hwEnv returns an Env whose I2C bus "1" is pb, as if opened from the host.
-func hwEnv(t *testing.T, pb *i2ctest.Playback) *drivers.Env {
-	t.Helper()
-	env := drivers.NewEnv(nil)
-	env.Clock = &i2cbustest.Clock{}
-	env.SysfsRoot = t.TempDir()
-	if pb != nil {
-		if _, err := env.Shared("i2c/1", func() (any, error) { return i2cbus.NewBus("1", pb), nil }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return env
 }
 
 // TestHardwareOpenSharesBus opens two I2C sensors on bus "1" through the
@@ -177,7 +148,7 @@ func TestHardwareOpenSharesBus(t *testing.T) {
 		{Addr: 0x23, R: []byte{0x83, 0x90}},
 		{Addr: 0x23, W: []byte{0x00}}, // Halt: power down
 	}}
-	env := hwEnv(t, pb)
+	env := playbackEnv(t, pb)
 	air, err := drivers.Default.OpenSensor(env, "sht3x", "air", drivers.Default["sht3x"].NewOpts())
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +178,7 @@ func TestHardwareOpenSharesBus(t *testing.T) {
 }
 
 func TestHardwareOpenErrors(t *testing.T) {
-	env := hwEnv(t, nil)
+	env := playbackEnv(t, nil)
 	t.Cleanup(func() { env.Close() })
 
 	o := sht3x.DefaultOpts()
@@ -237,7 +208,7 @@ func TestHardwareOpenErrors(t *testing.T) {
 // TestHardwareOpenSysfsAndGPIO opens the ds18b20 under the Env's sysfs
 // root and a relay on a registered fake pin.
 func TestHardwareOpenSysfsAndGPIO(t *testing.T) {
-	env := hwEnv(t, nil)
+	env := playbackEnv(t, nil)
 	t.Cleanup(func() { env.Close() })
 	dir := filepath.Join(env.SysfsRoot, "sys/bus/w1/devices/28-0316a2795eff")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

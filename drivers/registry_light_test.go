@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -118,11 +117,7 @@ func TestLightConfig(t *testing.T) {
 
 // TestLightConfigErrors checks that option errors point at the key.
 func TestLightConfigErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		line       int
-		msg        string
-	}{
+	checkConfigErrors(t, "sensors", []configError{
 		{"tsl2561 address", "  - id: s\n    driver: tsl2561\n    address: 0x23\n", 5, "not a TSL2561 address"},
 		{"tsl2561 gain", "  - id: s\n    driver: tsl2561\n    gain: 8\n", 5, "gain"},
 		{"tsl2561 integration", "  - id: s\n    driver: tsl2561\n    integration_time: 100ms\n", 5, "integration_time"},
@@ -134,16 +129,7 @@ func TestLightConfigErrors(t *testing.T) {
 		{"ads1x15 ldr incomplete", "  - id: s\n    driver: ads1x15\n    ldr: {series_ohms: 10000}\n", 5, "vcc"},
 		{"ads1x15 ldr unknown key", "  - id: s\n    driver: ads1x15\n    ldr: {series_ohm: 10000}\n", 5, "series_ohm"},
 		{"ads1x15 clash", "  - {id: a, driver: ads1x15}\n  - {id: b, driver: ads1x15, channel: 1}\n", 4, "already used"},
-	} {
-		_, err := configs.Parse("bad.yaml", []byte("device: {id: x}\nsensors:\n"+tc.yaml), drivers.Default, nil)
-		if err == nil {
-			t.Errorf("%s: loaded", tc.name)
-			continue
-		}
-		if !strings.Contains(err.Error(), "bad.yaml:"+strconv.Itoa(tc.line)+":") || !strings.Contains(err.Error(), tc.msg) {
-			t.Errorf("%s: %v, want an error at line %d mentioning %q", tc.name, err, tc.line, tc.msg)
-		}
-	}
+	})
 	// A controller may not use a voltage-only ads1x15 as a light input.
 	_, err := configs.Parse("bad.yaml", []byte("device: {id: x}\nsensors:\n  - {id: v, driver: ads1x15}\ncontrollers:\n  - {id: c, input: v/illuminance, setpoint: 1, pid: {kp: 1}}\n"), drivers.Default, nil)
 	if err == nil || !strings.Contains(err.Error(), "does not measure illuminance") {
@@ -179,7 +165,7 @@ func TestLightOpenSharesBus(t *testing.T) {
 		{Addr: 0x39, W: []byte{0x80, 0x00}},
 		{Addr: 0x10, W: []byte{0x00, 0x01, 0x10}},
 	}}
-	env := hwEnv(t, pb)
+	env := playbackEnv(t, pb)
 	var opened []sensors.Sensor
 	for _, name := range []string{"tsl2561", "veml7700", "ads1x15"} {
 		s, err := drivers.Default.OpenSensor(env, name, name, drivers.Default[name].NewOpts())
@@ -210,7 +196,7 @@ func TestLightOpenSharesBus(t *testing.T) {
 }
 
 func TestLightOpenErrors(t *testing.T) {
-	env := hwEnv(t, nil)
+	env := playbackEnv(t, nil)
 	t.Cleanup(func() { env.Close() })
 	for _, name := range []string{"tsl2561", "veml7700", "ads1x15"} {
 		o := drivers.Default[name].NewOpts()

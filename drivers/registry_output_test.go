@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -96,11 +95,7 @@ func TestOutputConfig(t *testing.T) {
 }
 
 func TestOutputConfigErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		line       int
-		msg        string
-	}{
+	checkConfigErrors(t, "actuators", []configError{
 		{"pwm frequency", "  - id: a\n    driver: sysfspwm\n    frequency: 0\n", 5, "frequency"},
 		{"pwm polarity", "  - id: a\n    driver: sysfspwm\n    polarity: inverted\n", 5, "polarity"},
 		{"pwm sysfs_root is not a key", "  - id: a\n    driver: sysfspwm\n    sysfs_root: /tmp\n", 5, "sysfs_root"},
@@ -108,16 +103,7 @@ func TestOutputConfigErrors(t *testing.T) {
 		{"pca frequency", "  - id: a\n    driver: pca9685\n    frequency: 25000\n", 5, "frequency"},
 		{"pca address", "  - id: a\n    driver: pca9685\n    address: 0x7a\n", 5, "address 0x7a is out of range"},
 		{"pca safe state", "  - id: a\n    driver: pca9685\n    safe_state: last\n", 5, "safe_state"},
-	} {
-		_, err := configs.Parse("bad.yaml", []byte("device: {id: x}\nactuators:\n"+tc.yaml), drivers.Default, nil)
-		if err == nil {
-			t.Errorf("%s: loaded", tc.name)
-			continue
-		}
-		if !strings.Contains(err.Error(), "bad.yaml:"+strconv.Itoa(tc.line)+":") || !strings.Contains(err.Error(), tc.msg) {
-			t.Errorf("%s: %v, want an error at line %d mentioning %q", tc.name, err, tc.line, tc.msg)
-		}
-	}
+	})
 }
 
 // TestPCA9685ChannelsShareChip opens two channels through the registry:
@@ -137,7 +123,7 @@ func TestPCA9685ChannelsShareChip(t *testing.T) {
 		{Addr: 0x40, W: []byte{0x06, 0x00, 0x00, 0x00, 0x10}}, // heater Halt
 		{Addr: 0x40, W: []byte{0x42, 0x00, 0x10, 0x00, 0x00}}, // pump Halt
 	}}
-	env := hwEnv(t, pb)
+	env := playbackEnv(t, pb)
 	heaterOpts := pca9685.DefaultOpts()
 	heater, err := drivers.Default.OpenActuator(env, "pca9685", "heater", &heaterOpts)
 	if err != nil {
@@ -176,7 +162,7 @@ func TestPCA9685ChannelsShareChip(t *testing.T) {
 
 // TestSysfsPWMOpen opens a kernel PWM channel under the Env's sysfs root.
 func TestSysfsPWMOpen(t *testing.T) {
-	env := hwEnv(t, nil)
+	env := playbackEnv(t, nil)
 	t.Cleanup(func() { env.Close() })
 	dir := filepath.Join(env.SysfsRoot, "sys/class/pwm/pwmchip0/pwm0")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -210,7 +196,7 @@ func TestSysfsPWMOpen(t *testing.T) {
 }
 
 func TestOutputOpenErrors(t *testing.T) {
-	env := hwEnv(t, nil)
+	env := playbackEnv(t, nil)
 	t.Cleanup(func() { env.Close() })
 	po := pca9685.DefaultOpts()
 	po.I2C.Bus = "edged-test-no-such-bus"

@@ -2,9 +2,7 @@ package drivers_test
 
 import (
 	"context"
-	"errors"
 	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,25 +222,11 @@ func TestSimConfig(t *testing.T) {
 
 // TestSimConfigErrors checks that option errors point at the key at fault.
 func TestSimConfigErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		line       int
-		msg        string
-	}{
+	checkConfigErrors(t, "sensors", []configError{
 		{"bad sunrise", "  - {id: s, driver: sim_light,\n     sunrise: \"6:30\"}\n", 4, "sunrise"},
 		{"sunset first", "  - id: s\n    driver: sim_light\n    sunrise: \"08:00\"\n    sunset: \"07:00\"\n", 6, "sunset"},
 		{"error rate", "  - id: s\n    driver: sim_climate\n    faults:\n      seed: 1\n      error_rate: 2\n", 7, "error_rate"},
 		{"tau", "  - id: s\n    driver: sim_climate\n    tau: 0s\n", 5, "tau"},
 		{"unknown key", "  - id: s\n    driver: sim_climate\n    heater_gian: 3\n", 5, "heater_gain"},
-	} {
-		_, err := configs.Parse("bad.yaml", []byte("device: {id: x}\nsensors:\n"+tc.yaml), drivers.Default, nil)
-		var errs *configs.Errors
-		if !errors.As(err, &errs) {
-			t.Errorf("%s: %v, want *configs.Errors", tc.name, err)
-			continue
-		}
-		if !strings.Contains(err.Error(), "bad.yaml:"+strconv.Itoa(tc.line)+":") || !strings.Contains(err.Error(), tc.msg) {
-			t.Errorf("%s: %v, want an error at line %d mentioning %q", tc.name, err, tc.line, tc.msg)
-		}
-	}
+	})
 }
