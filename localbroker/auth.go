@@ -3,32 +3,86 @@ package localbroker
 import (
 	"bytes"
 	"strings"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// access is the auth and ACL hook. Until users and passwords arrive (a
-// later issue), every client is anonymous: it is admitted only when
+// access is the auth and ACL hook: one decision for every message a
+// client can make the broker publish (a publish at any QoS, a retained
+// one, a Last Will) and the session rules a client cannot talk its way
+// around (keep-alive cap). Until users and passwords arrive (a later
+// issue), every client is anonymous: it is admitted only when
 // AllowAnonymous is set and gets the rights of AnonymousRole.
 //
-// What a role may do, with P the topic prefix:
+// What a role may publish, with P the topic prefix:
 //
-//	viewer     subscribe to anything; publish nothing
-//	publisher  + publish outside P/ (P/ belongs to the gateway)
-//	operator   + publish P/control/<id>/set
+//	viewer     nothing
+//	publisher  topics outside P/ and outside $
+//	operator   + P/control/<id>/set
 //	admin      anything
+//
+// For every role, a control command (P/control/<id>/set) is never
+// retained and never a Last Will: a command must come from a client that
+// is there to see its reply, not replay on every restart or fire when a
+// phone drops off the Wi-Fi.
 type access struct {
 	mqtt.HookBase
 	allowAnonymous bool
 	role           string
 	prefix         string // topic prefix with trailing '/'
+	maxKeepalive   uint16 // seconds
+	retained       *retainedStore
+	stats          *counters
+	warn           func(kind, remote, msg string, args ...any)
 }
 
 func (a *access) ID() string { return "edged-access" }
 
 func (a *access) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
+		mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnWill}, []byte{b})
+}
+
+// OnConnect refuses a Will the client could not publish itself (CONNACK
+// 0x87, or 0x05 for MQTT 3.1.1) and caps the keep-alive: 0 (none) or more
+// than maxKeepalive becomes maxKeepalive, told to MQTT 5 clients as the
+// Server Keep Alive, so dead sessions end and cannot hold a client slot.
+func (a *access) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if pk.Connect.WillFlag {
+		if ok, why := a.allowed(cl.ID, pk.Connect.WillTopic, pk.Connect.WillRetain, true); !ok {
+			a.stats.willsRefused.Add(1)
+			a.warn("will", hostOf(cl.Net.Conn.RemoteAddr()), "refused a connection: its Last Will is not allowed",
+				"client", cl.ID, "remote", cl.Net.Remote, "will_topic", pk.Connect.WillTopic, "reason", why)
+			code := packets.ErrNotAuthorized // 0x87
+			if cl.Properties.ProtocolVersion < 5 {
+				code = packets.ErrBadUsernameOrPassword // sent as 3.1.1's 0x05 not authorized
+			}
+			_ = cl.WritePacket(packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Connack},
+				ReasonCode:  v3Code(cl, code),
+				Properties:  packets.Properties{ReasonString: "Last Will not allowed: " + why},
+			})
+			return packets.ErrNotAuthorized
+		}
+	}
+	if ka := cl.State.Keepalive; ka == 0 || ka > a.maxKeepalive {
+		cl.State.Keepalive = a.maxKeepalive
+		cl.State.ServerKeepalive = true // MQTT 5 CONNACK carries it [MQTT-3.2.2-21]
+	}
+	return nil
+}
+
+// v3Code maps a CONNACK reason to MQTT 3.1.1's return codes for old
+// clients, as mochi's own SendConnack does.
+func v3Code(cl *mqtt.Client, c packets.Code) byte {
+	if cl.Properties.ProtocolVersion < 5 {
+		if v3, ok := packets.V5CodesToV3[c]; ok {
+			return v3.Code
+		}
+	}
+	return c.Code
 }
 
 func (a *access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
@@ -40,6 +94,81 @@ func (a *access) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return true
 	}
 	return a.mayPublish(cl.ID, topic)
+}
+
+// OnPacketRead answers a QoS 1/2 publish to $SYS/... with "not
+// authorised": mochi drops those before any ACL check without an
+// acknowledgement, so the client would wait for one forever. MQTT 3.1.1
+// has no negative acknowledgement: the client is disconnected, as mochi
+// does for any refused 3.1.1 publish.
+func (a *access) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 || cl.Net.Inline ||
+		!strings.HasPrefix(strings.ToUpper(pk.TopicName), mqtt.SysPrefix) {
+		return pk, nil
+	}
+	if cl.Properties.ProtocolVersion < 5 {
+		return pk, packets.ErrNotAuthorized
+	}
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID, ReasonCode: packets.ErrNotAuthorized.Code}
+	if pk.FixedHeader.Qos == 2 {
+		ack.FixedHeader.Type = packets.Pubrec
+	}
+	return pk, cl.WritePacket(ack)
+}
+
+// OnPublish refuses what the topic ACL alone cannot see: a retained
+// command, and a retained message the store has no room for. MQTT 5
+// publishers at QoS 1/2 get reason 0x87 or 0x97; others have it dropped
+// (3.1.1 has no negative acknowledgement).
+func (a *access) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || !pk.FixedHeader.Retain {
+		return pk, nil
+	}
+	var code packets.Code
+	if ok, why := a.allowed(cl.ID, pk.TopicName, true, false); !ok {
+		code = packets.ErrNotAuthorized
+		a.warn("retain", cl.ID, "refused a retained publish", "client", cl.ID, "topic", pk.TopicName, "reason", why)
+	} else if err := a.retained.fits(pk.TopicName, len(pk.Payload)); err != nil {
+		code = packets.ErrQuotaExceeded
+		a.stats.retainedRefused.Add(1)
+		a.warn("retain", cl.ID, "refused a retained publish", "client", cl.ID, "topic", pk.TopicName, "error", err)
+	} else {
+		return pk, nil
+	}
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+		return pk, code
+	}
+	return pk, packets.ErrRejectPacket
+}
+
+// OnWill keeps a retained Will inside the retained store's bounds: when
+// it has no room the Will is still published, but not retained.
+func (a *access) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if will.Retain {
+		if err := a.retained.fits(will.TopicName, len(will.Payload)); err != nil {
+			a.stats.retainedRefused.Add(1)
+			a.warn("retain", cl.ID, "published a Last Will without retaining it", "client", cl.ID, "topic", will.TopicName, "error", err)
+			will.Retain = false
+		}
+	}
+	return will, nil
+}
+
+// allowed is the one publish decision: may the client publish topic,
+// retained or not, as a Will or not. why says what refused it.
+func (a *access) allowed(clientID, topic string, retain, will bool) (ok bool, why string) {
+	if isControlSet(a.prefix, topic) {
+		switch {
+		case will:
+			return false, "a control command cannot be a Last Will"
+		case retain:
+			return false, "a control command cannot be retained"
+		}
+	}
+	if !a.mayPublish(clientID, topic) {
+		return false, "role " + a.role + " may not publish to " + topic
+	}
+	return true, ""
 }
 
 // mayPublish decides for a client by id. Every client is anonymous until
@@ -74,4 +203,9 @@ func isControlSet(prefix, topic string) bool {
 	}
 	id, tail, ok := strings.Cut(rest, "/")
 	return ok && id != "" && tail == "set"
+}
+
+// keepaliveSeconds turns the max_keepalive option into MQTT's 16 bits.
+func keepaliveSeconds(d time.Duration) uint16 {
+	return uint16(min(max(d/time.Second, 1), 65535))
 }

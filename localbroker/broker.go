@@ -14,9 +14,13 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edged/edged/sensors/ratelog"
 )
 
 // Message is a publish the broker hands to a Capturer.
@@ -46,6 +50,14 @@ var ErrQuotaExceeded = errors.New("localbroker: quota exceeded")
 var ErrClosed = errors.New("localbroker: closed")
 
 // Broker is the embedded MQTT broker.
+//
+// No in-process publisher ever waits on a LAN client: Publish and Reply
+// capture synchronously (the disk buffer, never a socket) and hand the
+// local fan-out to one goroutine through a bounded queue. mochi writes to
+// a client under that client's lock, and the fan-out takes the lock of
+// every subscriber in turn, so a client that stops reading could
+// otherwise stall whoever publishes; the fan-out itself waits at most
+// write_timeout on such a client, which is then disconnected.
 type Broker struct {
 	opts Opts
 	log  *slog.Logger
@@ -53,12 +65,98 @@ type Broker struct {
 	tcp  *tcpListener
 	ws   *wsListener
 	// inline is mochi's in-process client, for publishes with properties.
-	inline *mqtt.Client
-	access *access
+	inline   *mqtt.Client
+	access   *access
+	policy   *connPolicy
+	retained *retainedStore
+	limiter  *ratelog.Limiter
+	stats    counters
 
 	mu      sync.RWMutex
 	capture Capturer
 	closed  bool
+	out     chan outbound // the local fan-out queue; closed by Close
+	fanDone chan struct{} // closed when the fan-out goroutine has ended
+}
+
+// outbound is one in-process message waiting for local fan-out.
+type outbound struct {
+	topic   string
+	payload []byte
+	retain  bool
+	reply   bool   // an MQTT 5 response: published with correlation data
+	corr    []byte // correlation data of a reply
+}
+
+// fanoutQueue bounds the in-process messages waiting for local
+// delivery; when a stalled fan-out lets it fill, new messages are not
+// delivered locally (they are captured for the uplink all the same).
+const fanoutQueue = 1024
+
+// closeDrain is how long Close lets queued messages (the "offline"
+// status) reach subscribers before it disconnects them.
+const closeDrain = time.Second
+
+// counters are the broker's own figures; see Stats.
+type counters struct {
+	slowClients     atomic.Uint64
+	refused         atomic.Uint64
+	willsRefused    atomic.Uint64
+	retainedRefused atomic.Uint64
+	localDropped    atomic.Uint64
+}
+
+// Stats are what the broker has counted since it started.
+type Stats struct {
+	// Clients is the number of connected MQTT clients.
+	Clients int64 `json:"clients"`
+	// SlowClientsDisconnected counts clients cut off because a write to
+	// them blocked for write_timeout.
+	SlowClientsDisconnected uint64 `json:"slow_clients_disconnected"`
+	// ConnectionsRefused counts connections closed at accept by
+	// max_clients, max_clients_per_address or max_connects_per_minute.
+	ConnectionsRefused uint64 `json:"connections_refused"`
+	// WillsRefused counts CONNECTs refused for a Last Will the client may
+	// not publish.
+	WillsRefused uint64 `json:"wills_refused"`
+	// RetainedRefused counts retained publishes (and Wills) the retained
+	// store had no room for.
+	RetainedRefused uint64 `json:"retained_refused"`
+	// RetainedMessages and RetainedBytes are the retained store's size.
+	RetainedMessages int   `json:"retained_messages"`
+	RetainedBytes    int64 `json:"retained_bytes"`
+	// LocalDropped counts in-process messages not delivered to LAN
+	// subscribers because the fan-out queue was full (still captured).
+	LocalDropped uint64 `json:"local_dropped"`
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats {
+	n, size := b.retained.usage()
+	return Stats{
+		Clients:                 atomic.LoadInt64(&b.srv.Info.ClientsConnected),
+		SlowClientsDisconnected: b.stats.slowClients.Load(),
+		ConnectionsRefused:      b.stats.refused.Load(),
+		WillsRefused:            b.stats.willsRefused.Load(),
+		RetainedRefused:         b.stats.retainedRefused.Load(),
+		RetainedMessages:        n,
+		RetainedBytes:           size,
+		LocalDropped:            b.stats.localDropped.Load(),
+	}
+}
+
+// warnEvery is how often one kind of client-caused warning may be
+// logged per address (or client), and warnBurst how many lines of them
+// all may be logged in that time.
+const (
+	warnEvery = time.Minute
+	warnBurst = 20
+)
+
+// warn logs a warning a remote client caused, at most once per kind and
+// key (address or client id) a minute.
+func (b *Broker) warn(kind, key, msg string, args ...any) {
+	b.limiter.Log(b.log, slog.LevelWarn, kind+"|"+key, msg, args...)
 }
 
 // New builds a broker; nothing listens until Start. prefix is the
@@ -79,27 +177,41 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	caps.MaximumClients = int64(opts.MaxClients)
 	caps.MaximumSessionExpiryInterval = uint32(opts.SessionExpiry.Seconds())
 	caps.MaximumMessageExpiryInterval = int64(opts.MessageExpiry.Seconds())
+	limiter := ratelog.New(warnEvery, warnBurst, nil)
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		InlineClient:           true,
 		SysTopicResendInterval: int64(opts.SysInterval.Seconds()),
 		// mochi logs every hook and listener at info; keep its voice
 		// down to warnings unless we are debugging.
-		Logger: slog.New(minLevel{log.Handler(), slog.LevelWarn}).With("library", "mochi"),
+		Logger: slog.New(minLevel{log.Handler(), slog.LevelWarn, limiter}).With("library", "mochi"),
 	})
-	b := &Broker{opts: opts, log: log, srv: srv}
+	b := &Broker{opts: opts, log: log, srv: srv, limiter: limiter,
+		retained: newRetainedStore(opts.MaxRetained, opts.MaxRetainedBytes),
+		out:      make(chan outbound, fanoutQueue), fanDone: make(chan struct{})}
 	b.inline, _ = srv.Clients.Get(mqtt.InlineClientId)
+	b.policy = &connPolicy{
+		gate:           newGate(opts.MaxClients, opts.MaxClientsPerAddress, opts.MaxConnectsPerMinute, time.Now),
+		connectTimeout: opts.ConnectTimeout,
+		writeTimeout:   opts.WriteTimeout,
+		stats:          &b.stats,
+		warn:           b.warn,
+	}
 	b.access = &access{
 		allowAnonymous: opts.AllowAnonymous,
 		role:           opts.AnonymousRole,
 		prefix:         strings.TrimSuffix(prefix, "/") + "/",
+		maxKeepalive:   keepaliveSeconds(opts.MaxKeepalive),
+		retained:       b.retained,
+		stats:          &b.stats,
+		warn:           b.warn,
 	}
-	if err := srv.AddHook(b.access, nil); err != nil {
-		return nil, fmt.Errorf("localbroker: %w", err)
+	for _, h := range []mqtt.Hook{b.access, b.retained, &captureHook{b: b}} {
+		if err := srv.AddHook(h, nil); err != nil {
+			return nil, fmt.Errorf("localbroker: %w", err)
+		}
 	}
-	if err := srv.AddHook(&captureHook{b: b}, nil); err != nil {
-		return nil, fmt.Errorf("localbroker: %w", err)
-	}
+	go b.fanout()
 	return b, nil
 }
 
@@ -118,14 +230,14 @@ func (b *Broker) SetCapturer(c Capturer) {
 // bind is an error and nothing keeps running.
 func (b *Broker) Start() error {
 	if b.opts.MQTT != "" {
-		b.tcp = newTCPListener("mqtt", b.opts.MQTT)
+		b.tcp = newTCPListener("mqtt", b.opts.MQTT, b.policy)
 		if err := b.srv.AddListener(b.tcp); err != nil {
 			b.Close()
 			return fmt.Errorf("localbroker: mqtt listener %s: %w", b.opts.MQTT, err)
 		}
 	}
 	if b.opts.WebSocket != "" {
-		b.ws = newWSListener("websocket", b.opts.WebSocket, b.opts.WebSocketOrigins)
+		b.ws = newWSListener("websocket", b.opts.WebSocket, b.opts.WebSocketOrigins, b.policy)
 		if err := b.srv.AddListener(b.ws); err != nil {
 			b.Close()
 			return fmt.Errorf("localbroker: websocket listener %s: %w", b.opts.WebSocket, err)
@@ -157,8 +269,9 @@ func (b *Broker) WebSocketAddr() string {
 }
 
 // Publish publishes an in-process message at QoS 1: first to the
-// capturer (so it is stored before anybody sees it), then to the local
-// subscribers. A capture error is returned and nothing is published.
+// capturer (so it is stored before anybody sees it), then, queued, to
+// the local subscribers. A capture error is returned and nothing is
+// published. It never waits on a LAN client.
 func (b *Broker) Publish(topic string, payload []byte, retain bool) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -170,7 +283,42 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool) error {
 			return fmt.Errorf("localbroker: capture %s: %w", topic, err)
 		}
 	}
-	return b.srv.Publish(topic, payload, retain, 1)
+	b.enqueue(outbound{topic: topic, payload: append([]byte(nil), payload...), retain: retain})
+	return nil
+}
+
+// enqueue hands m to the fan-out without waiting; the caller holds b.mu
+// for reading and has checked closed.
+func (b *Broker) enqueue(m outbound) {
+	select {
+	case b.out <- m:
+	default:
+		b.stats.localDropped.Add(1)
+		b.warn("fanout", "", "local delivery is behind: a message was not delivered to LAN subscribers (it was captured for the uplink)", "topic", m.topic)
+	}
+}
+
+// fanout delivers queued in-process messages to the local subscribers,
+// in order, until Close closes the queue.
+func (b *Broker) fanout() {
+	defer close(b.fanDone)
+	for m := range b.out {
+		var err error
+		if m.reply {
+			err = b.srv.InjectPacket(b.inline, packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+				TopicName:   m.topic,
+				Payload:     m.payload,
+				Properties:  packets.Properties{CorrelationData: m.corr},
+				PacketID:    1, // the inline client's packets are not acknowledged; an id keeps them valid
+			})
+		} else {
+			err = b.srv.Publish(m.topic, m.payload, m.retain, 1)
+		}
+		if err != nil {
+			b.warn("fanout-error", "", "local delivery failed", "topic", m.topic, "error", err)
+		}
+	}
 }
 
 // Inbound is a message delivered to an in-process subscription. Payload
@@ -222,13 +370,9 @@ func (b *Broker) Reply(req Inbound, payload []byte) error {
 	if !b.access.mayPublish(req.Client, topic) {
 		return fmt.Errorf("%w (%s to %q)", ErrReplyNotAllowed, req.Client, topic)
 	}
-	return b.srv.InjectPacket(b.inline, packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
-		TopicName:   topic,
-		Payload:     payload,
-		Properties:  packets.Properties{CorrelationData: req.CorrelationData},
-		PacketID:    1, // the inline client's packets are not acknowledged; an id keeps them valid
-	})
+	b.enqueue(outbound{topic: topic, payload: append([]byte(nil), payload...), reply: true,
+		corr: append([]byte(nil), req.CorrelationData...)})
+	return nil
 }
 
 // validPublishTopic rejects empty topics, wildcards and $ topics.
@@ -236,8 +380,9 @@ func validPublishTopic(t string) bool {
 	return t != "" && t[0] != '$' && !strings.ContainsAny(t, "+#\x00")
 }
 
-// Close disconnects every client and stops the listeners. It is safe to
-// call more than once.
+// Close delivers what is queued (for at most closeDrain), then
+// disconnects every client and stops the listeners. It is safe to call
+// more than once.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -245,8 +390,17 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
+	close(b.out)
 	b.mu.Unlock()
-	return b.srv.Close()
+	t := time.NewTimer(closeDrain)
+	defer t.Stop()
+	select {
+	case <-b.fanDone:
+	case <-t.C: // a stuck client holds the fan-out; closing it frees it
+	}
+	err := b.srv.Close()
+	<-b.fanDone
+	return err
 }
 
 // captureHook hands LAN publishes to the capturer in OnPublish, which
@@ -285,28 +439,48 @@ func (h *captureHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	return pk, packets.ErrRejectPacket
 }
 
-// minLevel drops records below a level before they reach h.
+// minLevel drops records below a level before they reach h, and rate
+// limits mochi's warnings, which a client can trigger at will (one per
+// dropped message for a slow client, one per connection for keep-alive 0).
 type minLevel struct {
 	h   slog.Handler
 	min slog.Level
+	lim *ratelog.Limiter
 }
 
 func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 	return m.h.Enabled(ctx, l) && (l >= m.min || m.h.Enabled(ctx, slog.LevelDebug))
 }
 
-// Handle passes records at or above the level, except mochi's
-// "error processing packet", which it logs at WARN with a dump of the
-// whole packet for every client mistake (a refused publish, a bad
-// packet): that is a debug matter, and a client could flood the journal.
+// demoted are the client mistakes mochi logs at WARN or ERROR that are a
+// debug matter: "error processing packet" (with a dump of the whole
+// packet, for a refused publish or a bad packet), a hook's refusal of a
+// publish (edged logs its own, rate limited) and the keep-alive advice
+// (edged enforces its own keep-alive cap).
+var demoted = map[string]bool{
+	"error processing packet":        true,
+	"publish packet error":           true,
+	mqtt.ErrMinimumKeepalive.Error(): true,
+}
+
+// Handle passes records at or above the level, at most once a minute
+// per message, except the demoted ones.
 func (m minLevel) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level < m.min || r.Message == "error processing packet" {
+	if r.Level < m.min || demoted[r.Message] {
 		if !m.h.Enabled(ctx, slog.LevelDebug) {
 			return nil
 		}
 		r.Level = slog.LevelDebug
+		return m.h.Handle(ctx, r)
+	}
+	if ok, held := m.lim.Allow("mochi|" + r.Message); !ok {
+		return nil
+	} else if held > 0 {
+		r.AddAttrs(slog.Int("suppressed", held))
 	}
 	return m.h.Handle(ctx, r)
 }
-func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler { return minLevel{m.h.WithAttrs(a), m.min} }
-func (m minLevel) WithGroup(n string) slog.Handler      { return minLevel{m.h.WithGroup(n), m.min} }
+func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return minLevel{m.h.WithAttrs(a), m.min, m.lim}
+}
+func (m minLevel) WithGroup(n string) slog.Handler { return minLevel{m.h.WithGroup(n), m.min, m.lim} }

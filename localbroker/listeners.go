@@ -55,20 +55,9 @@ func (h *handoff) closeWait() {
 	h.pending.Wait()
 }
 
-// startedConn calls started on the first Read: mochi reads the CONNECT
-// packet right after registering the client.
-type startedConn struct {
-	net.Conn
-	started func()
-}
-
-func (c *startedConn) Read(p []byte) (int, error) {
-	c.started()
-	return c.Conn.Read(p)
-}
-
 type tcpListener struct {
 	id, addr string
+	policy   *connPolicy
 	mu       sync.Mutex
 	ln       net.Listener
 	log      *slog.Logger
@@ -78,14 +67,16 @@ type tcpListener struct {
 
 var _ listeners.Listener = (*tcpListener)(nil)
 
-func newTCPListener(id, addr string) *tcpListener { return &tcpListener{id: id, addr: addr} }
+func newTCPListener(id, addr string, p *connPolicy) *tcpListener {
+	return &tcpListener{id: id, addr: addr, policy: p}
+}
 
 func (l *tcpListener) Init(log *slog.Logger) error {
 	ln, err := net.Listen("tcp", l.addr)
 	if err != nil {
 		return err
 	}
-	l.ln, l.log = ln, log
+	l.ln, l.log = &gatedListener{Listener: ln, p: l.policy}, log
 	return nil
 }
 
@@ -100,11 +91,15 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			conn.Close()
 			return
 		}
+		// The CONNECT must arrive within connect_timeout; mochi replaces
+		// this deadline with the keep-alive's once it has read one.
+		_ = conn.SetReadDeadline(time.Now().Add(l.policy.connectTimeout))
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
 			defer started()
-			if err := establish(l.id, &startedConn{Conn: conn, started: started}); err != nil && !errors.Is(err, io.EOF) {
+			defer conn.Close() // mochi closes it too; this frees the gate's slot for sure
+			if err := establish(l.id, l.policy.wrap(conn, started)); err != nil && !errors.Is(err, io.EOF) {
 				l.log.Debug("mqtt connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "error", err)
 			}
 		}()
@@ -144,6 +139,7 @@ type wsListener struct {
 	srv       *http.Server
 	log       *slog.Logger
 	up        websocket.Upgrader
+	policy    *connPolicy
 
 	establish listeners.EstablishFn
 	handoff   handoff
@@ -151,8 +147,8 @@ type wsListener struct {
 
 var _ listeners.Listener = (*wsListener)(nil)
 
-func newWSListener(id, addr string, origins []string) *wsListener {
-	l := &wsListener{id: id, addr: addr, origins: origins}
+func newWSListener(id, addr string, origins []string, p *connPolicy) *wsListener {
+	l := &wsListener{id: id, addr: addr, origins: origins, policy: p}
 	l.up = websocket.Upgrader{
 		Subprotocols:    []string{"mqtt"},
 		CheckOrigin:     l.checkOrigin,
@@ -229,11 +225,14 @@ func (l *wsListener) Init(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	l.ln, l.log = ln, log
+	l.ln, l.log = &gatedListener{Listener: ln, p: l.policy}, log
 	l.selfHosts = ownHosts(ln.Addr())
 	l.srv = &http.Server{
 		Handler:           http.HandlerFunc(l.handle),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: l.policy.connectTimeout,
+		IdleTimeout:       l.policy.connectTimeout, // a keep-alive HTTP connection that never upgrades
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug), // client mistakes, not ours
 	}
 	return nil
 }
@@ -250,8 +249,8 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 		return // closing
 	}
 	defer started()
-	conn := &startedConn{Conn: &wsConn{Conn: c.UnderlyingConn(), ws: c}, started: started}
-	if err := l.establish(l.id, conn); err != nil && !errors.Is(err, io.EOF) {
+	_ = c.SetReadDeadline(time.Now().Add(l.policy.connectTimeout)) // until mochi has read a CONNECT
+	if err := l.establish(l.id, l.policy.wrap(&wsConn{Conn: c.UnderlyingConn(), ws: c}, started)); err != nil && !errors.Is(err, io.EOF) {
 		l.log.Debug("websocket connection ended", "remote", r.RemoteAddr, "error", err)
 	}
 }
@@ -327,3 +326,11 @@ func (c *wsConn) Write(p []byte) (int, error) {
 }
 
 func (c *wsConn) Close() error { return c.ws.Close() }
+
+// The websocket library applies its own write deadline to every frame
+// (none unless set), so deadlines go through it.
+func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
+func (c *wsConn) SetDeadline(t time.Time) error {
+	return errors.Join(c.ws.SetReadDeadline(t), c.ws.SetWriteDeadline(t))
+}

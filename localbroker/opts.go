@@ -50,6 +50,27 @@ type Opts struct {
 	MessageExpiry time.Duration `yaml:"message_expiry"`
 	// SysInterval is how often $SYS topics are republished.
 	SysInterval time.Duration `yaml:"sys_interval"`
+
+	// MaxClientsPerAddress caps the connections open at once from one
+	// source address; MaxConnectsPerMinute caps how many it may open a
+	// minute (in bursts of up to MaxClientsPerAddress). Connections count
+	// from accept, before CONNECT.
+	MaxClientsPerAddress int `yaml:"max_clients_per_address"`
+	MaxConnectsPerMinute int `yaml:"max_connects_per_minute"`
+	// ConnectTimeout is how long a new connection (TCP, or WebSocket from
+	// its HTTP request on) may take to send its CONNECT.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxKeepalive caps a client's keep-alive: a client asking for none (0)
+	// or more gets this one (MQTT 5 clients are told in the CONNACK), so a
+	// dead session ends within 1.5 times it.
+	MaxKeepalive time.Duration `yaml:"max_keepalive"`
+	// WriteTimeout is how long one write to a client may block (it stopped
+	// reading, or its link is gone) before the client is disconnected.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// MaxRetained and MaxRetainedBytes bound the retained store; a LAN
+	// client's retained publish that does not fit is refused.
+	MaxRetained      int   `yaml:"max_retained"`
+	MaxRetainedBytes int64 `yaml:"max_retained_bytes" edged:"size"`
 }
 
 // DefaultOpts are safe on a Pi 2: loopback listeners, small buffers.
@@ -66,6 +87,14 @@ func DefaultOpts() Opts {
 		SessionExpiry:    time.Hour,
 		MessageExpiry:    0,
 		SysInterval:      60 * time.Second,
+
+		MaxClientsPerAddress: 16,
+		MaxConnectsPerMinute: 60,
+		ConnectTimeout:       10 * time.Second,
+		MaxKeepalive:         5 * time.Minute,
+		WriteTimeout:         10 * time.Second,
+		MaxRetained:          1000,
+		MaxRetainedBytes:     4 << 20,
 	}
 }
 
@@ -104,6 +133,31 @@ func (o *Opts) Validate() error {
 	}
 	if o.SysInterval < 30*time.Second {
 		return sensors.FieldErrorf("sys_interval", "%v is below 30s", o.SysInterval)
+	}
+	if o.MaxClientsPerAddress < 1 || o.MaxClientsPerAddress > o.MaxClients {
+		return sensors.FieldErrorf("max_clients_per_address", "%d is out of range (1..max_clients, %d)", o.MaxClientsPerAddress, o.MaxClients)
+	}
+	if o.MaxConnectsPerMinute < 1 {
+		return sensors.FieldErrorf("max_connects_per_minute", "must be at least 1")
+	}
+	for _, d := range []struct {
+		key      string
+		v        time.Duration
+		min, max time.Duration
+	}{
+		{"connect_timeout", o.ConnectTimeout, 100 * time.Millisecond, 5 * time.Minute},
+		{"max_keepalive", o.MaxKeepalive, time.Second, 65535 * time.Second},
+		{"write_timeout", o.WriteTimeout, 100 * time.Millisecond, 5 * time.Minute},
+	} {
+		if d.v < d.min || d.v > d.max {
+			return sensors.FieldErrorf(d.key, "%v is out of range (%v..%v)", d.v, d.min, d.max)
+		}
+	}
+	if o.MaxRetained < 1 {
+		return sensors.FieldErrorf("max_retained", "must be at least 1")
+	}
+	if o.MaxRetainedBytes < 1024 {
+		return sensors.FieldErrorf("max_retained_bytes", "%d bytes is below 1KiB", o.MaxRetainedBytes)
 	}
 	if o.MQTT == "" && o.WebSocket == "" {
 		return fmt.Errorf("no listener: set mqtt or websocket (local apps could not reach the readings)")

@@ -304,7 +304,8 @@ func (d *daemon) routes() http.Handler {
 		out := struct {
 			Status  string                  `json:"status"`
 			Sensors map[string]sensorHealth `json:"sensors"`
-		}{Status: "ok", Sensors: map[string]sensorHealth{}}
+			Broker  localbroker.Stats       `json:"broker"`
+		}{Status: "ok", Sensors: map[string]sensorHealth{}, Broker: d.broker.Stats()}
 		for _, s := range d.poller.Stats() {
 			h := sensorHealth{Status: s.Status.String(), Samples: s.Samples, Failures: s.Failures, Last: s.LastSample}
 			if s.LastError != nil {
