@@ -259,7 +259,8 @@ func walOpts(b Buffer) (wal.Opts, error) {
 func (u *Uplink) prepareConn() error {
 	p, err := url.Parse(u.opts.URL)
 	if err != nil {
-		return fmt.Errorf("uplink: url: %w", err)
+		// Validate has checked the URL; do not repeat a raw one anyway.
+		return fmt.Errorf("uplink: url %q does not parse", redactURL(u.opts.URL))
 	}
 	u.addr = p.Host
 	if u.opts.PasswordFile != "" {
