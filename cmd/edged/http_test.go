@@ -2,31 +2,36 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 )
 
 // serveHTTP starts newHTTPServer, as the daemon builds it, on a loopback
-// port with the given limits. Both the server and its Serve goroutine end
-// with the test.
-func serveHTTP(t *testing.T, lim httpLimits) (addr string) {
+// port with the given hosts (nil: the listener's own) and limits. Both
+// the server and its Serve goroutine end with the test.
+func serveHTTP(t *testing.T, hosts map[string]struct{}, lim httpLimits) (addr string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if hosts == nil {
+		hosts = ownHosts(ln.Addr())
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"status":"ok"}`)
 	})
-	srv := newHTTPServer(mux, lim)
+	srv := newHTTPServer(mux, hosts, lim)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -44,7 +49,7 @@ func serveHTTP(t *testing.T, lim httpLimits) (addr string) {
 func TestHTTPIdleKeepAliveClosed(t *testing.T) {
 	lim := defaultHTTPLimits
 	lim.Idle = 100 * time.Millisecond
-	addr := serveHTTP(t, lim)
+	addr := serveHTTP(t, nil, lim)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +79,7 @@ func TestHTTPIdleKeepAliveClosed(t *testing.T) {
 // TestHTTPHeaderBytesBounded pins issue 7: request headers were bounded
 // only by net/http's 1 MiB default.
 func TestHTTPHeaderBytesBounded(t *testing.T) {
-	addr := serveHTTP(t, defaultHTTPLimits)
+	addr := serveHTTP(t, nil, defaultHTTPLimits)
 	for _, tc := range []struct {
 		size int
 		want int
@@ -101,7 +106,7 @@ func TestHTTPHeaderBytesBounded(t *testing.T) {
 // TestHTTPServerLimits checks that every limit reaches the server, so no
 // timeout is left at net/http's "none".
 func TestHTTPServerLimits(t *testing.T) {
-	srv := newHTTPServer(http.NewServeMux(), defaultHTTPLimits)
+	srv := newHTTPServer(http.NewServeMux(), nil, defaultHTTPLimits)
 	for name, v := range map[string]time.Duration{
 		"ReadHeaderTimeout": srv.ReadHeaderTimeout,
 		"ReadTimeout":       srv.ReadTimeout,
@@ -114,5 +119,119 @@ func TestHTTPServerLimits(t *testing.T) {
 	}
 	if srv.MaxHeaderBytes <= 0 || srv.MaxHeaderBytes > 64<<10 {
 		t.Errorf("MaxHeaderBytes = %d, want a bound up to 64KiB", srv.MaxHeaderBytes)
+	}
+}
+
+// TestHTTPHostChecked pins issue 7: the HTTP server answered any Host, so
+// a DNS-rebinding page (evil.example re-pointed at the gateway) could
+// read /healthz from the user's browser.
+func TestHTTPHostChecked(t *testing.T) {
+	addr := serveHTTP(t, nil, defaultHTTPLimits)
+	_, port, _ := net.SplitHostPort(addr)
+	name, _ := os.Hostname()
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{addr, http.StatusOK},
+		{"127.0.0.1", http.StatusOK},
+		{"localhost:" + port, http.StatusOK},
+		{"LocalHost.", http.StatusOK},
+		{"evil.example", http.StatusMisdirectedRequest},
+		{"evil.example:" + port, http.StatusMisdirectedRequest},
+		{"127.0.0.1.evil.example", http.StatusMisdirectedRequest},
+		{"10.1.2.3:" + port, http.StatusMisdirectedRequest},
+		// Bound to loopback only: the machine's name reaches another
+		// interface, not this listener.
+		{name + ".local", http.StatusMisdirectedRequest},
+	} {
+		req, err := http.NewRequest("GET", "http://"+addr+"/healthz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = tc.host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("Host %q: status %d, want %d (%s)", tc.host, resp.StatusCode, tc.want, body)
+			continue
+		}
+		if tc.want == http.StatusOK {
+			continue
+		}
+		var e struct{ Error string }
+		if err := json.Unmarshal(body, &e); err != nil || e.Error == "" || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("Host %q: body %q (%s), want JSON {\"error\": ...}", tc.host, body, resp.Header.Get("Content-Type"))
+		}
+	}
+}
+
+// TestHTTPHostOfTheConnection checks that the address a client connected
+// to is always a valid Host, even if it was not in the set computed at
+// start (an interface that got its address from DHCP later).
+func TestHTTPHostOfTheConnection(t *testing.T) {
+	addr := serveHTTP(t, map[string]struct{}{}, defaultHTTPLimits)
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("Host %s (the connection's own address): status %d, want 200", addr, resp.StatusCode)
+	}
+}
+
+// TestHTTPEmptyHostRefused checks a request with an empty Host header
+// (which http.Client cannot send: it fills in the URL's host).
+func TestHTTPEmptyHostRefused(t *testing.T) {
+	addr := serveHTTP(t, nil, defaultHTTPLimits)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("empty Host: status %d, want 421", resp.StatusCode)
+	}
+}
+
+// TestHealthzHostCheckedIntegration checks the daemon's own wiring: the
+// HTTP server of `edged run` answers /healthz by its address and refuses
+// a foreign Host.
+func TestHealthzHostCheckedIntegration(t *testing.T) {
+	bin := edgedBinary(t)
+	cfg, _, _, httpAddr := simConfig(t)
+	d := startDaemon(t, bin, cfg)
+	waitListening(t, d, httpAddr)
+	for host, want := range map[string]int{
+		httpAddr:       http.StatusOK,
+		"evil.example": http.StatusMisdirectedRequest,
+	} {
+		req, err := http.NewRequest("GET", "http://"+httpAddr+"/healthz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %q: status %d, want %d (%s)", host, resp.StatusCode, want, body)
+		}
 	}
 }
