@@ -158,7 +158,7 @@ func (o *Opts) Validate() error {
 		return fmt.Errorf("tls: %w", err)
 	}
 	if strings.HasPrefix(o.URL, "mqtt://") && o.TLS != (TLS{}) {
-		return sensors.FieldErrorf("tls", "tls options need an mqtts:// url (url is %s)", o.URL)
+		return sensors.FieldErrorf("tls", "tls options need an mqtts:// url (url is %s)", redactURL(o.URL))
 	}
 	if o.KeepAlive < time.Second || o.KeepAlive > maxKeepAlive {
 		return sensors.FieldErrorf("keep_alive", "%v is out of range (1s..%v)", o.KeepAlive, maxKeepAlive)
@@ -186,28 +186,63 @@ func (o *Opts) Validate() error {
 	return nil
 }
 
+// validateURL checks the cloud broker URL. Its errors show the URL
+// through redactURL only: `edged validate` runs as systemd's ExecStartPre,
+// so they land in the journal, and a password written in the URL must not.
 func validateURL(s string) error {
 	if s == "" {
 		return errors.New("missing: set the cloud broker, e.g. mqtts://cloud.example:8883")
 	}
+	shown := redactURL(s)
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("%q is not a URL: %w", s, err)
+		// *url.Error repeats the raw URL and an escape error quotes
+		// part of it: describe the redacted form instead.
+		var why error = errors.New("bad character or escape in the user name or password")
+		if _, err := url.Parse(shown); err != nil {
+			why = err
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				why = ue.Err
+			}
+		}
+		return fmt.Errorf("%q is not a URL: %w", shown, why)
 	}
 	switch u.Scheme {
 	case "mqtt", "mqtts":
 	case "ws", "wss":
-		return fmt.Errorf("%q: WebSocket uplinks are not supported yet (use mqtts://host:port)", s)
+		return fmt.Errorf("%q: WebSocket uplinks are not supported yet (use mqtts://host:port)", shown)
 	default:
-		return fmt.Errorf("%q: scheme must be mqtts:// (TLS) or mqtt:// (plain TCP)", s)
+		return fmt.Errorf("%q: scheme must be mqtts:// (TLS) or mqtt:// (plain TCP)", shown)
 	}
 	if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" || u.Hostname() == "" {
-		return fmt.Errorf("%q: want %s://host:port, e.g. %s://cloud.example:8883", s, u.Scheme, u.Scheme)
+		return fmt.Errorf("%q: want %s://host:port, e.g. %s://cloud.example:8883", shown, u.Scheme, u.Scheme)
 	}
 	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
-		return fmt.Errorf("%q: want %s://host:port with no path, query or credentials (use username and password)", s, u.Scheme)
+		return fmt.Errorf("%q: want %s://host:port with no path, query or credentials (use username and password)", shown, u.Scheme)
 	}
 	return nil
+}
+
+// redactURL replaces the password in s with "xxxxx", as url.URL.Redacted
+// does, but also when s does not parse, which is when it is shown in an
+// error. It takes the last '@' after "//" (or from the start) as the end
+// of the user info, so a password holding '/', '?', '#' or '@' is hidden
+// too; at worst it hides more than the password.
+func redactURL(s string) string {
+	start := 0
+	if i := strings.Index(s, "//"); i >= 0 {
+		start = i + 2
+	}
+	at := strings.LastIndexByte(s[start:], '@')
+	if at < 0 {
+		return s
+	}
+	colon := strings.IndexByte(s[start:start+at], ':')
+	if colon < 0 {
+		return s
+	}
+	return s[:start+colon+1] + "xxxxx" + s[start+at:]
 }
 
 // Validate checks the TLS file options.

@@ -104,6 +104,11 @@ func TestMutualTLSIntegration(t *testing.T) {
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
 	}, ca, caKey)
+	// The uplink refuses a private key that others may read; Mosquitto's
+	// server.key above must stay readable for its dropped-privilege user.
+	if err := os.Chmod(filepath.Join(dir, "client.key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	plain, err := uplinktest.FreeAddr()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// httpLimits bound what one HTTP client can hold on the daemon: a Pi has
+// little memory and few file descriptors to spare for idle or slow ones.
+type httpLimits struct {
+	ReadHeader time.Duration // request line and headers
+	Read       time.Duration // the whole request, body included
+	// Write bounds writing a response. A streaming handler (SSE, once
+	// there is one) must extend it per event with
+	// http.ResponseController.SetWriteDeadline.
+	Write time.Duration
+	// Idle closes a keep-alive connection that waits this long for its
+	// next request.
+	Idle           time.Duration
+	MaxHeaderBytes int
+}
+
+// defaultHTTPLimits are the daemon's limits; tests shorten them.
+var defaultHTTPLimits = httpLimits{
+	ReadHeader:     10 * time.Second,
+	Read:           30 * time.Second,
+	Write:          30 * time.Second,
+	Idle:           60 * time.Second,
+	MaxHeaderBytes: 16 << 10,
+}
+
+// newHTTPServer builds the daemon's HTTP server: h behind a Host check
+// (see requireHost) with every connection bounded by lim.
+func newHTTPServer(h http.Handler, hosts map[string]struct{}, lim httpLimits) *http.Server {
+	return &http.Server{
+		Handler:           requireHost(hosts, h),
+		ReadHeaderTimeout: lim.ReadHeader,
+		ReadTimeout:       lim.Read,
+		WriteTimeout:      lim.Write,
+		IdleTimeout:       lim.Idle,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+	}
+}
+
+// requireHost answers 421 Misdirected Request, with a JSON error, to a
+// request whose Host is not one of hosts (lower case, no port; see
+// ownHosts) nor the IP address the client connected to. A page from
+// another site that re-points its own name at the gateway (DNS
+// rebinding) sends that name as Host, so it cannot read the answers.
+// There is no configuration key for extra names yet, so a name other
+// than these (say a DNS alias on the LAN) is refused; one would be added
+// to hosts where start builds the server (e.g. from an http.hosts list).
+func requireHost(hosts map[string]struct{}, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := canonicalHost(r.Host)
+		if _, ok := hosts[host]; ok || isConnAddr(r, host) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(http.StatusMisdirectedRequest)
+		_ = json.NewEncoder(w).Encode(struct {
+			Error string `json:"error"`
+		}{fmt.Sprintf("host %q is not a name or address of this gateway; use its IP address, localhost or its host name", r.Host)})
+	})
+}
+
+// canonicalHost is the host of a Host header in the form ownHosts uses:
+// lower case, without port, brackets or a final dot, IPs in their
+// canonical text.
+func canonicalHost(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	if ip := net.ParseIP(h); ip != nil {
+		return ip.String()
+	}
+	return h
+}
+
+// isConnAddr reports whether host is the IP address the request came in
+// on. It is always this machine's, also when an interface got it after
+// start (DHCP), and an IP literal is never a name a rebinding page could
+// control.
+func isConnAddr(r *http.Request, host string) bool {
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
+	ip := net.ParseIP(host)
+	return ok && ip != nil && ip.Equal(la.IP)
+}
+
+// ownHosts lists the host names and addresses under which a client on
+// this machine or the LAN can reach a listener bound to addr: the bound IP
+// itself, or every interface address when bound to all of them, plus the
+// machine's names (hostname and hostname.local for mDNS) unless bound to
+// loopback only, and "localhost" when loopback is reachable.
+//
+// It duplicates localbroker's ownHosts (the WebSocket Origin check), which
+// is being rewritten elsewhere; the two should become one shared helper.
+func ownHosts(addr net.Addr) map[string]struct{} {
+	hosts := map[string]struct{}{}
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return hosts
+	}
+	var ips []net.IP
+	if tcp.IP.IsUnspecified() {
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok {
+					ips = append(ips, n.IP)
+				}
+			}
+		}
+	} else {
+		ips = append(ips, tcp.IP)
+	}
+	loopbackOnly := true
+	for _, ip := range ips {
+		hosts[strings.ToLower(ip.String())] = struct{}{}
+		if ip.IsLoopback() {
+			hosts["localhost"] = struct{}{}
+		} else {
+			loopbackOnly = false
+		}
+	}
+	if name, err := os.Hostname(); err == nil && name != "" && !loopbackOnly {
+		name = strings.ToLower(name)
+		hosts[name] = struct{}{}
+		hosts[name+".local"] = struct{}{}
+	}
+	return hosts
+}
