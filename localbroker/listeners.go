@@ -180,12 +180,12 @@ func (l *wsListener) checkOrigin(r *http.Request) bool {
 	return ok
 }
 
-// ownHosts lists the host names and addresses under which a page on this
+// OwnHosts lists the host names and addresses under which a page on this
 // machine can reach a listener bound to addr: the bound IP itself, or
 // every interface address when bound to all of them, plus the machine's
 // names (hostname and hostname.local for mDNS) unless bound to loopback
 // only, and "localhost" when loopback is reachable.
-func ownHosts(addr net.Addr) map[string]struct{} {
+func OwnHosts(addr net.Addr) map[string]struct{} {
 	hosts := map[string]struct{}{}
 	tcp, ok := addr.(*net.TCPAddr)
 	if !ok {
@@ -226,7 +226,7 @@ func (l *wsListener) Init(log *slog.Logger) error {
 		return err
 	}
 	l.ln, l.log = &gatedListener{Listener: ln, p: l.policy}, log
-	l.selfHosts = ownHosts(ln.Addr())
+	l.selfHosts = OwnHosts(ln.Addr())
 	l.srv = &http.Server{
 		Handler:           http.HandlerFunc(l.handle),
 		ReadHeaderTimeout: l.policy.connectTimeout,

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 )
@@ -49,7 +48,7 @@ func newHTTPServer(h http.Handler, hosts map[string]struct{}, lim httpLimits) *h
 
 // requireHost answers 421 Misdirected Request, with a JSON error, to a
 // request whose Host is not one of hosts (lower case, no port; see
-// ownHosts) nor the IP address the client connected to. A page from
+// localbroker.OwnHosts) nor the IP address the client connected to. A page from
 // another site that re-points its own name at the gateway (DNS
 // rebinding) sends that name as Host, so it cannot read the answers.
 // There is no configuration key for extra names yet, so a name other
@@ -71,9 +70,9 @@ func requireHost(hosts map[string]struct{}, next http.Handler) http.Handler {
 	})
 }
 
-// canonicalHost is the host of a Host header in the form ownHosts uses:
-// lower case, without port, brackets or a final dot, IPs in their
-// canonical text.
+// canonicalHost is the host of a Host header in the form
+// localbroker.OwnHosts uses: lower case, without port, brackets or a
+// final dot, IPs in their canonical text.
 func canonicalHost(h string) string {
 	if host, _, err := net.SplitHostPort(h); err == nil {
 		h = host
@@ -94,47 +93,4 @@ func isConnAddr(r *http.Request, host string) bool {
 	la, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
 	ip := net.ParseIP(host)
 	return ok && ip != nil && ip.Equal(la.IP)
-}
-
-// ownHosts lists the host names and addresses under which a client on
-// this machine or the LAN can reach a listener bound to addr: the bound IP
-// itself, or every interface address when bound to all of them, plus the
-// machine's names (hostname and hostname.local for mDNS) unless bound to
-// loopback only, and "localhost" when loopback is reachable.
-//
-// It duplicates localbroker's ownHosts (the WebSocket Origin check), which
-// is being rewritten elsewhere; the two should become one shared helper.
-func ownHosts(addr net.Addr) map[string]struct{} {
-	hosts := map[string]struct{}{}
-	tcp, ok := addr.(*net.TCPAddr)
-	if !ok {
-		return hosts
-	}
-	var ips []net.IP
-	if tcp.IP.IsUnspecified() {
-		if addrs, err := net.InterfaceAddrs(); err == nil {
-			for _, a := range addrs {
-				if n, ok := a.(*net.IPNet); ok {
-					ips = append(ips, n.IP)
-				}
-			}
-		}
-	} else {
-		ips = append(ips, tcp.IP)
-	}
-	loopbackOnly := true
-	for _, ip := range ips {
-		hosts[strings.ToLower(ip.String())] = struct{}{}
-		if ip.IsLoopback() {
-			hosts["localhost"] = struct{}{}
-		} else {
-			loopbackOnly = false
-		}
-	}
-	if name, err := os.Hostname(); err == nil && name != "" && !loopbackOnly {
-		name = strings.ToLower(name)
-		hosts[name] = struct{}{}
-		hosts[name+".local"] = struct{}{}
-	}
-	return hosts
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/localbroker"
 )
 
 // serveHTTP starts newHTTPServer, as the daemon builds it, on a loopback
@@ -24,7 +26,7 @@ func serveHTTP(t *testing.T, hosts map[string]struct{}, lim httpLimits) (addr st
 		t.Fatal(err)
 	}
 	if hosts == nil {
-		hosts = ownHosts(ln.Addr())
+		hosts = localbroker.OwnHosts(ln.Addr())
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

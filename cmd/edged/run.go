@@ -180,7 +180,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("http listener %s: %w", cfg.HTTP.Listen, err)
 		}
-		d.http = newHTTPServer(d.routes(), ownHosts(ln.Addr()), defaultHTTPLimits)
+		d.http = newHTTPServer(d.routes(), localbroker.OwnHosts(ln.Addr()), defaultHTTPLimits)
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
