@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -390,5 +391,141 @@ func drain(c chan *paho.Publish) int {
 		default:
 			return n
 		}
+	}
+}
+
+// closedBy waits until the peer closes c (a read ends in EOF or a
+// reset), for at most limit, and says how long that took; ok is false
+// when c was still open at the limit.
+func closedBy(c net.Conn, limit time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	_ = c.SetReadDeadline(start.Add(limit))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return limit, false
+	}
+	return time.Since(start), true
+}
+
+// TestSilentConnectionsIntegration pins issue 7's third finding:
+// connections that never send CONNECT stayed open for ever outside
+// max_clients (1,000 of them: +16 MB RSS, 1,010 fds), and 64 idle
+// keep-alive-0 clients held every client slot for ever. Now 1,000
+// silent TCP connections, half CONNECTs and silent WebSockets are all
+// closed by the connect deadline (most refused at once by the
+// per-address cap), a client from another address gets in meanwhile,
+// and idle keep-alive-0 clients go after 1.5 times max_keepalive.
+func TestSilentConnectionsIntegration(t *testing.T) {
+	bin := edgedBinary(t)
+	cfg, mqttAddr, wsAddr, httpAddr := hostileConfig(t, "viewer",
+		"  max_clients: 9\n  max_clients_per_address: 4\n  connect_timeout: 2s\n  max_keepalive: 2s\n", "")
+	d := startDaemon(t, bin, cfg)
+	waitListening(t, d, mqttAddr)
+	waitListening(t, d, wsAddr)
+
+	const silent = 1000
+	var conns []net.Conn
+	for range silent {
+		conns = append(conns, dialFrom(t, "127.0.0.1", mqttAddr))
+	}
+	// Half a CONNECT, from another address.
+	half := dialFrom(t, "127.0.0.2", mqttAddr)
+	if _, err := half.Write(connectPacket(4, "half", 30, nil)[:6]); err != nil {
+		t.Fatal(err)
+	}
+	conns = append(conns, half)
+	// An upgraded WebSocket that never sends CONNECT.
+	nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.4")}}
+	wd := websocket.Dialer{NetDialContext: nd.DialContext, HandshakeTimeout: 5 * time.Second}
+	ws, _, err := wd.Dial("ws://"+wsAddr+"/mqtt", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	conns = append(conns, ws.UnderlyingConn())
+
+	// Meanwhile a real client from another address gets in.
+	if _, code := rawConnect(t, dialFrom(t, "127.0.0.3", mqttAddr), 4, "polite", 30, nil); code != 0 {
+		t.Fatalf("a polite client was refused during the flood: CONNACK %#x", code)
+	}
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	open, slowest := 0, time.Duration(0)
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			took, ok := closedBy(c, 10*time.Second)
+			mu.Lock()
+			defer mu.Unlock()
+			if !ok {
+				open++
+			}
+			slowest = max(slowest, took)
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d silent connections: the last closed after %v; %d refused at accept", len(conns), slowest.Round(time.Millisecond), getHealth(t, httpAddr).Broker.ConnectionsRefused)
+	if open > 0 {
+		t.Fatalf("%d of %d connections without CONNECT still open 10 s after a 2 s connect_timeout", open, len(conns))
+	}
+
+	// max_clients is 9 and the polite client holds one: eight idle
+	// keep-alive-0 clients from eight addresses take every other slot,
+	// then go after 1.5 x max_keepalive (3 s).
+	var idle []net.Conn
+	for i := range 8 {
+		c := dialFrom(t, fmt.Sprintf("127.0.0.%d", 40+i), mqttAddr)
+		if _, code := rawConnect(t, c, 4, fmt.Sprint("idle-", i), 0, nil); code != 0 {
+			t.Fatalf("idle client %d: CONNACK %#x", i, code)
+		}
+		idle = append(idle, c)
+	}
+	if took, ok := closedBy(dialFrom(t, "127.0.0.60", mqttAddr), 5*time.Second); !ok {
+		t.Fatalf("a tenth client was not refused at max_clients 9 (open after %v)", took)
+	}
+	for i, c := range idle {
+		if took, ok := closedBy(c, 10*time.Second); !ok {
+			t.Fatalf("idle keep-alive-0 client %d still connected after %v (max_keepalive 2s)", i, took)
+		}
+	}
+	if _, code := rawConnect(t, dialFrom(t, "127.0.0.61", mqttAddr), 4, "after", 30, nil); code != 0 {
+		t.Fatalf("after the idle clients went, a new one was refused: CONNACK %#x", code)
+	}
+}
+
+// TestLogVolumeUnderChurnIntegration pins issue 7's log flood: connect
+// and disconnect churn with keep-alive 0 logged a WARN per connection
+// (about 3,000 lines/s). 600 connections from 60 addresses, half with
+// keep-alive 0, plus a flood refused by the per-address rate, add a
+// bounded number of log lines.
+func TestLogVolumeUnderChurnIntegration(t *testing.T) {
+	bin := edgedBinary(t)
+	cfg, mqttAddr, _, _ := hostileConfig(t, "viewer", "  max_connects_per_minute: 600\n  connect_timeout: 2s\n", "")
+	d := startDaemon(t, bin, cfg)
+	waitListening(t, d, mqttAddr)
+	time.Sleep(time.Second) // start-up lines are written; what follows is the churn's
+	before := strings.Count(d.logs.String(), "\n")
+	for i := range 600 {
+		c := dialFrom(t, fmt.Sprintf("127.0.1.%d", i%60), mqttAddr)
+		_, _ = rawConnect(t, c, 4, fmt.Sprint("churn-", i), uint16(i%2), nil)
+		_ = c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}
+	var flood []net.Conn
+	for range 300 { // one address past its rate: refused at accept
+		flood = append(flood, dialFrom(t, "127.0.2.1", mqttAddr))
+	}
+	for _, c := range flood {
+		if _, ok := closedBy(c, 10*time.Second); !ok {
+			t.Fatal("a connection without CONNECT is still open 10 s after a 2 s connect_timeout")
+		}
+	}
+	lines := strings.Count(d.logs.String(), "\n") - before
+	t.Logf("900 connections added %d log lines", lines)
+	if lines > 30 {
+		t.Errorf("900 connections added %d log lines, want at most 30:\n%s", lines, d.logs.String())
 	}
 }
