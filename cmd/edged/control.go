@@ -41,7 +41,9 @@ func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) erro
 			Client:     m.Client,
 		}
 		if m.ResponseTopic != "" {
-			r.Reply = func(payload []byte) error { return d.broker.Reply(m, payload) }
+			// Only what Reply needs, not the payload, waits for the answer.
+			req := localbroker.Inbound{ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, Client: m.Client}
+			r.Reply = func(payload []byte) error { return d.broker.Reply(req, payload) }
 		}
 		inbox.Submit(r)
 	}); err != nil {

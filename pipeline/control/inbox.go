@@ -143,6 +143,7 @@ func (in *Inbox) oweLocked(r Request, err error) {
 		in.lost[r.Controller]++
 		return
 	}
+	r.Payload = nil // not needed for the answer; it may be a large bad one
 	in.owed = append(in.owed, owed{r, err})
 }
 
