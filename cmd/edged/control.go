@@ -11,13 +11,10 @@ import (
 	"github.com/edged/edged/sensors"
 )
 
-// commandQueue bounds the control commands waiting to be applied; a
-// flood beyond it is dropped (and logged), never queued without end.
-const commandQueue = 16
-
 // startControllers opens one loop per controller, feeds it the readings
 // and availability through the pipeline, and serves its commands on
-// PREFIX/control/<id>/set, replying on the MQTT 5 response topic.
+// PREFIX/control/<id>/set through a control.Inbox, which applies them in
+// order and answers on the MQTT 5 response topic.
 func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) error {
 	if len(cfg.Controllers) == 0 {
 		return nil
@@ -32,14 +29,23 @@ func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) erro
 		loops[c.ID] = l
 		d.pipe.Observe(l)
 	}
-	cmds := make(chan localbroker.Inbound, commandQueue)
+	inbox := control.NewInbox(loops, sensors.SystemClock, d.log)
 	prefix := cfg.Device.TopicPrefix + "/control/"
+	// The handler runs in the publishing client's goroutine inside the
+	// broker: Submit only queues, and the reply is sent from the inbox's
+	// goroutine.
 	if err := d.broker.Subscribe(prefix+"+/set", 1, func(m localbroker.Inbound) {
-		select {
-		case cmds <- m:
-		default:
-			d.log.Warn("control command dropped: too many waiting", "topic", m.Topic, "client", m.Client)
+		r := control.Request{
+			Controller: strings.TrimSuffix(strings.TrimPrefix(m.Topic, prefix), "/set"),
+			Payload:    m.Payload,
+			Client:     m.Client,
 		}
+		if m.ResponseTopic != "" {
+			// Only what Reply needs, not the payload, waits for the answer.
+			req := localbroker.Inbound{ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, Client: m.Client}
+			r.Reply = func(payload []byte) error { return d.broker.Reply(req, payload) }
+		}
+		inbox.Submit(r)
 	}); err != nil {
 		return err
 	}
@@ -56,47 +62,11 @@ func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) erro
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		defer wg.Wait() // the loops leave their outputs safe when ctx ends
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case m := <-cmds:
-				id := strings.TrimSuffix(strings.TrimPrefix(m.Topic, prefix), "/set")
-				d.command(loops[id], id, m)
-			}
+		inbox.Run(ctx)
+		wg.Wait() // the loops leave their outputs safe and their state saved when ctx ends
+		for id, l := range loops {
+			d.log.Info("control loop stopped", "controller", id, "state_saves", l.Saves())
 		}
 	}()
 	return nil
-}
-
-// command applies one command and answers on the response topic, if any.
-func (d *daemon) command(l *control.Loop, id string, m localbroker.Inbound) {
-	var reply []byte
-	if l == nil {
-		reply = []byte(`{"error":"no controller ` + jsonSafe(id) + `"}`)
-	} else {
-		var err error
-		reply, err = l.Command(m.Payload)
-		if err != nil {
-			d.log.Warn("control command refused", "controller", id, "client", m.Client, "error", err)
-		} else {
-			d.log.Info("control command applied", "controller", id, "client", m.Client, "command", string(m.Payload))
-		}
-	}
-	if m.ResponseTopic != "" {
-		if err := d.broker.Reply(m, reply); err != nil {
-			d.log.Warn("control reply failed", "controller", id, "response_topic", m.ResponseTopic, "error", err)
-		}
-	}
-}
-
-// jsonSafe keeps an id from a topic level inside a JSON string literal.
-func jsonSafe(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '"' || r == '\\' || r < 0x20 {
-			return '_'
-		}
-		return r
-	}, s)
 }

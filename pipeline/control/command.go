@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"strconv"
 )
@@ -86,71 +87,91 @@ func parseCommand(payload []byte) (command, error) {
 // changes: a bad one changes nothing and returns an error (wrapping
 // ErrCommand) that says why, with the reply {"error": "..."}. A good one
 // returns the state after it as the reply. The setpoint and mode it sets
-// are kept in the state dir across restarts; if writing them fails the
+// are kept in the state dir across restarts: while Run runs, the loop
+// writes them at most once per second (see persist); before Run starts
+// and after it returns, Command writes them itself. If writing fails the
 // command still applies and the failure is logged.
 func (l *Loop) Command(payload []byte) (reply []byte, err error) {
-	reply, err = l.command(payload)
-	if err != nil {
-		b, _ := json.Marshal(struct {
-			Error string `json:"error"`
-		}{err.Error()})
-		return b, err
+	c, err := parseCommand(payload)
+	if err == nil {
+		err = l.checkStatic(c)
 	}
-	return reply, nil
+	if err != nil {
+		return errorReply(err), err
+	}
+	return l.apply(c)
 }
 
-func (l *Loop) command(payload []byte) ([]byte, error) {
-	c, err := parseCommand(payload)
-	if err != nil {
-		return nil, err
-	}
-	l.cmdMu.Lock()
-	defer l.cmdMu.Unlock()
+// errorReply is the reply to a command that was not applied.
+func errorReply(err error) []byte {
+	b, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{err.Error()})
+	return b
+}
 
+// apply applies a parsed command that passed checkStatic.
+func (l *Loop) apply(c command) (reply []byte, err error) {
 	l.mu.Lock()
 	if err := l.checkLocked(c); err != nil {
 		l.mu.Unlock()
-		return nil, err
+		return errorReply(err), err
 	}
 	l.applyLocked(c)
-	saved := l.persistedLocked()
+	l.dirty = true
+	running := l.running
 	s := l.stateLocked()
 	s.TS = l.clock.Now().UTC().Format(tsLayout)
 	l.mu.Unlock()
 
-	select {
-	case l.kick <- struct{}{}:
-	default:
-	}
-	if err := l.save(saved); err != nil {
-		l.log.Warn("command applied but not saved: it will not survive a restart", "path", l.statePath, "error", err)
+	if running {
+		// The Run goroutine publishes the state and saves it (see persist).
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+	} else {
+		// Nobody else will save it; a stopped loop takes few commands.
+		l.flush()
 	}
 	return json.Marshal(s)
 }
 
-// checkLocked validates c against the loop's bounds and current mode.
-func (l *Loop) checkLocked(c command) error {
+// checkStatic checks what does not depend on the loop's state: the
+// setpoint bounds, the mode's name, the output's range, and an output
+// given with a mode other than manual. What passes may still be refused
+// by checkLocked (an output without a mode while the mode is not manual).
+func (l *Loop) checkStatic(c command) error {
 	if c.setpoint != nil {
 		if err := l.checkSetpoint(*c.setpoint); err != nil {
 			return fmt.Errorf("%w: %w", ErrCommand, err)
 		}
 	}
-	mode := l.mode
 	if c.mode != nil {
 		switch *c.mode {
 		case ModeAuto, ModeManual, ModeOff:
-			mode = *c.mode
 		default:
 			return fmt.Errorf("%w: mode %q: want \"auto\", \"manual\" or \"off\"", ErrCommand, string(*c.mode))
 		}
 	}
 	if c.output != nil {
-		if mode != ModeManual {
-			return fmt.Errorf("%w: output is set in manual mode only, e.g. {\"mode\": \"manual\", \"output\": 0.3}", ErrCommand)
+		if c.mode != nil && *c.mode != ModeManual {
+			return errOutputMode
 		}
 		if v := *c.output; !(v >= 0 && v <= 1) {
 			return fmt.Errorf("%w: output %v is out of range (0..1)", ErrCommand, v)
 		}
+	}
+	return nil
+}
+
+var errOutputMode = fmt.Errorf("%w: output is set in manual mode only, e.g. {\"mode\": \"manual\", \"output\": 0.3}", ErrCommand)
+
+// checkLocked checks what checkStatic cannot: an output without a mode
+// needs the loop to be in manual mode.
+func (l *Loop) checkLocked(c command) error {
+	if c.output != nil && c.mode == nil && l.mode != ModeManual {
+		return errOutputMode
 	}
 	return nil
 }
@@ -177,14 +198,14 @@ func (l *Loop) applyLocked(c command) {
 	fresh := l.hasInput && l.inputFault == ""
 	if c.setpoint != nil {
 		if *c.setpoint != l.setpoint {
-			l.log.Info("setpoint changed", "from", l.setpoint, "to", *c.setpoint)
+			l.changes.Log(l.log, slog.LevelInfo, "setpoint", "setpoint changed", "from", l.setpoint, "to", *c.setpoint)
 		}
 		l.setpoint, l.spSet = *c.setpoint, true
 	}
 	if c.mode != nil {
 		m := *c.mode
 		if m != l.mode {
-			l.log.Info("mode changed", "from", l.mode, "to", m)
+			l.changes.Log(l.log, slog.LevelInfo, "mode", "mode changed", "from", l.mode, "to", m)
 			switch m {
 			case ModeAuto:
 				// Bumpless transfer: take over from the output applied now.
@@ -198,7 +219,7 @@ func (l *Loop) applyLocked(c command) {
 	}
 	if c.output != nil {
 		if *c.output != l.manual {
-			l.log.Info("manual output changed", "from", l.manual, "to", *c.output)
+			l.changes.Log(l.log, slog.LevelInfo, "output", "manual output changed", "from", l.manual, "to", *c.output)
 		}
 		l.manual = *c.output
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/edged/edged/pipeline/pid"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/ratelog"
 )
 
 // Publisher takes the loop's retained state messages; the local broker
@@ -82,7 +83,13 @@ type Loop struct {
 	syncReq chan chan struct{}
 
 	started atomic.Bool
-	cmdMu   sync.Mutex // serialises commands, so persisted writes keep their order
+	changes *ratelog.Limiter // "setpoint changed" and the like, during a burst of commands
+
+	// saveMu serialises writes of the state file, each with a snapshot
+	// taken under it, so the file always ends at the latest state.
+	saveMu      sync.Mutex
+	saveFailing bool          // under saveMu: the last write failed
+	saves       atomic.Uint64 // state file writes that succeeded
 
 	mu sync.Mutex
 	// What commands set; spSet and modeSet say which were set by command
@@ -92,6 +99,7 @@ type Loop struct {
 	manual   float64 // output in manual mode
 	spSet    bool
 	modeSet  bool
+	dirty    bool // a command changed them since the state file was written
 
 	pid        *pid.Controller
 	running    bool      // Run is driving the actuator
@@ -110,10 +118,12 @@ type Loop struct {
 	windowStart time.Time // start of the current time-proportioning window
 
 	// Owned by the Run goroutine.
-	lastPub  time.Time
-	lastBody []byte
-	pubArmed bool
-	pubFails int
+	lastPub   time.Time
+	lastBody  []byte
+	pubArmed  bool
+	pubFails  int
+	lastSave  time.Time
+	saveArmed bool
 }
 
 // New returns the loop for one controller. out is the actuator it drives,
@@ -156,6 +166,7 @@ func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, pr
 		stateTopic: base + "/state",
 		cmdTopic:   base + "/set",
 		log:        log.With("component", "control", "controller", opts.ID),
+		changes:    ratelog.New(time.Second, 3, clock),
 		events:     make(chan event, 1),
 		kick:       make(chan struct{}, 1),
 		setpoint:   opts.Setpoint,
@@ -225,6 +236,8 @@ func (l *Loop) Run(ctx context.Context) error {
 	stale := l.clock.NewTimer(l.opts.StaleAfter)
 	pubTimer := l.clock.NewTimer(time.Hour)
 	pubTimer.Stop()
+	saveTimer := l.clock.NewTimer(time.Hour)
+	saveTimer.Stop()
 	l.mu.Lock()
 	l.cycleTimer = l.clock.NewTimer(time.Hour)
 	l.cycleTimer.Stop()
@@ -234,16 +247,21 @@ func (l *Loop) Run(ctx context.Context) error {
 	defer func() {
 		stale.Stop()
 		pubTimer.Stop()
+		saveTimer.Stop()
 		l.mu.Lock()
-		defer l.mu.Unlock()
 		l.running = false
 		l.cycleTimer.Stop()
 		if err := l.out.Safe(); err != nil {
 			l.log.Error("actuator did not take its safe state on stop", "actuator", l.out.String(), "error", err)
 		}
 		l.isSafe = true
+		l.mu.Unlock()
+		// What the last commands set, unless it is saved already. Commands
+		// from now on save themselves (running is false).
+		l.flush()
 	}()
 	l.publish(pubTimer)
+	l.persist(saveTimer)
 
 	handle := func(which int, ev event) {
 		switch which {
@@ -257,8 +275,11 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.mu.Unlock()
 		case 3:
 			l.pubArmed = false
+		case 5:
+			l.saveArmed = false
 		}
 		l.publish(pubTimer)
+		l.persist(saveTimer)
 	}
 	for {
 		select {
@@ -274,6 +295,8 @@ func (l *Loop) Run(ctx context.Context) error {
 			handle(3, event{})
 		case <-l.kick:
 			handle(4, event{})
+		case <-saveTimer.C():
+			handle(5, event{})
 		case done := <-l.syncReq:
 			// Handle everything already due, so that a test that has
 			// just advanced its clock sees the result.
@@ -289,6 +312,8 @@ func (l *Loop) Run(ctx context.Context) error {
 					handle(3, event{})
 				case <-l.kick:
 					handle(4, event{})
+				case <-saveTimer.C():
+					handle(5, event{})
 				default:
 					more = false
 				}

@@ -2,8 +2,10 @@
 // safe when an input goes stale or an output fails.
 //
 // A Loop owns its actuator while it runs: it takes readings and
-// availability from the pipeline, commands from MQTT (Command), and
-// publishes its state through a Publisher it declares. The PID math lives
+// availability from the pipeline, commands (Command), and publishes its
+// state through a Publisher it declares. An Inbox takes the commands that
+// arrive over MQTT for a set of loops without ever blocking the sender,
+// applies them in order and answers each one. The PID math lives
 // in pipeline/pid; this package must not import drivers, the broker or the
 // uplink, and never sleeps: all timing comes from the injected clock.
 package control

@@ -8,6 +8,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/edged/edged/sensors"
 )
 
 // persisted is what a loop keeps in <state dir>/control/<id>.json: only
@@ -33,6 +36,75 @@ func (l *Loop) persistedLocked() persisted {
 		}
 	}
 	return p
+}
+
+// minSaveInterval bounds how often a running loop writes its state file:
+// each write is a write, an fsync, a rename and a directory fsync, and a
+// burst of commands (a slider dragged on a dashboard) must not turn into
+// as many SD card writes.
+const minSaveInterval = time.Second
+
+// Saves returns how many times the loop has written its state file.
+func (l *Loop) Saves() uint64 { return l.saves.Load() }
+
+// persist writes the state file when commands changed what it keeps: at
+// once when the last write is minSaveInterval old, else when the
+// interval ends (arming saveTimer), so a burst of commands costs one
+// write per interval and the last state is always written. A failed write
+// is tried again each interval. It runs on the Run goroutine only.
+func (l *Loop) persist(saveTimer sensors.Timer) {
+	l.mu.Lock()
+	dirty := l.dirty
+	l.mu.Unlock()
+	if !dirty || l.saveArmed {
+		return
+	}
+	now := l.clock.Now()
+	if !l.lastSave.IsZero() && now.Sub(l.lastSave) < minSaveInterval {
+		saveTimer.Reset(l.lastSave.Add(minSaveInterval).Sub(now))
+		l.saveArmed = true
+		return
+	}
+	l.lastSave = now
+	if !l.flush() {
+		saveTimer.Reset(minSaveInterval)
+		l.saveArmed = true
+	}
+}
+
+// flush writes the state file if commands changed what it keeps since the
+// last write. It reports false when the write failed; the state stays
+// dirty so that the next flush tries again.
+func (l *Loop) flush() bool {
+	l.saveMu.Lock()
+	defer l.saveMu.Unlock()
+	l.mu.Lock()
+	if !l.dirty {
+		l.mu.Unlock()
+		return true
+	}
+	l.dirty = false
+	p := l.persistedLocked()
+	l.mu.Unlock()
+	if l.statePath == "" {
+		return true
+	}
+	if err := l.save(p); err != nil {
+		l.mu.Lock()
+		l.dirty = true
+		l.mu.Unlock()
+		if !l.saveFailing {
+			l.log.Warn("command applied but not saved: it will not survive a restart; retrying", "path", l.statePath, "error", err)
+			l.saveFailing = true
+		}
+		return false
+	}
+	l.saves.Add(1)
+	if l.saveFailing {
+		l.log.Info("state file written again", "path", l.statePath)
+		l.saveFailing = false
+	}
+	return true
 }
 
 // save writes p to the state file: a temp file, fsync, rename, fsync of
