@@ -427,7 +427,7 @@ func (h *captureHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	if err == nil {
 		return pk, nil
 	}
-	h.b.log.Warn("refused a publish the uplink could not store", "client", cl.ID, "topic", pk.TopicName, "error", err)
+	h.b.warn("capture", cl.ID, "refused a publish the uplink could not store", "client", cl.ID, "topic", pk.TopicName, "error", err)
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
 		if errors.Is(err, ErrQuotaExceeded) {
 			return pk, packets.ErrQuotaExceeded // PUBACK 0x97

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/ratelog"
 )
 
 // Publisher takes a message for the local broker. The pipeline never
@@ -54,7 +55,7 @@ type Pipeline struct {
 
 	published atomic.Uint64
 	failed    atomic.Uint64
-	warn      rateLimit
+	warn      *ratelog.Limiter
 }
 
 var _ sensors.Sink = (*Pipeline)(nil)
@@ -74,7 +75,7 @@ func New(prefix string, pub Publisher, log *slog.Logger) *Pipeline {
 		pub:    pub,
 		log:    log.With("component", "pipeline"),
 		topics: map[topicKey]string{},
-		warn:   rateLimit{every: time.Minute},
+		warn:   ratelog.New(time.Minute, 1, nil),
 	}
 }
 
@@ -171,9 +172,7 @@ func (p *Pipeline) topic(sensor string, q sensors.Quantity) string {
 
 func (p *Pipeline) fail(msg, where string, err error) {
 	p.failed.Add(1)
-	if n, ok := p.warn.allow(time.Now()); ok {
-		p.log.Warn(msg, "topic", where, "error", err, "suppressed_since_last", n)
-	}
+	p.warn.Log(p.log, slog.LevelWarn, "publish", msg, "topic", where, "error", err)
 }
 
 // AppendPayload appends the JSON payload of r to b. Values are rounded to
@@ -187,24 +186,4 @@ func AppendPayload(b []byte, r sensors.Reading) []byte {
 	b = append(b, `","ts":"`...)
 	b = r.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
 	return append(b, `"}`...)
-}
-
-// rateLimit lets one event through per period and counts the rest.
-type rateLimit struct {
-	every time.Duration
-	mu    sync.Mutex
-	last  time.Time
-	held  int
-}
-
-func (l *rateLimit) allow(now time.Time) (suppressed int, ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() && now.Sub(l.last) < l.every {
-		l.held++
-		return 0, false
-	}
-	n := l.held
-	l.last, l.held = now, 0
-	return n, true
 }
