@@ -46,43 +46,69 @@ func (a *access) Provides(b byte) bool {
 }
 
 // OnConnect refuses a Will the client could not publish itself (CONNACK
-// 0x87, or 0x05 for MQTT 3.1.1) and caps the keep-alive: 0 (none) or more
-// than maxKeepalive becomes maxKeepalive, told to MQTT 5 clients as the
-// Server Keep Alive, so dead sessions end and cannot hold a client slot.
+// 0x87, or 0x05 for MQTT 3.1.1) and caps the keep-alive so dead sessions
+// end and cannot hold a client slot: an MQTT 5 client asking for 0 (none)
+// or more than maxKeepalive gets maxKeepalive as the Server Keep Alive;
+// an MQTT 3.1.1 client cannot be told, so one asking for more is refused
+// (0x02 identifier rejected, as Mosquitto's max_keepalive does) and one
+// asking for none is disconnected after 1.5 times maxKeepalive of silence.
 func (a *access) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	v5 := cl.Properties.ProtocolVersion >= 5
 	if pk.Connect.WillFlag {
 		if ok, why := a.allowed(cl.ID, pk.Connect.WillTopic, pk.Connect.WillRetain, true); !ok {
 			a.stats.willsRefused.Add(1)
 			a.warn("will", hostOf(cl.Net.Conn.RemoteAddr()), "refused a connection: its Last Will is not allowed",
 				"client", cl.ID, "remote", cl.Net.Remote, "will_topic", pk.Connect.WillTopic, "reason", why)
-			code := packets.ErrNotAuthorized // 0x87
-			if cl.Properties.ProtocolVersion < 5 {
-				code = packets.ErrBadUsernameOrPassword // sent as 3.1.1's 0x05 not authorized
-			}
-			_ = cl.WritePacket(packets.Packet{
-				FixedHeader: packets.FixedHeader{Type: packets.Connack},
-				ReasonCode:  v3Code(cl, code),
-				Properties:  packets.Properties{ReasonString: "Last Will not allowed: " + why},
-			})
-			return packets.ErrNotAuthorized
+			return refuseConnect(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized, "Last Will not allowed: "+why)
 		}
 	}
-	if ka := cl.State.Keepalive; ka == 0 || ka > a.maxKeepalive {
+	ka := cl.State.Keepalive
+	switch {
+	case v5 && (ka == 0 || ka > a.maxKeepalive):
 		cl.State.Keepalive = a.maxKeepalive
-		cl.State.ServerKeepalive = true // MQTT 5 CONNACK carries it [MQTT-3.2.2-21]
+		cl.State.ServerKeepalive = true // the CONNACK carries it [MQTT-3.2.2-21]
+	case !v5 && ka > a.maxKeepalive:
+		a.warn("keepalive", hostOf(cl.Net.Conn.RemoteAddr()), "refused an MQTT 3.1.1 connection: keep-alive above max_keepalive",
+			"client", cl.ID, "remote", cl.Net.Remote, "keepalive", ka, "max_keepalive", a.maxKeepalive)
+		return refuseConnect(cl, packets.ErrClientIdentifierNotValid, packets.Err3ClientIdentifierNotValid, "")
+	case !v5 && ka == 0:
+		cl.State.Keepalive = a.maxKeepalive
 	}
 	return nil
 }
 
-// v3Code maps a CONNACK reason to MQTT 3.1.1's return codes for old
-// clients, as mochi's own SendConnack does.
-func v3Code(cl *mqtt.Client, c packets.Code) byte {
+// refuseConnect writes a refusing CONNACK (v5 code, or its MQTT 3.1.1
+// return code) and returns the error that ends the connection.
+func refuseConnect(cl *mqtt.Client, v5, v3 packets.Code, reason string) error {
+	code := v5.Code
 	if cl.Properties.ProtocolVersion < 5 {
-		if v3, ok := packets.V5CodesToV3[c]; ok {
-			return v3.Code
-		}
+		code = v3.Code
 	}
-	return c.Code
+	_ = cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Connack},
+		ReasonCode:  code,
+		Properties:  packets.Properties{ReasonString: reason},
+	})
+	return v5
+}
+
+// refusePublish answers a publish a hook refuses with code: an MQTT 5
+// QoS 1 publish gets PUBACK code (mochi writes it), QoS 2 gets PUBREC
+// code (mochi would send a PUBACK), QoS 0 is dropped. MQTT 3.1.1 has no
+// negative acknowledgement: a QoS 1/2 publisher is disconnected when
+// disconnect is set (mochi's answer to a refused 3.1.1 publish), else the
+// message is dropped unacknowledged and the publisher resends it.
+func refusePublish(cl *mqtt.Client, pk packets.Packet, code packets.Code, disconnect bool) (packets.Packet, error) {
+	switch {
+	case pk.FixedHeader.Qos == 0:
+	case cl.Properties.ProtocolVersion >= 5 && pk.FixedHeader.Qos == 1:
+		return pk, code
+	case cl.Properties.ProtocolVersion >= 5:
+		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID, ReasonCode: code.Code})
+	case disconnect:
+		cl.Stop(code)
+	}
+	return pk, packets.ErrRejectPacket
 }
 
 func (a *access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
@@ -98,16 +124,15 @@ func (a *access) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 
 // OnPacketRead answers a QoS 1/2 publish to $SYS/... with "not
 // authorised": mochi drops those before any ACL check without an
-// acknowledgement, so the client would wait for one forever. MQTT 3.1.1
-// has no negative acknowledgement: the client is disconnected, as mochi
-// does for any refused 3.1.1 publish.
+// acknowledgement, so the client would wait for one forever. An MQTT
+// 3.1.1 client is disconnected, as for any refused 3.1.1 publish.
 func (a *access) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 || cl.Net.Inline ||
 		!strings.HasPrefix(strings.ToUpper(pk.TopicName), mqtt.SysPrefix) {
 		return pk, nil
 	}
 	if cl.Properties.ProtocolVersion < 5 {
-		return pk, packets.ErrNotAuthorized
+		return pk, packets.ErrRejectPacket // the only error mochi acts on here: it ends the connection
 	}
 	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID, ReasonCode: packets.ErrNotAuthorized.Code}
 	if pk.FixedHeader.Qos == 2 {
@@ -135,17 +160,17 @@ func (a *access) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	} else {
 		return pk, nil
 	}
-	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-		return pk, code
-	}
-	return pk, packets.ErrRejectPacket
+	return refusePublish(cl, pk, code, true)
 }
 
 // OnWill keeps a retained Will inside the retained store's bounds: when
-// it has no room the Will is still published, but not retained.
+// it has no room the Will is still published, but not retained. A
+// delayed Will is retained only when its delay ends, so its room is
+// reserved now (see retainedStore.reserve).
 func (a *access) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	if will.Retain {
-		if err := a.retained.fits(will.TopicName, len(will.Payload)); err != nil {
+		delay := time.Duration(will.WillDelayInterval) * time.Second
+		if err := a.retained.reserve(will.TopicName, len(will.Payload), delay); err != nil {
 			a.stats.retainedRefused.Add(1)
 			a.warn("retain", cl.ID, "published a Last Will without retaining it", "client", cl.ID, "topic", will.TopicName, "error", err)
 			will.Retain = false

@@ -177,6 +177,9 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	caps.MaximumClients = int64(opts.MaxClients)
 	caps.MaximumSessionExpiryInterval = uint32(opts.SessionExpiry.Seconds())
 	caps.MaximumMessageExpiryInterval = int64(opts.MessageExpiry.Seconds())
+	// Each inbound alias pins its topic name; mochi's default of 65535
+	// would let one client hold gigabytes.
+	caps.TopicAliasMaximum = maxTopicAliases
 	limiter := ratelog.New(warnEvery, warnBurst, nil)
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
@@ -187,15 +190,18 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 		Logger: slog.New(minLevel{log.Handler(), slog.LevelWarn, limiter}).With("library", "mochi"),
 	})
 	b := &Broker{opts: opts, log: log, srv: srv, limiter: limiter,
-		retained: newRetainedStore(opts.MaxRetained, opts.MaxRetainedBytes),
+		retained: newRetainedStore(opts.MaxRetained, opts.MaxRetainedBytes, time.Now),
 		out:      make(chan outbound, fanoutQueue), fanDone: make(chan struct{})}
 	b.inline, _ = srv.Clients.Get(mqtt.InlineClientId)
 	b.policy = &connPolicy{
 		gate:           newGate(opts.MaxClients, opts.MaxClientsPerAddress, opts.MaxConnectsPerMinute, time.Now),
 		connectTimeout: opts.ConnectTimeout,
 		writeTimeout:   opts.WriteTimeout,
-		stats:          &b.stats,
-		warn:           b.warn,
+		// Room for a new subscriber's retained messages, all written at
+		// once on SUBSCRIBE, and two of the largest packets.
+		maxQueued: int(opts.MaxRetainedBytes + 2*opts.MaxPacketSize),
+		stats:     &b.stats,
+		warn:      b.warn,
 	}
 	b.access = &access{
 		allowAnonymous: opts.AllowAnonymous,
@@ -214,6 +220,9 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	go b.fanout()
 	return b, nil
 }
+
+// maxTopicAliases caps the MQTT 5 topic aliases a client may set up.
+const maxTopicAliases = 32
 
 // maxStoredInflight caps the QoS 1/2 messages mochi keeps per client for
 // delivery (also while a persistent client is away).
@@ -396,8 +405,9 @@ func (b *Broker) Close() error {
 	defer t.Stop()
 	select {
 	case <-b.fanDone:
-	case <-t.C: // a stuck client holds the fan-out; closing it frees it
+	case <-t.C:
 	}
+	b.policy.shutdown.Store(true) // from here a closed client's socket closes at once
 	err := b.srv.Close()
 	<-b.fanDone
 	return err
@@ -428,15 +438,13 @@ func (h *captureHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		return pk, nil
 	}
 	h.b.warn("capture", cl.ID, "refused a publish the uplink could not store", "client", cl.ID, "topic", pk.TopicName, "error", err)
-	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-		if errors.Is(err, ErrQuotaExceeded) {
-			return pk, packets.ErrQuotaExceeded // PUBACK 0x97
-		}
-		return pk, packets.ErrUnspecifiedError // PUBACK 0x80
+	code := packets.ErrUnspecifiedError // 0x80
+	if errors.Is(err, ErrQuotaExceeded) {
+		code = packets.ErrQuotaExceeded // 0x97
 	}
 	// MQTT 3.1.1 has no negative PUBACK: drop without acknowledging, so
 	// the publisher still owns the message and resends it.
-	return pk, packets.ErrRejectPacket
+	return refusePublish(cl, pk, code, false)
 }
 
 // minLevel drops records below a level before they reach h, and rate

@@ -1,32 +1,60 @@
 package localbroker
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // clientConn is the net.Conn mochi reads and writes for one LAN
 // connection (a TCP socket, or a wsConn). It exists so that no client can
-// hold the broker up:
+// hold the broker up.
 //
-//   - every Write has its own deadline, whatever the client's keep-alive:
-//     mochi writes to a client while holding that client's lock, and the
-//     fan-out to every other subscriber waits for that lock, so a client
-//     that stops reading must not be able to block a write for long. A
-//     write that times out closes the connection (the stream may hold half
-//     a packet) and reports the client as slow;
-//   - mochi's keep-alive deadline (SetDeadline) applies to reads only;
-//   - the first Read reports the hand-over to mochi as started (see
-//     handoff).
+// mochi writes to a client while holding that client's lock, and every
+// publish to QoS 1/2 subscribers takes the lock of each of them in turn,
+// so a socket write that blocks would stall every publisher. Here Write
+// never touches the socket: it appends to this connection's queue (at
+// most maxQueued bytes) and one writer goroutine sends it, at most
+// writeChunk bytes a write, each with a deadline of writeTimeout. A client
+// whose queue overflows, or that takes longer than writeTimeout to accept
+// a chunk, is disconnected and reported as slow.
+//
+// mochi's keep-alive deadline (SetDeadline) applies to reads only, and
+// the first Read reports the hand-over to mochi as started (see handoff).
 type clientConn struct {
 	net.Conn
 	started      func()
 	writeTimeout time.Duration
-	onSlow       func() // called once, when a write times out
+	maxQueued    int
+	onSlow       func()       // called at most once
+	shutdown     *atomic.Bool // the broker is closing: Close does not wait to send
 
 	slowOnce sync.Once
+	kick     chan struct{} // a Write or Close has something for the writer
+	done     chan struct{} // closed once the writer has closed the socket
+
+	mu      sync.Mutex
+	queue   bytes.Buffer
+	err     error // the writer's failure; every later Write returns it
+	closing bool  // Close was called: send what is queued, then close
+}
+
+// writeChunk is the most one socket write sends, so that writeTimeout is
+// a bound on a client's throughput (64 KiB in 10 s by default), not on
+// the size of a backlog.
+const writeChunk = 64 << 10
+
+// errSlow is the error Write returns after a client was cut off as slow.
+var errSlow = errors.New("localbroker: client not reading: disconnected")
+
+func newClientConn(c net.Conn, started func(), writeTimeout time.Duration, maxQueued int, onSlow func(), shutdown *atomic.Bool) *clientConn {
+	cc := &clientConn{Conn: c, started: started, writeTimeout: writeTimeout, maxQueued: maxQueued, onSlow: onSlow,
+		shutdown: shutdown, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	go cc.writer()
+	return cc
 }
 
 func (c *clientConn) Read(p []byte) (int, error) {
@@ -34,22 +62,102 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// SetDeadline is how mochi applies the keep-alive (1.5 times it, or none
-// for keep-alive 0) before each read; writes keep their own deadline.
+// SetDeadline is how mochi applies the keep-alive (1.5 times it) before
+// each read; writes keep their own deadline.
 func (c *clientConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
 
+// Write queues p for the writer; it never waits on the client.
 func (c *clientConn) Write(p []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+	c.mu.Lock()
+	switch {
+	case c.err != nil:
+		err := c.err
+		c.mu.Unlock()
 		return 0, err
+	case c.closing:
+		c.mu.Unlock()
+		return 0, net.ErrClosed
+	case c.queue.Len()+len(p) > c.maxQueued:
+		c.err = errSlow
+		c.mu.Unlock()
+		c.slow()
+		_ = c.Conn.Close() // the writer's blocked write ends; it sees err and stops
+		return 0, errSlow
 	}
-	n, err := c.Conn.Write(p)
-	var ne net.Error
-	if err != nil && errors.As(err, &ne) && ne.Timeout() {
-		c.slowOnce.Do(c.onSlow)
-		_ = c.Conn.Close()
-	}
-	return n, err
+	c.queue.Write(p)
+	c.mu.Unlock()
+	c.wake()
+	return len(p), nil
 }
+
+// Close lets the writer send what is queued (a refusing CONNACK, a
+// DISCONNECT) within writeTimeout, then close the socket; reads end at
+// once. While the broker shuts down it closes the socket at once.
+func (c *clientConn) Close() error {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+	c.wake()
+	if c.shutdown.Load() {
+		return c.Conn.Close()
+	}
+	return c.Conn.SetReadDeadline(time.Now())
+}
+
+func (c *clientConn) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *clientConn) slow() { c.slowOnce.Do(c.onSlow) }
+
+// writer sends the queue to the socket until Close has been called and
+// the queue is empty, or a write fails.
+func (c *clientConn) writer() {
+	defer close(c.done)
+	defer c.Conn.Close()
+	chunk := make([]byte, writeChunk)
+	for {
+		c.mu.Lock()
+		if c.err != nil || (c.queue.Len() == 0 && c.closing) {
+			c.mu.Unlock()
+			return
+		}
+		n := copy(chunk, c.queue.Next(writeChunk))
+		c.mu.Unlock()
+		if n == 0 {
+			<-c.kick
+			continue
+		}
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+			c.fail(err)
+			return
+		}
+		if _, err := c.Conn.Write(chunk[:n]); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				c.slow()
+				err = errSlow
+			}
+			c.fail(err)
+			return
+		}
+	}
+}
+
+func (c *clientConn) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+}
+
+// wait returns once the socket is closed: after Close, within
+// writeTimeout.
+func (c *clientConn) wait() { <-c.done }
 
 // connPolicy is what every listener applies to its connections; one is
 // shared by all listeners of a broker, so the limits are over all of them.
@@ -57,6 +165,8 @@ type connPolicy struct {
 	gate           *gate
 	connectTimeout time.Duration
 	writeTimeout   time.Duration
+	maxQueued      int // bytes queued for one client before it counts as slow
+	shutdown       atomic.Bool
 	stats          *counters
 	warn           func(kind, remote, msg string, args ...any) // rate limited per kind and address
 }
@@ -64,10 +174,10 @@ type connPolicy struct {
 // wrap gives mochi its view of an admitted connection.
 func (p *connPolicy) wrap(c net.Conn, started func()) *clientConn {
 	remote := c.RemoteAddr().String()
-	return &clientConn{Conn: c, started: started, writeTimeout: p.writeTimeout, onSlow: func() {
+	return newClientConn(c, started, p.writeTimeout, p.maxQueued, func() {
 		p.stats.slowClients.Add(1)
-		p.warn("slow", remote, "disconnected a client that stopped reading", "remote", remote, "write_timeout", p.writeTimeout)
-	}}
+		p.warn("slow", hostOf(c.RemoteAddr()), "disconnected a client that stopped reading", "remote", remote, "write_timeout", p.writeTimeout)
+	}, &p.shutdown)
 }
 
 // gatedListener admits connections through the gate at accept. It keeps
@@ -109,8 +219,9 @@ type gatedConn struct {
 	release func() // idempotent
 }
 
+// Close frees the slot before the socket closes, so a client that has
+// seen its connection end can count on the slot being free.
 func (c *gatedConn) Close() error {
-	err := c.Conn.Close()
 	c.release()
-	return err
+	return c.Conn.Close()
 }

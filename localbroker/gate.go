@@ -47,7 +47,7 @@ func newGate(maxTotal, perAddr, perMinute int, now func() time.Time) *gate {
 // func (call it once, when the connection has ended), or "" and the
 // reason it was refused.
 func (g *gate) admit(remote net.Addr) (release func(), refused string) {
-	host := hostOf(remote)
+	host := sourceOf(remote)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
@@ -98,6 +98,17 @@ func (g *gate) prune(now time.Time) {
 			delete(g.addrs, h)
 		}
 	}
+}
+
+// sourceOf is what the per-address limits count by: the IP address, or
+// for IPv6 its /64 network, since one LAN host can use any address of
+// its prefix.
+func sourceOf(a net.Addr) string {
+	t, ok := a.(*net.TCPAddr)
+	if !ok || t.IP.To4() != nil || t.IP.IsLoopback() {
+		return hostOf(a)
+	}
+	return (&net.IPNet{IP: t.IP.Mask(net.CIDRMask(64, 128)), Mask: net.CIDRMask(64, 128)}).String()
 }
 
 // hostOf is the source address without its port.

@@ -1,17 +1,22 @@
 package localbroker
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 func (c *client) publishRetained(topic, payload string) (byte, error) {
@@ -109,10 +114,10 @@ func TestRetainedStoreBounded(t *testing.T) {
 	}
 }
 
-// rawStuck subscribes to # at QoS 1 over MQTT 3.1.1 with keep-alive 0
-// and a tiny receive buffer, then never reads: a phone app put in the
+// rawStuck subscribes to # at qos over MQTT 3.1.1 with keep-alive 0 and
+// a tiny receive buffer, then never reads: a phone app put in the
 // background with its socket open.
-func rawStuck(t *testing.T, addr string) net.Conn {
+func rawStuck(t *testing.T, addr string, qos byte) net.Conn {
 	t.Helper()
 	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
@@ -127,13 +132,13 @@ func rawStuck(t *testing.T, addr string) net.Conn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	connect := []byte{0x10, 17, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 0, 0, 5, 's', 't', 'u', 'c', 'k'}
-	subscribe := []byte{0x82, 6, 0, 1, 0, 1, '#', 1}
+	subscribe := []byte{0x82, 6, 0, 1, 0, 1, '#', qos}
 	if _, err := conn.Write(append(connect, subscribe...)); err != nil {
 		t.Fatal(err)
 	}
 	acks := make([]byte, 4+5) // CONNACK, SUBACK
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(conn, acks); err != nil || acks[0] != 0x20 || acks[3] != 0 || acks[4] != 0x90 || acks[8] != 1 {
+	if _, err := io.ReadFull(conn, acks); err != nil || acks[0] != 0x20 || acks[3] != 0 || acks[4] != 0x90 || acks[8] != qos {
 		t.Fatalf("CONNACK and SUBACK: % x %v", acks, err)
 	}
 	return conn
@@ -147,7 +152,7 @@ func rawStuck(t *testing.T, addr string) net.Conn {
 // healthy subscriber gets the messages that follow.
 func TestPublishNeverWaitsOnAClient(t *testing.T) {
 	b := startBroker(t, func(o *Opts) { o.WriteTimeout = 200 * time.Millisecond })
-	conn := rawStuck(t, b.MQTTAddr())
+	conn := rawStuck(t, b.MQTTAddr(), 1)
 	done := make(chan struct{})
 	payload := make([]byte, 8<<10)
 	go func() {
@@ -189,5 +194,246 @@ func TestPublishNeverWaitsOnAClient(t *testing.T) {
 	}
 	if m := healthy.next(t); string(m.Payload) != "x" {
 		t.Fatalf("healthy subscriber got %q", m.Payload)
+	}
+}
+
+// enc encodes a packet as a client would send it.
+func enc(t *testing.T, pk packets.Packet) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectEncode(&buf)
+	case packets.Publish:
+		err = pk.PublishEncode(&buf)
+	case packets.Pingreq:
+		err = pk.PingreqEncode(&buf)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// rawSession connects with a hand-made CONNECT and returns the
+// connection, its reader and the first packet back (the CONNACK).
+func rawSession(t *testing.T, addr string, version byte, id string, keepalive uint16) (net.Conn, *bufio.Reader, []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: id, Clean: true, Keepalive: keepalive}}
+	if _, err := conn.Write(enc(t, pk)); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	ack := readPkt(r)
+	_ = conn.SetReadDeadline(time.Time{})
+	return conn, r, ack
+}
+
+// readPkt returns one packet (first byte and body), nil on error.
+func readPkt(r *bufio.Reader) []byte {
+	h, err := r.ReadByte()
+	if err != nil {
+		return nil
+	}
+	n, _, err := packets.DecodeLength(r)
+	if err != nil {
+		return nil
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil
+	}
+	return append([]byte{h}, body...)
+}
+
+// TestV3SysPublishDisconnects: an MQTT 3.1.1 QoS 1 publish to $SYS was
+// neither acknowledged nor refused (found in review); 3.1.1 has no
+// negative PUBACK, so the client is disconnected.
+func TestV3SysPublishDisconnects(t *testing.T) {
+	b := startBroker(t, func(o *Opts) { o.AnonymousRole = RolePublisher })
+	conn, r, ack := rawSession(t, b.MQTTAddr(), 4, "v3sys", 30)
+	if len(ack) < 3 || ack[0] != 0x20 || ack[2] != 0 {
+		t.Fatalf("CONNACK % x", ack)
+	}
+	conn.Write(enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 4, TopicName: "$SYS/x", PacketID: 7, Payload: []byte("x")}))
+	conn.Write(enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}}))
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if p := readPkt(r); p != nil {
+		t.Fatalf("after a QoS 1 publish to $SYS over MQTT 3.1.1: got % x, want the connection closed", p)
+	}
+}
+
+// TestQoS2RefusalIsPubrec: mochi answers a hook's refusal of a QoS 2
+// publish with a PUBACK (found in review); the client needs a PUBREC.
+func TestQoS2RefusalIsPubrec(t *testing.T) {
+	b := startBroker(t, func(o *Opts) { o.AnonymousRole = RoleOperator })
+	conn, r, ack := rawSession(t, b.MQTTAddr(), 5, "q2", 30)
+	if len(ack) < 3 || ack[0] != 0x20 || ack[2] != 0 {
+		t.Fatalf("CONNACK % x", ack)
+	}
+	conn.Write(enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2, Retain: true}, ProtocolVersion: 5,
+		TopicName: prefix + "/control/heat/set", PacketID: 9, Payload: []byte("{}")}))
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	p := readPkt(r)
+	if len(p) < 4 || p[0]>>4 != packets.Pubrec || p[3] != 0x87 {
+		t.Fatalf("answer to a refused QoS 2 publish: % x, want PUBREC (5) with reason 0x87", p)
+	}
+}
+
+// TestDelayedWillsStayWithinRetainedBounds: retained Wills with a delay
+// were each checked against the store before any was retained, so ten
+// of 30 KiB filled a 3-message, 64 KiB store with 300 KiB (found in
+// review). Room is now reserved at disconnect.
+func TestDelayedWillsStayWithinRetainedBounds(t *testing.T) {
+	b := startBroker(t, func(o *Opts) {
+		o.AnonymousRole = RolePublisher
+		o.MaxRetained = 3
+		o.MaxRetainedBytes = 64 << 10
+	})
+	one, sixty := uint32(1), uint32(60)
+	payload := bytes.Repeat([]byte("w"), 30<<10)
+	for i := range 10 {
+		conn := dialTCP(t, b)
+		c := paho.NewClient(paho.ClientConfig{ClientID: fmt.Sprint("w", i), Conn: conn})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ca, err := c.Connect(ctx, &paho.Connect{ClientID: fmt.Sprint("w", i), CleanStart: true, KeepAlive: 30,
+			Properties:     &paho.ConnectProperties{SessionExpiryInterval: &sixty},
+			WillMessage:    &paho.WillMessage{Retain: true, QoS: 1, Topic: fmt.Sprint("lan/will/", i), Payload: payload},
+			WillProperties: &paho.WillProperties{WillDelayInterval: &one}})
+		cancel()
+		if err != nil || ca.ReasonCode != 0 {
+			t.Fatalf("connect %d: %v %v", i, err, ca)
+		}
+		conn.Close() // no DISCONNECT: the Will is due after its delay
+	}
+	// Wait until mochi has sent the delayed Wills (all ten are published;
+	// only those that fit are retained).
+	deadline := time.Now().Add(10 * time.Second)
+	for atomic.LoadInt64(&b.srv.Info.Retained) < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // mochi's loop sends due Wills once a second: let any stragglers come
+	if n, size := b.retained.usage(); n > 3 || size > 64<<10 {
+		t.Fatalf("retained store after 10 delayed 30 KiB Wills: %d messages, %d bytes; want at most 3 and 64 KiB", n, size)
+	}
+}
+
+// TestWebSocketPortCannotBeHeldWithoutUpgrade: keep-alive HTTP requests
+// that never upgrade, or a request body never sent, held a connection
+// slot past connect_timeout (found in review).
+func TestWebSocketPortCannotBeHeldWithoutUpgrade(t *testing.T) {
+	for name, req := range map[string]string{
+		"keep-alive": "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"no body":    "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := startBroker(t, func(o *Opts) { o.ConnectTimeout = 300 * time.Millisecond })
+			conn, err := net.Dial("tcp", b.WebSocketAddr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := conn.Write([]byte(req)); err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.Copy(io.Discard, conn); err != nil {
+				t.Fatalf("the connection was not closed by the server: %v", err)
+			}
+		})
+	}
+}
+
+// TestV3KeepaliveCap: MQTT 3.1.1 cannot be told a lower keep-alive, so a
+// client asking for more than max_keepalive is refused (0x02, as
+// Mosquitto does) instead of being cut off while it behaves (found in
+// review); one asking for none is cut after 1.5 x max_keepalive idle.
+func TestV3KeepaliveCap(t *testing.T) {
+	b := startBroker(t, func(o *Opts) { o.MaxKeepalive = time.Second })
+	_, _, ack := rawSession(t, b.MQTTAddr(), 4, "v3-long", 10)
+	if len(ack) < 3 || ack[0] != 0x20 || ack[2] != 0x02 {
+		t.Errorf("MQTT 3.1.1 keep-alive 10 s over max_keepalive 1 s: CONNACK % x, want return code 0x02", ack)
+	}
+	conn, r, ack := rawSession(t, b.MQTTAddr(), 4, "v3-none", 0)
+	if len(ack) < 3 || ack[2] != 0 {
+		t.Fatalf("keep-alive 0: CONNACK % x", ack)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := r.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("an idle keep-alive-0 client was not disconnected: %v", err)
+	}
+	_, _, ack = rawSession(t, b.MQTTAddr(), 5, "v5-none", 0)
+	// MQTT 5 CONNACK properties carry Server Keep Alive (0x13) = 1.
+	if !bytes.Contains(ack, []byte{0x13, 0, 1}) {
+		t.Errorf("MQTT 5 keep-alive 0: CONNACK % x lacks Server Keep Alive 1", ack)
+	}
+}
+
+// TestTopicAliasesCapped: mochi's default of 65535 inbound aliases let
+// one client pin 65535 topic names (found in review: +125 MiB for 2,000).
+// mochi does not announce the maximum (absent means 0 to a client, so a
+// polite client sends none); an alias past it ends the connection.
+func TestTopicAliasesCapped(t *testing.T) {
+	b := startBroker(t, func(o *Opts) { o.AnonymousRole = RolePublisher })
+	for alias, allowed := range map[uint16]bool{maxTopicAliases: true, maxTopicAliases + 1: false} {
+		conn, r, _ := rawSession(t, b.MQTTAddr(), 5, fmt.Sprint("alias-", alias), 30)
+		conn.Write(enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 5, TopicName: "lan/a",
+			Properties: packets.Properties{TopicAlias: alias, TopicAliasFlag: true}}))
+		conn.Write(enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}}))
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var got []byte
+		for p := readPkt(r); p != nil; p = readPkt(r) {
+			if got = p; p[0] == 0xd0 || p[0] == 0xe0 {
+				break // PINGRESP, or DISCONNECT
+			}
+		}
+		if (len(got) > 0 && got[0] == 0xd0) != allowed {
+			t.Errorf("topic alias %d: last packet % x, want allowed %v", alias, got, allowed)
+		}
+	}
+}
+
+// TestStuckClientDoesNotDelayOthers: a socket write that blocked held
+// the client's lock, and local delivery to everybody waited for it up to
+// write_timeout per message (found in review). Writes now go through a
+// per-connection queue: with write_timeout at 5 minutes a healthy
+// subscriber still gets every message at once, and the stuck client is
+// cut off when its queue overflows.
+func TestStuckClientDoesNotDelayOthers(t *testing.T) {
+	b := startBroker(t, func(o *Opts) {
+		o.WriteTimeout = 5 * time.Minute
+	})
+	// At QoS 0: mochi keeps at most 1,024 unacknowledged QoS 1 messages
+	// for a client, which would stop the flow before the queue fills.
+	rawStuck(t, b.MQTTAddr(), 0)
+	healthy := connect(t, dialTCP(t, b), "healthy")
+	healthy.subscribe(t, "lan/#")
+	// In step with the healthy subscriber, 16 MB in all: past the stuck
+	// client's kernel buffers and its 4.5 MiB queue.
+	payload := make([]byte, 2<<10)
+	for i := range 8000 {
+		if err := b.Publish(fmt.Sprint("lan/", i%8), payload, false); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-healthy.msgs:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the healthy subscriber got %d messages, then waited 20 s behind a client that does not read", i)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Stats().SlowClientsDisconnected == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := b.Stats(); s.SlowClientsDisconnected != 1 {
+		t.Errorf("slow_clients_disconnected = %d, want 1 (its queue overflowed)", s.SlowClientsDisconnected)
 	}
 }

@@ -98,10 +98,12 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		go func() {
 			defer l.wg.Done()
 			defer started()
-			defer conn.Close() // mochi closes it too; this frees the gate's slot for sure
-			if err := establish(l.id, l.policy.wrap(conn, started)); err != nil && !errors.Is(err, io.EOF) {
+			cc := l.policy.wrap(conn, started)
+			if err := establish(l.id, cc); err != nil && !errors.Is(err, io.EOF) {
 				l.log.Debug("mqtt connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "error", err)
 			}
+			_ = cc.Close() // mochi closed it already; this is for sure
+			cc.wait()      // the last packets (a refusing CONNACK) are out, the socket and its slot freed
 		}()
 	}
 }
@@ -125,6 +127,7 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 	}
 	l.handoff.closeWait()
 	closeClients(l.id)
+	l.wg.Wait() // every connection's socket is closed
 }
 
 // wsListener serves MQTT over WebSocket (subprotocol "mqtt", binary
@@ -227,13 +230,17 @@ func (l *wsListener) Init(log *slog.Logger) error {
 	}
 	l.ln, l.log = &gatedListener{Listener: ln, p: l.policy}, log
 	l.selfHosts = OwnHosts(ln.Addr())
+	// One request per connection, read within connect_timeout: a
+	// connection that does not upgrade cannot keep its slot with
+	// keep-alive requests or a body it never sends.
 	l.srv = &http.Server{
 		Handler:           http.HandlerFunc(l.handle),
 		ReadHeaderTimeout: l.policy.connectTimeout,
-		IdleTimeout:       l.policy.connectTimeout, // a keep-alive HTTP connection that never upgrades
+		ReadTimeout:       l.policy.connectTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug), // client mistakes, not ours
 	}
+	l.srv.SetKeepAlivesEnabled(false)
 	return nil
 }
 
@@ -250,9 +257,12 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	defer started()
 	_ = c.SetReadDeadline(time.Now().Add(l.policy.connectTimeout)) // until mochi has read a CONNECT
-	if err := l.establish(l.id, l.policy.wrap(&wsConn{Conn: c.UnderlyingConn(), ws: c}, started)); err != nil && !errors.Is(err, io.EOF) {
+	cc := l.policy.wrap(&wsConn{Conn: c.UnderlyingConn(), ws: c}, started)
+	if err := l.establish(l.id, cc); err != nil && !errors.Is(err, io.EOF) {
 		l.log.Debug("websocket connection ended", "remote", r.RemoteAddr, "error", err)
 	}
+	_ = cc.Close()
+	cc.wait()
 }
 
 func (l *wsListener) Serve(establish listeners.EstablishFn) {
@@ -275,7 +285,9 @@ func (l *wsListener) Address() string {
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
 	if l.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = l.srv.Shutdown(ctx) // hijacked websocket conns are closed by closeClients
+		if l.srv.Shutdown(ctx) != nil { // hijacked websocket conns are closed by closeClients
+			_ = l.srv.Close() // requests still being read
+		}
 		cancel()
 	}
 	l.handoff.closeWait()

@@ -3,6 +3,7 @@ package localbroker
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -17,13 +18,29 @@ type retainedStore struct {
 	maxCount int
 	maxBytes int64
 
-	mu    sync.Mutex
-	sizes map[string]int64 // topic -> bytes it holds (topic + payload)
-	bytes int64
+	now func() time.Time
+
+	mu       sync.Mutex
+	sizes    map[string]int64 // topic -> bytes it holds (topic + payload)
+	bytes    int64
+	reserved []reservation // for delayed Wills, oldest first
 }
 
-func newRetainedStore(maxCount int, maxBytes int64) *retainedStore {
-	return &retainedStore{maxCount: maxCount, maxBytes: maxBytes, sizes: map[string]int64{}}
+// reservation is room held for a delayed retained Will until mochi
+// retains it, or until it can no longer come (the client came back, or
+// its session ended first).
+type reservation struct {
+	topic string
+	size  int64
+	until time.Time
+}
+
+// reserveGrace covers the time mochi's once-a-second loop takes to
+// publish a delayed Will after its delay.
+const reserveGrace = 3 * time.Second
+
+func newRetainedStore(maxCount int, maxBytes int64, now func() time.Time) *retainedStore {
+	return &retainedStore{maxCount: maxCount, maxBytes: maxBytes, now: now, sizes: map[string]int64{}}
 }
 
 func (r *retainedStore) ID() string { return "edged-retained" }
@@ -39,16 +56,45 @@ func (r *retainedStore) fits(topic string, payloadLen int) error {
 	if payloadLen == 0 {
 		return nil // clears the topic
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fitsLocked(topic, int64(len(topic)+payloadLen))
+}
+
+// fitsLocked counts every unexpired reservation as an extra message.
+func (r *retainedStore) fitsLocked(topic string, size int64) error {
+	now := r.now()
+	for len(r.reserved) > 0 && now.After(r.reserved[0].until) {
+		r.reserved = r.reserved[1:]
+	}
+	count, bytes := len(r.sizes)+len(r.reserved), r.bytes
+	for _, v := range r.reserved {
+		bytes += v.size
+	}
+	old, had := r.sizes[topic]
+	if !had && count >= r.maxCount {
+		return fmt.Errorf("localbroker: retained store full: %d messages (max_retained)", count)
+	}
+	if bytes-old+size > r.maxBytes {
+		return fmt.Errorf("localbroker: retained store full: %d of %d bytes (max_retained_bytes)", bytes, r.maxBytes)
+	}
+	return nil
+}
+
+// reserve is fits for a Will retained after delay: the room is held from
+// now until then (plus reserveGrace), so Wills waiting out their delay
+// cannot together outgrow the store.
+func (r *retainedStore) reserve(topic string, payloadLen int, delay time.Duration) error {
+	if delay <= 0 || payloadLen == 0 {
+		return r.fits(topic, payloadLen)
+	}
 	size := int64(len(topic) + payloadLen)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	old, had := r.sizes[topic]
-	if !had && len(r.sizes) >= r.maxCount {
-		return fmt.Errorf("localbroker: retained store full: %d messages (max_retained)", len(r.sizes))
+	if err := r.fitsLocked(topic, size); err != nil {
+		return err
 	}
-	if r.bytes-old+size > r.maxBytes {
-		return fmt.Errorf("localbroker: retained store full: %d of %d bytes (max_retained_bytes)", r.bytes, r.maxBytes)
-	}
+	r.reserved = append(r.reserved, reservation{topic: topic, size: size, until: r.now().Add(delay + reserveGrace)})
 	return nil
 }
 
@@ -61,6 +107,12 @@ func (r *retainedStore) OnRetainedExpired(topic string) { r.set(topic, 0) }
 func (r *retainedStore) set(topic string, payloadLen int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for i, v := range r.reserved {
+		if v.topic == topic { // the delayed Will it was held for
+			r.reserved = append(r.reserved[:i:i], r.reserved[i+1:]...)
+			break
+		}
+	}
 	r.bytes -= r.sizes[topic]
 	if payloadLen == 0 {
 		delete(r.sizes, topic)
