@@ -23,10 +23,10 @@ import (
 var uplinkMessages = map[bool]int{false: 50000, true: 10000}[raceDetector]
 
 type uplinkRig struct {
-	bin, cfg, mqttAddr string
-	mq                 *uplinktest.Mosquitto
-	proxy              *uplinktest.Proxy
-	col                *uplinktest.Collector
+	bin, dir, cfg, mqttAddr string
+	mq                      *uplinktest.Mosquitto
+	proxy                   *uplinktest.Proxy
+	col                     *uplinktest.Collector
 }
 
 func newUplinkRig(t *testing.T) *uplinkRig {
@@ -43,10 +43,17 @@ func newUplinkRig(t *testing.T) *uplinkRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
-	r := &uplinkRig{bin: bin, mq: mq, proxy: p, mqttAddr: freePort(t)}
+	r := &uplinkRig{bin: bin, mq: mq, proxy: p, dir: t.TempDir()}
+	r.cfg = filepath.Join(r.dir, "edged.yaml")
 	r.collect(t)
-	dir := t.TempDir()
-	r.cfg = filepath.Join(dir, "edged.yaml")
+	return r
+}
+
+// writeConfig writes edged's config with a newly picked LAN port (and the
+// same state directory every time).
+func (r *uplinkRig) writeConfig(t *testing.T) (string, []string) {
+	t.Helper()
+	r.mqttAddr = freePort(t)
 	conf := fmt.Sprintf(`device: {id: gw-it}
 state_dir: %s
 log: {level: info}
@@ -59,11 +66,11 @@ uplink:
   forward:
     - {local: "lan/#", remote: "cloud/{topic}"}
   buffer: {sync: interval, sync_interval: 20ms}
-`, filepath.Join(dir, "state"), r.mqttAddr, p.Addr)
+`, filepath.Join(r.dir, "state"), r.mqttAddr, r.proxy.Addr)
 	if err := os.WriteFile(r.cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return r
+	return r.cfg, []string{r.mqttAddr}
 }
 
 func (r *uplinkRig) collect(t *testing.T) {
@@ -76,11 +83,11 @@ func (r *uplinkRig) collect(t *testing.T) {
 	r.col = col
 }
 
+// start starts edged, on a newly picked LAN port each time, and waits
+// until it is ready.
 func (r *uplinkRig) start(t *testing.T) *daemonProc {
 	t.Helper()
-	d := startDaemon(t, r.bin, r.cfg)
-	waitListening(t, d, r.mqttAddr)
-	return d
+	return startReady(t, r.bin, func() (string, []string) { return r.writeConfig(t) })
 }
 
 // publish sends n QoS 1 messages from the LAN, spread over 4 topics, each
