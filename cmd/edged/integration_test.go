@@ -338,8 +338,23 @@ type wsNetConn struct {
 	net.Conn
 	ws *websocket.Conn
 	r  io.Reader
-	wm sync.Mutex // paho writes from several goroutines
+	wm sync.Mutex // one websocket writer at a time
+	// packet is held by paho over each whole packet (see Lock), which
+	// it writes in several Writes.
+	packet sync.Mutex
 }
+
+// wsNetConn must be a sync.Locker: paho writes a packet as several
+// Writes, and holds the lock of a Conn that is one across them. Without
+// it, paho's first PINGREQ (sent from its own goroutine right after
+// CONNACK) could land inside the test's SUBSCRIBE, and the broker dropped
+// the client for a malformed packet (issue 14:
+// TestSimReadingsOverWebSocketIntegration, 1 run in 100 under load).
+var _ sync.Locker = (*wsNetConn)(nil)
+
+// Lock and Unlock make wsNetConn a sync.Locker for paho.
+func (c *wsNetConn) Lock()   { c.packet.Lock() }
+func (c *wsNetConn) Unlock() { c.packet.Unlock() }
 
 func (c *wsNetConn) Read(p []byte) (int, error) {
 	for {
