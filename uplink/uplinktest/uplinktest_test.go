@@ -61,8 +61,12 @@ func fakeMosquitto() {
 // Regression (issue 14): StartMosquitto returned once the first listener
 // accepted connections, and TestMutualTLSIntegration then dialled the
 // second before mosquitto had opened it. A broker whose second listener
-// never opens must not be reported ready.
-func TestStartWaitsForEveryListener(t *testing.T) {
+// never opens must not be reported ready. The fake is a process of its
+// own, so this is an integration test.
+func TestStartWaitsForEveryListenerIntegration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: skipped under -short")
+	}
 	t.Setenv(fakeMosquittoEnv, "1")
 	mq, err := StartMosquitto(os.Args[0], t.TempDir(), "", "")
 	if err == nil {
