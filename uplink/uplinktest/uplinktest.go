@@ -16,12 +16,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -127,11 +129,17 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 var running = regexp.MustCompile(`(?m)mosquitto version \S+ running$`)
 
 // Start starts (or restarts) the process on the same ports and waits,
-// at most startTimeout, until it is ready: mosquitto has logged that it
-// is running, which it does only after opening every listener, and each
-// listener accepts a connection. Waiting on the first listener alone was
-// not enough: on a busy machine a test dialled the second before
-// mosquitto had opened it (TestMutualTLSIntegration, issue 14).
+// at most startTimeout, until it serves: mosquitto has logged that it is
+// running, which it does only after opening every listener; each listener
+// accepts a connection; and at least one answers an MQTT CONNECT with a
+// CONNACK (a TLS listener cannot, the test's plain ones do).
+//
+// Waiting on the first listener alone was not enough: on a busy machine
+// a test dialled the second before mosquitto had opened it
+// (TestMutualTLSIntegration, issue 14). The CONNACK matters too: mosquitto
+// logs "running" just before its main loop starts, and a SIGTERM sent in
+// between is lost (its handler's run = 0 is overwritten), so a Stop right
+// after Start waited out its 5 s grace and killed it.
 func (m *Mosquitto) Start() error {
 	m.logMu.Lock()
 	from := m.Log.Len() // a restart appends to the same log
@@ -161,14 +169,39 @@ func (m *Mosquitto) Start() error {
 			return fmt.Errorf("uplinktest: mosquitto did not log that it is running within %v:\n%s", startTimeout, m.outputFrom(from))
 		}
 	}
+	var answered []error
 	for _, a := range m.Addrs {
 		c, err := net.DialTimeout("tcp", a, startTimeout)
 		if err != nil {
 			m.Stop()
 			return fmt.Errorf("uplinktest: mosquitto is running but its listener %s is not: %w\n%s", a, err, m.outputFrom(from))
 		}
-		c.Close()
+		answered = append(answered, connack(c))
 	}
+	if !slices.Contains(answered, nil) {
+		m.Stop()
+		return fmt.Errorf("uplinktest: no listener of mosquitto answered CONNECT: %w\n%s", errors.Join(answered...), m.outputFrom(from))
+	}
+	return nil
+}
+
+// connack sends an MQTT 5 CONNECT on c, expects a CONNACK that accepts it,
+// disconnects and closes c.
+func connack(c net.Conn) error {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(startTimeout))
+	cp := &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: "uplinktest-ready", CleanStart: true, Properties: &packets.Properties{}}
+	if _, err := cp.WriteTo(c); err != nil {
+		return fmt.Errorf("%s: send CONNECT: %w", c.RemoteAddr(), err)
+	}
+	p, err := packets.ReadPacket(c)
+	if err != nil {
+		return fmt.Errorf("%s: read CONNACK: %w", c.RemoteAddr(), err)
+	}
+	if ca, ok := p.Content.(*packets.Connack); !ok || ca.ReasonCode >= 0x80 {
+		return fmt.Errorf("%s: CONNECT answered with %s", c.RemoteAddr(), p.PacketType())
+	}
+	_, _ = (&packets.Disconnect{Properties: &packets.Properties{}}).WriteTo(c)
 	return nil
 }
 
