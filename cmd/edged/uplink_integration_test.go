@@ -122,6 +122,24 @@ func (r *uplinkRig) publish(t *testing.T, n int) {
 	}
 }
 
+// backlog reads the buffer's backlog with `edged buffer stat`, as an
+// operator would.
+func (r *uplinkRig) backlog(t *testing.T) int {
+	t.Helper()
+	out, err := exec.Command(r.bin, "buffer", "stat", "-c", r.cfg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("edged buffer stat: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		var n int
+		if _, err := fmt.Sscanf(line, "backlog:  %d messages", &n); err == nil {
+			return n
+		}
+	}
+	t.Fatalf("no backlog line in edged buffer stat:\n%s", out)
+	return 0
+}
+
 func kill9(t *testing.T, d *daemonProc) {
 	t.Helper()
 	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil { // by PID: the process we started
@@ -199,25 +217,38 @@ func TestUplinkCrashIntegration(t *testing.T) {
 	}
 	kill9(t, d) // crash 2: in the middle of the drain
 	t.Logf("killed mid-drain after %d had arrived", r.col.Distinct())
+	// What the buffer on disk says the cloud has: none of it may be sent
+	// again.
+	onDisk := uint64(uplinkMessages - r.backlog(t))
 
 	r.start(t)
 	if !r.col.WaitDistinct(uplinkMessages, 60*time.Second) {
 		t.Fatalf("only %d of %d PUBACKed messages arrived", r.col.Distinct(), uplinkMessages)
 	}
 	time.Sleep(200 * time.Millisecond)
-	rep := uplinktest.Analyze(r.col.Messages())
+	msgs := r.col.Messages()
+	rep := uplinktest.Analyze(msgs)
 	// Crash 1 came during the outage with nothing in flight, so only
-	// crash 2 may duplicate: at most the window, since the window bounds
-	// everything sent past the first unacknowledged message, and
-	// ack.live is rewritten on every ack batch (its lag after a kill -9
-	// is one batch being written at most).
-	const maxInflight = 32
-	t.Logf("crash: %d distinct, %d duplicates, epochs %v", rep.Distinct, rep.Dups, rep.Epochs)
+	// crash 2 may duplicate, and only messages past the ack marker on
+	// disk. How many is not bounded by the window alone: the window
+	// bounds what was sent past the forwarder's acknowledged prefix
+	// (TestWindowBoundsResentAfterReconnect), but ack.live trails that
+	// prefix by the acks the buffer's writer goroutine has not written
+	// yet, which on a busy machine can be more than a window (issue 14:
+	// 45 and 55 duplicates with window 32, under -race beside two busy
+	// loops). The count is logged, not asserted.
+	t.Logf("crash: %d distinct, %d duplicates past the ack marker on disk (%d), epochs %v", rep.Distinct, rep.Dups, onDisk, rep.Epochs)
 	if rep.Distinct != uplinkMessages {
 		t.Errorf("%d distinct of %d: PUBACKed messages lost", rep.Distinct, uplinkMessages)
 	}
-	if rep.Dups > maxInflight {
-		t.Errorf("%d duplicates, more than max_inflight (%d) for the one crash with messages in flight", rep.Dups, maxInflight)
+	copies := map[uint64]int{}
+	for _, m := range msgs {
+		copies[m.Seq]++
+	}
+	for seq, n := range copies {
+		if n > 1 && seq <= onDisk {
+			t.Errorf("seq %d arrived %d times, but the ack marker on disk (%d) covered it", seq, n, onDisk)
+		}
 	}
 	if rep.DupMismatch != 0 || len(rep.Epochs) != 1 {
 		t.Errorf("duplicates must repeat (gw, epoch, seq) with the same message: %d mismatched, epochs %v", rep.DupMismatch, rep.Epochs)
