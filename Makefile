@@ -11,7 +11,7 @@ PKGS        := ./...
 
 export CGO_ENABLED := 0
 
-.PHONY: all build run test test-short lint pi footprint bench bench-uplink clean
+.PHONY: all build run test test-short stress lint pi footprint bench bench-uplink clean
 
 all: build
 
@@ -38,6 +38,24 @@ endif
 ## test-short: unit tests only, no processes started
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
+
+## stress: the whole suite three times over while two busy loops hold both cores, once
+## without the race detector and once with it (when a C compiler is there): a test that
+## waits on time instead of on a condition fails here. The loops are bounded by timeout
+## and killed at the end; the exit status is the tests'.
+STRESS_COUNT ?= 3
+stress:
+	@timeout 3600 sh -c 'while :; do :; done' & b1=$$!; \
+	timeout 3600 sh -c 'while :; do :; done' & b2=$$!; \
+	trap 'kill $$b1 $$b2 2>/dev/null' EXIT INT TERM; \
+	status=0; \
+	echo "stress: $(GO) test -count=$(STRESS_COUNT) $(PKGS) with two busy loops"; \
+	$(GO) test -count=$(STRESS_COUNT) -timeout 30m $(PKGS) || status=1; \
+	if [ -n "$(RACE)" ]; then \
+		echo "stress: $(GO) test -race -count=$(STRESS_COUNT) $(PKGS) with two busy loops"; \
+		CGO_ENABLED=1 $(GO) test -race -count=$(STRESS_COUNT) -timeout 30m $(PKGS) || status=1; \
+	fi; \
+	exit $$status
 
 ## lint: gofmt, go vet, staticcheck, and the dependency direction of DESIGN.md
 lint:

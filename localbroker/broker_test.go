@@ -263,11 +263,18 @@ func TestCaptureRefusalIsAReasonCode(t *testing.T) {
 	}
 }
 
-// wsNetConn adapts a client-side websocket to net.Conn for paho.
+// wsNetConn adapts a client-side websocket to net.Conn for paho. paho
+// writes a packet as several Writes and holds the Conn's sync.Locker, when
+// it has one, across them: without it, paho's first PINGREQ (sent from
+// its own goroutine right after CONNACK) could land inside a SUBSCRIBE
+// and corrupt it (issue 14).
 type wsNetConn struct {
 	net.Conn
 	c *wsConn
+	sync.Locker
 }
+
+var _ sync.Locker = wsNetConn{}
 
 func (w wsNetConn) Read(p []byte) (int, error)  { return w.c.Read(p) }
 func (w wsNetConn) Write(p []byte) (int, error) { return w.c.Write(p) }
@@ -284,7 +291,7 @@ func dialWS(t *testing.T, b *Broker, origin string) (net.Conn, *http.Response, e
 	if err != nil {
 		return nil, resp, err
 	}
-	return wsNetConn{Conn: ws.UnderlyingConn(), c: &wsConn{Conn: ws.UnderlyingConn(), ws: ws}}, resp, nil
+	return wsNetConn{Conn: ws.UnderlyingConn(), c: &wsConn{Conn: ws.UnderlyingConn(), ws: ws}, Locker: &sync.Mutex{}}, resp, nil
 }
 
 func TestWebSocketClientReceivesReadings(t *testing.T) {

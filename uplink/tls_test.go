@@ -109,18 +109,17 @@ func TestMutualTLSIntegration(t *testing.T) {
 	if err := os.Chmod(filepath.Join(dir, "client.key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	plain, err := uplinktest.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, plainPort, _ := net.SplitHostPort(plain)
 	p := func(n string) string { return filepath.Join(dir, n) }
+	// The TLS listener first, then a plain one for the collector; the
+	// start waits for both (issue 14: the collector dialled the second
+	// before mosquitto had opened it).
 	mq, err := uplinktest.StartMosquitto(bin, t.TempDir(), fmt.Sprintf(
-		"cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\nlistener %s 127.0.0.1\n",
-		p("ca.pem"), p("server.pem"), p("server.key"), plainPort))
+		"cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true",
+		p("ca.pem"), p("server.pem"), p("server.key")), "")
 	if err != nil {
 		t.Fatal(err)
 	}
+	plain := mq.Addrs[1]
 	t.Cleanup(func() {
 		mq.Stop()
 		if t.Failed() {

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -119,10 +120,11 @@ func simConfig(t *testing.T) (path, mqttAddr, wsAddr, httpAddr string) {
 
 // daemonProc is a running `edged run`.
 type daemonProc struct {
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{} // closed when the process has exited
-	err  error         // Wait's result, valid once done is closed
+	cmd   *exec.Cmd
+	logs  *syncBuffer
+	ready chan struct{} // closed when edged has sent READY=1
+	done  chan struct{} // closed when the process has exited
+	err   error         // Wait's result, valid once done is closed
 }
 
 type syncBuffer struct {
@@ -142,11 +144,43 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// notifySockets numbers the tests' notify sockets.
+var notifySockets atomic.Int64
+
+// startDaemon starts `edged run -c config` with $NOTIFY_SOCKET set to a
+// socket of the test's, so that d.ready closes when edged tells systemd
+// READY=1: once every listener is open.
 func startDaemon(t *testing.T, bin, config string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{cmd: exec.Command(bin, "run", "-c", config), logs: &syncBuffer{}, done: make(chan struct{})}
+	// An abstract socket: no path length limit, nothing to remove.
+	name := fmt.Sprintf("@edged-test-%d-%d", os.Getpid(), notifySockets.Add(1))
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemonProc{cmd: exec.Command(bin, "run", "-c", config), logs: &syncBuffer{}, ready: make(chan struct{}), done: make(chan struct{})}
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+name)
+	listened := make(chan struct{})
+	go func() {
+		defer close(listened)
+		buf := make([]byte, 4096)
+		for ready := false; ; {
+			n, err := sock.Read(buf)
+			if err != nil {
+				return // closed by the cleanup
+			}
+			for _, line := range strings.Split(string(buf[:n]), "\n") {
+				if line == "READY=1" && !ready {
+					ready = true
+					close(d.ready)
+				}
+			}
+		}
+	}()
 	if err := d.cmd.Start(); err != nil {
+		sock.Close()
+		<-listened
 		t.Fatal(err)
 	}
 	go func() { d.err = d.cmd.Wait(); close(d.done) }()
@@ -157,6 +191,8 @@ func startDaemon(t *testing.T, bin, config string) *daemonProc {
 			_ = d.cmd.Process.Kill() // by PID: the process we started
 			<-d.done
 		}
+		sock.Close()
+		<-listened
 		if t.Failed() {
 			t.Logf("edged output:\n%s", d.logs.String())
 		}
@@ -164,23 +200,87 @@ func startDaemon(t *testing.T, bin, config string) *daemonProc {
 	return d
 }
 
-// waitListening waits until addr accepts TCP connections.
+// readyTimeout bounds the wait for READY=1: a hang guard, not a
+// measurement (edged is ready in well under a second when idle).
+const readyTimeout = 30 * time.Second
+
+// waitReady waits until edged sent READY=1, or exited, or readyTimeout
+// passed.
+func (d *daemonProc) waitReady() error {
+	t := time.NewTimer(readyTimeout)
+	defer t.Stop()
+	select {
+	case <-d.ready:
+		return nil
+	case <-d.done:
+		return fmt.Errorf("edged exited before it was ready: %v", d.err)
+	case <-t.C:
+		return fmt.Errorf("edged not ready after %v", readyTimeout)
+	}
+}
+
+// waitListening waits until edged is ready and checks that addr accepts
+// connections. Ready means every listener is open: waiting for one
+// address by dialling it left the others racing the test.
 func waitListening(t *testing.T, d *daemonProc, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-d.done:
-			t.Fatalf("edged exited early: %v\n%s", d.err, d.logs.String())
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := d.waitReady(); err != nil {
+		t.Fatalf("%v\n%s", err, d.logs.String())
 	}
-	t.Fatalf("nothing listening on %s after 10s", addr)
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("edged is ready but %s refuses connections: %v", addr, err)
+	}
+	c.Close()
+}
+
+// startAttempts bounds how often startReady picks new ports.
+const startAttempts = 5
+
+// startReady starts `edged run` on the config that write returns, waits
+// until it is ready, and checks that each address write returns accepts
+// connections. The ports in a test config are picked free before edged
+// binds them, so another process can take one in between: when edged
+// exits with "address already in use", write is called again to pick new
+// ones, at most startAttempts times in all.
+func startReady(t *testing.T, bin string, write func() (cfg string, addrs []string)) *daemonProc {
+	t.Helper()
+	for i := 1; ; i++ {
+		cfg, addrs := write()
+		d := startDaemon(t, bin, cfg)
+		err := d.waitReady()
+		if err == nil {
+			for _, a := range addrs {
+				waitListening(t, d, a)
+			}
+			return d
+		}
+		if i == startAttempts || !strings.Contains(d.logs.String(), "address already in use") {
+			t.Fatalf("%v\n%s", err, d.logs.String())
+		}
+		t.Logf("start %d: a picked port was taken; picking new ones", i)
+	}
+}
+
+// startSim starts `edged run` on the sim example (see simConfig), changed
+// by edit unless it is nil, on ports startReady picks.
+func startSim(t *testing.T, bin string, edit func(config string) string) (d *daemonProc, mqttAddr, wsAddr, httpAddr string) {
+	t.Helper()
+	d = startReady(t, bin, func() (string, []string) {
+		var cfg string
+		cfg, mqttAddr, wsAddr, httpAddr = simConfig(t)
+		if edit != nil {
+			data, err := os.ReadFile(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(cfg, []byte(edit(string(data))), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return cfg, []string{mqttAddr, wsAddr, httpAddr}
+	})
+	return d, mqttAddr, wsAddr, httpAddr
 }
 
 // The sim example's sensors and what each publishes.
@@ -193,9 +293,7 @@ var simTopics = []string{
 func TestSimReadingsReachMosquittoSubIntegration(t *testing.T) {
 	bin := edgedBinary(t)
 	sub := requireTool(t, "mosquitto_sub", "EDGED_REQUIRE_MOSQUITTO")
-	cfg, mqttAddr, _, _ := simConfig(t)
-	d := startDaemon(t, bin, cfg)
-	waitListening(t, d, mqttAddr)
+	_, mqttAddr, _, _ := startSim(t, bin, nil)
 	host, port, _ := net.SplitHostPort(mqttAddr)
 
 	// Retained readings: a subscriber that comes late still gets one per
@@ -240,8 +338,23 @@ type wsNetConn struct {
 	net.Conn
 	ws *websocket.Conn
 	r  io.Reader
-	wm sync.Mutex // paho writes from several goroutines
+	wm sync.Mutex // one websocket writer at a time
+	// packet is held by paho over each whole packet (see Lock), which
+	// it writes in several Writes.
+	packet sync.Mutex
 }
+
+// wsNetConn must be a sync.Locker: paho writes a packet as several
+// Writes, and holds the lock of a Conn that is one across them. Without
+// it, paho's first PINGREQ (sent from its own goroutine right after
+// CONNACK) could land inside the test's SUBSCRIBE, and the broker dropped
+// the client for a malformed packet (issue 14:
+// TestSimReadingsOverWebSocketIntegration, 1 run in 100 under load).
+var _ sync.Locker = (*wsNetConn)(nil)
+
+// Lock and Unlock make wsNetConn a sync.Locker for paho.
+func (c *wsNetConn) Lock()   { c.packet.Lock() }
+func (c *wsNetConn) Unlock() { c.packet.Unlock() }
 
 func (c *wsNetConn) Read(p []byte) (int, error) {
 	for {
@@ -303,9 +416,7 @@ func mqttClient(t *testing.T, conn net.Conn, filter string) chan *paho.Publish {
 
 func TestSimReadingsOverWebSocketIntegration(t *testing.T) {
 	bin := edgedBinary(t)
-	cfg, _, wsAddr, _ := simConfig(t)
-	d := startDaemon(t, bin, cfg)
-	waitListening(t, d, wsAddr)
+	_, _, wsAddr, _ := startSim(t, bin, nil)
 	dialer := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second}
 	h := make(map[string][]string)
 	h["Origin"] = []string{"http://" + wsAddr} // as a page served from the gateway would
@@ -331,9 +442,7 @@ func TestSimReadingsOverWebSocketIntegration(t *testing.T) {
 
 func TestSIGTERMStopsCleanlyAndSaysOfflineIntegration(t *testing.T) {
 	bin := edgedBinary(t)
-	cfg, mqttAddr, _, _ := simConfig(t)
-	d := startDaemon(t, bin, cfg)
-	waitListening(t, d, mqttAddr)
+	d, mqttAddr, _, _ := startSim(t, bin, nil)
 	conn, err := net.Dial("tcp", mqttAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -462,14 +571,9 @@ func TestARMv7ValidateIntegration(t *testing.T) {
 
 func TestControlCommandOverMQTTIntegration(t *testing.T) {
 	bin := edgedBinary(t)
-	cfg, mqttAddr, _, _ := simConfig(t)
-	data, _ := os.ReadFile(cfg)
-	s := strings.Replace(string(data), "anonymous_role: viewer", "anonymous_role: operator", 1)
-	if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d := startDaemon(t, bin, cfg)
-	waitListening(t, d, mqttAddr)
+	_, mqttAddr, _, _ := startSim(t, bin, func(s string) string {
+		return strings.Replace(s, "anonymous_role: viewer", "anonymous_role: operator", 1)
+	})
 	conn, err := net.Dial("tcp", mqttAddr)
 	if err != nil {
 		t.Fatal(err)

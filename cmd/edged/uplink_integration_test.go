@@ -23,10 +23,10 @@ import (
 var uplinkMessages = map[bool]int{false: 50000, true: 10000}[raceDetector]
 
 type uplinkRig struct {
-	bin, cfg, mqttAddr string
-	mq                 *uplinktest.Mosquitto
-	proxy              *uplinktest.Proxy
-	col                *uplinktest.Collector
+	bin, dir, cfg, mqttAddr string
+	mq                      *uplinktest.Mosquitto
+	proxy                   *uplinktest.Proxy
+	col                     *uplinktest.Collector
 }
 
 func newUplinkRig(t *testing.T) *uplinkRig {
@@ -43,10 +43,17 @@ func newUplinkRig(t *testing.T) *uplinkRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
-	r := &uplinkRig{bin: bin, mq: mq, proxy: p, mqttAddr: freePort(t)}
+	r := &uplinkRig{bin: bin, mq: mq, proxy: p, dir: t.TempDir()}
+	r.cfg = filepath.Join(r.dir, "edged.yaml")
 	r.collect(t)
-	dir := t.TempDir()
-	r.cfg = filepath.Join(dir, "edged.yaml")
+	return r
+}
+
+// writeConfig writes edged's config with a newly picked LAN port (and the
+// same state directory every time).
+func (r *uplinkRig) writeConfig(t *testing.T) (string, []string) {
+	t.Helper()
+	r.mqttAddr = freePort(t)
 	conf := fmt.Sprintf(`device: {id: gw-it}
 state_dir: %s
 log: {level: info}
@@ -59,11 +66,11 @@ uplink:
   forward:
     - {local: "lan/#", remote: "cloud/{topic}"}
   buffer: {sync: interval, sync_interval: 20ms}
-`, filepath.Join(dir, "state"), r.mqttAddr, p.Addr)
+`, filepath.Join(r.dir, "state"), r.mqttAddr, r.proxy.Addr)
 	if err := os.WriteFile(r.cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return r
+	return r.cfg, []string{r.mqttAddr}
 }
 
 func (r *uplinkRig) collect(t *testing.T) {
@@ -76,11 +83,11 @@ func (r *uplinkRig) collect(t *testing.T) {
 	r.col = col
 }
 
+// start starts edged, on a newly picked LAN port each time, and waits
+// until it is ready.
 func (r *uplinkRig) start(t *testing.T) *daemonProc {
 	t.Helper()
-	d := startDaemon(t, r.bin, r.cfg)
-	waitListening(t, d, r.mqttAddr)
-	return d
+	return startReady(t, r.bin, func() (string, []string) { return r.writeConfig(t) })
 }
 
 // publish sends n QoS 1 messages from the LAN, spread over 4 topics, each
@@ -113,6 +120,24 @@ func (r *uplinkRig) publish(t *testing.T, n int) {
 	for err := range errs {
 		t.Fatal(err)
 	}
+}
+
+// backlog reads the buffer's backlog with `edged buffer stat`, as an
+// operator would.
+func (r *uplinkRig) backlog(t *testing.T) int {
+	t.Helper()
+	out, err := exec.Command(r.bin, "buffer", "stat", "-c", r.cfg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("edged buffer stat: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		var n int
+		if _, err := fmt.Sscanf(line, "backlog:  %d messages", &n); err == nil {
+			return n
+		}
+	}
+	t.Fatalf("no backlog line in edged buffer stat:\n%s", out)
+	return 0
 }
 
 func kill9(t *testing.T, d *daemonProc) {
@@ -192,25 +217,38 @@ func TestUplinkCrashIntegration(t *testing.T) {
 	}
 	kill9(t, d) // crash 2: in the middle of the drain
 	t.Logf("killed mid-drain after %d had arrived", r.col.Distinct())
+	// What the buffer on disk says the cloud has: none of it may be sent
+	// again.
+	onDisk := uint64(uplinkMessages - r.backlog(t))
 
 	r.start(t)
 	if !r.col.WaitDistinct(uplinkMessages, 60*time.Second) {
 		t.Fatalf("only %d of %d PUBACKed messages arrived", r.col.Distinct(), uplinkMessages)
 	}
 	time.Sleep(200 * time.Millisecond)
-	rep := uplinktest.Analyze(r.col.Messages())
+	msgs := r.col.Messages()
+	rep := uplinktest.Analyze(msgs)
 	// Crash 1 came during the outage with nothing in flight, so only
-	// crash 2 may duplicate: at most the window, since the window bounds
-	// everything sent past the first unacknowledged message, and
-	// ack.live is rewritten on every ack batch (its lag after a kill -9
-	// is one batch being written at most).
-	const maxInflight = 32
-	t.Logf("crash: %d distinct, %d duplicates, epochs %v", rep.Distinct, rep.Dups, rep.Epochs)
+	// crash 2 may duplicate, and only messages past the ack marker on
+	// disk. How many is not bounded by the window alone: the window
+	// bounds what was sent past the forwarder's acknowledged prefix
+	// (TestWindowBoundsResentAfterReconnect), but ack.live trails that
+	// prefix by the acks the buffer's writer goroutine has not written
+	// yet, which on a busy machine can be more than a window (issue 14:
+	// 45 and 55 duplicates with window 32, under -race beside two busy
+	// loops). The count is logged, not asserted.
+	t.Logf("crash: %d distinct, %d duplicates past the ack marker on disk (%d), epochs %v", rep.Distinct, rep.Dups, onDisk, rep.Epochs)
 	if rep.Distinct != uplinkMessages {
 		t.Errorf("%d distinct of %d: PUBACKed messages lost", rep.Distinct, uplinkMessages)
 	}
-	if rep.Dups > maxInflight {
-		t.Errorf("%d duplicates, more than max_inflight (%d) for the one crash with messages in flight", rep.Dups, maxInflight)
+	copies := map[uint64]int{}
+	for _, m := range msgs {
+		copies[m.Seq]++
+	}
+	for seq, n := range copies {
+		if n > 1 && seq <= onDisk {
+			t.Errorf("seq %d arrived %d times, but the ack marker on disk (%d) covered it", seq, n, onDisk)
+		}
 	}
 	if rep.DupMismatch != 0 || len(rep.Epochs) != 1 {
 		t.Errorf("duplicates must repeat (gw, epoch, seq) with the same message: %d mismatched, epochs %v", rep.DupMismatch, rep.Epochs)

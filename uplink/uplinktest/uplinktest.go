@@ -15,89 +15,201 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 )
 
-// Mosquitto is a mosquitto process started on a loopback port with a
+// Mosquitto is a mosquitto process started on loopback ports with a
 // generated config (persistence off), stopped by its PID.
 type Mosquitto struct {
+	// Addr is the first listener's address; Addrs lists every listener,
+	// Addrs[0] == Addr.
 	Addr  string
+	Addrs []string
 	bin   string
 	conf  string
 	cmd   *exec.Cmd
 	done  chan struct{}
 	Log   *bytes.Buffer
 	logMu *sync.Mutex
+	wrote chan struct{} // signalled after each write to Log
 }
 
+// startAttempts bounds how often StartMosquitto picks new ports after
+// mosquitto found one taken; startTimeout bounds one start.
+const startAttempts = 5
+
+var startTimeout = 10 * time.Second
+
+// pickAddrs picks n distinct free loopback addresses; a test replaces it
+// to hand StartMosquitto a taken port.
+var pickAddrs = freeAddrs
+
+// errAddrInUse is a start that failed because a port was taken.
+var errAddrInUse = errors.New("uplinktest: mosquitto: address already in use")
+
 // StartMosquitto writes a config into dir and starts mosquitto on a free
-// 127.0.0.1 port. extra is appended to the config (e.g. "max_packet_size
-// 4096").
-func StartMosquitto(bin, dir, extra string) (*Mosquitto, error) {
-	addr, err := FreeAddr()
+// 127.0.0.1 port. extra is appended to the config after that listener
+// (e.g. "max_packet_size 4096", or TLS settings, which apply to it). Each
+// element of more adds one more listener on its own free port, followed by
+// its lines ("" for a plain one); Addrs holds them in order.
+//
+// The ports are picked before mosquitto binds them, so another process can
+// take one in between: when mosquitto exits with "address already in
+// use", StartMosquitto picks new ports and tries again, at most
+// startAttempts times.
+func StartMosquitto(bin, dir, extra string, more ...string) (*Mosquitto, error) {
+	m := &Mosquitto{bin: bin, conf: filepath.Join(dir, "mosquitto.conf"), Log: &bytes.Buffer{}, logMu: &sync.Mutex{}, wrote: make(chan struct{}, 1)}
+	var err error
+	for range startAttempts {
+		if err = m.configure(extra, more); err != nil {
+			return nil, err
+		}
+		if err = m.Start(); !errors.Is(err, errAddrInUse) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	_, port, _ := net.SplitHostPort(addr)
-	conf := filepath.Join(dir, "mosquitto.conf")
-	c := fmt.Sprintf(`listener %s 127.0.0.1
-allow_anonymous true
-persistence false
-max_queued_messages 0
-max_inflight_messages 100
-max_keepalive 65535
-%s
-`, port, extra)
-	if err := os.WriteFile(conf, []byte(c), 0o644); err != nil {
-		return nil, err
+	return m, nil
+}
+
+// configure picks the ports and writes the config.
+func (m *Mosquitto) configure(extra string, more []string) error {
+	addrs, err := pickAddrs(1 + len(more))
+	if err != nil {
+		return err
 	}
-	m := &Mosquitto{Addr: addr, bin: bin, conf: conf, Log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
-	return m, m.Start()
+	var c strings.Builder
+	for i, a := range addrs {
+		_, port, _ := net.SplitHostPort(a)
+		fmt.Fprintf(&c, "listener %s 127.0.0.1\n", port)
+		if i == 0 {
+			c.WriteString("allow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 100\nmax_keepalive 65535\n")
+			c.WriteString(extra + "\n")
+		} else {
+			c.WriteString(more[i-1] + "\n")
+		}
+	}
+	if err := os.WriteFile(m.conf, []byte(c.String()), 0o644); err != nil {
+		return err
+	}
+	m.Addr, m.Addrs = addrs[0], addrs
+	return nil
 }
 
 type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
+	mu    *sync.Mutex
+	w     io.Writer
+	wrote chan struct{}
 }
 
 func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+	n, err := l.w.Write(p)
+	l.mu.Unlock()
+	select {
+	case l.wrote <- struct{}{}:
+	default:
+	}
+	return n, err
 }
 
-// Start starts (or restarts) the process on the same port and waits until
-// it accepts connections.
+// running is the line mosquitto (2.0 and later) logs once every listener
+// is open, just before it serves.
+var running = regexp.MustCompile(`(?m)mosquitto version \S+ running$`)
+
+// Start starts (or restarts) the process on the same ports and waits,
+// at most startTimeout, until it serves: mosquitto has logged that it is
+// running, which it does only after opening every listener; each listener
+// accepts a connection; and at least one answers an MQTT CONNECT with a
+// CONNACK (a TLS listener cannot, the test's plain ones do).
+//
+// Waiting on the first listener alone was not enough: on a busy machine
+// a test dialled the second before mosquitto had opened it
+// (TestMutualTLSIntegration, issue 14). The CONNACK matters too: mosquitto
+// logs "running" just before its main loop starts, and a SIGTERM sent in
+// between is lost (its handler's run = 0 is overwritten), so a Stop right
+// after Start waited out its 5 s grace and killed it.
 func (m *Mosquitto) Start() error {
+	m.logMu.Lock()
+	from := m.Log.Len() // a restart appends to the same log
+	m.logMu.Unlock()
 	m.cmd = exec.Command(m.bin, "-c", m.conf)
-	m.cmd.Stdout = lockedWriter{m.logMu, m.Log}
-	m.cmd.Stderr = lockedWriter{m.logMu, m.Log}
+	m.cmd.Stdout = lockedWriter{m.logMu, m.Log, m.wrote}
+	m.cmd.Stderr = lockedWriter{m.logMu, m.Log, m.wrote}
 	if err := m.cmd.Start(); err != nil {
 		return fmt.Errorf("uplinktest: start mosquitto: %w", err)
 	}
 	m.done = make(chan struct{})
 	cmd, done := m.cmd, m.done
 	go func() { _ = cmd.Wait(); close(done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	timeout := time.NewTimer(startTimeout)
+	defer timeout.Stop()
+	for !running.MatchString(m.outputFrom(from)) {
 		select {
 		case <-done:
-			return fmt.Errorf("uplinktest: mosquitto exited at start:\n%s", m.Output())
-		default:
+			out := m.outputFrom(from)
+			if strings.Contains(out, "Address already in use") {
+				return fmt.Errorf("%w (%v):\n%s", errAddrInUse, m.Addrs, out)
+			}
+			return fmt.Errorf("uplinktest: mosquitto exited at start:\n%s", out)
+		case <-m.wrote:
+		case <-timeout.C:
+			m.Stop()
+			return fmt.Errorf("uplinktest: mosquitto did not log that it is running within %v:\n%s", startTimeout, m.outputFrom(from))
 		}
-		if c, err := net.DialTimeout("tcp", m.Addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	m.Stop()
-	return fmt.Errorf("uplinktest: mosquitto not listening on %s after 10s", m.Addr)
+	var answered []error
+	for _, a := range m.Addrs {
+		c, err := net.DialTimeout("tcp", a, startTimeout)
+		if err != nil {
+			m.Stop()
+			return fmt.Errorf("uplinktest: mosquitto is running but its listener %s is not: %w\n%s", a, err, m.outputFrom(from))
+		}
+		answered = append(answered, connack(c))
+	}
+	if !slices.Contains(answered, nil) {
+		m.Stop()
+		return fmt.Errorf("uplinktest: no listener of mosquitto answered CONNECT: %w\n%s", errors.Join(answered...), m.outputFrom(from))
+	}
+	return nil
+}
+
+// connack sends an MQTT 5 CONNECT on c, expects a CONNACK that accepts it,
+// disconnects and closes c.
+func connack(c net.Conn) error {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(startTimeout))
+	cp := &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: "uplinktest-ready", CleanStart: true, Properties: &packets.Properties{}}
+	if _, err := cp.WriteTo(c); err != nil {
+		return fmt.Errorf("%s: send CONNECT: %w", c.RemoteAddr(), err)
+	}
+	p, err := packets.ReadPacket(c)
+	if err != nil {
+		return fmt.Errorf("%s: read CONNACK: %w", c.RemoteAddr(), err)
+	}
+	if ca, ok := p.Content.(*packets.Connack); !ok || ca.ReasonCode >= 0x80 {
+		return fmt.Errorf("%s: CONNECT answered with %s", c.RemoteAddr(), p.PacketType())
+	}
+	_, _ = (&packets.Disconnect{Properties: &packets.Properties{}}).WriteTo(c)
+	return nil
+}
+
+// outputFrom returns what mosquitto logged from offset from on.
+func (m *Mosquitto) outputFrom(from int) string {
+	m.logMu.Lock()
+	defer m.logMu.Unlock()
+	return m.Log.String()[from:]
 }
 
 // Output returns what mosquitto logged.
@@ -126,14 +238,31 @@ func (m *Mosquitto) Stop() {
 	}
 }
 
-// FreeAddr returns a loopback address that was free a moment ago.
+// FreeAddr returns a loopback address that was free a moment ago. Another
+// process may take it before the caller binds it: a caller that starts a
+// process on it should retry on "address already in use", as
+// StartMosquitto does.
 func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeAddrs(1)
 	if err != nil {
 		return "", err
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return a[0], nil
+}
+
+// freeAddrs returns n distinct loopback addresses that were free a moment
+// ago: all n are held open until the last is picked.
+func freeAddrs(n int) ([]string, error) {
+	addrs := make([]string, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs, nil
 }
 
 // Proxy forwards TCP connections to a target. While down it refuses (closes)
