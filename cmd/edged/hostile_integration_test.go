@@ -52,6 +52,17 @@ func hostileConfig(t *testing.T, role, brokerExtra, yamlExtra string) (cfg, mqtt
 	return cfg, mqttAddr, wsAddr, httpAddr
 }
 
+// startHostile starts edged on hostileConfig's config, on new ports
+// when a picked one was taken meanwhile.
+func startHostile(t *testing.T, bin, role, brokerExtra, yamlExtra string) (d *daemonProc, cfg, mqttAddr, wsAddr, httpAddr string) {
+	t.Helper()
+	d = startReady(t, bin, func() (string, []string) {
+		cfg, mqttAddr, wsAddr, httpAddr = hostileConfig(t, role, brokerExtra, yamlExtra)
+		return cfg, []string{mqttAddr, wsAddr}
+	})
+	return d, cfg, mqttAddr, wsAddr, httpAddr
+}
+
 // health is the part of /healthz these tests read.
 type health struct {
 	Sensors map[string]struct {
@@ -128,9 +139,7 @@ func TestWillBypassIntegration(t *testing.T) {
 	const command = `{"mode":"manual","output":1}`
 	for _, role := range []string{"viewer", "publisher", "operator"} {
 		t.Run(role, func(t *testing.T) {
-			cfg, mqttAddr, _, httpAddr := hostileConfig(t, role, "", "")
-			d := startDaemon(t, bin, cfg)
-			waitListening(t, d, mqttAddr)
+			_, cfg, mqttAddr, _, httpAddr := startHostile(t, bin, role, "", "")
 			// A live subscriber sees any Will that is published, retained or not.
 			live, code := rawConnect(t, dialFrom(t, "127.0.0.8", mqttAddr), 4, "live-"+role, 30, nil)
 			if code != 0 {
@@ -210,9 +219,7 @@ func TestWillBypassIntegration(t *testing.T) {
 	// The harness can see a Will: a publisher's Will on its own topic is
 	// accepted, published and retained.
 	t.Run("allowed Will", func(t *testing.T) {
-		cfg, mqttAddr, _, _ := hostileConfig(t, "publisher", "", "")
-		d := startDaemon(t, bin, cfg)
-		waitListening(t, d, mqttAddr)
+		_, _, mqttAddr, _, _ := startHostile(t, bin, "publisher", "", "")
 		conn := dialFrom(t, "", mqttAddr)
 		_, code := rawConnect(t, conn, 5, "phone", 30, &rawWill{topic: "lan/phone/status", payload: "gone", qos: 1, retain: true})
 		if code != 0 {
@@ -307,15 +314,12 @@ func TestSlowSubscriberIntegration(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(cloud.Close)
-			cfg, mqttAddr, wsAddr, httpAddr := hostileConfig(t, "publisher", "  max_clients_per_address: 32\n", fmt.Sprintf(`
+			d, _, mqttAddr, wsAddr, httpAddr := startHostile(t, bin, "publisher", "  max_clients_per_address: 32\n", fmt.Sprintf(`
 uplink:
   url: mqtt://%s
   forward:
     - {local: "edged/sim-01/sensor/#", remote: "cloud/{topic}"}
 `, mq.Addr))
-			d := startDaemon(t, bin, cfg)
-			waitListening(t, d, mqttAddr)
-			waitListening(t, d, wsAddr)
 
 			// A healthy LAN subscriber, on the sensor only.
 			conn, err := net.Dial("tcp", mqttAddr)
@@ -418,11 +422,8 @@ func closedBy(c net.Conn, limit time.Duration) (time.Duration, bool) {
 // and idle keep-alive-0 clients go after 1.5 times max_keepalive.
 func TestSilentConnectionsIntegration(t *testing.T) {
 	bin := edgedBinary(t)
-	cfg, mqttAddr, wsAddr, httpAddr := hostileConfig(t, "viewer",
+	_, _, mqttAddr, wsAddr, httpAddr := startHostile(t, bin, "viewer",
 		"  max_clients: 8\n  max_clients_per_address: 4\n  connect_timeout: 2s\n  max_keepalive: 2s\n", "")
-	d := startDaemon(t, bin, cfg)
-	waitListening(t, d, mqttAddr)
-	waitListening(t, d, wsAddr)
 
 	const silent = 1000
 	var conns []net.Conn
@@ -504,9 +505,7 @@ func TestSilentConnectionsIntegration(t *testing.T) {
 // bounded number of log lines.
 func TestLogVolumeUnderChurnIntegration(t *testing.T) {
 	bin := edgedBinary(t)
-	cfg, mqttAddr, _, _ := hostileConfig(t, "viewer", "  max_connects_per_minute: 600\n  connect_timeout: 2s\n", "")
-	d := startDaemon(t, bin, cfg)
-	waitListening(t, d, mqttAddr)
+	d, _, mqttAddr, _, _ := startHostile(t, bin, "viewer", "  max_connects_per_minute: 600\n  connect_timeout: 2s\n", "")
 	time.Sleep(time.Second) // start-up lines are written; what follows is the churn's
 	before := strings.Count(d.logs.String(), "\n")
 	for i := range 600 {

@@ -92,22 +92,6 @@ func subscribePacket(version byte, filter string, qos byte) []byte {
 	return packet(0x82, append(body, qos))
 }
 
-// publishPacket is a PUBLISH; qos > 0 uses packet id 1.
-func publishPacket(version byte, topic string, payload []byte, qos byte, retain bool) []byte {
-	h := byte(0x30) | qos<<1
-	if retain {
-		h |= 1
-	}
-	body := mqttString(topic)
-	if qos > 0 {
-		body = append(body, 0, 1)
-	}
-	if version == 5 {
-		body = append(body, 0)
-	}
-	return packet(h, append(body, payload...))
-}
-
 // readPacket reads one packet: its first byte and its body.
 func readPacket(r *bufio.Reader) (byte, []byte, error) {
 	h, err := r.ReadByte()
