@@ -204,7 +204,9 @@ func (s *switcher) rounded(t time.Duration) time.Duration {
 // when to decide again (zero: only on the next event). note is a change
 // worth a log line.
 func (s *switcher) level(now time.Time, duty float64) (on bool, wake time.Time, note string) {
-	var want bool
+	// demand is what the duty asks for now; want is what the window
+	// rule allows of it.
+	var demand, want bool
 	var wants []time.Time // times at which want may change
 	pulseEnd := time.Time{}
 	if s.cycle > 0 {
@@ -212,11 +214,12 @@ func (s *switcher) level(now time.Time, duty float64) (on bool, wake time.Time, 
 		// Once this window's pulse has started it may go on to its end,
 		// however the duty moves; after it ended, nothing until the next
 		// window.
-		want = due && (s.on || !s.pulsed)
+		demand, want = due, due && (s.on || !s.pulsed)
 		pulseEnd = end
 		wants = append(wants, end, windowEnd)
 	} else {
-		want = duty >= 0.5
+		demand = duty >= 0.5
+		want = demand
 	}
 	leaving := s.held
 	s.held = false
@@ -247,7 +250,7 @@ func (s *switcher) level(now time.Time, duty float64) (on bool, wake time.Time, 
 		s.budgetFull = false
 		on = true
 	}
-	if !want && s.fault != "" && !now.Before(s.forcedUntil) {
+	if !demand && s.fault != "" && !now.Before(s.forcedUntil) {
 		s.fault = "" // the demand fell by itself: whatever held it is over
 	}
 

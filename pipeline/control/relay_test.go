@@ -241,35 +241,131 @@ func simExampleOpts() Opts {
 	return o
 }
 
-// TestRelayProtectionSimDay measures the heater's switching over a day of
-// the sim example with random commands. Issue 9 measured pulses of
-// 0-37 ms, gaps of 0.3-2.5 s and second pulses in one window.
+// TestRelayProtectionSimDay is the relay property test: over 24 simulated
+// hours of the sim example, with random setpoints, manual outputs and mode
+// changes at random window positions, no pulse is shorter than min_on, no
+// gap shorter than min_off, no hour has more than max_switches_per_hour
+// switch-ons, no window has two pulses, and no pulse is longer than
+// max_on. Issue 9 measured, before relay protection, pulses of 0-37 ms,
+// gaps of 0.3-2.5 s and second pulses in one window; with the seeds here
+// the code before the fix gave a shortest pulse of 29 ms, a shortest gap
+// of 1.2 ms and 17-20 windows with two pulses a day.
 func TestRelayProtectionSimDay(t *testing.T) {
-	o := simExampleOpts()
-	for seed := uint64(1); seed <= 3; seed++ {
-		edges := runSimDay(t, o, seed)
-		end := t0.Add(24 * time.Hour)
-		f := figures(pulsesOf(edges, end), t0, end, o.Cycle)
-		t.Logf("seed %d: %v", seed, f)
+	cases := []struct {
+		name string
+		edit func(*Opts)
+	}{
+		{"sim example defaults", func(*Opts) {}},
+		{"tight budget and max_on", func(o *Opts) {
+			o.Cycle, o.MinOn, o.MinOff, o.MaxSwitchesPerHour, o.MaxOn = 90*time.Second, 25*time.Second, 20*time.Second, 25, 20*time.Minute
+		}},
+		{"ssr", func(o *Opts) {
+			o.Cycle, o.MinOn, o.MinOff, o.MaxSwitchesPerHour = 5*time.Second, time.Second, time.Second, 0
+		}},
+		{"hysteresis", func(o *Opts) {
+			o.Cycle, o.PID, o.Hysteresis = 0, Gains{}, &Band{Below: 0.3, Above: 0.3}
+			o.MinOn, o.MinOff, o.MaxSwitchesPerHour, o.MaxOn = 30*time.Second, time.Minute, 12, 15*time.Minute
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := simExampleOpts()
+			tc.edit(&o)
+			for seed := uint64(1); seed <= 3; seed++ {
+				edges := runSimDay(t, o, seed)
+				end := t0.Add(24 * time.Hour)
+				for _, e := range edges {
+					if e.safe {
+						t.Errorf("seed %d: a safe state at %v; this test wants none", seed, e.at.Sub(t0))
+					}
+				}
+				f := figures(pulsesOf(edges, end), t0, end, o.Cycle)
+				t.Logf("seed %d: %v", seed, f)
+				if f.pulses < 20 {
+					t.Errorf("seed %d: only %d pulses: the test did not exercise the relay", seed, f.pulses)
+				}
+				if f.shortestPulse < o.MinOn {
+					t.Errorf("seed %d: a pulse of %v, min_on %v", seed, f.shortestPulse, o.MinOn)
+				}
+				if f.shortestGap < o.MinOff {
+					t.Errorf("seed %d: a gap of %v, min_off %v", seed, f.shortestGap, o.MinOff)
+				}
+				if o.MaxSwitchesPerHour > 0 && f.maxPerHour > o.MaxSwitchesPerHour {
+					t.Errorf("seed %d: %d switch-ons in an hour, max_switches_per_hour %d", seed, f.maxPerHour, o.MaxSwitchesPerHour)
+				}
+				if f.doubleWindows > 0 {
+					t.Errorf("seed %d: %d windows with more than one pulse", seed, f.doubleWindows)
+				}
+				if o.MaxOn > 0 && f.longestPulse > o.MaxOn {
+					t.Errorf("seed %d: a pulse of %v, max_on %v", seed, f.longestPulse, o.MaxOn)
+				}
+			}
+		})
 	}
 }
 
-// TestOnOffSimPlant holds the sim example's greenhouse at 22.5 °C with
-// the relay switched on and off around the setpoint.
+// hideOnOff hides an actuator's OnOff, the way every actuator looked
+// before issue 9, so a relay with cycle 0 runs as it used to.
+type hideOnOff struct{ sensors.Actuator }
+
+// TestOnOffSimPlant closes an on/off loop over the sim example's
+// greenhouse (12 °C outside, 30 s heater lag, 10 s dead time) at 22.5 °C.
+// Before issue 9 a relay with cycle 0 was PID output through the relay's
+// 0.5 threshold: bang-bang with no hysteresis. Hysteresis mode must hold
+// the band plus what the plant's lag adds, and obey relay protection.
 func TestOnOffSimPlant(t *testing.T) {
-	o := testOpts()
-	o.Setpoint, o.PID = 22.5, Gains{Kp: 0.4, Ki: 0.002}
-	s := newSimDay(t, o)
-	peak, lo, hi := math.Inf(-1), math.Inf(1), math.Inf(-1)
-	for at := time.Duration(0); at <= 6*time.Hour; at += 5 * time.Second {
-		s.h.advanceTo(t0.Add(at))
-		v := s.sense()
-		peak = max(peak, v)
-		if at >= 4*time.Hour {
-			lo, hi = min(lo, v), max(hi, v)
-		}
+	const lag = 0.35 // °C the heater's lag and dead time carry the air past a band edge
+	cases := []struct {
+		name   string
+		edit   func(*Opts)
+		before bool // the old behaviour, measured for the record
+	}{
+		{"before: pid through a relay, cycle 0", func(o *Opts) {}, true},
+		{"hysteresis 0.3/0.3", func(o *Opts) {
+			o.PID, o.Hysteresis = Gains{}, &Band{Below: 0.3, Above: 0.3}
+		}, false},
+		{"hysteresis 0.1/0.5, min_on 1m, min_off 2m", func(o *Opts) {
+			o.PID, o.Hysteresis = Gains{}, &Band{Below: 0.1, Above: 0.5}
+			o.MinOn, o.MinOff = time.Minute, 2*time.Minute
+		}, false},
 	}
-	start, end := t0.Add(4*time.Hour), t0.Add(6*time.Hour)
-	f := figures(pulsesAfter(pulsesOf(s.relay.history(), end), start), start, end, 0)
-	t.Logf("cycle 0 through a relay: overshoot %.3f °C, last 2 h %.3f..%.3f °C; %v", peak-o.Setpoint, lo, hi, f)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := testOpts()
+			o.Setpoint, o.PID = 22.5, Gains{Kp: 0.4, Ki: 0.002}
+			tc.edit(&o)
+			s := newSimDay(t, o)
+			if tc.before {
+				s.h.l.out = hideOnOff{s.relay}
+			}
+			peak, lo, hi := math.Inf(-1), math.Inf(1), math.Inf(-1)
+			for at := time.Duration(0); at <= 6*time.Hour; at += 5 * time.Second {
+				s.h.advanceTo(t0.Add(at))
+				v := s.sense()
+				peak = max(peak, v)
+				if at >= 2*time.Hour {
+					lo, hi = min(lo, v), max(hi, v)
+				}
+			}
+			start, end := t0.Add(2*time.Hour), t0.Add(6*time.Hour)
+			f := figures(pulsesAfter(pulsesOf(s.relay.history(), end), start), start, end, 0)
+			t.Logf("overshoot %.3f °C, after 2 h %.3f..%.3f °C; %v", peak-o.Setpoint, lo, hi, f)
+			if tc.before {
+				return
+			}
+			b := o.Hysteresis
+			if peak > o.Setpoint+b.Above+lag {
+				t.Errorf("overshoot %.3f °C, want at most above %.1f + %.2f of lag", peak-o.Setpoint, b.Above, lag)
+			}
+			if lo < o.Setpoint-b.Below-lag || hi > o.Setpoint+b.Above+lag {
+				t.Errorf("after 2 h %.3f..%.3f °C, want within %.1f-%.1f..%.1f+%.1f plus %.2f of lag", lo, hi, o.Setpoint, b.Below, o.Setpoint, b.Above, lag)
+			}
+			if f.shortestPulse < o.MinOn || f.shortestGap < o.MinOff || f.maxPerHour > o.MaxSwitchesPerHour {
+				t.Errorf("relay protection broken: %v", f)
+			}
+			if st := s.h.l.State(); st.Fault != "" || st.Mode != ModeAuto {
+				t.Errorf("state %+v", st)
+			}
+		})
+	}
 }
