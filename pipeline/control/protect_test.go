@@ -254,3 +254,17 @@ func TestNewRefusesRelayWithoutCycle(t *testing.T) {
 	}
 	var _ sensors.Actuator = act
 }
+
+// TestRelayClockSetBack: a clock set back an hour must not hold a relay
+// on for the hour. The test clock only goes forward, so this drives the
+// switcher itself.
+func TestRelayClockSetBack(t *testing.T) {
+	s := newSwitcher(relayOpts())
+	if on, _, _ := s.level(t0, 0.5); !on {
+		t.Fatal("not on at 0.5")
+	}
+	s.took(t0, true, false)
+	if on, wake, _ := s.level(t0.Add(-time.Hour), 0); on || wake.After(t0) {
+		t.Errorf("an hour back at duty 0: on %v, next decision at %v", on, wake)
+	}
+}

@@ -204,6 +204,13 @@ func (s *switcher) rounded(t time.Duration) time.Duration {
 // when to decide again (zero: only on the next event). note is a change
 // worth a log line.
 func (s *switcher) level(now time.Time, duty float64) (on bool, wake time.Time, note string) {
+	if now.Before(s.since) {
+		// The clock went back (a fake or wall clock; the system clock's
+		// monotonic reading never does): do not hold the output for the
+		// jump. Count the rules' times as elapsed.
+		s.since = now.Add(-max(s.minOn, s.minOff))
+		s.onFrom, s.forcedUntil, s.ons, s.head = s.since, time.Time{}, s.ons[:0], 0
+	}
 	// demand is what the duty asks for now; want is what the window
 	// rule allows of it.
 	var demand, want bool
