@@ -167,7 +167,7 @@ func (s *switcher) window(now time.Time, duty float64) (due bool, pulseEnd, wind
 		}
 		s.openWindow(s.windowStart.Add(el / c * c))
 	}
-	s.target = clampDur(time.Duration(duty*float64(c))+s.carry, c)
+	s.target = clampDur(time.Duration(math.Round(duty*float64(c)))+s.carry, c)
 	if s.target < 0 {
 		s.target = 0
 	}
