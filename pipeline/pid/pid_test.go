@@ -260,6 +260,13 @@ func FuzzUpdate(f *testing.F) {
 		if err != nil {
 			return
 		}
+		if dt%2 == 0 {
+			// The optional terms, with values the config would allow
+			// and some it would not.
+			c.DerivativeFilter = time.Duration(dt) % time.Hour
+			c.SetpointRamp = math.Abs(reset)
+			c.Deadband = math.Abs(in2 - in)
+		}
 		check := func(v float64) {
 			if math.IsNaN(v) || v < 0 || v > 1 || math.IsNaN(c.Integral()) || c.Integral() < 0 || c.Integral() > 1 {
 				t.Fatalf("output %v, integral %v: outside 0..1", v, c.Integral())
@@ -271,5 +278,156 @@ func FuzzUpdate(f *testing.F) {
 		check(c.Output())
 		check(c.Update(sp, in2, time.Duration(dt)))
 		check(c.Update(in, sp, time.Duration(dt)))
+		c.Restart()
+		check(c.Update(sp, in, time.Duration(dt)))
+		c.SetIntegral(in2)
+		check(c.Update(sp, in2, time.Duration(dt)))
 	})
+}
+
+// TestSetpointRamp checks the effective setpoint against values worked
+// out by hand: Kp 1 and no other term, so the output is the effective
+// setpoint minus the input.
+func TestSetpointRamp(t *testing.T) {
+	c, err := New(Gains{Kp: 1}, -100, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetpointRamp = 0.5 // units per second
+	steps := []struct {
+		sp, in  float64
+		dt      time.Duration
+		restart bool // Restart before this step
+		out     float64
+	}{
+		{sp: 30, in: 20, dt: 0, out: 0},                         // starts from the measurement
+		{sp: 30, in: 20, dt: 4 * time.Second, out: 2},           // 20 + 0.5·4
+		{sp: 30, in: 20, dt: 0, out: 2},                         // dt 0 moves nothing
+		{sp: 30, in: 21, dt: 10 * time.Second, out: 6},          // 27 - 21
+		{sp: 30, in: 21, dt: 10 * time.Second, out: 9},          // reached 30, held there
+		{sp: 29.8, in: 21, dt: time.Second, out: 8.8},           // a step within 0.5·1: at once
+		{sp: 10, in: 21, dt: 2 * time.Second, out: 7.8},         // 29.8 - 1 = 28.8
+		{sp: 10, in: 21, dt: -time.Second, out: 7.8},            // a negative dt moves nothing
+		{sp: 10, in: 18, dt: 0, restart: true, out: 0},          // Restart: from the measurement again
+		{sp: 10, in: 18, dt: time.Minute, out: -8},              // 18 - 30 passes 10: held at 10
+		{sp: math.NaN(), in: 18, dt: time.Minute, out: -8},      // ignored
+		{sp: 10, in: 9.5, dt: 500 * time.Millisecond, out: 0.5}, // the ramp stays at 10
+	}
+	for i, s := range steps {
+		if s.restart {
+			c.Restart()
+		}
+		if got := c.Update(s.sp, s.in, s.dt); !near(got, s.out) {
+			t.Errorf("step %d: Update(%v, %v, %v) = %v, want %v", i, s.sp, s.in, s.dt, got, s.out)
+		}
+	}
+
+	// Reset (bumpless from manual) restarts the ramp too.
+	c.Reset(0)
+	if got := c.Update(25, 15, time.Second); !near(got, 0) {
+		t.Errorf("first update after Reset(0) = %v, want 0 (ramp from the measurement)", got)
+	}
+	if got := c.Update(25, 15, 2*time.Second); !near(got, 1) {
+		t.Errorf("2 s later = %v, want 1", got)
+	}
+}
+
+// TestDeadband: within ±Deadband the error counts as zero for P and I;
+// outside it counts in full. The derivative still acts.
+func TestDeadband(t *testing.T) {
+	c, err := New(Gains{Kp: 1, Ki: 0.1}, -100, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Deadband = 0.2
+	steps := []struct {
+		sp, in, out, integral float64
+	}{
+		{sp: 20, in: 19.9, out: 0, integral: 0},          // inside
+		{sp: 20, in: 20.2, out: 0, integral: 0},          // on the edge counts as inside
+		{sp: 20, in: 19.5, out: 0.55, integral: 0.05},    // e 0.5: P 0.5, I 0.1·0.5·1
+		{sp: 20, in: 20.1, out: 0.05, integral: 0.05},    // inside: the integral holds
+		{sp: 20, in: 21, out: -1.05, integral: -0.05},    // e -1: P -1, I 0.05 - 0.1
+		{sp: 20, in: 19.81, out: -0.05, integral: -0.05}, // inside again
+	}
+	for i, s := range steps {
+		got := c.Update(s.sp, s.in, time.Second)
+		if !near(got, s.out) || !near(c.Integral(), s.integral) {
+			t.Errorf("step %d: Update(%v, %v) = %v, integral %v; want %v, %v", i, s.sp, s.in, got, c.Integral(), s.out, s.integral)
+		}
+	}
+	c2, _ := New(Gains{Kd: 1}, -100, 100)
+	c2.Deadband = 1
+	c2.Update(20, 20, time.Second)
+	if got := c2.Update(20, 20.5, time.Second); !near(got, -0.5) {
+		t.Errorf("derivative inside the deadband = %v, want -0.5", got)
+	}
+}
+
+// TestDerivativeFilter checks the filtered derivative against the
+// first-order step response, and that a new start empties the filter.
+func TestDerivativeFilter(t *testing.T) {
+	c, err := New(Gains{Kd: 10}, -100, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DerivativeFilter = 10 * time.Second
+	c.Update(0, 0, 0)
+	// A ramp of 0.1 units/s: the raw rate is 0.1 at once, the filtered
+	// rate reaches 0.1·(1-e^(-t/10)).
+	for i := 1; i <= 30; i++ {
+		got := c.Update(0, 0.1*float64(i), time.Second)
+		want := -10 * 0.1 * (1 - math.Exp(-float64(i)/10))
+		if !near(got, want) {
+			t.Fatalf("after %d s: output %v, want %v", i, got, want)
+		}
+	}
+	// dt 0 is a new start: no derivative, and the filter starts over.
+	if got := c.Update(0, 5, 0); got != 0 {
+		t.Errorf("dt 0: output %v, want 0", got)
+	}
+	if got, want := c.Update(0, 5.1, time.Second), -10*0.1*(1-math.Exp(-0.1)); !near(got, want) {
+		t.Errorf("first step after a new start: output %v, want %v", got, want)
+	}
+
+	// Unfiltered (0), the derivative is the raw rate.
+	u, _ := New(Gains{Kd: 10}, -100, 100)
+	u.Update(0, 0, 0)
+	if got := u.Update(0, 0.1, time.Second); !near(got, -1) {
+		t.Errorf("unfiltered: %v, want -1", got)
+	}
+}
+
+// TestWarmStart: SetIntegral sets the integral within the limits and
+// wins over a pending Reset; Restart keeps the integral, so the output
+// comes back where it was, and restarts the derivative.
+func TestWarmStart(t *testing.T) {
+	c, err := New(Gains{Kp: 0.5, Ki: 0.1, Kd: 2}, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetIntegral(0.7)
+	if got := c.Update(20, 20, 0); !near(got, 0.7) {
+		t.Errorf("warm start: output %v, want the integral 0.7", got)
+	}
+	c.SetIntegral(3)
+	if c.Integral() != 1 {
+		t.Errorf("SetIntegral(3): integral %v, want the limit 1", c.Integral())
+	}
+	c.SetIntegral(math.NaN())
+	if c.Integral() != 1 {
+		t.Errorf("SetIntegral(NaN) changed the integral to %v", c.Integral())
+	}
+	c.SetIntegral(0.6)
+	c.Reset(0) // would make the next output 0
+	c.SetIntegral(0.4)
+	if got := c.Update(20, 20, time.Second); !near(got, 0.4) {
+		t.Errorf("SetIntegral after Reset: output %v, want 0.4", got)
+	}
+	c.Update(20, 20, time.Second)
+	c.Restart()
+	// The input jumped while the loop was off: no derivative kick.
+	if got := c.Update(20, 19, time.Second); !near(got, 0.5+0.4+0.1) {
+		t.Errorf("after Restart: output %v, want P 0.5 + integral 0.4 + 0.1", got)
+	}
 }
