@@ -82,8 +82,8 @@ func New(g Gains, min, max float64) (*Controller, error) {
 // (filtered) measurement, not on the error, so a setpoint change does not
 // kick the output. A dt <= 0 (the first sample, a sample after a gap, two
 // samples with one timestamp) makes this sample a new starting point: the
-// integral and the ramp are held, the derivative term and its filter
-// start from zero, and input is remembered for the next derivative. A
+// integral, the ramp and the derivative filter are held, the derivative
+// term is zero, and input is remembered for the next derivative. A
 // NaN or infinite setpoint or input is ignored: the state stays as it was
 // and the previous output is returned.
 func (c *Controller) Update(setpoint, input float64, dt time.Duration) float64 {
@@ -97,7 +97,13 @@ func (c *Controller) Update(setpoint, input float64, dt time.Duration) float64 {
 		e = 0
 	}
 	p := c.Gains.Kp * e
+	// A dt <= 0 keeps the filter as it is (a command asking for a new
+	// output now must not reset it); forgetting the measurement (Reset,
+	// Restart) empties it.
 	d, rate := 0.0, 0.0
+	if c.hasInput {
+		rate = c.rate
+	}
 	if dt > 0 && c.hasInput {
 		rate = (input - c.lastInput) / sec
 		if tf := c.DerivativeFilter.Seconds(); tf > 0 {

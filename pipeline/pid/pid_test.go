@@ -382,12 +382,19 @@ func TestDerivativeFilter(t *testing.T) {
 			t.Fatalf("after %d s: output %v, want %v", i, got, want)
 		}
 	}
-	// dt 0 is a new start: no derivative, and the filter starts over.
+	// dt 0 is a new start: no derivative term, the filter holds.
+	held := 0.1 * (1 - math.Exp(-3))
 	if got := c.Update(0, 5, 0); got != 0 {
 		t.Errorf("dt 0: output %v, want 0", got)
 	}
-	if got, want := c.Update(0, 5.1, time.Second), -10*0.1*(1-math.Exp(-0.1)); !near(got, want) {
+	if got, want := c.Update(0, 5.1, time.Second), -10*(held+(0.1-held)*(1-math.Exp(-0.1))); !near(got, want) {
 		t.Errorf("first step after a new start: output %v, want %v", got, want)
+	}
+	// Restart empties the filter.
+	c.Restart()
+	c.Update(0, 7, 0)
+	if got, want := c.Update(0, 7.1, time.Second), -10*0.1*(1-math.Exp(-0.1)); !near(got, want) {
+		t.Errorf("first step after Restart: output %v, want %v", got, want)
 	}
 
 	// Unfiltered (0), the derivative is the raw rate.
