@@ -19,14 +19,21 @@ var ErrCommand = errors.New("control: bad command")
 
 // command is one parsed command; nil fields were not given.
 type command struct {
-	setpoint *float64
-	mode     *Mode
-	output   *float64
+	setpoint      *float64
+	mode          *Mode
+	output        *float64
+	gains         *Gains
+	resetIntegral bool
+	source        string // who sent it (the MQTT client id), for the log
 }
 
+// commandKeys lists the keys of a command, for error messages.
+const commandKeys = "setpoint, mode, output, gains or reset"
+
 // parseCommand reads a command strictly: one JSON object with only the
-// keys setpoint, mode and output, spelled exactly, with non-null values
-// of the right type, and nothing after it.
+// keys setpoint, mode, output, gains and reset, spelled exactly, with
+// non-null values of the right type, and nothing after it. gains is an
+// object with exactly kp, ki and kd; reset is "integral".
 func parseCommand(payload []byte) (command, error) {
 	var c command
 	if len(payload) > maxCommandSize {
@@ -44,7 +51,7 @@ func parseCommand(payload []byte) (command, error) {
 		return c, fmt.Errorf("%w: want a JSON object such as {\"setpoint\": 21.5}, not null", ErrCommand)
 	}
 	if len(fields) == 0 {
-		return c, fmt.Errorf("%w: empty command (want setpoint, mode or output)", ErrCommand)
+		return c, fmt.Errorf("%w: empty command (want %s)", ErrCommand, commandKeys)
 	}
 	number := func(key string, raw json.RawMessage) (*float64, error) {
 		var v float64
@@ -67,8 +74,16 @@ func parseCommand(payload []byte) (command, error) {
 			}
 			m := Mode(s)
 			c.mode = &m
+		case "gains":
+			c.gains, err = parseGains(raw, number)
+		case "reset":
+			var s string
+			if bytes.Equal(raw, []byte("null")) || json.Unmarshal(raw, &s) != nil || s != "integral" {
+				return c, fmt.Errorf("%w: reset: want \"integral\", have %s", ErrCommand, raw)
+			}
+			c.resetIntegral = true
 		default:
-			err = fmt.Errorf("%w: unknown field %s (want setpoint, mode or output)", ErrCommand, strconv.Quote(key))
+			err = fmt.Errorf("%w: unknown field %s (want %s)", ErrCommand, strconv.Quote(key), commandKeys)
 		}
 		if err != nil {
 			return c, err
@@ -77,11 +92,42 @@ func parseCommand(payload []byte) (command, error) {
 	return c, nil
 }
 
+// parseGains reads {"kp": .., "ki": .., "kd": ..}: all three, numbers,
+// nothing else.
+func parseGains(raw json.RawMessage, number func(string, json.RawMessage) (*float64, error)) (*Gains, error) {
+	const example = `{"gains": {"kp": 0.4, "ki": 0.002, "kd": 0}}`
+	var fields map[string]json.RawMessage
+	if bytes.Equal(raw, []byte("null")) || json.Unmarshal(raw, &fields) != nil {
+		return nil, fmt.Errorf("%w: gains: want an object such as %s, have %s", ErrCommand, example, raw)
+	}
+	var g Gains
+	dst := map[string]*float64{"kp": &g.Kp, "ki": &g.Ki, "kd": &g.Kd}
+	for key, v := range fields {
+		p, ok := dst[key]
+		if !ok {
+			return nil, fmt.Errorf("%w: gains: unknown field %s (want kp, ki and kd)", ErrCommand, strconv.Quote(key))
+		}
+		n, err := number("gains: "+key, v)
+		if err != nil {
+			return nil, err
+		}
+		*p = *n
+	}
+	for _, k := range []string{"kp", "ki", "kd"} {
+		if _, ok := fields[k]; !ok {
+			return nil, fmt.Errorf("%w: gains: %s missing: give kp, ki and kd, e.g. %s", ErrCommand, k, example)
+		}
+	}
+	return &g, nil
+}
+
 // Command applies a JSON command from PREFIX/control/<id>/set:
 //
 //	{"setpoint": 21.0}
 //	{"mode": "auto"} | {"mode": "manual"} | {"mode": "off"}
 //	{"mode": "manual", "output": 0.3}
+//	{"gains": {"kp": 0.4, "ki": 0.002, "kd": 0}}
+//	{"reset": "integral"}
 //
 // Keys may be combined. A command is checked whole before anything
 // changes: a bad one changes nothing and returns an error (wrapping
@@ -138,8 +184,8 @@ func (l *Loop) apply(c command) (reply []byte, err error) {
 }
 
 // checkStatic checks what does not depend on the loop's state: the
-// setpoint bounds, the mode's name, the output's range, and an output
-// given with a mode other than manual. What passes may still be refused
+// setpoint bounds, the mode's name, the output's range, an output given
+// with a mode other than manual, and gains against the config's limits. What passes may still be refused
 // by checkLocked (an output without a mode while the mode is not manual).
 func (l *Loop) checkStatic(c command) error {
 	if c.setpoint != nil {
@@ -152,6 +198,14 @@ func (l *Loop) checkStatic(c command) error {
 		case ModeAuto, ModeManual, ModeOff:
 		default:
 			return fmt.Errorf("%w: mode %q: want \"auto\", \"manual\" or \"off\"", ErrCommand, string(*c.mode))
+		}
+	}
+	if (c.gains != nil || c.resetIntegral) && l.ctl() == nil {
+		return fmt.Errorf("%w: gains and reset apply to a PID loop; this one has hysteresis", ErrCommand)
+	}
+	if c.gains != nil {
+		if err := l.opts.checkGains(*c.gains); err != nil {
+			return fmt.Errorf("%w: %w", ErrCommand, err)
 		}
 	}
 	if c.output != nil {
@@ -206,11 +260,16 @@ func (l *Loop) applyLocked(c command) {
 		m := *c.mode
 		if m != l.mode {
 			l.changes.Log(l.log, slog.LevelInfo, "mode", "mode changed", "from", l.mode, "to", m)
-			switch m {
-			case ModeAuto:
+			switch {
+			case m == ModeAuto && l.mode == ModeOff && l.ctl() != nil:
+				// Warm start: the integral the PID had (or restored) is
+				// the output the plant needed; from zero the air would
+				// dip by about a degree (issue 9).
+				l.ctl().Restart()
+			case m == ModeAuto:
 				// Bumpless transfer: take over from the output applied now.
 				l.pid.Reset(l.output)
-			case ModeManual:
+			case m == ModeManual:
 				l.manual = l.output
 			}
 			l.mode = m
@@ -223,7 +282,8 @@ func (l *Loop) applyLocked(c command) {
 		}
 		l.manual = *c.output
 	}
-	if l.mode == ModeAuto && fresh && (c.setpoint != nil || c.mode != nil) {
+	l.applyTuningLocked(c)
+	if l.mode == ModeAuto && fresh && (c.setpoint != nil || c.mode != nil || c.gains != nil || c.resetIntegral) {
 		// Act on the new setpoint now rather than at the next reading. A
 		// dt of 0 integrates nothing; the next reading integrates the
 		// whole interval since the last one.

@@ -63,6 +63,26 @@ func TestCommand(t *testing.T) {
 		{name: "trailing data", payload: `{"setpoint":21}x`, err: "after the JSON object"},
 		{name: "two objects", payload: `{"setpoint":21}{"mode":"off"}`, err: "after the JSON object"},
 		{name: "truncated", payload: `{"setpoint":21`, err: "want a JSON object"},
+		{name: "gains", payload: `{"gains":{"kp":0.2,"ki":0,"kd":0}}`, sp: 20, mode: ModeAuto, output: 0.4, calls: []call{{"set", 0.4, 0}}},
+		{name: "gains at the default limit", payload: `{"gains":{"kd":0,"ki":0,"kp":1}}`, sp: 20, mode: ModeAuto, output: 1, calls: []call{{"set", 1, 0}}},
+		{name: "reset integral", payload: `{"reset":"integral"}`, sp: 20, mode: ModeAuto, output: 0.2},
+		{name: "gains with setpoint", payload: `{"setpoint":21,"gains":{"kp":0.2,"ki":0,"kd":0}}`, sp: 21, mode: ModeAuto, output: 0.6, calls: []call{{"set", 0.6, 0}}},
+
+		{name: "gain beyond limit", payload: `{"gains":{"kp":1.5,"ki":0,"kd":0}}`, err: "kp 1.5 is beyond its limit 1"},
+		{name: "gain the config leaves at 0", payload: `{"gains":{"kp":0.1,"ki":0.001,"kd":0}}`, err: "ki 0.001 is beyond its limit 0"},
+		{name: "gain reverses the action", payload: `{"gains":{"kp":-0.1,"ki":0,"kd":0}}`, err: "kp -0.1 is negative"},
+		{name: "gains all zero", payload: `{"gains":{"kp":0,"ki":0,"kd":0}}`, err: "all zero"},
+		{name: "gains missing one", payload: `{"gains":{"kp":0.2,"ki":0}}`, err: "kd missing"},
+		{name: "gains unknown key", payload: `{"gains":{"kp":0.2,"ki":0,"kd":0,"kf":1}}`, err: `gains: unknown field "kf"`},
+		{name: "gains key wrong case", payload: `{"gains":{"Kp":0.2,"ki":0,"kd":0}}`, err: `gains: unknown field "Kp"`},
+		{name: "gains not an object", payload: `{"gains":0.2}`, err: "gains: want an object"},
+		{name: "gains null", payload: `{"gains":null}`, err: "gains: want an object"},
+		{name: "gain a string", payload: `{"gains":{"kp":"0.2","ki":0,"kd":0}}`, err: "gains: kp: want a number"},
+		{name: "gain null", payload: `{"gains":{"kp":null,"ki":0,"kd":0}}`, err: "gains: kp: want a number"},
+		{name: "bad gains spoil a setpoint", payload: `{"setpoint":25,"gains":{"kp":5,"ki":0,"kd":0}}`, err: "beyond its limit"},
+		{name: "reset what", payload: `{"reset":"all"}`, err: `reset: want "integral"`},
+		{name: "reset null", payload: `{"reset":null}`, err: `reset: want "integral"`},
+		{name: "reset true", payload: `{"reset":true}`, err: `reset: want "integral"`},
 		{name: "too long", payload: `{"setpoint":21` + strings.Repeat(" ", 1100) + `}`, err: "too long"},
 	}
 	for _, tc := range cases {
@@ -195,6 +215,18 @@ func TestPersistBadFiles(t *testing.T) {
 		{"unknown mode", func(p string) error { return os.WriteFile(p, []byte(`{"setpoint":22,"mode":"boost"}`), 0o644) }, 22, ModeAuto, 0, "ignoring saved mode"},
 		{"manual, bad output", func(p string) error { return os.WriteFile(p, []byte(`{"mode":"manual","output":7}`), 0o644) }, 20, ModeOff, 0, "starting in mode off"},
 		{"wrong types", func(p string) error { return os.WriteFile(p, []byte(`{"setpoint":"hot"}`), 0o644) }, 20, ModeAuto, 0, "ignoring corrupt state file"},
+		{"torn after the integral", func(p string) error {
+			return os.WriteFile(p, []byte(`{"setpoint":22,"gains":{"kp":0.2,"ki":0,"kd":0},"integral":0.`), 0o644)
+		}, 20, ModeAuto, 0, "ignoring corrupt state file"},
+		{"torn inside the gains", func(p string) error { return os.WriteFile(p, []byte(`{"setpoint":22,"gains":{"kp":0.2,"k`), 0o644) }, 20, ModeAuto, 0, "ignoring corrupt state file"},
+		{"binary garbage", func(p string) error { return os.WriteFile(p, []byte("\x00\xff{\x00"), 0o644) }, 20, ModeAuto, 0, "ignoring corrupt state file"},
+		{"integral a string", func(p string) error { return os.WriteFile(p, []byte(`{"integral":"0.5"}`), 0o644) }, 20, ModeAuto, 0, "ignoring corrupt state file"},
+		{"integral out of range", func(p string) error { return os.WriteFile(p, []byte(`{"setpoint":22,"integral":7}`), 0o644) }, 22, ModeAuto, 0, "ignoring saved integral"},
+		{"integral negative", func(p string) error { return os.WriteFile(p, []byte(`{"integral":-0.5}`), 0o644) }, 20, ModeAuto, 0, "ignoring saved integral"},
+		{"gains beyond the limits", func(p string) error {
+			return os.WriteFile(p, []byte(`{"setpoint":22,"gains":{"kp":9,"ki":0,"kd":0}}`), 0o644)
+		}, 22, ModeAuto, 0, "ignoring saved gains"},
+		{"gains all zero", func(p string) error { return os.WriteFile(p, []byte(`{"gains":{"kp":0,"ki":0,"kd":0}}`), 0o644) }, 20, ModeAuto, 0, "ignoring saved gains"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -213,6 +245,12 @@ func TestPersistBadFiles(t *testing.T) {
 			}
 			if h.logs.count(tc.log) != 1 {
 				t.Errorf("log does not say %q once:\n%s", tc.log, h.logs)
+			}
+			if g, want := s.Gains, (StateGains{Kp: 0.1}); g != want {
+				t.Errorf("gains %+v, want the config's %+v", g, want)
+			}
+			if i := h.l.ctl().Integral(); i != 0 {
+				t.Errorf("integral %v, want 0", i)
 			}
 		})
 	}
@@ -242,6 +280,11 @@ func FuzzCommand(f *testing.F) {
 		`{"mode":"off"}`, `{"output":1}`, `{"setpoint":null}`, `{}`, `null`, `[]`, `"x"`, ``,
 		`{"setpoint":21,"mode":"manual","output":0}`, `{"setpoint":1e308}`, `{"mode":"manual","output":-0}`,
 		`{"setpoint":21}{}`, `{"SETPOINT":21}`, `{"setpoint":21,"setpoint":99}`, "{\"mode\":\"auto\u0000\"}",
+		`{"gains":{"kp":0.2,"ki":0,"kd":0}}`, `{"gains":{"kp":1.0001,"ki":0,"kd":0}}`, `{"gains":{"kp":-0.1,"ki":0,"kd":0}}`,
+		`{"gains":{"kp":0,"ki":0,"kd":0}}`, `{"gains":{"kp":0.2}}`, `{"gains":{"kp":0.2,"ki":0,"kd":0,"kp":9}}`,
+		`{"gains":{"kp":1e999,"ki":0,"kd":0}}`, `{"gains":[0.2,0,0]}`, `{"gains":{}}`, `{"gains":null}`,
+		`{"reset":"integral"}`, `{"reset":"Integral"}`, `{"reset":""}`, `{"reset":1}`,
+		`{"mode":"auto","reset":"integral","gains":{"kp":0.5,"ki":0,"kd":0},"setpoint":22}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -270,6 +313,9 @@ func FuzzCommand(f *testing.F) {
 		}
 		if s.Setpoint < 5 || s.Setpoint > 30 || s.Output < 0 || s.Output > 1 {
 			t.Fatalf("accepted %q: state out of bounds: %s", payload, reply)
+		}
+		if g := s.Gains; g.Kp < 0 || g.Kp > 1 || g.Ki != 0 || g.Kd != 0 || g.Kp == 0 {
+			t.Fatalf("accepted %q: gains out of bounds: %s", payload, reply)
 		}
 		switch s.Mode {
 		case ModeAuto, ModeManual, ModeOff:

@@ -116,6 +116,7 @@ func (in *Inbox) Submit(r Request) {
 		err = fmt.Errorf("control: no controller %q", r.Controller)
 	} else if c, err = parseCommand(r.Payload); err == nil {
 		err = l.checkStatic(c)
+		c.source = r.Client
 	}
 	in.mu.Lock()
 	if err != nil {
@@ -147,7 +148,8 @@ func (in *Inbox) oweLocked(r Request, err error) {
 	in.owed = append(in.owed, owed{r, err})
 }
 
-// fields says which of setpoint, mode and output a command sets.
+// fields says which of setpoint, mode, output, gains and reset a command
+// sets.
 func (c command) fields() uint8 {
 	var f uint8
 	if c.setpoint != nil {
@@ -158,6 +160,12 @@ func (c command) fields() uint8 {
 	}
 	if c.output != nil {
 		f |= 4
+	}
+	if c.gains != nil {
+		f |= 8
+	}
+	if c.resetIntegral {
+		f |= 16
 	}
 	return f
 }

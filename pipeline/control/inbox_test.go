@@ -286,6 +286,11 @@ func TestEvictable(t *testing.T) {
 		func() string {
 			return fmt.Sprintf(`{"setpoint":%d,"mode":%q}`, 5+rng.IntN(20), []string{"auto", "manual", "off"}[rng.IntN(3)])
 		},
+		func() string { return fmt.Sprintf(`{"gains":{"kp":0.%d,"ki":0,"kd":0}}`, 1+rng.IntN(9)) },
+		func() string { return `{"reset":"integral"}` },
+		func() string {
+			return fmt.Sprintf(`{"mode":"auto","reset":"integral","gains":{"kp":0.%d,"ki":0,"kd":0}}`, 1+rng.IntN(9))
+		},
 	}
 	for trial := range 300 {
 		// Few kinds per trial, so that covering commands are rare and
@@ -317,6 +322,9 @@ type replayed struct {
 		setpoint, manual float64
 		mode             Mode
 		spSet, modeSet   bool
+		gains            Gains
+		integral         float64
+		output           float64
 	}
 	ok []bool
 }
@@ -339,5 +347,38 @@ func replay(t *testing.T, seq []string, skip int) replayed {
 		r.ok = append(r.ok, err == nil)
 	}
 	r.state.setpoint, r.state.manual, r.state.mode, r.state.spSet, r.state.modeSet = l.setpoint, l.manual, l.mode, l.spSet, l.modeSet
+	r.state.gains, r.state.integral, r.state.output = l.gainsLocked(), l.ctl().Integral(), l.ctl().Output()
 	return r
+}
+
+// TestInboxGainsLogged: a gains change is logged with the client that
+// sent it, shows in the state, and is written with the setpoint.
+func TestInboxGainsLogged(t *testing.T) {
+	dir := t.TempDir()
+	o := testOpts()
+	o.GainLimits = &GainLimits{Ki: f64(0.01)}
+	h := newHarness(t, o, dir)
+	h.start()
+	in := NewInbox(map[string]*Loop{"heat": h.l}, h.clk, nil)
+	runInbox(t, in)
+	r := newReplies()
+	req := r.request("gains", `{"gains":{"kp":0.3,"ki":0.005,"kd":0},"setpoint":21}`)
+	req.Client = "dash-7"
+	in.Submit(req)
+	bad := r.request("bad", `{"gains":{"kp":0.3,"ki":0.02,"kd":0}}`)
+	in.Submit(bad)
+	r.wait(t, 2)
+	h.settle()
+	if got := r.of("bad"); len(got) != 1 || !strings.Contains(got[0], `"error":"control: bad command: gains: ki 0.02 is beyond its limit 0.01`) {
+		t.Errorf("reply to bad gains %q", got)
+	}
+	if s := h.l.State(); s.Gains != (StateGains{Kp: 0.3, Ki: 0.005}) || s.Setpoint != 21 {
+		t.Errorf("state %+v", s)
+	}
+	if n := h.logs.count(`from="kp=0.1 ki=0 kd=0" to="kp=0.3 ki=0.005 kd=0" client=dash-7`); n != 1 {
+		t.Errorf("gains change not logged once with its client:\n%s", h.logs)
+	}
+	if got, want := readState(t, dir), `{"setpoint":21,"gains":{"kp":0.3,"ki":0.005,"kd":0}}`+"\n"; got != want {
+		t.Errorf("state file %q, want %q", got, want)
+	}
 }

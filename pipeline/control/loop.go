@@ -113,6 +113,8 @@ type Loop struct {
 	applied    float64   // level last set successfully
 	output     float64   // the duty cycle the loop applies (0 when safe)
 
+	tune tuning // runtime gains and the saved integral
+
 	cycleTimer sensors.Timer // the next decision of sw
 	sw         *switcher     // protects a switched output; nil passes the level through
 
@@ -255,6 +257,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.log.Error("actuator did not take its safe state on stop", "actuator", l.out.String(), "error", err)
 		}
 		l.isSafe = true
+		l.integralDueLocked(l.clock.Now(), true)
 		l.mu.Unlock()
 		// What the last commands set, unless it is saved already. Commands
 		// from now on save themselves (running is false).

@@ -49,6 +49,19 @@ type Opts struct {
 	// reverses with negative gains.
 	Action string `yaml:"action"`
 
+	// DerivativeFilter is the time constant of the low-pass filter on
+	// the derivative term (PID only); 0 leaves it unfiltered.
+	DerivativeFilter time.Duration `yaml:"derivative_filter"`
+	// SetpointRamp, in input units per minute, limits how fast the
+	// effective setpoint follows a new setpoint (PID only); 0 steps.
+	SetpointRamp float64 `yaml:"setpoint_ramp"`
+	// Deadband: an error within ±Deadband counts as zero for P and I
+	// (PID only).
+	Deadband float64 `yaml:"deadband"`
+	// GainLimits bound the gains a gains command may set; nil takes
+	// DefaultGainFactor times the config's gains.
+	GainLimits *GainLimits `yaml:"gain_limits"`
+
 	// Relay protection, for switched outputs (a cycle or hysteresis): no
 	// pulse shorter than MinOn, no gap shorter than MinOff, at most
 	// MaxSwitchesPerHour switch-ons in any 60 minutes (0: no limit), and
@@ -107,12 +120,99 @@ type Gains struct {
 	Kd float64 `yaml:"kd"`
 }
 
+// GainLimits bound the magnitude of each gain a gains command may set; a
+// gain not given is bounded by DefaultGainFactor times the config's.
+type GainLimits struct {
+	Kp *float64 `yaml:"kp"`
+	Ki *float64 `yaml:"ki"`
+	Kd *float64 `yaml:"kd"`
+}
+
+// Validate checks that the limits are finite and not negative.
+func (g *GainLimits) Validate() error {
+	for _, f := range []struct {
+		k string
+		v *float64
+	}{{"kp", g.Kp}, {"ki", g.Ki}, {"kd", g.Kd}} {
+		if f.v != nil && !(*f.v >= 0 && !math.IsInf(*f.v, 0)) {
+			return sensors.FieldErrorf(f.k, "%v: want a finite number >= 0 (the largest magnitude a gains command may set)", *f.v)
+		}
+	}
+	return nil
+}
+
+// DefaultGainFactor bounds runtime gains without gain_limits: each gain
+// up to this many times the config's gain, with the config's sign. A gain
+// the config leaves at 0 stays 0.
+const DefaultGainFactor = 10
+
+// DefaultDerivativeFilter is the derivative filter's default time
+// constant: with 5 s samples it cuts the noise kd passes by several
+// times, and it is short next to a greenhouse's or a room's time
+// constant.
+const DefaultDerivativeFilter = 10 * time.Second
+
+// maxGains returns the largest magnitude of each gain a gains
+// command may set.
+func (o *Opts) maxGains() Gains {
+	m := Gains{Kp: DefaultGainFactor * math.Abs(o.PID.Kp), Ki: DefaultGainFactor * math.Abs(o.PID.Ki), Kd: DefaultGainFactor * math.Abs(o.PID.Kd)}
+	if l := o.GainLimits; l != nil {
+		for _, f := range []struct {
+			dst *float64
+			v   *float64
+		}{{&m.Kp, l.Kp}, {&m.Ki, l.Ki}, {&m.Kd, l.Kd}} {
+			if f.v != nil {
+				*f.dst = *f.v
+			}
+		}
+	}
+	return m
+}
+
+// reverse reports whether the PID acts in reverse (cooling): its first
+// non-zero gain in the order kp, ki, kd is negative.
+func (o *Opts) reverse() bool {
+	for _, g := range []float64{o.PID.Kp, o.PID.Ki, o.PID.Kd} {
+		if g != 0 {
+			return g < 0
+		}
+	}
+	return false
+}
+
+// checkGains checks gains a command or the state file would set: finite,
+// not all zero, each with the loop's sign and within its limit.
+func (o *Opts) checkGains(g Gains) error {
+	lim := o.maxGains()
+	rev := o.reverse()
+	if g.Kp == 0 && g.Ki == 0 && g.Kd == 0 {
+		return fmt.Errorf("gains: all zero: the loop would never act")
+	}
+	for _, f := range []struct {
+		k      string
+		v, max float64
+	}{{"kp", g.Kp, lim.Kp}, {"ki", g.Ki, lim.Ki}, {"kd", g.Kd, lim.Kd}} {
+		switch {
+		case math.IsNaN(f.v) || math.IsInf(f.v, 0):
+			return fmt.Errorf("gains: %s must be finite", f.k)
+		case !rev && f.v < 0:
+			return fmt.Errorf("gains: %s %v is negative: this loop acts direct (heating); its gains are 0..%v", f.k, f.v, f.max)
+		case rev && f.v > 0:
+			return fmt.Errorf("gains: %s %v is positive: this loop acts in reverse (cooling); its gains are -%v..0", f.k, f.v, f.max)
+		case math.Abs(f.v) > f.max:
+			return fmt.Errorf("gains: %s %v is beyond its limit %v (gain_limits, or %d times the config's gain)", f.k, f.v, f.max, DefaultGainFactor)
+		}
+	}
+	return nil
+}
+
 // DefaultOpts are the defaults of Opts.
 func DefaultOpts() Opts {
 	return Opts{
 		OutputMin: 0, OutputMax: 1, StaleAfter: time.Minute,
-		Action: ActionDirect,
-		MinOn:  DefaultMinOn, MinOff: DefaultMinOff, MaxSwitchesPerHour: DefaultMaxSwitchesPerHour,
+		Action:           ActionDirect,
+		DerivativeFilter: DefaultDerivativeFilter,
+		MinOn:            DefaultMinOn, MinOff: DefaultMinOff, MaxSwitchesPerHour: DefaultMaxSwitchesPerHour,
 	}
 }
 
@@ -185,6 +285,9 @@ func (o *Opts) Validate() error {
 	if err := o.validateProtection(); err != nil {
 		return err
 	}
+	if err := o.validateTuning(); err != nil {
+		return err
+	}
 	for _, b := range []struct {
 		k string
 		v *float64
@@ -229,6 +332,43 @@ func (o *Opts) validateProtection() error {
 	}
 	if o.MinOn+o.MinOff > o.Cycle {
 		return sensors.FieldErrorf("cycle", "%v is shorter than min_on %v + min_off %v: a window must hold the shortest pulse and the shortest gap (lengthen cycle, or lower min_on and min_off; an SSR takes 0s)", o.Cycle, o.MinOn, o.MinOff)
+	}
+	return nil
+}
+
+// validateTuning checks the PID's filter, ramp, deadband and gain limits.
+func (o *Opts) validateTuning() error {
+	if o.DerivativeFilter < 0 || o.DerivativeFilter > time.Hour {
+		return sensors.FieldErrorf("derivative_filter", "%v is out of range (0 for none, or up to 1h)", o.DerivativeFilter)
+	}
+	for _, f := range []struct {
+		k, want string
+		v       float64
+	}{{"setpoint_ramp", "input units per minute, 0 for none", o.SetpointRamp}, {"deadband", "input units around the setpoint, 0 for none", o.Deadband}} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) || f.v < 0 {
+			return sensors.FieldErrorf(f.k, "%v: want a finite number >= 0 (%s)", f.v, f.want)
+		}
+		if f.v != 0 && o.Hysteresis != nil {
+			return sensors.FieldErrorf(f.k, "applies to pid only (hysteresis has its band)")
+		}
+	}
+	if o.GainLimits == nil {
+		return nil
+	}
+	if o.Hysteresis != nil {
+		return sensors.FieldErrorf("gain_limits", "applies to pid only")
+	}
+	if err := o.GainLimits.Validate(); err != nil {
+		return &sensors.FieldError{Field: "gain_limits", Err: err}
+	}
+	lim := o.maxGains()
+	for _, f := range []struct {
+		k      string
+		v, max float64
+	}{{"kp", o.PID.Kp, lim.Kp}, {"ki", o.PID.Ki, lim.Ki}, {"kd", o.PID.Kd, lim.Kd}} {
+		if math.Abs(f.v) > f.max {
+			return sensors.FieldErrorf("gain_limits", "%s: %v is below the config's own %s %v", f.k, f.max, f.k, f.v)
+		}
 	}
 	return nil
 }

@@ -13,13 +13,19 @@ import (
 	"github.com/edged/edged/sensors"
 )
 
-// persisted is what a loop keeps in <state dir>/control/<id>.json: only
-// what commands set, so a setpoint never commanded follows the config.
+// persisted is what a loop keeps in <state dir>/control/<id>.json: what
+// commands set, so a setpoint never commanded follows the config, and
+// the PID's integral, so a restart does not start it from zero.
 type persisted struct {
 	Setpoint *float64 `json:"setpoint,omitempty"`
 	Mode     Mode     `json:"mode,omitempty"`
 	// Output is the manual output, kept with mode manual.
 	Output *float64 `json:"output,omitempty"`
+	// Gains are the PID gains set by a gains command.
+	Gains *StateGains `json:"gains,omitempty"`
+	// Integral is the PID's integral term (output units) for a warm
+	// start; absent when it is 0.
+	Integral *float64 `json:"integral,omitempty"`
 }
 
 func (l *Loop) persistedLocked() persisted {
@@ -34,6 +40,17 @@ func (l *Loop) persistedLocked() persisted {
 			v := l.manual
 			p.Output = &v
 		}
+	}
+	if l.tune.gainsSet {
+		g := l.gainsLocked()
+		p.Gains = &StateGains{Kp: g.Kp, Ki: g.Ki, Kd: g.Kd}
+	}
+	if c := l.ctl(); c != nil {
+		v := c.Integral()
+		if v != 0 {
+			p.Integral = &v
+		}
+		l.tune.savedIntegral, l.tune.savedAt = v, l.clock.Now()
 	}
 	return p
 }
@@ -53,13 +70,14 @@ func (l *Loop) Saves() uint64 { return l.saves.Load() }
 // write per interval and the last state is always written. A failed write
 // is tried again each interval. It runs on the Run goroutine only.
 func (l *Loop) persist(saveTimer sensors.Timer) {
+	now := l.clock.Now()
 	l.mu.Lock()
+	l.integralDueLocked(now, false)
 	dirty := l.dirty
 	l.mu.Unlock()
 	if !dirty || l.saveArmed {
 		return
 	}
-	now := l.clock.Now()
 	if !l.lastSave.IsZero() && now.Sub(l.lastSave) < minSaveInterval {
 		saveTimer.Reset(l.lastSave.Add(minSaveInterval).Sub(now))
 		l.saveArmed = true
@@ -183,6 +201,7 @@ func (l *Loop) restore() {
 			l.log.Info("setpoint restored from state file", "setpoint", l.setpoint)
 		}
 	}
+	l.restoreTuning(p)
 	switch p.Mode {
 	case "":
 	case ModeAuto, ModeOff:

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -116,5 +117,91 @@ func TestSaveRetried(t *testing.T) {
 	}
 	if n := h.l.Saves(); n != 1 {
 		t.Errorf("%d saves, want 1", n)
+	}
+}
+
+// TestWarmStartRestored: the setpoint, the gains set by command and the
+// PID's integral survive a restart, so the first output after it is
+// about the last one before it (issue 9: the integral started from 0).
+// {"reset":"integral"} zeroes it, and that survives a restart too.
+func TestWarmStartRestored(t *testing.T) {
+	dir := t.TempDir()
+	o := testOpts()
+	o.PID = Gains{Kp: 0.1, Ki: 0.001}
+	h := newHarness(t, o, dir)
+	h.start()
+	h.command(`{"setpoint":22,"gains":{"kp":0.2,"ki":0.002,"kd":0}}`)
+	for i := range 60 {
+		h.advanceTo(h.at(time.Duration(i) * 5 * time.Second))
+		h.read(21.5) // e 0.5: the integral grows by 0.002·0.5·5 each step
+	}
+	before := h.l.State()
+	integral := h.l.ctl().Integral()
+	if !near(integral, 59*0.005) {
+		t.Fatalf("integral %v, want %v", integral, 59*0.005)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	h2 := newHarness(t, o, dir)
+	if got := h2.l.ctl().Integral(); !near(got, integral) {
+		t.Errorf("restored integral %v, want %v", got, integral)
+	}
+	h2.start()
+	h2.advanceTo(h.at(5 * time.Minute))
+	h2.read(21.5)
+	after := h2.l.State()
+	if after.Setpoint != 22 || after.Gains != (StateGains{Kp: 0.2, Ki: 0.002}) {
+		t.Errorf("restored state %+v, want setpoint 22 and the commanded gains", after)
+	}
+	// dt 0 on the first reading: P 0.1 + the integral, as before the stop.
+	if !near(after.Output, before.Output) {
+		t.Errorf("first output after the restart %v, before it %v", after.Output, before.Output)
+	}
+	for _, want := range []string{"integral restored from state file", "gains restored from state file", "setpoint restored from state file"} {
+		if h2.logs.count(want) != 1 {
+			t.Errorf("log does not say %q once:\n%s", want, h2.logs)
+		}
+	}
+
+	// Reset: the integral is 0, the output P only, and so after a restart.
+	if s := h2.command(`{"reset":"integral"}`); !near(s.Output, 0.1) {
+		t.Errorf("output after reset %v, want P alone 0.1", s.Output)
+	}
+	if err := h2.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readState(t, dir); strings.Contains(got, "integral") {
+		t.Errorf("state file after a reset %q still has an integral", got)
+	}
+	h3 := newHarness(t, o, dir)
+	if got := h3.l.ctl().Integral(); got != 0 {
+		t.Errorf("integral after reset and restart %v, want 0", got)
+	}
+}
+
+// TestIntegralSavedRarely: a running loop writes the integral when it
+// moved by integralSaveStep and at most every integralSaveEvery, not with
+// every reading.
+func TestIntegralSavedRarely(t *testing.T) {
+	dir := t.TempDir()
+	o := testOpts()
+	o.PID = Gains{Kp: 0.1, Ki: 0.001}
+	h := newHarness(t, o, dir)
+	h.start()
+	// e 1 for an hour: the integral grows 0.005 per 5 s step and reaches
+	// its limit, 1 less P 0.1, after about 15 minutes.
+	for i := range 720 {
+		h.advanceTo(h.at(time.Duration(i) * 5 * time.Second))
+		h.read(19)
+	}
+	// Written at 10 s (0.01 moved), then at 10:10 (moved since), then
+	// once more when it has settled (20:10), and not again.
+	if n := h.l.Saves(); n != 3 {
+		t.Errorf("%d state file writes in an hour, want 3", n)
+	}
+	if got := readState(t, dir); got != `{"integral":0.9}`+"\n" {
+		t.Errorf("state file %q", got)
 	}
 }

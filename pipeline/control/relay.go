@@ -335,5 +335,6 @@ func newRegulator(o Opts, out sensors.Actuator) (regulator, *switcher, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	c.DerivativeFilter, c.SetpointRamp, c.Deadband = o.DerivativeFilter, o.SetpointRamp/60, o.Deadband
 	return c, sw, nil
 }

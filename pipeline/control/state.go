@@ -3,6 +3,7 @@ package control
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 
 	"github.com/edged/edged/sensors"
 )
@@ -53,10 +54,13 @@ func (l *Loop) stateLocked() State {
 		Output:   l.output,
 		Mode:     l.mode,
 		Fault:    l.faultLocked(),
-		Gains:    StateGains{Kp: l.opts.PID.Kp, Ki: l.opts.PID.Ki, Kd: l.opts.PID.Kd},
 	}
+	g := l.gainsLocked()
+	s.Gains = StateGains{Kp: g.Kp, Ki: g.Ki, Kd: g.Kd}
 	if l.hasInput && l.inputFault == "" {
-		v := l.input
+		// Rounded as the sensor topics round it (pipeline.AppendPayload),
+		// so 21.37 does not travel as 21.369999999999997.
+		v := math.Round(l.input*1e4) / 1e4
 		s.Input = &v
 	}
 	return s

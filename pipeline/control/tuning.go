@@ -1,0 +1,109 @@
+package control
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/edged/edged/pipeline/pid"
+)
+
+// The integral is runtime state, not set by a command, but a restart
+// that forgets it costs the plant a dip of about a degree (issue 9). It
+// is written with the state file when it moved by integralSaveStep and
+// the last write of it is integralSaveEvery old, and on a clean stop: a
+// few writes an hour while it settles, none while it holds.
+const (
+	integralSaveEvery = 10 * time.Minute
+	integralSaveStep  = 0.01 // output units: 1% of a heater
+)
+
+// tuning is what the loop keeps about its PID beyond Opts.
+type tuning struct {
+	gainsSet      bool      // gains set by command (or restored): persisted
+	savedIntegral float64   // the integral the state file holds
+	savedAt       time.Time // when it was written
+}
+
+// ctl returns the loop's PID controller, nil for hysteresis.
+func (l *Loop) ctl() *pid.Controller {
+	c, _ := l.pid.(*pid.Controller)
+	return c
+}
+
+// gainsLocked returns the gains in use.
+func (l *Loop) gainsLocked() Gains {
+	if c := l.ctl(); c != nil {
+		return Gains(c.Gains)
+	}
+	return l.opts.PID
+}
+
+// integralDueLocked marks the state dirty when the integral should be
+// written: it moved by integralSaveStep and its last write is
+// integralSaveEvery old, or, with always (a clean stop), it moved at all.
+func (l *Loop) integralDueLocked(now time.Time, always bool) {
+	c := l.ctl()
+	if c == nil || l.statePath == "" {
+		return
+	}
+	moved := math.Abs(c.Integral() - l.tune.savedIntegral)
+	if always && moved > 0 || moved >= integralSaveStep && (l.tune.savedAt.IsZero() || now.Sub(l.tune.savedAt) >= integralSaveEvery) {
+		l.dirty = true
+	}
+}
+
+// applyTuningLocked applies the gains and reset fields of a checked
+// command.
+func (l *Loop) applyTuningLocked(c command) {
+	ctl := l.ctl()
+	if ctl == nil {
+		return // checkStatic refused it
+	}
+	if c.gains != nil {
+		old := Gains(ctl.Gains)
+		ctl.Gains = pid.Gains(*c.gains)
+		l.tune.gainsSet = true
+		if old != *c.gains {
+			l.changes.Log(l.log, slog.LevelInfo, "gains", "gains changed", "from", fmtGains(old), "to", fmtGains(*c.gains), "client", c.source)
+		}
+	}
+	if c.resetIntegral {
+		l.changes.Log(l.log, slog.LevelInfo, "reset", "integral reset", "from", ctl.Integral(), "client", c.source)
+		ctl.SetIntegral(0)
+	}
+}
+
+func fmtGains(g Gains) string { return fmt.Sprintf("kp=%v ki=%v kd=%v", g.Kp, g.Ki, g.Kd) }
+
+// restoreTuningLocked takes the gains and integral of the state file. A
+// value the current config does not allow is logged and ignored.
+func (l *Loop) restoreTuning(p persisted) {
+	ctl := l.ctl()
+	if ctl == nil {
+		if p.Gains != nil || p.Integral != nil {
+			l.log.Warn("ignoring saved gains and integral: the loop has no PID now", "path", l.statePath)
+		}
+		return
+	}
+	if p.Gains != nil {
+		g := Gains{Kp: p.Gains.Kp, Ki: p.Gains.Ki, Kd: p.Gains.Kd}
+		if err := l.opts.checkGains(g); err != nil {
+			l.log.Warn("ignoring saved gains: the config no longer allows them", "path", l.statePath, "error", err, "gains", fmtGains(l.opts.PID))
+		} else {
+			ctl.Gains, l.tune.gainsSet = pid.Gains(g), true
+			l.log.Info("gains restored from state file", "gains", fmtGains(g))
+		}
+	}
+	if p.Integral != nil {
+		v := *p.Integral
+		if !(v >= l.opts.OutputMin && v <= l.opts.OutputMax) {
+			l.log.Warn("ignoring saved integral: outside the output limits", "path", l.statePath, "integral", v)
+			return
+		}
+		ctl.SetIntegral(v)
+		l.tune.savedIntegral = v
+		l.log.Info("integral restored from state file", "integral", v)
+	}
+}
