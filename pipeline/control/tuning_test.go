@@ -77,3 +77,29 @@ func TestDerivativeNoiseSimPlant(t *testing.T) {
 		}
 	}
 }
+
+// TestSetpointRampLoop: setpoint_ramp is in input units per minute, and
+// a setpoint command moves the effective setpoint at that rate from the
+// readings' own time stamps.
+func TestSetpointRampLoop(t *testing.T) {
+	o := testOpts()
+	o.SetpointRamp = 6 // °C per minute: 0.1 °C per second
+	h := newHarness(t, o, "")
+	h.start()
+	h.read(20)
+	if s := h.command(`{"setpoint":25}`); s.Setpoint != 25 || s.Output != 0 {
+		t.Errorf("state %+v right after the command, want setpoint 25 and output 0 (ramp at 20)", s)
+	}
+	h.advanceTo(h.at(10 * time.Second))
+	h.read(20)
+	if s := h.l.State(); !near(s.Output, 0.1) {
+		t.Errorf("output %v after 10 s, want kp 0.1 × (21 - 20)", s.Output)
+	}
+	for at := 15 * time.Second; at <= time.Minute; at += 5 * time.Second {
+		h.advanceTo(h.at(at))
+		h.read(20)
+	}
+	if s := h.l.State(); !near(s.Output, 0.5) {
+		t.Errorf("output %v after 1 min, want kp 0.1 × (25 - 20): the ramp arrived", s.Output)
+	}
+}
