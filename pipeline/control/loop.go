@@ -129,8 +129,8 @@ type Loop struct {
 
 // New returns the loop for one controller. out is the actuator it drives,
 // pub takes its state messages under prefix + "/control/<id>/state" (nil
-// publishes nothing), and stateDir holds the setpoint and mode set by
-// commands across restarts ("" keeps them in memory only). A corrupt or
+// publishes nothing), and stateDir holds the setpoint, mode and gains set by
+// commands and the PID's integral across restarts ("" keeps them in memory only). A corrupt or
 // unreadable state file is logged and ignored.
 func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, prefix string, stateDir string, log *slog.Logger) (*Loop, error) {
 	if err := opts.Validate(); err != nil {

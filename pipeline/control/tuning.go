@@ -77,7 +77,7 @@ func (l *Loop) applyTuningLocked(c command) {
 
 func fmtGains(g Gains) string { return fmt.Sprintf("kp=%v ki=%v kd=%v", g.Kp, g.Ki, g.Kd) }
 
-// restoreTuningLocked takes the gains and integral of the state file. A
+// restoreTuning takes the gains and integral of the state file. A
 // value the current config does not allow is logged and ignored.
 func (l *Loop) restoreTuning(p persisted) {
 	ctl := l.ctl()
