@@ -47,10 +47,10 @@ func (f feed) String() string {
 // example is what a rig takes from a shipped config: the input sensor's
 // sampling and filters, the controller, and the plant.
 type example struct {
-	path   string
-	sensor string // the controller's input sensor
-	poll   sensors.PollOpts
-	ctl    control.Opts
+	path    string
+	sensor  string // the controller's input sensor
+	poll    sensors.PollOpts
+	ctl     control.Opts
 	climate sim.ClimateOpts
 	// bias is what the probe adds to the plant's temperature: a real
 	// sensor's error, which the example's offset filter corrects.
