@@ -189,9 +189,17 @@ func (l *Loop) StateTopic() string { return l.stateTopic }
 // subscribes to it and hands payloads to Command.
 func (l *Loop) CommandTopic() string { return l.cmdTopic }
 
-// Input takes a reading from the pipeline. Readings of other sensors or
-// quantities are ignored. It never blocks: when the loop is busy, a newer
-// reading replaces one it has not taken yet.
+var _ sensors.SampleObserver = (*Loop)(nil)
+
+// Sample takes a sample of the input from the Poller (see
+// sensors.SampleObserver): edged feeds loops this way, so that the input
+// is every good sample, before the rate filters, and never waits on the
+// broker or its disk buffer. It is Input under the observer's name.
+func (l *Loop) Sample(r sensors.Reading) { l.Input(r) }
+
+// Input takes a reading. Readings of other sensors or quantities are
+// ignored. It never blocks: when the loop is busy, a newer reading
+// replaces one it has not taken yet.
 func (l *Loop) Input(r sensors.Reading) {
 	if r.Sensor != l.sensor || r.Quantity != l.quantity {
 		return
@@ -199,8 +207,8 @@ func (l *Loop) Input(r sensors.Reading) {
 	l.send(event{reading: r})
 }
 
-// Availability takes a sensor's availability change from the pipeline
-// (the shape of sensors.Sink's method). An offline input puts an automatic
+// Availability takes a sensor's availability change from the Poller
+// (see sensors.SampleObserver). An offline input puts an automatic
 // loop's output in its safe state until a fresh reading arrives.
 func (l *Loop) Availability(sensor string, online bool) {
 	if sensor != l.sensor {
