@@ -81,6 +81,8 @@ type Loop struct {
 	// syncReq is nil in production. Tests set it to make the loop handle
 	// everything already due before it answers.
 	syncReq chan chan struct{}
+	pubq    chan []byte        // states for publishLoop; newest wins
+	pubSync chan chan struct{} // as syncReq, for publishLoop
 
 	started atomic.Bool
 	changes *ratelog.Limiter // "setpoint changed" and the like, during a burst of commands
@@ -121,7 +123,6 @@ type Loop struct {
 	lastPub   time.Time
 	lastBody  []byte
 	pubArmed  bool
-	pubFails  int
 	lastSave  time.Time
 	saveArmed bool
 }
@@ -169,6 +170,7 @@ func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, pr
 		changes:    ratelog.New(time.Second, 3, clock),
 		events:     make(chan event, 1),
 		kick:       make(chan struct{}, 1),
+		pubq:       make(chan []byte, 1),
 		setpoint:   opts.Setpoint,
 		mode:       ModeAuto,
 		pid:        c,
@@ -252,6 +254,20 @@ func (l *Loop) Run(ctx context.Context) error {
 	l.running = true
 	l.stepLocked(l.clock.Now())
 	l.mu.Unlock()
+	pubDone := make(chan struct{})
+	pubCtx, stopPub := context.WithCancel(ctx)
+	go func() {
+		defer close(pubDone)
+		if l.pub != nil {
+			l.publishLoop(pubCtx)
+		}
+	}()
+	defer func() {
+		// After the actuator is safe: a Publish stuck on the disk must
+		// not delay that.
+		stopPub()
+		<-pubDone
+	}()
 	defer func() {
 		stale.Stop()
 		pubTimer.Stop()
