@@ -185,6 +185,7 @@ type rig struct {
 	pclk    *pollClock
 	probe   *probe
 	relay   *sim.Relay
+	queue   *pipeline.Queue
 	poller  *sensors.Poller
 	loop    *control.Loop
 	pollDue time.Time // when the Poller samples next
@@ -200,6 +201,15 @@ type rig struct {
 
 func newRig(t *testing.T, ex example, f feed) *rig {
 	t.Helper()
+	return newRigOn(t, ex, f, nil, nil)
+}
+
+// newRigOn is newRig with edged's publishing path: the Poller hands
+// readings through a pipeline.Queue to a pipeline on pub, and the loop
+// publishes its state on pub (nil: nowhere). act, if not nil, wraps the
+// relay.
+func newRigOn(t *testing.T, ex example, f feed, pub pipeline.Publisher, act func(sensors.Actuator) sensors.Actuator) *rig {
+	t.Helper()
 	clk := sensorstest.NewClock(t0)
 	r := &rig{t: t, ex: ex, clk: clk, pclk: &pollClock{Clock: clk, armed: make(chan time.Time, 4)}}
 	share := shareMap{}
@@ -211,16 +221,27 @@ func newRig(t *testing.T, ex example, f feed) *rig {
 	if r.relay, err = sim.NewRelay(clk, share, sim.HeaterOpts{Plant: ex.climate.Plant}); err != nil {
 		t.Fatal(err)
 	}
-	if r.loop, err = control.New(ex.ctl, r.relay, clk, nil, "edged/test", "", nil); err != nil {
+	var out sensors.Actuator = r.relay
+	if act != nil {
+		out = act(r.relay)
+	}
+	var loopPub control.Publisher
+	if pub != nil {
+		loopPub = pub
+	} else {
+		pub = nopPublisher{}
+	}
+	if r.loop, err = control.New(ex.ctl, out, clk, loopPub, "edged/test", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	control.EnableSyncForTest(r.loop)
-	pipe := pipeline.New("edged/test", nopPublisher{}, nil)
+	pipe := pipeline.New("edged/test", pub, nil)
 	switch f {
 	case published:
 		pipe.Observe(r.loop)
 	}
-	r.poller = sensors.NewPoller(r.pclk, pipe, nil)
+	r.queue = pipeline.NewQueue(pipe, 1024, nil)
+	r.poller = sensors.NewPoller(r.pclk, r.queue, nil)
 	if f == samples {
 		if err := r.poller.Observe(r.loop); err != nil {
 			t.Fatal(err)
@@ -236,13 +257,18 @@ func newRig(t *testing.T, ex example, f feed) *rig {
 func (r *rig) start() {
 	r.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	loopDone, pollDone := make(chan error, 1), make(chan error, 1)
+	loopDone, pollDone, queueDone := make(chan error, 1), make(chan error, 1), make(chan error, 1)
 	go func() { loopDone <- r.loop.Run(ctx) }()
 	r.settle()
-	go func() { pollDone <- r.poller.Run(ctx) }()
+	go func() { r.queue.Run(); queueDone <- nil }()
+	go func() {
+		err := r.poller.Run(ctx)
+		r.queue.Close()
+		pollDone <- err
+	}()
 	r.stop = func() {
 		cancel()
-		for _, ch := range []chan error{loopDone, pollDone} {
+		for _, ch := range []chan error{loopDone, pollDone, queueDone} {
 			select {
 			case err := <-ch:
 				if err != nil {
