@@ -212,10 +212,12 @@ func (l *loader) checkControllers(c *Config, root *yaml.Node, sensorAt, actuator
 			continue
 		}
 		at := locate(root, "controllers", i, "output")
-		if _, ok := actuatorAt[ctl.Output]; !ok {
+		ai, ok := actuatorAt[ctl.Output]
+		if !ok {
 			d.errorf(at, "output: no actuator %q (actuators: %s)", ctl.Output, strings.Join(sortedKeys(actuatorAt), ", "))
 			continue
 		}
+		l.checkOnOff(root, i, ctl, c.Actuators[ai].Driver)
 		if first, dup := drivenBy[ctl.Output]; dup {
 			d.errorf(at, "output: actuator %q is already driven by controller %q (line %d); one loop per actuator",
 				ctl.Output, c.Controllers[first].ID, locate(root, "controllers", first, "output").Line)
@@ -246,6 +248,23 @@ func (l *loader) checkStaleAfter(root *yaml.Node, i int, ctl *control.Opts, s *S
 	l.d.errorf(locate(root, "controllers", i, "stale_after"),
 		"stale_after: %v is not longer than input sensor %q's interval %v × offline_after %d + timeout %v = %v: the loop would turn its output off on failures the sensor is allowed before it counts as offline; set stale_after above %v (or shorten interval or offline_after)",
 		ctl.StaleAfter, s.ID, p.Interval, p.OfflineAfter, p.EffectiveTimeout(), need, need)
+}
+
+// checkOnOff refuses a PID loop with cycle 0 on an actuator that only
+// switches on and off: it would bang-bang at an output of 0.5 with no
+// hysteresis and no relay protection.
+func (l *loader) checkOnOff(root *yaml.Node, i int, ctl *control.Opts, driver string) {
+	oo, ok := l.drv.(onOffDrivers)
+	if !ok || !oo.OnOff(driver) || ctl.Cycle > 0 || ctl.Hysteresis != nil {
+		return
+	}
+	entry := locate(root, "controllers", i)
+	at := locate(root, "controllers", i, "cycle")
+	if at == entry {
+		at = locate(root, "controllers", i, "pid")
+	}
+	l.d.errorf(at, "cycle: actuator %q (%s) only switches on and off: set cycle (e.g. 60s) for time-proportioning PID, or replace pid with hysteresis: {below: 0.3, above: 0.3} for on/off control",
+		ctl.Output, driver)
 }
 
 func sortedKeys(m map[string]int) []string {

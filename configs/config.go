@@ -139,6 +139,10 @@ type (
 	i2cAddresser interface {
 		I2CAddr() (bus string, addr uint16)
 	}
+	// onOffDrivers is implemented by a Drivers that knows which actuator
+	// drivers only switch on and off, so a controller that would pass a
+	// level straight to a relay is caught.
+	onOffDrivers interface{ OnOff(driver string) bool }
 )
 
 // Defaults of the top-level keys.

@@ -140,7 +140,7 @@ sensors:
 actuators:
   - {id: heater, driver: sim_relay, plant: greenhouse}
 controllers:
-  - {id: heat, input: air/temperature, output: heater, setpoint: 20, pid: {kp: 1}}
+  - {id: heat, input: air/temperature, output: heater, setpoint: 20, pid: {kp: 1}, cycle: 60s}
 uplink:
   url: mqtt://10.0.0.2:1883
   password: ${EDGED_CLOUD_PASSWORD}
@@ -173,6 +173,7 @@ uplink:
 	}
 	wantCtl := control.DefaultOpts()
 	wantCtl.ID, wantCtl.Input, wantCtl.Output, wantCtl.Setpoint, wantCtl.PID.Kp = "heat", "air/temperature", "heater", 20, 1
+	wantCtl.Cycle = time.Minute
 	if !reflect.DeepEqual(c.Controllers[0], wantCtl) {
 		t.Errorf("controller = %+v, want %+v", c.Controllers[0], wantCtl)
 	}

@@ -32,6 +32,9 @@ type Driver struct {
 	// OpenActuator opens an actuator from options made by NewOpts. The
 	// actuator is in its safe state when it returns.
 	OpenActuator func(env *Env, id string, opts any) (sensors.Actuator, error)
+	// OnOff is true for actuators that only switch on and off (relays):
+	// a controller must drive them with a cycle or hysteresis.
+	OnOff bool
 }
 
 // Registry is the explicit map from driver name to Driver.
@@ -70,6 +73,10 @@ func (r Registry) ActuatorOpts(name string) (any, bool) {
 	}
 	return d.NewOpts(), true
 }
+
+// OnOff reports whether the named actuator driver only switches on and
+// off, so the config loader can ask for a cycle or hysteresis.
+func (r Registry) OnOff(name string) bool { return r[name].OnOff }
 
 // Names returns the sorted driver names of one kind.
 func (r Registry) Names(actuators bool) []string {

@@ -35,6 +35,7 @@ func hardwareDrivers() []Driver {
 		},
 		{
 			Name:    "relay",
+			OnOff:   true,
 			Doc:     "relay or other on/off load on a GPIO pin (on for level >= 0.5)",
 			NewOpts: func() any { o := relay.DefaultOpts(); return &o },
 			OpenActuator: func(env *Env, id string, opts any) (sensors.Actuator, error) {

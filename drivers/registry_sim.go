@@ -44,6 +44,7 @@ func simDrivers() []Driver {
 		},
 		{
 			Name:    "sim_relay",
+			OnOff:   true,
 			Doc:     "simulated on/off heater in a thermal plant (level >= 0.5 is on)",
 			NewOpts: func() any { o := sim.DefaultHeaterOpts(); return &o },
 			OpenActuator: func(env *Env, id string, opts any) (sensors.Actuator, error) {

@@ -99,10 +99,10 @@ func (u *Uplink) forward(ctx context.Context) {
 				return
 			}
 			if !failing {
-				u.log.Warn("uplink: cannot connect to the cloud broker; buffering and retrying with backoff", "url", u.opts.URL, "err", err)
+				u.log.Warn("uplink: cannot connect to the cloud broker; buffering and retrying with backoff", "url", u.opts.URL, "error", err)
 				failing = true
 			} else {
-				u.log.Debug("uplink: connect failed", "err", err, "attempt", attempt)
+				u.log.Debug("uplink: connect failed", "error", err, "attempt", attempt)
 			}
 			continue
 		}
@@ -145,7 +145,7 @@ func (u *Uplink) forward(ctx context.Context) {
 			attempt++
 		}
 		if err != nil && ctx.Err() == nil {
-			u.log.Warn("uplink: connection lost; resending from the first unacknowledged message", "err", err, "acked_seq", acked)
+			u.log.Warn("uplink: connection lost; resending from the first unacknowledged message", "error", err, "acked_seq", acked)
 		}
 	}
 }
@@ -519,7 +519,7 @@ func (s *sender) send(f fed) error {
 	s.fifo = append(s.fifo, p)
 	if f.err != nil {
 		u.dropBadRecord.Add(1)
-		u.log.Warn("uplink: skipping a buffer record that does not decode", "seq", f.seq, "err", f.err)
+		u.log.Warn("uplink: skipping a buffer record that does not decode", "seq", f.seq, "error", f.err)
 		return nil
 	}
 	m := &f.msg

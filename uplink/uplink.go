@@ -217,7 +217,7 @@ func (u *Uplink) reopenBuffer() error {
 		}
 		msg := cause.Error()
 		u.bufErr.Store(&msg)
-		u.log.Error("uplink: buffer failed; reopening it (recovery repairs the files); captures are refused meanwhile", "err", cause)
+		u.log.Error("uplink: buffer failed; reopening it (recovery repairs the files); captures are refused meanwhile", "error", cause)
 		_ = ws.log.Close() // it reports the same error
 		ws.closed = true
 	}
@@ -225,7 +225,7 @@ func (u *Uplink) reopenBuffer() error {
 	if err != nil {
 		msg := err.Error()
 		u.bufErr.Store(&msg)
-		u.log.Warn("uplink: reopen buffer failed; retrying with backoff", "err", err)
+		u.log.Warn("uplink: reopen buffer failed; retrying with backoff", "error", err)
 		return err
 	}
 	u.ws.Store(newWalState(l))
@@ -525,7 +525,7 @@ func (u *Uplink) publishStates(ctx context.Context) {
 				s.OldestAgeSec = age
 				b, _ := json.Marshal(s)
 				if err := p.PublishState(b); err != nil {
-					u.log.Debug("publish uplink state", "err", err)
+					u.log.Debug("publish uplink state", "error", err)
 				}
 			}
 		}

@@ -128,6 +128,10 @@ func (d *Dev) Set(level float64) error {
 	return d.drive(level >= 0.5)
 }
 
+// OnOff reports that a relay only switches on and off, so a control loop
+// must drive it with a cycle or hysteresis.
+func (d *Dev) OnOff() bool { return true }
+
 // Level returns 1 or 0: the state last driven successfully, from software.
 func (d *Dev) Level() float64 {
 	d.mu.Lock()

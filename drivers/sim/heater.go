@@ -74,6 +74,10 @@ func (r *Relay) Set(level float64) error {
 	return r.h.set(level, power)
 }
 
+// OnOff reports that the heater only switches on and off, so a control
+// loop must drive it with a cycle or hysteresis.
+func (r *Relay) OnOff() bool { return true }
+
 // Level returns the relay's state: 1 when on, 0 when off. That is what the
 // heater does, which is what the control state should report.
 func (r *Relay) Level() float64 { return r.h.plant.power(r.h.slot) }

@@ -241,7 +241,11 @@ func newRigOn(t *testing.T, ex example, f feed, pub pipeline.Publisher, act func
 		pipe.Observe(r.loop)
 	}
 	r.queue = pipeline.NewQueue(pipe, 1024, nil)
-	r.poller = sensors.NewPoller(r.pclk, r.queue, nil)
+	var sink sensors.Sink = r.queue
+	if f == published {
+		sink = pipe // the old wiring, whose Poller waited for each publish
+	}
+	r.poller = sensors.NewPoller(r.pclk, sink, nil)
 	if f == samples {
 		if err := r.poller.Observe(r.loop); err != nil {
 			t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edged/edged/pipeline/pid"
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/ratelog"
 )
@@ -103,7 +102,7 @@ type Loop struct {
 	modeSet  bool
 	dirty    bool // a command changed them since the state file was written
 
-	pid        *pid.Controller
+	pid        regulator // the PID controller, or hysteresis for on/off control
 	running    bool      // Run is driving the actuator
 	input      float64   // latest fresh reading
 	hasInput   bool      // input holds a reading
@@ -116,8 +115,8 @@ type Loop struct {
 	applied    float64   // level last set successfully
 	output     float64   // the duty cycle the loop applies (0 when safe)
 
-	cycleTimer  sensors.Timer
-	windowStart time.Time // start of the current time-proportioning window
+	cycleTimer sensors.Timer // the next decision of sw
+	sw         *switcher     // protects a switched output; nil passes the level through
 
 	// Owned by the Run goroutine.
 	lastPub   time.Time
@@ -149,7 +148,7 @@ func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, pr
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	sensor, q, _ := opts.InputRef() // checked by Validate
-	c, err := pid.New(pid.Gains(opts.PID), opts.OutputMin, opts.OutputMax)
+	c, sw, err := newRegulator(opts, out)
 	if err != nil {
 		return nil, fmt.Errorf("control: controller %q: %w", opts.ID, err)
 	}
@@ -174,6 +173,7 @@ func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, pr
 		setpoint:   opts.Setpoint,
 		mode:       ModeAuto,
 		pid:        c,
+		sw:         sw,
 		inputFault: faultNoInput,
 		restart:    true,
 	}
@@ -436,8 +436,8 @@ func (l *Loop) stepLocked(now time.Time) {
 	}
 	l.output = duty
 	level := duty
-	if l.opts.Cycle > 0 {
-		level = l.cycleLevelLocked(now, duty)
+	if l.sw != nil {
+		level = l.switchLevelLocked(now, duty)
 	}
 	if !l.isSafe && l.setErr == "" && level == l.applied {
 		return
@@ -456,17 +456,20 @@ func (l *Loop) stepLocked(now time.Time) {
 		l.setErr = ""
 	}
 	l.applied, l.isSafe = level, false
+	l.tookLocked(now, false)
 }
 
-// safeLocked puts the actuator in its safe state unless it is there.
+// safeLocked puts the actuator in its safe state unless it is there. It
+// is a safety override: it acts at once, whatever min_on or min_off say.
 func (l *Loop) safeLocked() {
 	l.output = 0
-	l.windowStart = time.Time{}
 	l.cycleTimer.Stop()
 	if l.isSafe && l.safeErr == "" {
 		return
 	}
-	if err := l.out.Safe(); err != nil {
+	err := l.out.Safe()
+	l.tookLocked(l.clock.Now(), true)
+	if err != nil {
 		if l.safeErr == "" {
 			l.log.Error("actuator did not take its safe state", "actuator", l.out.String(), "error", err)
 		}
@@ -476,27 +479,6 @@ func (l *Loop) safeLocked() {
 	}
 	l.safeErr = ""
 	l.isSafe = true
-}
-
-// cycleLevelLocked turns duty into on (1) or off (0) for the current
-// time-proportioning window, and arms the cycle timer for the next edge.
-// Windows follow each other on a fixed grid from the first one; a new
-// duty takes effect within the current window.
-func (l *Loop) cycleLevelLocked(now time.Time, duty float64) float64 {
-	c := l.opts.Cycle
-	if l.windowStart.IsZero() || now.Before(l.windowStart) {
-		l.windowStart = now
-	}
-	if el := now.Sub(l.windowStart); el >= c {
-		l.windowStart = l.windowStart.Add(el / c * c)
-	}
-	on := time.Duration(math.Round(duty * float64(c)))
-	level, next := 0.0, l.windowStart.Add(c)
-	if now.Sub(l.windowStart) < on {
-		level, next = 1, l.windowStart.Add(on)
-	}
-	l.cycleTimer.Reset(next.Sub(now))
-	return level
 }
 
 // faultLocked says why the output is not what the mode asks for.
@@ -514,6 +496,9 @@ func (l *Loop) faultLocked() string {
 	}
 	if l.safeErr != "" {
 		parts = append(parts, l.safeErr)
+	}
+	if l.sw != nil && l.sw.fault != "" && l.mode != ModeOff && !inputBlocks {
+		parts = append(parts, l.sw.fault)
 	}
 	return strings.Join(parts, "; ")
 }

@@ -195,10 +195,12 @@ func TestCycleWindow(t *testing.T) {
 	if got, want := h.act.take(), []call{{"set", 0, 190 * time.Second}}; !callsEqual(got, want) {
 		t.Errorf("0.1 after 10s on: %v, want %v", got, want)
 	}
-	// Full output stays on across window edges without switching.
+	// Full output right after the window's pulse ended: not a second
+	// pulse in the window (relay protection), so on at the next window,
+	// and then on across window edges without switching.
 	h.command(`{"output":1}`)
 	h.advanceTo(h.at(6 * time.Minute))
-	if got, want := h.act.take(), []call{{"set", 1, 190 * time.Second}}; !callsEqual(got, want) {
+	if got, want := h.act.take(), []call{{"set", 1, 240 * time.Second}}; !callsEqual(got, want) {
 		t.Errorf("output 1: %v, want %v", got, want)
 	}
 	if s := h.l.State(); s.Output != 1 {

@@ -1,5 +1,6 @@
-// Package control binds PID loops to sensors and actuators and keeps them
-// safe when an input goes stale or an output fails.
+// Package control binds PID and on/off loops to sensors and actuators,
+// keeps them safe when an input goes stale or an output fails, and
+// protects switched outputs (relays) from chatter.
 //
 // A Loop owns its actuator while it runs: it takes samples and
 // availability from the Poller (it is a sensors.SampleObserver: every
@@ -42,7 +43,64 @@ type Opts struct {
 	// relays: an output of 0.3 with a 60s cycle is on for 18 s of every
 	// 60 s. 0 passes the level straight to the actuator.
 	Cycle time.Duration `yaml:"cycle"`
+	// Hysteresis, instead of PID, switches the output on and off around
+	// the setpoint (on/off control).
+	Hysteresis *Band `yaml:"hysteresis"`
+	// Action is direct (heating: on below the setpoint) or reverse
+	// (cooling: on above it). It applies to hysteresis; a PID loop
+	// reverses with negative gains.
+	Action string `yaml:"action"`
+
+	// Relay protection, for switched outputs (a cycle or hysteresis): no
+	// pulse shorter than MinOn, no gap shorter than MinOff, at most
+	// MaxSwitchesPerHour switch-ons in any 60 minutes (0: no limit), and
+	// no pulse longer than MaxOn (0: no limit) without a forced gap.
+	MinOn              time.Duration `yaml:"min_on"`
+	MinOff             time.Duration `yaml:"min_off"`
+	MaxSwitchesPerHour int           `yaml:"max_switches_per_hour"`
+	MaxOn              time.Duration `yaml:"max_on"`
 }
+
+// Band is the hysteresis band around the setpoint, in input units.
+type Band struct {
+	// Below and Above are how far the input may fall below and rise above
+	// the setpoint before the output switches.
+	Below float64 `yaml:"below"`
+	Above float64 `yaml:"above"`
+}
+
+// Validate checks the band.
+func (b *Band) Validate() error {
+	for _, f := range []struct {
+		k string
+		v float64
+	}{{"below", b.Below}, {"above", b.Above}} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) || f.v < 0 {
+			return sensors.FieldErrorf(f.k, "%v: want a finite number >= 0 (input units around the setpoint)", f.v)
+		}
+	}
+	if b.Below+b.Above == 0 {
+		return sensors.FieldErrorf("below", "below and above are both 0: the output would switch on sensor noise (try below: 0.3, above: 0.3)")
+	}
+	return nil
+}
+
+// The values of Opts.Action.
+const (
+	ActionDirect  = "direct"
+	ActionReverse = "reverse"
+)
+
+// Defaults of relay protection: a mechanical relay or contactor lives
+// long at these; an SSR may take min_on and min_off of 0.
+const (
+	DefaultMinOn              = 10 * time.Second
+	DefaultMinOff             = 10 * time.Second
+	DefaultMaxSwitchesPerHour = 60
+	// maxSwitchesPerHour bounds the key: one per second, the shortest
+	// cycle, and the size of the loop's record of switch-ons.
+	maxSwitchesPerHour = 3600
+)
 
 // Gains are the PID gains, in output units per input unit (and second).
 type Gains struct {
@@ -53,8 +111,16 @@ type Gains struct {
 
 // DefaultOpts are the defaults of Opts.
 func DefaultOpts() Opts {
-	return Opts{OutputMin: 0, OutputMax: 1, StaleAfter: time.Minute}
+	return Opts{
+		OutputMin: 0, OutputMax: 1, StaleAfter: time.Minute,
+		Action: ActionDirect,
+		MinOn:  DefaultMinOn, MinOff: DefaultMinOff, MaxSwitchesPerHour: DefaultMaxSwitchesPerHour,
+	}
 }
+
+// switched reports whether the loop switches its output on and off (and
+// so protects it) rather than passing a level through.
+func (o *Opts) switched() bool { return o.Cycle > 0 || o.Hysteresis != nil }
 
 // InputRef splits Input into sensor id and quantity.
 func (o *Opts) InputRef() (sensor string, q sensors.Quantity, err error) {
@@ -86,8 +152,25 @@ func (o *Opts) Validate() error {
 			return sensors.FieldErrorf(g.k, "must be finite")
 		}
 	}
-	if o.PID.Kp == 0 && o.PID.Ki == 0 && o.PID.Kd == 0 {
-		return sensors.FieldErrorf("pid", "all gains are zero: the loop would never act")
+	noGains := o.PID.Kp == 0 && o.PID.Ki == 0 && o.PID.Kd == 0
+	switch {
+	case o.Hysteresis != nil && !noGains:
+		return sensors.FieldErrorf("hysteresis", "give pid or hysteresis, not both (hysteresis is on/off control without PID)")
+	case o.Hysteresis != nil:
+		if err := o.Hysteresis.Validate(); err != nil {
+			return &sensors.FieldError{Field: "hysteresis", Err: err}
+		}
+	case noGains:
+		return sensors.FieldErrorf("pid", "all gains are zero: the loop would never act (set pid gains, or hysteresis: {below: 0.3, above: 0.3} for on/off control)")
+	}
+	switch o.Action {
+	case ActionDirect:
+	case ActionReverse:
+		if o.Hysteresis == nil {
+			return sensors.FieldErrorf("action", "reverse applies to hysteresis; a PID loop reverses with negative gains")
+		}
+	default:
+		return sensors.FieldErrorf("action", "%q is not one of direct (heating), reverse (cooling)", o.Action)
 	}
 	if !(0 <= o.OutputMin && o.OutputMin < o.OutputMax && o.OutputMax <= 1) {
 		return sensors.FieldErrorf("output_max", "want 0 <= output_min < output_max <= 1, have %v and %v", o.OutputMin, o.OutputMax)
@@ -97,6 +180,12 @@ func (o *Opts) Validate() error {
 	}
 	if o.Cycle != 0 && (o.Cycle < time.Second || o.Cycle > time.Hour) {
 		return sensors.FieldErrorf("cycle", "%v is out of range (0 to pass the level through, or 1s..1h)", o.Cycle)
+	}
+	if o.Cycle != 0 && o.Hysteresis != nil {
+		return sensors.FieldErrorf("cycle", "applies to pid only: hysteresis switches at the band's edges (remove cycle)")
+	}
+	if err := o.validateProtection(); err != nil {
+		return err
 	}
 	for _, b := range []struct {
 		k string
@@ -111,6 +200,37 @@ func (o *Opts) Validate() error {
 	}
 	if o.SetpointMin != nil && o.Setpoint < *o.SetpointMin || o.SetpointMax != nil && o.Setpoint > *o.SetpointMax {
 		return sensors.FieldErrorf("setpoint", "%v is outside setpoint_min..setpoint_max", o.Setpoint)
+	}
+	return nil
+}
+
+// validateProtection checks the relay protection keys.
+func (o *Opts) validateProtection() error {
+	for _, d := range []struct {
+		k string
+		v time.Duration
+	}{{"min_on", o.MinOn}, {"min_off", o.MinOff}, {"max_on", o.MaxOn}} {
+		if d.v < 0 || d.v > 24*time.Hour {
+			return sensors.FieldErrorf(d.k, "%v is out of range (0..24h)", d.v)
+		}
+	}
+	if o.MaxSwitchesPerHour < 0 || o.MaxSwitchesPerHour > maxSwitchesPerHour {
+		return sensors.FieldErrorf("max_switches_per_hour", "%d is out of range (0 for no limit, or 1..%d)", o.MaxSwitchesPerHour, maxSwitchesPerHour)
+	}
+	if o.MaxOn != 0 && o.MaxOn < o.MinOn {
+		return sensors.FieldErrorf("max_on", "%v is shorter than min_on %v (0 for no limit)", o.MaxOn, o.MinOn)
+	}
+	if o.Cycle == 0 {
+		return nil
+	}
+	if o.MinOn > o.Cycle {
+		return sensors.FieldErrorf("min_on", "%v is longer than cycle %v: no pulse would fit in a window (lower min_on, an SSR takes 0s, or lengthen cycle)", o.MinOn, o.Cycle)
+	}
+	if o.MinOff > o.Cycle {
+		return sensors.FieldErrorf("min_off", "%v is longer than cycle %v: no gap would fit in a window (lower min_off, an SSR takes 0s, or lengthen cycle)", o.MinOff, o.Cycle)
+	}
+	if o.MinOn+o.MinOff > o.Cycle {
+		return sensors.FieldErrorf("cycle", "%v is shorter than min_on %v + min_off %v: a window must hold the shortest pulse and the shortest gap (lengthen cycle, or lower min_on and min_off; an SSR takes 0s)", o.Cycle, o.MinOn, o.MinOff)
 	}
 	return nil
 }

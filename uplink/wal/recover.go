@@ -131,7 +131,7 @@ func (l *Log) recover() error {
 	}
 	if dirty {
 		if err := l.fs.SyncDir(l.dir); err != nil {
-			l.log.Warn("wal: sync buffer directory", "err", err)
+			l.log.Warn("wal: sync buffer directory", "error", err)
 		}
 		l.st.Fsyncs++
 	}
@@ -162,7 +162,7 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		l.st.CorruptRecovered++
 		l.log.Warn("wal: removed empty segment", "segment", p)
 		if err := l.fs.Remove(p); err != nil {
-			l.log.Warn("wal: remove empty segment", "segment", p, "err", err)
+			l.log.Warn("wal: remove empty segment", "segment", p, "error", err)
 		}
 		*dirty = true
 		return nil, 0, false
@@ -224,7 +224,7 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		l.st.CorruptRecovered++
 		copyPath := l.saveCorrupt(f, name, off, size)
 		if err := f.Truncate(off); err != nil {
-			l.log.Warn("wal: truncate damaged tail", "segment", p, "err", err)
+			l.log.Warn("wal: truncate damaged tail", "segment", p, "error", err)
 		}
 		seg.truncated = true
 		if !last {
@@ -245,7 +245,7 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		// Data a crashed process wrote is in the page cache only; make
 		// it durable before it is reported as synced.
 		if err := f.Sync(); err != nil {
-			l.log.Warn("wal: sync segment", "segment", p, "err", err)
+			l.log.Warn("wal: sync segment", "segment", p, "error", err)
 		}
 		l.st.Fsyncs++
 	}
@@ -298,7 +298,7 @@ func (l *Log) saveCorrupt(f File, name string, off, size int64) string {
 			continue
 		}
 		if err != nil {
-			l.log.Warn("wal: cannot keep a copy of damaged data", "path", p, "err", err)
+			l.log.Warn("wal: cannot keep a copy of damaged data", "path", p, "error", err)
 			return ""
 		}
 		_, err = io.Copy(dst, io.NewSectionReader(f, off, size-off))
@@ -310,7 +310,7 @@ func (l *Log) saveCorrupt(f File, name string, off, size int64) string {
 			err = cerr
 		}
 		if err != nil {
-			l.log.Warn("wal: cannot keep a copy of damaged data", "path", p, "err", err)
+			l.log.Warn("wal: cannot keep a copy of damaged data", "path", p, "error", err)
 		}
 		return p
 	}
@@ -323,7 +323,7 @@ func (l *Log) moveAside(name, kind, what, remedy string, dirty *bool) {
 	from := l.path(name)
 	to := l.path(fmt.Sprintf("%s.%s-%d", name, kind, l.clock.Now().Unix()))
 	if err := l.fs.Rename(from, to); err != nil {
-		l.log.Error("wal: ignoring unusable segment file (could not move it aside)", "path", from, "problem", what, "err", err, "remedy", remedy)
+		l.log.Error("wal: ignoring unusable segment file (could not move it aside)", "path", from, "problem", what, "error", err, "remedy", remedy)
 		return
 	}
 	*dirty = true
@@ -346,7 +346,7 @@ func (l *Log) readMarker() {
 	case err != nil:
 		l.st.CorruptRecovered++
 		l.log.Warn("wal: ack marker unreadable, removed it; acknowledged records may be sent again",
-			"path", p, "err", err, "redeliver_from", l.acked+1)
+			"path", p, "error", err, "redeliver_from", l.acked+1)
 		_ = l.fs.Remove(p) // the next marker write replaces it anyway
 	case epoch != l.epoch:
 		l.log.Info("wal: ack marker is from another buffer epoch; ignoring it", "path", p)

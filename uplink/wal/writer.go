@@ -294,7 +294,7 @@ func (l *Log) rotate() error {
 		return err
 	}
 	if err := l.active.Close(); err != nil {
-		l.log.Warn("wal: close sealed segment", "err", err)
+		l.log.Warn("wal: close sealed segment", "error", err)
 	}
 	l.mu.Lock()
 	first := l.nextSeq
@@ -340,7 +340,7 @@ func (l *Log) removeFirst(ok func(*segment) bool, counter *uint64, why string) b
 	}
 	l.mu.Unlock()
 	if err := l.fs.Remove(l.path(s.name)); err != nil {
-		l.log.Warn("wal: remove segment", "segment", l.path(s.name), "err", err)
+		l.log.Warn("wal: remove segment", "segment", l.path(s.name), "error", err)
 	}
 	if lost > 0 {
 		// Once per segment, i.e. once per few MiB: not per record.
@@ -431,7 +431,7 @@ func (l *Log) writeMarker(now time.Time) {
 	}
 	l.mu.Unlock()
 	if err != nil {
-		l.log.Warn("wal: write ack marker", "err", err)
+		l.log.Warn("wal: write ack marker", "error", err)
 	}
 }
 
@@ -451,7 +451,7 @@ func (l *Log) writeLive(acked uint64) {
 	l.st.BytesWritten += markerSize
 	l.mu.Unlock()
 	if err != nil {
-		l.log.Debug("wal: write live ack marker", "err", err)
+		l.log.Debug("wal: write live ack marker", "error", err)
 	}
 }
 
