@@ -58,7 +58,7 @@ func (l *Loop) stateLocked() State {
 		Fault:    l.faultLocked(),
 	}
 	g := l.gainsLocked()
-	s.Gains = StateGains{Kp: g.Kp, Ki: g.Ki, Kd: g.Kd}
+	s.Gains = StateGains(g)
 	if l.hasInput && l.inputFault == "" {
 		// Rounded as the sensor topics round it (pipeline.AppendPayload),
 		// so 21.37 does not travel as 21.369999999999997.
