@@ -188,6 +188,7 @@ type rig struct {
 	queue   *pipeline.Queue
 	poller  *sensors.Poller
 	loop    *control.Loop
+	share   shareMap // the plant, for other heaters in it (a disturbance)
 	pollDue time.Time // when the Poller samples next
 	stop    func()
 
@@ -197,6 +198,8 @@ type rig struct {
 	stale     int           // times the loop went into a stale-input fault
 	faulted   time.Duration // time with an input fault, since resetCounts
 	heaterOn  time.Duration // time with the relay on, since resetCounts
+	switches  int           // relay switch-ons seen at records, since resetCounts
+	wasOn     bool
 }
 
 func newRig(t *testing.T, ex example, f feed) *rig {
@@ -213,6 +216,7 @@ func newRigOn(t *testing.T, ex example, f feed, pub pipeline.Publisher, act func
 	clk := sensorstest.NewClock(t0)
 	r := &rig{t: t, ex: ex, clk: clk, pclk: &pollClock{Clock: clk, armed: make(chan time.Time, 4)}}
 	share := shareMap{}
+	r.share = share
 	climate, err := sim.NewClimate(clk, share, ex.climate)
 	if err != nil {
 		t.Fatal(err)
@@ -347,6 +351,12 @@ func (r *rig) record() {
 		}
 	}
 	r.last = now
+	if on := r.relay.Level() >= 0.5; on != r.wasOn {
+		if on {
+			r.switches++
+		}
+		r.wasOn = on
+	}
 	f := r.loop.State().Fault
 	if strings.HasPrefix(f, "input stale") && !strings.HasPrefix(r.lastFault, "input stale") {
 		r.stale++
@@ -354,7 +364,7 @@ func (r *rig) record() {
 	r.lastFault = f
 }
 
-func (r *rig) resetCounts() { r.stale, r.faulted, r.heaterOn = 0, 0, 0 }
+func (r *rig) resetCounts() { r.stale, r.faulted, r.heaterOn, r.switches = 0, 0, 0, 0 }
 
 func (r *rig) command(payload string) {
 	r.t.Helper()
@@ -428,8 +438,8 @@ func TestPiGreenhouseStaleFaultsIssue9(t *testing.T) {
 // TestExamplesHoldSetpoint closes the loop of each shipped example over
 // the sim plant: 3 h to warm up from 12 °C, 24 h of steady state that must
 // have no input fault at all and stay within band of the setpoint, then a
-// setpoint step of +2 °C whose overshoot and settling time (last exit from
-// ± 0.3 °C) are logged. The loop fed the published values (edged before
+// setpoint step of +2 °C that must overshoot by less than 0.6 °C and
+// settle (last exit from ± 0.3 °C) within 45 minutes. The loop fed the published values (edged before
 // issue 9) is measured and logged alongside, not checked.
 //
 //	go test -run TestExamplesHoldSetpoint -v ./pipeline/control
@@ -454,12 +464,12 @@ func TestExamplesHoldSetpoint(t *testing.T) {
 				r.runUntil(t0.Add(3 * time.Hour))
 				r.resetCounts()
 				lo, hi := r.temps(24 * time.Hour)
-				stale, faulted, on := r.stale, r.faulted, r.heaterOn
+				stale, faulted, on, switches := r.stale, r.faulted, r.heaterOn, r.switches
 				over, settle := r.stepResponse(2, 0.3, 3*time.Hour)
 				sp := ex.ctl.Setpoint
-				t.Logf("%s, %s: 24 h steady state: plant %.2f..%.2f °C (setpoint %v), %d stale faults, heater forced off %v, on %.0f%%; step %v -> %v °C: overshoot %.2f °C, settled (± 0.3 °C) after %v",
+				t.Logf("%s, %s: 24 h steady state: plant %.2f..%.2f °C (setpoint %v), %d stale faults, heater forced off %v, on %.0f%%, %.1f switch-ons an hour; step %v -> %v °C: overshoot %.2f °C, settled (± 0.3 °C) after %v",
 					filepath.Base(tc.path), f, lo, hi, sp, stale, faulted.Round(time.Second),
-					100*on.Seconds()/(24*time.Hour).Seconds(), sp, sp+2, over, settle.Round(time.Second))
+					100*on.Seconds()/(24*time.Hour).Seconds(), float64(switches)/24, sp, sp+2, over, settle.Round(time.Second))
 				if f != samples {
 					return
 				}
@@ -468,6 +478,9 @@ func TestExamplesHoldSetpoint(t *testing.T) {
 				}
 				if lo < sp-tc.band || hi > sp+tc.band {
 					t.Errorf("24 h steady state between %.3f and %.3f °C, want %v ± %v", lo, hi, sp, tc.band)
+				}
+				if over > 0.6 || settle > 45*time.Minute {
+					t.Errorf("setpoint step +2 °C: overshoot %.2f °C (want below 0.6), settled after %v (want within 45 min)", over, settle)
 				}
 				if s := r.loop.State(); s.Fault != "" || s.Mode != control.ModeAuto {
 					t.Errorf("state %+v", s)
