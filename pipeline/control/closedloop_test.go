@@ -188,7 +188,7 @@ type rig struct {
 	queue   *pipeline.Queue
 	poller  *sensors.Poller
 	loop    *control.Loop
-	share   shareMap // the plant, for other heaters in it (a disturbance)
+	share   shareMap  // the plant, for other heaters in it (a disturbance)
 	pollDue time.Time // when the Poller samples next
 	stop    func()
 

@@ -13,11 +13,15 @@ import (
 )
 
 // stallCapturer is the uplink's disk buffer on an SD card that stalls:
-// every Capture that starts between from and until takes 10 s of the
-// injected clock, one after the other, as fsyncs on one card do.
+// the first n Captures made at or after from each take 10 s of the
+// injected clock, one after the other, as fsyncs on one card do. It
+// counts writes rather than watching a time window: captures run on the
+// broker's side, which may fall behind the rig's clock (that is the
+// point), so a window could pass before any capture looked at the time.
 type stallCapturer struct {
-	clk         *sensorstest.Clock
-	from, until time.Time
+	clk  *sensorstest.Clock
+	from time.Time
+	n    int
 
 	mu      sync.Mutex // one write at a time
 	stalled int
@@ -26,7 +30,7 @@ type stallCapturer struct {
 func (c *stallCapturer) Capture(localbroker.Message) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now := c.clk.Now(); now.Before(c.from) || !now.Before(c.until) {
+	if c.stalled >= c.n || c.clk.Now().Before(c.from) {
 		return nil
 	}
 	c.stalled++
@@ -93,9 +97,9 @@ func TestStalledDiskDoesNotDelayControlIssue9(t *testing.T) {
 			return rec
 		})
 		rec.clk = r.clk
-		cap = &stallCapturer{clk: r.clk, from: stallFrom, until: stallFrom}
+		cap = &stallCapturer{clk: r.clk, from: stallFrom}
 		if stall {
-			cap.until = stallFrom.Add(3 * time.Minute)
+			cap.n = 18 // 3 minutes of stalled writes
 		}
 		b.SetCapturer(cap)
 		if err := b.Start(); err != nil {
