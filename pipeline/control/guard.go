@@ -3,6 +3,7 @@ package control
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/edged/edged/sensors"
@@ -54,15 +55,15 @@ const (
 	faultCutoff      = "cutoff"
 )
 
-// The values of State.Action: what drives the output now.
+// The values of State.Applied: what drives the output now.
 const (
-	ActionPID        = "pid"        // the PID controller (auto)
-	ActionHysteresis = "hysteresis" // on/off control (auto)
-	ActionManual     = "manual"     // the operator's output
-	ActionSafe       = "safe"       // the actuator's safe state
-	ActionHold       = "hold"       // on_input_failure: hold
-	ActionFixed      = "fixed"      // on_input_failure: fixed
-	ActionCutoff     = "cutoff"     // a cutoff holds the output off
+	AppliedPID        = "pid"        // the PID controller (auto)
+	AppliedHysteresis = "hysteresis" // on/off control (auto)
+	AppliedManual     = "manual"     // the operator's output
+	AppliedSafe       = "safe"       // the actuator's safe state
+	AppliedHold       = "hold"       // on_input_failure: hold
+	AppliedFixed      = "fixed"      // on_input_failure: fixed
+	AppliedCutoff     = "cutoff"     // a cutoff holds the output off
 )
 
 // guard is the guards' state, under Loop.mu.
@@ -87,7 +88,7 @@ type guard struct {
 	holdDuty float64
 	holdOver bool // logged: hold_for ran out
 
-	applied string // ActionHold, ActionFixed or ActionCutoff while the guards drive the output
+	applied string // AppliedHold, AppliedFixed or AppliedCutoff while the guards drive the output
 }
 
 // guardAct is what guardLocked decides.
@@ -118,7 +119,7 @@ func (l *Loop) guardLocked(now time.Time) (guardAct, float64) {
 		g.cutoff = cut
 	}
 	if cut != "" {
-		g.applied = ActionCutoff
+		g.applied = AppliedCutoff
 		return guardOff, 0
 	}
 	if l.mode != ModeAuto || l.inputFault == "" || l.inputFault == faultNoInput {
@@ -126,14 +127,14 @@ func (l *Loop) guardLocked(now time.Time) (guardAct, float64) {
 	}
 	switch l.opts.OnInputFailure {
 	case FailFixed:
-		g.applied = ActionFixed
+		g.applied = AppliedFixed
 		return guardDuty, *l.opts.FixedOutput
 	case FailHold:
 		if !g.canHold {
 			break
 		}
 		if now.Before(g.failFrom.Add(l.opts.HoldFor)) {
-			g.applied = ActionHold
+			g.applied = AppliedHold
 			return guardDuty, g.holdDuty
 		}
 		if !g.holdOver {
@@ -262,18 +263,18 @@ func (l *Loop) forceOffLocked(now time.Time) {
 }
 
 // actionLocked says what drives the output, for the state.
-func (l *Loop) actionLocked() string {
+func (l *Loop) appliedLocked() string {
 	switch {
 	case !l.running || l.isSafe:
-		return ActionSafe
+		return AppliedSafe
 	case l.guard.applied != "":
 		return l.guard.applied
 	case l.mode == ModeManual:
-		return ActionManual
+		return AppliedManual
 	case l.opts.Hysteresis != nil:
-		return ActionHysteresis
+		return AppliedHysteresis
 	}
-	return ActionPID
+	return AppliedPID
 }
 
 // validateGuards checks the guard and failure action keys.
@@ -353,7 +354,7 @@ func (o *Opts) validateCutoffs() error {
 			continue
 		}
 		cut, other := hi, lo
-		if lo.k == "cutoff_below" {
+		if strings.HasPrefix(lo.k, "cutoff") {
 			cut, other = lo, hi
 		}
 		return sensors.FieldErrorf(cut.k, "%v is the wrong way round for %s %v: want %s < %s (a cutoff lies inside the plausible range, beyond the setpoints)", *cut.v, other.k, *other.v, lo.k, hi.k)

@@ -21,11 +21,11 @@ type State struct {
 	// Output is the duty (0..1) the loop applies; in the safe state, the
 	// level the actuator reports (1 for a relay with safe_state: on).
 	Output float64 `json:"output"`
-	// Action says what drives the output: pid or hysteresis (auto),
+	// Applied says what drives the output: pid or hysteresis (auto),
 	// manual, safe, hold or fixed (on_input_failure), cutoff. Fault says
 	// why, when it is not what the mode asks for.
-	Action string `json:"action"`
-	Mode   Mode   `json:"mode"`
+	Applied string `json:"applied"`
+	Mode    Mode   `json:"mode"`
 	// Fault says why the output is not what the mode asks for; "" when
 	// all is well.
 	Fault string     `json:"fault"`
@@ -58,7 +58,7 @@ func (l *Loop) stateLocked() State {
 	s := State{
 		Setpoint: l.setpoint,
 		Output:   l.output,
-		Action:   l.actionLocked(),
+		Applied:  l.appliedLocked(),
 		Mode:     l.mode,
 		Fault:    l.faultLocked(),
 	}
