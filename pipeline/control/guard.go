@@ -198,7 +198,7 @@ func (l *Loop) guardReadingLocked(now time.Time, r sensors.Reading, stale sensor
 	case o.InputMax != nil && r.Value > *o.InputMax:
 		why = fmt.Sprintf("%s: %s above input_max %v", faultImplausible, o.Input, *o.InputMax)
 	case l.stuckLocked(r):
-		why = fmt.Sprintf("%s: %s within %v of %v for %v with the output saturated at %.3g", faultStuck, o.Input, stuckEpsilon, l.guard.ref, o.StuckAfter, l.guard.runOut)
+		why = fmt.Sprintf("%s: %s within %v of %v for %v with the output saturated at %.3g", faultStuck, o.Input, stuckEpsilon, math.Round(l.guard.ref*1e4)/1e4, o.StuckAfter, l.guard.runOut)
 	default:
 		return true
 	}
