@@ -256,3 +256,43 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 }
+
+// TestParseGuards decodes every runaway guard and failure action key of
+// a controller (issue 9).
+func TestParseGuards(t *testing.T) {
+	src := `device: {id: gh-01}
+sensors:
+  - {id: air, driver: sim_climate}
+actuators:
+  - {id: heater, driver: sim_relay}
+controllers:
+  - id: heat
+    input: air/temperature
+    output: heater
+    setpoint: 18
+    pid: {kp: 0.4, ki: 0.002}
+    cycle: 60s
+    input_min: -20
+    input_max: 60
+    stuck_after: 30m
+    cutoff_above: 35
+    on_input_failure: fixed
+    fixed_output: 0.2
+`
+	c, err := configs.Parse("guards.yaml", []byte(src), drivers.Default, testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := func(v float64) *float64 { return &v }
+	want := control.DefaultOpts()
+	want.ID, want.Input, want.Output, want.Setpoint = "heat", "air/temperature", "heater", 18
+	want.PID, want.Cycle = control.Gains{Kp: 0.4, Ki: 0.002}, time.Minute
+	want.InputMin, want.InputMax, want.StuckAfter, want.CutoffAbove = f(-20), f(60), 30*time.Minute, f(35)
+	want.OnInputFailure, want.FixedOutput = control.FailFixed, f(0.2)
+	if !reflect.DeepEqual(c.Controllers[0], want) {
+		t.Errorf("controller = %+v, want %+v", c.Controllers[0], want)
+	}
+	if def := control.DefaultOpts(); def.OnInputFailure != control.FailSafe {
+		t.Errorf("default on_input_failure %q, want safe", def.OnInputFailure)
+	}
+}

@@ -120,6 +120,8 @@ type Loop struct {
 	cycleTimer sensors.Timer // the next decision of sw
 	sw         *switcher     // protects a switched output; nil passes the level through
 
+	guard guard // runaway guards and the failure action (guard.go)
+
 	// Owned by the Run goroutine.
 	lastPub   time.Time
 	lastBody  []byte
@@ -253,6 +255,8 @@ func (l *Loop) Run(ctx context.Context) error {
 	l.mu.Lock()
 	l.cycleTimer = l.clock.NewTimer(time.Hour)
 	l.cycleTimer.Stop()
+	l.guard.timer = l.clock.NewTimer(time.Hour)
+	l.guard.timer.Stop()
 	l.running = true
 	l.stepLocked(l.clock.Now())
 	l.mu.Unlock()
@@ -277,6 +281,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		l.mu.Lock()
 		l.running = false
 		l.cycleTimer.Stop()
+		l.guard.timer.Stop()
 		if err := l.out.Safe(); err != nil {
 			l.log.Error("actuator did not take its safe state on stop", "actuator", l.out.String(), "error", err)
 		}
@@ -296,7 +301,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.handleEvent(ev, stale)
 		case 1:
 			l.handleStale()
-		case 2:
+		case 2, 6:
 			l.mu.Lock()
 			l.stepLocked(l.clock.Now())
 			l.mu.Unlock()
@@ -324,6 +329,8 @@ func (l *Loop) Run(ctx context.Context) error {
 			handle(4, event{})
 		case <-saveTimer.C():
 			handle(5, event{})
+		case <-l.guard.timer.C():
+			handle(6, event{})
 		case done := <-l.syncReq:
 			// Handle everything already due, so that a test that has
 			// just advanced its clock sees the result.
@@ -341,6 +348,8 @@ func (l *Loop) Run(ctx context.Context) error {
 					handle(4, event{})
 				case <-saveTimer.C():
 					handle(5, event{})
+				case <-l.guard.timer.C():
+					handle(6, event{})
 				default:
 					more = false
 				}
@@ -367,6 +376,9 @@ func (l *Loop) handleEvent(ev event, stale sensors.Timer) {
 	r := ev.reading
 	if math.IsNaN(r.Value) || math.IsInf(r.Value, 0) || now.Sub(r.Time) >= l.opts.StaleAfter {
 		return // unusable, or already stale when it arrived
+	}
+	if !l.guardReadingLocked(now, r, stale) {
+		return // implausible or stuck: the input fault says so
 	}
 	// dt comes from the readings' own timestamps, so it is the sampling
 	// interval however late the reading reached the loop. A dt <= 0 (the
@@ -411,10 +423,11 @@ func (l *Loop) setInputFaultLocked(why string) {
 	if l.inputFault == why {
 		return
 	}
+	l.guardFailLocked(l.clock.Now())
 	l.inputFault = why
 	l.restart = true
 	if l.mode == ModeAuto {
-		l.log.Warn("output to safe state", "reason", why, "actuator", l.out.String())
+		l.log.Warn("output to "+l.failureActionLocked(), "reason", why, "actuator", l.out.String())
 	} else {
 		l.log.Warn("input unusable", "reason", why)
 	}
@@ -428,7 +441,13 @@ func (l *Loop) stepLocked(now time.Time) {
 		return
 	}
 	var duty float64
+	act, fixedDuty := l.guardLocked(now)
 	switch {
+	case act == guardOff:
+		l.forceOffLocked(now)
+		return
+	case act == guardDuty:
+		duty = fixedDuty
 	case l.mode == ModeOff, l.mode == ModeAuto && l.inputFault != "":
 		l.safeLocked()
 		return
@@ -442,6 +461,13 @@ func (l *Loop) stepLocked(now time.Time) {
 	if l.sw != nil {
 		level = l.switchLevelLocked(now, duty)
 	}
+	l.setLocked(now, level, false)
+}
+
+// setLocked drives the actuator to level unless it is there; override
+// says a safety override (a cutoff) bypassed relay protection, which
+// counts from now. A failed Set puts the actuator in its safe state.
+func (l *Loop) setLocked(now time.Time, level float64, override bool) {
 	if !l.isSafe && l.setErr == "" && level == l.applied {
 		return
 	}
@@ -459,13 +485,14 @@ func (l *Loop) stepLocked(now time.Time) {
 		l.setErr = ""
 	}
 	l.applied, l.isSafe = level, false
-	l.tookLocked(now, false)
+	l.tookLocked(now, override)
 }
 
 // safeLocked puts the actuator in its safe state unless it is there. It
 // is a safety override: it acts at once, whatever min_on or min_off say.
 func (l *Loop) safeLocked() {
-	l.output = 0
+	// The output is what the actuator does: on for safe_state: on.
+	defer func() { l.output = l.out.Level() }()
 	l.cycleTimer.Stop()
 	if l.isSafe && l.safeErr == "" {
 		return
@@ -494,6 +521,11 @@ func (l *Loop) faultLocked() string {
 	if inputBlocks {
 		parts = append(parts, l.inputFault)
 	}
+	if l.guard.cutoff != "" {
+		parts = append(parts, l.guard.cutoff)
+	}
+	// The failure action drives the output: its faults count too.
+	inputBlocks = inputBlocks && l.guard.applied == ""
 	if l.setErr != "" && l.mode != ModeOff && !inputBlocks {
 		parts = append(parts, l.setErr)
 	}

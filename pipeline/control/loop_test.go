@@ -356,7 +356,7 @@ func TestStatePayload(t *testing.T) {
 	h.read(19.5)
 	h.advanceTo(h.at(3 * time.Second))
 	msgs := h.pub.take()
-	want := `{"setpoint":20,"input":19.5,"output":0.05,"mode":"auto","fault":"","gains":{"kp":0.1,"ki":0.002,"kd":1},"ts":"2026-11-22T10:00:01.500Z"}`
+	want := `{"setpoint":20,"input":19.5,"output":0.05,"applied":"pid","mode":"auto","fault":"","gains":{"kp":0.1,"ki":0.002,"kd":1},"ts":"2026-11-22T10:00:01.500Z"}`
 	if len(msgs) != 2 || msgs[1].payload != want {
 		t.Errorf("messages %+v\nwant the second to be %s", msgs, want)
 	}

@@ -72,6 +72,24 @@ type Opts struct {
 	MinOff             time.Duration `yaml:"min_off"`
 	MaxSwitchesPerHour int           `yaml:"max_switches_per_hour"`
 	MaxOn              time.Duration `yaml:"max_on"`
+
+	// Runaway guards (see guard.go). An input outside InputMin..InputMax
+	// (nil: unbounded) counts as failed, and so does one that holds within
+	// stuckEpsilon for StuckAfter (0: never) while the output is
+	// saturated. An input at or beyond CutoffAbove (direct action) or
+	// CutoffBelow (reverse action) forces the output off (level 0).
+	InputMin    *float64      `yaml:"input_min"`
+	InputMax    *float64      `yaml:"input_max"`
+	StuckAfter  time.Duration `yaml:"stuck_after"`
+	CutoffAbove *float64      `yaml:"cutoff_above"`
+	CutoffBelow *float64      `yaml:"cutoff_below"`
+	// OnInputFailure is what an automatic loop does while its input has
+	// failed (stale, offline, implausible, stuck): safe (the actuator's
+	// safe state), hold (the last output for at most HoldFor, then safe)
+	// or fixed (FixedOutput).
+	OnInputFailure string        `yaml:"on_input_failure"`
+	HoldFor        time.Duration `yaml:"hold_for"`
+	FixedOutput    *float64      `yaml:"fixed_output"`
 }
 
 // Band is the hysteresis band around the setpoint, in input units.
@@ -215,6 +233,7 @@ func DefaultOpts() Opts {
 		Action:           ActionDirect,
 		DerivativeFilter: DefaultDerivativeFilter,
 		MinOn:            DefaultMinOn, MinOff: DefaultMinOff, MaxSwitchesPerHour: DefaultMaxSwitchesPerHour,
+		OnInputFailure: FailSafe,
 	}
 }
 
@@ -304,7 +323,7 @@ func (o *Opts) Validate() error {
 	if o.SetpointMin != nil && o.Setpoint < *o.SetpointMin || o.SetpointMax != nil && o.Setpoint > *o.SetpointMax {
 		return sensors.FieldErrorf("setpoint", "%v is outside setpoint_min..setpoint_max", o.Setpoint)
 	}
-	return nil
+	return o.validateGuards()
 }
 
 // validateProtection checks the relay protection keys.

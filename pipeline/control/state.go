@@ -18,10 +18,14 @@ type State struct {
 	// reading yet, stale, sensor offline): a dashboard must not show an
 	// old value as the current one. Fault says why.
 	Input *float64 `json:"input"`
-	// Output is the duty (0..1) the loop applies; 0 while the actuator is
-	// held in its safe state.
+	// Output is the duty (0..1) the loop applies; in the safe state, the
+	// level the actuator reports (1 for a relay with safe_state: on).
 	Output float64 `json:"output"`
-	Mode   Mode    `json:"mode"`
+	// Applied says what drives the output: pid or hysteresis (auto),
+	// manual, safe, hold or fixed (on_input_failure), cutoff. Fault says
+	// why, when it is not what the mode asks for.
+	Applied string `json:"applied"`
+	Mode    Mode   `json:"mode"`
 	// Fault says why the output is not what the mode asks for; "" when
 	// all is well.
 	Fault string     `json:"fault"`
@@ -54,6 +58,7 @@ func (l *Loop) stateLocked() State {
 	s := State{
 		Setpoint: l.setpoint,
 		Output:   l.output,
+		Applied:  l.appliedLocked(),
 		Mode:     l.mode,
 		Fault:    l.faultLocked(),
 	}

@@ -1,0 +1,363 @@
+package control
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/edged/edged/sensors"
+)
+
+// Runaway guards and the failure action (issue 9). A heater loop whose
+// probe fell out of the house, or froze near the setpoint, drove the
+// heater for hours on a wrong input. The guards decide when the input
+// has failed and what the output does then; the Loop asks them at every
+// step (guardLocked) and at every reading (guardReadingLocked).
+//
+// The order of precedence, from the top:
+//
+//  1. An actuator that fails goes to its safe state (stepLocked).
+//  2. Mode off: the safe state.
+//  3. Auto with a failed input (no fresh reading for stale_after, sensor
+//     offline, outside input_min..input_max, stuck): on_input_failure.
+//  4. Auto or manual with a trusted input at or beyond a cutoff: off
+//     (level 0) at once, whatever relay protection says.
+//  5. Otherwise the regulator (auto) or the operator's output (manual).
+//
+// "Off" is level 0: no heating for a heater, no cooling for a cooler.
+// So a direct-acting loop (heating: it raises its input) takes
+// cutoff_above and a reverse-acting one (cooling) cutoff_below: forcing a
+// heater off because it is cold would never protect anything.
+
+// The values of Opts.OnInputFailure.
+const (
+	FailSafe  = "safe"
+	FailHold  = "hold"
+	FailFixed = "fixed"
+)
+
+// stuckEpsilon is how far, in input units, the input may move and still
+// count as unchanged for stuck_after. A probe that is stuck returns the
+// same number every time; the average and median filters may add float
+// rounding of far less than this. A working sensor's noise and a working
+// loop's effect on its input at a saturated output are far more.
+const stuckEpsilon = 0.01
+
+// saturationEpsilon is how close to output_min or output_max a PID
+// output counts as saturated.
+const saturationEpsilon = 1e-9
+
+// More fault texts (prefixes) for tests and dashboards.
+const (
+	faultImplausible = "input implausible"
+	faultStuck       = "input stuck"
+	faultCutoff      = "cutoff"
+)
+
+// The values of State.Applied: what drives the output now.
+const (
+	AppliedPID        = "pid"        // the PID controller (auto)
+	AppliedHysteresis = "hysteresis" // on/off control (auto)
+	AppliedManual     = "manual"     // the operator's output
+	AppliedSafe       = "safe"       // the actuator's safe state
+	AppliedHold       = "hold"       // on_input_failure: hold
+	AppliedFixed      = "fixed"      // on_input_failure: fixed
+	AppliedCutoff     = "cutoff"     // a cutoff holds the output off
+)
+
+// guard is the guards' state, under Loop.mu.
+type guard struct {
+	timer sensors.Timer // wakes the loop when a hold ends; nil before Run
+
+	// The current run towards stuck_after: since since, every reading
+	// was within stuckEpsilon of ref and the regulator's output stayed
+	// saturated at runOut.
+	run    bool
+	ref    float64
+	runOut float64
+	since  time.Time
+	stuck  bool // declared stuck; it stays so until the input moves
+
+	cutoff string // the cutoff in force, "" when none
+
+	// The current input failure: when it began and, if the loop was
+	// regulating then, the duty it applied (what hold keeps).
+	failFrom time.Time
+	canHold  bool
+	holdDuty float64
+	holdOver bool // logged: hold_for ran out
+
+	applied string // AppliedHold, AppliedFixed or AppliedCutoff while the guards drive the output
+}
+
+// guardAct is what guardLocked decides.
+type guardAct int
+
+const (
+	guardNone guardAct = iota // the mode decides
+	guardOff                  // a cutoff: level 0 at once
+	guardDuty                 // the failure action's duty, through the output path
+)
+
+// guardLocked decides whether a cutoff or the failure action drives the
+// output at now, and with what duty.
+func (l *Loop) guardLocked(now time.Time) (guardAct, float64) {
+	g := &l.guard
+	g.applied = ""
+	trusted := l.hasInput && l.inputFault == ""
+	cut := ""
+	if trusted && l.mode != ModeOff {
+		cut = l.cutoffLocked()
+	}
+	if cut != g.cutoff {
+		if cut != "" {
+			l.log.Warn("output forced off", "reason", cut, "input", l.input, "actuator", l.out.String())
+		} else {
+			l.log.Info("cutoff over", "input", l.opts.Input)
+		}
+		g.cutoff = cut
+	}
+	if cut != "" {
+		g.applied = AppliedCutoff
+		return guardOff, 0
+	}
+	if l.mode != ModeAuto || l.inputFault == "" || l.inputFault == faultNoInput {
+		return guardNone, 0
+	}
+	switch l.opts.OnInputFailure {
+	case FailFixed:
+		g.applied = AppliedFixed
+		return guardDuty, *l.opts.FixedOutput
+	case FailHold:
+		if !g.canHold {
+			break
+		}
+		if now.Before(g.failFrom.Add(l.opts.HoldFor)) {
+			g.applied = AppliedHold
+			return guardDuty, g.holdDuty
+		}
+		if !g.holdOver {
+			g.holdOver = true
+			l.log.Warn("hold_for over: output to safe state", "hold_for", l.opts.HoldFor, "reason", l.inputFault, "actuator", l.out.String())
+		}
+	}
+	return guardNone, 0
+}
+
+// cutoffLocked returns why the trusted input forces the output off, ""
+// when it does not.
+func (l *Loop) cutoffLocked() string {
+	o := &l.opts
+	switch {
+	case o.CutoffAbove != nil && l.input >= *o.CutoffAbove:
+		return fmt.Sprintf("%s: %s at or above cutoff_above %v: output off", faultCutoff, o.Input, *o.CutoffAbove)
+	case o.CutoffBelow != nil && l.input <= *o.CutoffBelow:
+		return fmt.Sprintf("%s: %s at or below cutoff_below %v: output off", faultCutoff, o.Input, *o.CutoffBelow)
+	}
+	return ""
+}
+
+// guardFailLocked runs when the input fault changes, before it does. A
+// failure that begins now (the input was fresh) starts the hold of the
+// duty the loop applied.
+func (l *Loop) guardFailLocked(now time.Time) {
+	g := &l.guard
+	g.run = false
+	if l.inputFault != "" {
+		return // the failure goes on, and its hold with it
+	}
+	g.failFrom, g.holdOver = now, false
+	g.canHold, g.holdDuty = l.mode == ModeAuto, l.output
+	if l.opts.OnInputFailure == FailHold && g.canHold && g.timer != nil {
+		g.timer.Reset(l.opts.HoldFor)
+	}
+}
+
+// failureActionLocked names what an input failure does to the output,
+// for the log.
+func (l *Loop) failureActionLocked() string {
+	switch {
+	case l.opts.OnInputFailure == FailFixed:
+		return fmt.Sprintf("fixed_output %v", *l.opts.FixedOutput)
+	case l.opts.OnInputFailure == FailHold && l.guard.canHold:
+		return fmt.Sprintf("hold %.3g for at most %v", l.guard.holdDuty, l.opts.HoldFor)
+	}
+	return "safe state"
+}
+
+// guardReadingLocked checks a reading that is finite and fresh. It
+// returns false when the reading must not reach the regulator: it is
+// implausible, or the input is stuck; the input fault then says so.
+func (l *Loop) guardReadingLocked(now time.Time, r sensors.Reading, stale sensors.Timer) bool {
+	o := &l.opts
+	why := ""
+	switch {
+	case o.InputMin != nil && r.Value < *o.InputMin:
+		why = fmt.Sprintf("%s: %s below input_min %v", faultImplausible, o.Input, *o.InputMin)
+	case o.InputMax != nil && r.Value > *o.InputMax:
+		why = fmt.Sprintf("%s: %s above input_max %v", faultImplausible, o.Input, *o.InputMax)
+	case l.stuckLocked(r):
+		why = fmt.Sprintf("%s: %s within %v of %v for %v with the output saturated at %.3g", faultStuck, o.Input, stuckEpsilon, math.Round(l.guard.ref*1e4)/1e4, o.StuckAfter, l.guard.runOut)
+	default:
+		return true
+	}
+	// The sensor answers: this is not a stale input.
+	stale.Reset(min(r.Time.Add(o.StaleAfter).Sub(now), o.StaleAfter))
+	l.setInputFaultLocked(why)
+	if !l.guard.stuck {
+		l.guard.run = false
+	}
+	l.stepLocked(now)
+	return false
+}
+
+// stuckLocked reports whether r leaves the input stuck: within
+// stuckEpsilon of the run's first reading for stuck_after, with the
+// regulator's output saturated at one value all along (automatic mode
+// only). Saturated means, for a PID loop, an output at output_min or
+// output_max: with a cycle, a relay that is on (or off) for whole
+// windows; for hysteresis, an output that stays on (or off). A loop that
+// works moves its input at a saturated output. Once stuck, the input
+// stays so until a reading moves by more than stuckEpsilon.
+func (l *Loop) stuckLocked(r sensors.Reading) bool {
+	g := &l.guard
+	if l.opts.StuckAfter <= 0 {
+		return false
+	}
+	moved := math.Abs(r.Value-g.ref) > stuckEpsilon
+	if g.stuck {
+		if !moved {
+			return true
+		}
+		g.stuck, g.run = false, false
+		l.log.Info("input moves again", "input", l.opts.Input, "value", r.Value)
+	}
+	out := l.pid.Output()
+	switch {
+	case l.mode != ModeAuto || !l.saturated(out):
+		g.run = false
+	case !g.run || moved || out != g.runOut || r.Time.Before(g.since):
+		g.run, g.ref, g.runOut, g.since = true, r.Value, out, r.Time
+	case r.Time.Sub(g.since) >= l.opts.StuckAfter:
+		g.stuck, g.run = true, false
+		return true
+	}
+	return false
+}
+
+// saturated reports whether the regulator's output out is at a limit.
+func (l *Loop) saturated(out float64) bool {
+	if l.opts.Hysteresis != nil {
+		return true // on or off; the run ends when it switches
+	}
+	return out <= l.opts.OutputMin+saturationEpsilon || out >= l.opts.OutputMax-saturationEpsilon
+}
+
+// forceOffLocked is a cutoff's override: level 0 at once, whatever
+// min_on says, and relay protection counts from here.
+func (l *Loop) forceOffLocked(now time.Time) {
+	l.output = 0
+	l.cycleTimer.Stop()
+	l.setLocked(now, 0, true)
+}
+
+// actionLocked says what drives the output, for the state.
+func (l *Loop) appliedLocked() string {
+	switch {
+	case !l.running || l.isSafe:
+		return AppliedSafe
+	case l.guard.applied != "":
+		return l.guard.applied
+	case l.mode == ModeManual:
+		return AppliedManual
+	case l.opts.Hysteresis != nil:
+		return AppliedHysteresis
+	}
+	return AppliedPID
+}
+
+// validateGuards checks the guard and failure action keys.
+func (o *Opts) validateGuards() error {
+	for _, f := range []struct {
+		k string
+		v *float64
+	}{{"input_min", o.InputMin}, {"input_max", o.InputMax}, {"cutoff_above", o.CutoffAbove}, {"cutoff_below", o.CutoffBelow}, {"fixed_output", o.FixedOutput}} {
+		if f.v != nil && (math.IsNaN(*f.v) || math.IsInf(*f.v, 0)) {
+			return sensors.FieldErrorf(f.k, "must be finite")
+		}
+	}
+	if o.InputMin != nil && o.InputMax != nil && *o.InputMin >= *o.InputMax {
+		return sensors.FieldErrorf("input_max", "%v is not above input_min %v: no reading would be plausible", *o.InputMax, *o.InputMin)
+	}
+	if o.StuckAfter < 0 || o.StuckAfter > 24*time.Hour || o.StuckAfter > 0 && o.StuckAfter < time.Minute {
+		return sensors.FieldErrorf("stuck_after", "%v is out of range (0 for never, or 1m..24h: long next to how long the input may hold still with the output at a limit)", o.StuckAfter)
+	}
+	if err := o.validateCutoffs(); err != nil {
+		return err
+	}
+	switch o.OnInputFailure {
+	case FailSafe, FailHold, FailFixed:
+	default:
+		return sensors.FieldErrorf("on_input_failure", "%q is not one of safe (the actuator's safe state), hold (the last output for hold_for), fixed (fixed_output)", o.OnInputFailure)
+	}
+	switch {
+	case o.OnInputFailure == FailHold && o.HoldFor == 0:
+		return sensors.FieldErrorf("on_input_failure", "hold needs hold_for: how long to keep the last output before the safe state (e.g. hold_for: 10m)")
+	case o.HoldFor != 0 && o.OnInputFailure != FailHold:
+		return sensors.FieldErrorf("hold_for", "applies to on_input_failure: hold only (it is %s)", o.OnInputFailure)
+	case o.HoldFor < 0 || o.HoldFor > 24*time.Hour:
+		return sensors.FieldErrorf("hold_for", "%v is out of range (1ns..24h)", o.HoldFor)
+	case o.OnInputFailure == FailFixed && o.FixedOutput == nil:
+		return sensors.FieldErrorf("on_input_failure", "fixed needs fixed_output: the output to apply while the input has failed (e.g. fixed_output: 0.2)")
+	case o.FixedOutput != nil && o.OnInputFailure != FailFixed:
+		return sensors.FieldErrorf("fixed_output", "applies to on_input_failure: fixed only (it is %s)", o.OnInputFailure)
+	}
+	if v := o.FixedOutput; v != nil {
+		if *v < o.OutputMin || *v > o.OutputMax {
+			return sensors.FieldErrorf("fixed_output", "%v is outside output_min..output_max %v..%v", *v, o.OutputMin, o.OutputMax)
+		}
+		if o.Hysteresis != nil && *v != 0 && *v != 1 {
+			return sensors.FieldErrorf("fixed_output", "%v on a hysteresis loop: its output is on at 0.5 and above and off below; give 0 or 1 (or use a pid with a cycle to time-proportion it)", *v)
+		}
+	}
+	return nil
+}
+
+// validateCutoffs checks the cutoffs against the action, the plausible
+// range and the setpoints.
+func (o *Opts) validateCutoffs() error {
+	rev := o.reverse() || o.Hysteresis != nil && o.Action == ActionReverse
+	switch {
+	case o.CutoffBelow != nil && !rev:
+		return sensors.FieldErrorf("cutoff_below", "this loop acts direct (heating: its output raises the input), so forcing it off below %v would never protect anything; a probe that reads too low is input_min's job, a limit on heating is cutoff_above", *o.CutoffBelow)
+	case o.CutoffAbove != nil && rev:
+		return sensors.FieldErrorf("cutoff_above", "this loop acts in reverse (cooling: its output lowers the input), so forcing it off above %v would never protect anything; a probe that reads too high is input_max's job, a limit on cooling is cutoff_below", *o.CutoffAbove)
+	}
+	type bound struct {
+		k string
+		v *float64
+	}
+	// Each pair must be in this order, low to high, where both are given.
+	for _, p := range [][2]bound{
+		{{"input_min", o.InputMin}, {"cutoff_above", o.CutoffAbove}},
+		{{"cutoff_above", o.CutoffAbove}, {"input_max", o.InputMax}},
+		{{"input_min", o.InputMin}, {"cutoff_below", o.CutoffBelow}},
+		{{"cutoff_below", o.CutoffBelow}, {"input_max", o.InputMax}},
+		{{"setpoint", &o.Setpoint}, {"cutoff_above", o.CutoffAbove}},
+		{{"setpoint_max", o.SetpointMax}, {"cutoff_above", o.CutoffAbove}},
+		{{"cutoff_below", o.CutoffBelow}, {"setpoint", &o.Setpoint}},
+		{{"cutoff_below", o.CutoffBelow}, {"setpoint_min", o.SetpointMin}},
+	} {
+		lo, hi := p[0], p[1]
+		if lo.v == nil || hi.v == nil || *lo.v < *hi.v {
+			continue
+		}
+		cut, other := hi, lo
+		if strings.HasPrefix(lo.k, "cutoff") {
+			cut, other = lo, hi
+		}
+		return sensors.FieldErrorf(cut.k, "%v is the wrong way round for %s %v: want %s < %s (a cutoff lies inside the plausible range, beyond the setpoints)", *cut.v, other.k, *other.v, lo.k, hi.k)
+	}
+	return nil
+}
