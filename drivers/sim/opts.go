@@ -158,7 +158,9 @@ type PlantParams struct {
 	// power has done 63% of its effect on the temperature.
 	Tau time.Duration `yaml:"tau"`
 	// HeaterGain is how far (°C) the heater at full power lifts the
-	// steady-state temperature above Ambient.
+	// steady-state temperature above Ambient. A negative gain makes the
+	// "heater" a cooler (a chiller, a fan pulling in cold air), for
+	// reverse-acting loops.
 	HeaterGain float64 `yaml:"heater_gain"`
 	// HeaterLag is the time constant of the heater element itself (0 = it
 	// heats at once): a first-order lag between the command and the heat.
@@ -229,8 +231,8 @@ func (p *PlantParams) Validate() error {
 	if p.Tau < time.Second || p.Tau > 24*time.Hour {
 		return sensors.FieldErrorf("tau", "%v is out of range (1s..24h)", p.Tau)
 	}
-	if math.IsNaN(p.HeaterGain) || p.HeaterGain < 0 || p.HeaterGain > 100 {
-		return sensors.FieldErrorf("heater_gain", "%v °C is out of range (0..100)", p.HeaterGain)
+	if math.IsNaN(p.HeaterGain) || p.HeaterGain < -100 || p.HeaterGain > 100 {
+		return sensors.FieldErrorf("heater_gain", "%v °C is out of range (-100..100; negative: a cooler)", p.HeaterGain)
 	}
 	if p.HeaterLag < 0 || p.HeaterLag > 24*time.Hour {
 		return sensors.FieldErrorf("heater_lag", "%v is out of range (0..24h)", p.HeaterLag)

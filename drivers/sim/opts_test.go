@@ -50,7 +50,7 @@ func TestOptsValidate(t *testing.T) {
 		{"ambient NaN", climate(func(o *ClimateOpts) { o.Ambient = math.NaN() }), "ambient"},
 		{"tau zero", climate(func(o *ClimateOpts) { o.Tau = 0 }), "tau"},
 		{"tau too long", climate(func(o *ClimateOpts) { o.Tau = 25 * time.Hour }), "tau"},
-		{"gain negative", climate(func(o *ClimateOpts) { o.HeaterGain = -1 }), "heater_gain"},
+		{"gain below -100", climate(func(o *ClimateOpts) { o.HeaterGain = -101 }), "heater_gain"},
 		{"gain Inf", climate(func(o *ClimateOpts) { o.HeaterGain = math.Inf(1) }), "heater_gain"},
 		{"lag negative", climate(func(o *ClimateOpts) { o.HeaterLag = -1 }), "heater_lag"},
 		{"lag zero", climate(func(o *ClimateOpts) { o.HeaterLag = 0 }), ""},
