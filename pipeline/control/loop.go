@@ -252,6 +252,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		saveTimer.Stop()
 		l.mu.Lock()
 		l.running = false
+		l.abortAutotuneLocked("edged stopped")
 		l.cycleTimer.Stop()
 		if err := l.out.Safe(); err != nil {
 			l.log.Error("actuator did not take its safe state on stop", "actuator", l.out.String(), "error", err)
@@ -361,7 +362,10 @@ func (l *Loop) handleEvent(ev event, stale sensors.Timer) {
 	}
 	l.restart = false
 	stale.Reset(min(r.Time.Add(l.opts.StaleAfter).Sub(now), l.opts.StaleAfter))
-	if l.mode == ModeAuto {
+	if l.tune.at != nil {
+		l.autotuneLocked(now, r.Value) // may end the test
+	}
+	if l.mode == ModeAuto && l.tune.at == nil {
 		l.pid.Update(l.setpoint, r.Value, dt)
 	}
 	l.stepLocked(now)
@@ -403,13 +407,14 @@ func (l *Loop) stepLocked(now time.Time) {
 	if !l.running {
 		return
 	}
+	defer l.autotuneFaultLocked()
 	var duty float64
 	switch {
 	case l.mode == ModeOff, l.mode == ModeAuto && l.inputFault != "":
 		l.safeLocked()
 		return
 	case l.mode == ModeAuto:
-		duty = l.pid.Output()
+		duty = l.autotuneDutyLocked()
 	default:
 		duty = l.manual
 	}
