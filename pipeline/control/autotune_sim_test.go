@@ -86,11 +86,21 @@ func TestAutotuneSimPlant(t *testing.T) {
 	for _, rule := range []string{"tl_pi", "zn_pi"} {
 		t.Run(rule, func(t *testing.T) {
 			r := newSimRig(t, o)
+			sw := &switchLog{Actuator: r.act, clk: r.clk}
+			r.act = sw
 			r.start()
 			r.run(3*time.Hour, nil)
+			start := r.clk.Now()
 			st := runAutotune(t, r, `{"autotune": {"rule": "`+rule+`"}}`, 3*time.Hour)
 			if st.Status != AutotuneDone || st.Gains == nil {
 				t.Fatalf("autotune: %+v", *st)
+			}
+			// The relay oscillation went through the relay protection.
+			end := r.clk.Now()
+			f := figures(pulsesAfter(pulsesOf(sw.history(), end), start), start, end, 0)
+			t.Logf("relay during the autotune: %v", f)
+			if f.shortestPulse >= 0 && f.shortestPulse < o.MinOn || f.shortestGap >= 0 && f.shortestGap < o.MinOff || f.maxPerHour > o.MaxSwitchesPerHour {
+				t.Errorf("relay protection broken during the autotune: %v", f)
 			}
 			g := r.h.l.State().Gains
 			if g != *st.Gains {
