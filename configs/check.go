@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -190,7 +191,11 @@ func (l *loader) checkControllers(c *Config, root *yaml.Node, sensorAt, actuator
 		l.checkID(root, "controllers", i, ctl.ID, seen)
 		if id, q, err := ctl.InputRef(); err == nil {
 			at := locate(root, "controllers", i, "input")
-			if si, ok := sensorAt[id]; !ok {
+			si, ok := sensorAt[id]
+			if ok {
+				l.checkStaleAfter(root, i, ctl, &c.Sensors[si])
+			}
+			if !ok {
 				d.errorf(at, "input: no sensor %q (sensors: %s)", id, strings.Join(sortedKeys(sensorAt), ", "))
 			} else if qs, ok := c.Sensors[si].Opts.(quantitier); ok {
 				have := qs.Quantities()
@@ -220,6 +225,29 @@ func (l *loader) checkControllers(c *Config, root *yaml.Node, sensorAt, actuator
 		}
 		drivenBy[ctl.Output] = i
 	}
+}
+
+// checkStaleAfter refuses a controller that would call its input stale
+// while the Poller still calls the sensor online. The loop takes every
+// good sample (sensors.SampleObserver); the sensor goes offline, which
+// the loop also obeys, after offline_after failed samples in a row. So
+// while it is online the longest wait between two good samples is
+// offline_after intervals (offline_after-1 slots fail, the next one
+// works) plus that sample's sense time, at most its timeout. A shorter
+// stale_after turns the output off on every short run of failures, and
+// shorter than one interval, between any two samples.
+func (l *loader) checkStaleAfter(root *yaml.Node, i int, ctl *control.Opts, s *Sensor) {
+	p := &s.PollOpts
+	if p.Interval <= 0 || p.OfflineAfter < 1 || ctl.StaleAfter <= 0 {
+		return // reported elsewhere
+	}
+	need := time.Duration(p.OfflineAfter)*p.Interval + p.EffectiveTimeout()
+	if ctl.StaleAfter > need {
+		return
+	}
+	l.d.errorf(locate(root, "controllers", i, "stale_after"),
+		"stale_after: %v is not longer than input sensor %q's interval %v × offline_after %d + timeout %v = %v: the loop would turn its output off on failures the sensor is allowed before it counts as offline; set stale_after above %v (or shorten interval or offline_after)",
+		ctl.StaleAfter, s.ID, p.Interval, p.OfflineAfter, p.EffectiveTimeout(), need, need)
 }
 
 // checkOnOff refuses a PID loop with cycle 0 on an actuator that only

@@ -1,7 +1,7 @@
 // Package pipeline turns readings into MQTT topics and payloads and hands
 // them to a Publisher (the local broker), and tells the gateway's status
-// and each sensor's availability. It also fans readings out to observers
-// such as the control loops.
+// and each sensor's availability. It also fans published readings out to
+// observers.
 //
 // It owns the topic layout and payload format of DESIGN.md section 3,
 // which LAN apps and the cloud rely on; it does no I/O of its own.
@@ -25,8 +25,10 @@ type Publisher interface {
 	Publish(topic string, payload []byte, retain bool) error
 }
 
-// Observer sees every reading after it was published, e.g. a control
-// loop. Input must not block. An observer that also has a method
+// Observer sees every reading after it was published. Input must not
+// block. Control loops do not observe the pipeline: they take every
+// sample from the Poller (sensors.SampleObserver), which neither waits
+// on the Publisher nor depends on the rate filters. An observer that also has a method
 // Availability(sensor string, online bool) is told availability changes.
 type Observer interface {
 	Input(sensors.Reading)

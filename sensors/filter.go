@@ -24,10 +24,26 @@ import (
 // NaN and ±Inf never pass: not as input, not as the result of a step.
 // Apply does not allocate.
 //
+// The chain has two outputs (see Run). The published value is what the
+// whole chain lets through. The sample value is for control loops: it is
+// what the value filters (offset, multiply, calibrate_linear, clamp,
+// median, the averages) make of every good sample, without the rate
+// filters (delta, throttle, heartbeat), which decide when a value is
+// published, never what it is. A windowed filter's send_every also only
+// paces publishing: the sample value is the window's current aggregate
+// after every sample.
+//
 // A Chain is not safe for concurrent use; the Poller uses it from the
 // sensor's goroutine only.
 type Chain struct {
 	steps []step
+	// split is the index of the first rate filter in steps, len(steps) if
+	// there is none: the sample value is the value there.
+	split int
+	// ctl is nil when every filter after split is a rate filter. When a
+	// value filter follows a rate filter, ctl holds the value filters
+	// again, with their own state, and the sample value comes out of it.
+	ctl []step
 }
 
 // step is one filter. ok=false means an earlier step suppressed the
@@ -39,7 +55,9 @@ type step interface {
 // NewChain builds the chain for quantity q from specs, skipping the specs
 // restricted to another quantity. Errors name the spec's index.
 func NewChain(specs []FilterSpec, q Quantity) (*Chain, error) {
-	c := &Chain{}
+	c := &Chain{split: -1}
+	var values []*FilterSpec // the value filters, for ctl
+	misordered := false
 	for i := range specs {
 		f := &specs[i]
 		if err := f.Validate(); err != nil {
@@ -52,7 +70,25 @@ func NewChain(specs []FilterSpec, q Quantity) (*Chain, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sensors: filters[%d]: %w", i, err)
 		}
+		switch {
+		case f.IsRate():
+			if c.split < 0 {
+				c.split = len(c.steps)
+			}
+		default:
+			values = append(values, f)
+			misordered = misordered || c.split >= 0
+		}
 		c.steps = append(c.steps, s)
+	}
+	if c.split < 0 {
+		c.split = len(c.steps)
+	}
+	if misordered {
+		for _, f := range values {
+			s, _ := newStep(f) // built once above without error
+			c.ctl = append(c.ctl, s)
+		}
 	}
 	return c, nil
 }
@@ -61,16 +97,46 @@ func NewChain(specs []FilterSpec, q Quantity) (*Chain, error) {
 func (c *Chain) Len() int { return len(c.steps) }
 
 // Apply runs one sample taken at now through the chain and reports whether
-// a value comes out.
+// a value comes out to be published.
 func (c *Chain) Apply(now time.Time, v float64) (float64, bool) {
-	ok := finite(v)
-	for _, s := range c.steps {
+	_, _, out, ok := c.Run(now, v)
+	return out, ok
+}
+
+// Run runs one sample v taken at now through the chain. It returns the
+// sample value and whether the sample is good (v and every value filter's
+// result are finite), and the value to publish and whether there is one
+// (see Chain).
+func (c *Chain) Run(now time.Time, v float64) (sample float64, good bool, out float64, ok bool) {
+	raw := v
+	good = finite(v)
+	ok = good
+	for i, s := range c.steps {
+		if i == c.split {
+			sample = v
+		}
 		v, ok = s.step(now, v, ok)
-		if ok && !finite(v) {
+		if !finite(v) {
 			ok = false
+			if i < c.split {
+				good = false
+			}
 		}
 	}
-	return v, ok && finite(v)
+	if c.split == len(c.steps) {
+		sample = v
+	}
+	if c.ctl != nil {
+		sample = raw
+		sok := good
+		for _, s := range c.ctl {
+			sample, sok = s.step(now, sample, sok)
+			if !finite(sample) {
+				sok, good = false, false
+			}
+		}
+	}
+	return sample, good && finite(sample), v, ok && finite(v)
 }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

@@ -281,6 +281,102 @@ func TestNewChainErrors(t *testing.T) {
 	}
 }
 
+// TestChainSampleValue pins what control loops get (issue 9): every good
+// sample, through the value filters, whatever the rate filters publish.
+func TestChainSampleValue(t *testing.T) {
+	tests := []struct {
+		name  string
+		specs []sensors.FilterSpec
+		in    []in
+		want  []out // the sample value and whether the sample is good
+	}{
+		{
+			name:  "no filters",
+			specs: nil,
+			in:    seq(1, nan, 2),
+			want:  []out{pass(1), drop, pass(2)},
+		},
+		{
+			name: "the Pi example: rate filters hold a steady value back, the sample value goes on",
+			specs: []sensors.FilterSpec{
+				{Offset: fp(-0.3)}, {Median: &sensors.WindowOpts{Window: 3}}, {Delta: fp(0.1)}, {Heartbeat: dp(5 * time.Minute)},
+			},
+			in:   seq(18.3, 18.32, 18.31, 18.33, 18.3),
+			want: []out{pass(18), pass(18.01), pass(18.01), pass(18.02), pass(18.01)},
+		},
+		{
+			name: "send_every paces publishing only: the current average after every sample",
+			specs: []sensors.FilterSpec{
+				{SlidingWindowAverage: &sensors.WindowOpts{Window: 4, SendEvery: 3}},
+			},
+			in:   seq(1, 3, 5, 7, nan, 9),
+			want: []out{pass(1), pass(2), pass(3), pass(4), drop, pass(6)},
+		},
+		{
+			name:  "throttle",
+			specs: []sensors.FilterSpec{{Throttle: dp(time.Minute)}, {Multiply: fp(2)}},
+			in:    seq(1, 2, 3),
+			want:  []out{pass(2), pass(4), pass(6)},
+		},
+		{
+			name: "a value filter after a rate filter still applies, with its own state",
+			specs: []sensors.FilterSpec{
+				{Delta: fp(10)}, {Median: &sensors.WindowOpts{Window: 3}}, {Offset: fp(1)},
+			},
+			in:   seq(1, 2, 30, 4),
+			want: []out{pass(2), pass(2.5), pass(3), pass(5)},
+		},
+		{
+			name:  "a value filter that overflows makes the sample bad, even if clamped back",
+			specs: []sensors.FilterSpec{{Multiply: fp(1e308)}, {Clamp: &sensors.ClampOpts{Max: fp(100)}}},
+			in:    seq(0.5, 10),
+			want:  []out{pass(100), drop},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := sensors.NewChain(tt.specs, sensors.Temperature)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, x := range tt.in {
+				got, good, pubV, pubOK := c.Run(at(x.s), x.v)
+				w := tt.want[i]
+				if good != w.ok || good && math.Abs(got-w.v) > 1e-9 {
+					t.Errorf("sample %d (%v): sample value %v, good %v; want %v, %v", i, x.v, got, good, w.v, w.ok)
+				}
+				if pubOK && !good && finiteVal(x.v) {
+					t.Errorf("sample %d: published %v from a bad sample", i, pubV)
+				}
+			}
+		})
+	}
+}
+
+func finiteVal(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// TestChainRunMatchesApply checks that Run publishes exactly what Apply
+// does, on two chains with the same state.
+func TestChainRunMatchesApply(t *testing.T) {
+	specs := []sensors.FilterSpec{
+		{Offset: fp(-0.3)}, {SlidingWindowAverage: &sensors.WindowOpts{Window: 3, SendEvery: 2}},
+		{Delta: fp(0.2)}, {Clamp: &sensors.ClampOpts{Min: fp(0)}}, {Heartbeat: dp(5 * time.Second)},
+	}
+	a, _ := sensors.NewChain(specs, sensors.Temperature)
+	b, _ := sensors.NewChain(specs, sensors.Temperature)
+	for i := range 200 {
+		v := 20 + math.Sin(float64(i)/7)
+		if i%17 == 0 {
+			v = nan
+		}
+		wv, wok := a.Apply(at(float64(i)), v)
+		_, _, gv, gok := b.Run(at(float64(i)), v)
+		if wok != gok || wok && wv != gv {
+			t.Fatalf("sample %d: Run published %v %v, Apply %v %v", i, gv, gok, wv, wok)
+		}
+	}
+}
+
 func TestChainDoesNotAllocate(t *testing.T) {
 	specs := []sensors.FilterSpec{
 		{Offset: fp(0.1)},
@@ -304,6 +400,18 @@ func TestChainDoesNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("Apply allocates %v times per value", allocs)
+	}
+	// A value filter after a rate filter runs twice (see Chain).
+	c, err = sensors.NewChain(append(specs, sensors.FilterSpec{Median: &sensors.WindowOpts{Window: 3}}), sensors.Temperature)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs = testing.AllocsPerRun(1000, func() {
+		i++
+		c.Run(at(float64(i)), 20+math.Sin(float64(i)))
+	})
+	if allocs != 0 {
+		t.Fatalf("Run allocates %v times per value", allocs)
 	}
 }
 

@@ -172,6 +172,13 @@ func (f *FilterSpec) kinds() (first string, n int) {
 	return first, n
 }
 
+// IsRate reports whether f is a rate filter (delta, throttle, heartbeat):
+// one that decides when a value is published, never what it is. Control
+// loops get their input before the rate filters (see Chain).
+func (f *FilterSpec) IsRate() bool {
+	return f.Delta != nil || f.Throttle != nil || f.Heartbeat != nil
+}
+
 // Validate checks that exactly one kind is set and its values make sense.
 func (f *FilterSpec) Validate() error {
 	kind, n := f.kinds()

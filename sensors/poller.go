@@ -25,6 +25,25 @@ type Sink interface {
 	Availability(sensor string, online bool)
 }
 
+// SampleObserver takes every good sample of every sensor the moment the
+// Poller has it, in memory: control loops implement it, so that their
+// input never waits on the Sink (the broker, its disk buffer, the
+// network) and never depends on what the rate filters publish.
+//
+// Sample gets a reading whose value is the sample value of the sensor's
+// filter chain (after the value filters, before the rate filters: see
+// Chain), once per good sample, before the Sink sees that sample's
+// readings. Availability is called on changes, before the Sink's.
+//
+// Both are called from the sensor's goroutine and must not block: a slow
+// observer delays the sensor's samples. Hand the value to another
+// goroutine without waiting (the newest value winning), and ignore
+// sensors you do not watch.
+type SampleObserver interface {
+	Sample(Reading)
+	Availability(sensor string, online bool)
+}
+
 // Errors the Poller records as a sample's failure.
 var (
 	// ErrSenseTimeout: Sense did not return within PollOpts' timeout.
@@ -96,15 +115,18 @@ type SensorStats struct {
 // its Deadline is on the Poller's Clock, so drivers wait through that
 // Clock, not through the wall clock.
 //
+// Sample observers (Observe) get each good sample before the Sink does.
+//
 // After warm-up a successful sample allocates nothing.
 type Poller struct {
 	clock Clock
 	sink  Sink
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	started bool
-	workers []*worker
+	mu        sync.Mutex
+	started   bool
+	workers   []*worker
+	observers []SampleObserver
 }
 
 // NewPoller returns a Poller that reads time from clock and hands results
@@ -172,6 +194,8 @@ func (p *Poller) Add(id string, s Sensor, opts PollOpts) error {
 		qs:      qs,
 		chains:  chains,
 		buf:     make([]float64, len(qs)),
+		out:     make([]float64, len(qs)),
+		pub:     make([]bool, len(qs)),
 		iv:      opts.Interval,
 		timeout: opts.EffectiveTimeout(),
 		backoff: opts.RetryBackoff,
@@ -185,6 +209,17 @@ func (p *Poller) Add(id string, s Sensor, opts PollOpts) error {
 	w.sctx.done = make(chan struct{})
 	w.stats.ID, w.stats.Sensor = id, s.String()
 	p.workers = append(p.workers, w)
+	return nil
+}
+
+// Observe adds o to the sample observers. It must be called before Run.
+func (p *Poller) Observe(o SampleObserver) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started {
+		return ErrPollerStarted
+	}
+	p.observers = append(p.observers, o)
 	return nil
 }
 
@@ -208,12 +243,13 @@ func (p *Poller) Run(ctx context.Context) error {
 	}
 	p.started = true
 	ws := p.workers
+	obs := p.observers
 	p.mu.Unlock()
 
 	start := p.clock.Now()
 	var wg sync.WaitGroup
 	for _, w := range ws {
-		w.start, w.sctx.parent = start, ctx
+		w.start, w.sctx.parent, w.observers = start, ctx, obs
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
@@ -252,6 +288,8 @@ type worker struct {
 	qs      []Quantity
 	chains  []*Chain
 	buf     []float64
+	out     []float64 // per quantity: the value to publish,
+	pub     []bool    // if there is one
 	iv      time.Duration
 	timeout time.Duration
 	backoff time.Duration
@@ -259,6 +297,8 @@ type worker struct {
 	clock   Clock
 	sink    Sink
 	log     *slog.Logger
+
+	observers []SampleObserver
 
 	req  chan struct{} // one Sense, please
 	res  chan error    // its result
@@ -392,12 +432,27 @@ func (w *worker) sample(ctx context.Context, tmo Timer, at time.Time) error {
 	w.stats.Samples++
 	w.stats.LastSample = at
 	w.mu.Unlock()
-	if w.status != StatusOnline {
+	online := w.status != StatusOnline
+	if online {
 		w.setStatus(StatusOnline, nil)
 	}
+	// Every observer has the sample before the Sink, which may be slow,
+	// sees any of it.
 	for i, q := range w.qs {
-		if v, ok := w.chains[i].Apply(at, w.buf[i]); ok {
-			w.sink.Reading(Reading{Sensor: w.id, Quantity: q, Value: v, Time: at})
+		s, good, v, ok := w.chains[i].Run(at, w.buf[i])
+		w.out[i], w.pub[i] = v, ok
+		if good {
+			for _, o := range w.observers {
+				o.Sample(Reading{Sensor: w.id, Quantity: q, Value: s, Time: at})
+			}
+		}
+	}
+	if online {
+		w.sink.Availability(w.id, true)
+	}
+	for i, q := range w.qs {
+		if w.pub[i] {
+			w.sink.Reading(Reading{Sensor: w.id, Quantity: q, Value: w.out[i], Time: at})
 		}
 	}
 	return nil
@@ -441,6 +496,7 @@ func (w *worker) schedule(err error) time.Time {
 	w.mu.Unlock()
 	if w.fails >= w.offline && w.status != StatusOffline {
 		w.setStatus(StatusOffline, err)
+		w.sink.Availability(w.id, false)
 	}
 	if d := w.retryDelay(); d > 0 {
 		if r := now.Add(d); r.Before(slotAt) {
@@ -469,6 +525,9 @@ func (w *worker) setBusy(b bool) {
 	w.mu.Unlock()
 }
 
+// setStatus records and logs a change of availability and tells the
+// observers; the caller tells the Sink, after anything it has for the
+// observers.
 func (w *worker) setStatus(s Status, err error) {
 	was := w.status
 	w.status = s
@@ -483,7 +542,9 @@ func (w *worker) setStatus(s Status, err error) {
 	default:
 		w.log.Info("sensor online", "driver", w.sensor.String())
 	}
-	w.sink.Availability(w.id, s == StatusOnline)
+	for _, o := range w.observers {
+		o.Availability(w.id, s == StatusOnline)
+	}
 }
 
 // senseCtx is the context of one Sense. It is reused from sample to sample

@@ -17,15 +17,23 @@ type countSink struct{ readings atomic.Int64 }
 func (s *countSink) Reading(sensors.Reading)   { s.readings.Add(1) }
 func (s *countSink) Availability(string, bool) {}
 
+type countObserver struct{ samples atomic.Int64 }
+
+func (o *countObserver) Sample(sensors.Reading)    { o.samples.Add(1) }
+func (o *countObserver) Availability(string, bool) {}
+
 // BenchmarkPoller20Sensors measures the Poller's cost per reading with 20
 // sensors on a fake clock: scheduling, the Sense hand-off, the timeout
-// timer, a two-step filter chain and the sink call. One op is one reading;
-// allocs/op should be 0.
+// timer, a two-step filter chain, a sample observer (a control loop's
+// input) and the sink call. One op is one reading; allocs/op should be 0.
 func BenchmarkPoller20Sensors(b *testing.B) {
 	const n = 20
 	clk := sensorstest.NewClock(t0)
 	sink := &countSink{}
 	p := sensors.NewPoller(clk, sink, nil)
+	if err := p.Observe(&countObserver{}); err != nil {
+		b.Fatal(err)
+	}
 	o := sensors.PollOpts{
 		Interval: time.Second, Timeout: 300 * time.Millisecond, OfflineAfter: 3,
 		Filters: []sensors.FilterSpec{{Offset: fp(-0.4)}, {Clamp: &sensors.ClampOpts{Min: fp(-40)}}},

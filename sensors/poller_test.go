@@ -462,6 +462,75 @@ func TestPollerFilters(t *testing.T) {
 	)
 }
 
+// chanObserver is a SampleObserver that records into a channel.
+type chanObserver struct{ ch chan event }
+
+func (o *chanObserver) Sample(r sensors.Reading) { o.ch <- event{r: r} }
+func (o *chanObserver) Availability(id string, online bool) {
+	o.ch <- avail(id, online)
+}
+
+// TestPollerSampleObserverIssue9 pins the control input of issue 9: an
+// observer gets every good sample's value before the rate filters, and
+// gets it before the Sink is called, so a Sink stuck on a disk does not
+// hold it back.
+func TestPollerSampleObserverIssue9(t *testing.T) {
+	h := newHarness(t, 0) // every sink call waits for the test
+	obs := &chanObserver{ch: make(chan event, 16)}
+	if err := h.p.Observe(obs); err != nil {
+		t.Fatal(err)
+	}
+	s := sensorstest.NewSensor("air", sensors.Temperature, sensors.Humidity).Then(
+		ok(20, 50), ok(20.05, 50), fail(), ok(nan, 50.01),
+	)
+	o := pollOpts(time.Second, 300*time.Millisecond, 0, 3)
+	o.Filters = []sensors.FilterSpec{
+		{Quantity: sensors.Temperature, Offset: fp(-1)},
+		{Delta: fp(0.5)},
+		{Heartbeat: dp(time.Hour)},
+	}
+	h.add("air", s, o)
+	h.start()
+	// The first sample: the observer has everything while the Sink still
+	// waits for its first call to be taken.
+	wantObs := func(want ...event) {
+		t.Helper()
+		for i, w := range want {
+			select {
+			case e := <-obs.ch:
+				if !sameEvent(e, w) {
+					t.Fatalf("observer call %d: got %v, want %v", i, e, w)
+				}
+			case <-time.After(capWait):
+				t.Fatalf("observer call %d missing, want %v", i, w)
+			}
+		}
+	}
+	wantObs(avail("air", true), reading("air", sensors.Temperature, 19, sec(0)), reading("air", sensors.Humidity, 50, sec(0)))
+	for _, w := range []event{avail("air", true), reading("air", sensors.Temperature, 19, sec(0)), reading("air", sensors.Humidity, 50, sec(0))} {
+		if e := h.event(); !sameEvent(e, w) {
+			t.Fatalf("sink got %v, want %v", e, w)
+		}
+	}
+	// Held back by delta: nothing published, both values observed.
+	h.next(sec(1))
+	wantObs(reading("air", sensors.Temperature, 19.05, sec(1)), reading("air", sensors.Humidity, 50, sec(1)))
+	// A failed sample gives nothing; a NaN gives only the good quantity.
+	h.next(sec(2))
+	h.next(sec(3))
+	wantObs(reading("air", sensors.Humidity, 50.01, sec(3)))
+	h.settle(sec(4))
+	h.expect()
+	select {
+	case e := <-obs.ch:
+		t.Fatalf("extra observer call %v", e)
+	default:
+	}
+	if err := h.p.Observe(obs); !errors.Is(err, sensors.ErrPollerStarted) {
+		t.Errorf("Observe after Run: %v, want ErrPollerStarted", err)
+	}
+}
+
 func TestPollerDriverPanic(t *testing.T) {
 	h := newHarness(t, 16)
 	s := sensorstest.NewSensor("t", sensors.Temperature)

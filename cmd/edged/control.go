@@ -11,8 +11,10 @@ import (
 	"github.com/edged/edged/sensors"
 )
 
-// startControllers opens one loop per controller, feeds it the readings
-// and availability through the pipeline, and serves its commands on
+// startControllers opens one loop per controller, feeds it every good
+// sample and availability change straight from the Poller (never through
+// the broker, whose publish waits on the uplink's disk buffer, and never
+// only what the rate filters publish), and serves its commands on
 // PREFIX/control/<id>/set through a control.Inbox, which applies them in
 // order and answers on the MQTT 5 response topic.
 func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) error {
@@ -27,7 +29,9 @@ func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) erro
 			return err
 		}
 		loops[c.ID] = l
-		d.pipe.Observe(l)
+		if err := d.poller.Observe(l); err != nil {
+			return err
+		}
 	}
 	inbox := control.NewInbox(loops, sensors.SystemClock, d.log)
 	prefix := cfg.Device.TopicPrefix + "/control/"

@@ -11,6 +11,7 @@ import (
 // It owns the plant's physics: the first Climate to open sets them.
 type Climate struct {
 	plant  *plant
+	bias   float64
 	name   string
 	f      *faulter
 	halted bool
@@ -33,7 +34,7 @@ func NewClimate(clk sensors.Clock, s Sharer, opts ClimateOpts) (*Climate, error)
 	if err := p.claim(opts.PlantParams); err != nil {
 		return nil, err
 	}
-	c := &Climate{plant: p, name: fmt.Sprintf("sim_climate(plant %s)", opts.Plant)}
+	c := &Climate{plant: p, bias: opts.Bias, name: fmt.Sprintf("sim_climate(plant %s)", opts.Plant)}
 	c.f = newFaulter(clk, c.name, opts.Faults)
 	return c, nil
 }
@@ -45,7 +46,7 @@ func (c *Climate) String() string { return c.name }
 func (c *Climate) Quantities() []sensors.Quantity { return climateQuantities }
 
 // Sense steps the plant to the clock's time and writes its temperature
-// (°C) and relative humidity (%).
+// (°C, plus the sensor's bias) and relative humidity (%).
 func (c *Climate) Sense(ctx context.Context, dst []float64) error {
 	if c.halted {
 		return ErrHalted
@@ -60,6 +61,7 @@ func (c *Climate) Sense(ctx context.Context, dst []float64) error {
 		return nil
 	}
 	dst[0], dst[1] = c.plant.read()
+	dst[0] += c.bias
 	c.f.remember(dst)
 	return nil
 }

@@ -179,7 +179,11 @@ type ClimateOpts struct {
 	// sim_pwm actuators with the same name heat it.
 	Plant       string `yaml:"plant"`
 	PlantParams `yaml:",inline"`
-	Faults      Faults `yaml:"faults"`
+	// Bias (°C) is added to the temperature this sensor reports, like the
+	// error of a real sensor that an offset filter corrects. It is the
+	// sensor's, not the plant's: the plant holds the true temperature.
+	Bias   float64 `yaml:"bias"`
+	Faults Faults  `yaml:"faults"`
 }
 
 // DefaultClimateOpts returns a small greenhouse: 12 °C outside, a heater
@@ -210,6 +214,9 @@ func (o *ClimateOpts) Validate() error {
 	}
 	if err := o.PlantParams.Validate(); err != nil {
 		return err
+	}
+	if math.IsNaN(o.Bias) || o.Bias < -10 || o.Bias > 10 {
+		return sensors.FieldErrorf("bias", "%v °C is out of range (-10..10)", o.Bias)
 	}
 	return faultsField(o.Faults.Validate())
 }

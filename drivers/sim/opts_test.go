@@ -56,6 +56,8 @@ func TestOptsValidate(t *testing.T) {
 		{"lag zero", climate(func(o *ClimateOpts) { o.HeaterLag = 0 }), ""},
 		{"dead time too long", climate(func(o *ClimateOpts) { o.DeadTime = 2 * time.Hour }), "dead_time"},
 		{"humidity above 100", climate(func(o *ClimateOpts) { o.BaseHumidity = 101 }), "base_humidity"},
+		{"bias NaN", climate(func(o *ClimateOpts) { o.Bias = math.NaN() }), "bias"},
+		{"bias too large", climate(func(o *ClimateOpts) { o.Bias = 11 }), "bias"},
 	} {
 		err := tc.opts.Validate()
 		if got := fieldPath(err); got != tc.want || (tc.want != "" && err == nil) {

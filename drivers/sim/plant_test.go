@@ -309,6 +309,33 @@ func TestClimatePhysicsConflict(t *testing.T) {
 	}
 }
 
+// TestClimateBias: a biased sensor reads the plant's temperature plus its
+// bias; the plant, and a second sensor in it, are not affected.
+func TestClimateBias(t *testing.T) {
+	clk := sensorstest.NewClock(t0)
+	s := shareMap{}
+	o := DefaultClimateOpts()
+	o.Bias = 0.2
+	biased, err := NewClimate(clk, s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exact, err := NewClimate(clk, s, DefaultClimateOpts())
+	if err != nil {
+		t.Fatalf("a second sensor with another bias in the same plant: %v", err)
+	}
+	a, b := make([]float64, 2), make([]float64, 2)
+	if err := biased.Sense(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	if err := exact.Sense(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(a[0]-b[0]-0.2) > 1e-12 || a[1] != b[1] || b[0] != o.Ambient {
+		t.Errorf("biased %v, exact %v; want the temperature 0.2 apart at %v, humidity equal", a, b, o.Ambient)
+	}
+}
+
 func TestSharedKeyWrongType(t *testing.T) {
 	s := shareMap{PlantKey(DefaultPlant): "not a plant"}
 	if _, err := NewRelay(sensorstest.NewClock(t0), s, DefaultHeaterOpts()); err == nil {

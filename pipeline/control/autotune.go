@@ -298,7 +298,8 @@ func (l *Loop) finishAutotuneLocked(u pid.Ultimate) {
 		g = pid.Gains{Kp: -g.Kp, Ki: -g.Ki, Kd: -g.Kd}
 	}
 	if err == nil {
-		st.Gains = &StateGains{Kp: g.Kp, Ki: g.Ki, Kd: g.Kd}
+		sg := StateGains(g)
+		st.Gains = &sg
 		err = l.opts.checkGains(Gains(g))
 	}
 	l.tune.at = nil

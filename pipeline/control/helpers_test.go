@@ -185,6 +185,7 @@ func newHarness(t *testing.T, o Opts, dir string) *harness {
 		t.Fatal(err)
 	}
 	l.syncReq = make(chan chan struct{})
+	l.pubSync = make(chan chan struct{})
 	h.l = l
 	return h
 }
@@ -232,6 +233,20 @@ func (h *harness) settle() {
 	case <-done:
 	case <-time.After(realWait):
 		h.t.Fatal("loop goroutine does not finish")
+	}
+	if h.l.pubSync == nil {
+		return
+	}
+	done = make(chan struct{})
+	select {
+	case h.l.pubSync <- done:
+	case <-time.After(realWait):
+		h.t.Fatal("state publisher does not answer")
+	}
+	select {
+	case <-done:
+	case <-time.After(realWait):
+		h.t.Fatal("state publisher does not finish")
 	}
 }
 

@@ -80,6 +80,8 @@ type Loop struct {
 	// syncReq is nil in production. Tests set it to make the loop handle
 	// everything already due before it answers.
 	syncReq chan chan struct{}
+	pubq    chan []byte        // states for publishLoop; newest wins
+	pubSync chan chan struct{} // as syncReq, for publishLoop
 
 	started atomic.Bool
 	changes *ratelog.Limiter // "setpoint changed" and the like, during a burst of commands
@@ -122,7 +124,6 @@ type Loop struct {
 	lastPub   time.Time
 	lastBody  []byte
 	pubArmed  bool
-	pubFails  int
 	lastSave  time.Time
 	saveArmed bool
 }
@@ -170,6 +171,7 @@ func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, pr
 		changes:    ratelog.New(time.Second, 3, clock),
 		events:     make(chan event, 1),
 		kick:       make(chan struct{}, 1),
+		pubq:       make(chan []byte, 1),
 		setpoint:   opts.Setpoint,
 		mode:       ModeAuto,
 		pid:        c,
@@ -191,9 +193,17 @@ func (l *Loop) StateTopic() string { return l.stateTopic }
 // subscribes to it and hands payloads to Command.
 func (l *Loop) CommandTopic() string { return l.cmdTopic }
 
-// Input takes a reading from the pipeline. Readings of other sensors or
-// quantities are ignored. It never blocks: when the loop is busy, a newer
-// reading replaces one it has not taken yet.
+var _ sensors.SampleObserver = (*Loop)(nil)
+
+// Sample takes a sample of the input from the Poller (see
+// sensors.SampleObserver): edged feeds loops this way, so that the input
+// is every good sample, before the rate filters, and never waits on the
+// broker or its disk buffer. It is Input under the observer's name.
+func (l *Loop) Sample(r sensors.Reading) { l.Input(r) }
+
+// Input takes a reading. Readings of other sensors or quantities are
+// ignored. It never blocks: when the loop is busy, a newer reading
+// replaces one it has not taken yet.
 func (l *Loop) Input(r sensors.Reading) {
 	if r.Sensor != l.sensor || r.Quantity != l.quantity {
 		return
@@ -201,8 +211,8 @@ func (l *Loop) Input(r sensors.Reading) {
 	l.send(event{reading: r})
 }
 
-// Availability takes a sensor's availability change from the pipeline
-// (the shape of sensors.Sink's method). An offline input puts an automatic
+// Availability takes a sensor's availability change from the Poller
+// (see sensors.SampleObserver). An offline input puts an automatic
 // loop's output in its safe state until a fresh reading arrives.
 func (l *Loop) Availability(sensor string, online bool) {
 	if sensor != l.sensor {
@@ -246,6 +256,20 @@ func (l *Loop) Run(ctx context.Context) error {
 	l.running = true
 	l.stepLocked(l.clock.Now())
 	l.mu.Unlock()
+	pubDone := make(chan struct{})
+	pubCtx, stopPub := context.WithCancel(ctx)
+	go func() {
+		defer close(pubDone)
+		if l.pub != nil {
+			l.publishLoop(pubCtx)
+		}
+	}()
+	defer func() {
+		// After the actuator is safe: a Publish stuck on the disk must
+		// not delay that.
+		stopPub()
+		<-pubDone
+	}()
 	defer func() {
 		stale.Stop()
 		pubTimer.Stop()

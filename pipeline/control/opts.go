@@ -2,9 +2,11 @@
 // keeps them safe when an input goes stale or an output fails, and
 // protects switched outputs (relays) from chatter.
 //
-// A Loop owns its actuator while it runs: it takes readings and
-// availability from the pipeline, commands (Command), and publishes its
-// state through a Publisher it declares. An Inbox takes the commands that
+// A Loop owns its actuator while it runs: it takes samples and
+// availability from the Poller (it is a sensors.SampleObserver: every
+// good sample, before the rate filters, never waiting on the broker),
+// commands (Command), and publishes its state through a Publisher it
+// declares. An Inbox takes the commands that
 // arrive over MQTT for a set of loops without ever blocking the sender,
 // applies them in order and answers each one. The PID math lives
 // in pipeline/pid; this package must not import drivers, the broker or the

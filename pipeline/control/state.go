@@ -2,8 +2,10 @@ package control
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"math"
+	"time"
 
 	"github.com/edged/edged/sensors"
 )
@@ -59,7 +61,7 @@ func (l *Loop) stateLocked() State {
 		Fault:    l.faultLocked(),
 	}
 	g := l.gainsLocked()
-	s.Gains = StateGains{Kp: g.Kp, Ki: g.Ki, Kd: g.Kd}
+	s.Gains = StateGains(g)
 	s.Autotune = l.autotuneStateLocked()
 	if l.hasInput && l.inputFault == "" {
 		// Rounded as the sensor topics round it (pipeline.AppendPayload),
@@ -70,10 +72,11 @@ func (l *Loop) stateLocked() State {
 	return s
 }
 
-// publish sends the state if it changed since the last message, at most
-// once per minPublishInterval: a change inside the interval arms pubTimer
-// to send the state as it is when the interval ends. It runs on the Run
-// goroutine only.
+// publish hands the state to the state publisher (publishLoop) if it
+// changed since the last message, at most once per minPublishInterval: a
+// change inside the interval arms pubTimer to send the state as it is
+// when the interval ends. It runs on the Run goroutine only, and never
+// waits for the Publisher.
 func (l *Loop) publish(pubTimer sensors.Timer) {
 	if l.pub == nil {
 		return
@@ -95,20 +98,72 @@ func (l *Loop) publish(pubTimer sensors.Timer) {
 	}
 	s.TS = now.UTC().Format(tsLayout)
 	payload, _ := json.Marshal(s)
-	l.lastPub = now
-	if err := l.pub.Publish(l.stateTopic, payload, true); err != nil {
-		if l.pubFails == 0 {
-			l.log.Warn("cannot publish state; retrying each second", "topic", l.stateTopic, "error", err)
+	l.lastPub, l.lastBody = now, body
+	// The newest state replaces one the publisher has not taken yet.
+	for {
+		select {
+		case l.pubq <- payload:
+			return
+		default:
 		}
-		l.pubFails++
-		// Leave lastBody as it was, so the same state is tried again.
-		pubTimer.Reset(minPublishInterval)
-		l.pubArmed = true
-		return
+		select {
+		case <-l.pubq:
+		default:
+		}
 	}
-	if l.pubFails > 0 {
-		l.log.Info("state published again", "topic", l.stateTopic, "failures", l.pubFails)
-		l.pubFails = 0
+}
+
+// publishLoop publishes the states publish hands it, until ctx is done.
+// It runs apart from the Run goroutine because Publish may wait: the
+// broker stores the state for the uplink on the disk before it returns,
+// and a stalled SD card must not hold the actuator's next switch. Only
+// the newest state waits; a failed one is tried again each
+// minPublishInterval until it, or a newer state, is published.
+func (l *Loop) publishLoop(ctx context.Context) {
+	retry := l.clock.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	var pending []byte
+	fails := 0
+	send := func() {
+		if pending == nil {
+			return
+		}
+		if err := l.pub.Publish(l.stateTopic, pending, true); err != nil {
+			if fails == 0 {
+				l.log.Warn("cannot publish state; retrying each second", "topic", l.stateTopic, "error", err)
+			}
+			fails++
+			retry.Reset(minPublishInterval)
+			return
+		}
+		if fails > 0 {
+			l.log.Info("state published again", "topic", l.stateTopic, "failures", fails)
+			fails = 0
+		}
+		pending = nil
+		retry.Stop()
 	}
-	l.lastBody = body
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case pending = <-l.pubq:
+		case <-retry.C():
+		case done := <-l.pubSync:
+			// Tests: publish what is due before answering.
+			select {
+			case pending = <-l.pubq:
+			default:
+			}
+			select {
+			case <-retry.C():
+			default:
+			}
+			send()
+			close(done)
+			continue
+		}
+		send()
+	}
 }
