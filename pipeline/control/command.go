@@ -24,16 +24,18 @@ type command struct {
 	output        *float64
 	gains         *Gains
 	resetIntegral bool
+	autotune      *autotuneReq
 	source        string // who sent it (the MQTT client id), for the log
 }
 
 // commandKeys lists the keys of a command, for error messages.
-const commandKeys = "setpoint, mode, output, gains or reset"
+const commandKeys = "setpoint, mode, output, gains, reset or autotune"
 
 // parseCommand reads a command strictly: one JSON object with only the
-// keys setpoint, mode, output, gains and reset, spelled exactly, with
-// non-null values of the right type, and nothing after it. gains is an
-// object with exactly kp, ki and kd; reset is "integral".
+// keys setpoint, mode, output, gains, reset and autotune, spelled exactly,
+// with non-null values of the right type, and nothing after it. gains is
+// an object with exactly kp, ki and kd; reset is "integral"; autotune is
+// an object (see parseAutotune).
 func parseCommand(payload []byte) (command, error) {
 	var c command
 	if len(payload) > maxCommandSize {
@@ -82,6 +84,8 @@ func parseCommand(payload []byte) (command, error) {
 				return c, fmt.Errorf("%w: reset: want \"integral\", have %s", ErrCommand, raw)
 			}
 			c.resetIntegral = true
+		case "autotune":
+			c.autotune, err = parseAutotune(raw, number)
 		default:
 			err = fmt.Errorf("%w: unknown field %s (want %s)", ErrCommand, strconv.Quote(key), commandKeys)
 		}
@@ -128,8 +132,10 @@ func parseGains(raw json.RawMessage, number func(string, json.RawMessage) (*floa
 //	{"mode": "manual", "output": 0.3}
 //	{"gains": {"kp": 0.4, "ki": 0.002, "kd": 0}}
 //	{"reset": "integral"}
+//	{"autotune": {"output_high": 1, "output_low": 0, "rule": "tl_pi"}}
 //
-// Keys may be combined. A command is checked whole before anything
+// Keys may be combined, except autotune, which goes alone (see
+// autotune.go). A command is checked whole before anything
 // changes: a bad one changes nothing and returns an error (wrapping
 // ErrCommand) that says why, with the reply {"error": "..."}. A good one
 // returns the state after it as the reply. The setpoint and mode it sets
@@ -164,7 +170,11 @@ func (l *Loop) apply(c command) (reply []byte, err error) {
 		return errorReply(err), err
 	}
 	l.applyLocked(c)
-	l.dirty = true
+	if c.autotune == nil {
+		// Starting a relay test changes nothing the state file keeps;
+		// only its result does.
+		l.dirty = true
+	}
 	running := l.running
 	s := l.stateLocked()
 	s.TS = l.clock.Now().UTC().Format(tsLayout)
@@ -208,6 +218,17 @@ func (l *Loop) checkStatic(c command) error {
 			return fmt.Errorf("%w: %w", ErrCommand, err)
 		}
 	}
+	if c.autotune != nil {
+		if c.fields() != fieldAutotune {
+			return fmt.Errorf("%w: autotune goes alone in a command, e.g. %s", ErrCommand, autotuneExample)
+		}
+		if l.ctl() == nil {
+			return fmt.Errorf("%w: autotune tunes a PID loop; this one has hysteresis (on/off control has no gains to tune)", ErrCommand)
+		}
+		if _, err := l.autotuneOpts(*c.autotune); err != nil {
+			return fmt.Errorf("%w: %w", ErrCommand, err)
+		}
+	}
 	if c.output != nil {
 		if c.mode != nil && *c.mode != ModeManual {
 			return errOutputMode
@@ -222,10 +243,18 @@ func (l *Loop) checkStatic(c command) error {
 var errOutputMode = fmt.Errorf("%w: output is set in manual mode only, e.g. {\"mode\": \"manual\", \"output\": 0.3}", ErrCommand)
 
 // checkLocked checks what checkStatic cannot: an output without a mode
-// needs the loop to be in manual mode.
+// needs the loop to be in manual mode, and autotune a running loop in
+// auto with a fresh input (checkAutotuneLocked).
 func (l *Loop) checkLocked(c command) error {
 	if c.output != nil && c.mode == nil && l.mode != ModeManual {
 		return errOutputMode
+	}
+	if c.autotune != nil {
+		o, err := l.autotuneOpts(*c.autotune)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrCommand, err)
+		}
+		return l.checkAutotuneLocked(o)
 	}
 	return nil
 }

@@ -285,6 +285,11 @@ func FuzzCommand(f *testing.F) {
 		`{"gains":{"kp":1e999,"ki":0,"kd":0}}`, `{"gains":[0.2,0,0]}`, `{"gains":{}}`, `{"gains":null}`,
 		`{"reset":"integral"}`, `{"reset":"Integral"}`, `{"reset":""}`, `{"reset":1}`,
 		`{"mode":"auto","reset":"integral","gains":{"kp":0.5,"ki":0,"kd":0},"setpoint":22}`,
+		`{"autotune":{}}`, `{"autotune":null}`, `{"autotune":[]}`, `{"autotune":{"rule":"zn_pid"}}`, `{"autotune":{"rule":""}}`,
+		`{"autotune":{"output_high":1,"output_low":0,"hysteresis":0.1,"abort_band":3,"max_duration":"2h","cycles":3,"rule":"tl_pi"}}`,
+		`{"autotune":{"output_high":0.5,"output_low":0.5}}`, `{"autotune":{"abort_band":1e999}}`, `{"autotune":{"max_duration":"-1h"}}`,
+		`{"autotune":{"cycles":3.0000001}}`, `{"autotune":{"cycles":1e20}}`, `{"autotune":{"hysteresis":3,"abort_band":3}}`,
+		`{"autotune":{},"mode":"auto"}`, `{"autotune":{"rule":"tl_pi","rule":"x"}}`, `{"autotune":{"max_duration":"1m"},"autotune":{}}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -148,8 +148,11 @@ func (in *Inbox) oweLocked(r Request, err error) {
 	in.owed = append(in.owed, owed{r, err})
 }
 
-// fields says which of setpoint, mode, output, gains and reset a command
-// sets.
+// fieldAutotune is the autotune bit of command.fields.
+const fieldAutotune = 32
+
+// fields says which of setpoint, mode, output, gains, reset and autotune
+// a command sets.
 func (c command) fields() uint8 {
 	var f uint8
 	if c.setpoint != nil {
@@ -166,6 +169,9 @@ func (c command) fields() uint8 {
 	}
 	if c.resetIntegral {
 		f |= 16
+	}
+	if c.autotune != nil {
+		f |= fieldAutotune
 	}
 	return f
 }

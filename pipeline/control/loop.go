@@ -280,6 +280,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		saveTimer.Stop()
 		l.mu.Lock()
 		l.running = false
+		l.abortAutotuneLocked("edged stopped")
 		l.cycleTimer.Stop()
 		l.guard.timer.Stop()
 		if err := l.out.Safe(); err != nil {
@@ -397,7 +398,10 @@ func (l *Loop) handleEvent(ev event, stale sensors.Timer) {
 	}
 	l.restart = false
 	stale.Reset(min(r.Time.Add(l.opts.StaleAfter).Sub(now), l.opts.StaleAfter))
-	if l.mode == ModeAuto {
+	if l.tune.at != nil {
+		l.autotuneLocked(now, r.Value) // may end the test
+	}
+	if l.mode == ModeAuto && l.tune.at == nil {
 		l.pid.Update(l.setpoint, r.Value, dt)
 	}
 	l.stepLocked(now)
@@ -440,6 +444,7 @@ func (l *Loop) stepLocked(now time.Time) {
 	if !l.running {
 		return
 	}
+	defer l.autotuneFaultLocked()
 	var duty float64
 	act, fixedDuty := l.guardLocked(now)
 	switch {
@@ -452,7 +457,7 @@ func (l *Loop) stepLocked(now time.Time) {
 		l.safeLocked()
 		return
 	case l.mode == ModeAuto:
-		duty = l.pid.Output()
+		duty = l.autotuneDutyLocked()
 	default:
 		duty = l.manual
 	}

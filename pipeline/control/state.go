@@ -30,6 +30,9 @@ type State struct {
 	// all is well.
 	Fault string     `json:"fault"`
 	Gains StateGains `json:"gains"`
+	// Autotune is the running relay test's progress, or how the latest
+	// one ended; absent before the first since edged started.
+	Autotune *AutotuneState `json:"autotune,omitempty"`
 	// TS is the time of the state, RFC 3339 in UTC with milliseconds.
 	TS string `json:"ts,omitempty"`
 }
@@ -64,6 +67,7 @@ func (l *Loop) stateLocked() State {
 	}
 	g := l.gainsLocked()
 	s.Gains = StateGains(g)
+	s.Autotune = l.autotuneStateLocked()
 	if l.hasInput && l.inputFault == "" {
 		// Rounded as the sensor topics round it (pipeline.AppendPayload),
 		// so 21.37 does not travel as 21.369999999999997.

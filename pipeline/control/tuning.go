@@ -24,6 +24,9 @@ type tuning struct {
 	gainsSet      bool      // gains set by command (or restored): persisted
 	savedIntegral float64   // the integral the state file holds
 	savedAt       time.Time // when it was written
+
+	at      *autotune      // the relay test running; nil when none
+	atState *AutotuneState // the latest test's progress or result; nil before the first
 }
 
 // ctl returns the loop's PID controller, nil for hysteresis.
@@ -54,12 +57,17 @@ func (l *Loop) integralDueLocked(now time.Time, always bool) {
 	}
 }
 
-// applyTuningLocked applies the gains and reset fields of a checked
-// command.
+// applyTuningLocked applies the gains, reset and autotune fields of a
+// checked command; any other command ends a running autotune.
 func (l *Loop) applyTuningLocked(c command) {
 	ctl := l.ctl()
 	if ctl == nil {
 		return // checkStatic refused it
+	}
+	l.abortAutotuneByCommandLocked(c)
+	if c.autotune != nil {
+		o, _ := l.autotuneOpts(*c.autotune) // checkLocked checked it
+		l.startAutotuneLocked(o, l.clock.Now(), c.source)
 	}
 	if c.gains != nil {
 		old := Gains(ctl.Gains)
