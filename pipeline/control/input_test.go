@@ -22,6 +22,10 @@ type stallCapturer struct {
 	clk  *sensorstest.Clock
 	from time.Time
 	n    int
+	// done ends a stall whose timer the rig will no longer fire (it
+	// started after the rig's last step), so closing the broker, which
+	// waits for Publish, does not hang.
+	done chan struct{}
 
 	mu      sync.Mutex // one write at a time
 	stalled int
@@ -34,7 +38,10 @@ func (c *stallCapturer) Capture(localbroker.Message) error {
 		return nil
 	}
 	c.stalled++
-	<-c.clk.NewTimer(10 * time.Second).C()
+	select {
+	case <-c.clk.NewTimer(10 * time.Second).C():
+	case <-c.done:
+	}
 	return nil
 }
 
@@ -97,7 +104,7 @@ func TestStalledDiskDoesNotDelayControlIssue9(t *testing.T) {
 			return rec
 		})
 		rec.clk = r.clk
-		cap = &stallCapturer{clk: r.clk, from: stallFrom}
+		cap = &stallCapturer{clk: r.clk, from: stallFrom, done: make(chan struct{})}
 		if stall {
 			cap.n = 18 // 3 minutes of stalled writes
 		}
@@ -107,6 +114,7 @@ func TestStalledDiskDoesNotDelayControlIssue9(t *testing.T) {
 		}
 		t.Cleanup(func() { b.Close() }) // after the rig has stopped (cleanups run last first)
 		r.start()
+		t.Cleanup(func() { close(cap.done) }) // first of all: the rig's stop waits for the queue, which may be in a stall
 		r.runUntil(stallFrom.Add(-time.Minute))
 		r.resetCounts()
 		r.runUntil(stallFrom.Add(10 * time.Minute))
