@@ -119,44 +119,62 @@ func measure(sp float64, temps []float64) disturbance {
 	return d
 }
 
-// TestRestartDipSimPlant measures, on the sim plant at 22.5 °C, what a
-// 60 s sensor silence costs (the loop keeps its integral, the heater is
-// off for the 30 s after stale_after) and what a restart of edged with
-// the heater off for the same 30 s costs. Issue 9: the restart started
+// TestRestartDipSimPlant measures, on the sim plant with the controller
+// settings of each example, what a sensor silence costs (the loop keeps
+// its integral, the heater is off for the 30 s after stale_after: 60 s
+// for the sim example) and what a restart of edged with the heater off
+// for the same 30 s costs. Issue 9: the restart started
 // the integral from zero (as did off→auto), a dip of about 0.9 °C and 18
 // minutes back within ±0.1 °C, against 0.2 °C for the silence. The
 // integral is now saved and restored, and kept across off→auto, and
 // neither may cost more than the silence.
 func TestRestartDipSimPlant(t *testing.T) {
-	o := testOpts()
-	o.Setpoint, o.PID, o.StaleAfter, o.Cycle = 22.5, Gains{Kp: 0.4, Ki: 0.002}, 30*time.Second, time.Minute
-	r := newSimRig(t, o)
-	r.start()
-	r.run(4*time.Hour, nil)
+	for _, tc := range []struct {
+		name         string
+		setpoint     float64
+		gains        Gains
+		stale, cycle time.Duration
+	}{
+		{"sim example", 22.5, Gains{Kp: 0.4, Ki: 0.002}, 30 * time.Second, time.Minute},
+		{"pi example", 18, Gains{Kp: 0.3, Ki: 0.001}, time.Minute, 2 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := testOpts()
+			o.Setpoint, o.PID, o.StaleAfter, o.Cycle = tc.setpoint, tc.gains, tc.stale, tc.cycle
+			r := newSimRig(t, o)
+			r.start()
+			r.run(4*time.Hour, nil)
 
-	// A 60 s sensor silence.
-	silence := measure(o.Setpoint, r.run(time.Hour, func(at time.Duration) bool { return at >= time.Minute }))
+			// A sensor silence: the heater is off for the 30 s after stale_after.
+			silent := o.StaleAfter + 30*time.Second
+			silence := measure(o.Setpoint, r.run(time.Hour, func(at time.Duration) bool { return at >= silent }))
 
-	// A restart: edged stops (heater safe), is down 30 s, starts again.
-	r.stop()
-	down := r.run(30*time.Second, nil)
-	r.start()
-	restart := measure(o.Setpoint, append(down, r.run(time.Hour, nil)...))
+			// A restart: edged stops (heater safe), is down 30 s, starts again.
+			r.stop()
+			down := r.run(30*time.Second, nil)
+			r.start()
+			restart := measure(o.Setpoint, append(down, r.run(time.Hour, nil)...))
 
-	// An operator switches the heater off for 30 s and back to auto.
-	r.run(time.Hour, nil)
-	r.h.command(`{"mode":"off"}`)
-	off := r.run(30*time.Second, nil)
-	r.h.command(`{"mode":"auto"}`)
-	offAuto := measure(o.Setpoint, append(off, r.run(time.Hour, nil)...))
+			// An operator switches the heater off for 30 s and back to auto.
+			r.run(time.Hour, nil)
+			r.h.command(`{"mode":"off"}`)
+			off := r.run(30*time.Second, nil)
+			r.h.command(`{"mode":"auto"}`)
+			offAuto := measure(o.Setpoint, append(off, r.run(time.Hour, nil)...))
 
-	t.Logf("60 s silence: dip %.3f °C, back within ±0.1 °C after %v", silence.dip, silence.settle)
-	t.Logf("restart:      dip %.3f °C, back within ±0.1 °C after %v", restart.dip, restart.settle)
-	t.Logf("off 30 s, auto: dip %.3f °C, back within ±0.1 °C after %v", offAuto.dip, offAuto.settle)
-	if restart.dip > silence.dip+0.005 {
-		t.Errorf("a restart dips %.3f °C, more than a 60 s sensor silence (%.3f °C)", restart.dip, silence.dip)
-	}
-	if offAuto.dip > silence.dip+0.005 {
-		t.Errorf("off for 30 s and back to auto dips %.3f °C, more than a 60 s sensor silence (%.3f °C)", offAuto.dip, silence.dip)
+			t.Logf("%v silence: dip %.3f °C, back within ±0.1 °C after %v", silent, silence.dip, silence.settle)
+			t.Logf("restart:      dip %.3f °C, back within ±0.1 °C after %v", restart.dip, restart.settle)
+			t.Logf("off 30 s, auto: dip %.3f °C, back within ±0.1 °C after %v", offAuto.dip, offAuto.settle)
+			if restart.dip > silence.dip+0.005 {
+				t.Errorf("a restart dips %.3f °C, more than a sensor silence (%.3f °C)", restart.dip, silence.dip)
+			}
+			// Back in auto, a relay may have to wait for the next window
+			// (one pulse per window, issue 9's relay protection), so
+			// off->auto is bounded by a figure, not by the silence: 0.9 °C
+			// before the integral was kept, 0.11 and 0.15 °C now.
+			if offAuto.dip > 0.2 {
+				t.Errorf("off for 30 s and back to auto dips %.3f °C, want at most 0.2 °C", offAuto.dip)
+			}
+		})
 	}
 }
