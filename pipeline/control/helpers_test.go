@@ -186,6 +186,7 @@ func newHarness(t *testing.T, o Opts, dir string) *harness {
 	}
 	l.syncReq = make(chan chan struct{})
 	l.pubSync = make(chan chan struct{})
+	l.saveSync = make(chan chan struct{})
 	h.l = l
 	return h
 }
@@ -233,6 +234,19 @@ func (h *harness) settle() {
 	case <-done:
 	case <-time.After(realWait):
 		h.t.Fatal("loop goroutine does not finish")
+	}
+	if h.l.saveSync != nil {
+		done = make(chan struct{})
+		select {
+		case h.l.saveSync <- done:
+		case <-time.After(realWait):
+			h.t.Fatal("state saver does not answer")
+		}
+		select {
+		case <-done:
+		case <-time.After(realWait):
+			h.t.Fatal("state saver does not finish")
+		}
 	}
 	if h.l.pubSync == nil {
 		return

@@ -82,6 +82,10 @@ type Loop struct {
 	syncReq chan chan struct{}
 	pubq    chan []byte        // states for publishLoop; newest wins
 	pubSync chan chan struct{} // as syncReq, for publishLoop
+	// saveq wakes saveLoop: the state file is due. saveSync is as
+	// syncReq, for saveLoop.
+	saveq    chan struct{}
+	saveSync chan chan struct{}
 
 	started atomic.Bool
 	changes *ratelog.Limiter // "setpoint changed" and the like, during a burst of commands
@@ -91,6 +95,9 @@ type Loop struct {
 	saveMu      sync.Mutex
 	saveFailing bool          // under saveMu: the last write failed
 	saves       atomic.Uint64 // state file writes that succeeded
+	// writeFile writes the state file; nil is writeFileSync. Tests
+	// replace it with a write that stalls.
+	writeFile func(path string, data []byte) error
 
 	mu sync.Mutex
 	// What commands set; spSet and modeSet say which were set by command
@@ -123,11 +130,9 @@ type Loop struct {
 	guard guard // runaway guards and the failure action (guard.go)
 
 	// Owned by the Run goroutine.
-	lastPub   time.Time
-	lastBody  []byte
-	pubArmed  bool
-	lastSave  time.Time
-	saveArmed bool
+	lastPub  time.Time
+	lastBody []byte
+	pubArmed bool
 }
 
 // New returns the loop for one controller. out is the actuator it drives,
@@ -174,6 +179,7 @@ func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, pr
 		events:     make(chan event, 1),
 		kick:       make(chan struct{}, 1),
 		pubq:       make(chan []byte, 1),
+		saveq:      make(chan struct{}, 1),
 		setpoint:   opts.Setpoint,
 		mode:       ModeAuto,
 		pid:        c,
@@ -250,8 +256,6 @@ func (l *Loop) Run(ctx context.Context) error {
 	stale := l.clock.NewTimer(l.opts.StaleAfter)
 	pubTimer := l.clock.NewTimer(time.Hour)
 	pubTimer.Stop()
-	saveTimer := l.clock.NewTimer(time.Hour)
-	saveTimer.Stop()
 	l.mu.Lock()
 	l.cycleTimer = l.clock.NewTimer(time.Hour)
 	l.cycleTimer.Stop()
@@ -274,10 +278,15 @@ func (l *Loop) Run(ctx context.Context) error {
 		stopPub()
 		<-pubDone
 	}()
+	saveDone := make(chan struct{})
+	saveCtx, stopSave := context.WithCancel(ctx)
+	go func() {
+		defer close(saveDone)
+		l.saveLoop(saveCtx)
+	}()
 	defer func() {
 		stale.Stop()
 		pubTimer.Stop()
-		saveTimer.Stop()
 		l.mu.Lock()
 		l.running = false
 		l.abortAutotuneLocked("edged stopped")
@@ -289,12 +298,16 @@ func (l *Loop) Run(ctx context.Context) error {
 		l.isSafe = true
 		l.integralDueLocked(l.clock.Now(), true)
 		l.mu.Unlock()
-		// What the last commands set, unless it is saved already. Commands
-		// from now on save themselves (running is false).
+		// What the last commands set, unless it is saved already, once
+		// a write in progress has ended: the actuator is safe already,
+		// and edged's stop budget bounds the wait. Commands from now on
+		// save themselves (running is false).
+		stopSave()
+		<-saveDone
 		l.flush()
 	}()
 	l.publish(pubTimer)
-	l.persist(saveTimer)
+	l.persist()
 
 	handle := func(which int, ev event) {
 		switch which {
@@ -308,11 +321,9 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.mu.Unlock()
 		case 3:
 			l.pubArmed = false
-		case 5:
-			l.saveArmed = false
 		}
 		l.publish(pubTimer)
-		l.persist(saveTimer)
+		l.persist()
 	}
 	for {
 		select {
@@ -328,8 +339,6 @@ func (l *Loop) Run(ctx context.Context) error {
 			handle(3, event{})
 		case <-l.kick:
 			handle(4, event{})
-		case <-saveTimer.C():
-			handle(5, event{})
 		case <-l.guard.timer.C():
 			handle(6, event{})
 		case done := <-l.syncReq:
@@ -347,8 +356,6 @@ func (l *Loop) Run(ctx context.Context) error {
 					handle(3, event{})
 				case <-l.kick:
 					handle(4, event{})
-				case <-saveTimer.C():
-					handle(5, event{})
 				case <-l.guard.timer.C():
 					handle(6, event{})
 				default:

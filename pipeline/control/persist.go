@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/edged/edged/sensors"
 )
 
 // persisted is what a loop keeps in <state dir>/control/<id>.json: what
@@ -64,29 +63,77 @@ const minSaveInterval = time.Second
 // Saves returns how many times the loop has written its state file.
 func (l *Loop) Saves() uint64 { return l.saves.Load() }
 
-// persist writes the state file when commands changed what it keeps: at
-// once when the last write is minSaveInterval old, else when the
-// interval ends (arming saveTimer), so a burst of commands costs one
-// write per interval and the last state is always written. A failed write
-// is tried again each interval. It runs on the Run goroutine only.
-func (l *Loop) persist(saveTimer sensors.Timer) {
-	now := l.clock.Now()
+// persist wakes saveLoop when commands changed what the state file
+// keeps, or the integral is due. It runs on the Run goroutine only and
+// never waits: a write in progress on a stalled SD card must not hold a
+// pulse's end, a cutoff or a stale timeout.
+func (l *Loop) persist() {
 	l.mu.Lock()
-	l.integralDueLocked(now, false)
+	l.integralDueLocked(l.clock.Now(), false)
 	dirty := l.dirty
 	l.mu.Unlock()
-	if !dirty || l.saveArmed {
+	if !dirty {
 		return
 	}
-	if !l.lastSave.IsZero() && now.Sub(l.lastSave) < minSaveInterval {
-		saveTimer.Reset(l.lastSave.Add(minSaveInterval).Sub(now))
-		l.saveArmed = true
-		return
+	select {
+	case l.saveq <- struct{}{}:
+	default: // a wake-up is pending; the write takes the newest state
 	}
-	l.lastSave = now
-	if !l.flush() {
-		saveTimer.Reset(minSaveInterval)
-		l.saveArmed = true
+}
+
+// saveLoop writes the state file when persist asks, until ctx is done:
+// at once when the last write is minSaveInterval old, else when the
+// interval ends, so a burst of commands costs one write per interval and
+// the last state is always written (each write takes the newest
+// snapshot). A failed write is tried again each interval.
+func (l *Loop) saveLoop(ctx context.Context) {
+	timer := l.clock.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var last time.Time
+	armed := false
+	save := func() {
+		l.mu.Lock()
+		dirty := l.dirty
+		l.mu.Unlock()
+		if !dirty || armed {
+			return
+		}
+		now := l.clock.Now()
+		if !last.IsZero() && now.Sub(last) < minSaveInterval {
+			timer.Reset(last.Add(minSaveInterval).Sub(now))
+			armed = true
+			return
+		}
+		last = now
+		if !l.flush() {
+			timer.Reset(minSaveInterval)
+			armed = true
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.saveq:
+			save()
+		case <-timer.C():
+			armed = false
+			save()
+		case done := <-l.saveSync:
+			// Tests: write what is due before answering.
+			select {
+			case <-timer.C():
+				armed = false
+			default:
+			}
+			select {
+			case <-l.saveq:
+			default:
+			}
+			save()
+			close(done)
+		}
 	}
 }
 
@@ -135,7 +182,11 @@ func (l *Loop) save(p persisted) error {
 	if err != nil {
 		return fmt.Errorf("control: %w", err)
 	}
-	return writeFileSync(l.statePath, append(b, '\n'))
+	write := l.writeFile
+	if write == nil {
+		write = writeFileSync
+	}
+	return write(l.statePath, append(b, '\n'))
 }
 
 func writeFileSync(path string, data []byte) (err error) {

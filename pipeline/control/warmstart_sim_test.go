@@ -65,6 +65,7 @@ func (r *simRig) start() *harness {
 		r.t.Fatal(err)
 	}
 	l.syncReq = make(chan chan struct{})
+	l.saveSync = make(chan chan struct{})
 	r.h = &harness{t: r.t, clk: r.clk, l: l}
 	r.h.start()
 	return r.h
