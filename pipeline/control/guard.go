@@ -19,10 +19,13 @@ import (
 //
 //  1. An actuator that fails goes to its safe state (stepLocked).
 //  2. Mode off: the safe state.
-//  3. Auto with a failed input (no fresh reading for stale_after, sensor
+//  3. Auto or manual with a latched cutoff: off (level 0) at once,
+//     whatever relay protection says. A reading at or beyond the cutoff
+//     latches it (also one beyond input_max or input_min on its side);
+//     only a trusted reading back inside it releases it, so no failure
+//     action overrides it.
+//  4. Auto with a failed input (no fresh reading for stale_after, sensor
 //     offline, outside input_min..input_max, stuck): on_input_failure.
-//  4. Auto or manual with a trusted input at or beyond a cutoff: off
-//     (level 0) at once, whatever relay protection says.
 //  5. Otherwise the regulator (auto) or the operator's output (manual).
 //
 // "Off" is level 0: no heating for a heater, no cooling for a cooler.
@@ -101,24 +104,13 @@ const (
 )
 
 // guardLocked decides whether a cutoff or the failure action drives the
-// output at now, and with what duty.
+// output at now, and with what duty. A latched cutoff comes first: no
+// failure action (hold, fixed_output, a safe state that is on) may
+// override it.
 func (l *Loop) guardLocked(now time.Time) (guardAct, float64) {
 	g := &l.guard
 	g.applied = ""
-	trusted := l.hasInput && l.inputFault == ""
-	cut := ""
-	if trusted && l.mode != ModeOff {
-		cut = l.cutoffLocked()
-	}
-	if cut != g.cutoff {
-		if cut != "" {
-			l.log.Warn("output forced off", "reason", cut, "input", l.input, "actuator", l.out.String())
-		} else {
-			l.log.Info("cutoff over", "input", l.opts.Input)
-		}
-		g.cutoff = cut
-	}
-	if cut != "" {
+	if g.cutoff != "" && l.mode != ModeOff {
 		g.applied = AppliedCutoff
 		return guardOff, 0
 	}
@@ -145,17 +137,47 @@ func (l *Loop) guardLocked(now time.Time) (guardAct, float64) {
 	return guardNone, 0
 }
 
-// cutoffLocked returns why the trusted input forces the output off, ""
-// when it does not.
-func (l *Loop) cutoffLocked() string {
-	o := &l.opts
+// cutoffReadingLocked latches or releases the cutoff from a reading v.
+// A reading at or beyond a cutoff latches it, and so does an implausible
+// one beyond it (above input_max for cutoff_above, below input_min for
+// cutoff_below): a probe that fails high must not turn a heater back on.
+// Only a trusted reading releases it, and only once it is
+// cutoffRelease inside the cutoff; until then a failed input (stale,
+// offline, implausible, stuck) keeps it.
+func (l *Loop) cutoffReadingLocked(v float64, trusted bool) {
+	o, g := &l.opts, &l.guard
+	why := ""
 	switch {
-	case o.CutoffAbove != nil && l.input >= *o.CutoffAbove:
-		return fmt.Sprintf("%s: %s at or above cutoff_above %v: output off", faultCutoff, o.Input, *o.CutoffAbove)
-	case o.CutoffBelow != nil && l.input <= *o.CutoffBelow:
-		return fmt.Sprintf("%s: %s at or below cutoff_below %v: output off", faultCutoff, o.Input, *o.CutoffBelow)
+	case o.CutoffAbove != nil && v >= *o.CutoffAbove:
+		why = fmt.Sprintf("%s: %s at or above cutoff_above %v: output off", faultCutoff, o.Input, *o.CutoffAbove)
+	case o.CutoffBelow != nil && v <= *o.CutoffBelow:
+		why = fmt.Sprintf("%s: %s at or below cutoff_below %v: output off", faultCutoff, o.Input, *o.CutoffBelow)
 	}
-	return ""
+	if why != "" {
+		if g.cutoff == "" {
+			l.log.Warn("output forced off", "reason", why, "input", v, "actuator", l.out.String())
+		}
+		g.cutoff = why
+		return
+	}
+	if g.cutoff == "" || !trusted {
+		return
+	}
+	switch {
+	case o.CutoffAbove != nil && v > *o.CutoffAbove-cutoffRelease(*o.CutoffAbove, *o):
+		return
+	case o.CutoffBelow != nil && v < *o.CutoffBelow+cutoffRelease(*o.CutoffBelow, *o):
+		return
+	}
+	l.log.Info("cutoff over", "input", o.Input, "value", v)
+	g.cutoff = ""
+}
+
+// cutoffRelease is how far inside a cutoff the input must come back
+// before the cutoff ends: at the cutoff itself an input that hovers there
+// would switch the output at every reading.
+func cutoffRelease(cutoff float64, o Opts) float64 {
+	return 0
 }
 
 // guardFailLocked runs when the input fault changes, before it does. A
@@ -201,6 +223,9 @@ func (l *Loop) guardReadingLocked(now time.Time, r sensors.Reading, stale sensor
 		why = fmt.Sprintf("%s: %s within %v of %v for %v with the output saturated at %.3g", faultStuck, o.Input, stuckEpsilon, math.Round(l.guard.ref*1e4)/1e4, o.StuckAfter, l.guard.runOut)
 	default:
 		return true
+	}
+	if !strings.HasPrefix(why, faultStuck) {
+		l.cutoffReadingLocked(r.Value, false)
 	}
 	// The sensor answers: this is not a stale input.
 	stale.Reset(min(r.Time.Add(o.StaleAfter).Sub(now), o.StaleAfter))

@@ -43,7 +43,10 @@ func TestGuardFailures(t *testing.T) {
 	faults := []fault{
 		{name: "silent", value: func(int) (float64, bool) { return 0, false }, prefix: faultStale, bound: 30 * time.Second},
 		{name: "erroring", value: func(int) (float64, bool) { return 0, false }, prefix: faultOffline, bound: 0, offer: true},
-		{name: "implausible", value: func(int) (float64, bool) { return 85, true }, prefix: faultImplausible, bound: 0},
+		{name: "implausible", value: func(int) (float64, bool) { return -5, true }, prefix: faultImplausible, bound: 0},
+		// Above input_max is beyond cutoff_above too: the cutoff wins
+		// over the failure action.
+		{name: "implausible high", value: func(int) (float64, bool) { return 85, true }, prefix: faultImplausible, bound: 0, cutoff: true},
 		// 5 °C: plausible, 15 below the setpoint, so the output saturates
 		// at once; stuck once it held for stuck_after (2m) at a reading.
 		{name: "stuck", value: func(int) (float64, bool) { return 5, true }, prefix: faultStuck, bound: 2*time.Minute + interval, stuck: true},

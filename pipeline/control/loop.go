@@ -404,6 +404,7 @@ func (l *Loop) handleEvent(ev event, stale sensors.Timer) {
 		l.inputFault = ""
 	}
 	l.restart = false
+	l.cutoffReadingLocked(r.Value, true)
 	stale.Reset(min(r.Time.Add(l.opts.StaleAfter).Sub(now), l.opts.StaleAfter))
 	if l.tune.at != nil {
 		l.autotuneLocked(now, r.Value) // may end the test
@@ -533,7 +534,7 @@ func (l *Loop) faultLocked() string {
 	if inputBlocks {
 		parts = append(parts, l.inputFault)
 	}
-	if l.guard.cutoff != "" {
+	if l.guard.cutoff != "" && l.mode != ModeOff {
 		parts = append(parts, l.guard.cutoff)
 	}
 	// The failure action drives the output: its faults count too.
