@@ -174,11 +174,22 @@ func (l *Loop) cutoffReadingLocked(v float64, trusted bool) {
 }
 
 // cutoffRelease is how far inside a cutoff the input must come back
-// before the cutoff ends: at the cutoff itself an input that hovers there
-// would switch the output at every reading.
+// before the cutoff ends: released at the cutoff itself, an input that
+// hovers there (35.0, 34.9, 35.0 at cutoff 35) would switch a relay at
+// every reading, with pulses shorter than min_on, and use up
+// max_switches_per_hour. It is the largest of cutoffReleaseMin, 0.5 % of
+// the cutoff's magnitude and, for hysteresis, the band (below + above).
 func cutoffRelease(cutoff float64, o Opts) float64 {
-	return 0
+	r := max(cutoffReleaseMin, 0.005*math.Abs(cutoff))
+	if h := o.Hysteresis; h != nil {
+		r = max(r, h.Below+h.Above)
+	}
+	return r
 }
+
+// cutoffReleaseMin is the smallest release band of a cutoff, in input
+// units: ten times stuckEpsilon, a step of most sensors.
+const cutoffReleaseMin = 0.1
 
 // guardFailLocked runs when the input fault changes, before it does. A
 // failure that begins now (the input was fresh) starts the hold of the
