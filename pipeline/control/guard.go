@@ -120,7 +120,12 @@ func (l *Loop) guardLocked(now time.Time) (guardAct, float64) {
 	switch l.opts.OnInputFailure {
 	case FailFixed:
 		g.applied = AppliedFixed
-		return guardDuty, *l.opts.FixedOutput
+		duty := *l.opts.FixedOutput
+		if strings.HasPrefix(l.inputFault, faultStuck) {
+			// Never drive harder than the run the input stuck at.
+			duty = min(duty, g.runOut)
+		}
+		return guardDuty, duty
 	case FailHold:
 		if !g.canHold {
 			break
@@ -250,12 +255,11 @@ func (l *Loop) guardReadingLocked(now time.Time, r sensors.Reading, stale sensor
 
 // stuckLocked reports whether r leaves the input stuck: within
 // stuckEpsilon of the run's first reading for stuck_after, with the
-// regulator's output saturated at one value all along (automatic mode
-// only). Saturated means, for a PID loop, an output at output_min or
-// output_max: with a cycle, a relay that is on (or off) for whole
-// windows; for hysteresis, an output that stays on (or off). A loop that
-// works moves its input at a saturated output. Once stuck, the input
-// stays so until a reading moves by more than stuckEpsilon.
+// regulator's output at output_max (hysteresis: on) all along, pushing
+// the input towards the setpoint (automatic mode only; see
+// drivesTowardsSetpoint). A loop that works moves its input when it
+// drives it flat out. Once stuck, the input stays so until a reading
+// moves by more than stuckEpsilon.
 func (l *Loop) stuckLocked(r sensors.Reading) bool {
 	g := &l.guard
 	if l.opts.StuckAfter <= 0 {
@@ -271,7 +275,7 @@ func (l *Loop) stuckLocked(r sensors.Reading) bool {
 	}
 	out := l.pid.Output()
 	switch {
-	case l.mode != ModeAuto || !l.saturated(out):
+	case l.mode != ModeAuto || !l.drivesTowardsSetpoint(out, r.Value):
 		g.run = false
 	case !g.run || moved || out != g.runOut || r.Time.Before(g.since):
 		g.run, g.ref, g.runOut, g.since = true, r.Value, out, r.Time
@@ -282,12 +286,24 @@ func (l *Loop) stuckLocked(r sensors.Reading) bool {
 	return false
 }
 
-// saturated reports whether the regulator's output out is at a limit.
-func (l *Loop) saturated(out float64) bool {
+// drivesTowardsSetpoint reports whether the regulator's output out is
+// at output_max (for hysteresis: on) and pushes input v towards the
+// setpoint: a heater flat out below it, a cooler flat out above it. Only
+// such a run can be stuck. A warm room above the setpoint with the heater
+// off holds still because it is warm, not because the probe froze, and
+// calling it stuck turned the heater on (issue 9 review).
+func (l *Loop) drivesTowardsSetpoint(out, v float64) bool {
+	top := l.opts.OutputMax
 	if l.opts.Hysteresis != nil {
-		return true // on or off; the run ends when it switches
+		top = 0.5 // on
 	}
-	return out <= l.opts.OutputMin+saturationEpsilon || out >= l.opts.OutputMax-saturationEpsilon
+	if out < top-saturationEpsilon {
+		return false
+	}
+	if l.opts.reverse() || l.opts.Hysteresis != nil && l.opts.Action == ActionReverse {
+		return v > l.setpoint
+	}
+	return v < l.setpoint
 }
 
 // forceOffLocked is a cutoff's override: level 0 at once, whatever

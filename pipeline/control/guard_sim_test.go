@@ -144,9 +144,10 @@ func TestProbeOutOfHouseIssue9(t *testing.T) {
 // probe freezes (sim faults: stuck_after 3h) at its last reading, 0.01 °C
 // above the setpoint. Without guards nothing notices while the integral
 // winds down and the air drifts away. stuck_after counts only while the
-// output is saturated, and the integral (ki 0.002, error 0.01 °C) takes
-// hours to get there: the fault comes stuck_after (plus at most one
-// sample) after the output first reached output_min, and not earlier.
+// output at output_max pushes the input towards the setpoint (issue 9
+// review: a warm room with the heater off is not stuck), so this freeze,
+// above the setpoint, winds the heater down to output_min, off, as the
+// safe state would, and is never called stuck: the air falls to ambient.
 //
 //	go test -run TestStuckNearSetpointIssue9 -v ./pipeline/control
 func TestStuckNearSetpointIssue9(t *testing.T) {
@@ -193,10 +194,9 @@ func TestStuckNearSetpointIssue9(t *testing.T) {
 				}
 				return
 			}
-			// The minute steps find saturation up to a minute late.
-			if bound := o.StuckAfter + 5*time.Second; g.faultAt.IsZero() || !strings.HasPrefix(g.fault, faultStuck) ||
-				g.faultAt.Sub(saturated) > bound || g.faultAt.Before(saturated.Add(o.StuckAfter-time.Minute)) {
-				t.Errorf("fault %q at %v after the freeze, output saturated at %v: want %s stuck_after after saturation", g.fault, g.faultAt.Sub(froze), saturated.Sub(froze), faultStuck)
+			// Heater off, as the safe state would have it; no false stuck.
+			if s := g.h.l.State(); !g.faultAt.IsZero() || s.Output > o.OutputMin {
+				t.Errorf("fault %q, output %v: want no fault and the heater off", g.fault, s.Output)
 			}
 		})
 	}

@@ -75,8 +75,8 @@ type Opts struct {
 
 	// Runaway guards (see guard.go). An input outside InputMin..InputMax
 	// (nil: unbounded) counts as failed, and so does one that holds within
-	// stuckEpsilon for StuckAfter (0: never) while the output is
-	// saturated. An input at or beyond CutoffAbove (direct action) or
+	// stuckEpsilon for StuckAfter (0: never) while the output is at
+	// OutputMax pushing it towards the setpoint. An input at or beyond CutoffAbove (direct action) or
 	// CutoffBelow (reverse action) forces the output off (level 0).
 	InputMin    *float64      `yaml:"input_min"`
 	InputMax    *float64      `yaml:"input_max"`
