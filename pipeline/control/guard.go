@@ -127,7 +127,7 @@ func (l *Loop) guardLocked(now time.Time) (guardAct, float64) {
 		}
 		return guardDuty, duty
 	case FailHold:
-		if !g.canHold {
+		if !g.canHold || !holdable(l.inputFault) {
 			break
 		}
 		if now.Before(g.failFrom.Add(l.opts.HoldFor)) {
@@ -212,13 +212,23 @@ func (l *Loop) guardFailLocked(now time.Time) {
 	}
 }
 
+// holdable reports whether on_input_failure: hold applies to the input
+// fault why. hold is for a sensor that went silent or offline, where the
+// last output was sound. A stuck input held the output at a limit (a
+// heater flat out while its probe lies on the floor), and an implausible
+// one may have driven it anywhere: holding either keeps a runaway going,
+// so they go to the safe state.
+func holdable(why string) bool {
+	return strings.HasPrefix(why, faultStale) || strings.HasPrefix(why, faultOffline)
+}
+
 // failureActionLocked names what an input failure does to the output,
 // for the log.
 func (l *Loop) failureActionLocked() string {
 	switch {
 	case l.opts.OnInputFailure == FailFixed:
 		return fmt.Sprintf("fixed_output %v", *l.opts.FixedOutput)
-	case l.opts.OnInputFailure == FailHold && l.guard.canHold:
+	case l.opts.OnInputFailure == FailHold && l.guard.canHold && holdable(l.inputFault):
 		return fmt.Sprintf("hold %.3g for at most %v", l.guard.holdDuty, l.opts.HoldFor)
 	}
 	return "safe state"

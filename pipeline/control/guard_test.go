@@ -70,11 +70,10 @@ func TestGuardFailures(t *testing.T) {
 				switch {
 				case f.cutoff:
 					wantApplied = AppliedCutoff
+				case action == FailHold && (f.stuck || f.prefix == faultImplausible):
+					// hold is for a silent or offline sensor only.
 				case action == FailHold:
 					wantApplied, wantOut = AppliedHold, 0.1
-					if f.stuck {
-						wantOut = 1 // the output a stuck input saturated
-					}
 				case action == FailFixed:
 					wantApplied, wantOut = AppliedFixed, 0.2
 				}
@@ -117,7 +116,7 @@ func TestGuardFailures(t *testing.T) {
 				if n := h.logs.count(logged); n != 1 {
 					t.Errorf("logged %q %d times, want once:\n%s", logged, n, h.logs)
 				}
-				if action == FailHold && !f.cutoff {
+				if wantApplied == AppliedHold {
 					// hold_for (5m) after the failure began: safe.
 					for at := reached + time.Second; at < reached+o.HoldFor; at += time.Second {
 						step(at)
