@@ -25,6 +25,9 @@ type persisted struct {
 	// Integral is the PID's integral term (output units) for a warm
 	// start; absent when it is 0.
 	Integral *float64 `json:"integral,omitempty"`
+	// IntegralFor is the config the integral was saved under
+	// (integralFingerprint): it is restored into that config only.
+	IntegralFor string `json:"integral_for,omitempty"`
 }
 
 func (l *Loop) persistedLocked() persisted {
@@ -47,7 +50,7 @@ func (l *Loop) persistedLocked() persisted {
 	if c := l.ctl(); c != nil {
 		v := c.Integral()
 		if v != 0 {
-			p.Integral = &v
+			p.Integral, p.IntegralFor = &v, integralFingerprint(l.opts)
 		}
 		l.tune.savedIntegral, l.tune.savedAt = v, l.clock.Now()
 	}

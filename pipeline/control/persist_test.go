@@ -201,7 +201,7 @@ func TestIntegralSavedRarely(t *testing.T) {
 	if n := h.l.Saves(); n != 3 {
 		t.Errorf("%d state file writes in an hour, want 3", n)
 	}
-	if got := readState(t, dir); got != `{"integral":0.9}`+"\n" {
+	if got := readState(t, dir); got != `{"integral":0.9,"integral_for":"kp=0.1 ki=0.001 kd=0 output=0..1"}`+"\n" {
 		t.Errorf("state file %q", got)
 	}
 }

@@ -76,11 +76,25 @@ func (l *Loop) applyTuningLocked(c command) {
 		if old != *c.gains {
 			l.changes.Log(l.log, slog.LevelInfo, "gains", "gains changed", "from", fmtGains(old), "to", fmtGains(*c.gains), "client", c.source)
 		}
+		if c.gains.Ki == 0 && ctl.Integral() != 0 {
+			// Nothing would integrate it away: it would stay a fixed bias.
+			l.changes.Log(l.log, slog.LevelInfo, "ki0", "integral zeroed: ki is 0", "from", ctl.Integral(), "client", c.source)
+			ctl.SetIntegral(0)
+		}
 	}
 	if c.resetIntegral {
 		l.changes.Log(l.log, slog.LevelInfo, "reset", "integral reset", "from", ctl.Integral(), "client", c.source)
 		ctl.SetIntegral(0)
 	}
+}
+
+// integralFingerprint names what a saved integral depends on besides
+// the gains it was saved with: the config's gains and output limits. An
+// integral saved under another config (a loop that was a PI and is a P
+// now, other limits, another controller under the same id) is the
+// output another plant or tuning needed, and is not restored.
+func integralFingerprint(o Opts) string {
+	return fmt.Sprintf("kp=%v ki=%v kd=%v output=%v..%v", o.PID.Kp, o.PID.Ki, o.PID.Kd, o.OutputMin, o.OutputMax)
 }
 
 func fmtGains(g Gains) string { return fmt.Sprintf("kp=%v ki=%v kd=%v", g.Kp, g.Ki, g.Kd) }
@@ -95,10 +109,12 @@ func (l *Loop) restoreTuning(p persisted) {
 		}
 		return
 	}
+	gainsRefused := false
 	if p.Gains != nil {
 		g := Gains{Kp: p.Gains.Kp, Ki: p.Gains.Ki, Kd: p.Gains.Kd}
 		if err := l.opts.checkGains(g); err != nil {
 			l.log.Warn("ignoring saved gains: the config no longer allows them", "path", l.statePath, "error", err, "gains", fmtGains(l.opts.PID))
+			gainsRefused = true
 		} else {
 			ctl.Gains, l.tune.gainsSet = pid.Gains(g), true
 			l.log.Info("gains restored from state file", "gains", fmtGains(g))
@@ -106,8 +122,19 @@ func (l *Loop) restoreTuning(p persisted) {
 	}
 	if p.Integral != nil {
 		v := *p.Integral
-		if !(v >= l.opts.OutputMin && v <= l.opts.OutputMax) {
-			l.log.Warn("ignoring saved integral: outside the output limits", "path", l.statePath, "integral", v)
+		why := ""
+		switch {
+		case !(v >= l.opts.OutputMin && v <= l.opts.OutputMax):
+			why = "outside the output limits"
+		case gainsRefused:
+			why = "the gains it was saved with are refused"
+		case ctl.Gains.Ki == 0:
+			why = "ki is 0, so nothing would integrate it away: it would be a fixed bias"
+		case p.IntegralFor != integralFingerprint(l.opts):
+			why = "saved under another config (gains or output limits)"
+		}
+		if why != "" {
+			l.log.Warn("ignoring saved integral: "+why, "path", l.statePath, "integral", v, "saved_for", p.IntegralFor, "config", integralFingerprint(l.opts))
 			return
 		}
 		ctl.SetIntegral(v)
