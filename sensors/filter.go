@@ -31,7 +31,8 @@ import (
 // filters (delta, throttle, heartbeat), which decide when a value is
 // published, never what it is. A windowed filter's send_every also only
 // paces publishing: the sample value is the window's current aggregate
-// after every sample.
+// after every sample, and a stateful value filter after such a window
+// (ema, another window) takes it after every sample too (ctl).
 //
 // A Chain is not safe for concurrent use; the Poller uses it from the
 // sensor's goroutine only.
@@ -40,9 +41,10 @@ type Chain struct {
 	// split is the index of the first rate filter in steps, len(steps) if
 	// there is none: the sample value is the value there.
 	split int
-	// ctl is nil when every filter after split is a rate filter. When a
-	// value filter follows a rate filter, ctl holds the value filters
-	// again, with their own state, and the sample value comes out of it.
+	// ctl is nil when every filter after split is a rate filter and no
+	// stateful value filter follows a window with send_every. Otherwise
+	// ctl holds the value filters again, with their own state and no
+	// send_every, and the sample value comes out of it.
 	ctl []step
 }
 
@@ -58,6 +60,11 @@ func NewChain(specs []FilterSpec, q Quantity) (*Chain, error) {
 	c := &Chain{split: -1}
 	var values []*FilterSpec // the value filters, for ctl
 	misordered := false
+	// paced: a window with send_every > 1 came before. It marks the
+	// samples it does not publish not-ok, so a stateful value filter
+	// after it (ema, another window) would skip them for the sample value
+	// too: ctl then runs the value filters without the pacing.
+	paced := false
 	for i := range specs {
 		f := &specs[i]
 		if err := f.Validate(); err != nil {
@@ -77,7 +84,8 @@ func NewChain(specs []FilterSpec, q Quantity) (*Chain, error) {
 			}
 		default:
 			values = append(values, f)
-			misordered = misordered || c.split >= 0
+			misordered = misordered || c.split >= 0 || paced && f.stateful()
+			paced = paced || f.paced()
 		}
 		c.steps = append(c.steps, s)
 	}
@@ -86,11 +94,36 @@ func NewChain(specs []FilterSpec, q Quantity) (*Chain, error) {
 	}
 	if misordered {
 		for _, f := range values {
-			s, _ := newStep(f) // built once above without error
+			f := *f
+			// The sample value is the window's aggregate after every sample.
+			if w := f.SlidingWindowAverage; w != nil {
+				f.SlidingWindowAverage = &WindowOpts{Window: w.Window}
+			}
+			if w := f.Median; w != nil {
+				f.Median = &WindowOpts{Window: w.Window}
+			}
+			s, _ := newStep(&f) // built once above without error
 			c.ctl = append(c.ctl, s)
 		}
 	}
 	return c, nil
+}
+
+// stateful reports whether the value filter f keeps state across samples
+// (the averages, the median), so that it ignores a not-ok sample.
+func (f *FilterSpec) stateful() bool {
+	return f.SlidingWindowAverage != nil || f.Median != nil || f.EMA != nil
+}
+
+// paced reports whether f is a window that publishes one value per
+// send_every > 1 samples.
+func (f *FilterSpec) paced() bool {
+	for _, w := range []*WindowOpts{f.SlidingWindowAverage, f.Median} {
+		if w != nil && w.SendEvery > 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // Len returns the number of filters in the chain.

@@ -464,3 +464,60 @@ func FuzzChain(f *testing.F) {
 		}
 	})
 }
+
+// Regression for value filters after a send_every window (issue 9
+// review): the window marks the samples it does not publish not-ok, and
+// a later stateful value filter (ema, a second window) ignored them and
+// returned its old value, so the loop got the same value several times
+// as fresh samples. The sample value now comes from value filters that
+// see every good sample; publishing is as before.
+func TestChainSampleAfterSendEveryWindowMoves(t *testing.T) {
+	tests := []struct {
+		name       string
+		specs      []sensors.FilterSpec
+		in         []float64
+		wantSample []float64
+		wantPub    []float64 // NaN: nothing published
+	}{
+		{
+			name: "window send_every 2, then ema",
+			specs: []sensors.FilterSpec{
+				{SlidingWindowAverage: &sensors.WindowOpts{Window: 2, SendEvery: 2}}, {EMA: &sensors.EMAOpts{Alpha: 0.5}},
+			},
+			in: []float64{1, 3, 5, 7},
+			// Averages 1, 2, 4, 6; the ema of each.
+			wantSample: []float64{1, 1.5, 2.75, 4.375},
+			// Published every other sample: the ema of 1, then of 4.
+			wantPub: []float64{1, nan, 2.5, nan},
+		},
+		{
+			name: "median send_every 3, then a window, then delta",
+			specs: []sensors.FilterSpec{
+				{Median: &sensors.WindowOpts{Window: 1, SendEvery: 1}},
+				{SlidingWindowAverage: &sensors.WindowOpts{Window: 3, SendEvery: 3}},
+				{SlidingWindowAverage: &sensors.WindowOpts{Window: 2}},
+				{Delta: fp(0.01)},
+			},
+			in:         []float64{3, 6, 9, 12},
+			wantSample: []float64{3, 3.75, 5.25, 7.5}, // the second window over 3, 4.5, 6, 9
+			wantPub:    []float64{3, nan, nan, 6},     // the second window sees 3, then 9
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := sensors.NewChain(tt.specs, sensors.Temperature)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range tt.in {
+				got, good, pub, ok := c.Run(at(float64(i)), v)
+				if !good || math.Abs(got-tt.wantSample[i]) > 1e-9 {
+					t.Errorf("sample %d (%v): sample value %v, good %v; want %v", i, v, got, good, tt.wantSample[i])
+				}
+				if w := tt.wantPub[i]; ok != !math.IsNaN(w) || ok && math.Abs(pub-w) > 1e-9 {
+					t.Errorf("sample %d (%v): published %v, %v; want %v", i, v, pub, ok, w)
+				}
+			}
+		})
+	}
+}
