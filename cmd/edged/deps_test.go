@@ -17,7 +17,7 @@ var allowedImports = map[string][]string{
 	"configs":     {"sensors", "pipeline", "localbroker", "uplink", "gopkg.in/yaml.v3"},
 	"drivers":     {"drivers", "sensors", "periph.io/x/conn/v3", "periph.io/x/host/v3", "periph.io/x/devices/v3"},
 	"pipeline":    {"sensors", "pipeline"},
-	"localbroker": {"sensors", "github.com/mochi-mqtt/server/v2", "github.com/gorilla/websocket"},
+	"localbroker": {"sensors", "github.com/mochi-mqtt/server/v2", "github.com/gorilla/websocket", "golang.org/x/crypto"},
 	"uplink":      {"sensors", "uplink", "github.com/eclipse/paho.golang"},
 	"sensors":     {"sensors"},
 }
