@@ -126,10 +126,12 @@ func (o *Opts) Validate() error {
 	if err := o.TLS.Validate(); err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
-	switch hasTLS := o.MQTTS != "" || o.WSS != ""; {
-	case hasTLS && o.TLS.CertFile == "":
-		return sensors.FieldErrorf("tls", "mqtts and wss need tls: {cert_file: ..., key_file: ...}")
-	case !hasTLS && o.TLS.CertFile != "":
+	for _, f := range []struct{ key, addr string }{{"mqtts", o.MQTTS}, {"wss", o.WSS}} {
+		if f.addr != "" && o.TLS.CertFile == "" {
+			return sensors.FieldErrorf(f.key, "a TLS listener needs the certificate: add tls: {cert_file: ..., key_file: ...}")
+		}
+	}
+	if o.MQTTS == "" && o.WSS == "" && o.TLS.CertFile != "" {
 		return sensors.FieldErrorf("tls", "no TLS listener uses it: set mqtts or wss")
 	}
 	if !validRole(o.AnonymousRole) {
