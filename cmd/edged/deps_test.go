@@ -13,7 +13,7 @@ const module = "github.com/edged/edged/"
 // and the third-party roots it may import directly. Everything may import
 // the standard library.
 var allowedImports = map[string][]string{
-	"cmd/":        {"configs", "drivers", "pipeline", "localbroker", "uplink", "sensors"},
+	"cmd/":        {"configs", "drivers", "pipeline", "localbroker", "uplink", "sensors", "golang.org/x/term"},
 	"configs":     {"sensors", "pipeline", "localbroker", "uplink", "gopkg.in/yaml.v3"},
 	"drivers":     {"drivers", "sensors", "periph.io/x/conn/v3", "periph.io/x/host/v3", "periph.io/x/devices/v3"},
 	"pipeline":    {"sensors", "pipeline"},
