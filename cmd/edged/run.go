@@ -185,6 +185,9 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 			return nil, err
 		}
 		d.http = newHTTPServer(d.routes(), hosts, defaultHTTPLimits)
+		// A client's failed TLS handshake is its mistake: debug, not a
+		// line on stderr per attempt.
+		d.http.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 		for _, ln := range lns {
 			d.wg.Add(1)
 			go func() {
