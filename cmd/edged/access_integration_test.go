@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/gorilla/websocket"
 
 	"github.com/edged/edged/localbroker"
 )
@@ -382,6 +383,17 @@ func TestAccessMatrixIntegration(t *testing.T) {
 		}
 		if _, _, code := login(t, conn, "tls-op", "op", nil); code != 0 {
 			t.Errorf("paho over TLS: CONNACK 0x%02x", code)
+		}
+		dialer := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second, TLSClientConfig: &tls.Config{RootCAs: pool}}
+		ws, _, err := dialer.Dial("wss://"+r.wss+"/mqtt", nil)
+		if err != nil {
+			t.Fatalf("wss: %v", err)
+		}
+		if _, _, code := login(t, &wsNetConn{Conn: ws.UnderlyingConn(), ws: ws}, "wss-viewer", "viewer", nil); code != 0 {
+			t.Errorf("paho over wss: CONNACK 0x%02x", code)
+		}
+		if _, _, err := (&websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second}).Dial("wss://"+r.wss+"/mqtt", nil); err == nil {
+			t.Error("wss without the CA: connected")
 		}
 		c := http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 		resp, err := c.Get(r.httpsURL + "/healthz")
