@@ -338,3 +338,13 @@ func TestUserValidate(t *testing.T) {
 		t.Errorf("duplicate user: %v", err)
 	}
 }
+
+// TestCredentialsIgnoredWithoutUsers: with no users configured, an app
+// that sends a user name is anonymous, as with Mosquitto without a
+// password file, instead of being refused.
+func TestCredentialsIgnoredWithoutUsers(t *testing.T) {
+	b := startBroker(t, nil)
+	if _, code := loginConnect(t, dialTCP(t, b), "legacy-app", "someone", "whatever"); code != 0 {
+		t.Fatalf("CONNACK 0x%02x", code)
+	}
+}

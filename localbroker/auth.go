@@ -106,7 +106,7 @@ func (a *access) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 
 // login finds who the client is: the user whose name and password are in
 // CONNECT (checked by accounts, rate limited per address), or the
-// anonymous identity when there are no credentials. It refuses, with
+// anonymous identity when there are no credentials (or no users). It refuses, with
 // the CONNACK written, wrong credentials (0x86; MQTT 3.1.1: 0x04), an
 // address that failed too often (0x9F; 0x05, without a check), an
 // anonymous client when anonymous access is off (0x87; 0x05), and a
@@ -114,7 +114,10 @@ func (a *access) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 // existing is the client whose session this one takes over, if any.
 func (a *access) login(cl *mqtt.Client, pk packets.Packet) (id Identity, existing *mqtt.Client, err error) {
 	remote := cl.Net.Conn.RemoteAddr()
-	if !pk.Connect.UsernameFlag && !pk.Connect.PasswordFlag {
+	// Without any users, credentials are ignored, as Mosquitto does
+	// without a password file: an app set up with a user name keeps
+	// working on an anonymous gateway.
+	if !pk.Connect.UsernameFlag && !pk.Connect.PasswordFlag || len(a.accounts.byName) == 0 {
 		var ok bool
 		if id, ok = a.accounts.anonymousIdentity(); !ok {
 			a.warn("anonymous", hostOf(remote), "refused a connection without credentials (allow_anonymous is false)",
