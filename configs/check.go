@@ -104,6 +104,28 @@ func (l *loader) check(c *Config, root *yaml.Node) {
 	if c.Uplink != nil && c.Uplink.ClientID == "" {
 		c.Uplink.ClientID = c.Device.ID
 	}
+	l.checkUsers(c, root)
+}
+
+// checkUsers reports a user name or token hash used twice, and hands
+// the users to the broker.
+func (l *loader) checkUsers(c *Config, root *yaml.Node) {
+	names := map[string]int{}
+	tokens := map[string]string{}
+	for i, u := range c.Users {
+		if prev, dup := names[u.Name]; dup && u.Name != "" {
+			l.d.errorf(locate(root, "users", i, "name"), "users: name: user %q is already defined (users[%d], line %d)", u.Name, prev, locate(root, "users", prev, "name").Line)
+			continue
+		}
+		names[u.Name] = i
+		for j, t := range u.Tokens {
+			if other, dup := tokens[t]; dup {
+				l.d.errorf(locate(root, "users", i, "tokens", j), "users: tokens: this token hash is also one of user %q: make a new token for each", other)
+			}
+			tokens[t] = u.Name
+		}
+	}
+	c.Broker.Users = c.Users
 }
 
 // checkPrefix reports why p cannot start topic names.

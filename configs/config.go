@@ -42,6 +42,9 @@ type Config struct {
 	Controllers []control.Opts   `yaml:"controllers"`
 	Broker      localbroker.Opts `yaml:"broker"`
 	HTTP        HTTP             `yaml:"http"`
+	// Users are the accounts of MQTT, WebSocket and HTTP clients; Load
+	// copies them to Broker.Users, which checks them.
+	Users []localbroker.User `yaml:"users"`
 	// Uplink is nil when the file has no uplink section, or an empty one
 	// (every key commented out).
 	Uplink *uplink.Opts `yaml:"uplink"`
@@ -80,17 +83,33 @@ func (l *Log) Validate() error {
 
 // HTTP configures the LAN HTTP surface (REST, SSE, dashboard, metrics).
 type HTTP struct {
-	// Listen is host:port; "" disables the HTTP server.
+	// Listen is the plain host:port; "" disables it.
 	Listen string `yaml:"listen"`
+	// ListenTLS is the HTTPS host:port, with the certificate in TLS; ""
+	// disables it. Both serve the same handlers.
+	ListenTLS string          `yaml:"listen_tls"`
+	TLS       localbroker.TLS `yaml:"tls"`
 }
 
-// Validate checks the listen address.
+// Validate checks the listen addresses and that HTTPS has its
+// certificate.
 func (h *HTTP) Validate() error {
-	if h.Listen == "" {
-		return nil
+	for _, f := range []struct{ key, addr string }{{"listen", h.Listen}, {"listen_tls", h.ListenTLS}} {
+		if f.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(f.addr); err != nil {
+			return sensors.FieldErrorf(f.key, "listen address %q: %v (want host:port, e.g. 127.0.0.1:8080)", f.addr, err)
+		}
 	}
-	if _, _, err := net.SplitHostPort(h.Listen); err != nil {
-		return sensors.FieldErrorf("listen", "listen address %q: %v (want host:port, e.g. 127.0.0.1:8080)", h.Listen, err)
+	if err := h.TLS.Validate(); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	switch {
+	case h.ListenTLS != "" && h.TLS.CertFile == "":
+		return sensors.FieldErrorf("tls", "listen_tls needs tls: {cert_file: ..., key_file: ...}")
+	case h.ListenTLS == "" && h.TLS.CertFile != "":
+		return sensors.FieldErrorf("tls", "nothing uses it: set listen_tls")
 	}
 	return nil
 }

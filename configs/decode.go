@@ -146,6 +146,7 @@ type field struct {
 	key    string
 	size   bool
 	secret bool
+	env    bool // may be ${ENV_VAR}, or inline (a password hash)
 }
 
 func (f field) prefix() string {
@@ -374,8 +375,12 @@ func (d *decoder) decodeString(n *yaml.Node, v reflect.Value, f field) {
 	if !ok {
 		return
 	}
-	if f.secret && s != "" {
+	if (f.secret || f.env) && s != "" {
 		m := envRef.FindStringSubmatch(s)
+		if m == nil && f.env {
+			v.SetString(s)
+			return
+		}
 		if m == nil {
 			d.errorf(n, "%ssecrets must not be inline: use ${ENV_VAR} or the %s_file form", f.prefix(), f.key)
 			return
@@ -431,7 +436,7 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, f field) {
 	m := reflect.MakeMap(t)
 	for _, p := range d.pairs(n) {
 		e := d.newValue(t.Elem()).Elem()
-		d.decode(p.val, e, field{key: p.name, size: f.size, secret: f.secret})
+		d.decode(p.val, e, field{key: p.name, size: f.size, secret: f.secret, env: f.env})
 		m.SetMapIndex(reflect.ValueOf(p.name).Convert(t.Key()), e)
 	}
 	v.Set(m)
@@ -576,6 +581,7 @@ func addFields(si *structInfo, t reflect.Type, index []int) {
 			key:    name,
 			size:   strings.Contains(edged, ",size,"),
 			secret: strings.Contains(edged, ",secret,"),
+			env:    strings.Contains(edged, ",env,"),
 		}}
 		si.names = append(si.names, name)
 	}

@@ -296,3 +296,37 @@ controllers:
 		t.Errorf("default on_input_failure %q, want safe", def.OnInputFailure)
 	}
 }
+
+// TestUsersLoad: users decode with a hash inline or from the
+// environment, keep their rules and tokens, and reach the broker.
+func TestUsersLoad(t *testing.T) {
+	const hash = "$2a$10$Waq98b1ZVWP6ebXxfgezyOUclcF6pZyr5Mv0x.U3hZZCjtb9ln7S6"
+	yaml := `device: {id: gh-01}
+broker:
+  mqtts: 0.0.0.0:8883
+  tls: {cert_file: /etc/edged/tls/server.pem, key_file: /etc/edged/tls/server.key}
+users:
+  - name: alice
+    password_hash: "` + hash + `"
+    role: operator
+  - name: esp-3
+    password_hash: ${ESP3_HASH}
+    role: publisher
+    publish: ["home/esp-3/#"]
+  - name: dash
+    role: viewer
+    tokens: ["sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"]
+`
+	env := func(k string) (string, bool) { return map[string]string{"ESP3_HASH": hash}[k], k == "ESP3_HASH" }
+	c, err := configs.Parse("users.yaml", []byte(yaml), drivers.Default, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := c.Broker.Users
+	if len(u) != 3 || u[0].PasswordHash != hash || u[1].PasswordHash != hash || u[1].Publish[0] != "home/esp-3/#" || u[2].Tokens[0] == "" || u[2].Role != "viewer" {
+		t.Fatalf("users %+v", u)
+	}
+	if c.Broker.TLS.KeyFile != "/etc/edged/tls/server.key" || c.Broker.MQTTS != "0.0.0.0:8883" {
+		t.Fatalf("broker %+v", c.Broker)
+	}
+}

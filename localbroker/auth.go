@@ -2,19 +2,27 @@ package localbroker
 
 import (
 	"bytes"
+	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// access is the auth and ACL hook: one decision for every message a
-// client can make the broker publish (a publish at any QoS, a retained
-// one, a Last Will) and the session rules a client cannot talk its way
-// around (keep-alive cap). Until users and passwords arrive (a later
-// issue), every client is anonymous: it is admitted only when
-// AllowAnonymous is set and gets the rights of AnonymousRole.
+// access is the auth and ACL hook: who a client is, and one decision
+// for every message a client can make the broker publish (a publish at
+// any QoS, a retained one, a Last Will) and the session rules a client
+// cannot talk its way around (keep-alive cap).
+//
+// A client logs in with a user name and password in CONNECT, or comes
+// without credentials and gets the anonymous identity when
+// AllowAnonymous is set. Its Identity is kept per connection (keyed by
+// the *mqtt.Client, never by client id, which the next CONNECT may take
+// over) from CONNECT until its session ends. A client id held by one
+// user's session cannot be taken over by another user's CONNECT, so the
+// id a message carries names one identity.
 //
 // What a role may publish, with P the topic prefix:
 //
@@ -23,39 +31,52 @@ import (
 //	operator   + P/control/<id>/set
 //	admin      anything
 //
+// A user's publish rules narrow that further: with rules, only topics
+// that match one of them (and that the role allows) may be published.
+//
 // For every role, a control command (P/control/<id>/set) is never
 // retained and never a Last Will: a command must come from a client that
 // is there to see its reply, not replay on every restart or fire when a
 // phone drops off the Wi-Fi.
 type access struct {
 	mqtt.HookBase
-	allowAnonymous bool
-	role           string
-	prefix         string // topic prefix with trailing '/'
-	maxKeepalive   uint16 // seconds
-	retained       *retainedStore
-	stats          *counters
-	warn           func(kind, remote, msg string, args ...any)
+	accounts     *accounts
+	srv          *mqtt.Server
+	prefix       string // topic prefix with trailing '/'
+	maxKeepalive uint16 // seconds
+	retained     *retainedStore
+	stats        *counters
+	warn         func(kind, remote, msg string, args ...any)
+
+	mu  sync.Mutex
+	ids map[*mqtt.Client]Identity
 }
 
 func (a *access) ID() string { return "edged-access" }
 
 func (a *access) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
-		mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnWill}, []byte{b})
+		mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnWill, mqtt.OnDisconnect, mqtt.OnClientExpired}, []byte{b})
 }
 
-// OnConnect refuses a Will the client could not publish itself (CONNACK
-// 0x87, or 0x05 for MQTT 3.1.1) and caps the keep-alive so dead sessions
+// OnConnect logs the client in (see login), refuses a Will the client
+// could not publish itself (CONNACK 0x87, or 0x05 for MQTT 3.1.1) and caps the keep-alive so dead sessions
 // end and cannot hold a client slot: an MQTT 5 client asking for 0 (none)
 // or more than maxKeepalive gets maxKeepalive as the Server Keep Alive;
 // an MQTT 3.1.1 client cannot be told, so one asking for more is refused
 // (0x02 identifier rejected, as Mosquitto's max_keepalive does) and one
 // asking for none is disconnected after 1.5 times maxKeepalive of silence.
+//
+// mochi runs OnConnect before OnConnectAuthenticate, so the login is
+// here, where the Will is checked against the identity it will have.
 func (a *access) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	v5 := cl.Properties.ProtocolVersion >= 5
+	id, existing, err := a.login(cl, pk)
+	if err != nil {
+		return err
+	}
 	if pk.Connect.WillFlag {
-		if ok, why := a.allowed(cl.ID, pk.Connect.WillTopic, pk.Connect.WillRetain, true); !ok {
+		if ok, why := a.allowed(id, pk.Connect.WillTopic, pk.Connect.WillRetain, true); !ok {
 			a.stats.willsRefused.Add(1)
 			a.warn("will", hostOf(cl.Net.Conn.RemoteAddr()), "refused a connection: its Last Will is not allowed",
 				"client", cl.ID, "remote", cl.Net.Remote, "will_topic", pk.Connect.WillTopic, "reason", why)
@@ -74,7 +95,88 @@ func (a *access) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	case !v5 && ka == 0:
 		cl.State.Keepalive = a.maxKeepalive
 	}
+	a.mu.Lock()
+	a.ids[cl] = id
+	if existing != nil {
+		delete(a.ids, existing) // taken over: it may publish nothing more
+	}
+	a.mu.Unlock()
 	return nil
+}
+
+// login finds who the client is: the user whose name and password are in
+// CONNECT (checked by accounts, rate limited per address), or the
+// anonymous identity when there are no credentials (or no users). It refuses, with
+// the CONNACK written, wrong credentials (0x86; MQTT 3.1.1: 0x04), an
+// address that failed too often (0x9F; 0x05, without a check), an
+// anonymous client when anonymous access is off (0x87; 0x05), and a
+// client id whose session belongs to another identity (0x87; 0x05).
+// existing is the client whose session this one takes over, if any.
+func (a *access) login(cl *mqtt.Client, pk packets.Packet) (id Identity, existing *mqtt.Client, err error) {
+	remote := cl.Net.Conn.RemoteAddr()
+	// Without any users, credentials are ignored, as Mosquitto does
+	// without a password file: an app set up with a user name keeps
+	// working on an anonymous gateway.
+	if !pk.Connect.UsernameFlag && !pk.Connect.PasswordFlag || len(a.accounts.byName) == 0 {
+		var ok bool
+		if id, ok = a.accounts.anonymousIdentity(); !ok {
+			a.warn("anonymous", hostOf(remote), "refused a connection without credentials (allow_anonymous is false)",
+				"client", cl.ID, "remote", cl.Net.Remote)
+			return id, nil, refuseConnect(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized, "credentials required")
+		}
+	} else {
+		id, err = a.accounts.password(string(pk.Connect.Username), pk.Connect.Password, remote, cl.Net.Listener)
+		switch {
+		case errors.Is(err, ErrTooManyFailures):
+			return id, nil, refuseConnect(cl, packets.ErrConnectionRateExceeded, packets.Err3NotAuthorized, "too many failed logins: wait a minute")
+		case err != nil:
+			return id, nil, refuseConnect(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword, "")
+		}
+	}
+	if old, ok := a.srv.Clients.Get(cl.ID); ok {
+		if prev, bound := a.identity(old); bound && prev != id {
+			a.warn("takeover", hostOf(remote), "refused a connection: its client id belongs to another user's session",
+				"client", cl.ID, "remote", cl.Net.Remote, "user", id.Name)
+			return id, nil, refuseConnect(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized, "client id in use by another user")
+		}
+		existing = old
+	}
+	return id, existing, nil
+}
+
+// identity returns who cl logged in as; false once its session ended.
+func (a *access) identity(cl *mqtt.Client) (Identity, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	id, ok := a.ids[cl]
+	return id, ok
+}
+
+// identityOf returns the identity of the client holding clientID now.
+func (a *access) identityOf(clientID string) Identity {
+	cl, ok := a.srv.Clients.Get(clientID)
+	if !ok {
+		return Identity{}
+	}
+	id, _ := a.identity(cl)
+	return id
+}
+
+// OnDisconnect forgets a client whose session ends with the connection
+// (or was taken over); a persistent session keeps its identity until it
+// expires, so its client id stays bound to its user.
+func (a *access) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	if expire || cl.IsTakenOver() {
+		a.forget(cl)
+	}
+}
+
+func (a *access) OnClientExpired(cl *mqtt.Client) { a.forget(cl) }
+
+func (a *access) forget(cl *mqtt.Client) {
+	a.mu.Lock()
+	delete(a.ids, cl)
+	a.mu.Unlock()
 }
 
 // refuseConnect writes a refusing CONNACK (v5 code, or its MQTT 3.1.1
@@ -111,15 +213,20 @@ func refusePublish(cl *mqtt.Client, pk packets.Packet, code packets.Code, discon
 	return pk, packets.ErrRejectPacket
 }
 
-func (a *access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	return a.allowAnonymous
+// OnConnectAuthenticate admits the clients OnConnect logged in.
+func (a *access) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
+	_, ok := a.identity(cl)
+	return ok
 }
 
+// OnACLCheck lets every client subscribe to everything, and publish
+// what its identity may.
 func (a *access) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if !write {
 		return true
 	}
-	return a.mayPublish(cl.ID, topic)
+	id, ok := a.identity(cl)
+	return ok && a.mayPublish(id, topic)
 }
 
 // OnPacketRead answers a QoS 1/2 publish to $SYS/... with "not
@@ -150,7 +257,8 @@ func (a *access) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 		return pk, nil
 	}
 	var code packets.Code
-	if ok, why := a.allowed(cl.ID, pk.TopicName, true, false); !ok {
+	id, _ := a.identity(cl)
+	if ok, why := a.allowed(id, pk.TopicName, true, false); !ok {
 		code = packets.ErrNotAuthorized
 		a.warn("retain", cl.ID, "refused a retained publish", "client", cl.ID, "topic", pk.TopicName, "reason", why)
 	} else if err := a.retained.fits(pk.TopicName, len(pk.Payload)); err != nil {
@@ -179,9 +287,10 @@ func (a *access) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	return will, nil
 }
 
-// allowed is the one publish decision: may the client publish topic,
-// retained or not, as a Will or not. why says what refused it.
-func (a *access) allowed(clientID, topic string, retain, will bool) (ok bool, why string) {
+// allowed is the one publish decision: may the client with identity id
+// publish topic, retained or not, as a Will or not. why says what
+// refused it.
+func (a *access) allowed(id Identity, topic string, retain, will bool) (ok bool, why string) {
 	if isControlSet(a.prefix, topic) {
 		switch {
 		case will:
@@ -190,17 +299,19 @@ func (a *access) allowed(clientID, topic string, retain, will bool) (ok bool, wh
 			return false, "a control command cannot be retained"
 		}
 	}
-	if !a.mayPublish(clientID, topic) {
-		return false, "role " + a.role + " may not publish to " + topic
+	switch {
+	case !mayPublish(id.Role, a.prefix, topic):
+		return false, "role " + id.Role + " may not publish to " + topic
+	case !a.mayPublish(id, topic):
+		return false, "the publish rules of user " + id.Name + " do not include " + topic
 	}
 	return true, ""
 }
 
-// mayPublish decides for a client by id. Every client is anonymous until
-// user accounts exist, so the id does not matter yet; the signature is
-// where per-user roles will be looked up.
-func (a *access) mayPublish(clientID, topic string) bool {
-	return mayPublish(a.role, a.prefix, topic)
+// mayPublish decides for an identity: its role, then its user's publish
+// rules.
+func (a *access) mayPublish(id Identity, topic string) bool {
+	return a.accounts.mayPublish(id, a.prefix, topic)
 }
 
 // mayPublish decides whether role may publish to topic.

@@ -9,15 +9,18 @@ package localbroker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edged/edged/sensors/ratelog"
@@ -64,6 +67,9 @@ type Broker struct {
 	srv  *mqtt.Server
 	tcp  *tcpListener
 	ws   *wsListener
+	tcps *tcpListener // MQTT over TLS
+	wss  *wsListener  // MQTT over WebSocket over TLS
+	tls  *tls.Config  // of tcps and wss
 	// inline is mochi's in-process client, for publishes with properties.
 	inline   *mqtt.Client
 	access   *access
@@ -128,6 +134,11 @@ type Stats struct {
 	// LocalDropped counts in-process messages not delivered to LAN
 	// subscribers because the fan-out queue was full (still captured).
 	LocalDropped uint64 `json:"local_dropped"`
+	// LoginFailures counts logins (MQTT or HTTP) refused for wrong
+	// credentials; LoginsLimited those refused without a check because
+	// their address failed max_login_failures times in a minute.
+	LoginFailures uint64 `json:"login_failures"`
+	LoginsLimited uint64 `json:"logins_limited"`
 }
 
 // Stats returns the broker's counters.
@@ -142,6 +153,8 @@ func (b *Broker) Stats() Stats {
 		RetainedMessages:        n,
 		RetainedBytes:           size,
 		LocalDropped:            b.stats.localDropped.Load(),
+		LoginFailures:           b.access.accounts.failed.Load(),
+		LoginsLimited:           b.access.accounts.limited.Load(),
 	}
 }
 
@@ -203,14 +216,24 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 		stats:     &b.stats,
 		warn:      b.warn,
 	}
+	accts, err := newAccounts(opts, b.warn)
+	if err != nil {
+		return nil, err
+	}
+	if opts.MQTTS != "" || opts.WSS != "" {
+		if b.tls, err = opts.TLS.ServerConfig(); err != nil {
+			return nil, fmt.Errorf("localbroker: %w", err)
+		}
+	}
 	b.access = &access{
-		allowAnonymous: opts.AllowAnonymous,
-		role:           opts.AnonymousRole,
-		prefix:         strings.TrimSuffix(prefix, "/") + "/",
-		maxKeepalive:   keepaliveSeconds(opts.MaxKeepalive),
-		retained:       b.retained,
-		stats:          &b.stats,
-		warn:           b.warn,
+		accounts:     accts,
+		srv:          srv,
+		prefix:       strings.TrimSuffix(prefix, "/") + "/",
+		maxKeepalive: keepaliveSeconds(opts.MaxKeepalive),
+		retained:     b.retained,
+		stats:        &b.stats,
+		warn:         b.warn,
+		ids:          map[*mqtt.Client]Identity{},
 	}
 	for _, h := range []mqtt.Hook{b.access, b.retained, &captureHook{b: b}} {
 		if err := srv.AddHook(h, nil); err != nil {
@@ -237,19 +260,40 @@ func (b *Broker) SetCapturer(c Capturer) {
 
 // Start binds the listeners and starts serving. A listener that cannot
 // bind is an error and nothing keeps running.
+//
+// With users configured, a plain listener on a non-loopback address is
+// logged as a warning once: passwords cross the LAN readable there. It
+// is not refused, since small devices (an ESP8266) may not manage TLS.
 func (b *Broker) Start() error {
-	if b.opts.MQTT != "" {
-		b.tcp = newTCPListener("mqtt", b.opts.MQTT, b.policy)
-		if err := b.srv.AddListener(b.tcp); err != nil {
+	add := func(l listeners.Listener, key, addr string) error {
+		if err := b.srv.AddListener(l); err != nil {
 			b.Close()
-			return fmt.Errorf("localbroker: mqtt listener %s: %w", b.opts.MQTT, err)
+			return fmt.Errorf("localbroker: %s listener %s: %w", key, addr, err)
+		}
+		return nil
+	}
+	if b.opts.MQTT != "" {
+		b.tcp = newTCPListener("mqtt", b.opts.MQTT, nil, b.policy)
+		if err := add(b.tcp, "mqtt", b.opts.MQTT); err != nil {
+			return err
 		}
 	}
 	if b.opts.WebSocket != "" {
-		b.ws = newWSListener("websocket", b.opts.WebSocket, b.opts.WebSocketOrigins, b.policy)
-		if err := b.srv.AddListener(b.ws); err != nil {
-			b.Close()
-			return fmt.Errorf("localbroker: websocket listener %s: %w", b.opts.WebSocket, err)
+		b.ws = newWSListener("websocket", b.opts.WebSocket, b.opts.WebSocketOrigins, nil, b.policy)
+		if err := add(b.ws, "websocket", b.opts.WebSocket); err != nil {
+			return err
+		}
+	}
+	if b.opts.MQTTS != "" {
+		b.tcps = newTCPListener("mqtts", b.opts.MQTTS, b.tls, b.policy)
+		if err := add(b.tcps, "mqtts", b.opts.MQTTS); err != nil {
+			return err
+		}
+	}
+	if b.opts.WSS != "" {
+		b.wss = newWSListener("wss", b.opts.WSS, b.opts.WebSocketOrigins, b.tls, b.policy)
+		if err := add(b.wss, "wss", b.opts.WSS); err != nil {
+			return err
 		}
 	}
 	if err := b.srv.Serve(); err != nil {
@@ -257,8 +301,64 @@ func (b *Broker) Start() error {
 		return fmt.Errorf("localbroker: %w", err)
 	}
 	b.log.Info("broker listening", "mqtt", b.MQTTAddr(), "websocket", b.WebSocketAddr(),
+		"mqtts", b.MQTTSAddr(), "wss", b.WSSAddr(), "users", len(b.opts.Users),
 		"anonymous", b.opts.AllowAnonymous, "anonymous_role", b.opts.AnonymousRole)
+	if len(b.opts.Users) > 0 {
+		for key, addr := range map[string]string{"mqtt": b.opts.MQTT, "websocket": b.opts.WebSocket} {
+			if addr != "" && !IsLoopback(addr) {
+				b.log.Warn("passwords can be read on the LAN: a plain listener is open beyond this machine while users are configured; use mqtts/wss, or bind it to 127.0.0.1",
+					"listener", key, "addr", addr)
+			}
+		}
+	}
 	return nil
+}
+
+// MQTTSAddr returns the bound MQTT-over-TLS address, or "" when disabled.
+func (b *Broker) MQTTSAddr() string {
+	if b.tcps == nil {
+		return ""
+	}
+	return b.tcps.Address()
+}
+
+// WSSAddr returns the bound WebSocket-over-TLS address, or "" when
+// disabled.
+func (b *Broker) WSSAddr() string {
+	if b.wss == nil {
+		return ""
+	}
+	return b.wss.Address()
+}
+
+// Authenticate checks a user name and password for another surface (the
+// HTTP API) with the same accounts, rate limit and log as MQTT logins:
+// ErrTooManyFailures when remote failed too often (no check is run),
+// ErrBadCredentials when they are wrong. A check runs bcrypt: tens of
+// milliseconds on a Pi, so a surface that serves many requests should
+// log in once and then use a token or a session of its own.
+func (b *Broker) Authenticate(user, password string, remote net.Addr) (Identity, error) {
+	return b.access.accounts.password(user, []byte(password), remote, "http")
+}
+
+// AuthenticateToken checks a bearer token (see NewToken), rate limited
+// as Authenticate is.
+func (b *Broker) AuthenticateToken(token string, remote net.Addr) (Identity, error) {
+	return b.access.accounts.token(token, remote)
+}
+
+// Anonymous returns the identity of a client without credentials, and
+// whether such clients are admitted (broker.allow_anonymous).
+func (b *Broker) Anonymous() (Identity, bool) {
+	return b.access.accounts.anonymousIdentity()
+}
+
+// MayPublish is the broker's publish decision for id (role, then the
+// user's publish rules), for surfaces that publish on a client's behalf
+// (an HTTP command must be refused where MQTT would refuse it). Commands
+// are never retained, whatever MayPublish says.
+func (b *Broker) MayPublish(id Identity, topic string) bool {
+	return b.access.mayPublish(id, topic)
 }
 
 // MQTTAddr returns the bound TCP address, or "" when disabled.
@@ -340,6 +440,9 @@ type Inbound struct {
 	ResponseTopic   string
 	CorrelationData []byte
 	Client          string
+	// Identity is who the publishing client was logged in as when the
+	// message arrived; Reply checks the response topic against it.
+	Identity Identity
 }
 
 // Subscribe calls fn for every message matching filter, in the
@@ -354,6 +457,7 @@ func (b *Broker) Subscribe(filter string, id int, fn func(Inbound)) error {
 			ResponseTopic:   pk.Properties.ResponseTopic,
 			CorrelationData: append([]byte(nil), pk.Properties.CorrelationData...),
 			Client:          pk.Origin, // the publisher; the handler's client is the subscriber
+			Identity:        b.access.identityOf(pk.Origin),
 		})
 	})
 }
@@ -365,7 +469,7 @@ var ErrReplyNotAllowed = errors.New("localbroker: the requester may not publish 
 
 // Reply publishes an MQTT 5 response to req's response topic with its
 // correlation data (not retained, not captured for the uplink), if the
-// requester itself may publish there.
+// requester itself (req.Identity) may publish there.
 func (b *Broker) Reply(req Inbound, payload []byte) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -376,8 +480,8 @@ func (b *Broker) Reply(req Inbound, payload []byte) error {
 	if !validPublishTopic(topic) {
 		return fmt.Errorf("localbroker: reply to invalid response topic %q", topic)
 	}
-	if !b.access.mayPublish(req.Client, topic) {
-		return fmt.Errorf("%w (%s to %q)", ErrReplyNotAllowed, req.Client, topic)
+	if !b.access.mayPublish(req.Identity, topic) {
+		return fmt.Errorf("%w (%s, user %q, to %q)", ErrReplyNotAllowed, req.Client, req.Identity.Name, topic)
 	}
 	b.enqueue(outbound{topic: topic, payload: append([]byte(nil), payload...), reply: true,
 		corr: append([]byte(nil), req.CorrelationData...)})

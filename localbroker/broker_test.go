@@ -440,7 +440,7 @@ func TestReplyObeysTheRequestersRights(t *testing.T) {
 	b := startBroker(t, func(o *Opts) { o.AnonymousRole = RoleOperator })
 	sub := connect(t, dialTCP(t, b), "watcher")
 	sub.subscribe(t, prefix+"/status")
-	err := b.Reply(Inbound{ResponseTopic: prefix + "/status", Client: "app"}, []byte(`{"error":"x"}`))
+	err := b.Reply(Inbound{ResponseTopic: prefix + "/status", Client: "app", Identity: Identity{Role: RoleOperator}}, []byte(`{"error":"x"}`))
 	if !errors.Is(err, ErrReplyNotAllowed) {
 		t.Fatalf("reply to a gateway topic: %v, want ErrReplyNotAllowed", err)
 	}

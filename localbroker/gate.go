@@ -50,16 +50,7 @@ func (g *gate) admit(remote net.Addr) (release func(), refused string) {
 	host := sourceOf(remote)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	now := g.now()
-	a := g.addrs[host]
-	if a == nil {
-		if len(g.addrs) >= maxAddrs {
-			g.prune(now)
-		}
-		a = &addrState{tokens: float64(g.perAddr), at: now}
-		g.addrs[host] = a
-	}
-	a.refill(now, g.rate, float64(g.perAddr))
+	a := g.bucket(host)
 	switch {
 	case g.total >= g.maxTotal:
 		return nil, refusedTotal
@@ -121,4 +112,38 @@ func hostOf(a net.Addr) string {
 		return a.String()
 	}
 	return h
+}
+
+// peek reports whether remote's bucket holds a token, without taking
+// one: the failed-login limit asks before a check and charges only a
+// failure (see take).
+func (g *gate) peek(remote net.Addr) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.bucket(sourceOf(remote)).tokens >= 1
+}
+
+// take takes a token from remote's bucket, if it has one.
+func (g *gate) take(remote net.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if a := g.bucket(sourceOf(remote)); a.tokens >= 1 {
+		a.tokens--
+	}
+}
+
+// bucket returns host's state with its tokens brought up to date; the
+// caller holds g.mu.
+func (g *gate) bucket(host string) *addrState {
+	now := g.now()
+	a := g.addrs[host]
+	if a == nil {
+		if len(g.addrs) >= maxAddrs {
+			g.prune(now)
+		}
+		a = &addrState{tokens: float64(g.perAddr), at: now}
+		g.addrs[host] = a
+	}
+	a.refill(now, g.rate, float64(g.perAddr))
+	return a
 }

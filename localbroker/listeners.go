@@ -2,6 +2,7 @@ package localbroker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -57,6 +58,7 @@ func (h *handoff) closeWait() {
 
 type tcpListener struct {
 	id, addr string
+	tls      *tls.Config // nil: plain
 	policy   *connPolicy
 	mu       sync.Mutex
 	ln       net.Listener
@@ -67,8 +69,9 @@ type tcpListener struct {
 
 var _ listeners.Listener = (*tcpListener)(nil)
 
-func newTCPListener(id, addr string, p *connPolicy) *tcpListener {
-	return &tcpListener{id: id, addr: addr, policy: p}
+// newTCPListener serves MQTT on addr, over TLS when tc is not nil.
+func newTCPListener(id, addr string, tc *tls.Config, p *connPolicy) *tcpListener {
+	return &tcpListener{id: id, addr: addr, tls: tc, policy: p}
 }
 
 func (l *tcpListener) Init(log *slog.Logger) error {
@@ -77,6 +80,10 @@ func (l *tcpListener) Init(log *slog.Logger) error {
 		return err
 	}
 	l.ln, l.log = &gatedListener{Listener: ln, p: l.policy}, log
+	if l.tls != nil {
+		// The handshake runs in mochi's first Read, within connect_timeout.
+		l.ln = tls.NewListener(l.ln, l.tls)
+	}
 	return nil
 }
 
@@ -91,9 +98,11 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			conn.Close()
 			return
 		}
-		// The CONNECT must arrive within connect_timeout; mochi replaces
-		// this deadline with the keep-alive's once it has read one.
-		_ = conn.SetReadDeadline(time.Now().Add(l.policy.connectTimeout))
+		// The CONNECT (and the TLS handshake before it) must arrive
+		// within connect_timeout; mochi replaces this read deadline with
+		// the keep-alive's once it has read one, and the writer sets its
+		// own write deadlines.
+		_ = conn.SetDeadline(time.Now().Add(l.policy.connectTimeout))
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
@@ -139,6 +148,7 @@ type wsListener struct {
 	// selfHosts are the Origin host names that count as this machine.
 	selfHosts map[string]struct{}
 	ln        net.Listener
+	tls       *tls.Config // nil: plain
 	srv       *http.Server
 	log       *slog.Logger
 	up        websocket.Upgrader
@@ -150,8 +160,10 @@ type wsListener struct {
 
 var _ listeners.Listener = (*wsListener)(nil)
 
-func newWSListener(id, addr string, origins []string, p *connPolicy) *wsListener {
-	l := &wsListener{id: id, addr: addr, origins: origins, policy: p}
+// newWSListener serves MQTT over WebSocket on addr, over TLS (wss://)
+// when tc is not nil.
+func newWSListener(id, addr string, origins []string, tc *tls.Config, p *connPolicy) *wsListener {
+	l := &wsListener{id: id, addr: addr, origins: origins, tls: tc, policy: p}
 	l.up = websocket.Upgrader{
 		Subprotocols:    []string{"mqtt"},
 		CheckOrigin:     l.checkOrigin,
@@ -229,6 +241,10 @@ func (l *wsListener) Init(log *slog.Logger) error {
 		return err
 	}
 	l.ln, l.log = &gatedListener{Listener: ln, p: l.policy}, log
+	if l.tls != nil {
+		// net/http runs the handshake within ReadTimeout.
+		l.ln = tls.NewListener(l.ln, l.tls)
+	}
 	l.selfHosts = OwnHosts(ln.Addr())
 	// One request per connection, read within connect_timeout: a
 	// connection that does not upgrade cannot keep its slot with

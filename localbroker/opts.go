@@ -1,14 +1,16 @@
 package localbroker
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/secretfile"
 )
 
-// Roles for anonymous clients, weakest first.
+// Roles of users and of anonymous clients, weakest first.
 const (
 	RoleViewer    = "viewer"    // subscribe to everything
 	RolePublisher = "publisher" // + publish outside the control topics
@@ -18,20 +20,32 @@ const (
 
 // Opts configures the embedded broker. The YAML keys are a contract.
 type Opts struct {
-	// MQTT is the TCP listener address; "" disables it.
+	// MQTT is the plain TCP listener address; "" disables it.
 	MQTT string `yaml:"mqtt"`
-	// WebSocket is the MQTT-over-WebSocket listener address; "" disables it.
+	// WebSocket is the plain MQTT-over-WebSocket listener address; ""
+	// disables it.
 	WebSocket string `yaml:"websocket"`
+	// MQTTS and WSS are the TLS listeners (MQTT over TLS, MQTT over
+	// WebSocket over TLS) with the certificate in TLS; "" disables them.
+	MQTTS string `yaml:"mqtts"`
+	WSS   string `yaml:"wss"`
+	TLS   TLS    `yaml:"tls"`
 	// WebSocketOrigins lists the browser origins (e.g.
 	// "http://dashboard.lan:3000") that may open MQTT-over-WebSocket
 	// connections besides pages served from the broker's own host name.
 	// "*" allows every origin.
 	WebSocketOrigins []string `yaml:"websocket_origins"`
 	// AllowAnonymous lets clients connect without credentials, with the
-	// rights of AnonymousRole. When false every client is refused until
-	// users are configured.
+	// rights of AnonymousRole. When false only users may connect.
 	AllowAnonymous bool   `yaml:"allow_anonymous"`
 	AnonymousRole  string `yaml:"anonymous_role"`
+	// MaxLoginFailures is how many failed logins one source address may
+	// have a minute (in bursts of up to as many); beyond, its logins are
+	// refused at once, without checking the password.
+	MaxLoginFailures int `yaml:"max_login_failures"`
+	// Users are the accounts: the config's top-level users list, which
+	// configs copies here.
+	Users []User `yaml:"-"`
 
 	// MaxPacketSize caps an incoming MQTT packet ("256KiB").
 	MaxPacketSize int64 `yaml:"max_packet_size" edged:"size"`
@@ -80,6 +94,7 @@ func DefaultOpts() Opts {
 		WebSocket:        "127.0.0.1:8083",
 		AllowAnonymous:   true,
 		AnonymousRole:    RoleViewer,
+		MaxLoginFailures: 5,
 		MaxPacketSize:    256 << 10,
 		MaxInflight:      64,
 		MaxPendingWrites: 256,
@@ -100,7 +115,7 @@ func DefaultOpts() Opts {
 
 // Validate reports the first problem with o, naming the YAML key.
 func (o *Opts) Validate() error {
-	for _, f := range []struct{ key, addr string }{{"mqtt", o.MQTT}, {"websocket", o.WebSocket}} {
+	for _, f := range []struct{ key, addr string }{{"mqtt", o.MQTT}, {"websocket", o.WebSocket}, {"mqtts", o.MQTTS}, {"wss", o.WSS}} {
 		if f.addr == "" {
 			continue
 		}
@@ -108,10 +123,25 @@ func (o *Opts) Validate() error {
 			return sensors.FieldErrorf(f.key, "listen address %q: %v (want host:port, e.g. 127.0.0.1:1883)", f.addr, err)
 		}
 	}
-	switch o.AnonymousRole {
-	case RoleViewer, RolePublisher, RoleOperator, RoleAdmin:
-	default:
+	if err := o.TLS.Validate(); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	for _, f := range []struct{ key, addr string }{{"mqtts", o.MQTTS}, {"wss", o.WSS}} {
+		if f.addr != "" && o.TLS.CertFile == "" {
+			return sensors.FieldErrorf(f.key, "a TLS listener needs the certificate: add tls: {cert_file: ..., key_file: ...}")
+		}
+	}
+	if o.MQTTS == "" && o.WSS == "" && o.TLS.CertFile != "" {
+		return sensors.FieldErrorf("tls", "no TLS listener uses it: set mqtts or wss")
+	}
+	if !validRole(o.AnonymousRole) {
 		return sensors.FieldErrorf("anonymous_role", "unknown role %q (want viewer, publisher, operator or admin)", o.AnonymousRole)
+	}
+	if o.MaxLoginFailures < 1 {
+		return sensors.FieldErrorf("max_login_failures", "must be at least 1")
+	}
+	if err := validateUsers(o.Users); err != nil {
+		return err
 	}
 	if o.MaxPacketSize < 1024 || o.MaxPacketSize > 256<<20 {
 		return sensors.FieldErrorf("max_packet_size", "%d bytes is out of range (1KiB..256MiB)", o.MaxPacketSize)
@@ -159,8 +189,75 @@ func (o *Opts) Validate() error {
 	if o.MaxRetainedBytes < 1024 {
 		return sensors.FieldErrorf("max_retained_bytes", "%d bytes is below 1KiB", o.MaxRetainedBytes)
 	}
-	if o.MQTT == "" && o.WebSocket == "" {
-		return fmt.Errorf("no listener: set mqtt or websocket (local apps could not reach the readings)")
+	if o.MQTT == "" && o.WebSocket == "" && o.MQTTS == "" && o.WSS == "" {
+		return fmt.Errorf("no listener: set mqtt, websocket, mqtts or wss (local apps could not reach the readings)")
 	}
 	return nil
+}
+
+// validateUsers checks every user, and that no name or token is used
+// twice.
+func validateUsers(users []User) error {
+	names := map[string]bool{}
+	tokens := map[string]string{}
+	for i := range users {
+		u := &users[i]
+		if err := u.Validate(); err != nil {
+			return fmt.Errorf("users[%d]: %w", i, err)
+		}
+		if names[u.Name] {
+			return fmt.Errorf("users[%d]: name: user %q is defined twice", i, u.Name)
+		}
+		names[u.Name] = true
+		for _, t := range u.Tokens {
+			if other, dup := tokens[t]; dup {
+				return fmt.Errorf("users[%d]: tokens: a token of user %q is also one of user %q", i, u.Name, other)
+			}
+			tokens[t] = u.Name
+		}
+	}
+	return nil
+}
+
+// TLS is a TLS listener's certificate: PEM files read at start (a new
+// certificate takes a restart). The key file is refused if others may
+// read it.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Validate wants both files or neither.
+func (t *TLS) Validate() error {
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		return sensors.FieldErrorf("key_file", "missing: cert_file needs its key_file")
+	case t.CertFile == "" && t.KeyFile != "":
+		return sensors.FieldErrorf("cert_file", "missing: key_file needs its cert_file")
+	}
+	return nil
+}
+
+// ServerConfig reads the certificate and key and returns a server
+// configuration (TLS 1.2 and newer).
+func (t TLS) ServerConfig() (*tls.Config, error) {
+	cert, err := secretfile.KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls %w", err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, nil
+}
+
+// IsLoopback reports whether a listen address only takes connections
+// from this machine (127.0.0.0/8, ::1, localhost).
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/secretfile"
 	"github.com/edged/edged/uplink/wal"
 )
 
@@ -265,9 +265,9 @@ func (u *Uplink) prepareConn() error {
 	}
 	u.addr = p.Host
 	if u.opts.PasswordFile != "" {
-		b, err := readSecretFile("password_file", u.opts.PasswordFile)
+		b, err := secretfile.Read("password_file", u.opts.PasswordFile)
 		if err != nil {
-			return err
+			return fmt.Errorf("uplink: %w", err)
 		}
 		u.password = []byte(strings.TrimRight(string(b), "\r\n"))
 	} else if u.opts.Password != "" {
@@ -297,47 +297,14 @@ func (u *Uplink) prepareConn() error {
 		c.RootCAs = pool
 	}
 	if t.CertFile != "" {
-		certPEM, err := os.ReadFile(t.CertFile)
+		cert, err := secretfile.KeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
-			return fmt.Errorf("uplink: tls cert_file: %w", err)
-		}
-		keyPEM, err := readSecretFile("tls key_file", t.KeyFile)
-		if err != nil {
-			return err
-		}
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return fmt.Errorf("uplink: tls client certificate: %w", err)
+			return fmt.Errorf("uplink: tls %w", err)
 		}
 		c.Certificates = []tls.Certificate{cert}
 	}
 	u.tlsConf = c
 	return nil
-}
-
-// readSecretFile reads a file holding a secret (key names the config key
-// in errors). It refuses a file that every user of the machine may read:
-// the secret would be as good as public. Group-readable is fine, so a
-// root-owned file can be shared with the service through its group. The
-// mode is taken from the open file, so it is the mode of what is read.
-func readSecretFile(key, path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("uplink: %s: %w", key, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("uplink: %s: %w", key, err)
-	}
-	if m := fi.Mode().Perm(); m&0o004 != 0 {
-		return nil, fmt.Errorf("uplink: %s %s: mode %04o is readable by others; chmod 600 (or 640 with the group of the service)", key, path, uint32(m))
-	}
-	b, err := io.ReadAll(f)
-	if err != nil {
-		return nil, fmt.Errorf("uplink: %s: %w", key, err)
-	}
-	return b, nil
 }
 
 // BufferDir is where the daemon keeps the uplink buffer under its state

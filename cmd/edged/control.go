@@ -46,7 +46,7 @@ func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) erro
 		}
 		if m.ResponseTopic != "" {
 			// Only what Reply needs, not the payload, waits for the answer.
-			req := localbroker.Inbound{ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, Client: m.Client}
+			req := localbroker.Inbound{ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, Client: m.Client, Identity: m.Identity}
 			r.Reply = func(payload []byte) error { return d.broker.Reply(req, payload) }
 		}
 		inbox.Submit(r)

@@ -25,6 +25,8 @@ Usage:
   edged read -c FILE SENSOR_ID    open one sensor and print one reading (wiring check)
   edged buffer stat -c FILE       show the uplink backlog on disk (works while the daemon runs)
   edged i2c scan [--bus NAME]     probe I2C addresses like i2cdetect and name known devices (bus "1")
+  edged passwd                    read a password (no echo, or a line on stdin) and print its password_hash line
+  edged token                     print a new HTTP API token and the tokens line for its user
   edged drivers                   list the driver names a config can use
   edged version                   print the version
 
@@ -66,6 +68,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdBuffer(rest, stdout, stderr)
 	case "i2c":
 		err = cmdI2C(rest, stdout, stderr)
+	case "passwd":
+		err = cmdPasswd(rest, os.Stdin, stdout, stderr)
+	case "token":
+		err = cmdToken(rest, stdout)
 	case "drivers":
 		cmdDrivers(stdout)
 	case "version", "-version", "--version":

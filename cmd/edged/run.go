@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -180,20 +179,25 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.startControllers(ctx, cfg); err != nil {
 		return nil, err
 	}
-	if cfg.HTTP.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if cfg.HTTP.Listen != "" || cfg.HTTP.ListenTLS != "" {
+		lns, hosts, err := listenHTTP(cfg.HTTP, len(cfg.Users), log)
 		if err != nil {
-			return nil, fmt.Errorf("http listener %s: %w", cfg.HTTP.Listen, err)
+			return nil, err
 		}
-		d.http = newHTTPServer(d.routes(), localbroker.OwnHosts(ln.Addr()), defaultHTTPLimits)
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			if err := d.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("http server stopped", "error", err)
-			}
-		}()
-		log.Info("http listening", "addr", ln.Addr().String())
+		d.http = newHTTPServer(d.routes(), hosts, defaultHTTPLimits)
+		// A client's failed TLS handshake is its mistake: debug, not a
+		// line on stderr per attempt.
+		d.http.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+		for _, ln := range lns {
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				if err := d.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					log.Error("http server stopped", "error", err)
+				}
+			}()
+			log.Info("http listening", "addr", ln.Addr().String())
+		}
 	}
 	d.wg.Add(2)
 	go func() {

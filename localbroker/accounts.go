@@ -1,0 +1,402 @@
+package localbroker
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/secretfile"
+)
+
+// User is one account of the top-level `users:` list. The same accounts
+// log in over MQTT (user name and password in CONNECT), MQTT over
+// WebSocket, and HTTP (a password, or a bearer token).
+type User struct {
+	Name string `yaml:"name"`
+	// Password is never accepted: it exists so that a plaintext
+	// password gets a clear error instead of "unknown key".
+	Password string `yaml:"password"`
+	// PasswordHash is a bcrypt hash ("$2a$10$..." from `edged passwd`),
+	// inline or as ${ENV_VAR}; or PasswordHashFile names a file holding
+	// it, refused if others may read it.
+	PasswordHash     string `yaml:"password_hash" edged:"env"`
+	PasswordHashFile string `yaml:"password_hash_file"`
+	// Role is viewer, publisher, operator or admin.
+	Role string `yaml:"role"`
+	// Publish, when set, narrows what the role may publish to the topics
+	// matching one of these filters; everything else is denied (the
+	// explicit final deny). It never widens the role.
+	Publish []string `yaml:"publish"`
+	// Tokens are the SHA-256 hashes ("sha256:<64 hex>", from `edged
+	// token`) of bearer tokens for the HTTP API.
+	Tokens []string `yaml:"tokens"`
+}
+
+// Limits of a bcrypt hash's cost: below bcryptMinCost a stolen config
+// is cracked fast, above bcryptMaxCost one login keeps a Pi 2 core busy
+// for seconds (cost 10 takes 47 ms on a 2020s x86 core, 70 ms under
+// qemu-arm; every step doubles it).
+const (
+	bcryptMinCost = 10
+	bcryptMaxCost = 13
+	// PasswordCost is the cost `edged passwd` hashes with.
+	PasswordCost = 10
+)
+
+// Validate checks one account on its own; Opts.Validate checks them
+// together (duplicate names and tokens).
+func (u *User) Validate() error {
+	switch {
+	case u.Name == "":
+		return sensors.FieldErrorf("name", "missing")
+	case len(u.Name) > 64 || strings.ContainsAny(u.Name, ": \t\r\n\x00"):
+		return sensors.FieldErrorf("name", "%q is not a valid user name (at most 64 characters, no spaces or ':')", u.Name)
+	case u.Password != "":
+		return sensors.FieldErrorf("password", "plaintext passwords are not accepted: run `edged passwd` and set password_hash to the hash it prints")
+	case u.PasswordHash != "" && u.PasswordHashFile != "":
+		return sensors.FieldErrorf("password_hash_file", "set password_hash or password_hash_file, not both")
+	case u.PasswordHash == "" && u.PasswordHashFile == "" && len(u.Tokens) == 0:
+		return sensors.FieldErrorf("password_hash", "missing: this user could never log in (set password_hash, password_hash_file or tokens)")
+	}
+	if u.PasswordHash != "" {
+		if err := checkHash(u.PasswordHash); err != nil {
+			return &sensors.FieldError{Field: "password_hash", Err: err}
+		}
+	}
+	if !validRole(u.Role) {
+		if u.Role == "" {
+			return sensors.FieldErrorf("role", "missing (want viewer, publisher, operator or admin)")
+		}
+		return sensors.FieldErrorf("role", "unknown role %q (want viewer, publisher, operator or admin)", u.Role)
+	}
+	if len(u.Publish) > 0 && u.Role == RoleViewer {
+		return sensors.FieldErrorf("publish", "a viewer may publish nothing, and publish rules only narrow a role: use role publisher")
+	}
+	for i, f := range u.Publish {
+		if err := checkRule(f); err != nil {
+			return sensors.FieldErrorf("publish", "[%d] %q: %v", i, f, err)
+		}
+	}
+	for i, t := range u.Tokens {
+		if _, err := parseTokenHash(t); err != nil {
+			return sensors.FieldErrorf("tokens", "[%d]: %v", i, err)
+		}
+	}
+	return nil
+}
+
+func validRole(r string) bool {
+	switch r {
+	case RoleViewer, RolePublisher, RoleOperator, RoleAdmin:
+		return true
+	}
+	return false
+}
+
+// checkHash accepts bcrypt hashes of a sensible cost only. A plaintext
+// password in password_hash is the mistake this catches first.
+func checkHash(h string) error {
+	cost, err := bcrypt.Cost([]byte(h))
+	if err != nil || !strings.HasPrefix(h, "$2") {
+		return errors.New("not a bcrypt hash (want $2a$10$... as `edged passwd` prints; plaintext passwords are not accepted)")
+	}
+	if cost < bcryptMinCost || cost > bcryptMaxCost {
+		return fmt.Errorf("bcrypt cost %d is out of range (%d..%d; `edged passwd` uses %d)", cost, bcryptMinCost, bcryptMaxCost, PasswordCost)
+	}
+	return nil
+}
+
+// checkRule accepts MQTT topic filters outside $ topics.
+func checkRule(f string) error {
+	switch {
+	case f == "":
+		return errors.New("empty filter")
+	case strings.HasPrefix(f, "$"):
+		return errors.New("$ topics belong to the broker")
+	case strings.ContainsRune(f, 0):
+		return errors.New("contains a NUL character")
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		switch {
+		case l == "#" && i != len(levels)-1:
+			return errors.New("# must be the last level")
+		case l != "#" && l != "+" && strings.ContainsAny(l, "+#"):
+			return errors.New("a wildcard (+ or #) must be a whole level")
+		}
+	}
+	return nil
+}
+
+// matchFilter reports whether topic matches the MQTT filter f.
+func matchFilter(f, topic string) bool {
+	fl, tl := strings.Split(f, "/"), strings.Split(topic, "/")
+	for i, l := range fl {
+		switch {
+		case l == "#":
+			return true
+		case i >= len(tl):
+			return false
+		case l != "+" && l != tl[i]:
+			return false
+		}
+	}
+	return len(fl) == len(tl)
+}
+
+// tokenHashPrefix starts a token hash in the config.
+const tokenHashPrefix = "sha256:"
+
+func parseTokenHash(s string) ([32]byte, error) {
+	var h [32]byte
+	hexPart, ok := strings.CutPrefix(s, tokenHashPrefix)
+	b, err := hex.DecodeString(hexPart)
+	if !ok || err != nil || len(b) != len(h) {
+		return h, fmt.Errorf("want %s followed by 64 hex digits, as `edged token` prints (never the token itself)", tokenHashPrefix)
+	}
+	copy(h[:], b)
+	return h, nil
+}
+
+// tokenPrefix starts every token, so secret scanners and people can
+// tell one apart.
+const tokenPrefix = "edt_"
+
+// NewToken returns a new random bearer token (32 bytes from
+// crypto/rand) and the hash to put in a user's tokens list.
+func NewToken() (token, hash string, err error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", "", fmt.Errorf("localbroker: token: %w", err)
+	}
+	token = tokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	return token, TokenHash(token), nil
+}
+
+// TokenHash is the config form of token: "sha256:" and the hex SHA-256
+// of the token's text. A token has 256 random bits, so a fast hash is
+// enough: there is nothing to guess.
+func TokenHash(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return tokenHashPrefix + hex.EncodeToString(h[:])
+}
+
+// HashPassword returns the bcrypt hash of password at PasswordCost, the
+// form of password_hash.
+func HashPassword(password []byte) (string, error) {
+	if len(password) == 0 {
+		return "", errors.New("localbroker: empty password")
+	}
+	if len(password) > 72 {
+		return "", errors.New("localbroker: password longer than 72 bytes (bcrypt ignores the rest)")
+	}
+	h, err := bcrypt.GenerateFromPassword(password, PasswordCost)
+	if err != nil {
+		return "", fmt.Errorf("localbroker: %w", err)
+	}
+	return string(h), nil
+}
+
+// Identity is who a client is: a user's name and role, or the anonymous
+// identity (Name "") with broker.anonymous_role. The zero Identity may
+// do nothing.
+type Identity struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+// Anonymous reports whether id is the identity of clients without
+// credentials.
+func (id Identity) Anonymous() bool { return id.Name == "" }
+
+// Errors of Authenticate and AuthenticateToken, for callers to branch on
+// (HTTP: 401 and 429).
+var (
+	ErrBadCredentials = errors.New("localbroker: wrong user name, password or token")
+	// ErrTooManyFailures is returned without checking the credentials
+	// when the source address failed too often in the last minute.
+	ErrTooManyFailures = errors.New("localbroker: too many failed logins from this address; wait a minute")
+)
+
+// RoleAtLeast reports whether role has at least the rights of min, in
+// the order viewer < publisher < operator < admin. Unknown roles have
+// none, and no role reaches an unknown min.
+func RoleAtLeast(role, min string) bool {
+	rank := func(r string) int {
+		return slices.Index([]string{RoleViewer, RolePublisher, RoleOperator, RoleAdmin}, r)
+	}
+	return rank(role) >= 0 && rank(min) >= 0 && rank(role) >= rank(min)
+}
+
+// account is a User ready for logins.
+type account struct {
+	id      Identity
+	hash    []byte // nil: no password login
+	publish []string
+}
+
+// accounts checks credentials for every listener and the HTTP API. A
+// failed login costs the source address one of maxFailures tokens,
+// refilled over a minute; with none left, logins from there are refused
+// at once, without running bcrypt. At most bcryptSlots checks run at
+// once, so a login storm cannot take every core from sampling and the
+// control loops.
+type accounts struct {
+	byName     map[string]*account
+	byToken    map[[32]byte]*account
+	anonymous  bool
+	anonRole   string
+	fails      *gate // per-address failure buckets; only its token buckets are used
+	bcryptSlot chan struct{}
+	dummy      []byte // a hash to check unknown users against, so they take as long
+	warn       func(kind, key, msg string, args ...any)
+
+	failed  atomic.Uint64 // credentials checked and wrong
+	limited atomic.Uint64 // refused without a check
+}
+
+// bcryptSlots is how many bcrypt checks may run at once.
+const bcryptSlots = 2
+
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("edged dummy password"), PasswordCost)
+	return h
+})
+
+// newAccounts loads the users (reading every password_hash_file now, so
+// a bad file fails the start).
+func newAccounts(o Opts, warn func(kind, key, msg string, args ...any)) (*accounts, error) {
+	a := &accounts{
+		byName:     map[string]*account{},
+		byToken:    map[[32]byte]*account{},
+		anonymous:  o.AllowAnonymous,
+		anonRole:   o.AnonymousRole,
+		fails:      newGate(1<<30, o.MaxLoginFailures, o.MaxLoginFailures, time.Now),
+		bcryptSlot: make(chan struct{}, bcryptSlots),
+		warn:       warn,
+	}
+	for _, u := range o.Users {
+		acc := &account{id: Identity{Name: u.Name, Role: u.Role}, publish: u.Publish}
+		hash := u.PasswordHash
+		if u.PasswordHashFile != "" {
+			b, err := secretfile.Read("password_hash_file", u.PasswordHashFile)
+			if err != nil {
+				return nil, fmt.Errorf("localbroker: user %s: %w", u.Name, err)
+			}
+			hash = strings.TrimSpace(string(b))
+			if err := checkHash(hash); err != nil {
+				return nil, fmt.Errorf("localbroker: user %s: password_hash_file %s: %w", u.Name, u.PasswordHashFile, err)
+			}
+		}
+		if hash != "" {
+			acc.hash = []byte(hash)
+		}
+		a.byName[u.Name] = acc
+		for _, t := range u.Tokens {
+			h, _ := parseTokenHash(t) // validated
+			a.byToken[h] = acc
+		}
+	}
+	if len(a.byName) > 0 {
+		a.dummy = dummyHash()
+	}
+	return a, nil
+}
+
+// anonymousIdentity is the identity of clients without credentials, and
+// whether they are admitted at all.
+func (a *accounts) anonymousIdentity() (Identity, bool) {
+	return Identity{Role: a.anonRole}, a.anonymous
+}
+
+// admitted reports whether remote may try a login now.
+func (a *accounts) admitted(remote net.Addr) bool {
+	if a.fails.peek(remote) {
+		return true
+	}
+	a.limited.Add(1)
+	a.warn("login", sourceOf(remote), "refusing logins from an address that failed too often", "remote", remote.String())
+	return false
+}
+
+// failure charges remote for a failed login and logs it (at most once a
+// minute per address, with the login kind's budget).
+func (a *accounts) failure(remote net.Addr, user, via string) {
+	a.failed.Add(1)
+	a.fails.take(remote)
+	a.warn("login", sourceOf(remote), "refused a login: wrong user name, password or token", "remote", remote.String(), "user", user, "via", via)
+}
+
+// password checks a user name and password.
+func (a *accounts) password(user string, password []byte, remote net.Addr, via string) (Identity, error) {
+	if !a.admitted(remote) {
+		return Identity{}, ErrTooManyFailures
+	}
+	acc := a.byName[user]
+	hash := a.dummy
+	if acc != nil && acc.hash != nil {
+		hash = acc.hash
+	}
+	ok := false
+	if hash != nil {
+		a.bcryptSlot <- struct{}{}
+		ok = bcrypt.CompareHashAndPassword(hash, password) == nil
+		<-a.bcryptSlot
+	}
+	if !ok || acc == nil || acc.hash == nil {
+		a.failure(remote, user, via)
+		return Identity{}, ErrBadCredentials
+	}
+	return acc.id, nil
+}
+
+// token checks a bearer token.
+func (a *accounts) token(token string, remote net.Addr) (Identity, error) {
+	if !a.admitted(remote) {
+		return Identity{}, ErrTooManyFailures
+	}
+	h := sha256.Sum256([]byte(token))
+	for k, acc := range a.byToken {
+		if subtle.ConstantTimeCompare(k[:], h[:]) == 1 {
+			return acc.id, nil
+		}
+	}
+	a.failure(remote, "", "token")
+	return Identity{}, ErrBadCredentials
+}
+
+// mayPublish decides for an identity: its role, then its publish rules.
+func (a *accounts) mayPublish(id Identity, prefix, topic string) bool {
+	if !mayPublish(id.Role, prefix, topic) {
+		return false
+	}
+	if id.Anonymous() {
+		return true
+	}
+	acc := a.byName[id.Name]
+	if acc == nil || acc.id != id {
+		return false // not one of ours
+	}
+	if len(acc.publish) == 0 {
+		return true
+	}
+	for _, f := range acc.publish {
+		if matchFilter(f, topic) {
+			return true
+		}
+	}
+	return false // the explicit final deny
+}

@@ -1,0 +1,350 @@
+package localbroker
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// testHash is the bcrypt hash of "pw-" + name, made once per name.
+var (
+	hashMu sync.Mutex
+	hashes = map[string]string{}
+)
+
+func testHash(t *testing.T, password string) string {
+	t.Helper()
+	hashMu.Lock()
+	defer hashMu.Unlock()
+	if h, ok := hashes[password]; ok {
+		return h
+	}
+	h, err := HashPassword([]byte(password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashes[password] = h
+	return h
+}
+
+// loginConnect connects with user name and password and returns the
+// client, or nil and the CONNACK reason code.
+func loginConnect(t *testing.T, conn net.Conn, id, user, password string) (*client, byte) {
+	t.Helper()
+	c := &client{msgs: make(chan *paho.Publish, 100)}
+	c.Client = paho.NewClient(paho.ClientConfig{ClientID: id, Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			c.msgs <- pr.Packet
+			return true, nil
+		}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cp := &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}
+	if user != "" {
+		cp.Username, cp.UsernameFlag = user, true
+		cp.Password, cp.PasswordFlag = []byte(password), true
+	}
+	ca, err := c.Connect(ctx, cp)
+	if ca != nil && ca.ReasonCode != 0 {
+		return nil, ca.ReasonCode
+	}
+	if err != nil {
+		t.Fatalf("connect %s as %q: %v", id, user, err)
+	}
+	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
+	return c, 0
+}
+
+func usersBroker(t *testing.T, mod func(*Opts)) *Broker {
+	t.Helper()
+	return startBroker(t, func(o *Opts) {
+		o.AllowAnonymous = false
+		o.Users = []User{
+			{Name: "viewer", PasswordHash: testHash(t, "pw-viewer"), Role: RoleViewer},
+			{Name: "op", PasswordHash: testHash(t, "pw-op"), Role: RoleOperator},
+			{Name: "vent-op", PasswordHash: testHash(t, "pw-vent-op"), Role: RoleOperator, Publish: []string{prefix + "/control/vent/set"}},
+			{Name: "esp-3", PasswordHash: testHash(t, "pw-esp-3"), Role: RolePublisher, Publish: []string{"home/esp-3/#"}},
+		}
+		if mod != nil {
+			mod(o)
+		}
+	})
+}
+
+// TestLoginMatrix: users log in with their password only; without
+// credentials nobody gets in once anonymous access is off. Before issue
+// 8 there were no accounts: every client was anonymous.
+func TestLoginMatrix(t *testing.T) {
+	b := usersBroker(t, nil)
+	for _, tc := range []struct {
+		name, user, password string
+		code                 byte
+	}{
+		{"right password", "op", "pw-op", 0},
+		{"wrong password", "op", "pw-viewer", 0x86},
+		{"unknown user", "nobody", "pw-op", 0x86},
+		{"anonymous when disabled", "", "", 0x87},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, code := loginConnect(t, dialTCP(t, b), "c-"+strings.ReplaceAll(tc.name, " ", "-"), tc.user, tc.password)
+			if code != tc.code {
+				t.Fatalf("CONNACK 0x%02x, want 0x%02x", code, tc.code)
+			}
+		})
+	}
+}
+
+// TestUserRightsAndRules: a viewer's command is refused, an operator's
+// accepted; publish rules narrow a role to their topics (the final
+// deny), and never widen it.
+func TestUserRightsAndRules(t *testing.T) {
+	b := usersBroker(t, nil)
+	for _, tc := range []struct {
+		user, topic string
+		ok          bool
+	}{
+		{"viewer", prefix + "/control/heat/set", false},
+		{"viewer", "home/x", false},
+		{"op", prefix + "/control/heat/set", true},
+		{"op", "home/x", true},
+		{"vent-op", prefix + "/control/vent/set", true},
+		{"vent-op", prefix + "/control/heat/set", false},
+		{"vent-op", "home/x", false},
+		{"esp-3", "home/esp-3/temp", true},
+		{"esp-3", "home/esp-4/temp", false},
+		{"esp-3", prefix + "/sensor/air/temperature", false},
+	} {
+		c, code := loginConnect(t, dialTCP(t, b), "c-"+tc.user, tc.user, "pw-"+tc.user)
+		if code != 0 {
+			t.Fatalf("%s: CONNACK 0x%02x", tc.user, code)
+		}
+		rc, err := c.publish(tc.topic, `{"mode":"off"}`)
+		if got := err == nil && rc < 0x80; got != tc.ok {
+			t.Errorf("%s publishing %s: reason 0x%02x err %v, want allowed=%v", tc.user, tc.topic, rc, err, tc.ok)
+		}
+		id := Identity{Name: tc.user, Role: map[string]string{"viewer": RoleViewer, "op": RoleOperator, "vent-op": RoleOperator, "esp-3": RolePublisher}[tc.user]}
+		if b.MayPublish(id, tc.topic) != tc.ok {
+			t.Errorf("MayPublish(%v, %s) = %v", id, tc.topic, !tc.ok)
+		}
+		c.Disconnect(&paho.Disconnect{})
+	}
+	if b.MayPublish(Identity{Name: "op", Role: RoleAdmin}, "$SYS/x") {
+		t.Error("an identity that is not the configured user's got its claimed role")
+	}
+}
+
+// TestLoginFailuresRateLimited: after max_login_failures wrong
+// passwords from one address, logins from it are refused at once
+// without a bcrypt check, the right password too, and the log holds one
+// line.
+func TestLoginFailuresRateLimited(t *testing.T) {
+	b := usersBroker(t, func(o *Opts) { o.MaxLoginFailures = 3 })
+	for i := range 3 {
+		if _, code := loginConnect(t, dialTCP(t, b), "x", "op", "wrong"); code != 0x86 {
+			t.Fatalf("attempt %d: CONNACK 0x%02x, want 0x86", i, code)
+		}
+	}
+	for i := range 5 {
+		if _, code := loginConnect(t, dialTCP(t, b), "x", "op", "pw-op"); code != 0x9f {
+			t.Fatalf("attempt %d after the limit: CONNACK 0x%02x, want 0x9f", i, code)
+		}
+	}
+	if _, err := b.Authenticate("op", "pw-op", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}); !errors.Is(err, ErrTooManyFailures) {
+		t.Errorf("HTTP login from the same address: %v, want ErrTooManyFailures", err)
+	}
+	if id, err := b.Authenticate("op", "pw-op", &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7)}); err != nil || id != (Identity{Name: "op", Role: RoleOperator}) {
+		t.Errorf("another address: %v %v", id, err)
+	}
+	s := b.Stats()
+	if s.LoginFailures != 3 || s.LoginsLimited != 6 {
+		t.Errorf("login_failures %d, logins_limited %d; want 3 and 6", s.LoginFailures, s.LoginsLimited)
+	}
+}
+
+// TestTakeoverAcrossUsersRefused: identities are kept per connection,
+// and a client id held by one user cannot be taken over by another (who
+// would inherit its session and, for Reply, its name).
+func TestTakeoverAcrossUsersRefused(t *testing.T) {
+	b := usersBroker(t, nil)
+	if _, code := loginConnect(t, dialTCP(t, b), "shared-id", "op", "pw-op"); code != 0 {
+		t.Fatalf("CONNACK 0x%02x", code)
+	}
+	if _, code := loginConnect(t, dialTCP(t, b), "shared-id", "viewer", "pw-viewer"); code != 0x87 {
+		t.Fatalf("takeover by another user: CONNACK 0x%02x, want 0x87", code)
+	}
+	if _, code := loginConnect(t, dialTCP(t, b), "shared-id", "op", "pw-op"); code != 0 {
+		t.Fatalf("takeover by the same user: CONNACK 0x%02x", code)
+	}
+}
+
+// TestReplyPerUser: a reply goes to a response topic only if the user
+// who sent the request may publish there (its rules included).
+func TestReplyPerUser(t *testing.T) {
+	b := usersBroker(t, nil)
+	reqs := make(chan Inbound, 2)
+	if err := b.Subscribe(prefix+"/control/+/set", 7, func(m Inbound) { reqs <- m }); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		user, topic, response string
+		ok                    bool
+	}{
+		{"op", "heat", "app/replies", true},
+		{"vent-op", "vent", "app/replies", false}, // outside its rules
+	} {
+		c, code := loginConnect(t, dialTCP(t, b), "c-"+tc.user, tc.user, "pw-"+tc.user)
+		if code != 0 {
+			t.Fatalf("CONNACK 0x%02x", code)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := c.Publish(ctx, &paho.Publish{Topic: prefix + "/control/" + tc.topic + "/set", QoS: 1, Payload: []byte(`{}`),
+			Properties: &paho.PublishProperties{ResponseTopic: tc.response, CorrelationData: []byte("1")}})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := <-reqs
+		if req.Identity.Name != tc.user {
+			t.Fatalf("request identity %+v, want user %s", req.Identity, tc.user)
+		}
+		err = b.Reply(req, []byte(`{}`))
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: reply to %s: %v, want allowed=%v", tc.user, tc.response, err, tc.ok)
+		}
+	}
+}
+
+func TestAuthenticateToken(t *testing.T) {
+	tok, hash, err := NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(tok, "edt_") || len(tok) != 4+43 || TokenHash(tok) != hash || !strings.HasPrefix(hash, "sha256:") || len(hash) != 7+64 {
+		t.Fatalf("token %q hash %q", tok, hash)
+	}
+	b := usersBroker(t, func(o *Opts) {
+		o.Users = append(o.Users, User{Name: "dash", Role: RoleViewer, Tokens: []string{hash}})
+	})
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5}
+	if id, err := b.AuthenticateToken(tok, remote); err != nil || id != (Identity{Name: "dash", Role: RoleViewer}) {
+		t.Fatalf("token login: %v %v", id, err)
+	}
+	if _, err := b.AuthenticateToken(tok+"x", remote); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("wrong token: %v", err)
+	}
+	if _, err := b.Authenticate("dash", "", remote); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("password login of a token-only user: %v", err)
+	}
+	if id, ok := b.Anonymous(); ok || id.Role != RoleViewer || !id.Anonymous() {
+		t.Fatalf("Anonymous() = %v %v", id, ok)
+	}
+}
+
+// TestTokenHashIsSHA256 pins the config form of a token against a
+// known vector, so `edged token` and the broker cannot drift apart.
+func TestTokenHashIsSHA256(t *testing.T) {
+	if got := TokenHash("abc"); got != "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" {
+		t.Fatal(got)
+	}
+}
+
+func TestHashPassword(t *testing.T) {
+	h, err := HashPassword([]byte("correct horse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cost, _ := bcrypt.Cost([]byte(h)); cost != PasswordCost || checkHash(h) != nil {
+		t.Fatalf("hash %q", h)
+	}
+	if bcrypt.CompareHashAndPassword([]byte(h), []byte("correct horse")) != nil {
+		t.Fatal("hash does not match")
+	}
+	for _, pw := range []string{"", strings.Repeat("x", 73)} {
+		if _, err := HashPassword([]byte(pw)); err == nil {
+			t.Errorf("password of %d bytes accepted", len(pw))
+		}
+	}
+}
+
+func TestRoleAtLeast(t *testing.T) {
+	for _, tc := range []struct {
+		role, min string
+		ok        bool
+	}{
+		{RoleAdmin, RoleOperator, true}, {RoleOperator, RoleOperator, true}, {RolePublisher, RoleOperator, false},
+		{RoleViewer, RoleViewer, true}, {"", RoleViewer, false}, {"root", RoleViewer, false}, {RoleAdmin, "root", false},
+	} {
+		if RoleAtLeast(tc.role, tc.min) != tc.ok {
+			t.Errorf("RoleAtLeast(%q, %q) = %v", tc.role, tc.min, !tc.ok)
+		}
+	}
+}
+
+func TestMatchFilter(t *testing.T) {
+	for _, tc := range []struct {
+		f, topic string
+		ok       bool
+	}{
+		{"home/esp-3/#", "home/esp-3/t", true}, {"home/esp-3/#", "home/esp-3", true}, {"home/esp-3/#", "home/esp-30/t", false},
+		{"home/+/t", "home/a/t", true}, {"home/+/t", "home/a/b/t", false}, {"a/b", "a/b", true}, {"a/b", "a/b/c", false},
+		{"#", "x/y", true}, {"+", "x", true}, {"+", "x/y", false},
+	} {
+		if matchFilter(tc.f, tc.topic) != tc.ok {
+			t.Errorf("matchFilter(%q, %q) = %v", tc.f, tc.topic, !tc.ok)
+		}
+	}
+}
+
+func TestUserValidate(t *testing.T) {
+	good := testHash(t, "pw-x")
+	low, _ := bcrypt.GenerateFromPassword([]byte("x"), 4)
+	for _, tc := range []struct {
+		u    User
+		want string // "" = valid
+	}{
+		{User{Name: "a", PasswordHash: good, Role: RoleViewer}, ""},
+		{User{Name: "a", Tokens: []string{TokenHash("t")}, Role: RoleAdmin}, ""},
+		{User{Name: "a", PasswordHashFile: "/x", Role: RolePublisher, Publish: []string{"a/+/b", "c/#"}}, ""},
+		{User{Name: "", PasswordHash: good, Role: RoleViewer}, "name: missing"},
+		{User{Name: "a:b", PasswordHash: good, Role: RoleViewer}, "not a valid user name"},
+		{User{Name: "a", Password: "hunter2", Role: RoleViewer}, "password: plaintext passwords are not accepted"},
+		{User{Name: "a", PasswordHash: "hunter2", Role: RoleViewer}, "password_hash: not a bcrypt hash"},
+		{User{Name: "a", PasswordHash: string(low), Role: RoleViewer}, "bcrypt cost 4 is out of range"},
+		{User{Name: "a", PasswordHash: good, PasswordHashFile: "/x", Role: RoleViewer}, "not both"},
+		{User{Name: "a", Role: RoleViewer}, "could never log in"},
+		{User{Name: "a", PasswordHash: good}, "role: missing"},
+		{User{Name: "a", PasswordHash: good, Role: "root"}, `unknown role "root"`},
+		{User{Name: "a", PasswordHash: good, Role: RoleViewer, Publish: []string{"x"}}, "a viewer may publish nothing"},
+		{User{Name: "a", PasswordHash: good, Role: RolePublisher, Publish: []string{"a/#/b"}}, "# must be the last level"},
+		{User{Name: "a", PasswordHash: good, Role: RolePublisher, Publish: []string{"a/b+"}}, "must be a whole level"},
+		{User{Name: "a", PasswordHash: good, Role: RolePublisher, Publish: []string{"$SYS/#"}}, "$ topics"},
+		{User{Name: "a", PasswordHash: good, Role: RolePublisher, Publish: []string{""}}, "empty filter"},
+		{User{Name: "a", Role: RoleViewer, Tokens: []string{"edt_abc"}}, "never the token itself"},
+	} {
+		err := tc.u.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%+v: %v, want %q", tc.u, err, tc.want)
+		}
+	}
+	dup := []User{{Name: "a", PasswordHash: good, Role: RoleViewer}, {Name: "a", PasswordHash: good, Role: RoleAdmin}}
+	if err := validateUsers(dup); err == nil || !strings.Contains(err.Error(), `user "a" is defined twice`) {
+		t.Errorf("duplicate user: %v", err)
+	}
+}
+
+// TestCredentialsIgnoredWithoutUsers: with no users configured, an app
+// that sends a user name is anonymous, as with Mosquitto without a
+// password file, instead of being refused.
+func TestCredentialsIgnoredWithoutUsers(t *testing.T) {
+	b := startBroker(t, nil)
+	if _, code := loginConnect(t, dialTCP(t, b), "legacy-app", "someone", "whatever"); code != 0 {
+		t.Fatalf("CONNACK 0x%02x", code)
+	}
+}
