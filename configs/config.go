@@ -12,6 +12,7 @@ package configs
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -82,6 +83,11 @@ func (l *Log) Validate() error {
 type HTTP struct {
 	// Listen is host:port; "" disables the HTTP server.
 	Listen string `yaml:"listen"`
+	// CORSOrigins lists the browser origins (e.g.
+	// "http://dashboard.lan:3000") besides the gateway's own pages that
+	// may call the API with credentials and send commands. None by
+	// default; "*" is refused, since the API answers with credentials.
+	CORSOrigins []string `yaml:"cors_origins"`
 }
 
 // Validate checks the listen address.
@@ -91,6 +97,12 @@ func (h *HTTP) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(h.Listen); err != nil {
 		return sensors.FieldErrorf("listen", "listen address %q: %v (want host:port, e.g. 127.0.0.1:8080)", h.Listen, err)
+	}
+	for _, o := range h.CORSOrigins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			return sensors.FieldErrorf("cors_origins", "%q is not an origin (want scheme://host[:port], e.g. http://dashboard.lan:3000; \"*\" is not allowed)", o)
+		}
 	}
 	return nil
 }
