@@ -273,12 +273,12 @@ func (s *Server) Handler() http.Handler {
 		if s.corsHeaders(w, r) {
 			return // a preflight, answered
 		}
-		h, pattern := s.mux.Handler(r)
-		if pattern == "" {
+		if _, pattern := s.mux.Handler(r); pattern == "" {
 			writeError(w, http.StatusNotFound, "no such path: "+r.URL.Path)
 			return
 		}
-		h.ServeHTTP(w, r)
+		s.mux.ServeHTTP(w, r) // sets the path values
+
 	})
 }
 
