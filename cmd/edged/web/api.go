@@ -99,8 +99,18 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // readJSON reads a JSON request body: application/json, at most
-// maxBody. It answers the error itself and returns false.
+// maxBody, valid JSON. It answers the error itself and returns false.
 func readJSON(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, ok := readBody(w, r)
+	if ok && !json.Valid(body) {
+		writeError(w, http.StatusBadRequest, "the body is not valid JSON")
+		return nil, false
+	}
+	return body, ok
+}
+
+// readBody is readJSON without the JSON check.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
@@ -114,10 +124,6 @@ func readJSON(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 		} else {
 			writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		}
-		return nil, false
-	}
-	if !json.Valid(body) {
-		writeError(w, http.StatusBadRequest, "the body is not valid JSON")
 		return nil, false
 	}
 	return body, true
@@ -350,7 +356,9 @@ func (s *Server) command(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no controller "+quote(id))
 		return
 	}
-	body, ok := readJSON(w, r)
+	// Even a body that is not JSON goes to the controller's checks, so
+	// the error says what an MQTT sender's reply says.
+	body, ok := readBody(w, r)
 	if !ok {
 		return
 	}
@@ -363,7 +371,11 @@ func (s *Server) command(w http.ResponseWriter, r *http.Request) {
 	}
 	st, err := s.deps.Controllers.Command(ctx, id, body, who)
 	if err != nil {
-		writeError(w, commandStatus(err), err.Error())
+		status := commandStatus(err)
+		if status == http.StatusUnprocessableEntity && !json.Valid(body) {
+			status = http.StatusBadRequest
+		}
+		writeError(w, status, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
