@@ -1,12 +1,21 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 )
 
 // TestHealthzHostCheckedIntegration checks the daemon's own wiring: the
@@ -216,5 +225,233 @@ func TestAPIIntegration(t *testing.T) {
 	apiCall(t, "GET", viewer+"/api/v1/me", "", nil, &vme)
 	if vme["role"] != "viewer" || vme["can_command"] != false {
 		t.Errorf("viewer me: %v", vme)
+	}
+}
+
+// sseStream reads server-sent events from edged.
+type sseStream struct {
+	r      *bufio.Reader
+	cancel context.CancelFunc
+}
+
+type sse struct{ id, name, data string }
+
+// openSSE opens /api/v1/events (resuming after lastID unless it is "").
+// Reads end after a minute (a hang guard) or when the test does.
+func openSSE(t *testing.T, base, lastID string) *sseStream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/api/v1/events", nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); resp.Body.Close() })
+	if resp.StatusCode != 200 {
+		t.Fatalf("events: status %d", resp.StatusCode)
+	}
+	return &sseStream{bufio.NewReader(resp.Body), cancel}
+}
+
+// next returns the next event named one of names (any when none given).
+func (s *sseStream) next(t *testing.T, names ...string) sse {
+	t.Helper()
+	var e sse
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading events: %v", err)
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "" && e.name != "":
+			if len(names) == 0 || slices.Contains(names, e.name) {
+				return e
+			}
+			e = sse{}
+		case strings.HasPrefix(line, "id: "):
+			e.id = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			e.name = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			e.data = line[6:]
+		}
+	}
+}
+
+// TestEventsIntegration: readings arrive as SSE events with increasing
+// ids, a second stream resumes with Last-Event-ID from exactly the next
+// event, and five clients that never read do not stall the others.
+func TestEventsIntegration(t *testing.T) {
+	bin := edgedBinary(t)
+	d, mqttAddr, _, httpAddr := startSim(t, bin, func(s string) string {
+		// One air sample a second, so the stream is busy.
+		return strings.Replace(s, "interval: 5s\n    timeout: 2s", "interval: 1s\n    timeout: 500ms", 1)
+	})
+	base := "http://" + httpAddr
+	// Five stuck clients: tiny receive buffers, never read.
+	for range 5 {
+		nd := net.Dialer{Timeout: 5 * time.Second, Control: slowRcvBuf}
+		c, err := nd.Dial("tcp", httpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := fmt.Fprintf(c, "GET /api/v1/events HTTP/1.1\r\nHost: %s\r\n\r\n", httpAddr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := openSSE(t, base, "")
+	first := a.next(t, "reading")
+	var r struct {
+		Sensor, Quantity, Unit, Time string
+		Value                        float64
+	}
+	if err := json.Unmarshal([]byte(first.data), &r); err != nil || r.Sensor == "" || r.Unit == "" || r.Time == "" {
+		t.Errorf("reading event %q: %v", first.data, err)
+	}
+	after := a.next(t)
+	b := openSSE(t, base, first.id)
+	if got := b.next(t); got != after {
+		t.Errorf("resumed after %s: first event %q, want %q", first.id, got, after)
+	}
+	// The readers keep getting readings, ids increasing, while the stuck
+	// clients sit there; and MQTT readers too.
+	msgs := mqttClient(t, dialT(t, mqttAddr), "edged/sim-01/sensor/air/temperature")
+	last, _ := strconv.ParseUint(after.id, 10, 64)
+	for range 8 {
+		e := a.next(t, "reading")
+		id, _ := strconv.ParseUint(e.id, 10, 64)
+		if id <= last {
+			t.Fatalf("event id %d after %d", id, last)
+		}
+		last = id
+	}
+	b.next(t, "reading")
+	select {
+	case <-msgs:
+	case <-time.After(30 * time.Second):
+		t.Error("no MQTT reading while SSE clients were stuck") // hang guard
+	}
+	// A clean stop does not wait for the streams.
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.done:
+		if d.err != nil {
+			t.Errorf("edged exited with %v after SIGTERM", d.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("edged did not stop within 20 s with SSE clients connected")
+	}
+}
+
+// TestCommandParityIntegration sends the same table of commands through
+// PATCH and through MQTT (with a response topic): each gets the same
+// answer, since both go through control.Inbox's one validation path.
+func TestCommandParityIntegration(t *testing.T) {
+	base, mqttAddr := withRole(t, "operator")
+	conn := dialT(t, mqttAddr)
+	msgs := make(chan *paho.Publish, 64)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) { msgs <- pr.Packet; return true, nil }}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "parity", CleanStart: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(&paho.Disconnect{})
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "parity/reply", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	viaMQTT := func(payload string) string {
+		n++
+		corr := strconv.Itoa(n)
+		if _, err := c.Publish(ctx, &paho.Publish{Topic: "edged/sim-01/control/heat/set", QoS: 1, Payload: []byte(payload),
+			Properties: &paho.PublishProperties{ResponseTopic: "parity/reply", CorrelationData: []byte(corr)}}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			select {
+			case m := <-msgs:
+				if m.Properties != nil && string(m.Properties.CorrelationData) == corr {
+					return string(m.Payload)
+				}
+			case <-ctx.Done():
+				t.Fatalf("no MQTT reply to %s", payload)
+			}
+		}
+	}
+	// outcome reduces an answer to what must agree: the error, or the
+	// commanded fields of the state (input and output move on their own).
+	outcome := func(answer []byte) string {
+		var v struct {
+			Error    string
+			State    json.RawMessage
+			Setpoint *float64
+			Mode     string
+			Gains    map[string]float64
+		}
+		if err := json.Unmarshal(answer, &v); err != nil {
+			return "not JSON: " + string(answer)
+		}
+		if v.Error != "" {
+			return "error: " + v.Error
+		}
+		if v.State != nil {
+			if err := json.Unmarshal(v.State, &v); err != nil {
+				return "bad state: " + string(v.State)
+			}
+		}
+		if v.Setpoint == nil {
+			return "no state: " + string(answer)
+		}
+		return fmt.Sprintf("setpoint %v mode %s gains %v", *v.Setpoint, v.Mode, v.Gains)
+	}
+	for _, tc := range []struct {
+		cmd    string
+		status int
+	}{
+		{`{"setpoint":21}`, 200},
+		{`{"setpoint":99}`, 422},
+		{`{"setpoint":"21"}`, 422},
+		{`{"setpoint":null}`, 422},
+		{`{"mode":"sideways"}`, 422},
+		{`{"nope":1}`, 422},
+		{`{}`, 422},
+		{`null`, 422},
+		{`[1]`, 422},
+		{`{"setpoint":`, 400},
+		{`{"setpoint":21} {"setpoint":22}`, 400},
+		{`{"mode":"manual","output":0.3}`, 200},
+		{`{"output":1.5}`, 422},
+		{`{"output":0.4}`, 200},
+		{`{"mode":"auto"}`, 200},
+		{`{"output":0.4}`, 422},
+		{`{"mode":"auto","output":0.4}`, 422},
+		{`{"gains":{"kp":0.5,"ki":0.002,"kd":0}}`, 200},
+		{`{"gains":{"kp":100,"ki":0,"kd":0}}`, 422},
+		{`{"gains":{"kp":0.5}}`, 422},
+		{`{"reset":"integral"}`, 200},
+		{`{"reset":"all"}`, 422},
+		{`{"autotune":{},"setpoint":20}`, 422},
+		{`{"setpoint":` + strings.Repeat("1", 2000) + `}`, 422},
+	} {
+		mq := outcome([]byte(viaMQTT(tc.cmd)))
+		code, _, body := apiCall(t, "PATCH", base+"/api/v1/controllers/heat", tc.cmd, nil, nil)
+		rest := outcome([]byte(body))
+		if code != tc.status || rest != mq {
+			t.Errorf("%s:\n  MQTT: %s\n  REST: %d %s (want status %d)", tc.cmd, mq, code, rest, tc.status)
+		}
 	}
 }
