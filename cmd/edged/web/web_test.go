@@ -99,7 +99,7 @@ func testDeps(anonRole string) Deps {
 
 // serve runs a Server on a loopback port as edged does (Host check,
 // limits) and returns it and its base URL; both end with the test.
-func serve(t *testing.T, deps Deps, opts Opts) (*Server, string) {
+func serve(t testing.TB, deps Deps, opts Opts) (*Server, string) {
 	t.Helper()
 	s, err := New(deps, opts, nil)
 	if err != nil {
