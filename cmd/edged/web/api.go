@@ -420,7 +420,7 @@ func (s *Server) actuators(w http.ResponseWriter, r *http.Request) {
 	out := []actuatorJSON{}
 	if s.deps.Actuators != nil {
 		for _, a := range s.deps.Actuators.Actuators() {
-			out = append(out, actuatorJSON{a.ID, a.Driver, a.Level, a.SafeState})
+			out = append(out, actuatorJSON(a))
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"actuators": out})
