@@ -12,6 +12,7 @@ package configs
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -89,6 +90,11 @@ type HTTP struct {
 	// disables it. Both serve the same handlers.
 	ListenTLS string          `yaml:"listen_tls"`
 	TLS       localbroker.TLS `yaml:"tls"`
+	// CORSOrigins lists the browser origins (e.g.
+	// "http://dashboard.lan:3000") besides the gateway's own pages that
+	// may call the API with credentials and send commands. None by
+	// default; "*" is refused, since the API answers with credentials.
+	CORSOrigins []string `yaml:"cors_origins"`
 }
 
 // Validate checks the listen addresses and that HTTPS has its
@@ -110,6 +116,12 @@ func (h *HTTP) Validate() error {
 		return sensors.FieldErrorf("tls", "listen_tls needs tls: {cert_file: ..., key_file: ...}")
 	case h.ListenTLS == "" && h.TLS.CertFile != "":
 		return sensors.FieldErrorf("tls", "nothing uses it: set listen_tls")
+	}
+	for _, o := range h.CORSOrigins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			return sensors.FieldErrorf("cors_origins", "%q is not an origin (want scheme://host[:port], e.g. http://dashboard.lan:3000; \"*\" is not allowed)", o)
+		}
 	}
 	return nil
 }

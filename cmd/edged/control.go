@@ -34,6 +34,7 @@ func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) erro
 		}
 	}
 	inbox := control.NewInbox(loops, sensors.SystemClock, d.log)
+	d.loops, d.inbox = loops, inbox
 	prefix := cfg.Device.TopicPrefix + "/control/"
 	// The handler runs in the publishing client's goroutine inside the
 	// broker: Submit only queues, and the reply is sent from the inbox's

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,10 +13,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edged/edged/cmd/edged/web"
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/drivers"
 	"github.com/edged/edged/localbroker"
 	"github.com/edged/edged/pipeline"
+	"github.com/edged/edged/pipeline/control"
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/uplink"
 )
@@ -111,6 +112,9 @@ type daemon struct {
 	queue     *pipeline.Queue
 	poller    *sensors.Poller
 	http      *http.Server
+	web       *web.Server
+	loops     map[string]*control.Loop
+	inbox     *control.Inbox
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -166,6 +170,12 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.pipe.Status(true); err != nil {
 		return nil, fmt.Errorf("publish status: %w", err)
 	}
+	if cfg.HTTP.Listen != "" || cfg.HTTP.ListenTLS != "" {
+		// Before readings flow, so the API's history and events miss none.
+		if err := d.newWeb(cfg); err != nil {
+			return nil, err
+		}
+	}
 	// The Poller hands readings to the pipeline through a queue: a
 	// publish waits for the uplink's disk buffer, and sampling (and the
 	// control loops' input) must not.
@@ -184,7 +194,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 		if err != nil {
 			return nil, err
 		}
-		d.http = newHTTPServer(d.routes(), hosts, defaultHTTPLimits)
+		d.http = d.web.HTTPServer(hosts)
 		// A client's failed TLS handshake is its mistake: debug, not a
 		// line on stderr per attempt.
 		d.http.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
@@ -198,6 +208,11 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 			}()
 			log.Info("http listening", "addr", ln.Addr().String())
 		}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.web.Run(ctx)
+		}()
 	}
 	d.wg.Add(2)
 	go func() {
@@ -306,34 +321,4 @@ func (d *daemon) haltSensors() error {
 	}
 	errs = append(errs, d.env.Close())
 	return errors.Join(errs...)
-}
-
-// routes is the LAN HTTP surface; for now the health check that systemd
-// watchdogs and load balancers probe.
-func (d *daemon) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		type sensorHealth struct {
-			Status    string    `json:"status"`
-			Samples   uint64    `json:"samples"`
-			Failures  uint64    `json:"failures"`
-			LastError string    `json:"last_error,omitempty"`
-			Last      time.Time `json:"last_sample,omitzero"`
-		}
-		out := struct {
-			Status  string                  `json:"status"`
-			Sensors map[string]sensorHealth `json:"sensors"`
-			Broker  localbroker.Stats       `json:"broker"`
-		}{Status: "ok", Sensors: map[string]sensorHealth{}, Broker: d.broker.Stats()}
-		for _, s := range d.poller.Stats() {
-			h := sensorHealth{Status: s.Status.String(), Samples: s.Samples, Failures: s.Failures, Last: s.LastSample}
-			if s.LastError != nil {
-				h.LastError = s.LastError.Error()
-			}
-			out.Sensors[s.ID] = h
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(out)
-	})
-	return mux
 }

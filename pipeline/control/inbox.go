@@ -35,7 +35,16 @@ type Request struct {
 	Client     string // the sender, for the log
 	// Reply sends the answer to the sender; nil when it asked for none.
 	Reply func(payload []byte) error
+	// Done, when set, is called once with the same answer and the error
+	// behind it (nil when the command was applied), so a caller that
+	// maps errors to statuses (the REST API) need not parse the reply.
+	// It runs on the inbox's goroutine and must not block. See Do.
+	Done func(reply []byte, err error)
 }
+
+// ErrStopped is returned by Do when the inbox no longer applies
+// commands (Run has returned: edged is stopping).
+var ErrStopped = errors.New("control: not taking commands (edged is stopping)")
 
 // Inbox takes commands for a set of loops and applies them in order on
 // its own goroutine (Run). Submit never blocks, so it can run in the
@@ -56,6 +65,7 @@ type Inbox struct {
 	log   *slog.Logger
 	lim   *ratelog.Limiter
 	wake  chan struct{} // Submit added work
+	done  chan struct{} // closed when Run returns
 
 	mu      sync.Mutex
 	pending map[string][]queued // per controller, oldest first; keys fixed by NewInbox
@@ -97,6 +107,7 @@ func NewInbox(loops map[string]*Loop, clock sensors.Clock, log *slog.Logger) *In
 		log:     log.With("component", "control"),
 		lim:     ratelog.New(summaryEvery, 4, clock),
 		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
 		pending: map[string][]queued{},
 		lost:    map[string]int{},
 		counts:  map[string]*burstCounts{},
@@ -134,6 +145,42 @@ func (in *Inbox) Submit(r Request) {
 	select {
 	case in.wake <- struct{}{}:
 	default:
+	}
+}
+
+// Do submits r, with Done set to its own, and waits for the answer:
+// the reply Submit's sender would get, and the error behind it (one
+// wrapping ErrCommand for a refused command, ErrSuperseded, or a "no
+// controller" error). It goes through the same queue and checks as a
+// command from MQTT. It returns ctx's error if ctx ends first (the
+// command may still be applied), and ErrStopped once Run has returned.
+func (in *Inbox) Do(ctx context.Context, r Request) (reply []byte, err error) {
+	type answer struct {
+		reply []byte
+		err   error
+	}
+	ch := make(chan answer, 1) // Done never blocks the inbox
+	r.Done = func(reply []byte, err error) { ch <- answer{reply, err} }
+	select {
+	case <-in.done:
+		return nil, ErrStopped
+	default:
+	}
+	in.Submit(r)
+	select {
+	case a := <-ch:
+		return a.reply, a.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-in.done:
+		// Run answers what waits when it stops; take that answer if
+		// it came.
+		select {
+		case a := <-ch:
+			return a.reply, a.err
+		default:
+			return nil, ErrStopped
+		}
 	}
 }
 
@@ -251,6 +298,7 @@ func (in *Inbox) Run(ctx context.Context) {
 	defer func() {
 		summary.Stop()
 		in.summarise()
+		close(in.done)
 	}()
 	for {
 		select {
@@ -298,7 +346,7 @@ func (in *Inbox) handle() {
 		} else {
 			in.refused(o.req, o.err, c)
 		}
-		in.reply(o.req, errorReply(o.err), c)
+		in.reply(o.req, errorReply(o.err), o.err, c)
 	}
 	for id, q := range batch {
 		l := in.loops[id]
@@ -312,7 +360,7 @@ func (in *Inbox) handle() {
 			} else {
 				c.applied++
 			}
-			in.reply(w.req, reply, c)
+			in.reply(w.req, reply, err, c)
 		}
 	}
 	for id, c := range in.counts {
@@ -348,7 +396,10 @@ func (in *Inbox) refused(r Request, err error, c *burstCounts) {
 	c.refused++
 }
 
-func (in *Inbox) reply(r Request, payload []byte, c *burstCounts) {
+func (in *Inbox) reply(r Request, payload []byte, cmdErr error, c *burstCounts) {
+	if r.Done != nil {
+		r.Done(payload, cmdErr)
+	}
 	if r.Reply == nil {
 		return
 	}

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -380,5 +381,45 @@ func TestInboxGainsLogged(t *testing.T) {
 	}
 	if got, want := readState(t, dir), `{"setpoint":21,"gains":{"kp":0.3,"ki":0.005,"kd":0}}`+"\n"; got != want {
 		t.Errorf("state file %q, want %q", got, want)
+	}
+}
+
+// Do answers with the reply an MQTT sender would get and the error
+// behind it, so the REST API can map a refusal to a status without
+// parsing the reply.
+func TestInboxDo(t *testing.T) {
+	h := newHarness(t, testOpts(), t.TempDir())
+	h.start()
+	in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
+	runInbox(t, in)
+	ctx, cancel := context.WithTimeout(context.Background(), realWait)
+	defer cancel()
+	reply, err := in.Do(ctx, Request{Controller: "heat", Payload: []byte(`{"setpoint":21}`), Client: "rest"})
+	var s State
+	if err != nil || json.Unmarshal(reply, &s) != nil || s.Setpoint != 21 {
+		t.Errorf("good command: reply %s, err %v; want the state with setpoint 21", reply, err)
+	}
+	for _, bad := range []string{`{"setpoint":1e9}`, `{"setpoint":`, `{"nope":1}`} {
+		reply, err := in.Do(ctx, Request{Controller: "heat", Payload: []byte(bad), Client: "rest"})
+		if !errors.Is(err, ErrCommand) || !strings.Contains(string(reply), `"error"`) {
+			t.Errorf("%s: reply %s, err %v; want an ErrCommand and an error reply", bad, reply, err)
+		}
+	}
+	if _, err := in.Do(ctx, Request{Controller: "none", Payload: []byte(`{"setpoint":21}`)}); err == nil || errors.Is(err, ErrCommand) {
+		t.Errorf("unknown controller: err %v, want a no-controller error", err)
+	}
+}
+
+// Do after Run returned says so at once instead of waiting for an
+// answer that will never come.
+func TestInboxDoStopped(t *testing.T) {
+	h := newHarness(t, testOpts(), t.TempDir())
+	h.start()
+	in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	in.Run(ctx)
+	if _, err := in.Do(context.Background(), Request{Controller: "heat", Payload: []byte(`{"setpoint":21}`)}); !errors.Is(err, ErrStopped) {
+		t.Errorf("err %v, want ErrStopped", err)
 	}
 }

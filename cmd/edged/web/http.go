@@ -1,7 +1,6 @@
-package main
+package web
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,14 +8,13 @@ import (
 	"time"
 )
 
-// httpLimits bound what one HTTP client can hold on the daemon: a Pi has
+// Limits bound what one HTTP client can hold on the daemon: a Pi has
 // little memory and few file descriptors to spare for idle or slow ones.
-type httpLimits struct {
+type Limits struct {
 	ReadHeader time.Duration // request line and headers
 	Read       time.Duration // the whole request, body included
-	// Write bounds writing a response. A streaming handler (SSE, once
-	// there is one) must extend it per event with
-	// http.ResponseController.SetWriteDeadline.
+	// Write bounds writing a response. The SSE handler extends it per
+	// event with http.ResponseController.SetWriteDeadline.
 	Write time.Duration
 	// Idle closes a keep-alive connection that waits this long for its
 	// next request.
@@ -24,8 +22,8 @@ type httpLimits struct {
 	MaxHeaderBytes int
 }
 
-// defaultHTTPLimits are the daemon's limits; tests shorten them.
-var defaultHTTPLimits = httpLimits{
+// DefaultLimits are the daemon's limits; tests shorten them.
+var DefaultLimits = Limits{
 	ReadHeader:     10 * time.Second,
 	Read:           30 * time.Second,
 	Write:          30 * time.Second,
@@ -35,7 +33,7 @@ var defaultHTTPLimits = httpLimits{
 
 // newHTTPServer builds the daemon's HTTP server: h behind a Host check
 // (see requireHost) with every connection bounded by lim.
-func newHTTPServer(h http.Handler, hosts map[string]struct{}, lim httpLimits) *http.Server {
+func newHTTPServer(h http.Handler, hosts map[string]struct{}, lim Limits) *http.Server {
 	return &http.Server{
 		Handler:           requireHost(hosts, h),
 		ReadHeaderTimeout: lim.ReadHeader,
@@ -53,7 +51,8 @@ func newHTTPServer(h http.Handler, hosts map[string]struct{}, lim httpLimits) *h
 // rebinding) sends that name as Host, so it cannot read the answers.
 // There is no configuration key for extra names yet, so a name other
 // than these (say a DNS alias on the LAN) is refused; one would be added
-// to hosts where start builds the server (e.g. from an http.hosts list).
+// to Opts.Hosts where edged builds the server (e.g. from an http.hosts
+// list).
 func requireHost(hosts map[string]struct{}, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := canonicalHost(r.Host)
@@ -61,12 +60,7 @@ func requireHost(hosts map[string]struct{}, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		w.WriteHeader(http.StatusMisdirectedRequest)
-		_ = json.NewEncoder(w).Encode(struct {
-			Error string `json:"error"`
-		}{fmt.Sprintf("host %q is not a name or address of this gateway; use its IP address, localhost or its host name", r.Host)})
+		writeError(w, http.StatusMisdirectedRequest, fmt.Sprintf("host %q is not a name or address of this gateway; use its IP address, localhost or its host name", r.Host))
 	})
 }
 
