@@ -337,7 +337,7 @@
     const spIn = el('input', { id: `sp-${id}`, name: 'setpoint', type: 'number', step: '0.1', inputmode: 'decimal', required: true, value: s.setpoint ?? '' });
     if (typeof s.setpoint_min === 'number') spIn.min = s.setpoint_min;
     if (typeof s.setpoint_max === 'number') spIn.max = s.setpoint_max;
-    const spForm = el('form', { class: 'cmd setpoint', 'aria-describedby': `msg-${id}` },
+    const spForm = el('form', { class: 'cmd setpoint', novalidate: true, 'aria-describedby': `msg-${id}` },
       el('label', { for: `sp-${id}`, text: 'Setpoint' }),
       spIn,
       el('button', { type: 'submit', text: 'Set' }));
@@ -355,7 +355,7 @@
     const syncOut = () => { outP.hidden = modeSel.value !== 'manual'; outIn.required = modeSel.value === 'manual'; };
     modeSel.addEventListener('change', syncOut);
     syncOut();
-    const modeForm = el('form', { class: 'cmd mode', 'aria-describedby': `msg-${id}` },
+    const modeForm = el('form', { class: 'cmd mode', novalidate: true, 'aria-describedby': `msg-${id}` },
       el('label', { for: `mode-${id}`, text: 'Mode' }), modeSel, outP,
       el('button', { type: 'submit', text: 'Apply' }));
     modeForm.addEventListener('submit', (ev) => {
@@ -411,6 +411,7 @@
     if (busy) {
       old.querySelector('dl.state').replaceWith(fresh.querySelector('dl.state'));
       old.querySelector('header').replaceWith(fresh.querySelector('header'));
+      if (note) { const m = old.querySelector('.cmd-msg'); if (m) m.textContent = note; }
       return;
     }
     const focusedId = old.contains(document.activeElement) ? document.activeElement.id : '';
