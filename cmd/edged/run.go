@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edged/edged/cmd/edged/dashboard"
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/drivers"
 	"github.com/edged/edged/localbroker"
@@ -304,10 +305,14 @@ func (d *daemon) haltSensors() error {
 	return errors.Join(errs...)
 }
 
-// routes is the LAN HTTP surface; for now the health check that systemd
-// watchdogs and load balancers probe.
+// routes is the LAN HTTP surface: the health check that systemd
+// watchdogs and load balancers probe, and the dashboard page (which reads
+// the REST API under /api/v1).
 func (d *daemon) routes() http.Handler {
 	mux := http.NewServeMux()
+	page := dashboard.Handler()
+	mux.Handle("GET /{$}", page)
+	mux.Handle("GET "+dashboard.Prefix, page)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		type sensorHealth struct {
 			Status    string    `json:"status"`
