@@ -298,6 +298,9 @@ func TestDashboardIntegration(t *testing.T) {
 			want = 21
 		}
 		b.typeEnter("#sp-heat", strconv.FormatFloat(want, 'f', -1, 64))
+		if msg := b.waitText(15*time.Second, "#msg-heat", func(s string) bool { return s != "" && s != "Sending…" }); msg != "Done." {
+			t.Fatalf("setting the setpoint to %v: the page says %q", want, msg)
+		}
 		b.waitText(15*time.Second, e2eHeatSP, func(s string) bool { return s == strconv.FormatFloat(want, 'f', -1, 64) })
 		if got := apiSetpoint(t, httpAddr); got != want {
 			t.Errorf("the page set %v but the API says %v", want, got)

@@ -78,10 +78,12 @@
 
   // ---- formatting ----
 
-  function fmtNum(v, unit) {
+  // fmtNum shows a value with as many decimals as its size warrants, or
+  // more when asked (a chart's range that spans a tenth of a degree).
+  function fmtNum(v, unit, moreDigits) {
     if (typeof v !== 'number' || !isFinite(v)) return '–';
     const a = Math.abs(v);
-    const digits = a >= 1000 || unit === 'lx' ? 0 : a >= 100 ? 1 : a >= 10 ? 1 : 2;
+    const digits = Math.max(a >= 1000 || unit === 'lx' ? 0 : a >= 10 ? 1 : 2, moreDigits || 0);
     return v.toLocaleString(undefined, { maximumFractionDigits: digits, minimumFractionDigits: 0 });
   }
   function fmtAge(s) {
@@ -208,20 +210,25 @@
       box.append(s, el('span', { class: 'range muted', text: 'collecting history…' }));
       return box;
     }
-    const t1 = h[h.length - 1].t, t0 = t1 - HISTORY_MS;
+    // The last hour, or less when there is less: a gateway that started a
+    // minute ago has a minute to draw, across the whole width.
+    const t1 = h[h.length - 1].t, t0 = Math.max(h[0].t, t1 - HISTORY_MS);
+    const dt = Math.max(t1 - t0, 1);
+    const shown = t1 - t0 >= HISTORY_MS - 60e3 ? '1 h' : fmtAge((t1 - t0) / 1000);
     let lo = Infinity, hi = -Infinity;
     for (const p of h) { lo = Math.min(lo, p.v); hi = Math.max(hi, p.v); }
     const span = hi - lo || Math.max(Math.abs(hi) * 0.01, 0.5);
     const mid = (hi + lo) / 2;
     const ylo = hi === lo ? mid - span / 2 : lo;
-    const x = (t) => ((t - t0) / HISTORY_MS) * W;
+    const x = (t) => ((t - t0) / dt) * W;
     const y = (v) => H - P - ((v - ylo) / span) * (H - 2 * P);
     const pts = h.map((p) => `${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
     const unit = q.unit || '';
-    s.setAttribute('aria-label', `${q.name}, last hour: from ${fmtNum(lo, unit)} to ${fmtNum(hi, unit)} ${unit}`);
+    const more = hi - lo < 1 ? 2 : hi - lo < 10 ? 1 : 0;
+    s.setAttribute('aria-label', `${q.name}, last ${shown}: from ${fmtNum(lo, unit, more)} to ${fmtNum(hi, unit, more)} ${unit}`);
     s.append(svg('title', {}), svg('polyline', { points: pts, class: 'line' }));
     s.firstChild.textContent = s.getAttribute('aria-label');
-    box.append(s, el('span', { class: 'range muted', text: `1 h: ${fmtNum(lo, unit)} – ${fmtNum(hi, unit)} ${unit}` }));
+    box.append(s, el('span', { class: 'range muted', text: `${shown}: ${fmtNum(lo, unit, more)} – ${fmtNum(hi, unit, more)} ${unit}` }));
     return box;
   }
 
@@ -234,10 +241,10 @@
     card.append(el('header', {},
       el('h3', { id: `sensor-${s.id}`, text: s.name || s.id }),
       el('span', { class: `badge ${s.status}`, text: statusLabel(s.status) })));
-    const meta = `${s.id} · ${s.driver || ''} · ${s.samples ?? 0} samples, ${s.failures ?? 0} failures`;
-    card.append(el('p', { class: 'meta muted', text: meta }));
+    card.append(el('p', { class: 'meta muted', text: [s.id, s.driver].filter(Boolean).join(' · ') }));
     if (s.status === 'offline') {
-      card.append(el('p', { class: 'error', text: s.last_error ? `Offline: ${s.last_error}. Values below are the last known.` : 'Offline: values below are the last known.' }));
+      const why = s.last_error ? `Offline: ${s.last_error}.` : 'Offline.';
+      card.append(el('p', { class: 'error', text: `${why} Values below are the last known.` }));
     }
     const list = el('div', { class: 'quantities' });
     for (const q of s.quantities || []) {
