@@ -53,7 +53,9 @@ func newE2EBrowser(t *testing.T, chromium string) *e2eBrowser {
 	}
 	b := &e2eBrowser{t: t}
 	msgs := chromedp.Console(ctx)
+	consoleDone := make(chan struct{})
 	go func() {
+		defer close(consoleDone)
 		for m, err := range msgs {
 			if err != nil {
 				return // the browser went away
@@ -65,6 +67,10 @@ func newE2EBrowser(t *testing.T, chromium string) *e2eBrowser {
 			}
 		}
 	}()
+	t.Cleanup(func() {
+		cancel() // ends the console iterator too
+		<-consoleDone
+	})
 	tctx, tcancel := context.WithTimeout(ctx, e2eBrowserTimeout)
 	t.Cleanup(tcancel)
 	b.ctx = tctx

@@ -63,7 +63,9 @@ func newBrowser(t *testing.T) *browser {
 		t.Fatalf("starting chromium: %v", err)
 	}
 	msgs := chromedp.Console(ctx)
+	consoleDone := make(chan struct{})
 	go func() {
+		defer close(consoleDone)
 		for m, err := range msgs {
 			if err != nil {
 				return // the browser went away
@@ -75,6 +77,10 @@ func newBrowser(t *testing.T) *browser {
 			}
 		}
 	}()
+	t.Cleanup(func() {
+		cancel() // ends the console iterator too
+		<-consoleDone
+	})
 	tctx, tcancel := context.WithTimeout(ctx, browserTimeout)
 	t.Cleanup(tcancel)
 	b.ctx = tctx
