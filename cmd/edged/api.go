@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/edged/edged/cmd/edged/dashboard"
 	"github.com/edged/edged/cmd/edged/web"
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/localbroker"
@@ -46,6 +47,7 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 	if err != nil {
 		return err
 	}
+	srv.Handle("/", dashboard.Handler()) // the page at /, its assets under /ui/
 	d.web = srv
 	d.pipe.Observe(webFeed{srv})
 	// Controller states as MQTT subscribers see them (at most one per

@@ -281,7 +281,6 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		s.mux.ServeHTTP(w, r) // sets the path values
-
 	})
 }
 
