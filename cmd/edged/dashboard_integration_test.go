@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/edged/edged/localbroker"
 )
 
 // e2eBrowser is headless Chromium for one test, at a phone's 360 CSS px.
@@ -163,8 +165,7 @@ type apiMe struct {
 	CanCommand bool   `json:"can_command"`
 }
 
-// requireAPI skips the test when this edged has no REST API yet (GET
-// /api/v1/me is a 404: the API is another branch), and returns /me.
+// requireAPI returns GET /api/v1/me for an anonymous visitor.
 func requireAPI(t *testing.T, httpAddr string) apiMe {
 	t.Helper()
 	resp, err := http.Get("http://" + httpAddr + "/api/v1/me")
@@ -172,9 +173,6 @@ func requireAPI(t *testing.T, httpAddr string) apiMe {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		t.Skip("this edged has no REST API (GET /api/v1/me: 404); the dashboard end-to-end test runs once the API is merged")
-	}
 	var me apiMe
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /api/v1/me: %s", resp.Status)
@@ -213,13 +211,17 @@ func apiSetpoint(t *testing.T, httpAddr string) float64 {
 	return 0
 }
 
-// operatorConfig turns the sim example into one where the test may
-// command, and says whom to log in as. Until edged has user accounts the
-// anonymous role is operator and there is no one to log in as; once it
-// has them, this adds an operator user and returns its name and
-// password, and the test logs in through the page's form.
-func operatorConfig(cfg string) (edited, user, password string) {
-	return strings.Replace(cfg, "anonymous_role: viewer", "anonymous_role: operator", 1), "", ""
+// operatorConfig adds an operator account to the sim example (whose
+// anonymous visitors stay viewers) and says whom to log in as: the test
+// signs in through the page's form.
+func operatorConfig(t *testing.T, cfg string) (edited, user, password string) {
+	t.Helper()
+	user, password = "op", "pw-op-dashboard"
+	h, err := localbroker.HashPassword([]byte(password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg + fmt.Sprintf("\nusers:\n  - name: %s\n    password_hash: %q\n    role: operator\n", user, h), user, password
 }
 
 // fastAir samples the greenhouse air every 2 s (its timeout), so that the page sees
@@ -245,7 +247,7 @@ func TestDashboardIntegration(t *testing.T) {
 					t.Fatalf("sim.yaml no longer contains %q; update the test", s)
 				}
 			}
-			cfg, user, password = operatorConfig(fastAir(cfg))
+			cfg, user, password = operatorConfig(t, fastAir(cfg))
 			return cfg
 		})
 		base := "http://" + httpAddr
@@ -257,24 +259,22 @@ func TestDashboardIntegration(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 			t.Fatalf("GET /: %s %q, want the dashboard", resp.Status, resp.Header.Get("Content-Type"))
 		}
-		me := requireAPI(t, httpAddr)
-		if user == "" && !me.CanCommand {
-			t.Fatalf("anonymous_role operator, yet GET /api/v1/me says %+v", me)
+		if me := requireAPI(t, httpAddr); me.CanCommand {
+			t.Fatalf("anonymous visitors are viewers, yet GET /api/v1/me says %+v", me)
 		}
 
 		b := newE2EBrowser(t, chromium)
 		b.do(chromedp.Navigate(base + "/"))
-		if user != "" {
-			b.waitText(20*time.Second, "body", func(string) bool {
-				return b.js(`String(!document.getElementById('login').hidden || !document.getElementById('login-open').hidden)`) == "true"
-			})
-			if b.js(`String(document.getElementById('login').hidden)`) == "true" {
-				b.do(chromedp.Click(chromedp.CSS("#login-open")))
-			}
-			b.do(chromedp.SendKeys(chromedp.CSS("#login-user"), user),
-				chromedp.SendKeys(chromedp.CSS("#login-password"), password+"\r"))
-			b.waitText(20*time.Second, "#who-text", func(s string) bool { return strings.Contains(s, user) })
+		// Sign in through the page's form, as an operator would.
+		b.waitText(20*time.Second, "body", func(string) bool {
+			return b.js(`String(!document.getElementById('login').hidden || !document.getElementById('login-open').hidden)`) == "true"
+		})
+		if b.js(`String(document.getElementById('login').hidden)`) == "true" {
+			b.do(chromedp.Click(chromedp.CSS("#login-open")))
 		}
+		b.do(chromedp.SendKeys(chromedp.CSS("#login-user"), user),
+			chromedp.SendKeys(chromedp.CSS("#login-password"), password+"\r"))
+		b.waitText(20*time.Second, "#who-text", func(s string) bool { return strings.Contains(s, user) })
 
 		// Live values: a reading arrives over the event stream (its time
 		// changes) and, within a minute, a value on the page changes.
