@@ -4,15 +4,15 @@
 // the same names. The tree (DESIGN.md section 3, README "Topics and
 // payloads"):
 //
-//	P/status                       retained "online" or "offline"
-//	P/sensor/<sensor id>/<quantity> retained reading JSON
-//	P/sensor/<sensor id>/availability retained "online" or "offline"
-//	P/control/<controller id>/set  commands (never retained, never a Will)
-//	P/control/<controller id>/state retained controller state JSON
-//	P/uplink/state                 retained uplink delivery state JSON
+//	P/status                            retained "online" or "offline"
+//	P/sensor/<sensor id>/<quantity>     retained reading JSON
+//	P/sensor/<sensor id>/availability   retained "online" or "offline"
+//	P/control/<controller id>/set       commands (never retained, never a Will)
+//	P/control/<controller id>/state     retained controller state JSON
+//	P/uplink/state                      retained uplink delivery state JSON
 //
-// Everything under P/ belongs to the gateway (the broker lets LAN
-// publishers write there only on P/control/<id>/set, and only operators).
+// Everything under P/ belongs to the gateway: below admin, only an
+// operator may publish there, and only commands (P/control/<id>/set).
 //
 // The package only names topics: it publishes nothing, validates no ids
 // (configs checks prefixes and ids before they get here) and imports
@@ -48,10 +48,6 @@ func New(prefix string) Tree {
 	}
 	return Tree{root: prefix + "/"}
 }
-
-// Prefix returns the prefix the tree was made with, without a trailing
-// '/'.
-func (t Tree) Prefix() string { return strings.TrimSuffix(t.root, "/") }
 
 // Owns reports whether topic lies under the prefix (P/...), the part of
 // the topic space that belongs to the gateway. At the root every topic
