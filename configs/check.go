@@ -9,6 +9,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edged/edged/pipeline/control"
+	"github.com/edged/edged/sensors/topics"
 )
 
 // idPattern is what ids may look like: they become MQTT topic levels.
@@ -82,7 +83,7 @@ func (l *loader) check(c *Config, root *yaml.Node) {
 	}
 	if c.Device.TopicPrefix == "" {
 		if c.Device.ID != "" {
-			c.Device.TopicPrefix = "edged/" + c.Device.ID
+			c.Device.TopicPrefix = topics.DefaultPrefix(c.Device.ID)
 		}
 	} else if err := checkPrefix(c.Device.TopicPrefix); err != nil {
 		d.errorf(locate(root, "device", "topic_prefix"), "device: topic_prefix: %v", err)

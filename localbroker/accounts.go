@@ -19,6 +19,7 @@ import (
 
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/secretfile"
+	"github.com/edged/edged/sensors/topics"
 )
 
 // User is one account of the top-level `users:` list. The same accounts
@@ -379,8 +380,8 @@ func (a *accounts) token(token string, remote net.Addr) (Identity, error) {
 }
 
 // mayPublish decides for an identity: its role, then its publish rules.
-func (a *accounts) mayPublish(id Identity, prefix, topic string) bool {
-	if !mayPublish(id.Role, prefix, topic) {
+func (a *accounts) mayPublish(id Identity, tree topics.Tree, topic string) bool {
+	if !mayPublish(id.Role, tree, topic) {
 		return false
 	}
 	if id.Anonymous() {

@@ -189,7 +189,7 @@ func TestTakeoverAcrossUsersRefused(t *testing.T) {
 func TestReplyPerUser(t *testing.T) {
 	b := usersBroker(t, nil)
 	reqs := make(chan Inbound, 2)
-	if err := b.Subscribe(prefix+"/control/+/set", 7, func(m Inbound) { reqs <- m }); err != nil {
+	if err := b.Subscribe(gw.ControlSetFilter(), 7, func(m Inbound) { reqs <- m }); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

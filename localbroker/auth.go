@@ -9,6 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edged/edged/sensors/topics"
 )
 
 // access is the auth and ACL hook: who a client is, and one decision
@@ -42,8 +44,8 @@ type access struct {
 	mqtt.HookBase
 	accounts     *accounts
 	srv          *mqtt.Server
-	prefix       string // topic prefix with trailing '/'
-	maxKeepalive uint16 // seconds
+	tree         topics.Tree // the gateway's topics, which the rules protect
+	maxKeepalive uint16      // seconds
 	retained     *retainedStore
 	stats        *counters
 	warn         func(kind, remote, msg string, args ...any)
@@ -291,7 +293,7 @@ func (a *access) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 // publish topic, retained or not, as a Will or not. why says what
 // refused it.
 func (a *access) allowed(id Identity, topic string, retain, will bool) (ok bool, why string) {
-	if isControlSet(a.prefix, topic) {
+	if _, cmd := a.tree.ParseControlSet(topic); cmd {
 		switch {
 		case will:
 			return false, "a control command cannot be a Last Will"
@@ -300,7 +302,7 @@ func (a *access) allowed(id Identity, topic string, retain, will bool) (ok bool,
 		}
 	}
 	switch {
-	case !mayPublish(id.Role, a.prefix, topic):
+	case !mayPublish(id.Role, a.tree, topic):
 		return false, "role " + id.Role + " may not publish to " + topic
 	case !a.mayPublish(id, topic):
 		return false, "the publish rules of user " + id.Name + " do not include " + topic
@@ -311,34 +313,24 @@ func (a *access) allowed(id Identity, topic string, retain, will bool) (ok bool,
 // mayPublish decides for an identity: its role, then its user's publish
 // rules.
 func (a *access) mayPublish(id Identity, topic string) bool {
-	return a.accounts.mayPublish(id, a.prefix, topic)
+	return a.accounts.mayPublish(id, a.tree, topic)
 }
 
 // mayPublish decides whether role may publish to topic.
-func mayPublish(role, prefix, topic string) bool {
+func mayPublish(role string, tree topics.Tree, topic string) bool {
 	switch role {
 	case RoleAdmin:
 		return true
 	case RoleOperator:
-		if isControlSet(prefix, topic) {
+		if _, cmd := tree.ParseControlSet(topic); cmd {
 			return true
 		}
 		fallthrough
 	case RolePublisher:
-		return !strings.HasPrefix(topic, prefix) && !strings.HasPrefix(topic, "$")
+		return !tree.Owns(topic) && !strings.HasPrefix(topic, "$")
 	default: // viewer, and anything unknown: deny
 		return false
 	}
-}
-
-// isControlSet matches P/control/<id>/set.
-func isControlSet(prefix, topic string) bool {
-	rest, ok := strings.CutPrefix(topic, prefix+"control/")
-	if !ok {
-		return false
-	}
-	id, tail, ok := strings.Cut(rest, "/")
-	return ok && id != "" && tail == "set"
 }
 
 // keepaliveSeconds turns the max_keepalive option into MQTT's 16 bits.

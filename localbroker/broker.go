@@ -24,6 +24,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edged/edged/sensors/ratelog"
+	"github.com/edged/edged/sensors/topics"
 )
 
 // Message is a publish the broker hands to a Capturer.
@@ -228,7 +229,7 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	b.access = &access{
 		accounts:     accts,
 		srv:          srv,
-		prefix:       strings.TrimSuffix(prefix, "/") + "/",
+		tree:         topics.New(prefix),
 		maxKeepalive: keepaliveSeconds(opts.MaxKeepalive),
 		retained:     b.retained,
 		stats:        &b.stats,

@@ -12,9 +12,16 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/gorilla/websocket"
+
+	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/topics"
 )
 
 const prefix = "edged/t1"
+
+// gw is the gateway's topic tree, for the topics the tests publish or
+// subscribe to in the daemon's place; expected topics stay literal.
+var gw = topics.New(prefix)
 
 // startBroker runs a broker on loopback ports picked by the kernel.
 func startBroker(t *testing.T, mod func(*Opts)) *Broker {
@@ -116,7 +123,7 @@ func (c *client) none(t *testing.T, wait time.Duration) {
 
 func TestRetainedPublishReachesLateSubscriber(t *testing.T) {
 	b := startBroker(t, nil)
-	if err := b.Publish(prefix+"/sensor/air/temperature", []byte(`{"value":21.5}`), true); err != nil {
+	if err := b.Publish(gw.Sensor("air", sensors.Temperature), []byte(`{"value":21.5}`), true); err != nil {
 		t.Fatal(err)
 	}
 	c := connect(t, dialTCP(t, b), "late")
@@ -143,9 +150,12 @@ func TestAnonymousRoles(t *testing.T) {
 		{RoleOperator, prefix + "/control//set", false},
 		{RoleOperator, "lan/app/x", true},
 		{RoleAdmin, prefix + "/sensor/air/temperature", true},
+		// A look-alike prefix is not the gateway's.
+		{RolePublisher, prefix + "x/sensor/air/temperature", true},
+		{RoleViewer, prefix + "x/control/heat/set", false},
 	}
 	for _, tt := range tests {
-		if got := mayPublish(tt.role, prefix+"/", tt.topic); got != tt.allowed {
+		if got := mayPublish(tt.role, topics.New(prefix), tt.topic); got != tt.allowed {
 			t.Errorf("mayPublish(%s, %s) = %v, want %v", tt.role, tt.topic, got, tt.allowed)
 		}
 	}
@@ -304,7 +314,7 @@ func TestWebSocketClientReceivesReadings(t *testing.T) {
 	c.subscribe(t, prefix+"/sensor/#")
 	for i := range 3 {
 		payload := strings.Repeat("x", 1+i*3000) // spans websocket frames and bufio reads
-		if err := b.Publish(prefix+"/sensor/a/illuminance", []byte(payload), false); err != nil {
+		if err := b.Publish(gw.Sensor("a", sensors.Illuminance), []byte(payload), false); err != nil {
 			t.Fatal(err)
 		}
 		if m := c.next(t); string(m.Payload) != payload {
@@ -399,7 +409,7 @@ func TestPublishAfterClose(t *testing.T) {
 func TestSubscribeAndReplyCarryRequestResponseProperties(t *testing.T) {
 	b := startBroker(t, func(o *Opts) { o.AnonymousRole = RoleOperator })
 	reqs := make(chan Inbound, 1)
-	if err := b.Subscribe(prefix+"/control/+/set", 7, func(m Inbound) { reqs <- m }); err != nil {
+	if err := b.Subscribe(gw.ControlSetFilter(), 7, func(m Inbound) { reqs <- m }); err != nil {
 		t.Fatal(err)
 	}
 	c := connect(t, dialTCP(t, b), "app")

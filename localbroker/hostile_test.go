@@ -99,7 +99,7 @@ func TestRetainedStoreBounded(t *testing.T) {
 	if code, _ := pub.publishRetained("lan/r2", big); code != 0x97 {
 		t.Errorf("another 40 KiB past max_retained_bytes 64KiB: reason %#x, want 0x97", code)
 	}
-	if err := b.Publish(prefix+"/status", []byte("online"), true); err != nil {
+	if err := b.Publish(gw.Status(), []byte("online"), true); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)

@@ -3,8 +3,9 @@
 // and each sensor's availability. It also fans published readings out to
 // observers.
 //
-// It owns the topic layout and payload format of DESIGN.md section 3,
-// which LAN apps and the cloud rely on; it does no I/O of its own.
+// It owns the payload format of DESIGN.md section 3, which LAN apps and
+// the cloud rely on; the topic names come from sensors/topics. It does
+// no I/O of its own.
 package pipeline
 
 import (
@@ -17,6 +18,7 @@ import (
 
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/ratelog"
+	"github.com/edged/edged/sensors/topics"
 )
 
 // Publisher takes a message for the local broker. The pipeline never
@@ -47,9 +49,9 @@ const (
 
 // Pipeline implements sensors.Sink.
 type Pipeline struct {
-	prefix string
-	pub    Publisher
-	log    *slog.Logger
+	tree topics.Tree
+	pub  Publisher
+	log  *slog.Logger
 
 	mu        sync.RWMutex
 	topics    map[topicKey]string // cached PREFIX/sensor/<id>/<quantity>
@@ -73,7 +75,7 @@ func New(prefix string, pub Publisher, log *slog.Logger) *Pipeline {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Pipeline{
-		prefix: prefix,
+		tree:   topics.New(prefix),
 		pub:    pub,
 		log:    log.With("component", "pipeline"),
 		topics: map[topicKey]string{},
@@ -87,19 +89,6 @@ func (p *Pipeline) Observe(o Observer) {
 	p.observers = append(p.observers, o)
 	p.mu.Unlock()
 }
-
-// SensorTopic returns PREFIX/sensor/<id>/<quantity>.
-func SensorTopic(prefix, sensor string, q sensors.Quantity) string {
-	return prefix + "/sensor/" + sensor + "/" + q.String()
-}
-
-// AvailabilityTopic returns PREFIX/sensor/<id>/availability.
-func AvailabilityTopic(prefix, sensor string) string {
-	return prefix + "/sensor/" + sensor + "/availability"
-}
-
-// StatusTopic returns PREFIX/status.
-func StatusTopic(prefix string) string { return prefix + "/status" }
 
 // Reading publishes r, retained, as
 // {"value":21.37,"unit":"°C","ts":"2026-11-22T10:00:00.123Z"}, then hands
@@ -125,7 +114,7 @@ func (p *Pipeline) Reading(r sensors.Reading) {
 
 // Availability publishes "online" or "offline", retained.
 func (p *Pipeline) Availability(sensor string, online bool) {
-	topic := AvailabilityTopic(p.prefix, sensor)
+	topic := p.tree.Availability(sensor)
 	if err := p.pub.Publish(topic, []byte(word(online)), true); err != nil {
 		p.fail("publish failed", topic, err)
 	}
@@ -141,7 +130,7 @@ func (p *Pipeline) Availability(sensor string, online bool) {
 
 // Status publishes the gateway's own status, retained.
 func (p *Pipeline) Status(online bool) error {
-	return p.pub.Publish(StatusTopic(p.prefix), []byte(word(online)), true)
+	return p.pub.Publish(p.tree.Status(), []byte(word(online)), true)
 }
 
 // Stats returns how many readings were published and how many publishes
@@ -165,7 +154,7 @@ func (p *Pipeline) topic(sensor string, q sensors.Quantity) string {
 	if ok {
 		return t
 	}
-	t = SensorTopic(p.prefix, sensor, q)
+	t = p.tree.Sensor(sensor, q)
 	p.mu.Lock()
 	p.topics[k] = t
 	p.mu.Unlock()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/secretfile"
+	"github.com/edged/edged/sensors/topics"
 	"github.com/edged/edged/uplink/wal"
 )
 
@@ -148,7 +149,8 @@ func newUplink(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.
 	}
 	st := opts.StatusTopic
 	if st == "" {
-		st = "edged/{device}/status"
+		// The default gateway's status topic, device id to be filled in.
+		st = topics.New(topics.DefaultPrefix("{device}")).Status()
 	}
 	u.status = strings.ReplaceAll(st, "{device}", deviceID)
 	if err := u.prepareConn(); err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"reflect"
-	"strings"
 
 	"github.com/edged/edged/cmd/edged/dashboard"
 	"github.com/edged/edged/cmd/edged/web"
@@ -16,6 +15,7 @@ import (
 	"github.com/edged/edged/pipeline"
 	"github.com/edged/edged/pipeline/control"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/topics"
 	"github.com/edged/edged/uplink"
 )
 
@@ -25,7 +25,7 @@ import (
 // the pipeline exist and before readings flow.
 func (d *daemon) newWeb(cfg *configs.Config) error {
 	deps := web.Deps{
-		Auth:        brokerAuth{b: d.broker, prefix: cfg.Device.TopicPrefix + "/"},
+		Auth:        brokerAuth{b: d.broker, tree: topics.New(cfg.Device.TopicPrefix)},
 		Stats:       pollerStats{d},
 		Controllers: controllers{d, cfg.Controllers},
 		Actuators:   actuators{d, cfg.Actuators},
@@ -52,10 +52,12 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 	d.pipe.Observe(webFeed{srv})
 	// Controller states as MQTT subscribers see them (at most one per
 	// second per controller); the handler only queues.
-	prefix := cfg.Device.TopicPrefix + "/control/"
 	if len(cfg.Controllers) > 0 {
-		if err := d.broker.Subscribe(prefix+"+/state", 2, func(m localbroker.Inbound) {
-			srv.ControllerState(strings.TrimSuffix(strings.TrimPrefix(m.Topic, prefix), "/state"), m.Payload)
+		tree := topics.New(cfg.Device.TopicPrefix)
+		if err := d.broker.Subscribe(tree.ControlStateFilter(), 2, func(m localbroker.Inbound) {
+			// As for commands, an empty level gives id "".
+			id, _ := tree.ParseControlState(m.Topic)
+			srv.ControllerState(id, m.Payload)
 		}); err != nil {
 			return err
 		}
@@ -67,8 +69,8 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 // users, passwords, tokens, roles, publish rules and failed-login limits
 // as MQTT.
 type brokerAuth struct {
-	b      *localbroker.Broker
-	prefix string // topic prefix with trailing '/'
+	b    *localbroker.Broker
+	tree topics.Tree
 }
 
 var _ web.Authenticator = brokerAuth{}
@@ -93,7 +95,7 @@ func (a brokerAuth) MayCommand(id web.Identity, anonymous bool, controller strin
 	if anonymous {
 		lid.Name = "" // the broker's anonymous identity has no name
 	}
-	return a.b.MayPublish(lid, a.prefix+"control/"+controller+"/set")
+	return a.b.MayPublish(lid, a.tree.ControlSet(controller))
 }
 
 func webIdentity(id localbroker.Identity, err error) (web.Identity, error) {

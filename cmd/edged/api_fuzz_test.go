@@ -13,6 +13,7 @@ import (
 	"github.com/edged/edged/localbroker"
 	"github.com/edged/edged/pipeline/control"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/topics"
 )
 
 // levelOut is an actuator that keeps its level.
@@ -60,7 +61,7 @@ func apiWithLoop(t testing.TB) http.Handler {
 	}
 	t.Cleanup(func() { b.Close() })
 	s, err := web.New(web.Deps{
-		Auth:        brokerAuth{b: b, prefix: "edged/fuzz/"},
+		Auth:        brokerAuth{b: b, tree: topics.New("edged/fuzz")},
 		Stats:       noStats{},
 		Controllers: controllers{d, []control.Opts{o}},
 	}, web.DefaultOpts(), nil)

@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"strings"
 	"sync"
 
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/localbroker"
 	"github.com/edged/edged/pipeline/control"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/topics"
 )
 
 // startControllers opens one loop per controller, feeds it every good
@@ -35,13 +35,17 @@ func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) erro
 	}
 	inbox := control.NewInbox(loops, sensors.SystemClock, d.log)
 	d.loops, d.inbox = loops, inbox
-	prefix := cfg.Device.TopicPrefix + "/control/"
+	tree := topics.New(cfg.Device.TopicPrefix)
 	// The handler runs in the publishing client's goroutine inside the
 	// broker: Submit only queues, and the reply is sent from the inbox's
 	// goroutine.
-	if err := d.broker.Subscribe(prefix+"+/set", 1, func(m localbroker.Inbound) {
+	if err := d.broker.Subscribe(tree.ControlSetFilter(), 1, func(m localbroker.Inbound) {
+		// The filter's '+' also matches an empty level, which the parser
+		// refuses: that command goes on with controller "", which the
+		// inbox answers as unknown.
+		id, _ := tree.ParseControlSet(m.Topic)
 		r := control.Request{
-			Controller: strings.TrimSuffix(strings.TrimPrefix(m.Topic, prefix), "/set"),
+			Controller: id,
 			Payload:    m.Payload,
 			Client:     m.Client,
 		}

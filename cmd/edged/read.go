@@ -9,6 +9,7 @@ import (
 	"github.com/edged/edged/drivers"
 	"github.com/edged/edged/pipeline"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/topics"
 )
 
 // cmdRead opens one sensor of a config and prints one raw reading (no
@@ -45,9 +46,10 @@ func cmdRead(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("sensor %q (%s): %w", id, s, err)
 		}
 		now := env.Clock.Now()
+		tree := topics.New(cfg.Device.TopicPrefix)
 		for i, q := range qs {
 			r := sensors.Reading{Sensor: id, Quantity: q, Value: vals[i], Time: now}
-			fmt.Fprintf(stdout, "%s %s\n", pipeline.SensorTopic(cfg.Device.TopicPrefix, id, q), pipeline.AppendPayload(nil, r))
+			fmt.Fprintf(stdout, "%s %s\n", tree.Sensor(id, q), pipeline.AppendPayload(nil, r))
 		}
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/localbroker"
+	"github.com/edged/edged/sensors/topics"
 	"github.com/edged/edged/uplink"
 )
 
@@ -62,16 +63,17 @@ func openUplink(cfg *configs.Config, b *localbroker.Broker, log *slog.Logger) (*
 		return nil, nil
 	}
 	o := *cfg.Uplink
+	tree := topics.New(cfg.Device.TopicPrefix)
 	if o.StatusTopic == "" {
 		// The cloud sees the gateway's status on the same topic as the
 		// LAN does.
-		o.StatusTopic = cfg.Device.TopicPrefix + "/status"
+		o.StatusTopic = tree.Status()
 	}
 	u, err := uplink.New(o, uplink.BufferDir(cfg.StateDir), cfg.Device.ID, log, nil)
 	if err != nil {
 		return nil, err
 	}
-	stateTopic := cfg.Device.TopicPrefix + "/uplink/state"
+	stateTopic := tree.UplinkState()
 	b.SetCapturer(uplinkCapturer{u: u, stateTopic: stateTopic})
 	u.SetStatePublisher(brokerState{b: b, topic: stateTopic})
 	u.Start()

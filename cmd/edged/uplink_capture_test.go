@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/edged/edged/localbroker"
+	"github.com/edged/edged/sensors/topics"
 	"github.com/edged/edged/uplink"
 )
 
@@ -82,7 +83,7 @@ func TestCaptureErrorMapping(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeCapture{err: tc.err}
-			err := uplinkCapturer{u: f, stateTopic: "p/uplink/state"}.Capture(tc.m)
+			err := uplinkCapturer{u: f, stateTopic: topics.New("p").UplinkState()}.Capture(tc.m)
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("Capture: %v, want %v", err, tc.want)
 			}

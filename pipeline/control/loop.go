@@ -15,6 +15,7 @@ import (
 
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/ratelog"
+	"github.com/edged/edged/sensors/topics"
 )
 
 // Publisher takes the loop's retained state messages; the local broker
@@ -136,10 +137,11 @@ type Loop struct {
 }
 
 // New returns the loop for one controller. out is the actuator it drives,
-// pub takes its state messages under prefix + "/control/<id>/state" (nil
-// publishes nothing), and stateDir holds the setpoint, mode and gains set by
-// commands and the PID's integral across restarts ("" keeps them in memory only). A corrupt or
-// unreadable state file is logged and ignored.
+// pub takes its state messages on PREFIX/control/<id>/state of the topic
+// tree under prefix (nil publishes nothing), and stateDir holds the
+// setpoint, mode and gains set by commands and the PID's integral across
+// restarts ("" keeps them in memory only). A corrupt or unreadable state
+// file is logged and ignored.
 func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, prefix string, stateDir string, log *slog.Logger) (*Loop, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("control: controller %q: %w", opts.ID, err)
@@ -161,10 +163,7 @@ func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, pr
 	if err != nil {
 		return nil, fmt.Errorf("control: controller %q: %w", opts.ID, err)
 	}
-	base := "control/" + opts.ID
-	if prefix != "" {
-		base = strings.TrimSuffix(prefix, "/") + "/" + base
-	}
+	tree := topics.New(prefix)
 	l := &Loop{
 		opts:       opts,
 		sensor:     sensor,
@@ -172,8 +171,8 @@ func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, pr
 		out:        out,
 		clock:      clock,
 		pub:        pub,
-		stateTopic: base + "/state",
-		cmdTopic:   base + "/set",
+		stateTopic: tree.ControlState(opts.ID),
+		cmdTopic:   tree.ControlSet(opts.ID),
 		log:        log.With("component", "control", "controller", opts.ID),
 		changes:    ratelog.New(time.Second, 3, clock),
 		events:     make(chan event, 1),
