@@ -18,6 +18,9 @@ var allowedImports = map[string][]string{
 	// The HTTP surface sees the rooms it serves through its own
 	// interfaces only.
 	"cmd/edged/web": {},
+	// The dashboard's browser harness, for tests only (the binary must
+	// not link chromedp).
+	"cmd/edged/dashboard/dashboardtest": {"github.com/chromedp/chromedp", "github.com/chromedp/cdproto"},
 	// The dashboard is files and their handler: it knows no edged package
 	// (it reads the REST API from the browser).
 	"cmd/edged/dashboard": {},
@@ -28,6 +31,10 @@ var allowedImports = map[string][]string{
 	"uplink":              {"sensors", "uplink", "github.com/eclipse/paho.golang"},
 	"sensors":             {"sensors"},
 }
+
+// testOnly is the package that only _test.go files may import; go list's
+// Imports leaves those out, so any importer it lists is a mistake.
+const testOnly = "cmd/edged/dashboard/dashboardtest"
 
 // TestDependencyDirection keeps the layering true: only localbroker
 // imports mochi, only uplink imports paho, only drivers import periph's
@@ -48,6 +55,9 @@ func TestDependencyDirection(t *testing.T) {
 		for _, imp := range fields[1:] {
 			if isStd(imp) {
 				continue
+			}
+			if imp == module+testOnly {
+				t.Errorf("%s imports %s, which only tests may import (the binary must not link chromedp)", pkg, imp)
 			}
 			if !allowed(rule, imp) {
 				t.Errorf("%s imports %s, which DESIGN.md's dependency direction does not allow", pkg, imp)
