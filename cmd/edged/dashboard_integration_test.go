@@ -7,155 +7,22 @@ package main
 // daemon agree.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/edged/edged/cmd/edged/dashboard/dashboardtest"
 	"github.com/edged/edged/localbroker"
 )
 
-// e2eBrowser is headless Chromium for one test, at a phone's 360 CSS px.
-type e2eBrowser struct {
-	t        *testing.T
-	ctx      context.Context
-	mu       sync.Mutex
-	problems []string
-}
-
 // e2eBrowserTimeout bounds one test's use of the browser: a hang guard.
 const e2eBrowserTimeout = 2 * time.Minute
-
-func newE2EBrowser(t *testing.T, chromium string) *e2eBrowser {
-	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.NoSandbox, // CI runs as root, where the sandbox cannot start
-		chromedp.Headless,
-		chromedp.Flag("disable-gpu", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		cancel()  // closes the tab and the browser
-		acancel() // and waits for the process to exit
-	})
-	if err := chromedp.Do(ctx); err != nil { // start it, with no deadline
-		t.Fatalf("starting chromium: %v", err)
-	}
-	b := &e2eBrowser{t: t}
-	msgs := chromedp.Console(ctx)
-	consoleDone := make(chan struct{})
-	go func() {
-		defer close(consoleDone)
-		for m, err := range msgs {
-			if err != nil {
-				return // the browser went away
-			}
-			if m.Type == chromedp.ConsoleException || m.Type == chromedp.ConsoleError && m.Source != "network" {
-				b.mu.Lock()
-				b.problems = append(b.problems, fmt.Sprintf("%s %s:%d: %s", m.Type, m.URL, m.Line+1, m.Text))
-				b.mu.Unlock()
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel() // ends the console iterator too
-		<-consoleDone
-	})
-	tctx, tcancel := context.WithTimeout(ctx, e2eBrowserTimeout)
-	t.Cleanup(tcancel)
-	b.ctx = tctx
-	b.do(chromedp.EmulateViewport(360, 740, chromedp.EmulateScale(2), chromedp.EmulateMobile))
-	return b
-}
-
-func (b *e2eBrowser) do(steps ...chromedp.Action[chromedp.Void]) {
-	b.t.Helper()
-	if err := chromedp.Do(b.ctx, steps...); err != nil {
-		b.t.Fatal(err)
-	}
-}
-
-// js evaluates a JavaScript expression whose value is a string.
-func (b *e2eBrowser) js(expr string) string {
-	b.t.Helper()
-	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](expr))
-	if err != nil {
-		b.t.Fatalf("evaluating %s: %v", expr, err)
-	}
-	return v
-}
-
-func (b *e2eBrowser) text(sel string) string {
-	b.t.Helper()
-	q, _ := json.Marshal(sel)
-	return b.js(fmt.Sprintf(`(document.querySelector(%s) || {textContent: ""}).textContent`, q))
-}
-
-// waitText polls sel's text every 100 ms until ok accepts it.
-func (b *e2eBrowser) waitText(timeout time.Duration, sel string, ok func(string) bool) string {
-	b.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		s := b.text(sel)
-		if ok(s) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("after %v: %s still has not the text wanted: %q", timeout, sel, s)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// typeEnter types s into the empty input sel and presses Enter.
-func (b *e2eBrowser) typeEnter(sel, s string) {
-	b.t.Helper()
-	q, _ := json.Marshal(sel)
-	b.do(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%s).value = ""`, q)),
-		chromedp.SendKeys(chromedp.CSS(sel), s+"\r"))
-}
-
-func (b *e2eBrowser) noProblems() {
-	b.t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, p := range b.problems {
-		b.t.Errorf("page console: %s", p)
-	}
-}
-
-// screenshot saves a full-page PNG in $EDGED_ARTIFACTS (or a temp dir)
-// and logs where.
-func (b *e2eBrowser) screenshot(name string) {
-	b.t.Helper()
-	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	dir := os.Getenv("EDGED_ARTIFACTS")
-	if dir == "" {
-		dir = b.t.TempDir()
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		b.t.Fatal(err)
-	}
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		b.t.Fatal(err)
-	}
-	b.t.Logf("screenshot: %s", path)
-}
 
 // apiMe is GET /api/v1/me.
 type apiMe struct {
@@ -237,7 +104,7 @@ const (
 
 func TestDashboardIntegration(t *testing.T) {
 	bin := edgedBinary(t)
-	chromium := requireTool(t, "chromium", "EDGED_REQUIRE_CHROMIUM")
+	dashboardtest.RequireChromium(t) // before the daemons start
 
 	t.Run("operator", func(t *testing.T) {
 		var user, password string
@@ -263,62 +130,62 @@ func TestDashboardIntegration(t *testing.T) {
 			t.Fatalf("anonymous visitors are viewers, yet GET /api/v1/me says %+v", me)
 		}
 
-		b := newE2EBrowser(t, chromium)
-		b.do(chromedp.Navigate(base + "/"))
+		b := dashboardtest.New(t, e2eBrowserTimeout)
+		b.Do(chromedp.Navigate(base + "/"))
 		// Sign in through the page's form, as an operator would.
-		b.waitText(20*time.Second, "body", func(string) bool {
-			return b.js(`String(!document.getElementById('login').hidden || !document.getElementById('login-open').hidden)`) == "true"
+		b.WaitText(20*time.Second, "body", func(string) bool {
+			return b.JS(`String(!document.getElementById('login').hidden || !document.getElementById('login-open').hidden)`) == "true"
 		})
-		if b.js(`String(document.getElementById('login').hidden)`) == "true" {
-			b.do(chromedp.Click(chromedp.CSS("#login-open")))
+		if b.JS(`String(document.getElementById('login').hidden)`) == "true" {
+			b.Do(chromedp.Click(chromedp.CSS("#login-open")))
 		}
-		b.do(chromedp.SendKeys(chromedp.CSS("#login-user"), user),
+		b.Do(chromedp.SendKeys(chromedp.CSS("#login-user"), user),
 			chromedp.SendKeys(chromedp.CSS("#login-password"), password+"\r"))
-		b.waitText(20*time.Second, "#who-text", func(s string) bool { return strings.Contains(s, user) })
+		b.WaitText(20*time.Second, "#who-text", func(s string) bool { return strings.Contains(s, user) })
 
 		// Live values: a reading arrives over the event stream (its time
 		// changes) and, within a minute, a value on the page changes.
-		b.waitText(30*time.Second, e2eAirTemp+" .value", func(s string) bool { return s != "" && s != "–" })
-		b.waitText(20*time.Second, "#conn", func(s string) bool { return s == "Live" })
+		b.WaitText(30*time.Second, e2eAirTemp+" .value", func(s string) bool { return s != "" && s != "–" })
+		b.WaitText(20*time.Second, "#conn", func(s string) bool { return s == "Live" })
 		q, _ := json.Marshal(e2eAirTemp)
-		t0 := b.js(fmt.Sprintf(`document.querySelector(%s).dataset.time`, q))
-		b.waitText(20*time.Second, e2eAirTemp+" .when", func(string) bool {
-			return b.js(fmt.Sprintf(`document.querySelector(%s).dataset.time`, q)) != t0
+		t0 := b.JS(fmt.Sprintf(`document.querySelector(%s).dataset.time`, q))
+		b.WaitText(20*time.Second, e2eAirTemp+" .when", func(string) bool {
+			return b.JS(fmt.Sprintf(`document.querySelector(%s).dataset.time`, q)) != t0
 		})
 		values := `[...document.querySelectorAll('[data-sensor] .value')].map(e => e.textContent).join(' | ')`
-		v0 := b.js(values)
+		v0 := b.JS(values)
 		deadline := time.Now().Add(60 * time.Second)
-		for b.js(values) == v0 {
+		for b.JS(values) == v0 {
 			if time.Now().After(deadline) {
 				t.Fatalf("no value on the page changed in 60 s: %s", v0)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		t.Logf("values: %s -> %s", v0, b.js(values))
+		t.Logf("values: %s -> %s", v0, b.JS(values))
 
 		// The setpoint: type a new one, press Enter, and the card and the
 		// API both follow.
-		b.waitText(10*time.Second, e2eHeatSP, func(s string) bool { return s != "" })
+		b.WaitText(10*time.Second, e2eHeatSP, func(s string) bool { return s != "" })
 		want := 20.0
 		if apiSetpoint(t, httpAddr) == want {
 			want = 21
 		}
-		b.typeEnter("#sp-heat", strconv.FormatFloat(want, 'f', -1, 64))
-		if msg := b.waitText(15*time.Second, "#msg-heat", func(s string) bool { return s != "" && s != "Sending…" }); msg != "Done." {
+		b.TypeEnter("#sp-heat", strconv.FormatFloat(want, 'f', -1, 64))
+		if msg := b.WaitText(15*time.Second, "#msg-heat", func(s string) bool { return s != "" && s != "Sending…" }); msg != "Done." {
 			t.Fatalf("setting the setpoint to %v: the page says %q", want, msg)
 		}
-		b.waitText(15*time.Second, e2eHeatSP, func(s string) bool { return s == strconv.FormatFloat(want, 'f', -1, 64) })
+		b.WaitText(15*time.Second, e2eHeatSP, func(s string) bool { return s == strconv.FormatFloat(want, 'f', -1, 64) })
 		if got := apiSetpoint(t, httpAddr); got != want {
 			t.Errorf("the page set %v but the API says %v", want, got)
 		}
 		// Off and back to auto: the mode follows each time.
 		for _, mode := range []string{"off", "auto"} {
-			b.do(chromedp.SetValue(chromedp.CSS("#mode-heat"), mode),
+			b.Do(chromedp.SetValue(chromedp.CSS("#mode-heat"), mode),
 				chromedp.Click(chromedp.CSS(`[data-controller="heat"] form.mode button`)))
-			b.waitText(15*time.Second, `[data-controller="heat"] .mode`, func(s string) bool { return s == mode })
+			b.WaitText(15*time.Second, `[data-controller="heat"] .mode`, func(s string) bool { return s == mode })
 		}
-		b.screenshot("dashboard-e2e-operator-360.png")
-		b.noProblems()
+		b.Screenshot("dashboard-e2e-operator-360.png")
+		b.NoProblems()
 	})
 
 	t.Run("viewer", func(t *testing.T) {
@@ -327,15 +194,15 @@ func TestDashboardIntegration(t *testing.T) {
 		if me.CanCommand {
 			t.Fatalf("anonymous viewer, yet GET /api/v1/me says %+v", me)
 		}
-		b := newE2EBrowser(t, chromium)
-		b.do(chromedp.Navigate("http://" + httpAddr + "/"))
-		b.waitText(30*time.Second, e2eHeatSP, func(s string) bool { return s != "" })
-		b.waitText(30*time.Second, e2eAirTemp+" .value", func(s string) bool { return s != "" && s != "–" })
+		b := dashboardtest.New(t, e2eBrowserTimeout)
+		b.Do(chromedp.Navigate("http://" + httpAddr + "/"))
+		b.WaitText(30*time.Second, e2eHeatSP, func(s string) bool { return s != "" })
+		b.WaitText(30*time.Second, e2eAirTemp+" .value", func(s string) bool { return s != "" && s != "–" })
 		controls := `String(document.querySelectorAll('[data-controller] form, [data-controller] input, [data-controller] select, [data-controller] button').length)`
-		if n := b.js(controls); n != "0" {
+		if n := b.JS(controls); n != "0" {
 			t.Errorf("a viewer sees %s controls", n)
 		}
-		b.screenshot("dashboard-e2e-viewer-360.png")
-		b.noProblems()
+		b.Screenshot("dashboard-e2e-viewer-360.png")
+		b.NoProblems()
 	})
 }
