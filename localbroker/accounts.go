@@ -262,7 +262,8 @@ type accounts struct {
 	anonRole   string
 	fails      *gate // per-address failure buckets; only its token buckets are used
 	bcryptSlot chan struct{}
-	dummy      []byte // a hash to check unknown users against, so they take as long
+	dummy      []byte                            // a hash to check unknown users against, so they take as long
+	compare    func(hash, password []byte) error // bcrypt; tests count the checks
 	warn       func(kind, key, msg string, args ...any)
 
 	failed  atomic.Uint64 // credentials checked and wrong
@@ -287,6 +288,7 @@ func newAccounts(o Opts, warn func(kind, key, msg string, args ...any)) (*accoun
 		anonRole:   o.AnonymousRole,
 		fails:      newGate(1<<30, o.MaxLoginFailures, o.MaxLoginFailures, time.Now),
 		bcryptSlot: make(chan struct{}, bcryptSlots),
+		compare:    bcrypt.CompareHashAndPassword,
 		warn:       warn,
 	}
 	for _, u := range o.Users {
@@ -323,9 +325,12 @@ func (a *accounts) anonymousIdentity() (Identity, bool) {
 	return Identity{Role: a.anonRole}, a.anonymous
 }
 
-// admitted reports whether remote may try a login now.
+// admitted takes one of remote's login tokens before a check, or
+// reports false (and counts and logs the refusal) when none is left. A
+// check that succeeds gives its token back (see succeeded); a failed one
+// keeps it.
 func (a *accounts) admitted(remote net.Addr) bool {
-	if a.fails.peek(remote) {
+	if a.fails.take(remote) {
 		return true
 	}
 	a.limited.Add(1)
@@ -333,11 +338,13 @@ func (a *accounts) admitted(remote net.Addr) bool {
 	return false
 }
 
-// failure charges remote for a failed login and logs it (at most once a
-// minute per address, with the login kind's budget).
+// succeeded refunds the token admitted took.
+func (a *accounts) succeeded(remote net.Addr) { a.fails.refund(remote) }
+
+// failure counts and logs a failed login (at most once a minute per
+// address, with the login kind's budget); admitted already charged it.
 func (a *accounts) failure(remote net.Addr, user, via string) {
 	a.failed.Add(1)
-	a.fails.take(remote)
 	a.warn("login", sourceOf(remote), "refused a login: wrong user name, password or token", "remote", remote.String(), "user", user, "via", via)
 }
 
@@ -354,13 +361,14 @@ func (a *accounts) password(user string, password []byte, remote net.Addr, via s
 	ok := false
 	if hash != nil {
 		a.bcryptSlot <- struct{}{}
-		ok = bcrypt.CompareHashAndPassword(hash, password) == nil
+		ok = a.compare(hash, password) == nil
 		<-a.bcryptSlot
 	}
 	if !ok || acc == nil || acc.hash == nil {
 		a.failure(remote, user, via)
 		return Identity{}, ErrBadCredentials
 	}
+	a.succeeded(remote)
 	return acc.id, nil
 }
 
@@ -372,6 +380,7 @@ func (a *accounts) token(token string, remote net.Addr) (Identity, error) {
 	h := sha256.Sum256([]byte(token))
 	for k, acc := range a.byToken {
 		if subtle.ConstantTimeCompare(k[:], h[:]) == 1 {
+			a.succeeded(remote)
 			return acc.id, nil
 		}
 	}

@@ -348,3 +348,59 @@ func TestCredentialsIgnoredWithoutUsers(t *testing.T) {
 		t.Fatalf("CONNACK 0x%02x", code)
 	}
 }
+
+// TestConcurrentWrongLoginsBypassFailureLimit pins the bug where the
+// failed-login budget was only peeked at before bcrypt and charged after:
+// concurrent wrong logins from one address all ran bcrypt. Now each check
+// takes a token first, so at most the budget runs and the rest are
+// refused at once, while the checks are still in flight.
+func TestConcurrentWrongLoginsBypassFailureLimit(t *testing.T) {
+	const budget, n = 3, 40
+	a, err := newAccounts(Opts{MaxLoginFailures: budget, Users: []User{
+		{Name: "op", PasswordHash: testHash(t, "pw-op"), Role: RoleOperator},
+	}}, func(string, string, string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	checks := 0
+	release := make(chan struct{})
+	a.compare = func(hash, pw []byte) error {
+		mu.Lock()
+		checks++
+		mu.Unlock()
+		<-release
+		return bcrypt.ErrMismatchedHashAndPassword
+	}
+	remote := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 9), Port: 1}
+	refused := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := a.password("op", []byte("wrong"), remote, "test"); errors.Is(err, ErrTooManyFailures) {
+				refused <- struct{}{}
+			}
+		}()
+	}
+	got := 0
+	timeout := time.After(10 * time.Second)
+wait:
+	for got < n-budget {
+		select {
+		case <-refused:
+			got++
+		case <-timeout:
+			break wait
+		}
+	}
+	close(release)
+	wg.Wait()
+	if got < n-budget {
+		t.Errorf("while %d checks were held, only %d of %d logins were refused at once; want %d", budget, got, n, n-budget)
+	}
+	if checks > budget {
+		t.Errorf("%d bcrypt checks ran for %d concurrent wrong logins; want at most %d", checks, n, budget)
+	}
+}

@@ -114,22 +114,26 @@ func hostOf(a net.Addr) string {
 	return h
 }
 
-// peek reports whether remote's bucket holds a token, without taking
-// one: the failed-login limit asks before a check and charges only a
-// failure (see take).
-func (g *gate) peek(remote net.Addr) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.bucket(sourceOf(remote)).tokens >= 1
-}
-
-// take takes a token from remote's bucket, if it has one.
-func (g *gate) take(remote net.Addr) {
+// take takes a token from remote's bucket and reports whether it had
+// one. The failed-login limit takes before a check and refunds a success
+// (see refund), so checks in flight count against the budget: charging
+// only after a check would let any number of concurrent ones through.
+func (g *gate) take(remote net.Addr) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if a := g.bucket(sourceOf(remote)); a.tokens >= 1 {
 		a.tokens--
+		return true
 	}
+	return false
+}
+
+// refund gives back a token take took, for a check that succeeded.
+func (g *gate) refund(remote net.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	a := g.bucket(sourceOf(remote))
+	a.tokens = min(float64(g.perAddr), a.tokens+1)
 }
 
 // bucket returns host's state with its tokens brought up to date; the
