@@ -1,6 +1,8 @@
 package localbroker
 
 import (
+	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -230,6 +232,9 @@ var (
 	// ErrTooManyFailures is returned without checking the credentials
 	// when the source address failed too often in the last minute.
 	ErrTooManyFailures = errors.New("localbroker: too many failed logins from this address; wait a minute")
+	// ErrBusy is returned, without charging the address, when a password
+	// check could not get a bcrypt slot in time (or its caller gave up).
+	ErrBusy = errors.New("localbroker: too many logins being checked; try again shortly")
 )
 
 // RoleAtLeast reports whether role has at least the rights of min, in
@@ -264,14 +269,42 @@ type accounts struct {
 	bcryptSlot chan struct{}
 	dummy      []byte                            // a hash to check unknown users against, so they take as long
 	compare    func(hash, password []byte) error // bcrypt; tests count the checks
-	warn       func(kind, key, msg string, args ...any)
+	waiting    atomic.Int32                      // checks waiting for or holding a slot
+	now        func() time.Time
+
+	mu       sync.Mutex
+	addrSlot map[string]*addrSlot // one check at a time per source address
+	cacheKey [32]byte             // HMAC key of cache: a leaked map does not give fast-hashed passwords
+	cache    map[[32]byte]cached  // recent successful password checks
+	warn     func(kind, key, msg string, args ...any)
 
 	failed  atomic.Uint64 // credentials checked and wrong
 	limited atomic.Uint64 // refused without a check
 }
 
-// bcryptSlots is how many bcrypt checks may run at once.
-const bcryptSlots = 2
+// Bounds of the bcrypt queue: bcryptSlots checks run at once, at most
+// bcryptQueue more wait, each at most bcryptWait; one source address
+// runs one check at a time, so one host holds at most one slot and
+// others still get theirs. Successful checks are remembered for
+// cacheTTL (at most cacheMax of them), so HTTP Basic on every request
+// costs one bcrypt check, not one per request.
+const (
+	bcryptSlots = 2
+	bcryptQueue = 16
+	bcryptWait  = 3 * time.Second
+	cacheTTL    = 30 * time.Second
+	cacheMax    = 256
+)
+
+type addrSlot struct {
+	ch   chan struct{}
+	refs int
+}
+
+type cached struct {
+	id      Identity
+	expires time.Time
+}
 
 var dummyHash = sync.OnceValue(func() []byte {
 	h, _ := bcrypt.GenerateFromPassword([]byte("edged dummy password"), PasswordCost)
@@ -289,6 +322,9 @@ func newAccounts(o Opts, warn func(kind, key, msg string, args ...any)) (*accoun
 		fails:      newGate(1<<30, o.MaxLoginFailures, o.MaxLoginFailures, time.Now),
 		bcryptSlot: make(chan struct{}, bcryptSlots),
 		compare:    bcrypt.CompareHashAndPassword,
+		now:        time.Now,
+		addrSlot:   map[string]*addrSlot{},
+		cache:      map[[32]byte]cached{},
 		warn:       warn,
 	}
 	for _, u := range o.Users {
@@ -315,6 +351,9 @@ func newAccounts(o Opts, warn func(kind, key, msg string, args ...any)) (*accoun
 	}
 	if len(a.byName) > 0 {
 		a.dummy = dummyHash()
+	}
+	if _, err := rand.Read(a.cacheKey[:]); err != nil {
+		return nil, fmt.Errorf("localbroker: %w", err)
 	}
 	return a, nil
 }
@@ -348,10 +387,16 @@ func (a *accounts) failure(remote net.Addr, user, via string) {
 	a.warn("login", sourceOf(remote), "refused a login: wrong user name, password or token", "remote", remote.String(), "user", user, "via", via)
 }
 
-// password checks a user name and password.
-func (a *accounts) password(user string, password []byte, remote net.Addr, via string) (Identity, error) {
+// password checks a user name and password; ctx bounds the wait for a
+// bcrypt slot.
+func (a *accounts) password(ctx context.Context, user string, password []byte, remote net.Addr, via string) (Identity, error) {
 	if !a.admitted(remote) {
 		return Identity{}, ErrTooManyFailures
+	}
+	key := a.cacheKeyOf(user, password)
+	if id, ok := a.cached(key); ok {
+		a.succeeded(remote)
+		return id, nil
 	}
 	acc := a.byName[user]
 	hash := a.dummy
@@ -360,16 +405,95 @@ func (a *accounts) password(user string, password []byte, remote net.Addr, via s
 	}
 	ok := false
 	if hash != nil {
-		a.bcryptSlot <- struct{}{}
-		ok = a.compare(hash, password) == nil
-		<-a.bcryptSlot
+		var err error
+		if ok, err = a.check(ctx, sourceOf(remote), hash, password); err != nil {
+			a.succeeded(remote) // not checked: no failure to charge
+			return Identity{}, err
+		}
 	}
 	if !ok || acc == nil || acc.hash == nil {
 		a.failure(remote, user, via)
 		return Identity{}, ErrBadCredentials
 	}
 	a.succeeded(remote)
+	a.remember(key, acc.id)
 	return acc.id, nil
+}
+
+// check runs one bcrypt comparison when source's turn and a slot come,
+// or returns ErrBusy when the queue is full, the wait is over bcryptWait
+// or ctx ends first.
+func (a *accounts) check(ctx context.Context, source string, hash, password []byte) (bool, error) {
+	if a.waiting.Add(1) > bcryptSlots+bcryptQueue {
+		a.waiting.Add(-1)
+		return false, ErrBusy
+	}
+	defer a.waiting.Add(-1)
+	a.mu.Lock()
+	s := a.addrSlot[source]
+	if s == nil {
+		s = &addrSlot{ch: make(chan struct{}, 1)}
+		a.addrSlot[source] = s
+	}
+	s.refs++
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		if s.refs--; s.refs == 0 {
+			delete(a.addrSlot, source)
+		}
+		a.mu.Unlock()
+	}()
+	t := time.NewTimer(bcryptWait)
+	defer t.Stop()
+	for _, slot := range []chan struct{}{s.ch, a.bcryptSlot} {
+		select {
+		case slot <- struct{}{}:
+			defer func() { <-slot }()
+		case <-ctx.Done():
+			return false, ErrBusy
+		case <-t.C:
+			return false, ErrBusy
+		}
+	}
+	return a.compare(hash, password) == nil, nil
+}
+
+func (a *accounts) cacheKeyOf(user string, password []byte) [32]byte {
+	m := hmac.New(sha256.New, a.cacheKey[:])
+	m.Write([]byte(user))
+	m.Write([]byte{0})
+	m.Write(password)
+	var k [32]byte
+	m.Sum(k[:0])
+	return k
+}
+
+func (a *accounts) cached(key [32]byte) (Identity, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.cache[key]
+	if !ok || !c.expires.After(a.now()) {
+		return Identity{}, false
+	}
+	return c.id, true
+}
+
+func (a *accounts) remember(key [32]byte, id Identity) {
+	now := a.now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.cache) >= cacheMax {
+		for k, c := range a.cache {
+			if !c.expires.After(now) {
+				delete(a.cache, k)
+			}
+		}
+		if len(a.cache) >= cacheMax {
+			clear(a.cache)
+		}
+	}
+	a.cache[key] = cached{id, now.Add(cacheTTL)}
 }
 
 // token checks a bearer token.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -156,10 +157,10 @@ func TestLoginFailuresRateLimited(t *testing.T) {
 			t.Fatalf("attempt %d after the limit: CONNACK 0x%02x, want 0x9f", i, code)
 		}
 	}
-	if _, err := b.Authenticate("op", "pw-op", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}); !errors.Is(err, ErrTooManyFailures) {
+	if _, err := b.Authenticate(context.Background(), "op", "pw-op", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}); !errors.Is(err, ErrTooManyFailures) {
 		t.Errorf("HTTP login from the same address: %v, want ErrTooManyFailures", err)
 	}
-	if id, err := b.Authenticate("op", "pw-op", &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7)}); err != nil || id != (Identity{Name: "op", Role: RoleOperator}) {
+	if id, err := b.Authenticate(context.Background(), "op", "pw-op", &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7)}); err != nil || id != (Identity{Name: "op", Role: RoleOperator}) {
 		t.Errorf("another address: %v %v", id, err)
 	}
 	s := b.Stats()
@@ -239,7 +240,7 @@ func TestAuthenticateToken(t *testing.T) {
 	if _, err := b.AuthenticateToken(tok+"x", remote); !errors.Is(err, ErrBadCredentials) {
 		t.Fatalf("wrong token: %v", err)
 	}
-	if _, err := b.Authenticate("dash", "", remote); !errors.Is(err, ErrBadCredentials) {
+	if _, err := b.Authenticate(context.Background(), "dash", "", remote); !errors.Is(err, ErrBadCredentials) {
 		t.Fatalf("password login of a token-only user: %v", err)
 	}
 	if id, ok := b.Anonymous(); ok || id.Role != RoleViewer || !id.Anonymous() {
@@ -379,7 +380,7 @@ func TestConcurrentWrongLoginsBypassFailureLimit(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := a.password("op", []byte("wrong"), remote, "test"); errors.Is(err, ErrTooManyFailures) {
+			if _, err := a.password(context.Background(), "op", []byte("wrong"), remote, "test"); errors.Is(err, ErrTooManyFailures) {
 				refused <- struct{}{}
 			}
 		}()
@@ -402,5 +403,107 @@ wait:
 	}
 	if checks > budget {
 		t.Errorf("%d bcrypt checks ran for %d concurrent wrong logins; want at most %d", checks, n, budget)
+	}
+}
+
+// TestWrongLoginFloodDelaysOtherAddresses pins the bug where the two
+// bcrypt slots were a queue without bound, shared by every address: one
+// host's wrong logins held both slots and a correct login from another
+// address waited behind all of them. Now one address runs one check at a
+// time, so the other's login completes while the flood is still held.
+func TestWrongLoginFloodDelaysOtherAddresses(t *testing.T) {
+	a, err := newAccounts(Opts{MaxLoginFailures: 5, Users: []User{
+		{Name: "op", PasswordHash: testHash(t, "pw-op"), Role: RoleOperator},
+	}}, func(string, string, string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, entered := make(chan struct{}), make(chan struct{}, 10)
+	real := a.compare
+	a.compare = func(hash, pw []byte) error {
+		if string(pw) != "wrong" {
+			return real(hash, pw)
+		}
+		entered <- struct{}{}
+		<-release
+		return bcrypt.ErrMismatchedHashAndPassword
+	}
+	flood := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 66), Port: 1}
+	var wg sync.WaitGroup
+	floodDone := make(chan struct{}, 5)
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = a.password(context.Background(), "op", []byte("wrong"), flood, "test")
+			floodDone <- struct{}{}
+		}()
+	}
+	defer wg.Wait()
+	defer close(release)
+	<-entered
+	for i := 0; a.waiting.Load() < 5; i++ { // every flood check queued
+		if i > 1e7 {
+			t.Fatal("the flood's checks never all queued")
+		}
+		runtime.Gosched()
+	}
+	res := make(chan error, 1)
+	go func() {
+		_, err := a.password(context.Background(), "op", []byte("pw-op"), &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 1}, "test")
+		res <- err
+	}()
+	select {
+	case err := <-res:
+		if err != nil {
+			t.Fatalf("correct login from another address during the flood: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a correct login from another address waited behind another host's wrong logins")
+	}
+	if len(floodDone) != 0 {
+		t.Error("the flood ended before the other login; the test proves nothing")
+	}
+}
+
+// TestLoginWaitBoundedByContext: a check that cannot get a bcrypt slot
+// ends with ErrBusy when its caller gives up, and is not charged as a
+// failure; a correct password is remembered, so repeating it runs no
+// second bcrypt check.
+func TestLoginWaitBoundedByContext(t *testing.T) {
+	a, err := newAccounts(Opts{MaxLoginFailures: 5, Users: []User{
+		{Name: "op", PasswordHash: testHash(t, "pw-op"), Role: RoleOperator},
+	}}, func(string, string, string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range bcryptSlots {
+		a.bcryptSlot <- struct{}{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	remote := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 8), Port: 1}
+	if _, err := a.password(ctx, "op", []byte("pw-op"), remote, "test"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("with every slot held and the context ended: %v, want ErrBusy", err)
+	}
+	if a.failed.Load() != 0 || !a.fails.take(remote) {
+		t.Error("a check that never ran was charged as a failure")
+	}
+	for range bcryptSlots {
+		<-a.bcryptSlot
+	}
+	checks := 0
+	real := a.compare
+	a.compare = func(h, p []byte) error { checks++; return real(h, p) }
+	for i := range 3 {
+		if id, err := a.password(context.Background(), "op", []byte("pw-op"), remote, "test"); err != nil || id.Name != "op" {
+			t.Fatalf("login %d: %v %v", i, id, err)
+		}
+	}
+	if checks != 1 {
+		t.Errorf("%d bcrypt checks for 3 logins with the same password; want 1", checks)
+	}
+	if _, err := a.password(context.Background(), "op", []byte("wrong"), remote, "test"); !errors.Is(err, ErrBadCredentials) || checks != 2 {
+		t.Errorf("a wrong password after a cached right one: %v after %d checks", err, checks)
 	}
 }

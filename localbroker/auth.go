@@ -2,6 +2,7 @@ package localbroker
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -127,10 +128,12 @@ func (a *access) login(cl *mqtt.Client, pk packets.Packet) (id Identity, existin
 			return id, nil, refuseConnect(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized, "credentials required")
 		}
 	} else {
-		id, err = a.accounts.password(string(pk.Connect.Username), pk.Connect.Password, remote, cl.Net.Listener)
+		id, err = a.accounts.password(context.Background(), string(pk.Connect.Username), pk.Connect.Password, remote, cl.Net.Listener)
 		switch {
 		case errors.Is(err, ErrTooManyFailures):
 			return id, nil, refuseConnect(cl, packets.ErrConnectionRateExceeded, packets.Err3NotAuthorized, "too many failed logins: wait a minute")
+		case errors.Is(err, ErrBusy):
+			return id, nil, refuseConnect(cl, packets.ErrServerBusy, packets.Err3ServerUnavailable, "too many logins being checked")
 		case err != nil:
 			return id, nil, refuseConnect(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword, "")
 		}

@@ -337,9 +337,11 @@ func (b *Broker) WSSAddr() string {
 // ErrTooManyFailures when remote failed too often (no check is run),
 // ErrBadCredentials when they are wrong. A check runs bcrypt: tens of
 // milliseconds on a Pi, so a surface that serves many requests should
-// log in once and then use a token or a session of its own.
-func (b *Broker) Authenticate(user, password string, remote net.Addr) (Identity, error) {
-	return b.access.accounts.password(user, []byte(password), remote, "http")
+// log in once and then use a token or a session of its own (a success is
+// remembered for a short while, so repeating it is cheap). ErrBusy when
+// no bcrypt slot came free in time or ctx ended first.
+func (b *Broker) Authenticate(ctx context.Context, user, password string, remote net.Addr) (Identity, error) {
+	return b.access.accounts.password(ctx, user, []byte(password), remote, "http")
 }
 
 // AuthenticateToken checks a bearer token (see NewToken), rate limited

@@ -3,10 +3,13 @@ package localbroker
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edged/edged/sensors/ratelog"
 )
 
 // clientConn is the net.Conn mochi reads and writes for one LAN
@@ -224,4 +227,20 @@ type gatedConn struct {
 func (c *gatedConn) Close() error {
 	c.release()
 	return c.Conn.Close()
+}
+
+// GateListener admits ln's connections as the broker's own listeners do
+// at accept: at most maxTotal open at once, perAddr from one source
+// address, and perMinute new ones a minute from one address. A refused
+// connection is closed at once, before a byte is read, and logged to log
+// at most once a minute per address.
+func GateListener(ln net.Listener, maxTotal, perAddr, perMinute int, log *slog.Logger) net.Listener {
+	limiter := ratelog.New(warnEvery, warnBurst, nil)
+	return &gatedListener{Listener: ln, p: &connPolicy{
+		gate:  newGate(maxTotal, perAddr, perMinute, time.Now),
+		stats: &counters{},
+		warn: func(kind, key, msg string, args ...any) {
+			limiter.Log(log, slog.LevelWarn, kind+"|"+key, msg, args...)
+		},
+	}}
 }

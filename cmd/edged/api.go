@@ -75,8 +75,8 @@ type brokerAuth struct {
 
 var _ web.Authenticator = brokerAuth{}
 
-func (a brokerAuth) Basic(user, pass string, remote net.Addr) (web.Identity, error) {
-	return webIdentity(a.b.Authenticate(user, pass, remote))
+func (a brokerAuth) Basic(ctx context.Context, user, pass string, remote net.Addr) (web.Identity, error) {
+	return webIdentity(a.b.Authenticate(ctx, user, pass, remote))
 }
 
 func (a brokerAuth) Bearer(token string, remote net.Addr) (web.Identity, error) {
@@ -102,6 +102,8 @@ func webIdentity(id localbroker.Identity, err error) (web.Identity, error) {
 	switch {
 	case errors.Is(err, localbroker.ErrTooManyFailures):
 		return web.Identity{}, fmt.Errorf("%w (%w)", web.ErrTooManyFailures, err)
+	case errors.Is(err, localbroker.ErrBusy):
+		return web.Identity{}, fmt.Errorf("%w (%w)", web.ErrBusy, err)
 	case errors.Is(err, localbroker.ErrBadCredentials):
 		return web.Identity{}, fmt.Errorf("%w (%w)", web.ErrNoSuchUser, err)
 	case err != nil:

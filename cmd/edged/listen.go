@@ -11,6 +11,17 @@ import (
 	"github.com/edged/edged/localbroker"
 )
 
+// Connection limits of each HTTP listener, applied at accept (as the
+// broker's max_clients, max_clients_per_address and
+// max_connects_per_minute are): a browser opens about six connections
+// and one event stream, so perAddr leaves room for a few tabs, and one
+// host cannot take every connection (and with them every login).
+const (
+	httpMaxConns          = 128
+	httpMaxConnsPerAddr   = 16
+	httpConnectsPerMinute = 240
+)
+
 // listenHTTP binds the HTTP listeners of c: the plain one and the HTTPS
 // one (its certificate and key read now, so a new certificate takes a
 // restart), and returns them with the host names requests to them may
@@ -39,6 +50,7 @@ func listenHTTP(c configs.HTTP, users int, log *slog.Logger) (lns []net.Listener
 			return nil, nil, fmt.Errorf("http listener %s: %w", l.addr, err)
 		}
 		maps.Copy(hosts, localbroker.OwnHosts(ln.Addr()))
+		ln = localbroker.GateListener(ln, httpMaxConns, httpMaxConnsPerAddr, httpConnectsPerMinute, log.With("listener", l.addr))
 		if l.tls != nil {
 			ln = tls.NewListener(ln, l.tls)
 		} else if users > 0 && !localbroker.IsLoopback(l.addr) {

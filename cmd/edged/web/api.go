@@ -146,7 +146,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `want {"user": "...", "password": "..."}`)
 		return
 	}
-	id, err := s.deps.Auth.Basic(req.User, req.Password, remoteAddr(r))
+	id, err := s.deps.Auth.Basic(r.Context(), req.User, req.Password, remoteAddr(r))
 	if err != nil {
 		unauthorized(w, err)
 		return

@@ -26,7 +26,9 @@ type Identity struct {
 // passwords or tokens; Anonymous is the identity of a request without
 // credentials, false when such requests are refused.
 type Authenticator interface {
-	Basic(user, pass string, remote net.Addr) (Identity, error)
+	// Basic's ctx is the request's: a check waiting for its turn ends
+	// with it.
+	Basic(ctx context.Context, user, pass string, remote net.Addr) (Identity, error)
 	Bearer(token string, remote net.Addr) (Identity, error)
 	Anonymous() (Identity, bool)
 	// MayCommand narrows the role rule for commands: a user whose own
@@ -128,7 +130,7 @@ func (s *Server) authenticate(r *http.Request) (Identity, bool, error) {
 	remote := remoteAddr(r)
 	if h := r.Header.Get("Authorization"); h != "" {
 		if user, pass, ok := r.BasicAuth(); ok {
-			id, err := s.deps.Auth.Basic(user, pass, remote)
+			id, err := s.deps.Auth.Basic(r.Context(), user, pass, remote)
 			return id, false, err
 		}
 		scheme, tok, _ := strings.Cut(h, " ")
@@ -156,6 +158,11 @@ func unauthorized(w http.ResponseWriter, err error) {
 	if errors.Is(err, ErrTooManyFailures) {
 		w.Header().Set("Retry-After", "60")
 		writeError(w, http.StatusTooManyRequests, ErrTooManyFailures.Error())
+		return
+	}
+	if errors.Is(err, ErrBusy) {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, ErrBusy.Error())
 		return
 	}
 	w.Header().Set("WWW-Authenticate", `Basic realm="edged"`)

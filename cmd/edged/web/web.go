@@ -99,8 +99,11 @@ var (
 	// ErrTooManyFailures is what an Authenticator wraps when it refused
 	// to check credentials from an address that failed too often: 429.
 	ErrTooManyFailures = errors.New("web: too many failed logins from this address; wait a minute") // 429
-	errTooMany         = errors.New("web: too many event streams; try again later")                 // 503
-	errClosed          = errors.New("web: the server is stopping")                                  // 503
+	// ErrBusy is what an Authenticator wraps when no password check
+	// could run in time: 503 with Retry-After.
+	ErrBusy    = errors.New("web: too many logins being checked; try again shortly") // 503
+	errTooMany = errors.New("web: too many event streams; try again later")          // 503
+	errClosed  = errors.New("web: the server is stopping")                           // 503
 )
 
 // Actuator is one output's level now.

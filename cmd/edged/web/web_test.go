@@ -22,7 +22,7 @@ import (
 // unless it is "".
 type fakeAuth struct{ anonRole string }
 
-func (fakeAuth) Basic(user, pass string, _ net.Addr) (Identity, error) {
+func (fakeAuth) Basic(_ context.Context, user, pass string, _ net.Addr) (Identity, error) {
 	switch {
 	case user == "esp-3" && pass == "pw": // an operator whose rules cover no controller
 		return Identity{Name: user, Role: RoleOperator}, nil

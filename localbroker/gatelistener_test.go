@@ -1,0 +1,53 @@
+package localbroker
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestGateListenerRefusesPastCap: GateListener closes a connection past
+// its per-address cap at once.
+func TestGateListenerRefusesPastCap(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := GateListener(raw, 10, 2, 100, slog.New(slog.DiscardHandler))
+	accepted := make(chan net.Conn, 10)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	defer func() { ln.Close(); <-done }()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", raw.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	var held []net.Conn
+	for range 2 {
+		dial()
+		held = append(held, <-accepted)
+	}
+	c := dial()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("third connection from one address: read %v, want EOF (closed at accept)", err)
+	}
+	for _, h := range held {
+		h.Close()
+	}
+}
