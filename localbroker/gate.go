@@ -91,15 +91,14 @@ func (g *gate) prune(now time.Time) {
 	}
 }
 
-// sourceOf is what the per-address limits count by: the IP address, or
-// for IPv6 its /64 network, since one LAN host can use any address of
-// its prefix.
+// sourceOf is what the per-address limits count by: the IP address,
+// IPv6 included. Counting IPv6 by its /64 let one host lock out every
+// other of its link (all share fe80::/64, and the on-link global
+// prefix). The trade-off: a host that picks many addresses of its prefix
+// gets a budget for each; max_clients (total) still bounds connections,
+// and the bcrypt queue bounds what the logins can cost.
 func sourceOf(a net.Addr) string {
-	t, ok := a.(*net.TCPAddr)
-	if !ok || t.IP.To4() != nil || t.IP.IsLoopback() {
-		return hostOf(a)
-	}
-	return (&net.IPNet{IP: t.IP.Mask(net.CIDRMask(64, 128)), Mask: net.CIDRMask(64, 128)}).String()
+	return hostOf(a)
 }
 
 // hostOf is the source address without its port.

@@ -1,9 +1,14 @@
 package localbroker
 
 import (
+	"context"
+	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 func TestGate(t *testing.T) {
@@ -50,5 +55,39 @@ func TestGateForgetsIdleAddresses(t *testing.T) {
 	}
 	if n := len(g.addrs); n > maxAddrs {
 		t.Fatalf("%d addresses remembered, want at most %d", n, maxAddrs)
+	}
+}
+
+// TestIPv6LinkLocalHostLocksOutLAN pins the bug where IPv6 sources were
+// counted by their /64: every host of the link shares fe80::/64 (and an
+// on-link global prefix), so one host's wrong logins refused everyone's.
+// Each address now counts on its own.
+func TestIPv6LinkLocalHostLocksOutLAN(t *testing.T) {
+	a, err := newAccounts(Opts{MaxLoginFailures: 2, Users: []User{
+		{Name: "op", PasswordHash: testHash(t, "pw-op"), Role: RoleOperator},
+	}}, func(string, string, string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.compare = func(h, p []byte) error {
+		if string(p) == "pw-op" {
+			return nil
+		}
+		return bcrypt.ErrMismatchedHashAndPassword
+	}
+	for _, tc := range []struct{ attacker, victim string }{
+		{"fe80::1%eth0", "fe80::2%eth0"},
+		{"2001:db8::1", "2001:db8::2"},
+	} {
+		attacker, victim := net.ParseIP(strings.Split(tc.attacker, "%")[0]), net.ParseIP(strings.Split(tc.victim, "%")[0])
+		for range 3 {
+			_, _ = a.password(context.Background(), "op", []byte("wrong"), &net.TCPAddr{IP: attacker, Port: 1, Zone: "eth0"}, "test")
+		}
+		if _, err := a.password(context.Background(), "op", []byte("pw-op"), &net.TCPAddr{IP: attacker, Port: 1}, "test"); !errors.Is(err, ErrTooManyFailures) {
+			t.Errorf("%s after its failures: %v, want ErrTooManyFailures", tc.attacker, err)
+		}
+		if _, err := a.password(context.Background(), "op", []byte("pw-op"), &net.TCPAddr{IP: victim, Port: 1}, "test"); err != nil {
+			t.Errorf("%s, another host of the same link, after %s failed: %v", tc.victim, tc.attacker, err)
+		}
 	}
 }
