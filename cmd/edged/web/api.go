@@ -152,6 +152,11 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, err := s.sessions.create(id)
+	if errors.Is(err, errSessionsFull) {
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "cannot create a session: "+err.Error())
 		return

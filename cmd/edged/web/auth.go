@@ -60,8 +60,9 @@ func newSessions(ttl time.Duration, max int, now func() time.Time) *sessions {
 	return &sessions{ttl: ttl, max: max, now: now, m: map[[32]byte]session{}}
 }
 
-// create returns a new session token for id. When the table is full the
-// expired sessions go, then the one closest to expiry.
+// create returns a new session token for id. Expired sessions go first;
+// then, at maxSessionsPerUser, id's own oldest; a table still full of
+// other users' sessions refuses with errSessionsFull.
 func (s *sessions) create(id Identity) (string, error) {
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
@@ -71,21 +72,27 @@ func (s *sessions) create(id Identity) (string, error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.m) >= s.max {
-		var oldest [32]byte
-		var oldestAt time.Time
-		for k, v := range s.m {
-			if !v.expires.After(now) {
-				delete(s.m, k)
-				continue
-			}
-			if oldestAt.IsZero() || v.expires.Before(oldestAt) {
-				oldest, oldestAt = k, v.expires
-			}
+	var oldest [32]byte
+	var oldestAt time.Time
+	mine := 0
+	for k, v := range s.m {
+		if !v.expires.After(now) {
+			delete(s.m, k)
+			continue
 		}
-		if len(s.m) >= s.max {
-			delete(s.m, oldest)
+		if v.id.Name != id.Name {
+			continue
 		}
+		mine++
+		if oldestAt.IsZero() || v.expires.Before(oldestAt) {
+			oldest, oldestAt = k, v.expires
+		}
+	}
+	switch {
+	case mine >= maxSessionsPerUser:
+		delete(s.m, oldest)
+	case len(s.m) >= s.max:
+		return "", errSessionsFull
 	}
 	s.m[sha256.Sum256([]byte(tok))] = session{id, now.Add(s.ttl)}
 	return tok, nil
@@ -110,12 +117,6 @@ func (s *sessions) remove(tok string) {
 	s.mu.Lock()
 	delete(s.m, sha256.Sum256([]byte(tok)))
 	s.mu.Unlock()
-}
-
-func (s *sessions) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.m)
 }
 
 // errNoCredentials is an authenticate result: none given, anonymous
@@ -262,3 +263,11 @@ func remoteAddr(r *http.Request) net.Addr {
 	}
 	return net.TCPAddrFromAddrPort(ap)
 }
+
+// maxSessionsPerUser bounds one user's browser sessions; past it the
+// user's own oldest goes, never another user's.
+const maxSessionsPerUser = 8
+
+// errSessionsFull refuses a login (503) when the table holds only other
+// users' live sessions: ending one would let any user log everyone out.
+var errSessionsFull = errors.New("web: too many browser sessions; try again later, or use HTTP Basic or a token")

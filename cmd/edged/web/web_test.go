@@ -318,30 +318,54 @@ func TestMeAndSessions(t *testing.T) {
 	}
 }
 
-func TestSessionsBounded(t *testing.T) {
+// TestUserEvictsOtherUsersSessions pins the bug where any user could end
+// every other user's browser session: a full table evicted the oldest
+// session, whoever's it was. Now a user's sessions past
+// maxSessionsPerUser evict only that user's oldest, and a table full of
+// other users' sessions refuses the new login (errSessionsFull: 503).
+func TestUserEvictsOtherUsersSessions(t *testing.T) {
 	now := time.Unix(1000, 0)
-	ss := newSessions(time.Hour, 3, func() time.Time { return now })
-	var toks []string
-	for i := range 5 {
+	ss := newSessions(time.Hour, maxSessionsPerUser+2, func() time.Time { return now })
+	create := func(name string) (string, error) {
 		now = now.Add(time.Second)
-		tok, err := ss.create(Identity{Name: fmt.Sprint(i), Role: RoleViewer})
+		return ss.create(Identity{Name: name, Role: RoleViewer})
+	}
+	victim, err := create("victim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []string
+	for i := range maxSessionsPerUser + 3 {
+		tok, err := create("mallory")
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("mallory's login %d: %v", i, err)
 		}
-		toks = append(toks, tok)
+		mine = append(mine, tok)
 	}
-	if ss.len() != 3 {
-		t.Errorf("%d sessions, want at most 3", ss.len())
+	if _, ok := ss.lookup(victim); !ok {
+		t.Fatal("another user's logins ended the victim's session")
 	}
-	if _, ok := ss.lookup(toks[0]); ok {
-		t.Error("the oldest session survived a full table")
+	if _, ok := ss.lookup(mine[0]); ok {
+		t.Error("mallory's oldest session survived past the per-user cap")
 	}
-	if id, ok := ss.lookup(toks[4]); !ok || id.Name != "4" {
-		t.Error("the newest session is gone")
+	if _, ok := ss.lookup(mine[len(mine)-1]); !ok {
+		t.Error("mallory's newest session is gone")
+	}
+	if _, err := create("bob"); err != nil {
+		t.Fatalf("bob fits in the table: %v", err)
+	}
+	if _, err := create("carol"); !errors.Is(err, errSessionsFull) {
+		t.Errorf("a login into a table full of other users' sessions: %v, want errSessionsFull", err)
+	}
+	if _, ok := ss.lookup(victim); !ok {
+		t.Error("a refused login ended someone's session")
 	}
 	now = now.Add(2 * time.Hour)
-	if _, ok := ss.lookup(toks[4]); ok {
+	if _, ok := ss.lookup(victim); ok {
 		t.Error("an expired session still works")
+	}
+	if _, err := create("carol"); err != nil {
+		t.Errorf("expired sessions make room: %v", err)
 	}
 }
 
