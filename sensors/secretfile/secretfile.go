@@ -14,7 +14,8 @@ import (
 )
 
 // Read reads a file holding a secret; key names the config key in
-// errors (e.g. "password_file"). It refuses a file that others may read.
+// errors (e.g. "password_file"). It refuses a file that others may read,
+// or that the group or others may write.
 // Group-readable is fine, so a root-owned file can be shared with the
 // service through its group. The mode is taken from the open file, so it
 // is the mode of what is read.
@@ -30,6 +31,9 @@ func Read(key, path string) ([]byte, error) {
 	}
 	if m := fi.Mode().Perm(); m&0o004 != 0 {
 		return nil, fmt.Errorf("%s %s: mode %04o is readable by others; chmod 600 (or 640 with the group of the service)", key, path, uint32(m))
+	} else if m&0o022 != 0 {
+		// Whoever may write the file may put in their own hash or key.
+		return nil, fmt.Errorf("%s %s: mode %04o is writable by group or others; chmod 600 (or 640 with the group of the service)", key, path, uint32(m))
 	}
 	b, err := io.ReadAll(f)
 	if err != nil {

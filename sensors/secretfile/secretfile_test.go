@@ -39,3 +39,22 @@ func TestReadRefusesFilesOthersMayRead(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+// TestReadAcceptsGroupOrOtherWritable pins the bug where a secret file
+// that the group or everyone may write (0622, 0602) was accepted: anyone
+// who may write it can swap in their own password hash or key.
+func TestReadAcceptsGroupOrOtherWritable(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []os.FileMode{0o622, 0o602, 0o620} {
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("password_file %s: mode %04o is writable by group or others; chmod 600", p, uint32(mode))
+		if _, err := Read("password_file", p); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("mode %04o: err %v, want %q", uint32(mode), err, want)
+		}
+	}
+}
