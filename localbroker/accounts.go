@@ -382,8 +382,13 @@ func (a *accounts) succeeded(remote net.Addr) { a.fails.refund(remote) }
 
 // failure counts and logs a failed login (at most once a minute per
 // address, with the login kind's budget); admitted already charged it.
+// Only a configured user name is logged: a password typed into the name
+// field must not land in the journal.
 func (a *accounts) failure(remote net.Addr, user, via string) {
 	a.failed.Add(1)
+	if _, ok := a.byName[user]; !ok && user != "" {
+		user = "unknown user"
+	}
 	a.warn("login", sourceOf(remote), "refused a login: wrong user name, password or token", "remote", remote.String(), "user", user, "via", via)
 }
 

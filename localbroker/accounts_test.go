@@ -3,6 +3,7 @@ package localbroker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
@@ -505,5 +506,29 @@ func TestLoginWaitBoundedByContext(t *testing.T) {
 	}
 	if _, err := a.password(context.Background(), "op", []byte("wrong"), remote, "test"); !errors.Is(err, ErrBadCredentials) || checks != 2 {
 		t.Errorf("a wrong password after a cached right one: %v after %d checks", err, checks)
+	}
+}
+
+// TestFailedLoginLogsTypedPassword pins the bug where a failed login
+// logged the user name as typed: a password typed into the name field
+// landed in the journal. Only configured names are logged.
+func TestFailedLoginLogsTypedPassword(t *testing.T) {
+	var logged []any
+	a, err := newAccounts(Opts{MaxLoginFailures: 5, Users: []User{
+		{Name: "op", PasswordHash: testHash(t, "pw-op"), Role: RoleOperator},
+	}}, func(_, _, _ string, args ...any) { logged = append(logged, args...) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.compare = func(h, p []byte) error { return bcrypt.ErrMismatchedHashAndPassword }
+	remote := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 5), Port: 1}
+	_, _ = a.password(context.Background(), "hunter2-secret", []byte("x"), remote, "test")
+	_, _ = a.password(context.Background(), "op", []byte("x"), &net.TCPAddr{IP: net.IPv4(192, 0, 2, 6), Port: 1}, "test")
+	s := fmt.Sprint(logged...)
+	if strings.Contains(s, "hunter2-secret") {
+		t.Errorf("the log holds a name that is no user: %s", s)
+	}
+	if !strings.Contains(s, "unknown user") || !strings.Contains(s, "op") {
+		t.Errorf("the log should name configured users and say unknown user otherwise: %s", s)
 	}
 }
