@@ -306,10 +306,25 @@ type cached struct {
 	expires time.Time
 }
 
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("edged dummy password"), PasswordCost)
+// dummyHashes holds one dummy hash per cost, made on first use.
+var (
+	dummyMu     sync.Mutex
+	dummyHashes = map[int][]byte{}
+)
+
+// dummyHash returns a hash of cost to check unknown users against. Its
+// cost must be the highest configured one: a cheaper dummy lets timing
+// tell a user name that exists from one that does not.
+func dummyHash(cost int) []byte {
+	dummyMu.Lock()
+	defer dummyMu.Unlock()
+	if h, ok := dummyHashes[cost]; ok {
+		return h
+	}
+	h, _ := bcrypt.GenerateFromPassword([]byte("edged dummy password"), cost)
+	dummyHashes[cost] = h
 	return h
-})
+}
 
 // newAccounts loads the users (reading every password_hash_file now, so
 // a bad file fails the start).
@@ -350,7 +365,13 @@ func newAccounts(o Opts, warn func(kind, key, msg string, args ...any)) (*accoun
 		}
 	}
 	if len(a.byName) > 0 {
-		a.dummy = dummyHash()
+		cost := PasswordCost
+		for _, acc := range a.byName {
+			if c, err := bcrypt.Cost(acc.hash); err == nil {
+				cost = max(cost, c)
+			}
+		}
+		a.dummy = dummyHash(cost)
 	}
 	if _, err := rand.Read(a.cacheKey[:]); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)

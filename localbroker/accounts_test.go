@@ -532,3 +532,24 @@ func TestFailedLoginLogsTypedPassword(t *testing.T) {
 		t.Errorf("the log should name configured users and say unknown user otherwise: %s", s)
 	}
 }
+
+// TestDummyHashCostRevealsUsers pins the bug where unknown users were
+// checked against a cost-10 dummy hash whatever the configured costs: with
+// a user at cost 11, a known name took twice as long as an unknown one.
+// The dummy now has the highest configured cost.
+func TestDummyHashCostRevealsUsers(t *testing.T) {
+	h11, err := bcrypt.GenerateFromPassword([]byte("pw"), 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newAccounts(Opts{MaxLoginFailures: 5, Users: []User{
+		{Name: "op", PasswordHash: testHash(t, "pw-op"), Role: RoleOperator},
+		{Name: "slow", PasswordHash: string(h11), Role: RoleViewer},
+	}}, func(string, string, string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cost, err := bcrypt.Cost(a.dummy); err != nil || cost != 11 {
+		t.Errorf("dummy hash cost %d (%v), want 11, the highest configured", cost, err)
+	}
+}
