@@ -460,7 +460,13 @@ type loginCounts struct {
 func loginStats(t *testing.T, httpAddr string) loginCounts {
 	t.Helper()
 	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + httpAddr + "/healthz")
+	// With anonymous access off, /healthz tells its counters to users only.
+	req, err := http.NewRequest("GET", "http://"+httpAddr+"/healthz", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth("op", "pw-op")
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

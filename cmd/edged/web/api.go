@@ -75,8 +75,16 @@ func (s *Server) openapi(w http.ResponseWriter, r *http.Request) {
 }
 
 // healthz is the probe systemd watchdogs and load balancers use; it needs
-// no credentials.
+// no credentials. Without any (or with wrong ones) while anonymous
+// access is off, it says only that edged is up: sensor ids, errors and
+// counters are for users.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if _, _, err := s.authenticate(r); err != nil {
+		writeJSON(w, http.StatusOK, struct {
+			Status string `json:"status"`
+		}{"ok"})
+		return
+	}
 	type sensorHealth struct {
 		Status    string    `json:"status"`
 		Samples   uint64    `json:"samples"`

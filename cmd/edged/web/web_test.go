@@ -3,6 +3,7 @@ package web
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -638,5 +639,25 @@ func TestHubNeverBlocks(t *testing.T) {
 	_, backlog, gap, _ = h.subscribe(true, 1)
 	if !gap || len(backlog) != 4 || backlog[0].id != 4 {
 		t.Errorf("resume older than the ring: gap %v, backlog %d", gap, len(backlog))
+	}
+}
+
+// TestHealthzLeaksWhenAnonymousOff pins the bug where /healthz answered
+// everyone in full (sensor ids, last errors, counters) with anonymous
+// access off. Without credentials it now says only {"status":"ok"}, so
+// probes still work; a user (or anonymous, where allowed) gets it all.
+func TestHealthzLeaksWhenAnonymousOff(t *testing.T) {
+	_, closed := serve(t, testDeps(""), DefaultOpts())
+	code, _, body := call(t, "GET", closed+"/healthz", "", nil)
+	if code != http.StatusOK || strings.TrimSpace(body) != `{"status":"ok"}` {
+		t.Errorf("anonymous off, no credentials: %d %s, want 200 {\"status\":\"ok\"}", code, body)
+	}
+	code, _, body = call(t, "GET", closed+"/healthz", "", map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("viewer:pw"))})
+	if code != http.StatusOK || !strings.Contains(body, `"air"`) {
+		t.Errorf("a viewer: %d %s, want the full answer", code, body)
+	}
+	_, open := serve(t, testDeps(RoleViewer), DefaultOpts())
+	if _, _, body := call(t, "GET", open+"/healthz", "", nil); !strings.Contains(body, `"air"`) {
+		t.Errorf("anonymous allowed: %s, want the full answer", body)
 	}
 }
