@@ -54,6 +54,15 @@ type sessions struct {
 type session struct {
 	id      Identity
 	expires time.Time
+	ended   chan struct{} // closed when the session ends, so its event streams do
+}
+
+// drop ends the session k; the caller holds s.mu.
+func (s *sessions) drop(k [32]byte) {
+	if v, ok := s.m[k]; ok {
+		close(v.ended)
+		delete(s.m, k)
+	}
 }
 
 func newSessions(ttl time.Duration, max int, now func() time.Time) *sessions {
@@ -77,7 +86,7 @@ func (s *sessions) create(id Identity) (string, error) {
 	mine := 0
 	for k, v := range s.m {
 		if !v.expires.After(now) {
-			delete(s.m, k)
+			s.drop(k)
 			continue
 		}
 		if v.id.Name != id.Name {
@@ -90,11 +99,11 @@ func (s *sessions) create(id Identity) (string, error) {
 	}
 	switch {
 	case mine >= maxSessionsPerUser:
-		delete(s.m, oldest)
+		s.drop(oldest)
 	case len(s.m) >= s.max:
 		return "", errSessionsFull
 	}
-	s.m[sha256.Sum256([]byte(tok))] = session{id, now.Add(s.ttl)}
+	s.m[sha256.Sum256([]byte(tok))] = session{id, now.Add(s.ttl), make(chan struct{})}
 	return tok, nil
 }
 
@@ -107,15 +116,27 @@ func (s *sessions) lookup(tok string) (Identity, bool) {
 		return Identity{}, false
 	}
 	if !v.expires.After(s.now()) {
-		delete(s.m, k)
+		s.drop(k)
 		return Identity{}, false
 	}
 	return v.id, true
 }
 
+// watch returns a channel closed when the session tok ends by logout or
+// eviction, and when it expires; false if there is no such session.
+func (s *sessions) watch(tok string) (ended <-chan struct{}, expires time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[sha256.Sum256([]byte(tok))]
+	if !ok || !v.expires.After(s.now()) {
+		return nil, time.Time{}, false
+	}
+	return v.ended, v.expires, true
+}
+
 func (s *sessions) remove(tok string) {
 	s.mu.Lock()
-	delete(s.m, sha256.Sum256([]byte(tok)))
+	s.drop(sha256.Sum256([]byte(tok)))
 	s.mu.Unlock()
 }
 

@@ -191,6 +191,19 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.hub.unsubscribe(st)
+	// A stream on a session ends with it: logout, eviction or expiry.
+	var ended <-chan struct{}
+	var expired <-chan time.Time
+	if c, err := r.Cookie(sessionCookie); err == nil && r.Header.Get("Authorization") == "" {
+		var until time.Time
+		var ok bool
+		if ended, until, ok = s.sessions.watch(c.Value); !ok {
+			return
+		}
+		t := time.NewTimer(until.Sub(s.sessions.now()))
+		defer t.Stop()
+		expired = t.C
+	}
 	// The stream outlives ReadTimeout: without this the server's
 	// background read would time out and cancel the request.
 	_ = rc.SetReadDeadline(time.Time{})
@@ -251,6 +264,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("event stream dropped: the client fell behind", "remote", r.RemoteAddr)
 			return
 		case <-s.hub.done:
+			return
+		case <-ended:
+			return
+		case <-expired:
 			return
 		case <-r.Context().Done():
 			return

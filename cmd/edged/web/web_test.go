@@ -661,3 +661,68 @@ func TestHealthzLeaksWhenAnonymousOff(t *testing.T) {
 		t.Errorf("anonymous allowed: %s, want the full answer", body)
 	}
 }
+
+// loginCookie logs in as user (password "pw") and returns the Cookie
+// header of the session.
+func loginCookie(t *testing.T, base, user string) string {
+	t.Helper()
+	code, hdr, body := call(t, "POST", base+"/api/v1/login", `{"user":"`+user+`","password":"pw"}`, nil)
+	if code != http.StatusNoContent {
+		t.Fatalf("login: %d %s", code, body)
+	}
+	for _, c := range (&http.Response{Header: hdr}).Cookies() {
+		if c.Name == sessionCookie {
+			return c.Name + "=" + c.Value
+		}
+	}
+	t.Fatal("no session cookie")
+	return ""
+}
+
+// openStream opens /api/v1/events with extra headers and returns the
+// response (200) or fails.
+func openStream(t *testing.T, base string, hdr map[string]string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest("GET", base+"/api/v1/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second) // hang guard
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close(); cancel() })
+	return resp
+}
+
+// TestLogoutLeavesEventStreamsOpen pins the bug where logging out (or a
+// session expiring) left the session's open event streams running. A
+// stream now ends with its session.
+func TestLogoutLeavesEventStreamsOpen(t *testing.T) {
+	opts := DefaultOpts()
+	opts.SessionTTL = 2 * time.Second
+	_, base := serve(t, testDeps(""), opts)
+	for _, how := range []string{"logout", "expiry"} {
+		cookie := loginCookie(t, base, RoleOperator)
+		resp := openStream(t, base, map[string]string{"Cookie": cookie})
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: events: %d", how, resp.StatusCode)
+		}
+		if how == "logout" {
+			if code, _, _ := call(t, "POST", base+"/api/v1/logout", "", map[string]string{"Cookie": cookie}); code != http.StatusNoContent {
+				t.Fatalf("logout: %d", code)
+			}
+		}
+		// The stream must end (EOF) well before the hang guard; with the
+		// bug it runs on, sending pings, until the guard cancels it.
+		_, err := io.Copy(io.Discard, resp.Body)
+		if err != nil {
+			t.Errorf("%s: the session's event stream did not end: %v", how, err)
+		}
+	}
+}
