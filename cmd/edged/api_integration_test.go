@@ -297,9 +297,11 @@ func TestEventsIntegration(t *testing.T) {
 		return strings.Replace(s, "interval: 5s\n    timeout: 2s", "interval: 1s\n    timeout: 500ms", 1)
 	})
 	base := "http://" + httpAddr
-	// Five stuck clients: tiny receive buffers, never read.
-	for range 5 {
-		nd := net.Dialer{Timeout: 5 * time.Second, Control: slowRcvBuf}
+	// Five stuck clients: tiny receive buffers, never read; each from its
+	// own loopback address, as one address may hold only a few streams.
+	for i := range 5 {
+		nd := net.Dialer{Timeout: 5 * time.Second, Control: slowRcvBuf,
+			LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(40+i))}}
 		c, err := nd.Dial("tcp", httpAddr)
 		if err != nil {
 			t.Fatal(err)

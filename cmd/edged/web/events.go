@@ -3,6 +3,7 @@ package web
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -34,9 +35,25 @@ type hub struct {
 
 // stream is one SSE client's queue.
 type stream struct {
-	ch   chan *event
-	gone chan struct{} // closed when the hub drops the stream
+	ch    chan *event
+	gone  chan struct{} // closed when the hub drops the stream
+	owner streamOwner
 }
+
+// streamOwner is who holds a stream, for the caps of subscribe.
+type streamOwner struct {
+	addr       string // source IP address
+	user       string // "" when anonymous
+	privileged bool   // operator or admin
+}
+
+// Caps on event streams, so nobody can take them all: one address gets
+// maxStreamsPerAddr, one user maxStreamsPerUser, and a quarter of
+// MaxStreams are kept for operators and admins.
+const (
+	maxStreamsPerAddr = 4
+	maxStreamsPerUser = 8
+)
 
 func newHub(size, buf, maxSubs int) *hub {
 	return &hub{size: size, buf: buf, maxSubs: maxSubs, subs: map[*stream]struct{}{}, done: make(chan struct{})}
@@ -70,13 +87,26 @@ func (h *hub) publish(name string, data []byte) {
 // events after lastSeen; gap reports that some events after lastSeen
 // are no longer in the ring (or lastSeen is from another run of edged),
 // so backlog is the whole ring.
-func (h *hub) subscribe(resume bool, lastSeen uint64) (s *stream, backlog []*event, gap bool, err error) {
+func (h *hub) subscribe(resume bool, lastSeen uint64, who streamOwner) (s *stream, backlog []*event, gap bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, nil, false, errClosed
 	}
-	if len(h.subs) >= h.maxSubs {
+	limit := h.maxSubs
+	if !who.privileged {
+		limit -= h.maxSubs / 4
+	}
+	byAddr, byUser := 0, 0
+	for o := range h.subs {
+		if o.owner.addr == who.addr {
+			byAddr++
+		}
+		if who.user != "" && o.owner.user == who.user {
+			byUser++
+		}
+	}
+	if len(h.subs) >= limit || byAddr >= maxStreamsPerAddr || byUser >= maxStreamsPerUser {
 		return nil, nil, false, errTooMany
 	}
 	if resume {
@@ -102,7 +132,7 @@ func (h *hub) subscribe(resume bool, lastSeen uint64) (s *stream, backlog []*eve
 			}
 		}
 	}
-	s = &stream{ch: make(chan *event, h.buf), gone: make(chan struct{})}
+	s = &stream{ch: make(chan *event, h.buf), gone: make(chan struct{}), owner: who}
 	h.subs[s] = struct{}{}
 	return s, backlog, gap, nil
 }
@@ -184,7 +214,15 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		lastSeen, resume = n, true
 	}
-	st, backlog, gap, err := s.hub.subscribe(resume, lastSeen)
+	a := identityOf(r)
+	who := streamOwner{user: a.id.Name, privileged: !a.anonymous && rank(a.id.Role) >= rank(RoleOperator)}
+	if a.anonymous {
+		who.user = ""
+	}
+	if ra := remoteAddr(r); ra != nil {
+		who.addr = ra.(*net.TCPAddr).IP.String()
+	}
+	st, backlog, gap, err := s.hub.subscribe(resume, lastSeen, who)
 	if err != nil {
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, err.Error())

@@ -618,7 +618,7 @@ func waitStreams(t *testing.T, s *Server, n int) {
 
 func TestHubNeverBlocks(t *testing.T) {
 	h := newHub(4, 1, 2)
-	st, _, _, err := h.subscribe(false, 0)
+	st, _, _, err := h.subscribe(false, 0, streamOwner{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -629,14 +629,14 @@ func TestHubNeverBlocks(t *testing.T) {
 	default:
 		t.Fatal("a full stream was not dropped")
 	}
-	_, backlog, gap, _ := h.subscribe(true, 1)
+	_, backlog, gap, _ := h.subscribe(true, 1, streamOwner{})
 	if gap || len(backlog) != 1 || backlog[0].id != 2 {
 		t.Errorf("resume after 1: gap %v, backlog %d", gap, len(backlog))
 	}
 	for range 5 {
 		h.publish("a", nil)
 	}
-	_, backlog, gap, _ = h.subscribe(true, 1)
+	_, backlog, gap, _ = h.subscribe(true, 1, streamOwner{})
 	if !gap || len(backlog) != 4 || backlog[0].id != 4 {
 		t.Errorf("resume older than the ring: gap %v, backlog %d", gap, len(backlog))
 	}
@@ -724,5 +724,45 @@ func TestLogoutLeavesEventStreamsOpen(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s: the session's event stream did not end: %v", how, err)
 		}
+	}
+}
+
+// TestOneHostTakesAllEventStreams pins the bug where anyone could take
+// all MaxStreams event streams: one address now gets maxStreamsPerAddr,
+// one user maxStreamsPerUser, and the last quarter are kept for
+// operators and admins.
+func TestOneHostTakesAllEventStreams(t *testing.T) {
+	_, base := serve(t, testDeps(RoleViewer), DefaultOpts())
+	for i := range maxStreamsPerAddr {
+		if resp := openStream(t, base, nil); resp.StatusCode != 200 {
+			t.Fatalf("stream %d: %d", i, resp.StatusCode)
+		}
+	}
+	if resp := openStream(t, base, nil); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("stream %d from one address: %d, want 503", maxStreamsPerAddr+1, resp.StatusCode)
+	}
+
+	h := newHub(4, 1, 8) // 2 kept for operators and admins
+	for i := range 6 {
+		if _, _, _, err := h.subscribe(false, 0, streamOwner{addr: fmt.Sprint("192.0.2.", i)}); err != nil {
+			t.Fatalf("anonymous stream %d: %v", i, err)
+		}
+	}
+	if _, _, _, err := h.subscribe(false, 0, streamOwner{addr: "192.0.2.100", user: "v"}); err == nil {
+		t.Error("a viewer took a stream kept for operators")
+	}
+	for i := range 2 {
+		if _, _, _, err := h.subscribe(false, 0, streamOwner{addr: fmt.Sprint("192.0.2.", 200+i), user: "op", privileged: true}); err != nil {
+			t.Errorf("operator stream %d: %v", i, err)
+		}
+	}
+	h2 := newHub(4, 1, 32)
+	for i := range maxStreamsPerUser {
+		if _, _, _, err := h2.subscribe(false, 0, streamOwner{addr: fmt.Sprint("192.0.2.", i), user: "op", privileged: true}); err != nil {
+			t.Fatalf("op stream %d: %v", i, err)
+		}
+	}
+	if _, _, _, err := h2.subscribe(false, 0, streamOwner{addr: "192.0.2.99", user: "op", privileged: true}); err == nil {
+		t.Errorf("user stream %d: admitted past maxStreamsPerUser", maxStreamsPerUser+1)
 	}
 }
