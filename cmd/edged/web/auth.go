@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,8 +37,22 @@ type Authenticator interface {
 	MayCommand(id Identity, anonymous bool, controller string) bool
 }
 
-// sessionCookie names the browser session cookie.
-const sessionCookie = "edged_session"
+// sessionCookie names the browser session cookie over plain HTTP;
+// over TLS it is sessionCookieTLS, whose __Host- prefix makes browsers
+// keep it to this origin (Secure, Path=/, no Domain), so an app on
+// another port of the gateway can neither set nor overwrite it.
+const (
+	sessionCookie    = "edged_session"
+	sessionCookieTLS = "__Host-edged_session"
+)
+
+// sessionCookieName is the session cookie's name for r's connection.
+func sessionCookieName(r *http.Request) string {
+	if r.TLS != nil {
+		return sessionCookieTLS
+	}
+	return sessionCookie
+}
 
 // sessions are browser logins: a random 32-byte token in an HttpOnly,
 // SameSite=Strict cookie, kept here by its SHA-256 (a leaked map does
@@ -162,7 +177,7 @@ func (s *Server) authenticate(r *http.Request) (Identity, bool, error) {
 		}
 		return Identity{}, false, errors.New("unsupported Authorization scheme (want Basic or Bearer)")
 	}
-	if c, err := r.Cookie(sessionCookie); err == nil {
+	if c, err := r.Cookie(sessionCookieName(r)); err == nil {
 		if id, ok := s.sessions.lookup(c.Value); ok {
 			return id, false, nil
 		}
@@ -231,9 +246,11 @@ func identityOf(r *http.Request) authed {
 
 // originAllowed applies the WebSocket listener's rule to a
 // state-changing request: no Origin (a program, not a page), a page of
-// the gateway itself (one of the hosts given to HTTPServer, or the address the request came
-// in on), or a configured origin. The Host header is never trusted: a
-// DNS-rebinding page controls it.
+// the gateway itself, or a configured origin. The gateway's own origin is
+// the whole of it: the scheme and port of the listener the request came
+// in on, and a host given to HTTPServer or the address it came in on
+// (another app on another port of the Pi is another origin). The Host
+// header is never trusted: a DNS-rebinding page controls it.
 func (s *Server) originAllowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
@@ -243,7 +260,19 @@ func (s *Server) originAllowed(r *http.Request) bool {
 		return true
 	}
 	u, err := url.Parse(origin)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
+	if err != nil || !ok || u.Scheme != scheme || u.Path != "" || u.User != nil {
+		return false
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[scheme]
+	}
+	if port != strconv.Itoa(la.Port) {
 		return false
 	}
 	host := canonicalHost(u.Host)

@@ -232,7 +232,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	// A stream on a session ends with it: logout, eviction or expiry.
 	var ended <-chan struct{}
 	var expired <-chan time.Time
-	if c, err := r.Cookie(sessionCookie); err == nil && r.Header.Get("Authorization") == "" {
+	if c, err := r.Cookie(sessionCookieName(r)); err == nil && r.Header.Get("Authorization") == "" {
 		var until time.Time
 		var ok bool
 		if ended, until, ok = s.sessions.watch(c.Value); !ok {

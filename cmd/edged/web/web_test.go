@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -250,7 +251,7 @@ func TestAPIStatuses(t *testing.T) {
 		{"command not JSON", "PATCH", viewer, "/api/v1/controllers/heat", `setpoint=21`, with(opHdr, "Content-Type", "application/x-www-form-urlencoded"), 415},
 		{"command unknown controller", "PATCH", viewer, "/api/v1/controllers/nope", `{"setpoint":21}`, opHdr, 404},
 		{"command foreign origin", "PATCH", viewer, "/api/v1/controllers/heat", `{"setpoint":21}`, with(opHdr, "Origin", "http://evil.example"), 403},
-		{"command own origin", "PATCH", viewer, "/api/v1/controllers/heat", `{"setpoint":21}`, with(opHdr, "Origin", "http://localhost:8080"), 200},
+		{"command own origin", "PATCH", viewer, "/api/v1/controllers/heat", `{"setpoint":21}`, with(opHdr, "Origin", "http://localhost:"+viewer[strings.LastIndex(viewer, ":")+1:]), 200},
 		{"login foreign origin", "POST", viewer, "/api/v1/login", `{"user":"admin","password":"pw"}`, map[string]string{"Origin": "http://evil.example"}, 403},
 		{"login bad password", "POST", viewer, "/api/v1/login", `{"user":"admin","password":"no"}`, nil, 401},
 		{"login bad body", "POST", viewer, "/api/v1/login", `[1]`, nil, 400},
@@ -764,5 +765,55 @@ func TestOneHostTakesAllEventStreams(t *testing.T) {
 	}
 	if _, _, _, err := h2.subscribe(false, 0, streamOwner{addr: "192.0.2.99", user: "op", privileged: true}); err == nil {
 		t.Errorf("user stream %d: admitted past maxStreamsPerUser", maxStreamsPerUser+1)
+	}
+}
+
+// TestOriginIgnoresSchemeAndPort pins the bug where the Origin check
+// compared only the host: a page of any other app on the gateway (another
+// port, or http for https) could POST /api/v1/logout and commands. The
+// whole origin must now be the listener's: scheme, host and port. Over
+// TLS the session cookie is __Host-edged_session (Secure, Path=/, no
+// Domain), so apps on other ports cannot set or read it.
+func TestOriginIgnoresSchemeAndPort(t *testing.T) {
+	_, base := serve(t, testDeps(RoleViewer), DefaultOpts())
+	u, _ := url.Parse(base)
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{
+		{base, true},
+		{"http://localhost:" + u.Port(), true},
+		{"http://127.0.0.1:1", false},
+		{"http://127.0.0.1", false},
+		{"https://" + u.Host, false},
+	} {
+		code, _, body := call(t, "POST", base+"/api/v1/logout", "", map[string]string{"Origin": tc.origin})
+		if got := code != http.StatusForbidden; got != tc.ok {
+			t.Errorf("logout from origin %s: %d %s, want allowed %v", tc.origin, code, body, tc.ok)
+		}
+	}
+
+	s, err := New(testDeps(""), DefaultOpts(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.HTTPServer(map[string]struct{}{"localhost": {}}).Handler
+	req := httptest.NewRequest("POST", "https://localhost/api/v1/login", strings.NewReader(`{"user":"operator","password":"pw"}`))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var c *http.Cookie
+	for _, k := range rec.Result().Cookies() {
+		c = k
+	}
+	if rec.Code != http.StatusNoContent || c == nil || c.Name != "__Host-edged_session" || !c.Secure || c.Path != "/" || c.Domain != "" {
+		t.Fatalf("login over TLS: %d, cookie %+v; want __Host-edged_session, Secure, Path=/, no Domain", rec.Code, c)
+	}
+	req = httptest.NewRequest("GET", "https://localhost/api/v1/me", nil)
+	req.AddCookie(c)
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Errorf("me with the __Host- cookie: %d %s", rec.Code, rec.Body)
 	}
 }
