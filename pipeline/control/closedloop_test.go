@@ -101,20 +101,8 @@ func loadExample(t *testing.T, path string, bias float64) example {
 	return ex
 }
 
-// shareMap is a sim.Sharer.
-type shareMap map[string]any
-
-func (m shareMap) Shared(key string, open func() (any, error)) (any, error) {
-	if v, ok := m[key]; ok {
-		return v, nil
-	}
-	v, err := open()
-	if err != nil {
-		return nil, err
-	}
-	m[key] = v
-	return v, nil
-}
+// shareMap is the package's own test sim.Sharer (sim_test.go).
+type shareMap = control.ShareMap
 
 // probe wraps the simulated sensor: it adds the bias, remembers the
 // plant's temperature and tells the rig that a Sense returned.

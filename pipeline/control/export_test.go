@@ -5,6 +5,9 @@ import (
 	"time"
 )
 
+// ShareMap is sim_test.go's sim.Sharer, for the external tests.
+type ShareMap = shareMap
+
 // EnableSyncForTest lets Settle synchronise with l; call it before Run.
 // It is for the external tests of this package (closedloop_test.go),
 // which need configs and drivers, packages that import this one.
