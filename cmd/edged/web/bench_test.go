@@ -28,7 +28,10 @@ func BenchmarkReadingToSSE(b *testing.B) {
 	}
 	defer resp.Body.Close()
 	r := bufio.NewReader(resp.Body)
-	for s.hub.streams() != 1 {
+	for i := 0; s.hub.streams() != 1; i++ {
+		if i > 5000 {
+			b.Fatal("the event stream never registered")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	lat := make([]time.Duration, 0, b.N)
