@@ -42,6 +42,9 @@ cleansession false
 bridge_protocol_version %s
 topic bench/# out 1
 `, dir, b.cloud.Addr, k, b.bridgeProtocol)
+		if b.bridgeRestart != "" {
+			extra += "restart_timeout " + b.bridgeRestart + "\n"
+		}
 		m, err := uplinktest.StartMosquitto(b.mosquitto, dir, extra)
 		if err != nil {
 			return nil, err

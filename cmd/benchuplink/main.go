@@ -28,6 +28,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +40,7 @@ import (
 
 type config struct {
 	edged, mosquitto, bridgeProtocol string
+	bridgeRestart                    string
 	rate                             float64
 	seconds, rounds                  int
 	maxN, outageN, killN, window     int
@@ -49,6 +51,7 @@ func main() {
 	flag.StringVar(&c.edged, "edged", "bin/edged", "edged binary (`make build`)")
 	flag.StringVar(&c.mosquitto, "mosquitto", "mosquitto", "mosquitto binary")
 	flag.StringVar(&c.bridgeProtocol, "bridge-protocol", "mqttv311", "bridge_protocol_version of the Mosquitto bridge (mqttv311, the default, or mqttv50)")
+	flag.StringVar(&c.bridgeRestart, "bridge-restart", "", "restart_timeout of the Mosquitto bridge (default: Mosquitto's, 5 to 30 s with jitter)")
 	flag.Float64Var(&c.rate, "rate", 1000, "steady rate, messages a second")
 	flag.IntVar(&c.seconds, "seconds", 5, "length of one steady round")
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds of the steady and max-rate scenarios (medians are reported)")
@@ -73,7 +76,7 @@ func main() {
 	if _, err := os.Stat(c.edged); err != nil {
 		rig.Fatal(fmt.Errorf("benchuplink: %w (make build)", err))
 	}
-	b := &bench{config: c, rig: rig}
+	b := &bench{config: c, rig: rig, out: os.Stdout}
 	if err := b.run(); err != nil {
 		rig.Fatal(err)
 	}
@@ -88,6 +91,8 @@ func main() {
 type bench struct {
 	config
 	rig   *benchrig.Rig
+	out   io.Writer
+	res   map[string]*figures
 	cloud *uplinktest.Mosquitto
 	sub   *benchrig.Subscriber
 	seq   int // numbers directories, client ids and topics
@@ -130,10 +135,11 @@ func (b *bench) run() error {
 			sub.Close()
 		}
 	})
-	fmt.Printf("bench-uplink: cloud mosquitto (persistence on) at %s; LAN payloads %d B, QoS 1; bridge %s\n", cloud.Addr, benchrig.PayloadSize, b.bridgeProtocol)
-	fmt.Println("(the machine may be shared: compare the two columns, measured in the same run, not figures of different runs)")
+	fmt.Fprintf(b.out, "bench-uplink: cloud mosquitto (persistence on) at %s; LAN payloads %d B, QoS 1; bridge %s\n", cloud.Addr, benchrig.PayloadSize, b.bridgeProtocol)
+	fmt.Fprintln(b.out, "(the machine may be shared: compare the two columns, measured in the same run, not figures of different runs)")
 
 	res := map[string]*figures{"mosquitto": {}, "edged": {}}
+	b.res = res
 	if err := b.live(res); err != nil {
 		return err
 	}
@@ -200,7 +206,7 @@ func (b *bench) live(res map[string]*figures) error {
 			f.p50 = append(f.p50, ms(benchrig.Percentile(rep.Latency, 50)))
 			f.p99 = append(f.p99, ms(benchrig.Percentile(rep.Latency, 99)))
 			f.cpuPerMsg = append(f.cpuPerMsg, float64(u1.Sub(u0).CPU.Microseconds())/float64(n))
-			fmt.Printf("  round %d %-9s steady %4.0f msg/s x %d s: p50 %8.2f ms  p99 %8.2f ms  CPU %6.1f µs/msg\n",
+			fmt.Fprintf(b.out, "  round %d %-9s steady %4.0f msg/s x %d s: p50 %8.2f ms  p99 %8.2f ms  CPU %6.1f µs/msg\n",
 				r, s, b.rate, b.seconds, f.p50[len(f.p50)-1], f.p99[len(f.p99)-1], f.cpuPerMsg[len(f.cpuPerMsg)-1])
 
 			topic = fmt.Sprintf("bench/%s/max-%d", s, b.next())
@@ -215,7 +221,7 @@ func (b *bench) live(res map[string]*figures) error {
 			rep = rec.Report(0, b.maxN)
 			f.maxRate = append(f.maxRate, float64(b.maxN)/rep.Last.Sub(sent.Start).Seconds())
 			f.maxP50 = append(f.maxP50, ms(benchrig.Percentile(rep.Latency, 50)))
-			fmt.Printf("  round %d %-9s max rate %d msgs: %8.0f msg/s e2e (LAN side %8.0f msg/s)  p50 %8.2f ms\n",
+			fmt.Fprintf(b.out, "  round %d %-9s max rate %d msgs: %8.0f msg/s e2e (LAN side %8.0f msg/s)  p50 %8.2f ms\n",
 				r, s, b.maxN, f.maxRate[len(f.maxRate)-1], float64(b.maxN)/sent.End.Sub(sent.Start).Seconds(), f.maxP50[len(f.maxP50)-1])
 		}
 	}
@@ -328,7 +334,7 @@ func (b *bench) outage(s string, f *figures, kill bool, n int) error {
 	rep := rec.Report(0, n)
 	if kill {
 		f.killLost, f.killDups, f.killRetag = float64(rep.Lost), float64(rep.Dups), float64(rep.DupsRetagged)
-		fmt.Printf("  %-9s kill -9 with %d messages held, restart, cloud back: %d lost, %d duplicates (%d with a new edged tag)\n",
+		fmt.Fprintf(b.out, "  %-9s kill -9 with %d messages held, restart, cloud back: %d lost, %d duplicates (%d with a new edged tag)\n",
 			s, n, rep.Lost, rep.Dups, rep.DupsRetagged)
 		return nil
 	}
@@ -337,7 +343,7 @@ func (b *bench) outage(s string, f *figures, kill bool, n int) error {
 	f.drain = float64(n-1) / rep.Last.Sub(rep.First).Seconds()
 	f.reconnect = rep.First.Sub(up).Seconds()
 	f.outageLost, f.outageDups = float64(rep.Lost), float64(rep.Dups)
-	fmt.Printf("  %-9s outage of %d messages: RSS %.1f MiB holding (%.1f idle), %.0f B written/msg; cloud back: first after %.1f s, drain %.0f msg/s, %d lost, %d duplicates\n",
+	fmt.Fprintf(b.out, "  %-9s outage of %d messages: RSS %.1f MiB holding (%.1f idle), %.0f B written/msg; cloud back: first after %.1f s, drain %.0f msg/s, %d lost, %d duplicates\n",
 		s, n, f.rssHold, f.rssIdle, f.wpm, f.reconnect, f.drain, rep.Lost, rep.Dups)
 	return nil
 }
@@ -371,6 +377,6 @@ func (b *bench) table(res map[string]*figures) {
 				EdgedText: benchrig.Group(fmt.Sprintf("%.0f", e.killLost)) + " / " + benchrig.Group(fmt.Sprintf("%.0f", e.killDups)), Note: "-"},
 		)
 	}
-	fmt.Printf("\nMedians of %d rounds for the first five rows, one run for the rest; ratio = edged / Mosquitto.\n\n", b.rounds)
-	benchrig.Table(os.Stdout, "Mosquitto + bridge", rows)
+	fmt.Fprintf(b.out, "\nMedians of %d rounds for the first five rows, one run for the rest; ratio = edged / Mosquitto.\n\n", b.rounds)
+	benchrig.Table(b.out, "Mosquitto + bridge", rows)
 }

@@ -178,3 +178,14 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// BuildEdged builds the edged binary of this tree into dir, for the
+// commands' smoke tests (`make bench-*` use bin/edged from `make build`).
+func BuildEdged(dir string) (string, error) {
+	bin := filepath.Join(dir, "edged")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/edged/edged/cmd/edged").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("benchrig: go build edged: %v\n%s", err, out)
+	}
+	return bin, nil
+}
