@@ -55,7 +55,7 @@ func main() {
 	qoss := flag.String("qos", "0,1", "publish QoS levels")
 	subs := flag.Int("subs", 4, "subscribers of the published topic")
 	seconds := flag.Int("seconds", 5, "length of one measurement")
-	rounds := flag.Int("rounds", 3, "rounds (medians are reported)")
+	rounds := flag.Int("rounds", 5, "rounds (medians are reported)")
 	clients := flag.Int("clients", 64, "clients connected for the RSS figure (0 skips it)")
 	flag.Parse()
 
