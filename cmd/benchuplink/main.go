@@ -44,6 +44,7 @@ type config struct {
 	rate                             float64
 	seconds, rounds                  int
 	maxN, outageN, killN, window     int
+	outageRounds                     int
 }
 
 func main() {
@@ -57,6 +58,7 @@ func main() {
 	flag.IntVar(&c.rounds, "rounds", 5, "rounds of the steady and max-rate scenarios (medians are reported)")
 	flag.IntVar(&c.maxN, "max-n", 20000, "messages of the max-rate scenario")
 	flag.IntVar(&c.outageN, "outage-n", 50000, "messages published during the outage (0 skips it)")
+	flag.IntVar(&c.outageRounds, "outage-rounds", 3, "rounds of the outage scenario (medians are reported)")
 	flag.IntVar(&c.killN, "kill-n", 50000, "messages published before the kill -9 (0 skips it)")
 	flag.IntVar(&c.window, "window", 64, "QoS 1 publishes the LAN publisher keeps awaiting PUBACK (capped by the broker's Receive Maximum)")
 	baseline := flag.Bool("drain-baseline", false, "also: in-process drain of -n messages vs a bare paho QoS 1 publisher")
@@ -102,9 +104,9 @@ type bench struct {
 type figures struct {
 	p50, p99, cpuPerMsg            []float64 // ms, ms, µs
 	maxRate, maxP50                []float64 // msg/s, ms
-	drain, reconnect, rssHold, wpm float64   // msg/s, s, MiB, B/msg
-	rssIdle                        float64
-	outageLost, outageDups         float64
+	drain, reconnect, rssHold, wpm []float64 // msg/s, s, MiB, B/msg
+	rssIdle                        []float64
+	outageLost, outageDups         float64 // sums over the rounds
 	killLost, killDups, killRetag  float64
 }
 
@@ -143,12 +145,14 @@ func (b *bench) run() error {
 	if err := b.live(res); err != nil {
 		return err
 	}
-	for _, s := range systems {
-		if b.outageN > 0 {
+	for r := 1; b.outageN > 0 && r <= b.outageRounds; r++ {
+		for _, s := range systems {
 			if err := b.outage(s, res[s], false, b.outageN); err != nil {
 				return fmt.Errorf("%s outage: %w", s, err)
 			}
 		}
+	}
+	for _, s := range systems {
 		if b.killN > 0 {
 			if err := b.outage(s, res[s], true, b.killN); err != nil {
 				return fmt.Errorf("%s kill -9: %w", s, err)
@@ -338,13 +342,15 @@ func (b *bench) outage(s string, f *figures, kill bool, n int) error {
 			s, n, rep.Lost, rep.Dups, rep.DupsRetagged)
 		return nil
 	}
-	f.rssIdle, f.rssHold = float64(idle)/1024, float64(rss)/1024
-	f.wpm = float64(u1.Sub(u0).WriteBytes) / float64(n)
-	f.drain = float64(n-1) / rep.Last.Sub(rep.First).Seconds()
-	f.reconnect = rep.First.Sub(up).Seconds()
-	f.outageLost, f.outageDups = float64(rep.Lost), float64(rep.Dups)
+	last := func(v []float64) float64 { return v[len(v)-1] }
+	f.rssIdle, f.rssHold = append(f.rssIdle, float64(idle)/1024), append(f.rssHold, float64(rss)/1024)
+	f.wpm = append(f.wpm, float64(u1.Sub(u0).WriteBytes)/float64(n))
+	f.drain = append(f.drain, float64(n-1)/rep.Last.Sub(rep.First).Seconds())
+	f.reconnect = append(f.reconnect, rep.First.Sub(up).Seconds())
+	f.outageLost += float64(rep.Lost)
+	f.outageDups += float64(rep.Dups)
 	fmt.Fprintf(b.out, "  %-9s outage of %d messages: RSS %.1f MiB holding (%.1f idle), %.0f B written/msg; cloud back: first after %.1f s, drain %.0f msg/s, %d lost, %d duplicates\n",
-		s, n, f.rssHold, f.rssIdle, f.wpm, f.reconnect, f.drain, rep.Lost, rep.Dups)
+		s, n, last(f.rssHold), last(f.rssIdle), last(f.wpm), last(f.reconnect), last(f.drain), rep.Lost, rep.Dups)
 	return nil
 }
 
@@ -363,11 +369,11 @@ func (b *bench) table(res map[string]*figures) {
 	if b.outageN > 0 {
 		n := benchrig.Group(fmt.Sprint(b.outageN))
 		rows = append(rows,
-			benchrig.Row{Figure: fmt.Sprintf("drain of a %s-message backlog after the cloud returns", n), Ref: m.drain, Edged: e.drain, Format: "%.0f msg/s"},
-			benchrig.Row{Figure: "first message after the cloud returns", Ref: m.reconnect, Edged: e.reconnect, Format: "%.1f s", Note: "(reconnect backoff, random)"},
-			benchrig.Row{Figure: fmt.Sprintf("RSS holding the %s backlog", n), Ref: m.rssHold, Edged: e.rssHold, Format: "%.1f MiB"},
-			benchrig.Row{Figure: "bytes written to disk per message during the outage", Ref: m.wpm, Edged: e.wpm, Format: "%.0f B"},
-			benchrig.Row{Figure: "outage, cloud returns: lost / duplicates", RefText: fmt.Sprintf("%.0f / %.0f", m.outageLost, m.outageDups), EdgedText: fmt.Sprintf("%.0f / %.0f", e.outageLost, e.outageDups), Note: "-"},
+			benchrig.Row{Figure: fmt.Sprintf("drain of a %s-message backlog after the cloud returns", n), Ref: med(m.drain), Edged: med(e.drain), Format: "%.0f msg/s"},
+			benchrig.Row{Figure: "first message after the cloud returns", Ref: med(m.reconnect), Edged: med(e.reconnect), Format: "%.1f s", Note: "(reconnect backoff, random)"},
+			benchrig.Row{Figure: fmt.Sprintf("RSS holding the %s backlog", n), Ref: med(m.rssHold), Edged: med(e.rssHold), Format: "%.1f MiB"},
+			benchrig.Row{Figure: "bytes written to disk per message during the outage", Ref: med(m.wpm), Edged: med(e.wpm), Format: "%.0f B"},
+			benchrig.Row{Figure: "outage, cloud returns: lost / duplicates (all rounds)", RefText: fmt.Sprintf("%.0f / %.0f", m.outageLost, m.outageDups), EdgedText: fmt.Sprintf("%.0f / %.0f", e.outageLost, e.outageDups), Note: "-"},
 		)
 	}
 	if b.killN > 0 {
@@ -377,6 +383,6 @@ func (b *bench) table(res map[string]*figures) {
 				EdgedText: benchrig.Group(fmt.Sprintf("%.0f", e.killLost)) + " / " + benchrig.Group(fmt.Sprintf("%.0f", e.killDups)), Note: "-"},
 		)
 	}
-	fmt.Fprintf(b.out, "\nMedians of %d rounds for the first five rows, one run for the rest; ratio = edged / Mosquitto.\n\n", b.rounds)
+	fmt.Fprintf(b.out, "\nMedians of %d rounds (steady, max rate) and %d (outage); one kill -9; ratio = edged / Mosquitto.\n\n", b.rounds, b.outageRounds)
 	benchrig.Table(b.out, "Mosquitto + bridge", rows)
 }

@@ -41,7 +41,7 @@ func TestBenchUplinkSmokeIntegration(t *testing.T) {
 	var out bytes.Buffer
 	b := &bench{rig: rig, out: &out, config: config{
 		edged: bin, mosquitto: mq, bridgeProtocol: "mqttv311", bridgeRestart: "1",
-		rate: 200, seconds: 1, rounds: 1, maxN: n, outageN: n, killN: n, window: 64,
+		rate: 200, seconds: 1, rounds: 1, maxN: n, outageN: n, outageRounds: 1, killN: n, window: 64,
 	}}
 	if err := b.run(); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -49,14 +49,14 @@ func TestBenchUplinkSmokeIntegration(t *testing.T) {
 	t.Log("\n" + out.String())
 	for _, s := range systems {
 		f := b.res[s]
-		if len(f.p50) != 1 || f.p50[0] <= 0 || f.p99[0] < f.p50[0] || f.maxRate[0] <= 0 || f.drain <= 0 || f.rssHold <= 0 {
+		if len(f.p50) != 1 || f.p50[0] <= 0 || f.p99[0] < f.p50[0] || f.maxRate[0] <= 0 || len(f.drain) != 1 || f.drain[0] <= 0 || f.rssHold[0] <= 0 {
 			t.Errorf("%s: a figure is missing: %+v", s, *f)
 		}
 		if f.outageLost != 0 {
 			t.Errorf("%s: %v of %d lost across a plain outage", s, f.outageLost, n)
 		}
 	}
-	if e := b.res["edged"]; e.killLost != 0 || e.wpm <= 0 {
+	if e := b.res["edged"]; e.killLost != 0 || e.wpm[0] <= 0 {
 		t.Errorf("edged: %v lost after kill -9, %v bytes written per message (want 0 lost, > 0 written)", e.killLost, e.wpm)
 	}
 	if m := b.res["mosquitto"]; m.killLost != n {
