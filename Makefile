@@ -82,12 +82,12 @@ bench:
 
 ## bench-uplink: Mosquitto + bridge vs edged run, same scenarios, same cloud Mosquitto, one run
 ## (steady 1,000 msg/s latency and CPU/msg, max rate, 50,000-message outage and drain, kill -9);
-## about 3-4 minutes. Older in-process figures: add BENCH_FLAGS='-drain-baseline -hold 1000000'.
+## about 3 minutes. Older in-process figures: add BENCH_FLAGS='-drain-baseline -hold 1000000'.
 bench-uplink: build
 	$(GO) run ./cmd/benchuplink -edged $(BIN)/edged $(BENCH_FLAGS)
 
 ## bench-broker: edged run vs Mosquitto as the LAN broker, one run: CPU/msg at 1k and 2k msg/s,
-## QoS 0 and 1, 4 subscribers; RSS with 64 clients; about 2-3 minutes
+## QoS 0 and 1, 4 subscribers; RSS with 64 clients; about 3.5 minutes
 bench-broker: build
 	$(GO) run ./cmd/benchbroker -edged $(BIN)/edged $(BENCH_FLAGS)
 
