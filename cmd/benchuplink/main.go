@@ -61,6 +61,7 @@ func main() {
 	flag.IntVar(&c.outageRounds, "outage-rounds", 3, "rounds of the outage scenario (medians are reported)")
 	flag.IntVar(&c.killN, "kill-n", 50000, "messages published before the kill -9 (0 skips it)")
 	flag.IntVar(&c.window, "window", 64, "QoS 1 publishes the LAN publisher keeps awaiting PUBACK (capped by the broker's Receive Maximum)")
+	compare := flag.Bool("compare", true, "run the comparison with Mosquitto + bridge (false: only the figures below)")
 	baseline := flag.Bool("drain-baseline", false, "also: in-process drain of -n messages vs a bare paho QoS 1 publisher")
 	n := flag.Int("n", 50000, "with -drain-baseline: backlog messages")
 	hold := flag.Int("hold", 0, "also: RSS holding a backlog of this many messages, in-process and in `edged run` (e.g. 1000000)")
@@ -78,9 +79,11 @@ func main() {
 	if _, err := os.Stat(c.edged); err != nil {
 		rig.Fatal(fmt.Errorf("benchuplink: %w (make build)", err))
 	}
-	b := &bench{config: c, rig: rig, out: os.Stdout}
-	if err := b.run(); err != nil {
-		rig.Fatal(err)
+	if *compare {
+		b := &bench{config: c, rig: rig, out: os.Stdout}
+		if err := b.run(); err != nil {
+			rig.Fatal(err)
+		}
 	}
 	if *baseline || *hold > 0 {
 		if err := inProcess(rig.Dir, c.mosquitto, c.edged, *baseline, *n, *hold); err != nil {
