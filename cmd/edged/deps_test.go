@@ -24,15 +24,16 @@ var allowedImports = map[string][]string{
 	// The dashboard is files and their handler: it knows no edged package
 	// (it reads the REST API from the browser).
 	"cmd/edged/dashboard": {},
+	"configs":             {"sensors", "pipeline", "localbroker", "uplink", "gopkg.in/yaml.v3"},
+	"drivers":             {"drivers", "sensors", "periph.io/x/conn/v3", "periph.io/x/host/v3", "periph.io/x/devices/v3"},
+	"pipeline":            {"sensors", "pipeline"},
+	"localbroker":         {"sensors", "github.com/mochi-mqtt/server/v2", "github.com/gorilla/websocket", "golang.org/x/crypto"},
+	"uplink":              {"sensors", "uplink", "github.com/eclipse/paho.golang"},
+	"sensors":             {"sensors"},
+
 	// The measuring commands' harness speaks MQTT to both brokers as a
 	// LAN client would; the daemon never imports it.
 	"cmd/internal/benchrig": {"uplink", "github.com/eclipse/paho.golang"},
-	"configs":               {"sensors", "pipeline", "localbroker", "uplink", "gopkg.in/yaml.v3"},
-	"drivers":               {"drivers", "sensors", "periph.io/x/conn/v3", "periph.io/x/host/v3", "periph.io/x/devices/v3"},
-	"pipeline":              {"sensors", "pipeline"},
-	"localbroker":           {"sensors", "github.com/mochi-mqtt/server/v2", "github.com/gorilla/websocket", "golang.org/x/crypto"},
-	"uplink":                {"sensors", "uplink", "github.com/eclipse/paho.golang"},
-	"sensors":               {"sensors"},
 }
 
 // testOnly is the package that only _test.go files may import; go list's
