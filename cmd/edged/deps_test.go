@@ -13,7 +13,7 @@ const module = "github.com/edged/edged/"
 // and the third-party roots it may import directly. Everything may import
 // the standard library.
 var allowedImports = map[string][]string{
-	"cmd/":      {"configs", "drivers", "pipeline", "localbroker", "uplink", "sensors", "golang.org/x/term"},
+	"cmd/":      {"configs", "drivers", "pipeline", "localbroker", "uplink", "sensors", "golang.org/x/term", "cmd/internal/benchrig"},
 	"cmd/edged": {"configs", "drivers", "pipeline", "localbroker", "uplink", "sensors", "golang.org/x/term", "cmd/edged/web", "cmd/edged/dashboard"},
 	// The HTTP surface sees the rooms it serves through its own
 	// interfaces only.
@@ -30,6 +30,10 @@ var allowedImports = map[string][]string{
 	"localbroker":         {"sensors", "github.com/mochi-mqtt/server/v2", "github.com/gorilla/websocket", "golang.org/x/crypto"},
 	"uplink":              {"sensors", "uplink", "github.com/eclipse/paho.golang"},
 	"sensors":             {"sensors"},
+
+	// The measuring commands' harness speaks MQTT to both brokers as a
+	// LAN client would; the daemon never imports it.
+	"cmd/internal/benchrig": {"uplink", "github.com/eclipse/paho.golang"},
 }
 
 // testOnly is the package that only _test.go files may import; go list's
