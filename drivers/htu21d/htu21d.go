@@ -70,7 +70,7 @@ type Dev struct {
 	dev  i2c.Dev
 	name string
 	cmds [2][1]byte
-	w    *i2cbus.Waiter
+	w    *sensors.Waiter
 	buf  [3]byte
 	q    []sensors.Quantity
 
@@ -90,7 +90,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 		dev:  i2c.Dev{Bus: bus, Addr: opts.Address},
 		name: fmt.Sprintf("htu21d(%s, %#x)", bus, opts.Address),
 		cmds: [2][1]byte{{cmdTemperature}, {cmdHumidity}},
-		w:    i2cbus.NewWaiter(clock),
+		w:    sensors.NewWaiter(clock),
 		q:    opts.Quantities(),
 	}, nil
 }

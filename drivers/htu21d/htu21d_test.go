@@ -14,6 +14,7 @@ import (
 	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // The worked examples of the HTU21D(F) datasheet, "CRC Checksum" and the
@@ -84,7 +85,7 @@ func TestConversion(t *testing.T) {
 
 func TestOptsValidate(t *testing.T) {
 	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
-		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		_, err := New(i2cbustest.NewDeadBus(), nil, o)
 		return err
 	}, []drivertest.OptsRow[Opts]{
 		{Name: "default", Edit: func(*Opts) {}},
@@ -109,7 +110,7 @@ func TestSenseCRCFailure(t *testing.T) {
 	badRH := []byte{0x4F, 0x85, 0x6B} // a flipped data bit, checksum unchanged
 	ops := append([]i2ctest.IO{{Addr: Addr, W: []byte{0xF3}}, {Addr: Addr, R: badT}}, sequence(Addr, tempReply, badRH)...)
 	pb := &i2ctest.Playback{DontPanic: true, Ops: ops}
-	d := newDev(t, pb, &i2cbustest.Clock{})
+	d := newDev(t, pb, sensorstest.NewInstantClock())
 	for i, word := range []string{"temperature", "humidity"} {
 		dst := []float64{math.NaN(), math.NaN()}
 		err := d.Sense(context.Background(), dst)
@@ -139,7 +140,7 @@ func FuzzSense(f *testing.F) {
 			return
 		}
 		pb := &i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tr, hr)}
-		d := newDev(t, pb, &i2cbustest.Clock{})
+		d := newDev(t, pb, sensorstest.NewInstantClock())
 		dst := make([]float64, 2)
 		err := d.Sense(context.Background(), dst)
 		good := CRC8(tr[:2]) == tr[2] && CRC8(hr[:2]) == hr[2]

@@ -180,7 +180,7 @@ func NewChip(bus i2c.Bus, clock sensors.Clock, addr uint16, hz float64) (*Chip, 
 			return nil, fmt.Errorf("pca9685: %s: %s: %w", c.name, s.what, err)
 		}
 	}
-	w := i2cbus.NewWaiter(clock)
+	w := sensors.NewWaiter(clock)
 	defer w.Stop()
 	if err := w.Wait(context.Background(), wakeWait); err != nil {
 		return nil, fmt.Errorf("pca9685: %s: waiting for the oscillator: %w", c.name, err)

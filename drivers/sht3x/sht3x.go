@@ -89,7 +89,7 @@ type Dev struct {
 	name string
 	cmd  [2]byte
 	wait time.Duration
-	w    *i2cbus.Waiter
+	w    *sensors.Waiter
 	buf  [6]byte
 	q    []sensors.Quantity
 
@@ -112,7 +112,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 		name: fmt.Sprintf("sht3x(%s, %#x)", bus, opts.Address),
 		cmd:  [2]byte{0x24, m.lsb},
 		wait: m.wait,
-		w:    i2cbus.NewWaiter(clock),
+		w:    sensors.NewWaiter(clock),
 		q:    opts.Quantities(),
 	}, nil
 }

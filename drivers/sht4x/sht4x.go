@@ -103,7 +103,7 @@ type Dev struct {
 	cmd   [1]byte
 	reset [1]byte
 	wait  time.Duration
-	w     *i2cbus.Waiter
+	w     *sensors.Waiter
 	buf   [6]byte
 	q     []sensors.Quantity
 
@@ -127,7 +127,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 		cmd:   [1]byte{m.cmd},
 		reset: [1]byte{cmdSoftReset},
 		wait:  m.wait,
-		w:     i2cbus.NewWaiter(clock),
+		w:     sensors.NewWaiter(clock),
 		q:     opts.Quantities(),
 	}, nil
 }
