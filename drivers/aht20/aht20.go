@@ -21,8 +21,8 @@ import (
 
 	"periph.io/x/conn/v3/i2c"
 
+	"github.com/edged/edged/drivers/crc8"
 	"github.com/edged/edged/drivers/i2cbus"
-	"github.com/edged/edged/drivers/sht3x"
 	"github.com/edged/edged/sensors"
 )
 
@@ -160,7 +160,7 @@ func (d *Dev) Sense(ctx context.Context, dst []float64) error {
 		}
 		wait = pollWait
 	}
-	if want := sht3x.CRC8(d.buf[:6]); d.buf[6] != want {
+	if want := crc8.Sensirion(d.buf[:6]); d.buf[6] != want {
 		d.crcErrors.Add(1)
 		return fmt.Errorf("%w: %s: reading % x has checksum %#02x, want %#02x", ErrCRC, d.name, d.buf[:6], d.buf[6], want)
 	}

@@ -11,9 +11,9 @@ import (
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/crc8"
 	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
-	"github.com/edged/edged/drivers/sht3x"
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/sensorstest"
 )
@@ -165,7 +165,7 @@ func FuzzSense(f *testing.F) {
 		d := newDev(t, pb, sensorstest.NewInstantClock())
 		dst := make([]float64, 2)
 		err := d.Sense(context.Background(), dst)
-		good := reply[0]&statusBusy == 0 && reply[0]&statusCalibrated != 0 && sht3x.CRC8(reply[:6]) == reply[6]
+		good := reply[0]&statusBusy == 0 && reply[0]&statusCalibrated != 0 && crc8.Sensirion(reply[:6]) == reply[6]
 		if good != (err == nil) {
 			t.Fatalf("reply % x: good %v, Sense error %v", reply, good, err)
 		}

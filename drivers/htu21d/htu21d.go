@@ -21,6 +21,7 @@ import (
 
 	"periph.io/x/conn/v3/i2c"
 
+	"github.com/edged/edged/drivers/crc8"
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/sensors"
 )
@@ -136,7 +137,7 @@ func (d *Dev) measure(ctx context.Context, i int, wait time.Duration, what strin
 		return 0, fmt.Errorf("htu21d: %s: read %s: %w", d.name, what, err)
 	}
 	raw := uint16(d.buf[0])<<8 | uint16(d.buf[1])
-	if want := CRC8(d.buf[:2]); d.buf[2] != want {
+	if want := crc8.Checksum(0x00, d.buf[:2]); d.buf[2] != want {
 		d.crcErrors.Add(1)
 		return 0, fmt.Errorf("%w: %s: %s word %#04x has checksum %#02x, want %#02x", ErrCRC, d.name, what, raw, d.buf[2], want)
 	}
@@ -149,25 +150,6 @@ func (d *Dev) measure(ctx context.Context, i int, wait time.Duration, what strin
 func (d *Dev) Halt() error {
 	d.w.Stop()
 	return nil
-}
-
-// CRC8 is the checksum of "CRC Checksum": polynomial x^8 + x^5 + x^4 + 1
-// (0x131), initial value 0x00, no reflection, no final XOR. The
-// datasheet's examples: 0xDC gives 0x79, 0x683A gives 0x7C, 0x4E85 gives
-// 0x6B.
-func CRC8(b []byte) byte {
-	var crc byte
-	for _, x := range b {
-		crc ^= x
-		for range 8 {
-			if crc&0x80 != 0 {
-				crc = crc<<1 ^ 0x31
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
 }
 
 // Temperature converts a raw temperature word to °C ("Temperature

@@ -11,9 +11,9 @@ import (
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/crc8"
 	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
-	"github.com/edged/edged/drivers/sht3x"
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/sensorstest"
 )
@@ -126,7 +126,7 @@ func FuzzSense(f *testing.F) {
 		d := newDev(t, pb, sensorstest.NewInstantClock(), nil)
 		dst := make([]float64, 2)
 		err := d.Sense(context.Background(), dst)
-		good := sht3x.CRC8(reply[0:2]) == reply[2] && sht3x.CRC8(reply[3:5]) == reply[5]
+		good := crc8.Sensirion(reply[0:2]) == reply[2] && crc8.Sensirion(reply[3:5]) == reply[5]
 		if good != (err == nil) {
 			t.Fatalf("reply % x: checksums good %v, Sense error %v", reply, good, err)
 		}
