@@ -121,9 +121,7 @@ type Env struct {
 
 // NewEnv returns an Env on the real clock and root file system.
 func NewEnv(log *slog.Logger) *Env {
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	log = sensors.LogOrDiscard(log)
 	return &Env{Clock: sensors.SystemClock, Log: log, SysfsRoot: "/"}
 }
 

@@ -71,9 +71,7 @@ type topicKey struct {
 
 // New returns a pipeline publishing under prefix (e.g. "edged/gh-01").
 func New(prefix string, pub Publisher, log *slog.Logger) *Pipeline {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log = sensors.LogOrDiscard(log)
 	return &Pipeline{
 		tree:   topics.New(prefix),
 		pub:    pub,
