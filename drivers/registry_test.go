@@ -37,7 +37,7 @@ func defaultAddr(t *testing.T, opts any) (addr uint16, set func(uint16), ok bool
 func TestDriverTableI2C(t *testing.T) {
 	for name, d := range drivers.Default {
 		opts := d.NewOpts()
-		def, set, isI2C := defaultAddr(t, opts)
+		def, _, isI2C := defaultAddr(t, opts)
 		if !isI2C {
 			if d.I2C != nil {
 				t.Errorf("%s: lists I2C addresses %v but its options have no address", name, d.I2C)
@@ -49,7 +49,7 @@ func TestDriverTableI2C(t *testing.T) {
 		}
 		for _, a := range d.I2C {
 			o := d.NewOpts()
-			_, set, _ = defaultAddr(t, o)
+			_, set, _ := defaultAddr(t, o)
 			set(a)
 			if err := o.(interface{ Validate() error }).Validate(); err != nil {
 				t.Errorf("%s: listed address %#x does not validate: %v", name, a, err)
