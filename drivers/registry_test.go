@@ -11,7 +11,115 @@ import (
 	"testing"
 
 	"github.com/edged/edged/drivers"
+	"github.com/edged/edged/drivers/ads1x15"
+	"github.com/edged/edged/drivers/aht20"
+	"github.com/edged/edged/drivers/am2320"
+	"github.com/edged/edged/drivers/bh1750"
+	"github.com/edged/edged/drivers/bme280"
+	"github.com/edged/edged/drivers/dht22"
+	"github.com/edged/edged/drivers/ds18b20"
+	"github.com/edged/edged/drivers/htu21d"
+	"github.com/edged/edged/drivers/pca9685"
+	"github.com/edged/edged/drivers/relay"
+	"github.com/edged/edged/drivers/sht3x"
+	"github.com/edged/edged/drivers/sht4x"
+	"github.com/edged/edged/drivers/sim"
+	"github.com/edged/edged/drivers/sysfspwm"
+	"github.com/edged/edged/drivers/tsl2561"
+	"github.com/edged/edged/drivers/veml7700"
+	"github.com/edged/edged/sensors"
 )
+
+var (
+	th  = []sensors.Quantity{sensors.Temperature, sensors.Humidity}
+	thp = []sensors.Quantity{sensors.Temperature, sensors.Humidity, sensors.Pressure}
+	lux = []sensors.Quantity{sensors.Illuminance}
+)
+
+// TestDriverTable checks every entry of the table against its driver
+// package: the options type NewOpts makes (fresh each time, with
+// defaults that validate), sensor or actuator, on/off, the default bus
+// and address of I2C sensors (whose options expose them to the config
+// loader's clash check; pca9685's must not, or a chip's second channel
+// would clash with its first), and the quantities a sensor's options
+// declare before it opens.
+func TestDriverTable(t *testing.T) {
+	tests := []struct {
+		name     string
+		opts     any
+		actuator bool
+		onOff    bool
+		addr     uint16 // I2CAddr's default; 0: the options have no I2CAddr
+		q        []sensors.Quantity
+		needs    string // a key without a default: the defaults fail naming it
+	}{
+		{"sim_light", &sim.LightOpts{}, false, false, 0, lux, ""},
+		{"sim_climate", &sim.ClimateOpts{}, false, false, 0, th, ""},
+		{"sim_relay", &sim.HeaterOpts{}, true, true, 0, nil, ""},
+		{"sim_pwm", &sim.HeaterOpts{}, true, false, 0, nil, ""},
+		{"sht3x", &sht3x.Opts{}, false, false, 0x44, th, ""},
+		{"sht4x", &sht4x.Opts{}, false, false, 0x44, th, ""},
+		{"bme280", &bme280.Opts{}, false, false, 0x76, thp, ""},
+		{"aht20", &aht20.Opts{}, false, false, 0x38, th, ""},
+		{"htu21d", &htu21d.Opts{}, false, false, 0x40, th, ""},
+		{"si7021", &htu21d.Opts{}, false, false, 0x40, th, ""},
+		{"am2320", &am2320.Opts{}, false, false, 0x5C, th, ""},
+		{"bh1750", &bh1750.Opts{}, false, false, 0x23, lux, ""},
+		{"tsl2561", &tsl2561.Opts{}, false, false, 0x39, lux, ""},
+		{"veml7700", &veml7700.Opts{}, false, false, 0x10, lux, ""},
+		{"ads1x15", &ads1x15.Opts{}, false, false, 0x48, []sensors.Quantity{sensors.Voltage}, ""},
+		{"ds18b20", &ds18b20.Opts{}, false, false, 0, []sensors.Quantity{sensors.Temperature}, "device"},
+		{"dht22", &dht22.Opts{}, false, false, 0, th, ""},
+		{"sysfspwm", &sysfspwm.Opts{}, true, false, 0, nil, ""},
+		{"relay", &relay.Opts{}, true, true, 0, nil, "pin"},
+		{"pca9685", &pca9685.Opts{}, true, false, 0, nil, ""},
+	}
+	if len(tests) != len(drivers.Default) {
+		t.Errorf("the table has %d drivers, this test %d: add the new ones here", len(drivers.Default), len(tests))
+	}
+	for _, tt := range tests {
+		d, ok := drivers.Default[tt.name]
+		if !ok {
+			t.Errorf("driver %q is not in the table", tt.name)
+			continue
+		}
+		if d.Name != tt.name || d.Doc == "" || (d.OpenActuator != nil) != tt.actuator || (d.OpenSensor != nil) == tt.actuator || d.OnOff != tt.onOff {
+			t.Errorf("%s: name %q, doc %q, sensor %v, actuator %v, on/off %v", tt.name, d.Name, d.Doc, d.OpenSensor != nil, d.OpenActuator != nil, d.OnOff)
+		}
+		var o any
+		if tt.actuator {
+			o, ok = drivers.Default.ActuatorOpts(tt.name)
+		} else {
+			o, ok = drivers.Default.SensorOpts(tt.name)
+		}
+		if !ok || reflect.TypeOf(o) != reflect.TypeOf(tt.opts) {
+			t.Errorf("%s: options %T, want %T", tt.name, o, tt.opts)
+			continue
+		}
+		if a, b := d.NewOpts(), d.NewOpts(); a == b {
+			t.Errorf("%s: NewOpts returned the same pointer twice", tt.name)
+		}
+		if v, ok := o.(interface{ Validate() error }); !ok {
+			t.Errorf("%s: options have no Validate", tt.name)
+		} else if err := v.Validate(); tt.needs == "" && err != nil {
+			t.Errorf("%s: default options do not validate: %v", tt.name, err)
+		} else if tt.needs != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.needs+":")) {
+			t.Errorf("%s: default options: %v, want an error naming %q", tt.name, err, tt.needs)
+		}
+		a, ok := o.(interface{ I2CAddr() (string, uint16) })
+		if ok != (tt.addr != 0) {
+			t.Errorf("%s: I2CAddr implemented %v, want %v", tt.name, ok, tt.addr != 0)
+		} else if ok {
+			if bus, addr := a.I2CAddr(); bus != "1" || addr != tt.addr {
+				t.Errorf("%s: default bus %q address %#x, want \"1\", %#x", tt.name, bus, addr, tt.addr)
+			}
+		}
+		q, isQ := o.(interface{ Quantities() []sensors.Quantity })
+		if isQ != (tt.q != nil) || (isQ && !slices.Equal(q.Quantities(), tt.q)) {
+			t.Errorf("%s: options quantities implemented %v, want %v", tt.name, isQ, tt.q)
+		}
+	}
+}
 
 // defaultAddr returns the address in a driver's default options and
 // a setter for it: the embedded i2cbus.Opts of a sensor, the I2C field
