@@ -4,7 +4,6 @@ import (
 	"errors"
 	"math"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -221,26 +220,6 @@ func TestChannelClaims(t *testing.T) {
 	}
 }
 
-// failNth passes traffic to a Playback but fails transaction n (1-based)
-// as an absent or wedged device would.
-type failNth struct {
-	*i2ctest.Playback
-	mu    sync.Mutex
-	n     int
-	calls int
-}
-
-func (b *failNth) Tx(addr uint16, w, r []byte) error {
-	b.mu.Lock()
-	b.calls++
-	fail := b.calls == b.n
-	b.mu.Unlock()
-	if fail {
-		return i2cbustest.ErrBus
-	}
-	return b.Playback.Tx(addr, w, r)
-}
-
 func TestErrors(t *testing.T) {
 	t.Run("no chip", func(t *testing.T) {
 		_, err := NewChip(i2cbus.NewBus("1", i2cbustest.NewDeadBus()), sensorstest.NewInstantClock(), Addr, 200)
@@ -249,10 +228,14 @@ func TestErrors(t *testing.T) {
 		}
 	})
 	t.Run("NACK at prescale", func(t *testing.T) {
-		b := &failNth{Playback: &i2ctest.Playback{DontPanic: true, Ops: initOps(Addr, 0x1E)[:3]}, n: 4}
+		b := i2cbustest.NewBus(initOps(Addr, 0x1E)[:4])
+		b.Fail = 3 // the prescale write
 		_, err := NewChip(b, sensorstest.NewInstantClock(), Addr, 200)
 		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "prescale") {
 			t.Fatalf("NewChip = %v", err)
+		}
+		if err := b.Check(); err != nil {
+			t.Error(err)
 		}
 	})
 	t.Run("bad chip options", func(t *testing.T) {
@@ -274,10 +257,12 @@ func TestErrors(t *testing.T) {
 		}
 	})
 	t.Run("failed Set drives the safe state", func(t *testing.T) {
-		// 5 init writes, the open's safe write, then Set fails (call 7)
-		// and the driver writes the safe state (full on) again.
-		ops := append(initOps(Addr, 0x1E), fullOn(Addr, 7), fullOn(Addr, 7))
-		b := &failNth{Playback: &i2ctest.Playback{DontPanic: true, Ops: ops}, n: 7}
+		// 5 init writes, the open's safe write, then Set fails (op 6:
+		// 0.3 is round(1228.8) = 0x04CD counts) and the driver writes the
+		// safe state (full on) again.
+		ops := append(initOps(Addr, 0x1E), fullOn(Addr, 7), led(Addr, 7, 0, 0, 0xCD, 0x04), fullOn(Addr, 7))
+		b := i2cbustest.NewBus(ops)
+		b.Fail = 6
 		c, err := NewChip(b, sensorstest.NewInstantClock(), Addr, 200)
 		if err != nil {
 			t.Fatal(err)
@@ -295,12 +280,13 @@ func TestErrors(t *testing.T) {
 		if d.Level() != 1 {
 			t.Errorf("Level() = %v after the safe write, want 1", d.Level())
 		}
-		if err := b.Close(); err != nil {
+		if err := b.Check(); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("failed safe write at open frees the channel", func(t *testing.T) {
-		b := &failNth{Playback: &i2ctest.Playback{DontPanic: true, Ops: append(initOps(Addr, 0x1E), fullOff(Addr, 0))}, n: 6}
+		b := i2cbustest.NewBus(initOps(Addr, 0x1E), []i2ctest.IO{fullOff(Addr, 0), fullOff(Addr, 0)})
+		b.Fail = 5 // the first safe write
 		c, err := NewChip(b, sensorstest.NewInstantClock(), Addr, 200)
 		if err != nil {
 			t.Fatal(err)
@@ -311,7 +297,7 @@ func TestErrors(t *testing.T) {
 		if _, err := c.Channel("x", DefaultOpts()); err != nil {
 			t.Fatalf("Channel after a failed open = %v", err)
 		}
-		if err := b.Close(); err != nil {
+		if err := b.Check(); err != nil {
 			t.Fatal(err)
 		}
 	})
