@@ -57,7 +57,7 @@ stress:
 	fi; \
 	exit $$status
 
-## lint: gofmt, go vet, staticcheck, and the dependency direction of DESIGN.md
+## lint: gofmt, go vet, staticcheck, and the dependency direction of README "How it works"
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)

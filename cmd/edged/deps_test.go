@@ -8,9 +8,9 @@ import (
 
 const module = "github.com/edged/edged/"
 
-// allowedImports is the dependency direction of DESIGN.md section 1: for
-// each package (by path prefix, longest match wins), the module packages
-// and the third-party roots it may import directly. Everything may import
+// allowedImports is the dependency direction of README "How it works"
+// (Arrows): for each package (by path prefix, longest match wins), the
+// module packages and the third-party roots it may import directly. Everything may import
 // the standard library.
 var allowedImports = map[string][]string{
 	"cmd/":      {"configs", "drivers", "pipeline", "localbroker", "uplink", "sensors", "golang.org/x/term", "cmd/internal/benchrig"},
@@ -64,7 +64,7 @@ func TestDependencyDirection(t *testing.T) {
 				t.Errorf("%s imports %s, which only tests may import (the binary must not link chromedp)", pkg, imp)
 			}
 			if !allowed(rule, imp) {
-				t.Errorf("%s imports %s, which DESIGN.md's dependency direction does not allow", pkg, imp)
+				t.Errorf("%s imports %s, which README \"How it works\" (Arrows) does not allow", pkg, imp)
 			}
 		}
 	}
