@@ -137,6 +137,22 @@ func (m *memFS) put(name string, data []byte) {
 	m.files[name], m.durable[name] = in, in
 }
 
+// clone returns an independent copy of a durable image (one that
+// crashImage made: every file synced).
+func (m *memFS) clone() *memFS {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := newMemFS(m.rng.Uint64())
+	for n, in := range m.files {
+		cp := &inode{data: append([]byte(nil), in.data...), synced: append([]byte(nil), in.synced...)}
+		c.files[n] = cp
+		if m.durable[n] == in {
+			c.durable[n] = cp
+		}
+	}
+	return c
+}
+
 func (m *memFS) get(name string) ([]byte, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
