@@ -27,11 +27,13 @@ func (l *Log) recover() error {
 		return fmt.Errorf("wal: read buffer directory: %w", err)
 	}
 	var segNames []string
-	hasMarker, hasLive := false, false
+	hasMarker, hasLive, hasLease := false, false, false
 	for _, n := range names {
 		switch n {
-		case markerTmp:
-			_ = l.fs.Remove(l.path(n)) // a marker write that did not finish
+		case markerTmp, leaseTmp:
+			_ = l.fs.Remove(l.path(n)) // a marker or lease write that did not finish
+		case leaseName:
+			hasLease = true
 		case markerName:
 			hasMarker = true
 		case markerLive:
@@ -108,6 +110,10 @@ func (l *Log) recover() error {
 		l.readLive()
 	}
 	l.liveSeq = l.acked
+	if hasLease && len(l.segs) > 0 {
+		l.readLease()
+	}
+	l.leased = l.nextSeq - 1
 
 	last := (*segment)(nil)
 	if len(l.segs) > 0 {
@@ -393,12 +399,46 @@ func (l *Log) readLive() {
 	l.acked = acked
 }
 
+// readLease applies the lease (see leaseName): seqs up to it may have
+// been shown to the forwarder, and so reached the cloud, before they were
+// fsynced; after a power cut their records may be gone, so they are never
+// issued again in this epoch. After a clean Close the lease is the last
+// seq and nothing is skipped.
+func (l *Log) readLease() {
+	p := l.path(leaseName)
+	f, err := l.fs.OpenFile(p, os.O_RDONLY, 0)
+	var b []byte
+	if err == nil {
+		b, err = io.ReadAll(io.LimitReader(f, markerSize+1))
+		f.Close()
+	}
+	var epoch, leased uint64
+	if err == nil {
+		epoch, leased, err = decodeLease(b)
+	}
+	switch {
+	case err != nil:
+		// Written atomically, so only damage to the medium gets here:
+		// skip more seqs than the active segment can have held.
+		l.st.CorruptRecovered++
+		l.log.Warn("wal: lease unreadable; skipping seqs the forwarder may have seen", "path", p, "error", err,
+			"from", l.nextSeq, "to", l.nextSeq+leaseUnknownSkip-1)
+		l.nextSeq += leaseUnknownSkip
+	case epoch != l.epoch:
+		l.log.Info("wal: lease is from another buffer epoch; ignoring it", "path", p)
+	case leased >= l.nextSeq:
+		l.log.Info("wal: not closed cleanly; skipping seqs the forwarder may have seen before the crash",
+			"from", l.nextSeq, "to", leased)
+		l.nextSeq = leased + 1
+	}
+}
+
 // tornTail reports whether the damaged region [off, size) of the last
 // segment looks like a write that never finished: a frame cut short by the
-// end of the file, or an all-zero region (file size updated, data not). A
-// reader was never handed such records (SyncAlways and SyncInterval show
-// synced records only). Anything else (a checksum mismatch on a whole
-// frame, garbage) may be damage to synced records.
+// end of the file, or an all-zero region (file size updated, data not).
+// Whatever a reader may have been handed from such a region is below the
+// lease, which recovery skips anyway. Anything else (a checksum mismatch
+// on a whole frame, garbage) may be damage to synced records.
 func tornTail(f File, off, size int64, ferr error) bool {
 	if errors.Is(ferr, errShort) {
 		return true

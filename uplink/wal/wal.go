@@ -152,6 +152,7 @@ type Log struct {
 	nextSeq    uint64
 	visible    uint64 // newest seq readers may see
 	synced     uint64
+	leased     uint64 // the durable lease: the highest seq readers may see unsynced
 	acked      uint64
 	ackPending int // Acks since the marker was written
 	notify     chan struct{}
@@ -168,6 +169,7 @@ type Log struct {
 	markerSeq   uint64
 	liveSeq     uint64 // acked seq last written to markerLive
 	nextAgeScan time.Time
+	leaseWarned bool   // a lease write failed and was logged
 	seqFloor    uint64 // recovery: no seq below this may be issued
 	tailFloor   uint64 // recovery: the part of seqFloor a truncation line already named
 
@@ -228,6 +230,11 @@ func Open(dir string, opts Opts) (*Log, error) {
 			l.lock.Close()
 		}
 		return nil, err
+	}
+	if opts.Sync != SyncAlways {
+		// Take a lease now, so the first records after a start are
+		// shown at once too.
+		_ = l.writeLease(l.nextSeq - 1 + leaseBlock)
 	}
 	now := l.clock.Now()
 	l.lastSync, l.lastMarker = now, now
@@ -363,19 +370,20 @@ func (l *Log) Stats() Stats {
 	if len(l.segs) > 0 {
 		s.FirstSeq = l.segs[0].first
 	}
+	// Count records, not seqs: seqs skipped after a crash or damage
+	// (see readLease) lie between segments and are no backlog.
 	for _, sg := range l.segs {
 		s.DiskBytes += sg.size
 		switch {
 		case sg.end() <= l.acked+1:
 		case sg.first > l.acked:
 			s.BacklogBytes += sg.size
+			s.Backlog += sg.count
 		default:
 			un := sg.end() - l.acked - 1
 			s.BacklogBytes += int64(float64(sg.size-segHeaderSize) * float64(un) / float64(sg.count))
+			s.Backlog += un
 		}
-	}
-	if l.nextSeq-1 > l.acked {
-		s.Backlog = l.nextSeq - 1 - l.acked
 	}
 	oldest := l.acked + 1
 	visible := l.visible

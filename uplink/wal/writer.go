@@ -206,11 +206,7 @@ func (l *Log) commit(batch []*appendReq) {
 		case l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval:
 			_ = l.syncActive(false) // Appends already count as written
 		}
-		l.mu.Lock()
-		if l.opts.Sync == SyncNone {
-			l.publish(l.nextSeq - 1)
-		}
-		l.mu.Unlock()
+		l.showWritten()
 	}
 	for _, r := range batch {
 		r.done <- struct{}{}
@@ -397,14 +393,29 @@ func (l *Log) housekeep(now time.Time, closing bool) {
 	}
 }
 
-// writeMarker persists the acked prefix: write a temp file, fsync, rename,
-// fsync the directory. A failure only means more redelivery after a crash.
+// writeMarker persists the acked prefix. A failure only means more
+// redelivery after a crash.
 func (l *Log) writeMarker(now time.Time) {
 	l.mu.Lock()
 	acked, epoch := l.acked, l.epoch
 	l.mu.Unlock()
-	b := encodeMarker(epoch, acked)
-	tmp := l.path(markerTmp)
+	err := l.writeAtomic(markerName, markerTmp, encodeMarker(epoch, acked))
+	l.lastMarker = now
+	if err == nil {
+		l.mu.Lock()
+		l.markerSeq = acked
+		l.ackPending = 0
+		l.mu.Unlock()
+	} else {
+		l.log.Warn("wal: write ack marker", "error", err)
+	}
+}
+
+// writeAtomic replaces name with b durably: write tmp, fsync, rename,
+// fsync the directory. After a power cut name holds the old or the new
+// content, never a mix.
+func (l *Log) writeAtomic(name, tmpName string, b []byte) error {
+	tmp := l.path(tmpName)
 	f, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err == nil {
 		_, err = f.Write(b)
@@ -416,23 +427,58 @@ func (l *Log) writeMarker(now time.Time) {
 		}
 	}
 	if err == nil {
-		err = l.fs.Rename(tmp, l.path(markerName))
+		err = l.fs.Rename(tmp, l.path(name))
 	}
 	if err == nil {
 		err = l.fs.SyncDir(l.dir)
 	}
-	l.lastMarker = now
 	l.mu.Lock()
 	l.st.Fsyncs += 2
-	l.st.BytesWritten += markerSize
-	if err == nil {
-		l.markerSeq = acked
-		l.ackPending = 0
-	}
+	l.st.BytesWritten += uint64(len(b))
 	l.mu.Unlock()
+	return err
+}
+
+// writeLease durably moves the lease to seq (see leaseName). On failure
+// the old lease stands: records past it become visible only once
+// fsynced, so a failing lease write costs latency, never safety.
+func (l *Log) writeLease(seq uint64) error {
+	l.mu.Lock()
+	epoch := l.epoch
+	l.mu.Unlock()
+	err := l.writeAtomic(leaseName, leaseTmp, encodeLease(epoch, seq))
 	if err != nil {
-		l.log.Warn("wal: write ack marker", "error", err)
+		if !l.leaseWarned {
+			l.leaseWarned = true
+			l.log.Warn("wal: lease write failed; records reach the forwarder only once fsynced", "error", err)
+		}
+		return err
 	}
+	if l.leaseWarned {
+		l.leaseWarned = false
+		l.log.Info("wal: lease written again; records reach the forwarder as soon as written")
+	}
+	l.mu.Lock()
+	l.leased = seq
+	l.mu.Unlock()
+	return nil
+}
+
+// showWritten makes written records visible to readers at once, in every
+// sync mode: whatever is fsynced, and beyond that whatever the lease
+// covers, extending the lease first when less than half a block is left.
+func (l *Log) showWritten() {
+	l.mu.Lock()
+	written, synced, leased := l.nextSeq-1, l.synced, l.leased
+	l.mu.Unlock()
+	if written > synced && written+leaseBlock/2 > leased {
+		if l.writeLease(written+leaseBlock) == nil {
+			leased = written + leaseBlock
+		}
+	}
+	l.mu.Lock()
+	l.publish(max(l.synced, min(written, leased)))
+	l.mu.Unlock()
 }
 
 // writeLive overwrites markerLive in place with the acked seq. No fsync:
@@ -465,6 +511,14 @@ func (l *Log) shutdown() {
 	}
 	err := l.syncActive(false)
 	l.housekeep(l.clock.Now(), true)
+	l.mu.Lock()
+	last, leased := l.nextSeq-1, l.leased
+	l.mu.Unlock()
+	if err == nil && leased > last {
+		// Everything is on disk: take the lease back so a clean
+		// restart continues the seqs without a gap.
+		_ = l.writeLease(last)
+	}
 	if cerr := l.active.Close(); err == nil {
 		err = cerr
 	}
