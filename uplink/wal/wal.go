@@ -231,11 +231,9 @@ func Open(dir string, opts Opts) (*Log, error) {
 		}
 		return nil, err
 	}
-	if opts.Sync != SyncAlways {
-		// Take a lease now, so the first records after a start are
-		// shown at once too.
-		_ = l.writeLease(l.nextSeq - 1 + leaseBlock)
-	}
+	// Take a lease now, so the first records after a start are shown
+	// at once too.
+	_ = l.writeLease(l.nextSeq - 1 + leaseBlock)
 	now := l.clock.Now()
 	l.lastSync, l.lastMarker = now, now
 	l.nextAgeScan = now

@@ -119,7 +119,8 @@ func (l *Log) armTimer(t interface{ Reset(time.Duration) bool }) {
 }
 
 // commit writes one batch: rotation and caps are applied per record, then
-// one write, then (SyncAlways) one fsync, then every Append is answered.
+// one write, then the records are shown to readers, then (SyncAlways) one
+// fsync, then every Append is answered.
 func (l *Log) commit(batch []*appendReq) {
 	now := l.clock.Now()
 	ns := now.UnixNano()
@@ -198,6 +199,9 @@ func (l *Log) commit(batch []*appendReq) {
 	if err := flush(); err != nil {
 		fail(err)
 	} else if len(pending) > 0 {
+		// The forwarder may send them now, while the fsync runs: the
+		// lease keeps their seqs from coming back after a power cut.
+		l.showWritten()
 		switch {
 		case l.opts.Sync == SyncAlways:
 			if err := l.syncActive(false); err != nil {
@@ -206,7 +210,6 @@ func (l *Log) commit(batch []*appendReq) {
 		case l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval:
 			_ = l.syncActive(false) // Appends already count as written
 		}
-		l.showWritten()
 	}
 	for _, r := range batch {
 		r.done <- struct{}{}
@@ -465,8 +468,9 @@ func (l *Log) writeLease(seq uint64) error {
 }
 
 // showWritten makes written records visible to readers at once, in every
-// sync mode: whatever is fsynced, and beyond that whatever the lease
-// covers, extending the lease first when less than half a block is left.
+// sync mode (SyncAlways too: before the group's fsync): whatever is
+// fsynced, and beyond that whatever the lease covers, extending the lease
+// first when less than half a block is left.
 func (l *Log) showWritten() {
 	l.mu.Lock()
 	written, synced, leased := l.nextSeq-1, l.synced, l.leased
