@@ -34,25 +34,20 @@ func benchDir(b *testing.B) string {
 //	WAL_BENCH_DIR=/dev/shm/walbench go test -run XXX -bench Append ./uplink/wal
 func BenchmarkAppend(b *testing.B) {
 	type mode struct {
-		name   string
-		sync   SyncMode
-		window time.Duration
+		name string
+		sync SyncMode
 	}
 	modes := []mode{
-		{"always", SyncAlways, 0},
-		{"always-window2ms", SyncAlways, 2 * time.Millisecond},
-		{"interval", SyncInterval, 0},
-		{"none", SyncNone, 0},
+		{"always", SyncAlways},
+		{"interval", SyncInterval},
+		{"none", SyncNone},
 	}
 	for _, m := range modes {
 		for _, producers := range []int{1, 8, 64} {
 			for _, size := range []int{64, 1024} {
-				if m.window > 0 && producers == 1 {
-					continue // a window only delays a lone producer
-				}
 				name := fmt.Sprintf("%s/p%d/%dB", m.name, producers, size)
 				b.Run(name, func(b *testing.B) {
-					l, err := Open(benchDir(b), Opts{Sync: m.sync, CommitWindow: m.window})
+					l, err := Open(benchDir(b), Opts{Sync: m.sync})
 					if err != nil {
 						b.Fatal(err)
 					}

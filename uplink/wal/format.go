@@ -64,7 +64,7 @@ const (
 	leaseBlock = 1 << 16
 	// leaseUnknownSkip is how many seqs recovery skips when the lease
 	// file exists but cannot be read: more than a segment of the largest
-	// allowed size can hold (1 GiB / 16-byte frames), plus a lease block.
+	// allowed size can hold (256 MiB / 16-byte frames), plus a lease block.
 	leaseUnknownSkip = 1 << 32
 )
 

@@ -148,12 +148,13 @@ func TestOptsValidate(t *testing.T) {
 		mut   func(*Opts)
 	}{
 		{"segment_bytes", func(o *Opts) { o.SegmentBytes = 100 }},
+		{"segment_bytes", func(o *Opts) { o.SegmentBytes = 512 << 20 }},
 		{"max_bytes", func(o *Opts) { o.MaxBytes = o.SegmentBytes }},
 		{"max_bytes", func(o *Opts) { o.MaxBytes = -1 }},
 		{"max_age", func(o *Opts) { o.MaxAge = -time.Second }},
 		{"sync", func(o *Opts) { o.Sync = 9 }},
 		{"sync_interval", func(o *Opts) { o.SyncInterval = 0 }},
-		{"commit_window", func(o *Opts) { o.CommitWindow = time.Minute }},
+		{"sync_interval", func(o *Opts) { o.SyncInterval = 2 * time.Minute }},
 		{"overflow", func(o *Opts) { o.Overflow = 7 }},
 		{"ack_every", func(o *Opts) { o.AckEvery = 0 }},
 		{"ack_interval", func(o *Opts) { o.AckInterval = 0 }},
@@ -164,6 +165,12 @@ func TestOptsValidate(t *testing.T) {
 		if err := o.Validate(); !errors.As(err, &fe) || fe.Field != tc.field {
 			t.Errorf("%s: Validate() = %v", tc.field, err)
 		}
+	}
+	// sync_interval only matters, and is only checked, in interval mode.
+	o := DefaultOpts()
+	o.Sync, o.SyncInterval = SyncAlways, time.Hour
+	if err := o.Validate(); err != nil {
+		t.Errorf("sync: always with an unused sync_interval: %v", err)
 	}
 	if _, err := Open(t.TempDir(), Opts{SegmentBytes: 10}); err == nil {
 		t.Fatal("Open accepted invalid options")

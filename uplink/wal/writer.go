@@ -16,17 +16,12 @@ func (l *Log) run() {
 	defer close(l.done)
 	timer := l.clock.NewTimer(time.Hour)
 	timer.Stop()
-	var window sensorsTimer
 	batch := make([]*appendReq, 0, 256)
 	for {
 		l.armTimer(timer)
 		select {
 		case r := <-l.reqs:
-			batch = append(batch[:0], r)
-			if l.opts.Sync == SyncAlways && l.opts.CommitWindow > 0 {
-				batch = l.waitWindow(batch, &window)
-			}
-			batch = l.drain(batch)
+			batch = l.drain(append(batch[:0], r))
 			l.commit(batch)
 		case <-l.ackSig:
 			l.housekeep(l.clock.Now(), false)
@@ -39,35 +34,6 @@ func (l *Log) run() {
 			return
 		}
 	}
-}
-
-// sensorsTimer is a lazily made commit-window timer.
-type sensorsTimer struct {
-	t interface {
-		C() <-chan time.Time
-		Stop() bool
-		Reset(time.Duration) bool
-	}
-}
-
-func (l *Log) waitWindow(batch []*appendReq, w *sensorsTimer) []*appendReq {
-	if w.t == nil {
-		w.t = l.clock.NewTimer(l.opts.CommitWindow)
-	} else {
-		w.t.Reset(l.opts.CommitWindow)
-	}
-	defer w.t.Stop()
-	n := len(batch[0].body)
-	for n < maxBatchBytes {
-		select {
-		case r := <-l.reqs:
-			batch = append(batch, r)
-			n += len(r.body)
-		case <-w.t.C():
-			return batch
-		}
-	}
-	return batch
 }
 
 // drain adds whatever Appends are already queued, up to maxBatchBytes.
