@@ -173,9 +173,7 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		*dirty = true
 		return nil, 0, false
 	}
-	var hb [segHeaderSize]byte
-	n, _ := f.ReadAt(hb[:], 0)
-	h, v, err := decodeSegHeader(hb[:n])
+	h, v, err := readSegHeader(f)
 	if err == nil && h.first != nameFirst {
 		err = fmt.Errorf("header says first seq %d", h.first)
 	}
@@ -200,21 +198,19 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 	}
 
 	seg = &segment{first: h.first, name: name, gapFrom: h.gapFrom}
-	r := bufio.NewReaderSize(io.NewSectionReader(f, segHeaderSize, size-segHeaderSize), 64<<10)
-	off := int64(segHeaderSize)
-	var fh [frameHeaderSize]byte
+	var fr frameReader
+	fr.reset(f, segHeaderSize, size)
 	var ferr error
-	for off < size {
+	for fr.off < size {
 		var t int64
-		var fsz int
-		*body, t, fsz, ferr = readFrame(r, &fh, *body, size-off)
+		*body, t, ferr = fr.next(*body)
 		if ferr != nil {
 			break
 		}
 		seg.count++
 		seg.lastTime = t
-		off += int64(fsz)
 	}
+	off := fr.off
 	seg.size = off
 	skipTo := uint64(0)
 	if off < size && last && !tornTail(f, off, size, ferr) {
@@ -336,14 +332,19 @@ func (l *Log) moveAside(name, kind, what, remedy string, dirty *bool) {
 	l.log.Warn("wal: moved unusable segment file aside", "path", from, "now", to, "problem", what, "remedy", remedy)
 }
 
+// readStamp reads a marker or lease file of fsys (see encodeStamp).
+func readStamp(fsys FS, p string) ([]byte, error) {
+	f, err := fsys.OpenFile(p, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, markerSize+1))
+}
+
 func (l *Log) readMarker() {
 	p := l.path(markerName)
-	f, err := l.fs.OpenFile(p, os.O_RDONLY, 0)
-	var b []byte
-	if err == nil {
-		b, err = io.ReadAll(io.LimitReader(f, markerSize+1))
-		f.Close()
-	}
+	b, err := readStamp(l.fs, p)
 	var epoch, acked uint64
 	if err == nil {
 		epoch, acked, err = decodeMarker(b)
@@ -362,8 +363,8 @@ func (l *Log) readMarker() {
 		}
 		if acked >= l.nextSeq {
 			// Seqs up to acked were handed out and delivered, but
-			// their records are gone (SyncNone and a power cut).
-			// Never issue them again.
+			// their records are gone (a power cut). Never issue them
+			// again.
 			l.log.Warn("wal: ack marker is ahead of the data; skipping seqs", "acked", acked, "last_on_disk", l.nextSeq-1)
 			l.nextSeq = acked + 1
 			l.acked = acked
@@ -375,13 +376,7 @@ func (l *Log) readMarker() {
 // of the fsynced marker. Anything else (torn by a power cut, stale) is
 // ignored: the fsynced marker already gave a safe answer.
 func (l *Log) readLive() {
-	p := l.path(markerLive)
-	f, err := l.fs.OpenFile(p, os.O_RDONLY, 0)
-	if err != nil {
-		return
-	}
-	b, err := io.ReadAll(io.LimitReader(f, markerSize+1))
-	f.Close()
+	b, err := readStamp(l.fs, l.path(markerLive))
 	if err != nil {
 		return
 	}
@@ -406,12 +401,7 @@ func (l *Log) readLive() {
 // seq and nothing is skipped.
 func (l *Log) readLease() {
 	p := l.path(leaseName)
-	f, err := l.fs.OpenFile(p, os.O_RDONLY, 0)
-	var b []byte
-	if err == nil {
-		b, err = io.ReadAll(io.LimitReader(f, markerSize+1))
-		f.Close()
-	}
+	b, err := readStamp(l.fs, p)
 	var epoch, leased uint64
 	if err == nil {
 		epoch, leased, err = decodeLease(b)
