@@ -404,6 +404,30 @@ func (f *memFile) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check(); err != nil {
+		return 0, err
+	}
+	if f.flag&(os.O_WRONLY|os.O_RDWR) == 0 {
+		return 0, &fs.PathError{Op: "write", Path: f.name, Err: fs.ErrPermission}
+	}
+	if f.fs.failWrite != nil {
+		if err := f.fs.failWrite(f.name); err != nil {
+			return 0, err
+		}
+	}
+	end := off + int64(len(p))
+	if end > int64(len(f.in.data)) {
+		nd := make([]byte, end)
+		copy(nd, f.in.data)
+		f.in.data = nd
+	}
+	copy(f.in.data[off:], p)
+	return len(p), nil
+}
+
 func (f *memFile) Sync() error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()

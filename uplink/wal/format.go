@@ -125,12 +125,16 @@ func frameCRC(hdr, body []byte) uint32 {
 	return c ^ crcMask
 }
 
+// appendFrame builds the header in dst itself: a local array would move
+// to the heap (the CRC's assembly keeps its argument), one allocation per
+// record.
 func appendFrame(dst, body []byte, unixNano int64) []byte {
-	var h [frameHeaderSize]byte
+	n := len(dst)
+	dst = append(dst, make([]byte, frameHeaderSize)...)
+	h := dst[n:]
 	binary.LittleEndian.PutUint32(h[0:], uint32(len(body)))
 	binary.LittleEndian.PutUint64(h[8:], uint64(unixNano))
-	binary.LittleEndian.PutUint32(h[4:], frameCRC(h[:], body))
-	dst = append(dst, h[:]...)
+	binary.LittleEndian.PutUint32(h[4:], frameCRC(h, body))
 	return append(dst, body...)
 }
 
@@ -187,11 +191,16 @@ func decodeLease(b []byte) (epoch, leased uint64, err error) { return decodeStam
 
 func encodeStamp(magic string, epoch, seq uint64) []byte {
 	b := make([]byte, markerSize)
+	putStamp(b, magic, epoch, seq)
+	return b
+}
+
+// putStamp encodes a stamp into b[:markerSize].
+func putStamp(b []byte, magic string, epoch, seq uint64) {
 	copy(b, magic)
 	binary.LittleEndian.PutUint64(b[8:], epoch)
 	binary.LittleEndian.PutUint64(b[16:], seq)
 	binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
-	return b
 }
 
 func decodeStamp(magic string, b []byte) (epoch, seq uint64, err error) {

@@ -14,16 +14,41 @@ type frameReader struct {
 	off  int64 // offset of the next frame
 	size int64 // bytes of the file it may read
 	br   *bufio.Reader
+	src  sectionReader
 	fh   [frameHeaderSize]byte
 }
 
 // reset starts reading f at off, up to size.
 func (r *frameReader) reset(f io.ReaderAt, off, size int64) {
 	r.off, r.size = off, size
+	r.src = sectionReader{f: f, off: off, end: size}
 	if r.br == nil {
-		r.br = bufio.NewReaderSize(nil, 64<<10)
+		r.br = bufio.NewReaderSize(&r.src, 64<<10)
+	} else {
+		r.br.Reset(&r.src)
 	}
-	r.br.Reset(io.NewSectionReader(f, off, size-off))
+}
+
+// sectionReader is io.SectionReader without its allocation per reset: the
+// forwarder resets its reader on every Read.
+type sectionReader struct {
+	f        io.ReaderAt
+	off, end int64
+}
+
+func (s *sectionReader) Read(p []byte) (int, error) {
+	if s.off >= s.end {
+		return 0, io.EOF
+	}
+	if rest := s.end - s.off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := s.f.ReadAt(p, s.off)
+	s.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
 }
 
 // next reads the frame at off into body's storage and moves past it. It
@@ -79,23 +104,28 @@ func (l *Log) Read(ctx context.Context, after uint64, max int, dst []Record) ([]
 			return dst[:0], ErrClosed
 		}
 		visible := l.visible
-		ch := l.notify
-		l.mu.Unlock()
-		if after < visible {
-			l.rmu.Lock()
-			recs, err := l.readWith(&l.cur, after, max, dst, visible)
-			l.rmu.Unlock()
-			if err != nil || len(recs) > 0 {
-				return recs, err
+		if after >= visible {
+			// publish closes notify only while someone waits, so a
+			// busy forwarder costs no channel per record.
+			l.waiting = true
+			ch := l.notify
+			l.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return dst[:0], ctx.Err()
+			case <-ch:
 			}
-			// Everything up to visible was skipped as damaged.
-			after = visible
+			continue
 		}
-		select {
-		case <-ctx.Done():
-			return dst[:0], ctx.Err()
-		case <-ch:
+		l.mu.Unlock()
+		l.rmu.Lock()
+		recs, err := l.readWith(&l.cur, after, max, dst, visible)
+		l.rmu.Unlock()
+		if err != nil || len(recs) > 0 {
+			return recs, err
 		}
+		// Everything up to visible was skipped as damaged.
+		after = visible
 	}
 }
 
@@ -222,9 +252,10 @@ func (l *Log) readSeg(c *cursor, seg *segment, s, end uint64, size int64, max in
 	return out, c.next, nil
 }
 
+// poke wakes the housekeeping goroutine.
 func (l *Log) poke() {
 	select {
-	case l.ackSig <- struct{}{}:
+	case l.wake <- struct{}{}:
 	default:
 	}
 }

@@ -10,48 +10,81 @@ import (
 // buffer and readers see progress under sustained load.
 const maxBatchBytes = 1 << 20
 
-// run is the writer goroutine: the only code that writes segment files,
-// deletes them or writes the marker.
+// run is the housekeeping goroutine: the interval sync, the ack marker,
+// reclaiming and expiring segments, Sync and Close. Appends do not pass
+// through it: their leader commits them (see lead).
 func (l *Log) run() {
 	defer close(l.done)
 	timer := l.clock.NewTimer(time.Hour)
 	timer.Stop()
-	batch := make([]*appendReq, 0, 256)
 	for {
+		l.wmu.Lock()
 		l.armTimer(timer)
+		l.wmu.Unlock()
 		select {
-		case r := <-l.reqs:
-			batch = l.drain(append(batch[:0], r))
-			l.commit(batch)
-		case <-l.ackSig:
+		case <-l.wake:
+			l.wmu.Lock()
 			l.housekeep(l.clock.Now(), false)
+			l.wmu.Unlock()
 		case ch := <-l.syncReq:
+			l.wmu.Lock()
 			ch <- l.syncActive(true)
+			l.wmu.Unlock()
 		case <-timer.C():
+			l.wmu.Lock()
 			l.housekeep(l.clock.Now(), false)
+			l.wmu.Unlock()
 		case <-l.quit:
+			l.wmu.Lock()
 			l.shutdown()
+			l.wmu.Unlock()
 			return
 		}
 	}
 }
 
-// drain adds whatever Appends are already queued, up to maxBatchBytes.
-func (l *Log) drain(batch []*appendReq) []*appendReq {
-	n := 0
-	for _, r := range batch {
-		n += len(r.body)
+// lead commits what is queued. Only one goroutine leads at a time: the
+// Append that found no leader, or the one a leader handed the lead to.
+// Appends that queue while it writes (and, under SyncAlways, fsyncs) wait
+// and go together in the next commit, led by the first of them: group
+// commit, without handing every Append to another goroutine and back.
+func (l *Log) lead() {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.qmu.Lock()
+	batch := l.queue
+	l.queue = l.spare[:0]
+	l.qmu.Unlock()
+	l.commitAll(batch)
+	clear(batch)
+	l.spare = batch[:0]
+	l.qmu.Lock()
+	var next *appendReq
+	if len(l.queue) > 0 {
+		next = l.queue[0]
+	} else {
+		l.leading = false
 	}
-	for n < maxBatchBytes {
-		select {
-		case r := <-l.reqs:
-			batch = append(batch, r)
-			n += len(r.body)
-		default:
-			return batch
+	l.qmu.Unlock()
+	if next != nil {
+		// Under wmu, so shutdown cannot answer next before it has
+		// been told to lead.
+		next.done <- true
+	}
+}
+
+// commitAll commits batch in groups of at most maxBatchBytes, so one
+// write never needs a huge buffer.
+func (l *Log) commitAll(batch []*appendReq) {
+	for len(batch) > 0 {
+		n, size := 0, 0
+		for n < len(batch) && (n == 0 || size+len(batch[n].body) <= maxBatchBytes) {
+			size += len(batch[n].body)
+			n++
 		}
+		l.commit(batch[:n])
+		batch = batch[n:]
 	}
-	return batch
 }
 
 // armTimer sets the one housekeeping timer to the nearest deadline:
@@ -112,6 +145,7 @@ func (l *Log) commit(batch []*appendReq) {
 	}
 	l.mu.Lock()
 	failed, needRotate := l.failed, l.needRotate
+	wasClean := l.nextSeq-1 <= l.synced
 	l.mu.Unlock()
 	for i, r := range batch {
 		if failed != nil {
@@ -175,10 +209,12 @@ func (l *Log) commit(batch []*appendReq) {
 			}
 		case l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval:
 			_ = l.syncActive(false) // Appends already count as written
+		case l.opts.Sync == SyncInterval && wasClean:
+			l.poke() // the housekeeper arms the interval sync
 		}
 	}
 	for _, r := range batch {
-		r.done <- struct{}{}
+		r.done <- false
 	}
 }
 
@@ -342,11 +378,10 @@ func (l *Log) housekeep(now time.Time, closing bool) {
 	needRotate := l.needRotate
 	acked := l.acked
 	l.mu.Unlock()
-	if acked > l.liveSeq {
-		// Also on close: the fsynced marker written below may be the
-		// file a crash later damages, and ack.live must not lag it.
-		l.writeLive(acked)
-	}
+	// Ack wrote ack.live already; this matters on close: the fsynced
+	// marker written below may be the file a crash later damages, and
+	// ack.live must not lag it.
+	l.writeLive(acked)
 	l.reclaim()
 	if unsynced && l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval {
 		_ = l.syncActive(false)
@@ -451,16 +486,25 @@ func (l *Log) showWritten() {
 	l.mu.Unlock()
 }
 
-// writeLive overwrites markerLive in place with the acked seq. No fsync:
-// it only has to survive a process crash; a failure only means more
-// redelivery after one.
+// writeLive overwrites markerLive in place with the acked seq, through a
+// file kept open: one write, no fsync. It only has to survive a process
+// crash; a failure only means more redelivery after one.
 func (l *Log) writeLive(acked uint64) {
+	l.liveMu.Lock()
+	defer l.liveMu.Unlock()
+	if acked <= l.liveSeq || l.liveClosed {
+		return
+	}
 	l.liveSeq = acked
-	f, err := l.fs.OpenFile(l.path(markerLive), os.O_WRONLY|os.O_CREATE, 0o640)
+	var err error
+	if l.live == nil {
+		l.live, err = l.fs.OpenFile(l.path(markerLive), os.O_WRONLY|os.O_CREATE, 0o640)
+	}
 	if err == nil {
-		_, err = f.Write(encodeMarker(l.epoch, acked))
-		if cerr := f.Close(); err == nil {
-			err = cerr
+		putStamp(l.liveBuf[:], markerMagic, l.epoch, acked)
+		if _, err = l.live.WriteAt(l.liveBuf[:], 0); err != nil {
+			l.live.Close()
+			l.live = nil // open it again next time
 		}
 	}
 	l.mu.Lock()
@@ -471,14 +515,26 @@ func (l *Log) writeLive(acked uint64) {
 	}
 }
 
-// shutdown answers every queued Append, syncs, writes the marker and
-// closes the active segment.
-func (l *Log) shutdown() {
-	batch := l.drain(nil)
-	for len(batch) > 0 {
-		l.commit(batch)
-		batch = l.drain(batch[:0])
+// closeLive closes markerLive for good.
+func (l *Log) closeLive() {
+	l.liveMu.Lock()
+	defer l.liveMu.Unlock()
+	l.liveClosed = true
+	if l.live != nil {
+		l.live.Close()
+		l.live = nil
 	}
+}
+
+// shutdown answers every queued Append (no more can queue: closing is
+// set), syncs, writes the marker and closes the active segment. Call with
+// wmu held.
+func (l *Log) shutdown() {
+	l.qmu.Lock()
+	batch := l.queue
+	l.queue = nil
+	l.qmu.Unlock()
+	l.commitAll(batch)
 	err := l.syncActive(false)
 	l.housekeep(l.clock.Now(), true)
 	l.mu.Lock()
@@ -489,6 +545,7 @@ func (l *Log) shutdown() {
 		// restart continues the seqs without a gap.
 		_ = l.writeLease(last)
 	}
+	l.closeLive()
 	if cerr := l.active.Close(); err == nil {
 		err = cerr
 	}
