@@ -162,10 +162,10 @@ type Log struct {
 	synced     uint64
 	leased     uint64 // the durable lease: the highest seq readers may see unsynced
 	acked      uint64
-	ackPending int // Acks since the marker was written
+	ackPending int           // Acks since the marker was written
 	notify     chan struct{} // closed by publish while waiting
 	waiting    bool          // a Read waits on notify
-	failed     error // sticky: set when a sync failed
+	failed     error         // sticky: set when a sync failed
 	needRotate bool
 	st         Stats // counters only
 
