@@ -143,6 +143,10 @@ func (l *Log) recover() error {
 	}
 	l.synced = l.nextSeq - 1
 	l.visible = l.synced
+	l.disk = 0
+	for _, sg := range l.segs {
+		l.disk += sg.size
+	}
 	return nil
 }
 
@@ -475,6 +479,7 @@ func (l *Log) createSegment(first, gapFrom uint64) error {
 	l.st.Fsyncs += 2
 	l.st.BytesWritten += segHeaderSize
 	l.segs = append(l.segs, &segment{first: first, size: segHeaderSize, name: name})
+	l.disk += segHeaderSize
 	l.mu.Unlock()
 	l.active = f
 	return nil

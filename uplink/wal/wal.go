@@ -157,6 +157,7 @@ type Log struct {
 	closed     bool
 	epoch      uint64
 	segs       []*segment // oldest first; the last is the active one
+	disk       int64      // sum of the segments' sizes
 	nextSeq    uint64
 	visible    uint64 // newest seq readers may see
 	synced     uint64

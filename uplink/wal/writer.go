@@ -224,14 +224,12 @@ func (l *Log) activeSeg() *segment {
 	return l.segs[len(l.segs)-1]
 }
 
+// diskBytes is the size of all segments; kept as a running total, as
+// the cap checks it for every record.
 func (l *Log) diskBytes() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var n int64
-	for _, s := range l.segs {
-		n += s.size
-	}
-	return n
+	return l.disk
 }
 
 // writeActive writes frames holding count records to the active segment.
@@ -252,6 +250,7 @@ func (l *Log) writeActive(b []byte, count uint64, ns int64) error {
 	l.mu.Lock()
 	act.count += count
 	act.size += int64(len(b))
+	l.disk += int64(len(b))
 	act.lastTime = ns
 	l.st.BytesWritten += uint64(len(b))
 	l.mu.Unlock()
@@ -331,6 +330,7 @@ func (l *Log) removeFirst(ok func(*segment) bool, counter *uint64, why string) b
 	}
 	s := l.segs[0]
 	l.segs = l.segs[1:]
+	l.disk -= s.size
 	var lost uint64
 	if s.end() > l.acked+1 {
 		lost = s.end() - max(l.acked+1, s.first)
