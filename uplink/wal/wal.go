@@ -12,11 +12,14 @@
 // Layout: segments named <20-digit first seq>.wal, each with a header
 // (magic, version, epoch, first seq), records framed as len | crc32c | time
 // | body, and a small "ack" marker file holding the acknowledged prefix
-// (fsynced, lazily) beside "ack.live" (rewritten without fsync after every
-// ack batch, so a process crash redelivers only what was in flight).
-// One writer goroutine batches concurrent Appends into one write and one
-// fsync (group commit). Space is reclaimed by deleting whole segments;
-// data is never rewritten.
+// (fsynced, lazily) beside "ack.live" (rewritten without fsync by every
+// Ack, so a process crash redelivers only what was in flight), and the
+// "lease": the highest seq readers may have seen before its fsync, which
+// recovery never issues again. Readers see a record as soon as it is
+// written, in every sync mode. Concurrent Appends share one write and
+// one fsync (group commit): the first Append to find no leader commits
+// the queue itself. Space is reclaimed by deleting whole segments; data
+// is never rewritten.
 package wal
 
 import (
