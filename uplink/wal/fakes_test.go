@@ -379,34 +379,22 @@ func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
 func (f *memFile) Write(p []byte) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.check(); err != nil {
-		return 0, err
-	}
-	if f.flag&(os.O_WRONLY|os.O_RDWR) == 0 {
-		return 0, &fs.PathError{Op: "write", Path: f.name, Err: fs.ErrPermission}
-	}
-	if f.fs.failWrite != nil {
-		if err := f.fs.failWrite(f.name); err != nil {
-			return 0, err
-		}
-	}
 	if f.flag&os.O_APPEND != 0 {
 		f.pos = int64(len(f.in.data))
 	}
-	end := f.pos + int64(len(p))
-	if end > int64(len(f.in.data)) {
-		nd := make([]byte, end)
-		copy(nd, f.in.data)
-		f.in.data = nd
-	}
-	copy(f.in.data[f.pos:], p)
-	f.pos = end
-	return len(p), nil
+	n, err := f.writeAt(p, f.pos)
+	f.pos += int64(n)
+	return n, err
 }
 
 func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
+	return f.writeAt(p, off)
+}
+
+// writeAt writes p at off. Call with fs.mu held.
+func (f *memFile) writeAt(p []byte, off int64) (int, error) {
 	if err := f.check(); err != nil {
 		return 0, err
 	}

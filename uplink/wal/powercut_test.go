@@ -39,6 +39,20 @@ func (s *seen) note(t *testing.T, what string, epoch, seq uint64, b string) {
 	s.bodies[k] = b
 }
 
+// shown notes records l's Read returned, counting those not yet fsynced.
+func (s *seen) shown(t *testing.T, what string, l *Log, epoch uint64, recs []Record) {
+	t.Helper()
+	synced := l.Stats().SyncedSeq
+	for _, r := range recs {
+		s.note(t, what, epoch, r.Seq, string(r.Body))
+		if r.Seq > synced {
+			s.mu.Lock()
+			s.unsynced++
+			s.mu.Unlock()
+		}
+	}
+}
+
 // powerCutRun appends, reads and acks against a memFS that loses power at
 // its crashAt-th sync, reboots on what the cut left, and repeats for
 // cutLives lives (the later cuts at a sync drawn from seed). It returns
@@ -98,16 +112,8 @@ func powerCutLife(t *testing.T, life int, opts Opts, dir string, clk *fakeClock,
 			if err != nil {
 				return
 			}
-			synced := l.Stats().SyncedSeq
-			for _, r := range recs {
-				sn.note(t, "the forwarder read", epoch, r.Seq, string(r.Body))
-				if r.Seq > synced {
-					sn.mu.Lock()
-					sn.unsynced++
-					sn.mu.Unlock()
-				}
-				after = r.Seq
-			}
+			sn.shown(t, "the forwarder read", l, epoch, recs)
+			after = recs[len(recs)-1].Seq
 			dst = recs
 		}
 	}()
@@ -143,15 +149,7 @@ func powerCutLife(t *testing.T, life int, opts Opts, dir string, clk *fakeClock,
 		// The forwarder reads what it can (the cloud sees it) and
 		// acks part of it.
 		recs := readAll(t, l, acked)
-		synced := l.Stats().SyncedSeq
-		for _, r := range recs {
-			sn.note(t, "Read showed", epoch, r.Seq, string(r.Body))
-			if r.Seq > synced {
-				sn.mu.Lock()
-				sn.unsynced++
-				sn.mu.Unlock()
-			}
-		}
+		sn.shown(t, "Read showed", l, epoch, recs)
 		if len(recs) > 2 {
 			acked = recs[len(recs)/2].Seq
 			l.Ack(acked)
