@@ -177,7 +177,11 @@ func (b *Browser) WaitText(timeout time.Duration, sel string, ok func(string) bo
 // Enter, as a keyboard user would.
 func (b *Browser) TypeEnter(sel, s string) {
 	b.t.Helper()
-	b.Do(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%s).value = ""`, quote(sel))),
+	// Focus before clearing: the page redraws a card on every event
+	// unless the user is typing in it, and a redraw between clearing and
+	// typing would swap the field for a fresh one holding the old value
+	// (or leave SendKeys a node that is gone).
+	b.Do(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(e => { e.focus(); e.value = "" })(document.querySelector(%s))`, quote(sel))),
 		chromedp.SendKeys(chromedp.CSS(sel), s+"\r"))
 }
 
