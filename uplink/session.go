@@ -491,14 +491,13 @@ func (s *session) onPubacks(n int, warned *bool) error {
 				err = fmt.Errorf("%w: seq %d: PUBACK %#x %s", errRefused, p.seq, reason, (&packets.Puback{ReasonCode: reason}).Reason())
 			}
 		}
-		if err != nil || s.br.Buffered() < 2 {
+		if err != nil {
 			break
 		}
-		// Another whole PUBACK already read?
-		if next, lerr := packetLen(s.br, maxIncoming); lerr != nil || next > s.br.Buffered() || s.peekType() != 0x40 {
+		// Another whole PUBACK already read? Peek only at what is
+		// buffered: a read that waits on the network must not hold mu.
+		if n = s.bufferedPuback(); n == 0 {
 			break
-		} else {
-			n = next
 		}
 	}
 	if last := s.win.popDone(); last != 0 {
@@ -518,9 +517,18 @@ func (s *session) onPubacks(n int, warned *bool) error {
 	return err
 }
 
-func (s *session) peekType() byte {
-	b, _ := s.br.Peek(1)
-	return b[0] & 0xf0
+// bufferedPuback returns the length of the PUBACK wholly in the read
+// buffer at its front, 0 if there is none.
+func (s *session) bufferedPuback() int {
+	k := s.br.Buffered()
+	if k < 2 {
+		return 0
+	}
+	b, _ := s.br.Peek(2)
+	if b[0] != 0x40 || b[1] >= 0x80 || 2+int(b[1]) > k {
+		return 0
+	}
+	return 2 + int(b[1])
 }
 
 func (s *session) deadLetter(seq uint64, topic, why string) {
