@@ -131,9 +131,13 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca 
 	if err := s.failed(); err != nil {
 		return s.fail(err)
 	}
-	// Stopping: wait for the PUBACKs of messages in flight, then say
-	// goodbye.
-	drainBy, _ := u.stopBudget(time.Now())
+	return s.leave()
+}
+
+// leave ends a stop: it waits for the PUBACKs of messages in flight, as
+// long as the stop's budget allows, then says goodbye.
+func (s *session) leave() (sessionEnd, error) {
+	drainBy, _ := s.u.stopBudget(time.Now())
 	t := time.NewTimer(time.Until(drainBy))
 	defer t.Stop()
 	for s.outstanding() > 0 {
