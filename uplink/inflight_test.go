@@ -1,8 +1,15 @@
 package uplink
 
 import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/uplink/wal"
 )
 
 // TestInflightWindow drives the window as the session does: it bounds
@@ -75,5 +82,51 @@ func TestInflightWindow(t *testing.T) {
 		if last := f.popDone(); last != seq-1 {
 			t.Fatalf("acked up to %d, want %d", last, seq-1)
 		}
+	}
+}
+
+// TestPubackSplitAcrossTicks: a PUBACK whose bytes arrive on either side
+// of the reader's tick (its read deadline) is applied, not lost or
+// misread: the reader only peeks until a whole packet is buffered.
+func TestPubackSplitAcrossTicks(t *testing.T) {
+	lg, err := wal.Open(t.TempDir(), wal.Opts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.Close()
+	for range 3 {
+		if _, err := lg.Append(appendBody(nil, &Message{Topic: "c/a", QoS: 1})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := net.Pipe()
+	defer b.Close()
+	u := &Uplink{log: slog.New(slog.DiscardHandler), clock: sensors.SystemClock, ackTimeout: time.Minute}
+	s := &session{u: u, ws: newWalState(lg), nc: a, br: bufio.NewReader(a), ka: time.Second,
+		win: newInflight(4), room: make(chan struct{}, 1), dead: make(chan struct{}), rdone: make(chan struct{}), quit: func() {}}
+	s.lastWrite.Store(time.Now().UnixNano())
+	s.win.add(1)
+	s.win.add(2)
+	s.win.add(3)
+	s.win.sent(time.Now())
+	go func() { _, _ = io.Copy(io.Discard, b) }() // PINGREQs
+	go s.readLoop()
+	// PUBACK pid 1, then pid 2 split after its first byte and again
+	// after its length, each part more than a tick (500 ms) apart.
+	for _, part := range [][]byte{{0x40, 2, 0, 1, 0x40}, {2}, {0, 2}} {
+		if _, err := b.Write(part); err != nil {
+			t.Fatalf("%v (the session failed: %v)", err, s.failed())
+		}
+		time.Sleep(600 * time.Millisecond)
+	}
+	a.Close()
+	<-s.rdone
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.end.acked != 2 || !s.end.progressed || s.win.outstanding != 1 {
+		t.Fatalf("acked %d progressed %v outstanding %d; want 2, true, 1", s.end.acked, s.end.progressed, s.win.outstanding)
+	}
+	if got := lg.Stats().AckedSeq; got != 2 {
+		t.Errorf("buffer acknowledged up to %d, want 2", got)
 	}
 }

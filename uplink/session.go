@@ -389,6 +389,7 @@ func (s *session) readLoop() {
 		tick = min(tick, max(s.ka/2, 10*time.Millisecond))
 	}
 	lastRead := time.Now()
+	seen := 0 // bytes buffered at the last tick: a packet arriving slowly is not silence
 	warned := false
 	for {
 		if s.br.Buffered() == 0 {
@@ -399,7 +400,12 @@ func (s *session) readLoop() {
 			_, err = s.br.Peek(n) // a timeout leaves a partial packet in place
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if err := s.onTick(time.Now(), lastRead); err != nil {
+			now := time.Now()
+			if k := s.br.Buffered(); k != seen {
+				lastRead, seen = now, k
+			}
+			_ = s.nc.SetReadDeadline(now.Add(tick)) // part of a packet may be buffered
+			if err := s.onTick(now, lastRead); err != nil {
 				s.fail(err)
 				return
 			}
@@ -412,7 +418,7 @@ func (s *session) readLoop() {
 			s.fail(fmt.Errorf("uplink: read: %w", err))
 			return
 		}
-		lastRead = time.Now()
+		lastRead, seen = time.Now(), 0
 		if b, _ := s.br.Peek(1); b[0] == 0x40 && n <= s.br.Size() {
 			if err := s.onPubacks(n, &warned); err != nil {
 				s.fail(err)
