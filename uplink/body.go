@@ -53,40 +53,56 @@ func appendBody(dst []byte, m *Message) []byte {
 	return append(dst, m.Payload...)
 }
 
-// decodeBody decodes a record body. The payload aliases b. It never
-// panics: the body comes from disk, which may hold anything.
+// body is a decoded record body; its slices alias the record.
+type body struct {
+	topic, payload []byte
+	qos            byte
+	retain         bool
+	captured       int64
+}
+
+// decodeBody decodes a record body. The payload aliases b.
 func decodeBody(b []byte) (Message, error) {
+	d, err := parseBody(b)
+	if err != nil {
+		return Message{}, err
+	}
+	return Message{Topic: string(d.topic), Payload: d.payload, QoS: d.qos, Retain: d.retain, Captured: d.captured}, nil
+}
+
+// parseBody decodes a record body without copying it. It never panics:
+// the body comes from disk, which may hold anything.
+func parseBody(b []byte) (body, error) {
 	if len(b) < bodyHeader {
-		return Message{}, fmt.Errorf("%w: %d bytes is shorter than the header", errBody, len(b))
+		return body{}, fmt.Errorf("%w: %d bytes is shorter than the header", errBody, len(b))
 	}
 	if b[0] != bodyVersion {
-		return Message{}, fmt.Errorf("%w: unknown version %d", errBody, b[0])
+		return body{}, fmt.Errorf("%w: unknown version %d", errBody, b[0])
 	}
 	flags := b[1]
 	if flags&flagsReserved != 0 {
-		return Message{}, fmt.Errorf("%w: reserved flags %#x set", errBody, flags)
+		return body{}, fmt.Errorf("%w: reserved flags %#x set", errBody, flags)
 	}
-	m := Message{
-		QoS:      flags & flagQoSMask >> flagQoSShift,
-		Retain:   flags&flagRetain != 0,
-		Captured: int64(binary.LittleEndian.Uint64(b[2:])),
+	d := body{
+		qos:      flags & flagQoSMask >> flagQoSShift,
+		retain:   flags&flagRetain != 0,
+		captured: int64(binary.LittleEndian.Uint64(b[2:])),
 	}
-	if m.QoS > 1 {
-		return Message{}, fmt.Errorf("%w: qos %d", errBody, m.QoS)
+	if d.qos > 1 {
+		return body{}, fmt.Errorf("%w: qos %d", errBody, d.qos)
 	}
 	n, k := binary.Uvarint(b[bodyHeader:])
 	if k <= 0 {
-		return Message{}, fmt.Errorf("%w: bad topic length", errBody)
+		return body{}, fmt.Errorf("%w: bad topic length", errBody)
 	}
 	rest := b[bodyHeader+k:]
 	if n == 0 || n > maxTopicBytes || n > uint64(len(rest)) {
-		return Message{}, fmt.Errorf("%w: topic length %d out of range", errBody, n)
+		return body{}, fmt.Errorf("%w: topic length %d out of range", errBody, n)
 	}
-	topic := rest[:n]
-	if !utf8.Valid(topic) {
-		return Message{}, fmt.Errorf("%w: topic is not UTF-8", errBody)
+	d.topic = rest[:n]
+	if !utf8.Valid(d.topic) {
+		return body{}, fmt.Errorf("%w: topic is not UTF-8", errBody)
 	}
-	m.Topic = string(topic)
-	m.Payload = rest[n:]
-	return m, nil
+	d.payload = rest[n:]
+	return d, nil
 }

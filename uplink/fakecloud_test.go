@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+	"github.com/edged/edged/uplink/wal"
 )
 
 // fakeCloud is a scripted MQTT 5 server for the forwarder's failure
@@ -373,10 +374,10 @@ func TestAckTimeoutRunsFromWriteCompletion(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	u := &Uplink{device: "gh-01"}
-	s := &sender{u: u, epoch: "e", w: bufio.NewWriterSize(a, 32<<10), nc: a, byPID: map[uint16]*pending{}}
-	payload := []byte(strings.Repeat("x", 100<<10)) // above the write buffer
+	s := &session{u: u, nc: a, win: newInflight(1), props: newProps("gh-01", "e")}
+	payload := []byte(strings.Repeat("x", 100<<10)) // above the encoding buffer's flush size
 	before := make(chan time.Time, 1)
-	want := publishSize(&Message{Topic: "c/a", Payload: payload, QoS: 1}, s.userProps(1, 0))
+	want := publishLen(len("c/a"), len(payload), len(s.props.forMessage(1, 0)), 1)
 	readerDone := make(chan struct{})
 	defer func() { b.Close(); <-readerDone }()
 	go func() {
@@ -393,14 +394,14 @@ func TestAckTimeoutRunsFromWriteCompletion(t *testing.T) {
 		before <- time.Now() // the last byte is still unread (buffered: never blocks)
 		_, _ = b.Read(buf[:1])
 	}()
-	if err := s.send(fed{seq: 1, msg: Message{Topic: "c/a", Payload: payload, QoS: 1}}); err != nil {
+	if err := s.publish(&wal.Record{Seq: 1, Body: appendBody(nil, &Message{Topic: "c/a", Payload: payload, QoS: 1})}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.flush(); err != nil {
 		t.Fatal(err)
 	}
 	last := <-before
-	if sent := s.fifo[0].sent; sent.IsZero() || sent.Before(last) {
-		t.Fatalf("message stamped sent at %v, before its last byte was written (%v)", sent, last)
+	if p, _ := s.win.first(); p.sent.IsZero() || p.sent.Before(last) {
+		t.Fatalf("message stamped sent at %v, before its last byte was written (%v)", p.sent, last)
 	}
 }

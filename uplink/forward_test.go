@@ -2,7 +2,9 @@ package uplink
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -454,5 +456,52 @@ func TestNotAuthorisedDeadLetteredIntegration(t *testing.T) {
 	}
 	if n != 10 {
 		t.Errorf("seqs 1-10, PUBACKed before the denied one, arrived %d times in all, want 10 (no resend)", n)
+	}
+}
+
+// TestNoSubscribersCountedIntegration: a real Mosquitto (2.0) answers an
+// MQTT 5 PUBLISH that no subscription matches with PUBACK 0x10 (no
+// matching subscribers): accepted and delivered to nobody (issue 10 item
+// 7). Such acks are counted in Stats and the state JSON, acknowledged in
+// the buffer like any other, and warned about once per session.
+func TestNoSubscribersCountedIntegration(t *testing.T) {
+	c := newCloud(t, "", true) // the collector subscribes to cloud/# only
+	o := testOpts(c.proxy.Addr)
+	o.Forward = append(o.Forward, Rule{Local: "lost/#", Remote: "nobody/{topic}", QoS: 1})
+	var logs syncLog
+	u, err := New(o, t.TempDir(), "gh-01", slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.backoffBase, u.backoffMax = 20*time.Millisecond, 200*time.Millisecond
+	t.Cleanup(func() { _ = u.Close(context.Background()) })
+	u.Start()
+	capture(t, u, "lost/a", 5)
+	capture(t, u, "t/a", 3)
+	waitFor(t, func() bool { return u.Stats().Acked == 8 }, "8 PUBACKs")
+	warnings := func() int { return strings.Count(logs.String(), "PUBACK 0x10") }
+	if st := u.Stats(); st.NoSubscribers != 5 || st.Backlog != 0 || st.DeadLetters != 0 {
+		t.Fatalf("no_subscribers %d backlog %d dead_letters %d; want 5, 0, 0", st.NoSubscribers, st.Backlog, st.DeadLetters)
+	}
+	if b, _ := json.Marshal(u.Stats()); !strings.Contains(string(b), `"no_subscribers":5`) {
+		t.Errorf("state JSON %s lacks no_subscribers 5", b)
+	}
+	if n := warnings(); n != 1 {
+		t.Errorf("%d warnings about PUBACK 0x10 in one session, want 1:\n%s", n, logs.String())
+	}
+	if !c.col.WaitDistinct(3, 10*time.Second) {
+		t.Fatal("the subscribed topic's messages did not arrive")
+	}
+
+	// A new session warns again.
+	c.proxy.Cut()
+	waitFor(t, func() bool { return u.Stats().Connects == 2 && u.Stats().Connected }, "a second session")
+	capture(t, u, "lost/b", 2)
+	waitFor(t, func() bool { return u.Stats().Acked == 10 }, "10 PUBACKs")
+	if st := u.Stats(); st.NoSubscribers != 7 {
+		t.Errorf("no_subscribers %d, want 7", st.NoSubscribers)
+	}
+	if n := warnings(); n != 2 {
+		t.Errorf("%d warnings about PUBACK 0x10 over two sessions, want 2:\n%s", n, logs.String())
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -161,25 +162,66 @@ func FuzzBody(f *testing.F) {
 	})
 }
 
-// TestPublishSize pins publishSize to paho's own encoding, since the
-// forwarder dead-letters by it before sending.
-func TestPublishSize(t *testing.T) {
-	s := &sender{u: &Uplink{device: "gh-01"}, epoch: "0123456789abcdef"}
+// TestPublishEncoding pins the forwarder's own PUBLISH encoder to paho's
+// (byte for byte, and through paho's decoder), and publishLen to the
+// encoded size, since the forwarder dead-letters by it before sending.
+func TestPublishEncoding(t *testing.T) {
+	const seq, ts = 123456, 1_795_000_000_123_000_000
+	pr := newProps("gh-01", "0123456789abcdef")
+	user := []packets.User{{Key: "gw", Value: "gh-01"}, {Key: "epoch", Value: "0123456789abcdef"},
+		{Key: "seq", Value: "123456"}, {Key: "ts", Value: time.Unix(0, ts).UTC().Format(time.RFC3339Nano)}}
 	for _, n := range []int{0, 1, 100, 127, 128, 16383, 16384, 70000} {
 		for _, qos := range []byte{0, 1} {
-			m := &Message{Topic: "farms/gh-01/sensor/air/temperature", Payload: bytes.Repeat([]byte("x"), n), QoS: qos}
-			props := s.userProps(123456, 1_795_000_000_000_000_000)
-			var buf bytes.Buffer
-			pub := &packets.Publish{Topic: m.Topic, Payload: m.Payload, QoS: qos, PacketID: 7, Properties: &packets.Properties{User: props}}
-			if qos == 0 {
-				pub.PacketID = 0
-			}
-			if _, err := pub.WriteTo(&buf); err != nil {
-				t.Fatal(err)
-			}
-			if got := publishSize(m, props); got != buf.Len() {
-				t.Errorf("payload %d qos %d: publishSize %d, encoded %d", n, qos, got, buf.Len())
+			for _, retain := range []bool{false, true} {
+				topic, payload := []byte("farms/gh-01/sensor/air/temperature"), bytes.Repeat([]byte("x"), n)
+				pub := &packets.Publish{Topic: string(topic), Payload: payload, QoS: qos, Retain: retain, PacketID: 7, Properties: &packets.Properties{User: user}}
+				if qos == 0 {
+					pub.PacketID = 0
+				}
+				var want bytes.Buffer
+				if _, err := pub.WriteTo(&want); err != nil {
+					t.Fatal(err)
+				}
+				props := pr.forMessage(seq, ts)
+				got := appendPublish([]byte("junk"), topic, payload, props, qos, retain, 7)[4:]
+				if !bytes.Equal(got, want.Bytes()) {
+					t.Fatalf("payload %d qos %d retain %v: encoded\n%x\npaho\n%x", n, qos, retain, got[:min(len(got), 120)], want.Bytes()[:min(want.Len(), 120)])
+				}
+				if l := publishLen(len(topic), n, len(props), qos); l != len(got) {
+					t.Errorf("payload %d qos %d: publishLen %d, encoded %d", n, qos, l, len(got))
+				}
+				cp, err := packets.ReadPacket(bytes.NewReader(got))
+				if err != nil {
+					t.Fatal(err)
+				}
+				p := cp.Content.(*packets.Publish)
+				if p.Topic != string(topic) || !bytes.Equal(p.Payload, payload) || p.QoS != qos || p.Retain != retain || p.PacketID != pub.PacketID || len(p.Properties.User) != 4 || p.Properties.User[3] != user[3] {
+					t.Fatalf("paho decodes %+v", p)
+				}
 			}
 		}
+	}
+}
+
+// TestParsePuback reads PUBACKs as paho encodes them: with the reason
+// code left out (success), with one, and with properties after it.
+func TestParsePuback(t *testing.T) {
+	reason := "no subscribers"
+	for _, a := range []*packets.Puback{
+		{PacketID: 1, ReasonCode: 0, Properties: &packets.Properties{}},
+		{PacketID: 0xbeef, ReasonCode: 0x10, Properties: &packets.Properties{}},
+		{PacketID: 513, ReasonCode: 0x87, Properties: &packets.Properties{ReasonString: reason}},
+	} {
+		var b bytes.Buffer
+		if _, err := a.WriteTo(&b); err != nil {
+			t.Fatal(err)
+		}
+		pid, rc, err := parsePuback(b.Bytes())
+		if err != nil || pid != a.PacketID || rc != a.ReasonCode {
+			t.Errorf("%x: pid %d reason %#x err %v; want %d %#x", b.Bytes(), pid, rc, err, a.PacketID, a.ReasonCode)
+		}
+	}
+	if _, _, err := parsePuback([]byte{0x40, 1, 0}); err == nil {
+		t.Error("a PUBACK of 1 byte parsed")
 	}
 }

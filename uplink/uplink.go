@@ -89,6 +89,7 @@ type Uplink struct {
 	sent          atomic.Uint64
 	acked         atomic.Uint64
 	deadLetters   atomic.Uint64
+	noSubscribers atomic.Uint64
 	dropTooLarge  atomic.Uint64
 	dropBadTopic  atomic.Uint64
 	dropBadRecord atomic.Uint64
@@ -138,7 +139,7 @@ func newUplink(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.
 		ackTimeout:     max(opts.KeepAlive, 10*time.Second),
 		connectTimeout: 10 * time.Second,
 		backoffBase:    time.Second,
-		backoffMax:     60 * time.Second,
+		backoffMax:     10 * time.Second,
 		stormWindow:    time.Minute,
 		stormMax:       20,
 		drainWait:      2 * time.Second,
@@ -216,7 +217,7 @@ func (u *Uplink) reopenBuffer() error {
 		}
 		msg := cause.Error()
 		u.bufErr.Store(&msg)
-		u.log.Error("uplink: buffer failed; reopening it (recovery repairs the files); captures are refused meanwhile", "error", cause)
+		u.log.Error("buffer failed; reopening it (recovery repairs the files); captures are refused meanwhile", "error", cause)
 		_ = ws.log.Close() // it reports the same error
 		ws.closed = true
 	}
@@ -224,14 +225,14 @@ func (u *Uplink) reopenBuffer() error {
 	if err != nil {
 		msg := err.Error()
 		u.bufErr.Store(&msg)
-		u.log.Warn("uplink: reopen buffer failed; retrying with backoff", "error", err)
+		u.log.Warn("reopen buffer failed; retrying with backoff", "error", err)
 		return err
 	}
 	u.ws.Store(newWalState(l))
 	close(ws.swapped)
 	u.bufErr.Store(nil)
 	u.reopens.Add(1)
-	u.log.Info("uplink: buffer reopened", "backlog", l.Stats().Backlog)
+	u.log.Info("buffer reopened", "backlog", l.Stats().Backlog)
 	return nil
 }
 
@@ -358,6 +359,10 @@ type Stats struct {
 	// rejected (reject_new), too_large, bad_topic, bad_record.
 	Dropped     map[string]uint64 `json:"dropped"`
 	DeadLetters uint64            `json:"dead_letters"`
+	// NoSubscribers counts PUBACKs with reason 0x10: the cloud accepted
+	// the message and delivered it to nobody (no subscriber, or none
+	// whose session kept it).
+	NoSubscribers uint64 `json:"no_subscribers"`
 	// CorruptRecovered counts damaged buffer files repaired or moved
 	// aside since start.
 	CorruptRecovered uint64 `json:"corrupt_recovered"`
@@ -392,6 +397,7 @@ func (u *Uplink) Stats() Stats {
 			"unavailable": u.dropUnavail.Load(),
 		},
 		DeadLetters:      u.deadLetters.Load(),
+		NoSubscribers:    u.noSubscribers.Load(),
 		CorruptRecovered: w.CorruptRecovered,
 		Connects:         u.connects.Load(),
 		Sent:             u.sent.Load(),

@@ -1,0 +1,552 @@
+package uplink
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/edged/edged/uplink/wal"
+)
+
+// Reason codes of a PUBACK that no retry can fix: the message is
+// dead-lettered (counted, one WARN) and the queue moves on.
+var permanentPuback = map[byte]string{
+	0x87: "not authorised",
+	0x90: "topic name invalid",
+	0x95: "packet too large",
+	0x99: "payload format invalid",
+}
+
+// pubackNoSubscribers is the PUBACK reason "no matching subscribers": the
+// cloud accepted the message and delivered it to nobody.
+const pubackNoSubscribers = 0x10
+
+var (
+	errNoPuback = errors.New("uplink: no PUBACK in time; reconnecting to resend")
+	errRefused  = errors.New("uplink: cloud refused a message for now")
+	errReopened = errors.New("uplink: buffer reopened; starting over on it")
+	// errCut marks a session the cloud ended (DISCONNECT, connection
+	// closed or reset): with errRefused, what counts towards
+	// dead-lettering a message that fails every session.
+	errCut = errors.New("uplink: the cloud ended the connection")
+)
+
+// sessionEnd is how one session ended.
+type sessionEnd struct {
+	acked      uint64 // the new contiguous acked seq
+	progressed bool   // some message was acknowledged
+	culprit    uint64 // the message the cloud refused, or the first unacknowledged one when it cut the connection; 0 if none
+}
+
+// session forwards buffer records over one connection. Two goroutines
+// share it: the writer (run) reads the buffer and writes PUBLISHes while
+// the window has room; the reader (readLoop) applies PUBACKs, acknowledges
+// the buffer and sends keep-alives. Neither hands messages to the other:
+// they share the window under mu, and the reader wakes a writer waiting
+// for room through a one-slot channel.
+type session struct {
+	u         *Uplink
+	ws        *walState
+	nc        net.Conn
+	br        *bufio.Reader
+	ka        time.Duration
+	maxPacket uint32
+	skip      uint64 // a seq to dead-letter instead of sending
+
+	wmu       sync.Mutex   // one writer on the socket at a time
+	lastWrite atomic.Int64 // unix ns of the last completed write
+
+	mu       sync.Mutex // guards win, end, refused, err, watchdog, over
+	win      *inflight
+	end      sessionEnd
+	refused  uint64 // the seq of a transient PUBACK refusal
+	err      error  // why the session failed; the first reason wins
+	watchdog *time.Timer
+	over     bool
+
+	room  chan struct{} // one slot: the reader freed room in the window
+	dead  chan struct{} // closed when the session failed
+	quit  context.CancelFunc
+	rdone chan struct{} // closed when the reader returned
+
+	props *props
+	out   []byte // PUBLISHes encoded, not yet written
+	outN  int    // how many
+}
+
+// session sends buffer records after acked on one connection until it
+// fails or ctx ends; skip is a seq to dead-letter instead of sending. A
+// stop (ctx) still waits a while for PUBACKs of messages in flight.
+func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca *packets.Connack, ws *walState, acked, skip uint64) (sessionEnd, error) {
+	window := u.opts.MaxInflight
+	s := &session{u: u, ws: ws, nc: nc, br: br, ka: u.opts.KeepAlive, skip: skip,
+		end: sessionEnd{acked: acked}, room: make(chan struct{}, 1), dead: make(chan struct{}), rdone: make(chan struct{}),
+		props: newProps(u.device, ws.epoch)}
+	if p := ca.Properties; p != nil {
+		if p.ReceiveMaximum != nil && int(*p.ReceiveMaximum) < window && *p.ReceiveMaximum > 0 {
+			window = int(*p.ReceiveMaximum)
+		}
+		if p.MaximumPacketSize != nil {
+			s.maxPacket = *p.MaximumPacketSize
+		}
+		if p.ServerKeepAlive != nil {
+			s.ka = time.Duration(*p.ServerKeepAlive) * time.Second
+		}
+	}
+	s.win = newInflight(window)
+	s.lastWrite.Store(time.Now().UnixNano())
+
+	fctx, quit := context.WithCancel(ctx) // feeding ends on a stop or a failure
+	s.quit = quit
+	unwatch := context.AfterFunc(ctx, s.armWatchdog)
+	go s.readLoop()
+	defer func() {
+		unwatch()
+		s.mu.Lock()
+		s.over = true
+		if s.watchdog != nil {
+			s.watchdog.Stop()
+		}
+		s.mu.Unlock()
+		quit()
+		nc.Close()
+		<-s.rdone
+	}()
+
+	if err := s.writePacket(&packets.Publish{Topic: u.status, Payload: []byte("online"), Retain: true, Properties: &packets.Properties{}}); err != nil {
+		return s.fail(err)
+	}
+	if err := s.feed(fctx, acked); err != nil {
+		return s.fail(err)
+	}
+	if err := s.failed(); err != nil {
+		return s.fail(err)
+	}
+	return s.leave()
+}
+
+// leave ends a stop: it waits for the PUBACKs of messages in flight, as
+// long as the stop's budget allows, then says goodbye.
+func (s *session) leave() (sessionEnd, error) {
+	drainBy, _ := s.u.stopBudget(time.Now())
+	t := time.NewTimer(time.Until(drainBy))
+	defer t.Stop()
+	for s.outstanding() > 0 {
+		select {
+		case <-s.room:
+		case <-t.C:
+			return s.result(s.goodbye())
+		case <-s.dead:
+			return s.fail(s.failed())
+		}
+	}
+	return s.result(s.goodbye())
+}
+
+// armWatchdog runs when a stop begins: it closes the connection once the
+// stop runs out of time, as the writer may be blocked in a write to a
+// cloud that stopped reading and cannot see the stop itself.
+func (s *session) armWatchdog() {
+	_, hardBy := s.u.stopBudget(time.Now())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.over {
+		s.watchdog = time.AfterFunc(time.Until(hardBy), func() { s.nc.Close() })
+	}
+}
+
+// feed sends buffer records while the window has room until ctx ends
+// (nil) or the session fails.
+func (s *session) feed(ctx context.Context, next uint64) error {
+	buf := make([]wal.Record, 0, min(s.win.room(), 256))
+	for {
+		room, err := s.waitRoom(ctx)
+		if room == 0 {
+			return err
+		}
+		recs, err := s.ws.log.Read(ctx, next, min(room, cap(buf)), buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, wal.ErrClosed) {
+				// Being reopened: wait for the new buffer.
+				select {
+				case <-s.ws.swapped:
+					return errReopened
+				case <-ctx.Done():
+					return nil
+				}
+			}
+			return err
+		}
+		for i := range recs {
+			if err := s.publish(&recs[i]); err != nil {
+				return err
+			}
+			next = recs[i].Seq
+		}
+		if err := s.flush(); err != nil {
+			return err
+		}
+		buf = recs
+	}
+}
+
+// waitRoom waits for room in the window. It returns 0 when ctx ended
+// (with a nil error) or the buffer was reopened (errReopened).
+func (s *session) waitRoom(ctx context.Context) (int, error) {
+	for {
+		s.mu.Lock()
+		n := s.win.room()
+		s.mu.Unlock()
+		if n > 0 {
+			return n, nil
+		}
+		select {
+		case <-s.room:
+		case <-ctx.Done():
+			return 0, nil
+		case <-s.ws.swapped:
+			return 0, errReopened
+		}
+	}
+}
+
+// publish encodes one buffer record into s.out, or dead-letters it when
+// it cannot be sent.
+func (s *session) publish(r *wal.Record) error {
+	u := s.u
+	b, err := parseBody(r.Body)
+	if err != nil {
+		u.dropBadRecord.Add(1)
+		u.log.Warn("skipping a buffer record that does not decode", "seq", r.Seq, "error", err)
+		s.addDone(r.Seq)
+		return nil
+	}
+	if r.Seq == s.skip {
+		s.addDone(r.Seq)
+		s.deadLetter(r.Seq, string(b.topic), fmt.Sprintf("the cloud refused it or ended the connection over it %d sessions in a row", u.poisonAfter))
+		return nil
+	}
+	props := s.props.forMessage(r.Seq, b.captured)
+	if n := publishLen(len(b.topic), len(b.payload), len(props), b.qos); s.maxPacket > 0 && n > int(s.maxPacket) {
+		s.addDone(r.Seq)
+		s.deadLetter(r.Seq, string(b.topic), fmt.Sprintf("%d bytes is above the cloud's maximum packet size %d", n, s.maxPacket))
+		return nil
+	}
+	var pid uint16
+	s.mu.Lock()
+	if b.qos > 0 {
+		pid = s.win.add(r.Seq)
+	} else {
+		s.win.addDone(r.Seq)
+	}
+	s.mu.Unlock()
+	s.out = appendPublish(s.out, b.topic, b.payload, props, b.qos, b.retain, pid)
+	s.outN++
+	if len(s.out) >= 32<<10 {
+		return s.flush()
+	}
+	return nil
+}
+
+// addDone adds a record that needs no PUBACK and acknowledges the buffer
+// past it if it is at the front.
+func (s *session) addDone(seq uint64) {
+	s.mu.Lock()
+	s.win.addDone(seq)
+	s.mu.Unlock()
+}
+
+// flush writes the encoded PUBLISHes, stamps them as sent and
+// acknowledges the buffer for QoS 0 and dead-lettered records at the
+// front.
+func (s *session) flush() error {
+	if len(s.out) > 0 {
+		if err := s.write(s.out); err != nil {
+			return err
+		}
+		if cap(s.out) > 256<<10 {
+			s.out = nil // a large message passed; do not keep its buffer
+		}
+		s.out = s.out[:0]
+		s.u.sent.Add(uint64(s.outN))
+		s.outN = 0
+	}
+	now := time.Now()
+	s.mu.Lock()
+	s.win.sent(now)
+	if n := s.win.popDone(); n != 0 {
+		s.end.acked = n
+		s.ws.log.Ack(n)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// write writes b under a deadline: the ack timeout plus one second per
+// 8 KiB (a slow cellular link). A stop's watchdog closes the connection
+// if that is too long.
+func (s *session) write(b []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	_ = s.nc.SetWriteDeadline(time.Now().Add(max(s.ka, 10*time.Second) + time.Duration(len(b)>>13)*time.Second))
+	if _, err := s.nc.Write(b); err != nil {
+		return err
+	}
+	s.lastWrite.Store(time.Now().UnixNano())
+	return nil
+}
+
+type writerTo interface {
+	WriteTo(w io.Writer) (int64, error)
+}
+
+// writePacket writes one packet encoded by paho.
+func (s *session) writePacket(p writerTo) error {
+	var b bytes.Buffer
+	if _, err := p.WriteTo(&b); err != nil {
+		return err
+	}
+	return s.write(b.Bytes())
+}
+
+// goodbye ends a clean stop: status offline, then a normal DISCONNECT,
+// which tells the broker not to publish the will. The status is QoS 0:
+// the will covers the case that matters, a lost connection.
+func (s *session) goodbye() error {
+	if err := s.writePacket(&packets.Publish{Topic: s.u.status, Payload: []byte("offline"), Retain: true, Properties: &packets.Properties{}}); err != nil {
+		return err
+	}
+	return s.writePacket(&packets.Disconnect{ReasonCode: 0, Properties: &packets.Properties{}})
+}
+
+func (s *session) outstanding() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.win.outstanding
+}
+
+// fail ends the session with err (the first reason given wins): the
+// writer stops feeding and a blocked read or write returns.
+func (s *session) fail(err error) (sessionEnd, error) {
+	s.mu.Lock()
+	if s.err == nil && err != nil {
+		s.err = err
+		close(s.dead)
+	}
+	err = s.err
+	s.mu.Unlock()
+	s.quit()
+	s.nc.Close()
+	return s.result(err)
+}
+
+func (s *session) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// result returns how the session ended: err, and the message to blame
+// for it if the cloud refused one or cut the connection.
+func (s *session) result(err error) (sessionEnd, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	end := s.end
+	if err == nil {
+		return end, nil
+	}
+	if errors.Is(err, errRefused) {
+		end.culprit = s.refused
+	} else if p, ok := s.win.first(); ok && !p.sent.IsZero() {
+		end.culprit = p.seq
+	}
+	return end, err
+}
+
+// readLoop reads packets from the cloud and applies PUBACKs until the
+// connection fails or closes. Between packets it checks, at least once a
+// tick, the ack timeout (from when the oldest awaited message's last byte
+// left, not from when it was queued: a big message on a slow link may
+// take longer than the timeout to write), the keep-alive (a PINGREQ after
+// half of it without a write) and a dead link (1.5 keep-alives without a
+// packet).
+func (s *session) readLoop() {
+	defer close(s.rdone)
+	tick := time.Second
+	if s.ka > 0 {
+		tick = min(tick, max(s.ka/2, 10*time.Millisecond))
+	}
+	lastRead := time.Now()
+	seen := 0 // bytes buffered at the last tick: a packet arriving slowly is not silence
+	warned := false
+	for {
+		if s.br.Buffered() == 0 {
+			_ = s.nc.SetReadDeadline(time.Now().Add(tick))
+		}
+		n, err := packetLen(s.br, maxIncoming)
+		if err == nil && n <= s.br.Size() {
+			_, err = s.br.Peek(n) // a timeout leaves a partial packet in place
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			now := time.Now()
+			if k := s.br.Buffered(); k != seen {
+				lastRead, seen = now, k
+			}
+			_ = s.nc.SetReadDeadline(now.Add(tick)) // part of a packet may be buffered
+			if err := s.onTick(now, lastRead); err != nil {
+				s.fail(err)
+				return
+			}
+			continue
+		}
+		if err != nil {
+			if !errors.Is(err, errPacketTooLarge) {
+				err = fmt.Errorf("%w: %w", errCut, err)
+			}
+			s.fail(fmt.Errorf("uplink: read: %w", err))
+			return
+		}
+		lastRead, seen = time.Now(), 0
+		if b, _ := s.br.Peek(1); b[0] == 0x40 && n <= s.br.Size() {
+			if err := s.onPubacks(n, &warned); err != nil {
+				s.fail(err)
+				return
+			}
+			continue
+		}
+		if n > s.br.Size() {
+			_ = s.nc.SetReadDeadline(time.Now().Add(max(s.ka*3/2, 10*time.Second)))
+		}
+		p, err := packets.ReadPacket(s.br)
+		if err != nil {
+			s.fail(fmt.Errorf("uplink: read: %w: %w", errCut, err))
+			return
+		}
+		if d, ok := p.Content.(*packets.Disconnect); ok {
+			s.fail(fmt.Errorf("%w: DISCONNECT %#x %s", errCut, d.ReasonCode, d.Reason()))
+			return
+		}
+	}
+}
+
+// onTick checks the ack timeout, the keep-alive and the link.
+func (s *session) onTick(now, lastRead time.Time) error {
+	s.mu.Lock()
+	p, ok := s.win.first()
+	late := ok && !p.done && !p.sent.IsZero() && now.Sub(p.sent) > s.u.ackTimeout
+	s.mu.Unlock()
+	if late {
+		return errNoPuback
+	}
+	if s.ka <= 0 {
+		return nil
+	}
+	if now.Sub(lastRead) >= s.ka*3/2 {
+		return fmt.Errorf("uplink: read: nothing from the cloud for %v: %w", s.ka*3/2, os.ErrDeadlineExceeded)
+	}
+	// A writer holding the lock is writing: no PINGREQ needed.
+	if now.Sub(time.Unix(0, s.lastWrite.Load())) >= s.ka/2 && s.wmu.TryLock() {
+		s.wmu.Unlock()
+		return s.writePacket(&packets.Pingreq{})
+	}
+	return nil
+}
+
+// onPubacks applies the PUBACK of n bytes at the front of the reader and
+// every further one already buffered, then acknowledges the buffer once.
+func (s *session) onPubacks(n int, warned *bool) error {
+	u := s.u
+	var err error
+	acked, matched := 0, false
+	s.mu.Lock()
+	for {
+		b, _ := s.br.Peek(n)
+		pid, reason, perr := parsePuback(b)
+		_, _ = s.br.Discard(n)
+		if perr != nil {
+			err = perr
+			break
+		}
+		if p, ok := s.win.ack(pid); ok { // else: a PUBACK for nothing we sent: ignore, as the spec allows
+			matched = true
+			why, permanent := permanentPuback[reason]
+			switch {
+			case reason < 0x80:
+				p.done = true
+				acked++
+				if reason == pubackNoSubscribers {
+					u.noSubscribers.Add(1)
+					if !*warned {
+						*warned = true
+						u.log.Warn("the cloud accepted a message but no one subscribes to its topic (PUBACK 0x10); it is lost unless a subscriber's session keeps it (later ones are counted in no_subscribers)", "seq", p.seq)
+					}
+				}
+			case permanent:
+				p.done = true
+				s.deadLetter(p.seq, "", fmt.Sprintf("PUBACK %#x %s", reason, why))
+			default:
+				s.refused = p.seq
+				err = fmt.Errorf("%w: seq %d: PUBACK %#x %s", errRefused, p.seq, reason, (&packets.Puback{ReasonCode: reason}).Reason())
+			}
+		}
+		if err != nil {
+			break
+		}
+		// Another whole PUBACK already read? Peek only at what is
+		// buffered: a read that waits on the network must not hold mu.
+		if n = s.bufferedPuback(); n == 0 {
+			break
+		}
+	}
+	if last := s.win.popDone(); last != 0 {
+		s.end.acked = last
+		s.end.progressed = true
+		s.ws.log.Ack(last)
+	}
+	s.mu.Unlock()
+	if matched {
+		u.acked.Add(uint64(acked))
+		u.lastPuback.Store(u.clock.Now().UnixNano())
+	}
+	select {
+	case s.room <- struct{}{}:
+	default:
+	}
+	return err
+}
+
+// bufferedPuback returns the length of the PUBACK wholly in the read
+// buffer at its front, 0 if there is none.
+func (s *session) bufferedPuback() int {
+	k := s.br.Buffered()
+	if k < 2 {
+		return 0
+	}
+	b, _ := s.br.Peek(2)
+	if b[0] != 0x40 || b[1] >= 0x80 || 2+int(b[1]) > k {
+		return 0
+	}
+	return 2 + int(b[1])
+}
+
+func (s *session) deadLetter(seq uint64, topic, why string) {
+	u := s.u
+	n := u.deadLetters.Add(1)
+	if u.deadWarned.CompareAndSwap(false, true) {
+		u.log.Warn("the cloud cannot take a message; dead-lettered it and moved on (later ones are counted in dead_letters)", "seq", seq, "topic", topic, "why", why)
+	} else {
+		u.log.Debug("dead-lettered", "seq", seq, "why", why, "dead_letters", n)
+	}
+}
