@@ -125,9 +125,7 @@ func newUplink(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log = sensors.LogOrDiscard(log)
 	if clock == nil {
 		clock = sensors.SystemClock
 	}

@@ -29,12 +29,9 @@ var (
 // logVocabExempt holds the files (by path prefix from the module root)
 // exempt from the prefix and nil-logger rules, and why. cmd/edged/web may
 // import no edged package (TestDependencyDirection), so it cannot call
-// sensors.LogOrDiscard. uplink/ moves to both rules in its own issue-12
-// change (its messages drop the "uplink: "/"wal: " prefixes, its
-// constructors call sensors.LogOrDiscard); the entry goes when that lands.
+// sensors.LogOrDiscard.
 var logVocabExempt = map[string]string{
 	"cmd/edged/web/web.go": "nil-logger",
-	"uplink/":              "prefix nil-logger",
 }
 
 func exempt(path, rule string) bool {

@@ -2,7 +2,6 @@ package wal
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
@@ -178,9 +177,7 @@ func (o *Opts) applyDefaults() {
 	if o.AckInterval == 0 {
 		o.AckInterval = d.AckInterval
 	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	o.Log = sensors.LogOrDiscard(o.Log)
 	if o.Clock == nil {
 		o.Clock = sensors.SystemClock
 	}

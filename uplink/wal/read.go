@@ -193,7 +193,7 @@ func (l *Log) readWith(c *cursor, after uint64, max int, dst []Record, visible u
 			}
 			l.st.CorruptRecovered++
 			l.mu.Unlock()
-			l.log.Warn("wal: damaged record found while reading; skipping the rest of its segment", "error", err, "seq", s)
+			l.log.Warn("damaged record found while reading; skipping the rest of its segment", "error", err, "seq", s)
 			c.close()
 		}
 	}

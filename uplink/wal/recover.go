@@ -77,7 +77,7 @@ func (l *Log) recover() error {
 			if prev.truncated {
 				break // the truncation line named the lost range
 			}
-			l.log.Warn("wal: records missing between segments", "first_lost", prev.end(), "last_lost", seg.first-1, "records", lost)
+			l.log.Warn("records missing between segments", "first_lost", prev.end(), "last_lost", seg.first-1, "records", lost)
 		}
 		l.segs = append(l.segs, seg)
 	}
@@ -85,7 +85,7 @@ func (l *Log) recover() error {
 	if len(l.segs) == 0 {
 		l.epoch = newEpoch()
 		l.nextSeq = 1
-		l.log.Info("wal: new buffer", "epoch", fmt.Sprintf("%016x", l.epoch))
+		l.log.Info("new buffer", "epoch", fmt.Sprintf("%016x", l.epoch))
 	} else {
 		l.nextSeq = l.segs[len(l.segs)-1].end()
 		if l.seqFloor > l.nextSeq {
@@ -93,7 +93,7 @@ func (l *Log) recover() error {
 			// some may have been sent upstream already. Never
 			// issue them again in this epoch.
 			if l.seqFloor > l.tailFloor {
-				l.log.Warn("wal: skipping seqs that a moved-aside segment may hold", "from", l.nextSeq, "to", l.seqFloor-1)
+				l.log.Warn("skipping seqs that a moved-aside segment may hold", "from", l.nextSeq, "to", l.seqFloor-1)
 			}
 			l.nextSeq = l.seqFloor
 		}
@@ -137,7 +137,7 @@ func (l *Log) recover() error {
 	}
 	if dirty {
 		if err := l.fs.SyncDir(l.dir); err != nil {
-			l.log.Warn("wal: sync buffer directory", "error", err)
+			l.log.Warn("sync buffer directory", "error", err)
 		}
 		l.st.Fsyncs++
 	}
@@ -170,9 +170,9 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 	if size == 0 {
 		// A crash between creating a segment and writing its header.
 		l.st.CorruptRecovered++
-		l.log.Warn("wal: removed empty segment", "segment", p)
+		l.log.Warn("removed empty segment", "segment", p)
 		if err := l.fs.Remove(p); err != nil {
-			l.log.Warn("wal: remove empty segment", "segment", p, "error", err)
+			l.log.Warn("remove empty segment", "segment", p, "error", err)
 		}
 		*dirty = true
 		return nil, 0, false
@@ -230,18 +230,18 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		l.st.CorruptRecovered++
 		copyPath := l.saveCorrupt(f, name, off, size)
 		if err := f.Truncate(off); err != nil {
-			l.log.Warn("wal: truncate damaged tail", "segment", p, "error", err)
+			l.log.Warn("truncate damaged tail", "segment", p, "error", err)
 		}
 		seg.truncated = true
 		if !last {
-			l.log.Warn("wal: truncated damaged segment; its records from first_lost to the next segment are lost",
+			l.log.Warn("truncated damaged segment; its records from first_lost to the next segment are lost",
 				"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "first_lost", seg.end(), "reason", ferr)
 		} else {
 			if skipTo > seg.end() {
-				l.log.Warn("wal: truncated damaged tail; the seqs it may have held are not reused",
+				l.log.Warn("truncated damaged tail; the seqs it may have held are not reused",
 					"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "last_good_seq", seg.end()-1, "next_seq", skipTo, "reason", ferr)
 			} else {
-				l.log.Warn("wal: truncated damaged tail (an unfinished write at a crash)",
+				l.log.Warn("truncated damaged tail (an unfinished write at a crash)",
 					"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "last_good_seq", seg.end()-1, "reason", ferr)
 			}
 		}
@@ -251,7 +251,7 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		// Data a crashed process wrote is in the page cache only; make
 		// it durable before it is reported as synced.
 		if err := f.Sync(); err != nil {
-			l.log.Warn("wal: sync segment", "segment", p, "error", err)
+			l.log.Warn("sync segment", "segment", p, "error", err)
 		}
 		l.st.Fsyncs++
 	}
@@ -304,7 +304,7 @@ func (l *Log) saveCorrupt(f File, name string, off, size int64) string {
 			continue
 		}
 		if err != nil {
-			l.log.Warn("wal: cannot keep a copy of damaged data", "path", p, "error", err)
+			l.log.Warn("cannot keep a copy of damaged data", "path", p, "error", err)
 			return ""
 		}
 		_, err = io.Copy(dst, io.NewSectionReader(f, off, size-off))
@@ -316,7 +316,7 @@ func (l *Log) saveCorrupt(f File, name string, off, size int64) string {
 			err = cerr
 		}
 		if err != nil {
-			l.log.Warn("wal: cannot keep a copy of damaged data", "path", p, "error", err)
+			l.log.Warn("cannot keep a copy of damaged data", "path", p, "error", err)
 		}
 		return p
 	}
@@ -329,11 +329,11 @@ func (l *Log) moveAside(name, kind, what, remedy string, dirty *bool) {
 	from := l.path(name)
 	to := l.path(fmt.Sprintf("%s.%s-%d", name, kind, l.clock.Now().Unix()))
 	if err := l.fs.Rename(from, to); err != nil {
-		l.log.Error("wal: ignoring unusable segment file (could not move it aside)", "path", from, "problem", what, "error", err, "remedy", remedy)
+		l.log.Error("ignoring unusable segment file (could not move it aside)", "path", from, "problem", what, "error", err, "remedy", remedy)
 		return
 	}
 	*dirty = true
-	l.log.Warn("wal: moved unusable segment file aside", "path", from, "now", to, "problem", what, "remedy", remedy)
+	l.log.Warn("moved unusable segment file aside", "path", from, "now", to, "problem", what, "remedy", remedy)
 }
 
 // readStamp reads a marker or lease file of fsys (see encodeStamp).
@@ -356,11 +356,11 @@ func (l *Log) readMarker() {
 	switch {
 	case err != nil:
 		l.st.CorruptRecovered++
-		l.log.Warn("wal: ack marker unreadable, removed it; acknowledged records may be sent again",
+		l.log.Warn("ack marker unreadable, removed it; acknowledged records may be sent again",
 			"path", p, "error", err, "redeliver_from", l.acked+1)
 		_ = l.fs.Remove(p) // the next marker write replaces it anyway
 	case epoch != l.epoch:
-		l.log.Info("wal: ack marker is from another buffer epoch; ignoring it", "path", p)
+		l.log.Info("ack marker is from another buffer epoch; ignoring it", "path", p)
 	default:
 		if acked > l.acked {
 			l.acked = min(acked, l.nextSeq-1)
@@ -369,7 +369,7 @@ func (l *Log) readMarker() {
 			// Seqs up to acked were handed out and delivered, but
 			// their records are gone (a power cut). Never issue them
 			// again.
-			l.log.Warn("wal: ack marker is ahead of the data; skipping seqs", "acked", acked, "last_on_disk", l.nextSeq-1)
+			l.log.Warn("ack marker is ahead of the data; skipping seqs", "acked", acked, "last_on_disk", l.nextSeq-1)
 			l.nextSeq = acked + 1
 			l.acked = acked
 		}
@@ -392,7 +392,7 @@ func (l *Log) readLive() {
 		// As in readMarker: seqs up to acked were handed out and
 		// delivered, but their records are gone. Never issue them
 		// again in this epoch.
-		l.log.Warn("wal: live ack marker is ahead of the data; skipping seqs", "acked", acked, "last_on_disk", l.nextSeq-1)
+		l.log.Warn("live ack marker is ahead of the data; skipping seqs", "acked", acked, "last_on_disk", l.nextSeq-1)
 		l.nextSeq = acked + 1
 	}
 	l.acked = acked
@@ -415,13 +415,13 @@ func (l *Log) readLease() {
 		// Written atomically, so only damage to the medium gets here:
 		// skip more seqs than the active segment can have held.
 		l.st.CorruptRecovered++
-		l.log.Warn("wal: lease unreadable; skipping seqs the forwarder may have seen", "path", p, "error", err,
+		l.log.Warn("lease unreadable; skipping seqs the forwarder may have seen", "path", p, "error", err,
 			"from", l.nextSeq, "to", l.nextSeq+leaseUnknownSkip-1)
 		l.nextSeq += leaseUnknownSkip
 	case epoch != l.epoch:
-		l.log.Info("wal: lease is from another buffer epoch; ignoring it", "path", p)
+		l.log.Info("lease is from another buffer epoch; ignoring it", "path", p)
 	case leased >= l.nextSeq:
-		l.log.Info("wal: not closed cleanly; skipping seqs the forwarder may have seen before the crash",
+		l.log.Info("not closed cleanly; skipping seqs the forwarder may have seen before the crash",
 			"from", l.nextSeq, "to", leased)
 		l.nextSeq = leased + 1
 	}

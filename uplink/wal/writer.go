@@ -294,7 +294,7 @@ func (l *Log) rotate() error {
 		return err
 	}
 	if err := l.active.Close(); err != nil {
-		l.log.Warn("wal: close sealed segment", "error", err)
+		l.log.Warn("close sealed segment", "error", err)
 	}
 	l.mu.Lock()
 	first := l.nextSeq
@@ -341,11 +341,11 @@ func (l *Log) removeFirst(ok func(*segment) bool, counter *uint64, why string) b
 	}
 	l.mu.Unlock()
 	if err := l.fs.Remove(l.path(s.name)); err != nil {
-		l.log.Warn("wal: remove segment", "segment", l.path(s.name), "error", err)
+		l.log.Warn("remove segment", "segment", l.path(s.name), "error", err)
 	}
 	if lost > 0 {
 		// Once per segment, i.e. once per few MiB: not per record.
-		l.log.Warn("wal: dropped unacknowledged records", "reason", why, "first", s.end()-lost, "last", s.end()-1, "records", lost)
+		l.log.Warn("dropped unacknowledged records", "reason", why, "first", s.end()-lost, "last", s.end()-1, "records", lost)
 	}
 	return true
 }
@@ -411,7 +411,7 @@ func (l *Log) writeMarker(now time.Time) {
 		l.ackPending = 0
 		l.mu.Unlock()
 	} else {
-		l.log.Warn("wal: write ack marker", "error", err)
+		l.log.Warn("write ack marker", "error", err)
 	}
 }
 
@@ -454,13 +454,13 @@ func (l *Log) writeLease(seq uint64) error {
 	if err != nil {
 		if !l.leaseWarned {
 			l.leaseWarned = true
-			l.log.Warn("wal: lease write failed; records reach the forwarder only once fsynced", "error", err)
+			l.log.Warn("lease write failed; records reach the forwarder only once fsynced", "error", err)
 		}
 		return err
 	}
 	if l.leaseWarned {
 		l.leaseWarned = false
-		l.log.Info("wal: lease written again; records reach the forwarder as soon as written")
+		l.log.Info("lease written again; records reach the forwarder as soon as written")
 	}
 	l.mu.Lock()
 	l.leased = seq
@@ -511,7 +511,7 @@ func (l *Log) writeLive(acked uint64) {
 	l.st.BytesWritten += markerSize
 	l.mu.Unlock()
 	if err != nil {
-		l.log.Debug("wal: write live ack marker", "error", err)
+		l.log.Debug("write live ack marker", "error", err)
 	}
 }
 
