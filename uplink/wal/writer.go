@@ -497,12 +497,21 @@ func (l *Log) writeLive(acked uint64) {
 	}
 	l.liveSeq = acked
 	var err error
+	opened := false
 	if l.live == nil {
 		l.live, err = l.fs.OpenFile(l.path(markerLive), os.O_WRONLY|os.O_CREATE, 0o640)
+		opened = true
 	}
 	if err == nil {
 		putStamp(l.liveBuf[:], markerMagic, l.epoch, acked)
-		if _, err = l.live.WriteAt(l.liveBuf[:], 0); err != nil {
+		_, err = l.live.WriteAt(l.liveBuf[:], 0)
+		if err == nil && opened {
+			// A longer file (damage, a foreign file) would never
+			// read as a marker: cut it to one stamp, after the
+			// write (a crash between leaves it no worse than it was).
+			err = l.live.Truncate(markerSize)
+		}
+		if err != nil {
 			l.live.Close()
 			l.live = nil // open it again next time
 		}
