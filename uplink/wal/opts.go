@@ -24,7 +24,8 @@ const (
 	// every SyncInterval. Survives a process crash; a power cut loses at
 	// most the last interval.
 	SyncInterval
-	// SyncNone never fsyncs data except on rotation, Sync and Close.
+	// SyncNone never fsyncs data except on rotation, Sync and Close (and,
+	// while the lease cannot be written, before records are shown).
 	// Survives a process crash; a power cut loses what the kernel had not
 	// written back: for tmpfs and tests, not for SD cards that must not
 	// lose data.

@@ -1,8 +1,10 @@
 package wal
 
 import (
+	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // syncedImage is what a power cut leaves in the kindest case: every name
@@ -92,4 +94,37 @@ func TestLiveMarkerLongerFileHeals(t *testing.T) {
 	if st := l.Stats(); st.AckedSeq != 10 {
 		t.Fatalf("acked after kill -9 = %d, want 10 (ack.live was written after the Ack)", st.AckedSeq)
 	}
+}
+
+// A lease that cannot be written (disk full, EIO) costs latency, never
+// safety, says writeLease. Under sync: none nothing else ever fsyncs
+// before a rotation, so the forwarder must not wait for one: a few
+// records would sit unsent for as long as a segment takes to fill.
+func TestLeaseFailureDoesNotStallSyncNone(t *testing.T) {
+	m := newMemFS(1)
+	lg, _ := newLogger()
+	clk := newFakeClock()
+	full := errors.New("no space left on device")
+	m.failWrite = func(name string) error {
+		if filepath.Base(name) == leaseTmp {
+			return full
+		}
+		return nil
+	}
+	l, err := Open("/buf", Opts{Sync: SyncNone, FS: m, Clock: clk, Log: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 3 {
+		if _, err := l.Append(body(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.Advance(time.Hour)
+	recs := readAll(t, l, 0)
+	if len(recs) != 3 {
+		t.Fatalf("the forwarder sees %d of 3 records an hour after their Append (the lease cannot be written)", len(recs))
+	}
+	checkSeqs(t, recs, 1, 0)
 }

@@ -479,6 +479,11 @@ func (l *Log) showWritten() {
 	if written > synced && written+leaseBlock/2 > leased {
 		if l.writeLease(written+leaseBlock) == nil {
 			leased = written + leaseBlock
+		} else if written > leased && l.opts.Sync == SyncNone {
+			// Nothing else fsyncs before a rotation: without this
+			// the forwarder would wait for a segment to fill.
+			_ = l.syncActive(false) // publishes what it synced
+			return
 		}
 	}
 	l.mu.Lock()
