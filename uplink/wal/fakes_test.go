@@ -119,6 +119,8 @@ type memFS struct {
 	rng     *rand.Rand
 	// failWrite, if set, is called before each write; an error fails it.
 	failWrite func(name string) error
+	// failOpen, if set, is called before each open; an error fails it.
+	failOpen func(name string, flag int) error
 }
 
 type inode struct {
@@ -258,6 +260,11 @@ func (m *memFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) 
 	defer m.mu.Unlock()
 	if m.crashed {
 		return nil, errCrashed
+	}
+	if m.failOpen != nil {
+		if err := m.failOpen(name, flag); err != nil {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		}
 	}
 	in, ok := m.files[name]
 	switch {

@@ -3,8 +3,8 @@ package wal
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 	"time"

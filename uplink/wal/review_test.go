@@ -1,8 +1,11 @@
 package wal
 
 import (
+	"context"
 	"errors"
+	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -127,4 +130,71 @@ func TestLeaseFailureDoesNotStallSyncNone(t *testing.T) {
 		t.Fatalf("the forwarder sees %d of 3 records an hour after their Append (the lease cannot be written)", len(recs))
 	}
 	checkSeqs(t, recs, 1, 0)
+}
+
+// A segment that cannot be opened for a moment (EMFILE: every descriptor
+// taken) is not damage: Read must not skip its records, which would drop
+// accepted messages for good (the forwarder acks past them).
+func TestReadOpenFailureIsNotDamage(t *testing.T) {
+	m := newMemFS(1)
+	lg, _ := newLogger()
+	clk := newFakeClock()
+	l, err := Open("/buf", Opts{Sync: SyncAlways, FS: m, Clock: clk, Log: lg, SegmentBytes: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	appendN(t, l, 0, 100) // several segments
+	if st := l.Stats(); st.Segments < 3 {
+		t.Fatalf("%d segments, want several", st.Segments)
+	}
+	fails := 0
+	m.mu.Lock()
+	m.failOpen = func(name string, flag int) error {
+		if _, ok := parseSegName(filepath.Base(name)); ok && flag == os.O_RDONLY && fails < 3 {
+			fails++
+			return syscall.EMFILE
+		}
+		return nil
+	}
+	m.mu.Unlock()
+	type result struct {
+		recs []Record
+		err  error
+	}
+	got := make(chan result, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		recs, err := l.Read(ctx, 0, 1000, nil)
+		got <- result{recs, err}
+	}()
+	var r result
+	for i := 0; ; i++ {
+		select {
+		case r = <-got:
+		case <-time.After(10 * time.Millisecond):
+			if i < 500 {
+				clk.Advance(time.Second) // a retry may wait on the clock
+				continue
+			}
+			t.Fatal("Read did not return")
+		}
+		break
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.recs) == 0 || r.recs[0].Seq != 1 {
+		t.Fatalf("Read after a failed open returned %d records from seq %v; want from seq 1", len(r.recs), r.recs)
+	}
+	checkSeqs(t, r.recs, 1, 0)
+	if st := l.Stats(); st.DroppedCorrupt != 0 || st.CorruptRecovered != 0 {
+		t.Fatalf("a failed open counted as damage: %+v", st)
+	}
+	all := readAll(t, l, 0)
+	checkSeqs(t, all, 1, 0)
+	if len(all) != 100 {
+		t.Fatalf("read %d of 100 records after the failed opens", len(all))
+	}
 }

@@ -192,8 +192,9 @@ type Log struct {
 	liveSeq    uint64 // acked seq last written to markerLive
 	liveClosed bool
 
-	rmu sync.Mutex // guards cur
-	cur cursor
+	rmu         sync.Mutex // guards cur and readFailing
+	cur         cursor
+	readFailing bool // a Read could not open a segment (logged)
 
 	lock io.Closer // directory lock, released by Close
 }
