@@ -121,6 +121,8 @@ type memFS struct {
 	failWrite func(name string) error
 	// failOpen, if set, is called before each open; an error fails it.
 	failOpen func(name string, flag int) error
+	// failTruncate, if set, is called before each truncate.
+	failTruncate func(name string) error
 }
 
 type inode struct {
@@ -441,6 +443,11 @@ func (f *memFile) Truncate(size int64) error {
 	defer f.fs.mu.Unlock()
 	if err := f.check(); err != nil {
 		return err
+	}
+	if f.fs.failTruncate != nil {
+		if err := f.fs.failTruncate(f.name); err != nil {
+			return err
+		}
 	}
 	if size < int64(len(f.in.data)) {
 		f.in.data = append([]byte(nil), f.in.data[:size]...)

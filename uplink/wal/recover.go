@@ -120,7 +120,7 @@ func (l *Log) recover() error {
 	if len(l.segs) > 0 {
 		last = l.segs[len(l.segs)-1]
 	}
-	if last != nil && last.end() == l.nextSeq && last.size < l.opts.SegmentBytes {
+	if last != nil && last.end() == l.nextSeq && last.size < l.opts.SegmentBytes && !last.untrimmed {
 		f, err := l.fs.OpenFile(l.path(last.name), os.O_WRONLY|os.O_APPEND, 0)
 		if err == nil {
 			l.active = f
@@ -231,7 +231,15 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		l.st.CorruptRecovered++
 		copyPath := l.saveCorrupt(f, name, off, size)
 		if err := f.Truncate(off); err != nil {
-			l.log.Warn("wal: truncate damaged tail", "segment", p, "error", err)
+			// Records appended now would land after the damage,
+			// where no reader finds them: take none.
+			l.log.Warn("wal: truncate damaged tail; the segment takes no new records", "segment", p, "error", err)
+			seg.untrimmed = true
+			if seg.count == 0 {
+				l.moveAside(name, "corrupt", fmt.Sprintf("has a damaged tail at offset %d that could not be cut off (%v)", off, err),
+					"it holds no records; delete it", dirty)
+				return nil, 0, false
+			}
 		}
 		seg.truncated = true
 		if !last {

@@ -3,6 +3,7 @@ package wal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -196,5 +197,63 @@ func TestReadOpenFailureIsNotDamage(t *testing.T) {
 	checkSeqs(t, all, 1, 0)
 	if len(all) != 100 {
 		t.Fatalf("read %d of 100 records after the failed opens", len(all))
+	}
+}
+
+// Recovery cuts a damaged tail off the last segment. If that truncate
+// fails, the segment must not take new records: appended after the
+// damaged bytes, they would be read as damage and lost.
+func TestRecoverTruncateFailureKeepsNewRecords(t *testing.T) {
+	for _, n := range []int{5, 0} {
+		t.Run(fmt.Sprintf("records=%d", n), func(t *testing.T) { testTruncateFailure(t, n) })
+	}
+}
+
+func testTruncateFailure(t *testing.T, n int) {
+	m := newMemFS(1)
+	lg, _ := newLogger()
+	opts := Opts{Sync: SyncAlways, FS: m, Clock: newFakeClock(), Log: lg}
+	l, err := Open("/buf", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > 0 {
+		appendN(t, l, 0, n)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg := filepath.Join("/buf", segName(1))
+	m.mu.Lock()
+	m.files[seg].data = append(m.files[seg].data, make([]byte, 7)...) // an unfinished frame
+	m.failTruncate = func(string) error { return syscall.EIO }
+	m.mu.Unlock()
+	l, err = Open("/buf", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	m.failTruncate = nil
+	m.mu.Unlock()
+	s, err := l.Append([]byte("new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := readAll(t, l, 0)
+	if len(recs) != n+1 || recs[n].Seq != s || string(recs[n].Body) != "new" {
+		t.Fatalf("the record appended after a failed repair is not readable: %d records, stats %+v", len(recs), l.Stats())
+	}
+	checkSeqs(t, recs[:n], 1, 0)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = Open("/buf", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	recs = readAll(t, l, 0)
+	if len(recs) != n+1 || recs[n].Seq != s || string(recs[n].Body) != "new" {
+		t.Fatalf("after a restart: %d records, want %d and %q", len(recs), n, "new")
 	}
 }

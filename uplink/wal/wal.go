@@ -121,6 +121,7 @@ type segment struct {
 	badFrom     uint64
 	lostCounted bool
 	truncated   bool   // recovery cut a damaged tail off
+	untrimmed   bool   // recovery could not cut it off: no appends here
 	gapFrom     uint64 // from the header: seqs gapFrom..first-1 never existed
 }
 
