@@ -257,3 +257,28 @@ func testTruncateFailure(t *testing.T, n int) {
 		t.Fatalf("after a restart: %d records, want %d and %q", len(recs), n, "new")
 	}
 }
+
+// readWith decides the active segment is damaged and asks for a rotation
+// under two separate holds of mu; a rotation can run between them, so
+// needRotate can be set while the new active segment is still empty. The
+// next Append must not rotate onto that segment's own name: that failed
+// the log for good (ErrFailed) until a reopen.
+func TestNeedRotateOnEmptyActiveSegment(t *testing.T) {
+	m := newMemFS(1)
+	lg, _ := newLogger()
+	l, err := Open("/buf", Opts{Sync: SyncInterval, FS: m, Clock: newFakeClock(), Log: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.mu.Lock()
+	l.needRotate = true // what the race leaves: the active segment has no record
+	l.mu.Unlock()
+	if _, err := l.Append(body(0)); err != nil {
+		t.Fatalf("Append with a rotation asked for an empty segment: %v", err)
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, readAll(t, l, 0), 1, 0)
+}

@@ -144,6 +144,11 @@ func (l *Log) commit(batch []*appendReq) {
 		}
 	}
 	l.mu.Lock()
+	if l.needRotate && l.segs[len(l.segs)-1].count == 0 {
+		// A reader asked for it as a rotation ran: the damaged
+		// segment is sealed already.
+		l.needRotate = false
+	}
 	failed, needRotate := l.failed, l.needRotate
 	wasClean := l.nextSeq-1 <= l.synced
 	l.mu.Unlock()
@@ -391,6 +396,10 @@ func (l *Log) housekeep(now time.Time, closing bool) {
 	}
 	if needRotate && l.activeSeg().count > 0 {
 		_ = l.rotate()
+	} else if needRotate {
+		l.mu.Lock()
+		l.needRotate = false // see commit
+		l.mu.Unlock()
 	}
 	if due {
 		l.writeMarker(now)
