@@ -131,6 +131,8 @@ type Opts struct {
 	Log   *slog.Logger  `yaml:"-"`
 	Clock sensors.Clock `yaml:"-"`
 	FS    FS            `yaml:"-"`
+
+	leaseBlock uint64 // 0: the constant; tests set a small one
 }
 
 // DefaultOpts are the defaults of Opts: 4 MiB segments, a 256 MiB cap,
@@ -187,6 +189,9 @@ func (o *Opts) applyDefaults() {
 	}
 	if o.FS == nil {
 		o.FS = OSFS
+	}
+	if o.leaseBlock == 0 {
+		o.leaseBlock = leaseBlock
 	}
 }
 

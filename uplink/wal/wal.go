@@ -256,7 +256,7 @@ func Open(dir string, opts Opts) (*Log, error) {
 	}
 	// Take a lease now, so the first records after a start are shown
 	// at once too.
-	_ = l.writeLease(l.nextSeq - 1 + leaseBlock)
+	_ = l.writeLease(l.nextSeq - 1 + l.opts.leaseBlock)
 	now := l.clock.Now()
 	l.lastSync, l.lastMarker = now, now
 	l.nextAgeScan = now

@@ -485,9 +485,10 @@ func (l *Log) showWritten() {
 	l.mu.Lock()
 	written, synced, leased := l.nextSeq-1, l.synced, l.leased
 	l.mu.Unlock()
-	if written > synced && written+leaseBlock/2 > leased {
-		if l.writeLease(written+leaseBlock) == nil {
-			leased = written + leaseBlock
+	block := l.opts.leaseBlock
+	if written > synced && written+block/2 > leased {
+		if l.writeLease(written+block) == nil {
+			leased = written + block
 		} else if written > leased && l.opts.Sync == SyncNone {
 			// Nothing else fsyncs before a rotation: without this
 			// the forwarder would wait for a segment to fill.
