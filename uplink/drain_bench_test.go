@@ -79,4 +79,3 @@ func BenchmarkDrainIntegration(b *testing.B) {
 	b.ReportMetric(paho, "paho-msg/s")
 	b.ReportMetric(rate/paho, "ratio")
 }
-

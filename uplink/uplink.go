@@ -227,9 +227,9 @@ func (u *Uplink) reopenBuffer() error {
 		return err
 	}
 	u.ws.Store(newWalState(l))
-	close(ws.swapped)
 	u.bufErr.Store(nil)
 	u.reopens.Add(1)
+	close(ws.swapped) // last: who waits on it sees the new stats
 	u.log.Info("buffer reopened", "backlog", l.Stats().Backlog)
 	return nil
 }

@@ -119,6 +119,10 @@ type memFS struct {
 	rng     *rand.Rand
 	// failWrite, if set, is called before each write; an error fails it.
 	failWrite func(name string) error
+	// failOpen, if set, is called before each open; an error fails it.
+	failOpen func(name string, flag int) error
+	// failTruncate, if set, is called before each truncate.
+	failTruncate func(name string) error
 }
 
 type inode struct {
@@ -258,6 +262,11 @@ func (m *memFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) 
 	defer m.mu.Unlock()
 	if m.crashed {
 		return nil, errCrashed
+	}
+	if m.failOpen != nil {
+		if err := m.failOpen(name, flag); err != nil {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		}
 	}
 	in, ok := m.files[name]
 	switch {
@@ -434,6 +443,11 @@ func (f *memFile) Truncate(size int64) error {
 	defer f.fs.mu.Unlock()
 	if err := f.check(); err != nil {
 		return err
+	}
+	if f.fs.failTruncate != nil {
+		if err := f.fs.failTruncate(f.name); err != nil {
+			return err
+		}
 	}
 	if size < int64(len(f.in.data)) {
 		f.in.data = append([]byte(nil), f.in.data[:size]...)

@@ -60,7 +60,8 @@ const (
 	leaseMagic = "edgedSEQ"
 	// leaseBlock is how far ahead of the newest record a lease reaches:
 	// one lease write per leaseBlock/2 records at most, and a crash
-	// leaves a seq gap of at most this many.
+	// leaves a seq gap of at most this many. (Opts.leaseBlock lets tests
+	// renew it often.)
 	leaseBlock = 1 << 16
 	// leaseUnknownSkip is how many seqs recovery skips when the lease
 	// file exists but cannot be read: more than a segment of the largest

@@ -23,7 +23,8 @@ const (
 	// every SyncInterval. Survives a process crash; a power cut loses at
 	// most the last interval.
 	SyncInterval
-	// SyncNone never fsyncs data except on rotation, Sync and Close.
+	// SyncNone never fsyncs data except on rotation, Sync and Close (and,
+	// while the lease cannot be written, before records are shown).
 	// Survives a process crash; a power cut loses what the kernel had not
 	// written back: for tmpfs and tests, not for SD cards that must not
 	// lose data.
@@ -129,6 +130,8 @@ type Opts struct {
 	Log   *slog.Logger  `yaml:"-"`
 	Clock sensors.Clock `yaml:"-"`
 	FS    FS            `yaml:"-"`
+
+	leaseBlock uint64 // 0: the constant; tests set a small one
 }
 
 // DefaultOpts are the defaults of Opts: 4 MiB segments, a 256 MiB cap,
@@ -183,6 +186,9 @@ func (o *Opts) applyDefaults() {
 	}
 	if o.FS == nil {
 		o.FS = OSFS
+	}
+	if o.leaseBlock == 0 {
+		o.leaseBlock = leaseBlock
 	}
 }
 

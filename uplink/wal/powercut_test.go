@@ -60,12 +60,19 @@ func (s *seen) shown(t *testing.T, what string, l *Log, epoch uint64, recs []Rec
 // forwarder was shown before they were fsynced.
 func powerCutRun(t *testing.T, mode SyncMode, seed uint64, crashAt int) (syncs, unsynced int) {
 	t.Helper()
+	return powerCutRunLease(t, mode, seed, crashAt, 0)
+}
+
+// powerCutRunLease is powerCutRun with a lease block of block seqs (0:
+// the default, which a run never renews).
+func powerCutRunLease(t *testing.T, mode SyncMode, seed uint64, crashAt int, block uint64) (syncs, unsynced int) {
+	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 7))
 	m := newMemFS(seed)
 	m.crashAt = crashAt
 	clk := newFakeClock()
 	lg, _ := newLogger()
-	opts := Opts{Sync: mode, FS: m, Clock: clk, Log: lg, SegmentBytes: 1024, AckEvery: 3, SyncInterval: time.Second}
+	opts := Opts{Sync: mode, FS: m, Clock: clk, Log: lg, SegmentBytes: 1024, AckEvery: 3, SyncInterval: time.Second, leaseBlock: block}
 	const dir = "/buf"
 	sn := &seen{bodies: map[[2]uint64]string{}, tried: map[string]bool{}}
 	for life := range cutLives {
@@ -328,6 +335,29 @@ func TestCrashSkipsLeasedSeqs(t *testing.T) {
 			recs := readAll(t, l, 0)
 			if len(recs) != 7 || recs[5].Seq != s || recs[6].Seq != s+1 {
 				t.Fatalf("read %d records after the restarts: %v", len(recs), recs)
+			}
+		})
+	}
+}
+
+// TestPowerCutLeaseRenewal runs the power cuts with a lease of 8 seqs, so
+// lives renew it many times and cuts land inside a renewal: between the
+// rename and the directory fsync the memFS may keep the old lease, the
+// new one or (as after fsck removed a damaged inode) neither.
+func TestPowerCutLeaseRenewal(t *testing.T) {
+	seeds := uint64(8)
+	if testing.Short() {
+		seeds = 2
+	}
+	for _, mode := range []SyncMode{SyncInterval, SyncNone} {
+		t.Run(mode.String(), func(t *testing.T) {
+			total, _ := powerCutRunLease(t, mode, 0, 0, 8)
+			for seed := uint64(1); seed <= seeds; seed++ {
+				for k := 1; k <= total+2; k += 1 + int(seed%3) {
+					t.Run(fmt.Sprintf("seed%d/sync%d", seed, k), func(t *testing.T) {
+						powerCutRunLease(t, mode, seed, k, 8)
+					})
+				}
 			}
 		})
 	}

@@ -3,7 +3,10 @@ package wal
 import (
 	"bufio"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"time"
 )
@@ -120,7 +123,25 @@ func (l *Log) Read(ctx context.Context, after uint64, max int, dst []Record) ([]
 		l.mu.Unlock()
 		l.rmu.Lock()
 		recs, err := l.readWith(&l.cur, after, max, dst, visible)
+		failing := errors.Is(err, errUnavailable)
+		if failing != l.readFailing {
+			l.readFailing = failing
+			if failing {
+				l.log.Warn("cannot open a segment to read it; retrying", "error", err)
+			} else {
+				l.log.Info("segments readable again")
+			}
+		}
 		l.rmu.Unlock()
+		if failing {
+			if len(recs) > 0 {
+				return recs, nil
+			}
+			if err := l.pause(ctx, readRetry); err != nil {
+				return dst[:0], err
+			}
+			continue
+		}
 		if err != nil || len(recs) > 0 {
 			return recs, err
 		}
@@ -176,6 +197,10 @@ func (l *Log) readWith(c *cursor, after uint64, max int, dst []Record, visible u
 		}
 		var err error
 		out, s, err = l.readSeg(c, seg, s, end, size, max, out)
+		if errors.Is(err, errUnavailable) {
+			c.close()
+			return out, err
+		}
 		if err != nil {
 			l.mu.Lock()
 			gone := true
@@ -220,6 +245,11 @@ func (l *Log) readSeg(c *cursor, seg *segment, s, end uint64, size int64, max in
 	if c.seg != seg || c.next > s {
 		c.close()
 		f, err := l.fs.OpenFile(l.path(seg.name), os.O_RDONLY, 0)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// EMFILE, ENOMEM, a permission slip: not damage, and
+			// skipping the segment would drop its records for good.
+			return out, s, fmt.Errorf("%w: %w", errUnavailable, err)
+		}
 		if err != nil {
 			return out, s, &CorruptError{Segment: l.path(seg.name), Offset: 0, Err: err}
 		}
@@ -250,6 +280,27 @@ func (l *Log) readSeg(c *cursor, seg *segment, s, end uint64, size int64, max in
 		c.next++
 	}
 	return out, c.next, nil
+}
+
+// errUnavailable says a segment could not be opened for a reason other
+// than its absence: Read waits readRetry and tries again.
+var errUnavailable = errors.New("wal: segment unavailable")
+
+const readRetry = 250 * time.Millisecond
+
+// pause waits d on the log's clock, or until ctx is done or the log
+// closes.
+func (l *Log) pause(ctx context.Context, d time.Duration) error {
+	t := l.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.done:
+		return ErrClosed
+	case <-t.C():
+		return nil
+	}
 }
 
 // poke wakes the housekeeping goroutine.

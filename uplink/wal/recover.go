@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sort"
 )
@@ -110,8 +111,8 @@ func (l *Log) recover() error {
 		l.readLive()
 	}
 	l.liveSeq = l.acked
-	if hasLease && len(l.segs) > 0 {
-		l.readLease()
+	if len(l.segs) > 0 {
+		l.readLease(hasLease)
 	}
 	l.leased = l.nextSeq - 1
 
@@ -119,7 +120,7 @@ func (l *Log) recover() error {
 	if len(l.segs) > 0 {
 		last = l.segs[len(l.segs)-1]
 	}
-	if last != nil && last.end() == l.nextSeq && last.size < l.opts.SegmentBytes {
+	if last != nil && last.end() == l.nextSeq && last.size < l.opts.SegmentBytes && !last.untrimmed {
 		f, err := l.fs.OpenFile(l.path(last.name), os.O_WRONLY|os.O_APPEND, 0)
 		if err == nil {
 			l.active = f
@@ -230,7 +231,15 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		l.st.CorruptRecovered++
 		copyPath := l.saveCorrupt(f, name, off, size)
 		if err := f.Truncate(off); err != nil {
-			l.log.Warn("truncate damaged tail", "segment", p, "error", err)
+			// Records appended now would land after the damage,
+			// where no reader finds them: take none.
+			l.log.Warn("truncate damaged tail; the segment takes no new records", "segment", p, "error", err)
+			seg.untrimmed = true
+			if seg.count == 0 {
+				l.moveAside(name, "corrupt", fmt.Sprintf("has a damaged tail at offset %d that could not be cut off (%v)", off, err),
+					"it holds no records; delete it", dirty)
+				return nil, 0, false
+			}
 		}
 		seg.truncated = true
 		if !last {
@@ -403,9 +412,19 @@ func (l *Log) readLive() {
 // fsynced; after a power cut their records may be gone, so they are never
 // issued again in this epoch. After a clean Close the lease is the last
 // seq and nothing is skipped.
-func (l *Log) readLease() {
+//
+// A missing lease is as unknown as an unreadable one: Open writes one
+// before it shows anything and Close leaves one, so segments without a
+// lease mean damage (fsck, a deletion), a buffer of an edged before the
+// lease, or a crash before Open's first lease write; only the first may
+// have shown unsynced records, and nothing tells them apart.
+func (l *Log) readLease(exists bool) {
 	p := l.path(leaseName)
-	b, err := readStamp(l.fs, p)
+	var b []byte
+	err := fs.ErrNotExist
+	if exists {
+		b, err = readStamp(l.fs, p)
+	}
 	var epoch, leased uint64
 	if err == nil {
 		epoch, leased, err = decodeLease(b)
@@ -415,8 +434,11 @@ func (l *Log) readLease() {
 		// Written atomically, so only damage to the medium gets here:
 		// skip more seqs than the active segment can have held.
 		l.st.CorruptRecovered++
-		l.log.Warn("lease unreadable; skipping seqs the forwarder may have seen", "path", p, "error", err,
-			"from", l.nextSeq, "to", l.nextSeq+leaseUnknownSkip-1)
+		what := "lease unreadable; skipping seqs the forwarder may have seen"
+		if !exists {
+			what = "lease missing; skipping seqs the forwarder may have seen"
+		}
+		l.log.Warn(what, "path", p, "error", err, "from", l.nextSeq, "to", l.nextSeq+leaseUnknownSkip-1)
 		l.nextSeq += leaseUnknownSkip
 	case epoch != l.epoch:
 		l.log.Info("lease is from another buffer epoch; ignoring it", "path", p)

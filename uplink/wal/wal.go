@@ -121,6 +121,7 @@ type segment struct {
 	badFrom     uint64
 	lostCounted bool
 	truncated   bool   // recovery cut a damaged tail off
+	untrimmed   bool   // recovery could not cut it off: no appends here
 	gapFrom     uint64 // from the header: seqs gapFrom..first-1 never existed
 }
 
@@ -192,8 +193,9 @@ type Log struct {
 	liveSeq    uint64 // acked seq last written to markerLive
 	liveClosed bool
 
-	rmu sync.Mutex // guards cur
-	cur cursor
+	rmu         sync.Mutex // guards cur and readFailing
+	cur         cursor
+	readFailing bool // a Read could not open a segment (logged)
 
 	lock io.Closer // directory lock, released by Close
 }
@@ -254,7 +256,7 @@ func Open(dir string, opts Opts) (*Log, error) {
 	}
 	// Take a lease now, so the first records after a start are shown
 	// at once too.
-	_ = l.writeLease(l.nextSeq - 1 + leaseBlock)
+	_ = l.writeLease(l.nextSeq - 1 + l.opts.leaseBlock)
 	now := l.clock.Now()
 	l.lastSync, l.lastMarker = now, now
 	l.nextAgeScan = now

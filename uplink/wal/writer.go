@@ -144,6 +144,11 @@ func (l *Log) commit(batch []*appendReq) {
 		}
 	}
 	l.mu.Lock()
+	if l.needRotate && l.segs[len(l.segs)-1].count == 0 {
+		// A reader asked for it as a rotation ran: the damaged
+		// segment is sealed already.
+		l.needRotate = false
+	}
 	failed, needRotate := l.failed, l.needRotate
 	wasClean := l.nextSeq-1 <= l.synced
 	l.mu.Unlock()
@@ -391,6 +396,10 @@ func (l *Log) housekeep(now time.Time, closing bool) {
 	}
 	if needRotate && l.activeSeg().count > 0 {
 		_ = l.rotate()
+	} else if needRotate {
+		l.mu.Lock()
+		l.needRotate = false // see commit
+		l.mu.Unlock()
 	}
 	if due {
 		l.writeMarker(now)
@@ -476,9 +485,15 @@ func (l *Log) showWritten() {
 	l.mu.Lock()
 	written, synced, leased := l.nextSeq-1, l.synced, l.leased
 	l.mu.Unlock()
-	if written > synced && written+leaseBlock/2 > leased {
-		if l.writeLease(written+leaseBlock) == nil {
-			leased = written + leaseBlock
+	block := l.opts.leaseBlock
+	if written > synced && written+block/2 > leased {
+		if l.writeLease(written+block) == nil {
+			leased = written + block
+		} else if written > leased && l.opts.Sync == SyncNone {
+			// Nothing else fsyncs before a rotation: without this
+			// the forwarder would wait for a segment to fill.
+			_ = l.syncActive(false) // publishes what it synced
+			return
 		}
 	}
 	l.mu.Lock()
@@ -497,12 +512,21 @@ func (l *Log) writeLive(acked uint64) {
 	}
 	l.liveSeq = acked
 	var err error
+	opened := false
 	if l.live == nil {
 		l.live, err = l.fs.OpenFile(l.path(markerLive), os.O_WRONLY|os.O_CREATE, 0o640)
+		opened = true
 	}
 	if err == nil {
 		putStamp(l.liveBuf[:], markerMagic, l.epoch, acked)
-		if _, err = l.live.WriteAt(l.liveBuf[:], 0); err != nil {
+		_, err = l.live.WriteAt(l.liveBuf[:], 0)
+		if err == nil && opened {
+			// A longer file (damage, a foreign file) would never
+			// read as a marker: cut it to one stamp, after the
+			// write (a crash between leaves it no worse than it was).
+			err = l.live.Truncate(markerSize)
+		}
+		if err != nil {
 			l.live.Close()
 			l.live = nil // open it again next time
 		}
