@@ -124,6 +124,10 @@ func (a *Announcer) Run(ctx context.Context) {
 			}
 		case <-timer.C():
 			armed = false
+			select {
+			case <-a.birth: // came while armed: this announcement serves it
+			default:
+			}
 		}
 		last = a.clock.Now()
 		a.onBirth()
