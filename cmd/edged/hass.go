@@ -46,6 +46,9 @@ func (d *daemon) startHomeAssistant(ctx context.Context, cfg *configs.Config, ht
 	if o.Enabled {
 		d.log.Info("announcing to Home Assistant", "prefix", o.Prefix, "entities", len(a.Entities()), "configuration_url", g.ConfigurationURL)
 	}
+	// Before READY=1: the retained configs are there for the first
+	// client.
+	a.Start()
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()

@@ -97,10 +97,9 @@ func (a *Announcer) Birth(payload []byte) {
 	}
 }
 
-// Run announces at once, then again after each birth message (at most
-// once per BirthGap), until ctx is done.
+// Run announces again after each birth message (at most once per
+// BirthGap), until ctx is done. Call Start first.
 func (a *Announcer) Run(ctx context.Context) {
-	a.start()
 	if !a.opts.Enabled && len(a.removed) == 0 {
 		return // nothing to announce, nothing left to remove
 	}
@@ -134,9 +133,10 @@ func (a *Announcer) Run(ctx context.Context) {
 	}
 }
 
-// start reads what the last run announced, records what this run
-// announces, clears what left the config and announces.
-func (a *Announcer) start() {
+// Start reads what the last run announced, records what this run
+// announces, clears what left the config and announces: the retained
+// configs are in the broker when it returns.
+func (a *Announcer) Start() {
 	old := a.load()
 	current := a.topics()
 	var removed []string

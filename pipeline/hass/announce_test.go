@@ -66,14 +66,15 @@ func (r *recorder) none(t *testing.T) {
 	}
 }
 
-// run starts an announcer and returns its Birth and a stop function that
-// waits for Run to end.
+// run starts an announcer (Start, then Run in a goroutine) and returns
+// it and a stop function that waits for Run to end.
 func run(t *testing.T, o Opts, g Gateway, pub Publisher, dir string, clock sensors.Clock) (*Announcer, func()) {
 	t.Helper()
 	a, err := New(o, g, pub, dir, clock, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	a.Start()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); a.Run(ctx) }()
