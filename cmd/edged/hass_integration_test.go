@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/edged/edged/pipeline/hass"
 	"github.com/edged/edged/pipeline/hass/hasstest"
+	"github.com/edged/edged/uplink/uplinktest"
 )
 
 // What `edged run` announces for the sim example: a sensor per quantity
@@ -332,4 +334,81 @@ func sameTopics(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// TestHomeAssistantUplinkIntegration: with an uplink (to a real
+// Mosquitto), the uplink's connection and backlog are announced, and
+// their templates, rendered by Jinja2 over the uplink state edged
+// publishes, say ON while connected and OFF once the cloud is gone.
+func TestHomeAssistantUplinkIntegration(t *testing.T) {
+	bin := edgedBinary(t)
+	mqBin := requireTool(t, "mosquitto", "EDGED_REQUIRE_MOSQUITTO")
+	hasstest.Python(t)
+	mq, err := uplinktest.StartMosquitto(mqBin, t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mq.Stop)
+	dir := t.TempDir()
+	var mqttAddr string
+	startReady(t, bin, func() (string, []string) {
+		mqttAddr = freePort(t)
+		cfg := filepath.Join(dir, "edged.yaml")
+		conf := fmt.Sprintf(`device: {id: gw-ha}
+state_dir: %s
+broker: {mqtt: %q, websocket: "", anonymous_role: operator}
+http: {listen: ""}
+uplink:
+  url: mqtt://%s
+  keep_alive: 5s
+  forward: [{local: "lan/#"}]
+`, filepath.Join(dir, "state"), mqttAddr, mq.Addr)
+		if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return cfg, []string{mqttAddr}
+	})
+	c, msgs := haClient(t, mqttAddr)
+	connTopic := "homeassistant/binary_sensor/gw-ha/uplink_connected/config"
+	backlogTopic := "homeassistant/sensor/gw-ha/uplink_backlog/config"
+	configs := collect(t, msgs, []string{connTopic, backlogTopic}, nil)
+	var conn, backlog map[string]any
+	if err := json.Unmarshal(configs[connTopic], &conn); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(configs[backlogTopic], &backlog); err != nil {
+		t.Fatal(err)
+	}
+	stateTopic := conn["state_topic"].(string)
+	if stateTopic != backlog["state_topic"] || conn["device_class"] != "connectivity" {
+		t.Fatalf("uplink configs: %s\n%s", configs[connTopic], configs[backlogTopic])
+	}
+	subscribe(t, c, stateTopic)
+	// waitState waits for an uplink state with connected == want and
+	// renders both templates over it.
+	waitState := func(want bool) []string {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for {
+			select {
+			case m := <-msgs:
+				var s struct{ Connected bool }
+				if m.Topic == stateTopic && json.Unmarshal(m.Payload, &s) == nil && s.Connected == want {
+					return hasstest.Render(t,
+						hasstest.Value(conn["value_template"].(string), m.Payload),
+						hasstest.Value(backlog["value_template"].(string), m.Payload))
+				}
+			case <-deadline:
+				t.Fatalf("no uplink state with connected %v after 30 s", want)
+			}
+		}
+	}
+	got := waitState(true)
+	if _, err := strconv.Atoi(got[1]); got[0] != "ON" || err != nil {
+		t.Errorf("connected: binary sensor %q (want ON), backlog %q (want a count)", got[0], got[1])
+	}
+	mq.Stop()
+	if got := waitState(false); got[0] != "OFF" {
+		t.Errorf("cloud gone: binary sensor %q, want OFF", got[0])
+	}
 }
