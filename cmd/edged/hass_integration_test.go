@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -114,7 +115,7 @@ func TestHomeAssistantIntegration(t *testing.T) {
 		}
 	}
 	if len(configs) != len(simDiscovery) {
-		t.Errorf("announced %d configs, want %d: %v", len(configs), len(simDiscovery), slices.Collect(mapsKeys(configs)))
+		t.Errorf("announced %d configs, want %d: %v", len(configs), len(simDiscovery), slices.Collect(maps.Keys(configs)))
 	}
 	t.Logf("announcement for the sim example: %d configs, %d bytes of JSON payload, %d with topics", len(configs), payloadBytes, payloadBytes+topicBytes)
 
@@ -230,16 +231,6 @@ func TestHomeAssistantIntegration(t *testing.T) {
 			t.Fatalf("controller after %s: %+v, want auto at 19.5", cmds[2], ctl.State)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func mapsKeys(m map[string][]byte) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
 	}
 }
 

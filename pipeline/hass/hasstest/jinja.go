@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 )
 
@@ -57,21 +58,29 @@ func Value(tpl string, payload []byte) Request {
 	return Request{Template: tpl, Payload: &p}
 }
 
+var (
+	findOnce sync.Once
+	python   string
+	findErr  error
+)
+
 // Python returns the python3 that has jinja2, or skips the test (fails
 // it when RequireVar is set).
 func Python(t testing.TB) string {
 	t.Helper()
-	py, err := exec.LookPath("python3")
-	if err == nil {
-		err = exec.Command(py, "-c", "import jinja2.sandbox").Run()
-	}
-	if err != nil {
-		if os.Getenv(RequireVar) != "" {
-			t.Fatalf("python3 with jinja2 not found (%v) but %s is set: apt-get install python3-jinja2", err, RequireVar)
+	findOnce.Do(func() {
+		python, findErr = exec.LookPath("python3")
+		if findErr == nil {
+			findErr = exec.Command(python, "-c", "import jinja2.sandbox").Run()
 		}
-		t.Skipf("python3 with jinja2 not found (%v): apt-get install python3-jinja2, or set %s=1 to make this a failure", err, RequireVar)
+	})
+	if findErr != nil {
+		if os.Getenv(RequireVar) != "" {
+			t.Fatalf("python3 with jinja2 not found (%v) but %s is set: apt-get install python3-jinja2", findErr, RequireVar)
+		}
+		t.Skipf("python3 with jinja2 not found (%v): apt-get install python3-jinja2, or set %s=1 to make this a failure", findErr, RequireVar)
 	}
-	return py
+	return python
 }
 
 // Render renders every request with Jinja2 and returns the outputs in
