@@ -17,6 +17,7 @@ import (
 	"github.com/edged/edged/pipeline/control"
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/uplink"
+	"github.com/edged/edged/uplink/wal"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/broken/*.golden from the current output")
@@ -190,7 +191,7 @@ uplink:
 	wantUp := uplink.DefaultOpts()
 	wantUp.URL, wantUp.ClientID, wantUp.Password = "mqtt://10.0.0.2:1883", "gh-01", "from-env"
 	wantUp.Forward = []uplink.Rule{{Local: "farm/gh-01/#", QoS: 0}}
-	wantUp.Buffer.MaxBytes, wantUp.Buffer.Sync = 64<<20, uplink.SyncAlways
+	wantUp.Buffer.MaxBytes, wantUp.Buffer.Sync = 64<<20, wal.SyncAlways
 	if c.Uplink == nil || !reflect.DeepEqual(*c.Uplink, wantUp) {
 		t.Errorf("uplink = %+v, want %+v", c.Uplink, wantUp)
 	}

@@ -21,8 +21,13 @@ import (
 // OpenActuator is set.
 type Driver struct {
 	Name string
-	// Doc is one line for `edged drivers` and the README.
+	// Doc says in one line what the device is and measures or drives;
+	// Summary adds the I2C addresses for `edged drivers`.
 	Doc string
+	// I2C lists the addresses an I2C device can answer at, the default
+	// (its DefaultOpts address) first; nil for drivers not on I2C.
+	// `edged i2c scan` names the driver at each of them.
+	I2C []uint16
 	// NewOpts returns a pointer to a fresh options struct with defaults
 	// applied. The config loader decodes the driver-specific YAML keys into
 	// it and calls its Validate() error method if it has one.
@@ -39,22 +44,6 @@ type Driver struct {
 
 // Registry is the explicit map from driver name to Driver.
 type Registry map[string]Driver
-
-// Default holds every driver edged ships.
-var Default = merge(simDrivers(), hardwareDrivers(), lightDrivers(), climateDrivers(), outputDrivers())
-
-func merge(groups ...[]Driver) Registry {
-	r := Registry{}
-	for _, g := range groups {
-		for _, d := range g {
-			if _, dup := r[d.Name]; dup {
-				panic("drivers: duplicate driver name " + d.Name) // programming error, caught by tests
-			}
-			r[d.Name] = d
-		}
-	}
-	return r
-}
 
 // SensorOpts returns fresh options for the named sensor driver.
 func (r Registry) SensorOpts(name string) (any, bool) {
@@ -132,9 +121,7 @@ type Env struct {
 
 // NewEnv returns an Env on the real clock and root file system.
 func NewEnv(log *slog.Logger) *Env {
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	log = sensors.LogOrDiscard(log)
 	return &Env{Clock: sensors.SystemClock, Log: log, SysfsRoot: "/"}
 }
 

@@ -11,7 +11,7 @@ import (
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/drivers"
 	"github.com/edged/edged/drivers/i2cbus"
-	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // playbackEnv returns an Env whose I2C bus "1" is pb (as if opened from
@@ -20,7 +20,7 @@ import (
 func playbackEnv(t *testing.T, pb *i2ctest.Playback) *drivers.Env {
 	t.Helper()
 	env := drivers.NewEnv(nil)
-	env.Clock = &i2cbustest.Clock{}
+	env.Clock = sensorstest.NewInstantClock()
 	env.SysfsRoot = t.TempDir()
 	if pb != nil {
 		if _, err := env.Shared("i2c/1", func() (any, error) { return i2cbus.NewBus("1", pb), nil }); err != nil {

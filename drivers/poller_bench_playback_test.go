@@ -16,7 +16,6 @@ import (
 
 	"github.com/edged/edged/drivers/bh1750"
 	"github.com/edged/edged/drivers/i2cbus"
-	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/drivers/sht3x"
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/sensorstest"
@@ -97,7 +96,7 @@ func (s *benchSink) Availability(_ string, online bool) {
 // target is 0 after warm-up.
 func BenchmarkPollerPlayback20Sensors(b *testing.B) {
 	const buses = 5
-	wait := &i2cbustest.Clock{}
+	wait := sensorstest.NewInstantClock()
 	clk := sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
 	sink := &benchSink{}
 	p := sensors.NewPoller(clk, sink, nil)

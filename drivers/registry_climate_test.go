@@ -3,7 +3,6 @@ package drivers_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -23,60 +22,6 @@ import (
 	"github.com/edged/edged/drivers/sht4x"
 	"github.com/edged/edged/sensors"
 )
-
-var (
-	th  = []sensors.Quantity{sensors.Temperature, sensors.Humidity}
-	thp = []sensors.Quantity{sensors.Temperature, sensors.Humidity, sensors.Pressure}
-)
-
-func TestClimateDriversRegistered(t *testing.T) {
-	tests := []struct {
-		name string
-		opts any
-		i2c  bool
-		addr uint16
-		q    []sensors.Quantity
-	}{
-		{"sht4x", &sht4x.Opts{}, true, 0x44, th},
-		{"bme280", &bme280.Opts{}, true, 0x76, thp},
-		{"aht20", &aht20.Opts{}, true, 0x38, th},
-		{"htu21d", &htu21d.Opts{}, true, 0x40, th},
-		{"si7021", &htu21d.Opts{}, true, 0x40, th},
-		{"am2320", &am2320.Opts{}, true, 0x5C, th},
-		{"dht22", &dht22.Opts{}, false, 0, th},
-	}
-	for _, tt := range tests {
-		d, ok := drivers.Default[tt.name]
-		if !ok {
-			t.Errorf("driver %q is not registered", tt.name)
-			continue
-		}
-		if d.Doc == "" || d.OpenSensor == nil || d.OpenActuator != nil {
-			t.Errorf("%s: doc %q, sensor %v, actuator %v", tt.name, d.Doc, d.OpenSensor != nil, d.OpenActuator != nil)
-		}
-		o := d.NewOpts()
-		if got, want := fmt.Sprintf("%T", o), fmt.Sprintf("%T", tt.opts); got != want {
-			t.Errorf("%s: NewOpts() is %s, want %s", tt.name, got, want)
-		}
-		if v, ok := o.(interface{ Validate() error }); !ok {
-			t.Errorf("%s: options have no Validate", tt.name)
-		} else if err := v.Validate(); err != nil {
-			t.Errorf("%s: default options do not validate: %v", tt.name, err)
-		}
-		a, ok := o.(interface{ I2CAddr() (string, uint16) })
-		if ok != tt.i2c {
-			t.Errorf("%s: I2CAddr implemented %v, want %v", tt.name, ok, tt.i2c)
-		} else if ok {
-			if bus, addr := a.I2CAddr(); bus != "1" || addr != tt.addr {
-				t.Errorf("%s: default bus %q address %#x, want \"1\", %#x", tt.name, bus, addr, tt.addr)
-			}
-		}
-		qs, ok := o.(interface{ Quantities() []sensors.Quantity })
-		if !ok || fmt.Sprint(qs.Quantities()) != fmt.Sprint(tt.q) {
-			t.Errorf("%s: Quantities missing or not %v", tt.name, tt.q)
-		}
-	}
-}
 
 const climateConfig = `
 device: {id: gh-01}

@@ -3,7 +3,6 @@ package drivers_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -24,59 +23,6 @@ import (
 	"github.com/edged/edged/drivers/sht3x"
 	"github.com/edged/edged/sensors"
 )
-
-func TestHardwareDriversRegistered(t *testing.T) {
-	tests := []struct {
-		name     string
-		actuator bool
-		opts     any
-		i2c      bool
-		addr     uint16
-		q        []sensors.Quantity
-	}{
-		{"sht3x", false, &sht3x.Opts{}, true, 0x44, []sensors.Quantity{sensors.Temperature, sensors.Humidity}},
-		{"bh1750", false, &bh1750.Opts{}, true, 0x23, []sensors.Quantity{sensors.Illuminance}},
-		{"ds18b20", false, &ds18b20.Opts{}, false, 0, []sensors.Quantity{sensors.Temperature}},
-		{"relay", true, &relay.Opts{}, false, 0, nil},
-	}
-	for _, tt := range tests {
-		d, ok := drivers.Default[tt.name]
-		if !ok {
-			t.Errorf("driver %q is not registered", tt.name)
-			continue
-		}
-		if d.Doc == "" || (d.OpenActuator != nil) != tt.actuator || (d.OpenSensor != nil) == tt.actuator {
-			t.Errorf("%s: doc %q, sensor %v, actuator %v", tt.name, d.Doc, d.OpenSensor != nil, d.OpenActuator != nil)
-		}
-		o := d.NewOpts()
-		if got, want := fmt.Sprintf("%T", o), fmt.Sprintf("%T", tt.opts); got != want {
-			t.Errorf("%s: NewOpts() is %s, want %s", tt.name, got, want)
-		}
-		if _, ok := o.(interface{ Validate() error }); !ok {
-			t.Errorf("%s: options have no Validate", tt.name)
-		}
-		a, ok := o.(interface{ I2CAddr() (string, uint16) })
-		if ok != tt.i2c {
-			t.Errorf("%s: I2CAddr implemented %v, want %v", tt.name, ok, tt.i2c)
-		} else if ok {
-			if bus, addr := a.I2CAddr(); bus != "1" || addr != tt.addr {
-				t.Errorf("%s: default bus %q address %#x, want \"1\", %#x", tt.name, bus, addr, tt.addr)
-			}
-		}
-		if tt.q != nil {
-			qs, ok := o.(interface{ Quantities() []sensors.Quantity })
-			if !ok || len(qs.Quantities()) != len(tt.q) {
-				t.Errorf("%s: Quantities missing or wrong", tt.name)
-				continue
-			}
-			for i, q := range qs.Quantities() {
-				if q != tt.q[i] {
-					t.Errorf("%s: Quantities()[%d] = %v, want %v", tt.name, i, q, tt.q[i])
-				}
-			}
-		}
-	}
-}
 
 const hwConfig = `
 device: {id: gh-01}

@@ -3,7 +3,6 @@ package drivers_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -19,45 +18,6 @@ import (
 	"github.com/edged/edged/drivers/veml7700"
 	"github.com/edged/edged/sensors"
 )
-
-func TestLightDriversRegistered(t *testing.T) {
-	tests := []struct {
-		name string
-		opts any
-		addr uint16
-		q    []sensors.Quantity
-	}{
-		{"tsl2561", &tsl2561.Opts{}, 0x39, []sensors.Quantity{sensors.Illuminance}},
-		{"veml7700", &veml7700.Opts{}, 0x10, []sensors.Quantity{sensors.Illuminance}},
-		{"ads1x15", &ads1x15.Opts{}, 0x48, []sensors.Quantity{sensors.Voltage}},
-	}
-	for _, tt := range tests {
-		d, ok := drivers.Default[tt.name]
-		if !ok {
-			t.Errorf("driver %q is not registered", tt.name)
-			continue
-		}
-		if d.Doc == "" || d.OpenSensor == nil || d.OpenActuator != nil {
-			t.Errorf("%s: doc %q, sensor %v, actuator %v", tt.name, d.Doc, d.OpenSensor != nil, d.OpenActuator != nil)
-		}
-		o := d.NewOpts()
-		if got, want := fmt.Sprintf("%T", o), fmt.Sprintf("%T", tt.opts); got != want {
-			t.Errorf("%s: NewOpts() is %s, want %s", tt.name, got, want)
-		}
-		if v, ok := o.(interface{ Validate() error }); !ok || v.Validate() != nil {
-			t.Errorf("%s: default options have no Validate or do not validate", tt.name)
-		}
-		if a, ok := o.(interface{ I2CAddr() (string, uint16) }); !ok {
-			t.Errorf("%s: options have no I2CAddr", tt.name)
-		} else if bus, addr := a.I2CAddr(); bus != "1" || addr != tt.addr {
-			t.Errorf("%s: default bus %q address %#x, want \"1\", %#x", tt.name, bus, addr, tt.addr)
-		}
-		qs, ok := o.(interface{ Quantities() []sensors.Quantity })
-		if !ok || fmt.Sprint(qs.Quantities()) != fmt.Sprint(tt.q) {
-			t.Errorf("%s: Quantities missing or not %v", tt.name, tt.q)
-		}
-	}
-}
 
 const lightConfig = `
 device: {id: gh-01}

@@ -2,7 +2,6 @@ package drivers_test
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,43 +15,6 @@ import (
 	"github.com/edged/edged/drivers/pca9685"
 	"github.com/edged/edged/drivers/sysfspwm"
 )
-
-func TestOutputDriversRegistered(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		opts any
-	}{
-		{"sysfspwm", &sysfspwm.Opts{}},
-		{"pca9685", &pca9685.Opts{}},
-	} {
-		d, ok := drivers.Default[tc.name]
-		if !ok {
-			t.Errorf("driver %q is not registered", tc.name)
-			continue
-		}
-		if d.Doc == "" || d.OpenActuator == nil || d.OpenSensor != nil {
-			t.Errorf("%s: doc %q, sensor %v, actuator %v", tc.name, d.Doc, d.OpenSensor != nil, d.OpenActuator != nil)
-		}
-		o, ok := drivers.Default.ActuatorOpts(tc.name)
-		if !ok {
-			t.Fatalf("%s: no actuator options", tc.name)
-		}
-		if got, want := fmt.Sprintf("%T", o), fmt.Sprintf("%T", tc.opts); got != want {
-			t.Errorf("%s: NewOpts() is %s, want %s", tc.name, got, want)
-		}
-		v, ok := o.(interface{ Validate() error })
-		if !ok {
-			t.Errorf("%s: options have no Validate", tc.name)
-		} else if err := v.Validate(); err != nil {
-			t.Errorf("%s: defaults do not validate: %v", tc.name, err)
-		}
-		// Channels of one PCA9685 share its address: the loader's
-		// one-device-per-address check must not see them.
-		if _, ok := o.(interface{ I2CAddr() (string, uint16) }); ok {
-			t.Errorf("%s: options implement I2CAddr", tc.name)
-		}
-	}
-}
 
 const outputConfig = `
 device: {id: gh-01}

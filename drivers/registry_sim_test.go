@@ -2,7 +2,6 @@ package drivers_test
 
 import (
 	"context"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -27,53 +26,6 @@ func simEnv(t *testing.T) (*drivers.Env, *sensorstest.Clock) {
 		}
 	})
 	return env, clk
-}
-
-func TestSimDriversRegistered(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		actuator bool
-		opts     any
-		qs       []sensors.Quantity
-	}{
-		{"sim_light", false, &sim.LightOpts{}, []sensors.Quantity{sensors.Illuminance}},
-		{"sim_climate", false, &sim.ClimateOpts{}, []sensors.Quantity{sensors.Temperature, sensors.Humidity}},
-		{"sim_relay", true, &sim.HeaterOpts{}, nil},
-		{"sim_pwm", true, &sim.HeaterOpts{}, nil},
-	} {
-		d, ok := drivers.Default[tc.name]
-		if !ok {
-			t.Errorf("%s: not in drivers.Default", tc.name)
-			continue
-		}
-		if d.Name != tc.name || d.Doc == "" || d.NewOpts == nil {
-			t.Errorf("%s: Name %q, Doc %q, NewOpts set %v", tc.name, d.Name, d.Doc, d.NewOpts != nil)
-		}
-		if (d.OpenActuator != nil) != tc.actuator || (d.OpenSensor != nil) == tc.actuator {
-			t.Errorf("%s: OpenSensor set %v, OpenActuator set %v; want an actuator: %v", tc.name, d.OpenSensor != nil, d.OpenActuator != nil, tc.actuator)
-			continue
-		}
-		var opts any
-		if tc.actuator {
-			opts, ok = drivers.Default.ActuatorOpts(tc.name)
-		} else {
-			opts, ok = drivers.Default.SensorOpts(tc.name)
-		}
-		if !ok || reflect.TypeOf(opts) != reflect.TypeOf(tc.opts) {
-			t.Errorf("%s: options %T, want %T", tc.name, opts, tc.opts)
-			continue
-		}
-		if err := opts.(interface{ Validate() error }).Validate(); err != nil {
-			t.Errorf("%s: default options do not validate: %v", tc.name, err)
-		}
-		if a, b := d.NewOpts(), d.NewOpts(); a == b {
-			t.Errorf("%s: NewOpts returned the same pointer twice", tc.name)
-		}
-		q, isQ := opts.(interface{ Quantities() []sensors.Quantity })
-		if isQ != (tc.qs != nil) || (isQ && !reflect.DeepEqual(q.Quantities(), tc.qs)) {
-			t.Errorf("%s: options quantities %v (implemented %v), want %v", tc.name, q, isQ, tc.qs)
-		}
-	}
 }
 
 // TestSimOpenInAnyOrder opens a plant's heater before its climate sensor

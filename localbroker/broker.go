@@ -23,6 +23,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/ratelog"
 	"github.com/edged/edged/sensors/topics"
 )
@@ -180,9 +181,7 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log = sensors.LogOrDiscard(log)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(opts.MaxPacketSize)
 	caps.MaximumClientWritesPending = int32(opts.MaxPendingWrites)

@@ -3,8 +3,8 @@
 // and each sensor's availability. It also fans published readings out to
 // observers.
 //
-// It owns the payload format of DESIGN.md section 3, which LAN apps and
-// the cloud rely on; the topic names come from sensors/topics. It does
+// It owns the payload format of README "Topics and payloads", which LAN
+// apps and the cloud rely on; the topic names come from sensors/topics. It does
 // no I/O of its own.
 package pipeline
 
@@ -71,9 +71,7 @@ type topicKey struct {
 
 // New returns a pipeline publishing under prefix (e.g. "edged/gh-01").
 func New(prefix string, pub Publisher, log *slog.Logger) *Pipeline {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log = sensors.LogOrDiscard(log)
 	return &Pipeline{
 		tree:   topics.New(prefix),
 		pub:    pub,

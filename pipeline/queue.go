@@ -48,9 +48,7 @@ type queued struct {
 // NewQueue returns a queue of size items in front of next. A nil log
 // discards.
 func NewQueue(next sensors.Sink, size int, log *slog.Logger) *Queue {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log = sensors.LogOrDiscard(log)
 	return &Queue{
 		next: next,
 		log:  log.With("component", "pipeline"),

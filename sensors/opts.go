@@ -80,21 +80,17 @@ type FilterSpec struct {
 	// Quantity restricts the filter to one quantity; 0 applies it to all.
 	Quantity Quantity `yaml:"quantity"`
 
-	SlidingWindowAverage *WindowOpts `yaml:"sliding_window_average"`
-	Median               *WindowOpts `yaml:"median"`
-	EMA                  *EMAOpts    `yaml:"exponential_moving_average"`
-	Delta                *float64    `yaml:"delta"`     // publish only on a change >= Delta
-	Throttle             *Duration   `yaml:"throttle"`  // at most one value per period
-	Heartbeat            *Duration   `yaml:"heartbeat"` // republish the last value at least every period
-	Clamp                *ClampOpts  `yaml:"clamp"`
-	Offset               *float64    `yaml:"offset"`
-	Multiply             *float64    `yaml:"multiply"`
-	CalibrateLinear      []CalPoint  `yaml:"calibrate_linear"` // least-squares line through the points
+	SlidingWindowAverage *WindowOpts    `yaml:"sliding_window_average"`
+	Median               *WindowOpts    `yaml:"median"`
+	EMA                  *EMAOpts       `yaml:"exponential_moving_average"`
+	Delta                *float64       `yaml:"delta"`     // publish only on a change >= Delta
+	Throttle             *time.Duration `yaml:"throttle"`  // at most one value per period
+	Heartbeat            *time.Duration `yaml:"heartbeat"` // republish the last value at least every period
+	Clamp                *ClampOpts     `yaml:"clamp"`
+	Offset               *float64       `yaml:"offset"`
+	Multiply             *float64       `yaml:"multiply"`
+	CalibrateLinear      []CalPoint     `yaml:"calibrate_linear"` // least-squares line through the points
 }
-
-// Duration is a time.Duration for pointer fields; the config loader
-// decodes it like any duration ("30s").
-type Duration = time.Duration
 
 // WindowOpts configures the windowed filters.
 type WindowOpts struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"runtime/debug"
 	"sync"
@@ -132,9 +131,7 @@ type Poller struct {
 // NewPoller returns a Poller that reads time from clock and hands results
 // to sink. A nil log discards.
 func NewPoller(clock Clock, sink Sink, log *slog.Logger) *Poller {
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	log = LogOrDiscard(log)
 	return &Poller{clock: clock, sink: sink, log: log.With("component", "poller")}
 }
 

@@ -55,7 +55,7 @@ func (f faultFile) Sync() error {
 // captures work again, with nothing accepted before lost.
 func TestBufferReopensAfterFsyncError(t *testing.T) {
 	o := testOpts("127.0.0.1:1")
-	o.Buffer.Sync = SyncAlways
+	o.Buffer.Sync = wal.SyncAlways
 	ffs := &faultFS{}
 	u, err := newUplink(o, t.TempDir(), "gh-01", nil, nil, ffs)
 	if err != nil {

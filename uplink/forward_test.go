@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edged/edged/uplink/uplinktest"
+	"github.com/edged/edged/uplink/wal"
 )
 
 // The forwarder tests run against a real Mosquitto (the cloud), started
@@ -72,7 +73,7 @@ func testOpts(addr string) Opts {
 	o.ClientID = "edged-test"
 	o.KeepAlive = 5 * time.Second
 	o.Forward = []Rule{{Local: "t/#", Remote: "cloud/{topic}", QoS: 1}}
-	o.Buffer.Sync = SyncInterval
+	o.Buffer.Sync = wal.SyncInterval
 	o.Buffer.SyncInterval = 20 * time.Millisecond
 	o.Buffer.SegmentBytes = 256 << 10
 	return o

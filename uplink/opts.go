@@ -14,22 +14,10 @@ import (
 	"time"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/uplink/wal"
 )
 
-// Buffer sync modes: when appended records are flushed to the SD card.
-const (
-	SyncAlways   = "always"   // fdatasync before an append returns: a power cut loses nothing
-	SyncInterval = "interval" // fdatasync every SyncInterval: a power cut loses at most that
-	SyncNone     = "none"     // leave it to the kernel: survives a crash, not a power cut
-)
-
-// Buffer overflow policies, applied when the backlog reaches MaxBytes.
-const (
-	OverflowDropOldest = "drop_oldest" // reclaim the oldest segment, counted as dropped
-	OverflowRejectNew  = "reject_new"  // refuse new messages, counted as rejected
-)
-
-// Opts configures the uplink. The YAML keys are a contract (DESIGN.md §3).
+// Opts configures the uplink. The YAML keys are a contract (README "Uplink keys").
 type Opts struct {
 	// URL is the cloud broker, "mqtts://host:port" (TLS) or
 	// "mqtt://host:port" (plain TCP). WebSocket URLs are not supported yet.
@@ -56,7 +44,9 @@ type Opts struct {
 	MaxInflight int `yaml:"max_inflight"`
 	// Forward selects the local topics that are mirrored to the cloud.
 	Forward []Rule `yaml:"forward"`
-	Buffer  Buffer `yaml:"buffer"`
+	// Buffer is the durable store-and-forward buffer under the state
+	// directory; its Log, Clock and FS are set by New.
+	Buffer wal.Opts `yaml:"buffer"`
 	// StatusTopic is the cloud topic of the gateway's retained status:
 	// "online" after each connect, "offline" as the will and on a clean
 	// stop. "{device}" is replaced by the device id; empty means
@@ -95,24 +85,6 @@ type Rule struct {
 	Strip string `yaml:"strip"`
 }
 
-// Buffer configures the durable store-and-forward buffer under the state
-// directory.
-type Buffer struct {
-	// MaxBytes caps the backlog on disk ("256MiB"); disk use stays at most
-	// MaxBytes plus one segment.
-	MaxBytes int64 `yaml:"max_bytes" edged:"size"`
-	// MaxAge drops messages older than this; 0 keeps them until MaxBytes.
-	MaxAge time.Duration `yaml:"max_age"`
-	// Sync is SyncAlways, SyncInterval or SyncNone.
-	Sync         string        `yaml:"sync"`
-	SyncInterval time.Duration `yaml:"sync_interval"`
-	// Overflow is OverflowDropOldest or OverflowRejectNew.
-	Overflow string `yaml:"overflow"`
-	// SegmentBytes is the size of one segment file; space is reclaimed a
-	// whole segment at a time.
-	SegmentBytes int64 `yaml:"segment_bytes" edged:"size"`
-}
-
 // DefaultOpts are the defaults of Opts. Forward is empty: a user who
 // enables the uplink must say what to send.
 func DefaultOpts() Opts {
@@ -120,18 +92,7 @@ func DefaultOpts() Opts {
 		KeepAlive:     30 * time.Second,
 		SessionExpiry: 24 * time.Hour,
 		MaxInflight:   32,
-		Buffer:        DefaultBuffer(),
-	}
-}
-
-// DefaultBuffer are the defaults of Buffer.
-func DefaultBuffer() Buffer {
-	return Buffer{
-		MaxBytes:     256 << 20,
-		Sync:         SyncInterval,
-		SyncInterval: time.Second,
-		Overflow:     OverflowDropOldest,
-		SegmentBytes: 4 << 20,
+		Buffer:        wal.DefaultOpts(),
 	}
 }
 
@@ -142,8 +103,6 @@ func DefaultRule() Rule { return Rule{QoS: 1} }
 const (
 	maxKeepAlive     = 65535 * time.Second
 	maxSessionExpiry = 0xFFFFFFFE * time.Second // 0xFFFFFFFF means "never"; we want an end
-	minSegmentBytes  = 64 << 10
-	maxSegmentBytes  = 256 << 20
 )
 
 // Validate reports the first problem with o; errors name the YAML key.
@@ -328,34 +287,6 @@ func validTemplate(t string) error {
 			return fmt.Errorf("template %q: unknown placeholder %s (want {topic} or {device})", t, p)
 		}
 		rest = rest[i+j+1:]
-	}
-	return nil
-}
-
-// Validate checks the buffer options.
-func (b *Buffer) Validate() error {
-	if b.SegmentBytes < minSegmentBytes || b.SegmentBytes > maxSegmentBytes {
-		return sensors.FieldErrorf("segment_bytes", "%d bytes is out of range (64KiB..256MiB)", b.SegmentBytes)
-	}
-	if b.MaxBytes < 2*b.SegmentBytes {
-		return sensors.FieldErrorf("max_bytes", "%d bytes is less than two segments (segment_bytes is %d)", b.MaxBytes, b.SegmentBytes)
-	}
-	if b.MaxAge < 0 {
-		return sensors.FieldErrorf("max_age", "must not be negative (0 keeps messages until max_bytes)")
-	}
-	switch b.Sync {
-	case SyncAlways, SyncNone:
-	case SyncInterval:
-		if b.SyncInterval < 10*time.Millisecond || b.SyncInterval > time.Minute {
-			return sensors.FieldErrorf("sync_interval", "%v is out of range (10ms..1m)", b.SyncInterval)
-		}
-	default:
-		return sensors.FieldErrorf("sync", "unknown mode %q (want always, interval or none)", b.Sync)
-	}
-	switch b.Overflow {
-	case OverflowDropOldest, OverflowRejectNew:
-	default:
-		return sensors.FieldErrorf("overflow", "unknown policy %q (want drop_oldest or reject_new)", b.Overflow)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edged/edged/sensors/sensorstest"
+	"github.com/edged/edged/uplink/wal"
 )
 
 type stateRec struct{ ch chan []byte }
@@ -20,7 +21,7 @@ func TestStatePublishedOnChangeAtMostEvery5s(t *testing.T) {
 	t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 	clk := sensorstest.NewClock(t0)
 	o := testOpts("127.0.0.1:1")
-	o.Buffer.Sync = SyncNone // records visible at once, no sync timers
+	o.Buffer.Sync = wal.SyncNone // records visible at once, no sync timers
 	u, err := New(o, t.TempDir(), "gh-01", nil, clk)
 	if err != nil {
 		t.Fatal(err)

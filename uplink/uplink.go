@@ -156,10 +156,7 @@ func newUplink(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.
 	if err := u.prepareConn(); err != nil {
 		return nil, err
 	}
-	wo, err := walOpts(opts.Buffer)
-	if err != nil {
-		return nil, err
-	}
+	wo := opts.Buffer
 	wo.Log, wo.Clock, wo.FS = log, clock, fsys
 	u.walOpt = wo
 	l, err := wal.Open(dir, wo)
@@ -236,25 +233,6 @@ func (u *Uplink) reopenBuffer() error {
 	u.reopens.Add(1)
 	u.log.Info("uplink: buffer reopened", "backlog", l.Stats().Backlog)
 	return nil
-}
-
-func walOpts(b Buffer) (wal.Opts, error) {
-	o := wal.Opts{
-		SegmentBytes: b.SegmentBytes,
-		MaxBytes:     b.MaxBytes,
-		MaxAge:       b.MaxAge,
-		SyncInterval: b.SyncInterval,
-	}
-	if err := o.Sync.UnmarshalText([]byte(b.Sync)); err != nil {
-		return o, fmt.Errorf("uplink: buffer: %w", err)
-	}
-	if err := o.Overflow.UnmarshalText([]byte(b.Overflow)); err != nil {
-		return o, fmt.Errorf("uplink: buffer: %w", err)
-	}
-	if o.SyncInterval == 0 {
-		o.SyncInterval = time.Second
-	}
-	return o, nil
 }
 
 // prepareConn resolves the address, the TLS configuration and the

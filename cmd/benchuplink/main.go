@@ -1,244 +1,391 @@
-// Command benchuplink measures the uplink for `make bench-uplink`:
+// Command benchuplink compares edged's uplink with Mosquitto + bridge for
+// `make bench-uplink`, in one run, through the same scenarios into the
+// same "cloud": a Mosquitto with persistence, where a QoS 1
+// persistent-session subscriber counts the messages by the seq in their
+// 64-byte JSON payload and times them by the send time beside it.
 //
-//  1. drain: a backlog of -n (50,000) QoS 1 messages forwarded into a local
-//     Mosquitto, against a plain paho QoS 1 publisher with the same
-//     in-flight window into the same broker in the same run, as a ratio
-//     (target >= 0.9);
-//  2. rss: the process RSS while capturing a -hold (1,000,000) message
-//     backlog, sampled along the way to show it is flat, and, with
-//     -edged, the RSS of a real `edged run` that opens that backlog.
+// The two local systems, each on its own loopback port, fed by a paho
+// QoS 1 publisher standing for the LAN:
+//   - Mosquitto + bridge, configured as users do: persistence on (the
+//     Debian default, autosave every 30 min), `connection`, `address`,
+//     `topic bench/# out 1`, `cleansession false`, `max_queued_messages 0`
+//     (no limit), every other bridge and inflight setting at its default
+//     (bridge_protocol_version mqttv311 unless -bridge-protocol);
+//   - `edged run` built from the tree, with a default uplink forwarding
+//     `bench/#` (sync: interval, 1 s; max_inflight 32).
 //
-// It needs mosquitto on PATH. Figures go to stdout.
+// Scenarios: steady 1,000 msg/s (e2e p50/p99, CPU per message of the
+// local process from /proc/PID/stat), max rate (20,000 messages as fast
+// as the PUBACKs allow), a 50,000-message outage (cloud stopped) then its
+// drain (drain msg/s, RSS holding the backlog, bytes written per message
+// from /proc/PID/io), and kill -9 of the local process during such an
+// outage (lost, duplicates). It prints a markdown table, edged / Mosquitto.
+//
+// -drain-baseline and -hold add the older in-process figures (inprocess.go).
 package main
 
 import (
-	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"log"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"slices"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
-	"github.com/edged/edged/uplink"
+	"github.com/edged/edged/cmd/internal/benchrig"
 	"github.com/edged/edged/uplink/uplinktest"
 )
 
+type config struct {
+	edged, mosquitto, bridgeProtocol string
+	bridgeRestart                    string
+	rate                             float64
+	seconds, rounds                  int
+	maxN, outageN, killN, window     int
+	outageRounds                     int
+}
+
 func main() {
-	n := flag.Int("n", 50000, "backlog messages to drain")
-	size := flag.Int("size", 64, "payload bytes")
-	window := flag.Int("window", 32, "QoS 1 messages in flight (max_inflight and the baseline's window)")
-	rounds := flag.Int("rounds", 3, "drain rounds (medians are reported)")
-	hold := flag.Int("hold", 1000000, "backlog messages for the RSS figure (0 skips it)")
-	edged := flag.String("edged", "", "edged binary: also measure `edged run` holding the backlog")
+	var c config
+	flag.StringVar(&c.edged, "edged", "bin/edged", "edged binary (`make build`)")
+	flag.StringVar(&c.mosquitto, "mosquitto", "mosquitto", "mosquitto binary")
+	flag.StringVar(&c.bridgeProtocol, "bridge-protocol", "mqttv311", "bridge_protocol_version of the Mosquitto bridge (mqttv311, the default, or mqttv50)")
+	flag.StringVar(&c.bridgeRestart, "bridge-restart", "", "restart_timeout of the Mosquitto bridge (default: Mosquitto's, 5 to 30 s with jitter)")
+	flag.Float64Var(&c.rate, "rate", 1000, "steady rate, messages a second")
+	flag.IntVar(&c.seconds, "seconds", 10, "length of one steady round")
+	flag.IntVar(&c.rounds, "rounds", 5, "rounds of the steady and max-rate scenarios (medians are reported)")
+	flag.IntVar(&c.maxN, "max-n", 20000, "messages of the max-rate scenario")
+	flag.IntVar(&c.outageN, "outage-n", 50000, "messages published during the outage (0 skips it)")
+	flag.IntVar(&c.outageRounds, "outage-rounds", 3, "rounds of the outage scenario (medians are reported)")
+	flag.IntVar(&c.killN, "kill-n", 50000, "messages published before the kill -9 (0 skips it)")
+	flag.IntVar(&c.window, "window", 64, "QoS 1 publishes the LAN publisher keeps awaiting PUBACK (capped by the broker's Receive Maximum)")
+	compare := flag.Bool("compare", true, "run the comparison with Mosquitto + bridge (false: only the figures below)")
+	baseline := flag.Bool("drain-baseline", false, "also: in-process drain of -n messages vs a bare paho QoS 1 publisher")
+	n := flag.Int("n", 50000, "with -drain-baseline: backlog messages")
+	hold := flag.Int("hold", 0, "also: RSS holding a backlog of this many messages, in-process and in `edged run` (e.g. 1000000)")
 	flag.Parse()
-	log.SetFlags(0)
 
-	bin, err := exec.LookPath("mosquitto")
+	rig, err := benchrig.New("benchuplink")
 	if err != nil {
-		log.Fatal("benchuplink: mosquitto not found: apt-get install mosquitto")
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	tmp, err := os.MkdirTemp("", "benchuplink-")
-	if err != nil {
-		log.Fatal(err)
+	defer rig.Close()
+	if c.mosquitto, err = exec.LookPath(c.mosquitto); err != nil {
+		rig.Fatal(errors.New("benchuplink: mosquitto not found: apt-get install mosquitto"))
 	}
-	defer os.RemoveAll(tmp)
-	mq, err := uplinktest.StartMosquitto(bin, tmp, "")
-	if err != nil {
-		log.Fatal(err)
+	if _, err := os.Stat(c.edged); err != nil {
+		rig.Fatal(fmt.Errorf("benchuplink: %w (make build)", err))
 	}
-	defer mq.Stop()
-
-	fmt.Printf("drain: %d messages of %d B, window %d, mosquitto at %s, %d rounds\n", *n, *size, *window, mq.Addr, *rounds)
-	var ups, base []float64
-	for r := range *rounds {
-		u, err := drain(mq.Addr, filepath.Join(tmp, fmt.Sprintf("drain-%d", r)), *n, *size, *window)
-		if err != nil {
-			log.Fatal(err)
+	if *compare {
+		b := &bench{config: c, rig: rig, out: os.Stdout}
+		if err := b.run(); err != nil {
+			rig.Fatal(err)
 		}
-		b, err := baseline(mq.Addr, *n, *size, *window)
-		if err != nil {
-			log.Fatal(err)
-		}
-		fmt.Printf("  round %d: uplink %8.0f msg/s   paho baseline %8.0f msg/s   ratio %.2f\n", r+1, u, b, u/b)
-		ups, base = append(ups, u), append(base, b)
 	}
-	mu, mb := median(ups), median(base)
-	fmt.Printf("drain median: uplink %.0f msg/s, paho %.0f msg/s, ratio %.2f (target >= 0.9)\n", mu, mb, mu/mb)
-
-	if *hold > 0 {
-		dir := filepath.Join(tmp, "hold")
-		if err := holdRSS(dir, *hold, *size, *window); err != nil {
-			log.Fatal(err)
-		}
-		if *edged != "" {
-			if err := edgedRSS(*edged, tmp, dir, *hold); err != nil {
-				log.Fatal(err)
-			}
+	if *baseline || *hold > 0 {
+		if err := inProcess(rig.Dir, c.mosquitto, c.edged, *baseline, *n, *hold); err != nil {
+			rig.Fatal(err)
 		}
 	}
 }
 
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
+// bench is one run: the cloud, its subscriber, the figures.
+type bench struct {
+	config
+	rig   *benchrig.Rig
+	out   io.Writer
+	res   map[string]*figures
+	cloud *uplinktest.Mosquitto
+	sub   *benchrig.Subscriber
+	seq   int // numbers directories, client ids and topics
 }
 
-func opts(addr string, window int) uplink.Opts {
-	o := uplink.DefaultOpts()
-	o.URL = "mqtt://" + addr
-	o.ClientID = fmt.Sprintf("bench-%d", time.Now().UnixNano())
-	o.MaxInflight = window
-	o.Forward = []uplink.Rule{{Local: "bench/#", QoS: 1}}
-	o.Buffer.MaxBytes = 1 << 30
-	return o
+// figures are one system's results.
+type figures struct {
+	p50, p99, cpuPerMsg            []float64 // ms, ms, µs
+	maxRate, maxP50                []float64 // msg/s, ms
+	drain, reconnect, rssHold, wpm []float64 // msg/s, s, MiB, B/msg
+	rssIdle                        []float64
+	outageLost, outageDups         float64 // sums over the rounds
+	killLost, killDups, killRetag  float64
 }
 
-// fill captures n messages with 8 producers.
-func fill(u *uplink.Uplink, n, size int) error {
-	payload := []byte(strings.Repeat("x", size))
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for k := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			topic := "bench/" + strconv.Itoa(k)
-			for i := k; i < n; i += 8 {
-				if _, err := u.Capture(topic, payload, 1, false); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
-}
+var systems = []string{"mosquitto", "edged"}
 
-// drain builds the backlog with the forwarder stopped, then times
-// Start until every message is PUBACKed.
-func drain(addr, dir string, n, size, window int) (float64, error) {
-	u, err := uplink.New(opts(addr, window), dir, "bench", nil, nil)
-	if err != nil {
-		return 0, err
-	}
-	defer u.Close(context.Background())
-	if err := fill(u, n, size); err != nil {
-		return 0, err
-	}
-	for u.Stats().Backlog < uint64(n) { // interval sync: visible once synced
-		time.Sleep(10 * time.Millisecond)
-	}
-	start := time.Now()
-	u.Start()
-	for u.Stats().Acked < uint64(n) {
-		time.Sleep(time.Millisecond)
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
-}
+func (b *bench) next() int { b.seq++; return b.seq }
 
-func baseline(addr string, n, size, window int) (float64, error) {
-	p, err := uplinktest.Connect(addr, fmt.Sprintf("paho-%d", time.Now().UnixNano()))
-	if err != nil {
-		return 0, err
+func (b *bench) run() error {
+	dir := filepath.Join(b.rig.Dir, "cloud")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
-	defer p.Close()
-	start := time.Now()
-	if err := p.Window("bench/paho", n, size, window); err != nil {
-		return 0, err
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-func rssKiB(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			v, _ := strconv.Atoi(f[1])
-			return v
-		}
-	}
-	return -1
-}
-
-// holdRSS captures a large backlog with the cloud unreachable (the
-// forwarder retrying) and samples this process's RSS along the way.
-func holdRSS(dir string, n, size, window int) error {
-	u, err := uplink.New(opts("127.0.0.1:1", window), dir, "bench", nil, nil)
+	// user root: run as root, mosquitto would switch to its own user,
+	// which cannot write into our temporary directory.
+	cloud, err := uplinktest.StartMosquitto(b.mosquitto, dir, "user root\npersistence true\npersistence_location "+dir+"/")
 	if err != nil {
 		return err
 	}
-	u.Start()
-	fmt.Printf("rss: capturing %d messages of %d B with the cloud unreachable (in-process, VmRSS)\n", n, size)
-	step := n / 5
-	start := time.Now()
-	for done := 0; done < n; done += step {
-		if err := fill(u, min(step, n-done), size); err != nil {
+	b.cloud = cloud
+	b.rig.Defer(cloud.Stop)
+	sub, err := benchrig.Subscribe(cloud.Addr, "cloud-subscriber", nil, "bench/#", 1, true)
+	if err != nil {
+		return err
+	}
+	b.sub = sub
+	b.rig.Defer(func() {
+		if cloud.Pid() != 0 {
+			sub.Close()
+		}
+	})
+	fmt.Fprintf(b.out, "bench-uplink: cloud mosquitto (persistence on) at %s; LAN payloads %d B, QoS 1; bridge %s\n", cloud.Addr, benchrig.PayloadSize, b.bridgeProtocol)
+	fmt.Fprintln(b.out, "(the machine may be shared: compare the two columns, measured in the same run, not figures of different runs)")
+
+	res := map[string]*figures{"mosquitto": {}, "edged": {}}
+	b.res = res
+	if err := b.live(res); err != nil {
+		return err
+	}
+	for r := 1; b.outageN > 0 && r <= b.outageRounds; r++ {
+		for _, s := range systems {
+			if err := b.outage(s, res[s], false, b.outageN); err != nil {
+				return fmt.Errorf("%s outage: %w", s, err)
+			}
+		}
+	}
+	for _, s := range systems {
+		if b.killN > 0 {
+			if err := b.outage(s, res[s], true, b.killN); err != nil {
+				return fmt.Errorf("%s kill -9: %w", s, err)
+			}
+		}
+	}
+	b.table(res)
+	return nil
+}
+
+// live runs the steady and max-rate rounds, the two systems taking turns
+// so that both see the same machine.
+func (b *bench) live(res map[string]*figures) error {
+	locals := map[string]local{}
+	pubs := map[string]*benchrig.Publisher{}
+	for _, s := range systems {
+		l, err := b.start(s)
+		if err != nil {
 			return err
 		}
-		runtime.GC()
-		st := u.Stats()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		fmt.Printf("  backlog %8d  disk %6.1f MiB  RSS %6.1f MiB  heap in use %5.1f MiB\n", st.Backlog, float64(st.DiskBytes)/(1<<20), float64(rssKiB(os.Getpid()))/1024, float64(ms.HeapInuse)/(1<<20))
+		locals[s] = l
+		p, err := b.ready(l)
+		if err != nil {
+			return err
+		}
+		pubs[s] = p
 	}
-	fmt.Printf("  captured at %.0f msg/s (8 producers, sync interval)\n", float64(n)/time.Since(start).Seconds())
-	return u.Close(context.Background())
+	defer func() {
+		for _, s := range systems {
+			pubs[s].Close()
+			locals[s].stop()
+		}
+	}()
+	n := int(b.rate * float64(b.seconds))
+	for r := 1; r <= b.rounds; r++ {
+		for _, s := range systems {
+			l, f := locals[s], res[s]
+			topic := fmt.Sprintf("bench/%s/steady-%d", s, b.next())
+			rec := b.sub.Track(topic)
+			u0, err := benchrig.Sample(l.pid())
+			if err != nil {
+				return err
+			}
+			if _, err := pubs[s].Send(topic, 0, n, b.rate, 1, b.window); err != nil {
+				return err
+			}
+			if !rec.WaitDistinct(n, 60*time.Second) {
+				return fmt.Errorf("%s steady: %d of %d arrived within 60 s", s, rec.Distinct(), n)
+			}
+			u1, err := benchrig.Sample(l.pid())
+			if err != nil {
+				return err
+			}
+			rep := rec.Report(0, n)
+			f.p50 = append(f.p50, ms(benchrig.Percentile(rep.Latency, 50)))
+			f.p99 = append(f.p99, ms(benchrig.Percentile(rep.Latency, 99)))
+			f.cpuPerMsg = append(f.cpuPerMsg, float64(u1.Sub(u0).CPU.Microseconds())/float64(n))
+			fmt.Fprintf(b.out, "  round %d %-9s steady %4.0f msg/s x %d s: p50 %8.2f ms  p99 %8.2f ms  CPU %6.1f µs/msg\n",
+				r, s, b.rate, b.seconds, f.p50[len(f.p50)-1], f.p99[len(f.p99)-1], f.cpuPerMsg[len(f.cpuPerMsg)-1])
+
+			topic = fmt.Sprintf("bench/%s/max-%d", s, b.next())
+			rec = b.sub.Track(topic)
+			sent, err := pubs[s].Send(topic, 0, b.maxN, 0, 1, b.window)
+			if err != nil {
+				return err
+			}
+			if !rec.WaitDistinct(b.maxN, 120*time.Second) {
+				return fmt.Errorf("%s max rate: %d of %d arrived within 120 s", s, rec.Distinct(), b.maxN)
+			}
+			rep = rec.Report(0, b.maxN)
+			f.maxRate = append(f.maxRate, float64(b.maxN)/rep.Last.Sub(sent.Start).Seconds())
+			f.maxP50 = append(f.maxP50, ms(benchrig.Percentile(rep.Latency, 50)))
+			fmt.Fprintf(b.out, "  round %d %-9s max rate %d msgs: %8.0f msg/s e2e (LAN side %8.0f msg/s)  p50 %8.2f ms\n",
+				r, s, b.maxN, f.maxRate[len(f.maxRate)-1], float64(b.maxN)/sent.End.Sub(sent.Start).Seconds(), f.maxP50[len(f.maxP50)-1])
+		}
+	}
+	return nil
 }
 
-// edgedRSS starts the real daemon on the backlog and reports its RSS once
-// it has opened the buffer.
-func edgedRSS(bin, tmp, bufDir string, n int) error {
-	state := filepath.Join(tmp, "edged-state")
-	if err := os.MkdirAll(state, 0o750); err != nil {
-		return err
+// ready waits until a message from the LAN reaches the cloud subscriber
+// (the bridge or uplink is connected) and returns the LAN publisher.
+func (b *bench) ready(l local) (*benchrig.Publisher, error) {
+	p, err := benchrig.NewPublisher(l.addr(), fmt.Sprintf("lan-%d", b.next()), nil)
+	if err != nil {
+		return nil, err
 	}
-	if err := os.Rename(bufDir, uplink.BufferDir(state)); err != nil {
-		return err
+	topic := fmt.Sprintf("bench/%s/warm-%d", l.name(), b.next())
+	rec := b.sub.Track(topic)
+	if _, err := p.Send(topic, 0, 1, 0, 1, 1); err != nil {
+		p.Close()
+		return nil, err
 	}
-	cfg := filepath.Join(tmp, "edged.yaml")
-	port, err := uplinktest.FreeAddr()
+	if !rec.WaitDistinct(1, 60*time.Second) {
+		p.Close()
+		return nil, fmt.Errorf("%s: a first message did not reach the cloud within 60 s", l.name())
+	}
+	return p, nil
+}
+
+// outage stops the cloud, publishes n messages into a fresh local
+// system, holds them 2 s, optionally kills it with SIGKILL and starts it
+// again, then brings the cloud back and counts what arrives.
+func (b *bench) outage(s string, f *figures, kill bool, n int) error {
+	l, err := b.start(s)
 	if err != nil {
 		return err
 	}
-	conf := fmt.Sprintf(`device: {id: bench}
-state_dir: %s
-broker: {mqtt: %q, websocket: ""}
-http: {listen: ""}
-uplink:
-  url: mqtt://127.0.0.1:1
-  forward: [{local: "bench/#"}]
-  buffer: {max_bytes: 1GiB}
-`, state, port)
-	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+	defer l.stop()
+	p, err := b.ready(l)
+	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "run", "-c", cfg)
-	if err := cmd.Start(); err != nil {
+	defer func() { p.Close() }()
+	what := "outage"
+	if kill {
+		what = "kill-9"
+	}
+	topic := fmt.Sprintf("bench/%s/%s-%d", s, what, b.next())
+	rec := b.sub.Track(topic)
+	marker := b.sub.Track(topic + "/marker")
+	idle, err := benchrig.RSSKiB(l.pid())
+	if err != nil {
 		return err
 	}
-	defer func() {
-		_ = cmd.Process.Kill() // by PID: the process started here
-		_ = cmd.Wait()
-	}()
-	time.Sleep(5 * time.Second)
-	var peak int
-	for range 10 {
-		peak = max(peak, rssKiB(cmd.Process.Pid))
-		time.Sleep(500 * time.Millisecond)
+
+	b.cloud.Stop()
+	u0, err := benchrig.Sample(l.pid())
+	if err != nil {
+		return err
 	}
-	fmt.Printf("edged run holding a %d message backlog: RSS %.1f MiB (peak of 10 samples over 5 s, after 5 s; target <= 30 MiB)\n", n, float64(peak)/1024)
+	if _, err := p.Send(topic, 0, n, 0, 1, b.window); err != nil {
+		return err
+	}
+	// Hold the backlog 2 s (edged's default sync interval is 1 s),
+	// sampling RSS.
+	var rss int64
+	for range 8 {
+		time.Sleep(250 * time.Millisecond)
+		v, err := benchrig.RSSKiB(l.pid())
+		if err != nil {
+			return err
+		}
+		rss = max(rss, v)
+	}
+	u1, err := benchrig.Sample(l.pid())
+	if err != nil {
+		return err
+	}
+	if kill {
+		p.Close()
+		l.kill()
+		if err := l.restart(); err != nil {
+			return err
+		}
+		if p, err = benchrig.NewPublisher(l.addr(), fmt.Sprintf("lan-%d", b.next()), nil); err != nil {
+			return err
+		}
+		// The marker is published after the restart: it arrives after
+		// whatever of the backlog survived.
+		if _, err := p.Send(topic+"/marker", 0, 1, 0, 1, 1); err != nil {
+			return err
+		}
+	}
+	up := time.Now()
+	if err := b.cloud.Start(); err != nil {
+		return err
+	}
+	if err := b.sub.Reconnect(); err != nil {
+		return err
+	}
+	const drainTimeout = 180 * time.Second
+	if kill {
+		if !marker.WaitDistinct(1, drainTimeout) {
+			return fmt.Errorf("the marker published after the restart did not arrive within %v", drainTimeout)
+		}
+		rec.WaitQuiet(time.Second, 30*time.Second)
+	} else {
+		if !rec.WaitDistinct(n, drainTimeout) {
+			return fmt.Errorf("%d of %d arrived within %v of the cloud's return", rec.Distinct(), n, drainTimeout)
+		}
+		rec.WaitQuiet(time.Second, 10*time.Second) // any duplicates
+	}
+	rep := rec.Report(0, n)
+	if kill {
+		f.killLost, f.killDups, f.killRetag = float64(rep.Lost), float64(rep.Dups), float64(rep.DupsRetagged)
+		fmt.Fprintf(b.out, "  %-9s kill -9 with %d messages held, restart, cloud back: %d lost, %d duplicates (%d with a new edged tag)\n",
+			s, n, rep.Lost, rep.Dups, rep.DupsRetagged)
+		return nil
+	}
+	last := func(v []float64) float64 { return v[len(v)-1] }
+	f.rssIdle, f.rssHold = append(f.rssIdle, float64(idle)/1024), append(f.rssHold, float64(rss)/1024)
+	f.wpm = append(f.wpm, float64(u1.Sub(u0).WriteBytes)/float64(n))
+	f.drain = append(f.drain, float64(n-1)/rep.Last.Sub(rep.First).Seconds())
+	f.reconnect = append(f.reconnect, rep.First.Sub(up).Seconds())
+	f.outageLost += float64(rep.Lost)
+	f.outageDups += float64(rep.Dups)
+	fmt.Fprintf(b.out, "  %-9s outage of %d messages: RSS %.1f MiB holding (%.1f idle), %.0f B written/msg; cloud back: first after %.1f s, drain %.0f msg/s, %d lost, %d duplicates\n",
+		s, n, last(f.rssHold), last(f.rssIdle), last(f.wpm), last(f.reconnect), last(f.drain), rep.Lost, rep.Dups)
 	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func (b *bench) table(res map[string]*figures) {
+	m, e := res["mosquitto"], res["edged"]
+	med := benchrig.Median
+	rows := []benchrig.Row{
+		{Figure: fmt.Sprintf("LAN publish → cloud subscriber at %s msg/s, p50", benchrig.Group(fmt.Sprint(b.rate))), Ref: med(m.p50), Edged: med(e.p50), Format: "%.2f ms"},
+		{Figure: "same, p99", Ref: med(m.p99), Edged: med(e.p99), Format: "%.2f ms"},
+		{Figure: fmt.Sprintf("CPU of the local process per message at %s msg/s", benchrig.Group(fmt.Sprint(b.rate))), Ref: med(m.cpuPerMsg), Edged: med(e.cpuPerMsg), Format: "%.1f µs"},
+		{Figure: fmt.Sprintf("%s messages as fast as PUBACKs allow: e2e", benchrig.Group(fmt.Sprint(b.maxN))), Ref: med(m.maxRate), Edged: med(e.maxRate), Format: "%.0f msg/s"},
+		{Figure: "same, p50", Ref: med(m.maxP50), Edged: med(e.maxP50), Format: "%.1f ms"},
+	}
+	if b.outageN > 0 {
+		n := benchrig.Group(fmt.Sprint(b.outageN))
+		rows = append(rows,
+			benchrig.Row{Figure: fmt.Sprintf("drain of a %s-message backlog after the cloud returns", n), Ref: med(m.drain), Edged: med(e.drain), Format: "%.0f msg/s"},
+			benchrig.Row{Figure: "first message after the cloud returns", Ref: med(m.reconnect), Edged: med(e.reconnect), Format: "%.1f s", Note: "(reconnect backoff, random)"},
+			benchrig.Row{Figure: fmt.Sprintf("RSS holding the %s backlog", n), Ref: med(m.rssHold), Edged: med(e.rssHold), Format: "%.1f MiB"},
+			benchrig.Row{Figure: "bytes written to disk per message during the outage", Ref: med(m.wpm), Edged: med(e.wpm), Format: "%.0f B"},
+			benchrig.Row{Figure: "outage, cloud returns: lost / duplicates (all rounds)", RefText: fmt.Sprintf("%.0f / %.0f", m.outageLost, m.outageDups), EdgedText: fmt.Sprintf("%.0f / %.0f", e.outageLost, e.outageDups), Note: "-"},
+		)
+	}
+	if b.killN > 0 {
+		rows = append(rows,
+			benchrig.Row{Figure: fmt.Sprintf("kill -9 holding %s messages, restart, cloud returns: lost / duplicates", benchrig.Group(fmt.Sprint(b.killN))),
+				RefText:   benchrig.Group(fmt.Sprintf("%.0f", m.killLost)) + " / " + benchrig.Group(fmt.Sprintf("%.0f", m.killDups)),
+				EdgedText: benchrig.Group(fmt.Sprintf("%.0f", e.killLost)) + " / " + benchrig.Group(fmt.Sprintf("%.0f", e.killDups)), Note: "-"},
+		)
+	}
+	fmt.Fprintf(b.out, "\nMedians of %d rounds (steady, max rate) and %d (outage); one kill -9; ratio = edged / Mosquitto.\n\n", b.rounds, b.outageRounds)
+	benchrig.Table(b.out, "Mosquitto + bridge", rows)
 }

@@ -29,7 +29,7 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) error {
 		return &exitError{code: 1, err: fmt.Errorf("edged: %s: the config has problems:\n%w", path, err)}
 	}
 	dir := uplink.BufferDir(cfg.StateDir)
-	in, err := wal.Inspect(dir)
+	in, err := wal.Inspect(wal.OSFS, dir)
 	if err != nil {
 		if cfg.Uplink == nil {
 			return &exitError{code: 1, err: fmt.Errorf("edged buffer stat: %s has no uplink section and no buffer: %w", path, err)}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/edged/edged/drivers"
 	"github.com/edged/edged/drivers/i2cbus"
 )
 
@@ -37,7 +38,7 @@ func cmdI2C(args []string, stdout, stderr io.Writer) error {
 		// Without i2c-dev quick writes, an empty Tx would find every
 		// address; read-probe all of them instead, as i2cdetect -r does.
 		fmt.Fprintln(stderr, "edged i2c scan: no SMBus quick write on this bus; probing every address with a one-byte read")
-		return i2cbus.WriteTable(stdout, *name, i2cbus.Scan(i2cbus.ReadOnly{Bus: bus}))
+		return i2cbus.WriteTable(stdout, *name, i2cbus.Scan(i2cbus.ReadOnly{Bus: bus}), drivers.Default.AtAddress)
 	}
-	return i2cbus.WriteTable(stdout, *name, i2cbus.Scan(bus))
+	return i2cbus.WriteTable(stdout, *name, i2cbus.Scan(bus), drivers.Default.AtAddress)
 }

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// armv7Binary cross-compiles the Pi 2 build (DESIGN.md section 6).
+// armv7Binary cross-compiles the Pi 2 build (README "On the Raspberry Pi", `make pi`).
 func armv7Binary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "edged-armv7")

@@ -10,6 +10,7 @@ import (
 	"github.com/edged/edged/localbroker"
 	"github.com/edged/edged/sensors/topics"
 	"github.com/edged/edged/uplink"
+	"github.com/edged/edged/uplink/wal"
 )
 
 // TestFullBufferIsQuotaExceeded pins the mapping that gives LAN MQTT 5
@@ -20,7 +21,7 @@ func TestFullBufferIsQuotaExceeded(t *testing.T) {
 	o.ClientID = "t"
 	o.Forward = []uplink.Rule{{Local: "lan/#", QoS: 1}}
 	o.Buffer.SegmentBytes, o.Buffer.MaxBytes = 64<<10, 128<<10
-	o.Buffer.Overflow = uplink.OverflowRejectNew
+	o.Buffer.Overflow = wal.RejectNew
 	u, err := uplink.New(o, t.TempDir(), "gw", nil, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/drivers"
@@ -52,7 +51,7 @@ func cmdDrivers(stdout io.Writer) {
 	}{{"sensors", false}, {"actuators", true}} {
 		fmt.Fprintf(stdout, "%s:\n", kind.name)
 		for _, n := range drivers.Default.Names(kind.actuators) {
-			fmt.Fprintf(stdout, "  %-12s %s\n", n, strings.TrimSpace(drivers.Default[n].Doc))
+			fmt.Fprintf(stdout, "  %-12s %s\n", n, drivers.Default[n].Summary())
 		}
 	}
 }

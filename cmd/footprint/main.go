@@ -5,9 +5,7 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -15,10 +13,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/edged/edged/cmd/internal/benchrig"
 )
 
 func main() {
@@ -135,7 +134,7 @@ func measure(bin, config string, window time.Duration) (result, error) {
 		return result{}, fmt.Errorf("edged exited: %v\n%s", err, logs.String())
 	case <-time.After(5 * time.Second): // warm-up: first samples, broker up
 	}
-	t0, err := cpuTicks(pid)
+	t0, err := benchrig.CPUTicks(pid)
 	if err != nil {
 		stop()
 		return result{}, err
@@ -144,58 +143,21 @@ func measure(bin, config string, window time.Duration) (result, error) {
 	var maxKB int64
 	for time.Since(start) < window {
 		time.Sleep(time.Second)
-		kb, err := rssKB(pid)
+		kb, err := benchrig.RSSKiB(pid)
 		if err != nil {
 			stop()
 			return result{}, err
 		}
 		maxKB = max(maxKB, kb)
 	}
-	t1, err := cpuTicks(pid)
+	t1, err := benchrig.CPUTicks(pid)
 	if err != nil {
 		stop()
 		return result{}, err
 	}
 	elapsed := time.Since(start)
-	kb, _ := rssKB(pid)
+	kb, _ := benchrig.RSSKiB(pid)
 	stop()
-	const ticksPerSecond = 100 // USER_HZ on Linux
-	cpu := float64(t1-t0) / ticksPerSecond / elapsed.Seconds() * 100
+	cpu := float64(t1-t0) / benchrig.TicksPerSecond / elapsed.Seconds() * 100
 	return result{rssMB: float64(kb) / 1024, maxMB: float64(maxKB) / 1024, cpuPct: cpu}, nil
-}
-
-// cpuTicks returns utime+stime of pid from /proc/PID/stat.
-func cpuTicks(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the parenthesised command name, which may hold spaces.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("unexpected /proc stat format")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64) // utime is field 14 of stat
-	s, err2 := strconv.ParseInt(f[12], 10, 64) // stime is field 15
-	return u + s, errors.Join(err1, err2)
-}
-
-// rssKB returns VmRSS of pid in KiB.
-func rssKB(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc status")
 }

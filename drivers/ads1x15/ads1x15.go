@@ -260,7 +260,7 @@ type Dev struct {
 	maxRaw int16   // positive full-scale code after the shift
 	ldr    *LDROpts
 
-	w    *i2cbus.Waiter
+	w    *sensors.Waiter
 	wbuf [3]byte
 	reg  [1]byte
 	rbuf [2]byte
@@ -289,7 +289,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 		shift:  0,
 		lsb:    opts.Gain / 32768,
 		maxRaw: math.MaxInt16,
-		w:      i2cbus.NewWaiter(clock),
+		w:      sensors.NewWaiter(clock),
 		q:      opts.Quantities(),
 	}
 	if opts.Chip == ADS1015 {

@@ -17,6 +17,7 @@ import (
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(1, math.Abs(b)) }
@@ -59,7 +60,7 @@ func TestConfig(t *testing.T) {
 	for _, tt := range tests {
 		o := DefaultOpts()
 		tt.edit(&o)
-		d, err := New(&i2cbustest.FailBus{}, nil, o)
+		d, err := New(i2cbustest.NewDeadBus(), nil, o)
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
@@ -72,7 +73,7 @@ func TestConfig(t *testing.T) {
 func TestOptsValidate(t *testing.T) {
 	ldr := func() *LDROpts { return &LDROpts{SeriesOhms: 10000, VCC: 3.3, OhmsAt10Lux: 15000, Gamma: 0.7} }
 	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
-		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		_, err := New(i2cbustest.NewDeadBus(), nil, o)
 		return err
 	}, []drivertest.OptsRow[Opts]{
 		{Name: "default", Edit: func(*Opts) {}},
@@ -252,7 +253,7 @@ func TestSenseErrors(t *testing.T) {
 			o := DefaultOpts()
 			o.LDR = tt.ldr
 			pb := &i2ctest.Playback{DontPanic: true, Ops: tt.ops}
-			d, _ := New(pb, &i2cbustest.Clock{}, o)
+			d, _ := New(pb, sensorstest.NewInstantClock(), o)
 			dst := []float64{-1, -1}
 			err := d.Sense(context.Background(), dst)
 			if err == nil || (tt.is != nil && !errors.Is(err, tt.is)) || !strings.Contains(err.Error(), tt.msg) ||
@@ -267,7 +268,7 @@ func TestSenseErrors(t *testing.T) {
 	t.Run("ads1015 clipped", func(t *testing.T) {
 		o := DefaultOpts()
 		o.Chip, o.DataRate = ADS1015, 1600
-		d, _ := New(&i2ctest.Playback{DontPanic: true, Ops: conversion(a, 0xC383, 0x7FF0)}, &i2cbustest.Clock{}, o)
+		d, _ := New(&i2ctest.Playback{DontPanic: true, Ops: conversion(a, 0xC383, 0x7FF0)}, sensorstest.NewInstantClock(), o)
 		if err := d.Sense(context.Background(), make([]float64, 1)); !errors.Is(err, ErrClipped) {
 			t.Fatalf("Sense = %v", err)
 		}
@@ -292,7 +293,7 @@ func FuzzOptsValidate(f *testing.F) {
 			}
 			return
 		}
-		d, err := New(&i2cbustest.FailBus{}, nil, o)
+		d, err := New(i2cbustest.NewDeadBus(), nil, o)
 		if err != nil {
 			t.Fatalf("New rejected valid opts %+v: %v", o, err)
 		}
@@ -314,9 +315,9 @@ func FuzzOptsValidate(f *testing.F) {
 }
 
 func BenchmarkSense(b *testing.B) {
-	bus := drivertest.NewBus(conversion(AddrGND, 0xC383, 0x4000))
+	bus := i2cbustest.NewBus(conversion(AddrGND, 0xC383, 0x4000))
 	bus.Loop = true
-	d, _ := New(i2cbus.NewBus("1", bus), &i2cbustest.Clock{}, DefaultOpts())
+	d, _ := New(i2cbus.NewBus("1", bus), sensorstest.NewInstantClock(), DefaultOpts())
 	dst := make([]float64, 1)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -21,8 +21,8 @@ import (
 
 	"periph.io/x/conn/v3/i2c"
 
+	"github.com/edged/edged/drivers/crc8"
 	"github.com/edged/edged/drivers/i2cbus"
-	"github.com/edged/edged/drivers/sht3x"
 	"github.com/edged/edged/sensors"
 )
 
@@ -89,7 +89,7 @@ type Dev struct {
 	name    string
 	trigger [3]byte
 	init    [3]byte
-	w       *i2cbus.Waiter
+	w       *sensors.Waiter
 	buf     [7]byte
 	ready   bool // the calibration bit was seen set
 	q       []sensors.Quantity
@@ -111,7 +111,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 		name:    fmt.Sprintf("aht20(%s, %#x)", bus, opts.Address),
 		trigger: [3]byte{0xAC, 0x33, 0x00}, // datasheet 5.4 step 2
 		init:    [3]byte{0xBE, 0x08, 0x00}, // datasheet 5.4 step 1
-		w:       i2cbus.NewWaiter(clock),
+		w:       sensors.NewWaiter(clock),
 		q:       opts.Quantities(),
 	}, nil
 }
@@ -160,7 +160,7 @@ func (d *Dev) Sense(ctx context.Context, dst []float64) error {
 		}
 		wait = pollWait
 	}
-	if want := sht3x.CRC8(d.buf[:6]); d.buf[6] != want {
+	if want := crc8.Sensirion(d.buf[:6]); d.buf[6] != want {
 		d.crcErrors.Add(1)
 		return fmt.Errorf("%w: %s: reading % x has checksum %#02x, want %#02x", ErrCRC, d.name, d.buf[:6], d.buf[6], want)
 	}

@@ -11,10 +11,11 @@ import (
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/crc8"
 	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
-	"github.com/edged/edged/drivers/sht3x"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // reading25C50 is a measurement of 25.00 °C and 50.00 %RH as datasheet
@@ -59,7 +60,7 @@ func TestConversion(t *testing.T) {
 
 func TestOptsValidate(t *testing.T) {
 	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
-		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		_, err := New(i2cbustest.NewDeadBus(), nil, o)
 		return err
 	}, []drivertest.OptsRow[Opts]{
 		{Name: "default", Edit: func(*Opts) {}},
@@ -95,7 +96,7 @@ func TestSensePollsBusy(t *testing.T) {
 	// "Ready on the second poll" is a TestConformance case.
 	t.Run("stays busy", func(t *testing.T) {
 		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger, read(busy), read(busy), read(busy), read(busy)}}
-		d := newDev(t, pb, &i2cbustest.Clock{})
+		d := newDev(t, pb, sensorstest.NewInstantClock())
 		dst, err := sense(t, d)
 		if !errors.Is(err, ErrBusy) || !math.IsNaN(dst[0]) {
 			t.Fatalf("Sense = %v, %v; want ErrBusy", dst, err)
@@ -110,7 +111,7 @@ func TestSenseCRCFailure(t *testing.T) {
 	bad := append([]byte(nil), reading25C50...)
 	bad[3] ^= 0x01 // a flipped temperature bit, checksum unchanged
 	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{status, trigger, read(bad)}}
-	d := newDev(t, pb, &i2cbustest.Clock{})
+	d := newDev(t, pb, sensorstest.NewInstantClock())
 	dst, err := sense(t, d)
 	if !errors.Is(err, ErrCRC) || !math.IsNaN(dst[0]) || !math.IsNaN(dst[1]) {
 		t.Fatalf("Sense = %v, %v; want ErrCRC and dst untouched", dst, err)
@@ -132,7 +133,7 @@ func TestSenseLostCalibration(t *testing.T) {
 		status, trigger, read(reset),
 		statusRaw, initCmd, trigger, read(reading25C50),
 	}}
-	d := newDev(t, pb, &i2cbustest.Clock{})
+	d := newDev(t, pb, sensorstest.NewInstantClock())
 	if _, err := sense(t, d); !errors.Is(err, ErrNotCalibrated) {
 		t.Fatalf("Sense = %v, want ErrNotCalibrated", err)
 	}
@@ -161,10 +162,10 @@ func FuzzSense(f *testing.F) {
 			ops = append(ops, read(reply))
 		}
 		pb := &i2ctest.Playback{DontPanic: true, Ops: ops}
-		d := newDev(t, pb, &i2cbustest.Clock{})
+		d := newDev(t, pb, sensorstest.NewInstantClock())
 		dst := make([]float64, 2)
 		err := d.Sense(context.Background(), dst)
-		good := reply[0]&statusBusy == 0 && reply[0]&statusCalibrated != 0 && sht3x.CRC8(reply[:6]) == reply[6]
+		good := reply[0]&statusBusy == 0 && reply[0]&statusCalibrated != 0 && crc8.Sensirion(reply[:6]) == reply[6]
 		if good != (err == nil) {
 			t.Fatalf("reply % x: good %v, Sense error %v", reply, good, err)
 		}

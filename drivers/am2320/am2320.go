@@ -83,7 +83,7 @@ type Dev struct {
 	name string
 	wake [1]byte
 	cmd  [3]byte
-	w    *i2cbus.Waiter
+	w    *sensors.Waiter
 	buf  [8]byte
 	q    []sensors.Quantity
 
@@ -106,7 +106,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 		// Function code 0x03 (read registers), start 0x00, count 4:
 		// humidity high, low, temperature high, low (8.2.4 figure 16).
 		cmd: [3]byte{0x03, 0x00, 0x04},
-		w:   i2cbus.NewWaiter(clock),
+		w:   sensors.NewWaiter(clock),
 		q:   opts.Quantities(),
 	}, nil
 }

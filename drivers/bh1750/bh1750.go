@@ -107,7 +107,7 @@ type Dev struct {
 	cmds  [4][1]byte // power on, MTreg high, MTreg low, measure
 	wait  time.Duration
 	scale float64 // lux per count
-	w     *i2cbus.Waiter
+	w     *sensors.Waiter
 	off   [1]byte
 	buf   [2]byte
 	q     []sensors.Quantity
@@ -136,7 +136,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 		// The measurement time grows with MTreg (p.11); round up.
 		wait:  (m.wait*time.Duration(mt) + DefaultMTreg - 1) / DefaultMTreg,
 		scale: Lux(1, mt) / m.div,
-		w:     i2cbus.NewWaiter(clock),
+		w:     sensors.NewWaiter(clock),
 		off:   [1]byte{opPowerDown},
 		q:     opts.Quantities(),
 	}, nil

@@ -56,7 +56,7 @@ func TestLux(t *testing.T) {
 
 func TestOptsValidate(t *testing.T) {
 	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
-		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		_, err := New(i2cbustest.NewDeadBus(), nil, o)
 		return err
 	}, []drivertest.OptsRow[Opts]{
 		{Name: "default", Edit: func(*Opts) {}},
@@ -142,7 +142,7 @@ func FuzzOptsValidate(f *testing.F) {
 			}
 			return
 		}
-		d, err := New(&i2cbustest.FailBus{}, nil, o)
+		d, err := New(i2cbustest.NewDeadBus(), nil, o)
 		if err != nil {
 			t.Fatalf("New rejected valid opts %+v: %v", o, err)
 		}

@@ -153,7 +153,7 @@ var (
 type Dev struct {
 	dev    i2c.Dev
 	name   string
-	w      *i2cbus.Waiter
+	w      *sensors.Waiter
 	wait   time.Duration
 	setup  [6]byte // ctrl_hum, config, ctrl_meas in sleep mode (5.4.3: ctrl_meas last)
 	forced [2]byte
@@ -181,7 +181,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 	d := &Dev{
 		dev:    i2c.Dev{Bus: bus, Addr: opts.Address},
 		name:   fmt.Sprintf("bme280(%s, %#x)", bus, opts.Address),
-		w:      i2cbus.NewWaiter(clock),
+		w:      sensors.NewWaiter(clock),
 		wait:   MeasureTime(opts.TemperatureOversampling, opts.PressureOversampling, opts.HumidityOversampling),
 		ctrlHm: osrs[opts.HumidityOversampling],
 		config: filters[opts.IIRFilter] << 2, // t_sb 0: unused in forced mode

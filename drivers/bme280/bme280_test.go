@@ -15,6 +15,7 @@ import (
 	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // The trimming parameters of the compensation example in Bosch's BMP280
@@ -174,7 +175,7 @@ func TestMeasureTime(t *testing.T) {
 
 func TestOptsValidate(t *testing.T) {
 	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
-		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		_, err := New(i2cbustest.NewDeadBus(), nil, o)
 		return err
 	}, []drivertest.OptsRow[Opts]{
 		{Name: "default", Edit: func(*Opts) {}},
@@ -230,7 +231,7 @@ func TestSenseSetupErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pb := &i2ctest.Playback{DontPanic: true, Ops: tt.ops}
-			d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+			d := newDev(t, pb, sensorstest.NewInstantClock(), nil)
 			dst, err := sense(d)
 			if !errors.Is(err, tt.err) || !strings.Contains(err.Error(), tt.msg) || !strings.Contains(err.Error(), "bme280(") {
 				t.Fatalf("Sense = %v, want %v mentioning %q", err, tt.err, tt.msg)
@@ -261,7 +262,7 @@ func TestSenseBadReadings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pb := &i2ctest.Playback{DontPanic: true, Ops: append(append([]i2ctest.IO{}, setup...), startMeas, readMeas(tt.reply))}
-			d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+			d := newDev(t, pb, sensorstest.NewInstantClock(), nil)
 			dst, err := sense(d)
 			if !errors.Is(err, tt.err) {
 				t.Fatalf("Sense = %v, want %v", err, tt.err)
@@ -283,7 +284,7 @@ func TestSenseDetectsReset(t *testing.T) {
 	ops := append(append([]i2ctest.IO{}, setup...), startMeas, readMeas(burst(0x00, 0x00, 0x00, 0x00, 0x80000, 0x80000, 0x8000)))
 	ops = append(append(ops, setup...), startMeas, good)
 	pb := &i2ctest.Playback{DontPanic: true, Ops: ops}
-	d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+	d := newDev(t, pb, sensorstest.NewInstantClock(), nil)
 	if _, err := sense(d); !errors.Is(err, ErrReset) {
 		t.Fatalf("Sense = %v, want ErrReset", err)
 	}
@@ -317,7 +318,7 @@ func FuzzSense(f *testing.F) {
 			{Addr: Addr, W: []byte{0xE1}, R: h},
 			writeSet, startMeas, readMeas(reply),
 		}}
-		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+		d := newDev(t, pb, sensorstest.NewInstantClock(), nil)
 		dst, err := sense(d)
 		if err == nil && (dst[0] < -40 || dst[0] > 85 || dst[1] < 0 || dst[1] > 100 || dst[2] < 30000 || dst[2] > 110000) {
 			t.Fatalf("accepted out-of-range values %v", dst)

@@ -20,13 +20,11 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
-	"periph.io/x/conn/v3/physic"
 
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
@@ -68,20 +66,20 @@ type Case struct {
 	// steady reading (Good) and of the first reading, in order.
 	Waits, FirstWaits []time.Duration
 
-	// Tolerated lists indexes into First (which is Good when First is
-	// nil here and below) of transactions whose
-	// failure Sense ignores by design (the AM2320's wake-up write, which
-	// a sleeping sensor NACKs). Every other failing transaction must
-	// fail the reading.
-	Tolerated []int
+	// WakeUp says the first transaction of a reading (of First, which is
+	// Good when First is nil, here and below) wakes the device, and Sense
+	// ignores its failure by design (the AM2320's wake-up write, which a
+	// sleeping sensor NACKs). Every other failing transaction must fail
+	// the reading.
+	WakeUp bool
 
-	// Cleanup is what Sense sends after a failure (a failing transaction
-	// or a cancelled wait) at or after transaction CleanupFrom of
-	// First, e.g. the TSL2561's power-down, which also ends Good.
-	// A failure within that final Cleanup is not followed by another.
-	// Without Cleanup a failed Sense stops at once.
-	Cleanup     []i2ctest.IO
-	CleanupFrom int
+	// PowerDown is what Sense sends after a failure (a failing
+	// transaction or a cancelled wait) once the reading's first
+	// transaction, its power-up, went through, e.g. the TSL2561's
+	// power-down, which also ends Good. A failure within that final
+	// PowerDown is not followed by another. Without PowerDown a failed
+	// Sense stops at once.
+	PowerDown []i2ctest.IO
 
 	// FailSays, when set, holds for each transaction of First a
 	// phrase the error must contain when that transaction fails ("read
@@ -145,98 +143,6 @@ func Run(t *testing.T, c Case) {
 	t.Run("Halt", func(t *testing.T) { halt(t, c) })
 	t.Run("HaltUnused", func(t *testing.T) { haltUnused(t, c) })
 	t.Run("HaltFails", func(t *testing.T) { haltFails(t, c) })
-}
-
-// Bus is a scripted i2c.Bus: it expects the transactions of Ops in order,
-// fails the one at index Fail (if Fail >= 0) with i2cbustest.ErrBus, and
-// with Loop starts again at the first op after the last, so a steady loop
-// can run for as long as a test needs. Unlike i2ctest.Playback it counts
-// every call, matched or not, and keeps the first mismatch for the report.
-type Bus struct {
-	mu       sync.Mutex
-	Ops      []i2ctest.IO
-	Fail     int
-	Loop     bool
-	next     int // index of the next expected op
-	calls    int
-	mismatch error
-}
-
-// NewBus returns a Bus that expects ops and fails none.
-func NewBus(ops ...[]i2ctest.IO) *Bus {
-	return &Bus{Ops: slices.Concat(ops...), Fail: -1}
-}
-
-// Reset replaces the script with ops and expects its first op next, as
-// when a test moves a device past its first reading into a steady loop.
-func (b *Bus) Reset(ops ...[]i2ctest.IO) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.Ops, b.next = slices.Concat(ops...), 0
-}
-
-// String implements i2c.Bus.
-func (b *Bus) String() string { return "drivertest" }
-
-// SetSpeed implements i2c.Bus.
-func (b *Bus) SetSpeed(physic.Frequency) error { return nil }
-
-// Tx implements i2c.Bus.
-func (b *Bus) Tx(addr uint16, w, r []byte) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.calls++
-	if b.Loop && b.next == len(b.Ops) {
-		b.next = 0
-	}
-	if b.next >= len(b.Ops) {
-		return b.mismatchf("unexpected transaction #%d (addr %#x, w % x, %d bytes read) after the script's %d", b.next, addr, w, len(r), len(b.Ops))
-	}
-	op := b.Ops[b.next]
-	if addr != op.Addr || string(w) != string(op.W) || len(r) != len(op.R) {
-		return b.mismatchf("transaction #%d is (addr %#x, w % x, %d bytes read), want (addr %#x, w % x, %d bytes read)", b.next, addr, w, len(r), op.Addr, op.W, len(op.R))
-	}
-	if b.next == b.Fail {
-		b.next++
-		return i2cbustest.ErrBus
-	}
-	copy(r, op.R)
-	b.next++
-	return nil
-}
-
-func (b *Bus) mismatchf(format string, args ...any) error {
-	err := fmt.Errorf("drivertest: "+format, args...)
-	if b.mismatch == nil {
-		b.mismatch = err
-	}
-	return err
-}
-
-// Check reports a mismatch and, unless Loop is set, ops left unsent.
-func (b *Bus) Check() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.mismatch != nil {
-		return b.mismatch
-	}
-	if !b.Loop && b.next != len(b.Ops) {
-		return fmt.Errorf("drivertest: %d of %d transactions sent; next expected %+v", b.next, len(b.Ops), b.Ops[b.next])
-	}
-	return nil
-}
-
-// Calls returns how many transactions were attempted.
-func (b *Bus) Calls() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.calls
-}
-
-func (b *Bus) sent() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.next
 }
 
 func open(t *testing.T, c Case, b i2c.Bus, clock sensors.Clock) sensors.Sensor {
@@ -308,8 +214,9 @@ func (c Case) checkErr(t *testing.T, what string, err error, dst []float64) {
 // goodReading: the first reading sends First, a second one Good, and
 // both give Want; the steady reading waits as the Case says.
 func goodReading(t *testing.T, c Case) {
-	b := NewBus(c.first(), c.Good)
-	clk := &recClock{}
+	b := i2cbustest.NewBus(c.first(), c.Good)
+	clk := sensorstest.NewInstantClock()
+	clk.RecordWaits()
 	d := open(t, c, b, clk)
 	if b.Calls() != 0 {
 		t.Errorf("New sent %d transactions; the first Sense is the presence check", b.Calls())
@@ -322,10 +229,9 @@ func goodReading(t *testing.T, c Case) {
 		t.Fatalf("first Sense: %v (bus: %v)", err, b.Check())
 	}
 	c.checkValues(t, "first reading", dst)
-	if c.FirstWaits != nil && !slices.Equal(clk.waits, c.FirstWaits) {
-		t.Errorf("the first reading waited %v, want %v", clk.waits, c.FirstWaits)
+	if waits := clk.TakeWaits(); c.FirstWaits != nil && !slices.Equal(waits, c.FirstWaits) {
+		t.Errorf("the first reading waited %v, want %v", waits, c.FirstWaits)
 	}
-	clk.waits = nil
 	dst = filled(len(c.Want))
 	if err := sense(t, d, context.Background(), dst); err != nil {
 		t.Fatalf("second Sense: %v (bus: %v)", err, b.Check())
@@ -334,36 +240,14 @@ func goodReading(t *testing.T, c Case) {
 	if err := b.Check(); err != nil {
 		t.Error(err)
 	}
-	if c.Waits != nil && !slices.Equal(clk.waits, c.Waits) {
-		t.Errorf("a steady reading waited %v, want %v", clk.waits, c.Waits)
+	if waits := clk.TakeWaits(); c.Waits != nil && !slices.Equal(waits, c.Waits) {
+		t.Errorf("a steady reading waited %v, want %v", waits, c.Waits)
 	}
-}
-
-// recClock is an i2cbustest.Clock that also records every duration waited
-// for, in order.
-type recClock struct {
-	i2cbustest.Clock
-	waits []time.Duration
-}
-
-func (c *recClock) NewTimer(d time.Duration) sensors.Timer {
-	c.waits = append(c.waits, d)
-	return &recTimer{c.Clock.NewTimer(d), c}
-}
-
-type recTimer struct {
-	sensors.Timer
-	c *recClock
-}
-
-func (t *recTimer) Reset(d time.Duration) bool {
-	t.c.waits = append(t.c.waits, d)
-	return t.Timer.Reset(d)
 }
 
 // quantities: valid, as declared, one per value, and unchanged by use.
 func quantities(t *testing.T, c Case) {
-	d := open(t, c, NewBus(c.first()), &i2cbustest.Clock{})
+	d := open(t, c, i2cbustest.NewBus(c.first()), sensorstest.NewInstantClock())
 	q := slices.Clone(d.Quantities())
 	if len(q) != len(c.Want) {
 		t.Fatalf("Quantities() = %v, want %d of them", q, len(c.Want))
@@ -398,8 +282,8 @@ func quantities(t *testing.T, c Case) {
 // Benchmark measures a steady reading of c (Good on a looping bus, after
 // the first reading) and reports its allocations.
 func Benchmark(b *testing.B, c Case) {
-	bus := NewBus(c.first())
-	d, err := c.New(i2cbus.NewBus(cmp.Or(c.Bus, "1"), bus), &i2cbustest.Clock{})
+	bus := i2cbustest.NewBus(c.first())
+	d, err := c.New(i2cbus.NewBus(cmp.Or(c.Bus, "1"), bus), sensorstest.NewInstantClock())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -419,8 +303,8 @@ func Benchmark(b *testing.B, c Case) {
 }
 
 func str(t *testing.T, c Case) {
-	b := NewBus()
-	d := open(t, c, b, &i2cbustest.Clock{})
+	b := i2cbustest.NewBus()
+	d := open(t, c, b, sensorstest.NewInstantClock())
 	if got := d.String(); got != c.String {
 		t.Errorf("String() = %q, want %q", got, c.String)
 	}
@@ -433,8 +317,8 @@ func str(t *testing.T, c Case) {
 // does not panic.
 func shortDst(t *testing.T, c Case) {
 	for n := range len(c.Want) {
-		b := NewBus(c.first())
-		d := open(t, c, b, &i2cbustest.Clock{})
+		b := i2cbustest.NewBus(c.first())
+		d := open(t, c, b, sensorstest.NewInstantClock())
 		dst := filled(n)
 		err := sense(t, d, context.Background(), dst)
 		if err == nil {
@@ -446,7 +330,7 @@ func shortDst(t *testing.T, c Case) {
 			t.Errorf("Sense sent %d transactions for a %d-element dst", b.Calls(), n)
 		}
 	}
-	d := open(t, c, NewBus(), &i2cbustest.Clock{})
+	d := open(t, c, i2cbustest.NewBus(), sensorstest.NewInstantClock())
 	if err := sense(t, d, context.Background(), nil); err == nil {
 		t.Error("Sense accepted a nil dst")
 	}
@@ -456,8 +340,8 @@ func shortDst(t *testing.T, c Case) {
 // names the device, wraps the bus error and says which step failed, stops
 // at the first failure it does not tolerate, and does so again next time.
 func busFails(t *testing.T, c Case) {
-	fb := &i2cbustest.FailBus{}
-	d := open(t, c, fb, &i2cbustest.Clock{})
+	fb := i2cbustest.NewDeadBus()
+	d := open(t, c, fb, sensorstest.NewInstantClock())
 	var lastErr error
 	for i := range 2 {
 		dst := filled(len(c.Want))
@@ -469,13 +353,13 @@ func busFails(t *testing.T, c Case) {
 		}
 	}
 	// Sense stops at the first transaction it does not tolerate, after
-	// its Cleanup (which fails too).
+	// its PowerDown (which fails too).
 	first := 0
-	for slices.Contains(c.Tolerated, first) {
-		first++
+	if c.WakeUp {
+		first = 1
 	}
-	if want := 2 * (first + 1 + len(c.cleanupAfter(first, len(c.first())))); fb.Calls != want {
-		t.Errorf("two readings on a dead bus tried %d transactions, want %d", fb.Calls, want)
+	if want := 2 * (first + 1 + len(c.cleanupAfter(first, len(c.first())))); fb.Calls() != want {
+		t.Errorf("two readings on a dead bus tried %d transactions, want %d", fb.Calls(), want)
 	}
 	if first < len(c.FailSays) && lastErr != nil && !strings.Contains(lastErr.Error(), c.FailSays[first]) {
 		t.Errorf("dead bus: error %q does not say %q", lastErr, c.FailSays[first])
@@ -484,22 +368,22 @@ func busFails(t *testing.T, c Case) {
 
 // txFails: each transaction of the first reading in turn fails (a NACK);
 // the reading fails with the bus error, names the device and stops
-// there (but for its Cleanup), unless the Case says the driver tolerates
+// there (but for its PowerDown), unless the Case says the driver tolerates
 // that failure.
 func txFails(t *testing.T, c Case) {
 	ops := c.first()
 	for k := range ops {
-		b := NewBus(ops)
+		b := i2cbustest.NewBus(ops)
 		b.Fail = k
 		after := c.cleanupAfter(k, len(ops))
-		if !slices.Contains(c.Tolerated, k) {
+		if !c.tolerated(k) {
 			b.Reset(ops[:k+1], after)
 		}
-		d := open(t, c, b, &i2cbustest.Clock{})
+		d := open(t, c, b, sensorstest.NewInstantClock())
 		dst := filled(len(c.Want))
 		err := sense(t, d, context.Background(), dst)
 		what := fmt.Sprintf("transaction #%d (%+v) fails", k, ops[k])
-		if slices.Contains(c.Tolerated, k) {
+		if c.tolerated(k) {
 			if err != nil {
 				t.Errorf("%s: Sense = %v, want the failure tolerated", what, err)
 			}
@@ -526,12 +410,17 @@ func (c Case) first() []i2ctest.IO {
 	return c.First
 }
 
-// cleanupAfter returns what Sense sends after transaction k of n fails.
+// tolerated reports whether Sense ignores a failure of transaction k.
+func (c Case) tolerated(k int) bool { return c.WakeUp && k == 0 }
+
+// cleanupAfter returns what Sense sends after transaction k of n fails:
+// PowerDown once the power-up (transaction 0) went through, unless the
+// failure is within the final PowerDown itself.
 func (c Case) cleanupAfter(k, n int) []i2ctest.IO {
-	if c.Cleanup == nil || k < c.CleanupFrom || k >= n-len(c.Cleanup) {
+	if c.PowerDown == nil || k < 1 || k >= n-len(c.PowerDown) {
 		return nil
 	}
-	return c.Cleanup
+	return c.PowerDown
 }
 
 // cancelled: the context is cancelled during each conversion wait of the
@@ -539,8 +428,8 @@ func (c Case) cleanupAfter(k, n int) []i2ctest.IO {
 // naming the device, and sends nothing after the cancelled wait but its
 // Cleanup.
 func cancelled(t *testing.T, c Case) {
-	ref := &i2cbustest.Clock{}
-	rd := open(t, c, NewBus(c.first()), ref)
+	ref := sensorstest.NewInstantClock()
+	rd := open(t, c, i2cbustest.NewBus(c.first()), ref)
 	if err := sense(t, rd, context.Background(), make([]float64, len(c.Want))); err != nil {
 		t.Fatal(err)
 	}
@@ -555,7 +444,7 @@ func cancelled(t *testing.T, c Case) {
 
 func cancelAt(t *testing.T, c Case, k int) {
 	t.Helper()
-	b := NewBus(c.first())
+	b := i2cbustest.NewBus(c.first())
 	clk := sensorstest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	d := open(t, c, b, clk)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -579,7 +468,7 @@ func cancelAt(t *testing.T, c Case, k int) {
 		t.Fatalf("wait #%d: %v", k, err)
 	}
 	sent := b.Calls()
-	after := c.cleanupAfter(b.sent(), len(c.first()))
+	after := c.cleanupAfter(b.Sent(), len(c.first()))
 	b.Reset(after)
 	cancel()
 	tm := time.NewTimer(hang)
@@ -618,8 +507,8 @@ func release(t *testing.T, clk *sensorstest.Clock, done <-chan error) {
 
 // noAllocs: after the first reading, a steady reading allocates nothing.
 func noAllocs(t *testing.T, c Case) {
-	b := NewBus(c.first())
-	d := open(t, c, b, &i2cbustest.Clock{})
+	b := i2cbustest.NewBus(c.first())
+	d := open(t, c, b, sensorstest.NewInstantClock())
 	dst := make([]float64, len(c.Want))
 	ctx := context.Background()
 	if err := sense(t, d, ctx, dst); err != nil {
@@ -645,8 +534,8 @@ func noAllocs(t *testing.T, c Case) {
 // haltUnused: a device that never took a reading (another device failed
 // at start-up) halts like a used one.
 func haltUnused(t *testing.T, c Case) {
-	b := NewBus(c.Halt)
-	d := open(t, c, b, &i2cbustest.Clock{})
+	b := i2cbustest.NewBus(c.Halt)
+	d := open(t, c, b, sensorstest.NewInstantClock())
 	if err := d.Halt(); err != nil {
 		t.Fatalf("Halt: %v", err)
 	}
@@ -658,8 +547,8 @@ func haltUnused(t *testing.T, c Case) {
 // haltFails: a Halt that talks to the device reports a dead bus, naming
 // the device and wrapping the bus error; one that does not succeeds.
 func haltFails(t *testing.T, c Case) {
-	fb := &i2cbustest.FailBus{}
-	d := open(t, c, fb, &i2cbustest.Clock{})
+	fb := i2cbustest.NewDeadBus()
+	d := open(t, c, fb, sensorstest.NewInstantClock())
 	err := d.Halt()
 	if len(c.Halt) == 0 {
 		if err != nil {
@@ -684,8 +573,8 @@ func haltFails(t *testing.T, c Case) {
 // halt: after a good reading Halt sends exactly Halt; a second Halt (if
 // promised) sends nothing; a reading after Halt (if promised) works.
 func halt(t *testing.T, c Case) {
-	b := NewBus(c.first())
-	d := open(t, c, b, &i2cbustest.Clock{})
+	b := i2cbustest.NewBus(c.first())
+	d := open(t, c, b, sensorstest.NewInstantClock())
 	if err := sense(t, d, context.Background(), make([]float64, len(c.Want))); err != nil {
 		t.Fatal(err)
 	}
@@ -694,7 +583,7 @@ func halt(t *testing.T, c Case) {
 	if err := d.Halt(); err != nil {
 		t.Fatalf("Halt: %v", err)
 	}
-	if got := b.sent(); got != len(c.Halt) || b.Calls()-calls != len(c.Halt) {
+	if got := b.Sent(); got != len(c.Halt) || b.Calls()-calls != len(c.Halt) {
 		t.Errorf("Halt sent %d transactions (%d as expected), want %d: %v", b.Calls()-calls, got, len(c.Halt), b.Check())
 	}
 	if c.HaltTwice {

@@ -21,6 +21,7 @@ import (
 
 	"periph.io/x/conn/v3/i2c"
 
+	"github.com/edged/edged/drivers/crc8"
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/sensors"
 )
@@ -70,7 +71,7 @@ type Dev struct {
 	dev  i2c.Dev
 	name string
 	cmds [2][1]byte
-	w    *i2cbus.Waiter
+	w    *sensors.Waiter
 	buf  [3]byte
 	q    []sensors.Quantity
 
@@ -90,7 +91,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 		dev:  i2c.Dev{Bus: bus, Addr: opts.Address},
 		name: fmt.Sprintf("htu21d(%s, %#x)", bus, opts.Address),
 		cmds: [2][1]byte{{cmdTemperature}, {cmdHumidity}},
-		w:    i2cbus.NewWaiter(clock),
+		w:    sensors.NewWaiter(clock),
 		q:    opts.Quantities(),
 	}, nil
 }
@@ -136,7 +137,7 @@ func (d *Dev) measure(ctx context.Context, i int, wait time.Duration, what strin
 		return 0, fmt.Errorf("htu21d: %s: read %s: %w", d.name, what, err)
 	}
 	raw := uint16(d.buf[0])<<8 | uint16(d.buf[1])
-	if want := CRC8(d.buf[:2]); d.buf[2] != want {
+	if want := crc8.Checksum(0x00, d.buf[:2]); d.buf[2] != want {
 		d.crcErrors.Add(1)
 		return 0, fmt.Errorf("%w: %s: %s word %#04x has checksum %#02x, want %#02x", ErrCRC, d.name, what, raw, d.buf[2], want)
 	}
@@ -149,25 +150,6 @@ func (d *Dev) measure(ctx context.Context, i int, wait time.Duration, what strin
 func (d *Dev) Halt() error {
 	d.w.Stop()
 	return nil
-}
-
-// CRC8 is the checksum of "CRC Checksum": polynomial x^8 + x^5 + x^4 + 1
-// (0x131), initial value 0x00, no reflection, no final XOR. The
-// datasheet's examples: 0xDC gives 0x79, 0x683A gives 0x7C, 0x4E85 gives
-// 0x6B.
-func CRC8(b []byte) byte {
-	var crc byte
-	for _, x := range b {
-		crc ^= x
-		for range 8 {
-			if crc&0x80 != 0 {
-				crc = crc<<1 ^ 0x31
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
 }
 
 // Temperature converts a raw temperature word to °C ("Temperature

@@ -11,9 +11,11 @@ import (
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/crc8"
 	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // The worked examples of the HTU21D(F) datasheet, "CRC Checksum" and the
@@ -39,24 +41,6 @@ func sequence(addr uint16, t, rh []byte) []i2ctest.IO {
 }
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
-
-func TestCRC8(t *testing.T) {
-	tests := []struct {
-		in   []byte
-		want byte
-	}{
-		{[]byte{0xDC}, 0x79},       // datasheet "CRC Checksum" example
-		{[]byte{0x68, 0x3A}, 0x7C}, // datasheet temperature example
-		{[]byte{0x4E, 0x85}, 0x6B}, // datasheet humidity example
-		{[]byte{0x00, 0x00}, 0x00}, // the initial value is 0x00, unlike the SHT3x's 0xFF
-		{nil, 0x00},
-	}
-	for _, tt := range tests {
-		if got := CRC8(tt.in); got != tt.want {
-			t.Errorf("CRC8(% x) = %#02x, want %#02x", tt.in, got, tt.want)
-		}
-	}
-}
 
 func TestConversion(t *testing.T) {
 	tests := []struct {
@@ -84,7 +68,7 @@ func TestConversion(t *testing.T) {
 
 func TestOptsValidate(t *testing.T) {
 	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
-		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		_, err := New(i2cbustest.NewDeadBus(), nil, o)
 		return err
 	}, []drivertest.OptsRow[Opts]{
 		{Name: "default", Edit: func(*Opts) {}},
@@ -109,7 +93,7 @@ func TestSenseCRCFailure(t *testing.T) {
 	badRH := []byte{0x4F, 0x85, 0x6B} // a flipped data bit, checksum unchanged
 	ops := append([]i2ctest.IO{{Addr: Addr, W: []byte{0xF3}}, {Addr: Addr, R: badT}}, sequence(Addr, tempReply, badRH)...)
 	pb := &i2ctest.Playback{DontPanic: true, Ops: ops}
-	d := newDev(t, pb, &i2cbustest.Clock{})
+	d := newDev(t, pb, sensorstest.NewInstantClock())
 	for i, word := range []string{"temperature", "humidity"} {
 		dst := []float64{math.NaN(), math.NaN()}
 		err := d.Sense(context.Background(), dst)
@@ -139,10 +123,10 @@ func FuzzSense(f *testing.F) {
 			return
 		}
 		pb := &i2ctest.Playback{DontPanic: true, Ops: sequence(Addr, tr, hr)}
-		d := newDev(t, pb, &i2cbustest.Clock{})
+		d := newDev(t, pb, sensorstest.NewInstantClock())
 		dst := make([]float64, 2)
 		err := d.Sense(context.Background(), dst)
-		good := CRC8(tr[:2]) == tr[2] && CRC8(hr[:2]) == hr[2]
+		good := crc8.Checksum(0x00, tr[:2]) == tr[2] && crc8.Checksum(0x00, hr[:2]) == hr[2]
 		if good != (err == nil) {
 			t.Fatalf("replies % x, % x: checksums good %v, Sense error %v", tr, hr, good, err)
 		}

@@ -1,19 +1,17 @@
 // Package i2cbus owns what every I2C driver shares: the bus/address options
 // embedded in each driver's YAML block, opening a host bus by name with an
 // error that tells the user how to enable I2C, the serialised Bus that
-// several devices share, and the clock-driven conversion wait.
+// several devices share. Conversion waits are sensors.Waiter.
 //
 // It must not import package drivers (drivers imports it); the registry
 // shares one Bus per bus name through drivers.Env.Shared.
 package i2cbus
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"sync"
-	"time"
 
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2creg"
@@ -172,45 +170,3 @@ func (b *Bus) Close() error {
 }
 
 var _ i2c.BusCloser = (*Bus)(nil)
-
-// Waiter waits for a device's conversion time on an injected clock. It
-// reuses one timer, so a steady measurement loop does not allocate. Like
-// the sensors it serves, it is not safe for concurrent use.
-type Waiter struct {
-	clock sensors.Clock
-	t     sensors.Timer
-}
-
-// NewWaiter returns a Waiter on c; nil means the system clock.
-func NewWaiter(c sensors.Clock) *Waiter {
-	if c == nil {
-		c = sensors.SystemClock
-	}
-	return &Waiter{clock: c}
-}
-
-// Wait returns after d, or earlier with ctx's error when ctx ends first.
-func (w *Waiter) Wait(ctx context.Context, d time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if w.t == nil {
-		w.t = w.clock.NewTimer(d)
-	} else {
-		w.t.Reset(d)
-	}
-	select {
-	case <-w.t.C():
-		return nil
-	case <-ctx.Done():
-		w.t.Stop()
-		return ctx.Err()
-	}
-}
-
-// Stop releases the timer; the Waiter may be used again afterwards.
-func (w *Waiter) Stop() {
-	if w.t != nil {
-		w.t.Stop()
-	}
-}

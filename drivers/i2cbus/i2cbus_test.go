@@ -1,14 +1,12 @@
 package i2cbus
 
 import (
-	"context"
 	"errors"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2creg"
@@ -181,17 +179,17 @@ func TestBusCloseReportsError(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `bus "1"`) {
 		t.Fatalf("Close = %v, want an error naming the bus", err)
 	}
-	if err := NewBus("2", &i2cbustest.FailBus{}).Close(); err != nil {
+	if err := NewBus("2", i2cbustest.NewDeadBus()).Close(); err != nil {
 		t.Fatalf("Close of a bus that is no closer = %v", err)
 	}
 }
 
 // overlapBus fails when two transactions are inside it at once.
 type overlapBus struct {
-	i2cbustest.FailBus
-	inside  atomic.Int32
-	overlap atomic.Bool
-	n       int // unsynchronised on purpose: the race detector sees a missing lock
+	i2cbustest.Bus // for String and SetSpeed; Tx is its own
+	inside         atomic.Int32
+	overlap        atomic.Bool
+	n              int // unsynchronised on purpose: the race detector sees a missing lock
 }
 
 func (b *overlapBus) Tx(addr uint16, w, r []byte) error {
@@ -231,50 +229,4 @@ func TestBusSerialises(t *testing.T) {
 	if inner.n != 2*200+2*200*2 {
 		t.Fatalf("inner saw %d transactions", inner.n)
 	}
-}
-
-func TestWaiter(t *testing.T) {
-	clk := &i2cbustest.Clock{}
-	w := NewWaiter(clk)
-	ctx := context.Background()
-	for _, d := range []time.Duration{15500 * time.Microsecond, 180 * time.Millisecond} {
-		if err := w.Wait(ctx, d); err != nil {
-			t.Fatal(err)
-		}
-		if _, last, _ := clk.Waits(); last != d {
-			t.Fatalf("waited %v, want %v", last, d)
-		}
-	}
-	if n, _, _ := clk.Waits(); n != 2 {
-		t.Fatalf("%d waits, want 2", n)
-	}
-	allocs := testing.AllocsPerRun(100, func() { _ = w.Wait(ctx, time.Millisecond) })
-	if allocs != 0 {
-		t.Errorf("Wait allocates %v times per call, want 0", allocs)
-	}
-}
-
-func TestWaiterHonoursContext(t *testing.T) {
-	clk := &i2cbustest.Clock{Block: true}
-	w := NewWaiter(clk)
-
-	done, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := w.Wait(done, time.Second); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Wait on an ended context = %v", err)
-	}
-	if n, _, _ := clk.Waits(); n != 0 {
-		t.Fatalf("a timer was started for an ended context")
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); cancel() }()
-	err := w.Wait(ctx, time.Hour) // the blocked clock never fires
-	wg.Wait()
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Wait = %v, want context.Canceled", err)
-	}
-	w.Stop()
 }

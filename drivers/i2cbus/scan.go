@@ -15,7 +15,7 @@ import (
 
 // This file is `edged i2c scan`: probe every address the way i2cdetect's
 // default mode does, and name the devices edged knows at the addresses
-// that answer.
+// that answer (the driver table, drivers.Default, says which).
 
 // State is what a probe found at one address.
 type State uint8
@@ -93,36 +93,10 @@ func Scan(bus i2c.Bus) []Found {
 	return out
 }
 
-// likely maps addresses to the device names edged has drivers for, from
-// each datasheet's address table.
-var likely = map[uint16][]string{
-	0x10: {"veml7700"},
-	0x23: {"bh1750"},
-	0x29: {"tsl2561"},
-	0x38: {"aht20"},
-	0x39: {"tsl2561"},
-	0x40: {"htu21d/si7021", "pca9685"},
-	0x44: {"sht3x", "sht4x"},
-	0x45: {"sht3x", "sht4x"},
-	0x46: {"sht4x"},
-	0x48: {"ads1x15"},
-	0x49: {"ads1x15", "tsl2561"},
-	0x4A: {"ads1x15"},
-	0x4B: {"ads1x15"},
-	0x5C: {"bh1750", "am2320"},
-	0x70: {"pca9685 (all-call address)"},
-	0x76: {"bme280"},
-	0x77: {"bme280"},
-}
-
-// LikelyDevices returns the devices edged knows that can sit at addr, or
-// nil. PCA9685 boards with address jumpers set also appear at 0x41-0x7F.
-func LikelyDevices(addr uint16) []string { return likely[addr] }
-
 // WriteTable prints found as i2cdetect does (rows of 16, "--" for no
 // answer, "UU" for busy, blanks outside 0x03..0x77), then one line per
-// address with the likely devices.
-func WriteTable(w io.Writer, bus string, found []Found) error {
+// address with the devices that known says can sit there.
+func WriteTable(w io.Writer, bus string, found []Found, known func(addr uint16) []string) error {
 	at := map[uint16]State{}
 	for _, f := range found {
 		at[f.Addr] = f.State
@@ -160,7 +134,7 @@ func WriteTable(w io.Writer, bus string, found []Found) error {
 		fmt.Fprintf(&b, "\n%d address(es) in use on bus %s:\n", len(addrs), bus)
 	}
 	for _, a := range addrs {
-		names := strings.Join(LikelyDevices(a), ", ")
+		names := strings.Join(known(a), ", ")
 		if names == "" {
 			names = "unknown to edged"
 		}

@@ -37,6 +37,11 @@ import (
 // Addr is the address with A5..A0 all low (7.1.1: 1 A5 A4 A3 A2 A1 A0).
 const Addr uint16 = 0x40
 
+// AllCallAddr is the LED All Call address (ALLCALLADR's power-on value
+// 0xE0 as an 8-bit address): every PCA9685 answers there while MODE1's
+// ALLCALL bit is set, as it is at power-on. NewChip clears it.
+const AllCallAddr uint16 = 0x70
+
 // Registers (7.3, Table 4).
 const (
 	regMode1    = 0x00
@@ -180,7 +185,7 @@ func NewChip(bus i2c.Bus, clock sensors.Clock, addr uint16, hz float64) (*Chip, 
 			return nil, fmt.Errorf("pca9685: %s: %s: %w", c.name, s.what, err)
 		}
 	}
-	w := i2cbus.NewWaiter(clock)
+	w := sensors.NewWaiter(clock)
 	defer w.Stop()
 	if err := w.Wait(context.Background(), wakeWait); err != nil {
 		return nil, fmt.Errorf("pca9685: %s: waiting for the oscillator: %w", c.name, err)

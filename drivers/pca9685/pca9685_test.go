@@ -4,7 +4,6 @@ import (
 	"errors"
 	"math"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // initOps is the start-up traffic at addr (Table 4 registers):
@@ -128,7 +128,7 @@ func TestChipStartAndChannels(t *testing.T) {
 		fullOn(0x41, 15),                     // Halt: safe on
 	)
 	pb := &i2ctest.Playback{DontPanic: true, Ops: ops}
-	clk := &i2cbustest.Clock{}
+	clk := sensorstest.NewInstantClock()
 	c, err := NewChip(i2cbus.NewBus("1", pb), clk, 0x41, 200)
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +183,7 @@ func TestChipStartAndChannels(t *testing.T) {
 func TestChannelClaims(t *testing.T) {
 	ops := append(initOps(Addr, 121), fullOff(Addr, 0), fullOff(Addr, 1), fullOff(Addr, 0), fullOff(Addr, 0))
 	pb := &i2ctest.Playback{DontPanic: true, Ops: ops}
-	c, err := NewChip(pb, &i2cbustest.Clock{}, Addr, 50)
+	c, err := NewChip(pb, sensorstest.NewInstantClock(), Addr, 50)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,51 +220,35 @@ func TestChannelClaims(t *testing.T) {
 	}
 }
 
-// failNth passes traffic to a Playback but fails transaction n (1-based)
-// as an absent or wedged device would.
-type failNth struct {
-	*i2ctest.Playback
-	mu    sync.Mutex
-	n     int
-	calls int
-}
-
-func (b *failNth) Tx(addr uint16, w, r []byte) error {
-	b.mu.Lock()
-	b.calls++
-	fail := b.calls == b.n
-	b.mu.Unlock()
-	if fail {
-		return i2cbustest.ErrBus
-	}
-	return b.Playback.Tx(addr, w, r)
-}
-
 func TestErrors(t *testing.T) {
 	t.Run("no chip", func(t *testing.T) {
-		_, err := NewChip(i2cbus.NewBus("1", &i2cbustest.FailBus{}), &i2cbustest.Clock{}, Addr, 200)
+		_, err := NewChip(i2cbus.NewBus("1", i2cbustest.NewDeadBus()), sensorstest.NewInstantClock(), Addr, 200)
 		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "pca9685(i2c 1, 0x40): sleep with auto-increment") {
 			t.Fatalf("NewChip = %v", err)
 		}
 	})
 	t.Run("NACK at prescale", func(t *testing.T) {
-		b := &failNth{Playback: &i2ctest.Playback{DontPanic: true, Ops: initOps(Addr, 0x1E)[:3]}, n: 4}
-		_, err := NewChip(b, &i2cbustest.Clock{}, Addr, 200)
+		b := i2cbustest.NewBus(initOps(Addr, 0x1E)[:4])
+		b.Fail = 3 // the prescale write
+		_, err := NewChip(b, sensorstest.NewInstantClock(), Addr, 200)
 		if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "prescale") {
 			t.Fatalf("NewChip = %v", err)
 		}
+		if err := b.Check(); err != nil {
+			t.Error(err)
+		}
 	})
 	t.Run("bad chip options", func(t *testing.T) {
-		if _, err := NewChip(&i2cbustest.FailBus{}, nil, 0x80, 200); err == nil {
+		if _, err := NewChip(i2cbustest.NewDeadBus(), nil, 0x80, 200); err == nil {
 			t.Error("address 0x80 accepted")
 		}
-		if _, err := NewChip(&i2cbustest.FailBus{}, nil, Addr, 5000); err == nil {
+		if _, err := NewChip(i2cbustest.NewDeadBus(), nil, Addr, 5000); err == nil {
 			t.Error("5 kHz accepted")
 		}
 	})
 	t.Run("oscillator wait is on the injected clock", func(t *testing.T) {
 		pb := &i2ctest.Playback{DontPanic: true, Ops: initOps(Addr, 0x1E)}
-		clk := &i2cbustest.Clock{}
+		clk := sensorstest.NewInstantClock()
 		if _, err := NewChip(pb, clk, Addr, 200); err != nil {
 			t.Fatal(err)
 		}
@@ -273,11 +257,13 @@ func TestErrors(t *testing.T) {
 		}
 	})
 	t.Run("failed Set drives the safe state", func(t *testing.T) {
-		// 5 init writes, the open's safe write, then Set fails (call 7)
-		// and the driver writes the safe state (full on) again.
-		ops := append(initOps(Addr, 0x1E), fullOn(Addr, 7), fullOn(Addr, 7))
-		b := &failNth{Playback: &i2ctest.Playback{DontPanic: true, Ops: ops}, n: 7}
-		c, err := NewChip(b, &i2cbustest.Clock{}, Addr, 200)
+		// 5 init writes, the open's safe write, then Set fails (op 6:
+		// 0.3 is round(1228.8) = 0x04CD counts) and the driver writes the
+		// safe state (full on) again.
+		ops := append(initOps(Addr, 0x1E), fullOn(Addr, 7), led(Addr, 7, 0, 0, 0xCD, 0x04), fullOn(Addr, 7))
+		b := i2cbustest.NewBus(ops)
+		b.Fail = 6
+		c, err := NewChip(b, sensorstest.NewInstantClock(), Addr, 200)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -294,13 +280,14 @@ func TestErrors(t *testing.T) {
 		if d.Level() != 1 {
 			t.Errorf("Level() = %v after the safe write, want 1", d.Level())
 		}
-		if err := b.Close(); err != nil {
+		if err := b.Check(); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("failed safe write at open frees the channel", func(t *testing.T) {
-		b := &failNth{Playback: &i2ctest.Playback{DontPanic: true, Ops: append(initOps(Addr, 0x1E), fullOff(Addr, 0))}, n: 6}
-		c, err := NewChip(b, &i2cbustest.Clock{}, Addr, 200)
+		b := i2cbustest.NewBus(initOps(Addr, 0x1E), []i2ctest.IO{fullOff(Addr, 0), fullOff(Addr, 0)})
+		b.Fail = 5 // the first safe write
+		c, err := NewChip(b, sensorstest.NewInstantClock(), Addr, 200)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,7 +297,7 @@ func TestErrors(t *testing.T) {
 		if _, err := c.Channel("x", DefaultOpts()); err != nil {
 			t.Fatalf("Channel after a failed open = %v", err)
 		}
-		if err := b.Close(); err != nil {
+		if err := b.Check(); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -18,6 +18,7 @@ import (
 
 	"periph.io/x/conn/v3/i2c"
 
+	"github.com/edged/edged/drivers/crc8"
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/sensors"
 )
@@ -89,7 +90,7 @@ type Dev struct {
 	name string
 	cmd  [2]byte
 	wait time.Duration
-	w    *i2cbus.Waiter
+	w    *sensors.Waiter
 	buf  [6]byte
 	q    []sensors.Quantity
 
@@ -112,7 +113,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 		name: fmt.Sprintf("sht3x(%s, %#x)", bus, opts.Address),
 		cmd:  [2]byte{0x24, m.lsb},
 		wait: m.wait,
-		w:    i2cbus.NewWaiter(clock),
+		w:    sensors.NewWaiter(clock),
 		q:    opts.Quantities(),
 	}, nil
 }
@@ -159,7 +160,7 @@ func (d *Dev) Sense(ctx context.Context, dst []float64) error {
 // word checks the CRC of one big-endian word followed by its checksum.
 func (d *Dev) word(b []byte, what string) (uint16, error) {
 	w := uint16(b[0])<<8 | uint16(b[1])
-	if want := CRC8(b[:2]); b[2] != want {
+	if want := crc8.Sensirion(b[:2]); b[2] != want {
 		d.crcErrors.Add(1)
 		return 0, fmt.Errorf("%w: %s: %s word %#04x has checksum %#02x, want %#02x", ErrCRC, d.name, what, w, b[2], want)
 	}
@@ -173,24 +174,6 @@ func (d *Dev) word(b []byte, what string) (uint16, error) {
 func (d *Dev) Halt() error {
 	d.w.Stop()
 	return nil
-}
-
-// CRC8 is the SHT3x checksum of datasheet 4.12: polynomial 0x31
-// (x^8 + x^5 + x^4 + 1), initial value 0xFF, no reflection, no final XOR.
-// CRC8([]byte{0xBE, 0xEF}) is 0x92.
-func CRC8(b []byte) byte {
-	crc := byte(0xFF)
-	for _, x := range b {
-		crc ^= x
-		for range 8 {
-			if crc&0x80 != 0 {
-				crc = crc<<1 ^ 0x31
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
 }
 
 // Temperature converts a raw temperature word to °C (datasheet 4.13):

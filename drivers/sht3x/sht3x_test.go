@@ -11,9 +11,11 @@ import (
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/crc8"
 	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // reading25C60 is a measurement of 25.00 °C and 60.00 %RH as the sensor
@@ -23,25 +25,6 @@ import (
 var reading25C60 = []byte{0x66, 0x66, 0x93, 0x99, 0x99, 0xBE}
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
-
-func TestCRC8(t *testing.T) {
-	tests := []struct {
-		in   []byte
-		want byte
-	}{
-		{[]byte{0xBE, 0xEF}, 0x92}, // the datasheet's example, section 4.12, table 20
-		{[]byte{0x66, 0x66}, 0x93},
-		{[]byte{0x99, 0x99}, 0xBE},
-		{[]byte{0x00, 0x00}, 0x81},
-		{[]byte{0xFF, 0xFF}, 0xAC},
-		{nil, 0xFF}, // the initial value
-	}
-	for _, tt := range tests {
-		if got := CRC8(tt.in); got != tt.want {
-			t.Errorf("CRC8(% x) = %#02x, want %#02x", tt.in, got, tt.want)
-		}
-	}
-}
 
 func TestConversion(t *testing.T) {
 	tests := []struct {
@@ -68,7 +51,7 @@ func TestConversion(t *testing.T) {
 
 func TestOptsValidate(t *testing.T) {
 	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
-		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		_, err := New(i2cbustest.NewDeadBus(), nil, o)
 		return err
 	}, []drivertest.OptsRow[Opts]{
 		{Name: "default", Edit: func(*Opts) {}},
@@ -105,7 +88,7 @@ func TestSenseCRCFailure(t *testing.T) {
 		{Addr: Addr, W: []byte{0x24, 0x00}}, {Addr: Addr, R: badT},
 		{Addr: Addr, W: []byte{0x24, 0x00}}, {Addr: Addr, R: badRH},
 	}}
-	d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+	d := newDev(t, pb, sensorstest.NewInstantClock(), nil)
 	for i, word := range []string{"temperature", "humidity"} {
 		dst := []float64{math.NaN(), math.NaN()}
 		err := d.Sense(context.Background(), dst)
@@ -138,10 +121,10 @@ func FuzzSense(f *testing.F) {
 		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
 			{Addr: Addr, W: []byte{0x24, 0x00}}, {Addr: Addr, R: reply},
 		}}
-		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+		d := newDev(t, pb, sensorstest.NewInstantClock(), nil)
 		dst := make([]float64, 2)
 		err := d.Sense(context.Background(), dst)
-		good := CRC8(reply[0:2]) == reply[2] && CRC8(reply[3:5]) == reply[5]
+		good := crc8.Sensirion(reply[0:2]) == reply[2] && crc8.Sensirion(reply[3:5]) == reply[5]
 		if good != (err == nil) {
 			t.Fatalf("reply % x: checksums good %v, Sense error %v", reply, good, err)
 		}

@@ -19,8 +19,8 @@ import (
 
 	"periph.io/x/conn/v3/i2c"
 
+	"github.com/edged/edged/drivers/crc8"
 	"github.com/edged/edged/drivers/i2cbus"
-	"github.com/edged/edged/drivers/sht3x"
 	"github.com/edged/edged/sensors"
 )
 
@@ -103,7 +103,7 @@ type Dev struct {
 	cmd   [1]byte
 	reset [1]byte
 	wait  time.Duration
-	w     *i2cbus.Waiter
+	w     *sensors.Waiter
 	buf   [6]byte
 	q     []sensors.Quantity
 
@@ -127,7 +127,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 		cmd:   [1]byte{m.cmd},
 		reset: [1]byte{cmdSoftReset},
 		wait:  m.wait,
-		w:     i2cbus.NewWaiter(clock),
+		w:     sensors.NewWaiter(clock),
 		q:     opts.Quantities(),
 	}, nil
 }
@@ -176,7 +176,7 @@ func (d *Dev) Sense(ctx context.Context, dst []float64) error {
 // 0x31, initial value 0xFF).
 func (d *Dev) word(b []byte, what string) (uint16, error) {
 	w := uint16(b[0])<<8 | uint16(b[1])
-	if want := sht3x.CRC8(b[:2]); b[2] != want {
+	if want := crc8.Sensirion(b[:2]); b[2] != want {
 		d.crcErrors.Add(1)
 		return 0, fmt.Errorf("%w: %s: %s word %#04x has checksum %#02x, want %#02x", ErrCRC, d.name, what, w, b[2], want)
 	}

@@ -11,10 +11,11 @@ import (
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/edged/edged/drivers/crc8"
 	"github.com/edged/edged/drivers/drivertest"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
-	"github.com/edged/edged/drivers/sht3x"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // reading25C69 is a measurement of 25.00 °C and 69.00 %RH as the sensor
@@ -51,7 +52,7 @@ func TestConversion(t *testing.T) {
 
 func TestOptsValidate(t *testing.T) {
 	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
-		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		_, err := New(i2cbustest.NewDeadBus(), nil, o)
 		return err
 	}, []drivertest.OptsRow[Opts]{
 		{Name: "default", Edit: func(*Opts) {}},
@@ -89,7 +90,7 @@ func TestSenseCRCFailure(t *testing.T) {
 		{Addr: Addr, W: []byte{0xFD}}, {Addr: Addr, R: badT},
 		{Addr: Addr, W: []byte{0xFD}}, {Addr: Addr, R: badRH},
 	}}
-	d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+	d := newDev(t, pb, sensorstest.NewInstantClock(), nil)
 	for i, word := range []string{"temperature", "humidity"} {
 		dst := []float64{math.NaN(), math.NaN()}
 		err := d.Sense(context.Background(), dst)
@@ -122,10 +123,10 @@ func FuzzSense(f *testing.F) {
 		pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
 			{Addr: Addr, W: []byte{0xFD}}, {Addr: Addr, R: reply},
 		}}
-		d := newDev(t, pb, &i2cbustest.Clock{}, nil)
+		d := newDev(t, pb, sensorstest.NewInstantClock(), nil)
 		dst := make([]float64, 2)
 		err := d.Sense(context.Background(), dst)
-		good := sht3x.CRC8(reply[0:2]) == reply[2] && sht3x.CRC8(reply[3:5]) == reply[5]
+		good := crc8.Sensirion(reply[0:2]) == reply[2] && crc8.Sensirion(reply[3:5]) == reply[5]
 		if good != (err == nil) {
 			t.Fatalf("reply % x: checksums good %v, Sense error %v", reply, good, err)
 		}

@@ -33,7 +33,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/sensors"
 )
 
@@ -201,7 +200,7 @@ func (d *Dev) export(ctx context.Context, clock sensors.Clock, chip string, chan
 	if err := d.write(filepath.Join(chip, "export"), strconv.Itoa(channel)); err != nil {
 		return fmt.Errorf("sysfspwm: %s: export: %w", d.name, err)
 	}
-	w := i2cbus.NewWaiter(clock)
+	w := sensors.NewWaiter(clock)
 	defer w.Stop()
 	for range exportPolls {
 		if dirExists(d.dir) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // fakeKernel stands in for the kernel's PWM sysfs core (drivers/pwm/sysfs.c
@@ -134,57 +135,37 @@ func (k *fakeKernel) writes() []string {
 	return out
 }
 
-// clock fires every timer at once and calls onWait with the number of
-// waits so far, so a test can make the kernel create pwmN "later".
-type clock struct {
-	mu     sync.Mutex
-	n      int
-	block  bool
-	onWait func(n int)
+// openAsync opens on a clock the test advances, so it can act between
+// the export polls; the result arrives on the returned channel.
+func openAsync(ctx context.Context, clk sensors.Clock, o Opts, k *fakeKernel) <-chan opened {
+	done := make(chan opened, 1)
+	go func() {
+		d, err := open(ctx, clk, o, k.write)
+		done <- opened{d, err}
+	}()
+	return done
 }
 
-func (c *clock) Now() time.Time { return time.Time{} }
-
-func (c *clock) NewTimer(d time.Duration) sensors.Timer {
-	tm := &timer{c: c, ch: make(chan time.Time, 1)}
-	tm.Reset(d)
-	return tm
+type opened struct {
+	d   *Dev
+	err error
 }
 
-type timer struct {
-	c  *clock
-	ch chan time.Time
-}
-
-func (t *timer) C() <-chan time.Time { return t.ch }
-func (t *timer) Stop() bool {
+// result waits a bounded real time for openAsync's result.
+func result(t *testing.T, done <-chan opened) (*Dev, error) {
+	t.Helper()
 	select {
-	case <-t.ch:
-	default:
+	case r := <-done:
+		return r.d, r.err
+	case <-time.After(realWait):
+		t.Fatal("open still blocked")
+		return nil, nil
 	}
-	return false
 }
 
-func (t *timer) Reset(time.Duration) bool {
-	t.Stop()
-	t.c.mu.Lock()
-	t.c.n++
-	n, f, block := t.c.n, t.c.onWait, t.c.block
-	t.c.mu.Unlock()
-	if f != nil {
-		f(n)
-	}
-	if !block {
-		t.ch <- time.Time{}
-	}
-	return false
-}
-
-func (c *clock) waits() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
-}
+// realWait bounds, in real time, a wait for the code under test to arm
+// a timer or return; it only matters when a bug would hang the test.
+const realWait = 10 * time.Second
 
 func opts(root string) Opts {
 	o := DefaultOpts()
@@ -253,12 +234,19 @@ func TestPeriodNS(t *testing.T) {
 // disable, duty 0, period, the safe duty, enable.
 func TestOpenExportsThenSetsUp(t *testing.T) {
 	root, k := newTree(t)
-	clk := &clock{onWait: func(n int) {
-		if n == 3 && k.exported == 0 {
+	clk := sensorstest.NewClock(time.Time{})
+	done := openAsync(context.Background(), clk, opts(root), k)
+	// udev makes pwm0 during the third poll.
+	for n := 1; n <= 3; n++ {
+		if err := clk.WaitTimers(1, realWait); err != nil {
+			t.Fatalf("poll %d: %v", n, err)
+		}
+		if n == 3 {
 			k.makeChannel(t, 0)
 		}
-	}}
-	d, err := open(context.Background(), clk, opts(root), k.write)
+		clk.Advance(exportPoll)
+	}
+	d, err := result(t, done)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +254,7 @@ func TestOpenExportsThenSetsUp(t *testing.T) {
 	if got := k.writes(); !reflect.DeepEqual(got, want) {
 		t.Errorf("writes\n got %q\nwant %q", got, want)
 	}
-	if n := clk.waits(); n != 3 {
+	if n, _, _ := clk.Waits(); n != 3 {
 		t.Errorf("polled %d times, want 3", n)
 	}
 	if d.String() != "sysfspwm(pwmchip0/pwm0)" || d.Level() != 0 || d.Period() != 1_000_000 || !k.enabled || k.duty != 0 {
@@ -283,7 +271,7 @@ func TestOpenShortensPeriodBelowOldDuty(t *testing.T) {
 	k.makeChannel(t, 1)
 	o := opts(root)
 	o.Channel, o.SafeState = 1, On
-	d, err := open(context.Background(), &clock{}, o, k.write)
+	d, err := open(context.Background(), sensorstest.NewInstantClock(), o, k.write)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +296,7 @@ func TestPolarity(t *testing.T) {
 		k.makeChannel(t, 0)
 		o := opts(root)
 		o.Polarity = Inversed
-		if _, err := open(context.Background(), &clock{}, o, k.write); err != nil {
+		if _, err := open(context.Background(), sensorstest.NewInstantClock(), o, k.write); err != nil {
 			t.Fatal(err)
 		}
 		want := []string{"pwm0/enable=0", "pwm0/duty_cycle=0", "pwm0/polarity=inversed", "pwm0/period=1000000", "pwm0/duty_cycle=0", "pwm0/enable=1"}
@@ -322,7 +310,7 @@ func TestPolarity(t *testing.T) {
 	t.Run("normal is not rewritten", func(t *testing.T) {
 		root, k := newTree(t)
 		k.makeChannel(t, 0)
-		if _, err := open(context.Background(), &clock{}, opts(root), k.write); err != nil {
+		if _, err := open(context.Background(), sensorstest.NewInstantClock(), opts(root), k.write); err != nil {
 			t.Fatal(err)
 		}
 		for _, w := range k.writes() {
@@ -335,12 +323,12 @@ func TestPolarity(t *testing.T) {
 		root, k := newTree(t)
 		k.noPolar = true
 		k.makeChannel(t, 0)
-		if _, err := open(context.Background(), &clock{}, opts(root), k.write); err != nil {
+		if _, err := open(context.Background(), sensorstest.NewInstantClock(), opts(root), k.write); err != nil {
 			t.Fatalf("normal polarity on a chip without the file: %v", err)
 		}
 		o := opts(root)
 		o.Polarity = Inversed
-		_, err := open(context.Background(), &clock{}, o, k.write)
+		_, err := open(context.Background(), sensorstest.NewInstantClock(), o, k.write)
 		if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "polarity inversed") {
 			t.Fatalf("inversed on a chip without the file: %v", err)
 		}
@@ -353,7 +341,7 @@ func TestPolarity(t *testing.T) {
 func TestSetAndLevel(t *testing.T) {
 	root, k := newTree(t)
 	k.makeChannel(t, 0)
-	d, err := open(context.Background(), &clock{}, opts(root), k.write)
+	d, err := open(context.Background(), sensorstest.NewInstantClock(), opts(root), k.write)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +381,7 @@ func TestSetAndLevel(t *testing.T) {
 func TestSetFrequencyOrder(t *testing.T) {
 	root, k := newTree(t)
 	k.makeChannel(t, 0)
-	d, err := open(context.Background(), &clock{}, opts(root), k.write)
+	d, err := open(context.Background(), sensorstest.NewInstantClock(), opts(root), k.write)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +416,7 @@ func TestSafeStateOnHaltAndSafe(t *testing.T) {
 			k.makeChannel(t, 0)
 			o := opts(root)
 			o.SafeState = safe
-			d, err := open(context.Background(), &clock{}, o, k.write)
+			d, err := open(context.Background(), sensorstest.NewInstantClock(), o, k.write)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -471,7 +459,7 @@ func TestSetErrorGoesSafe(t *testing.T) {
 	k.makeChannel(t, 0)
 	o := opts(root)
 	o.SafeState = On
-	d, err := open(context.Background(), &clock{}, o, k.write)
+	d, err := open(context.Background(), sensorstest.NewInstantClock(), o, k.write)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -503,7 +491,7 @@ func TestSetErrorGoesSafe(t *testing.T) {
 func TestOpenErrors(t *testing.T) {
 	t.Run("missing chip names the overlay", func(t *testing.T) {
 		root := t.TempDir()
-		_, err := open(context.Background(), &clock{}, opts(root), (&fakeKernel{}).write)
+		_, err := open(context.Background(), sensorstest.NewInstantClock(), opts(root), (&fakeKernel{}).write)
 		if !errors.Is(err, ErrNoChip) || !strings.Contains(err.Error(), "dtoverlay=pwm,pin=18,func=2") {
 			t.Fatalf("open = %v", err)
 		}
@@ -512,26 +500,26 @@ func TestOpenErrors(t *testing.T) {
 		root, k := newTree(t)
 		o := opts(root)
 		o.Channel = 2
-		_, err := open(context.Background(), &clock{}, o, k.write)
+		_, err := open(context.Background(), sensorstest.NewInstantClock(), o, k.write)
 		if !errors.Is(err, ErrExport) || !strings.Contains(err.Error(), "has 2 channels") || len(k.writes()) != 0 {
 			t.Fatalf("open = %v", err)
 		}
 	})
 	t.Run("export never appears", func(t *testing.T) {
 		root, k := newTree(t)
-		clk := &clock{}
+		clk := sensorstest.NewInstantClock()
 		_, err := open(context.Background(), clk, opts(root), k.write)
 		if !errors.Is(err, ErrExport) {
 			t.Fatalf("open = %v", err)
 		}
-		if n := clk.waits(); n != exportPolls {
+		if n, _, _ := clk.Waits(); n != exportPolls {
 			t.Errorf("polled %d times, want %d", n, exportPolls)
 		}
 	})
 	t.Run("export refused", func(t *testing.T) {
 		root, k := newTree(t)
 		k.fail["export"] = syscall.EBUSY // another process holds the channel
-		_, err := open(context.Background(), &clock{}, opts(root), k.write)
+		_, err := open(context.Background(), sensorstest.NewInstantClock(), opts(root), k.write)
 		if !errors.Is(err, syscall.EBUSY) || !strings.Contains(err.Error(), "export") {
 			t.Fatalf("open = %v", err)
 		}
@@ -539,9 +527,14 @@ func TestOpenErrors(t *testing.T) {
 	t.Run("cancelled while waiting for export", func(t *testing.T) {
 		root, k := newTree(t)
 		ctx, cancel := context.WithCancel(context.Background())
-		clk := &clock{block: true, onWait: func(int) { cancel() }}
-		_, err := open(ctx, clk, opts(root), k.write)
-		if !errors.Is(err, context.Canceled) {
+		defer cancel()
+		clk := sensorstest.NewClock(time.Time{}) // never advanced
+		done := openAsync(ctx, clk, opts(root), k)
+		if err := clk.WaitTimers(1, realWait); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if _, err := result(t, done); !errors.Is(err, context.Canceled) {
 			t.Fatalf("open = %v", err)
 		}
 	})
@@ -549,7 +542,7 @@ func TestOpenErrors(t *testing.T) {
 		root, k := newTree(t)
 		k.makeChannel(t, 0)
 		k.fail["period"] = syscall.EIO
-		_, err := open(context.Background(), &clock{}, opts(root), k.write)
+		_, err := open(context.Background(), sensorstest.NewInstantClock(), opts(root), k.write)
 		if !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), "write period=1000000") {
 			t.Fatalf("open = %v", err)
 		}
@@ -575,7 +568,7 @@ func TestOpenRealFiles(t *testing.T) {
 	k.makeChannel(t, 0)
 	o := opts(root)
 	o.Frequency = 50
-	d, err := Open(context.Background(), &clock{}, o)
+	d, err := Open(context.Background(), sensorstest.NewInstantClock(), o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -157,7 +157,7 @@ type Dev struct {
 	auto bool
 	high bool // 16x now
 
-	w   *i2cbus.Waiter
+	w   *sensors.Waiter
 	on  [2]byte
 	off [2]byte
 	tim [2]byte
@@ -185,7 +185,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 		cs:   opts.Package == PackageCS,
 		auto: opts.Gain == GainAuto,
 		high: opts.Gain != Gain1,
-		w:    i2cbus.NewWaiter(clock),
+		w:    sensors.NewWaiter(clock),
 		on:   [2]byte{cmd | regCtrl, powerUp},
 		off:  [2]byte{cmd | regCtrl, powerDown},
 		q:    opts.Quantities(),

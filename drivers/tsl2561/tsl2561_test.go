@@ -17,6 +17,7 @@ import (
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(1, math.Abs(b)) }
@@ -84,7 +85,7 @@ func TestLux(t *testing.T) {
 
 func TestOptsValidate(t *testing.T) {
 	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
-		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		_, err := New(i2cbustest.NewDeadBus(), nil, o)
 		return err
 	}, []drivertest.OptsRow[Opts]{
 		{Name: "default", Edit: func(*Opts) {}},
@@ -155,8 +156,7 @@ func TestSense(t *testing.T) {
 				Waits:      []time.Duration{tt.wait},
 				// Once powered up, a failed or cancelled Sense powers the
 				// chip down, so the ADC does not go on integrating.
-				Cleanup:     []i2ctest.IO{opPowerDown(a)},
-				CleanupFrom: 1,
+				PowerDown: []i2ctest.IO{opPowerDown(a)},
 				FailSays: []string{"power up", "read control register", fmt.Sprintf("write timing register %#02x", tt.timing),
 					"power down to restart", "power up to restart", "read channel register 0x0c", "read channel register 0x0e", "power down"},
 				// Halt powers the chip down (CONTROL 0x00); Sense powers it
@@ -179,7 +179,7 @@ func TestAutoGain(t *testing.T) {
 	ops = append(ops, opPowerDown(a))
 	ops = append(ops, reading(a, 0x12, 1000, 200)...) // next Sense at 16x
 	pb := &i2ctest.Playback{DontPanic: true, Ops: ops}
-	clk := &i2cbustest.Clock{}
+	clk := sensorstest.NewInstantClock()
 	d, _ := New(pb, clk, DefaultOpts())
 	dst := make([]float64, 1)
 	if err := d.Sense(context.Background(), dst); err != nil || !near(dst[0], 38.21793767212585) {
@@ -224,7 +224,7 @@ func TestSaturated(t *testing.T) {
 			o := DefaultOpts()
 			tt.edit(&o)
 			pb := &i2ctest.Playback{DontPanic: true, Ops: tt.ops}
-			clk := &i2cbustest.Clock{}
+			clk := sensorstest.NewInstantClock()
 			d, _ := New(pb, clk, o)
 			dst := []float64{-1}
 			err := d.Sense(context.Background(), dst)
@@ -243,7 +243,7 @@ func TestSaturated(t *testing.T) {
 	o := DefaultOpts()
 	o.Gain, o.IntegrationTime = Gain16, 13700*time.Microsecond
 	pb := &i2ctest.Playback{DontPanic: true, Ops: reading(AddrFloat, 0x10, 5046, 1000)}
-	d, _ := New(pb, &i2cbustest.Clock{}, o)
+	d, _ := New(pb, sensorstest.NewInstantClock(), o)
 	if err := d.Sense(context.Background(), make([]float64, 1)); err != nil {
 		t.Fatalf("5046 counts at 13.7 ms: %v", err)
 	}
@@ -264,7 +264,7 @@ func FuzzOptsValidate(f *testing.F) {
 			}
 			return
 		}
-		d, err := New(&i2cbustest.FailBus{}, nil, o)
+		d, err := New(i2cbustest.NewDeadBus(), nil, o)
 		if err != nil {
 			t.Fatalf("New rejected valid opts %+v: %v", o, err)
 		}
@@ -279,7 +279,7 @@ func TestNotTSL2561(t *testing.T) {
 	o := DefaultOpts()
 	o.Gain = Gain16
 	pb := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{opPowerUp(a), opReadCtrl(a, 0x50), opPowerDown(a)}}
-	d, _ := New(pb, &i2cbustest.Clock{}, o)
+	d, _ := New(pb, sensorstest.NewInstantClock(), o)
 	dst := []float64{-1}
 	if err := d.Sense(context.Background(), dst); !errors.Is(err, ErrNotTSL2561) || dst[0] != -1 {
 		t.Fatalf("Sense = %v, %v; want ErrNotTSL2561 and dst untouched", dst[0], err)
@@ -294,9 +294,9 @@ func TestNotTSL2561(t *testing.T) {
 // but had already written the lux value into dst.
 func TestFailedPowerDownWritesNothing(t *testing.T) {
 	ops := reading(AddrFloat, 0x12, 1000, 200)
-	b := drivertest.NewBus(ops)
+	b := i2cbustest.NewBus(ops)
 	b.Fail = len(ops) - 1
-	d, _ := New(b, &i2cbustest.Clock{}, DefaultOpts())
+	d, _ := New(b, sensorstest.NewInstantClock(), DefaultOpts())
 	dst := []float64{-1}
 	err := d.Sense(context.Background(), dst)
 	if !errors.Is(err, i2cbustest.ErrBus) || !strings.Contains(err.Error(), "power down") {
@@ -308,9 +308,9 @@ func TestFailedPowerDownWritesNothing(t *testing.T) {
 }
 
 func BenchmarkSense(b *testing.B) {
-	bus := drivertest.NewBus(reading(AddrFloat, 0x12, 1000, 200))
+	bus := i2cbustest.NewBus(reading(AddrFloat, 0x12, 1000, 200))
 	bus.Loop = true
-	d, _ := New(i2cbus.NewBus("1", bus), &i2cbustest.Clock{}, DefaultOpts())
+	d, _ := New(i2cbus.NewBus("1", bus), sensorstest.NewInstantClock(), DefaultOpts())
 	dst := make([]float64, 1)
 	b.ReportAllocs()
 	for b.Loop() {

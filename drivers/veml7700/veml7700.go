@@ -180,7 +180,7 @@ type Dev struct {
 	rung    int  // ladder index when auto
 	running bool // the chip was programmed with conf() and is integrating
 
-	w    *i2cbus.Waiter
+	w    *sensors.Waiter
 	wbuf [3]byte
 	reg  [1]byte
 	rbuf [2]byte
@@ -206,7 +206,7 @@ func New(bus i2c.Bus, clock sensors.Clock, opts Opts) (*Dev, error) {
 		correct: opts.Correction,
 		fixed:   setting{opts.Gain, opts.IntegrationTime},
 		rung:    ladderStart,
-		w:       i2cbus.NewWaiter(clock),
+		w:       sensors.NewWaiter(clock),
 		q:       opts.Quantities(),
 	}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/edged/edged/drivers/i2cbus"
 	"github.com/edged/edged/drivers/i2cbus/i2cbustest"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(1, math.Abs(b)) }
@@ -116,7 +117,7 @@ func TestCorrectWorkedExample(t *testing.T) {
 
 func TestOptsValidate(t *testing.T) {
 	drivertest.RunOpts(t, DefaultOpts, (*Opts).Validate, func(o Opts) error {
-		_, err := New(&i2cbustest.FailBus{}, nil, o)
+		_, err := New(i2cbustest.NewDeadBus(), nil, o)
 		return err
 	}, []drivertest.OptsRow[Opts]{
 		{Name: "default", Edit: func(*Opts) {}},
@@ -178,7 +179,7 @@ func TestAutoRange(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pb := &i2ctest.Playback{DontPanic: true, Ops: tt.ops}
-			clk := &i2cbustest.Clock{}
+			clk := sensorstest.NewInstantClock()
 			d, _ := New(pb, clk, DefaultOpts())
 			dst := []float64{math.NaN()}
 			if err := d.Sense(context.Background(), dst); err != nil || !near(dst[0], tt.want) {
@@ -208,7 +209,7 @@ func TestAutoRangeContinues(t *testing.T) {
 		configure(conf2x200), []i2ctest.IO{rd(0x04, 500)},
 		[]i2ctest.IO{rd(0x00, conf2x200), rd(0x04, 400)}, // steady: no reconfiguration
 	)}
-	d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
+	d, _ := New(pb, sensorstest.NewInstantClock(), DefaultOpts())
 	dst := make([]float64, 1)
 	for i, want := range []float64{0, 500 * 0.0168, 400 * 0.0168} {
 		if err := d.Sense(context.Background(), dst); err != nil || !near(dst[0], want) {
@@ -225,7 +226,7 @@ func TestSaturated(t *testing.T) {
 		pb := &i2ctest.Playback{DontPanic: true, Ops: join(configure(confEighth25), []i2ctest.IO{rd(0x04, 0xFFFF)})}
 		o := DefaultOpts()
 		o.Gain, o.IntegrationTime = GainEighth, 25*time.Millisecond
-		d, _ := New(pb, &i2cbustest.Clock{}, o)
+		d, _ := New(pb, sensorstest.NewInstantClock(), o)
 		dst := []float64{-1}
 		if err := d.Sense(context.Background(), dst); !errors.Is(err, ErrSaturated) || dst[0] != -1 {
 			t.Fatalf("Sense = %v, %v", dst[0], err)
@@ -240,7 +241,7 @@ func TestSaturated(t *testing.T) {
 			configure(confEighth50), []i2ctest.IO{rd(0x04, 0xFFFF)},
 			configure(confEighth25), []i2ctest.IO{rd(0x04, 0xFFFF)},
 		)}
-		d, _ := New(pb, &i2cbustest.Clock{}, DefaultOpts())
+		d, _ := New(pb, sensorstest.NewInstantClock(), DefaultOpts())
 		if err := d.Sense(context.Background(), make([]float64, 1)); !errors.Is(err, ErrSaturated) {
 			t.Fatalf("Sense = %v", err)
 		}
@@ -260,7 +261,7 @@ func TestBrownOut(t *testing.T) {
 		[]i2ctest.IO{rd(0x00, 0x0001)}, // reset: gain 1, shut down
 		configure(confEighth100), []i2ctest.IO{rd(0x04, 1000)},
 	)}
-	clk := &i2cbustest.Clock{}
+	clk := sensorstest.NewInstantClock()
 	d, _ := New(pb, clk, o)
 	dst := make([]float64, 1)
 	for range 2 {
@@ -292,7 +293,7 @@ func TestSenseDoesNotAllocate(t *testing.T) {
 		), func(d *Dev) { d.running, d.rung = false, ladderStart }},
 	} {
 		pb := &i2ctest.Playback{DontPanic: true}
-		d, _ := New(i2cbus.NewBus("1", pb), &i2cbustest.Clock{}, DefaultOpts())
+		d, _ := New(i2cbus.NewBus("1", pb), sensorstest.NewInstantClock(), DefaultOpts())
 		dst := make([]float64, 1)
 		allocs := testing.AllocsPerRun(50, func() {
 			pb.Ops, pb.Count = tc.ops, 0
@@ -322,7 +323,7 @@ func FuzzOptsValidate(f *testing.F) {
 			}
 			return
 		}
-		d, err := New(&i2cbustest.FailBus{}, nil, o)
+		d, err := New(i2cbustest.NewDeadBus(), nil, o)
 		if err != nil {
 			t.Fatalf("New rejected valid opts %+v: %v", o, err)
 		}
@@ -337,9 +338,9 @@ func FuzzOptsValidate(f *testing.F) {
 }
 
 func BenchmarkSenseSteady(b *testing.B) {
-	bus := drivertest.NewBus([]i2ctest.IO{rd(0x00, confEighth100), rd(0x04, 1000)})
+	bus := i2cbustest.NewBus([]i2ctest.IO{rd(0x00, confEighth100), rd(0x04, 1000)})
 	bus.Loop = true
-	d, _ := New(i2cbus.NewBus("1", bus), &i2cbustest.Clock{}, DefaultOpts())
+	d, _ := New(i2cbus.NewBus("1", bus), sensorstest.NewInstantClock(), DefaultOpts())
 	d.running = true
 	dst := make([]float64, 1)
 	b.ReportAllocs()

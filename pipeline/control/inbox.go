@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -98,9 +97,7 @@ func NewInbox(loops map[string]*Loop, clock sensors.Clock, log *slog.Logger) *In
 	if clock == nil {
 		clock = sensors.SystemClock
 	}
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	log = sensors.LogOrDiscard(log)
 	in := &Inbox{
 		loops:   loops,
 		clock:   clock,

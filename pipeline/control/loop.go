@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"path/filepath"
@@ -155,9 +154,7 @@ func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, pr
 	if clock == nil {
 		clock = sensors.SystemClock
 	}
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	log = sensors.LogOrDiscard(log)
 	sensor, q, _ := opts.InputRef() // checked by Validate
 	c, sw, err := newRegulator(opts, out)
 	if err != nil {

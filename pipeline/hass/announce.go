@@ -61,9 +61,7 @@ type Announcer struct {
 // New returns an announcer for g. The state file lives in stateDir.
 // Nothing is published before Run.
 func New(o Opts, g Gateway, pub Publisher, stateDir string, clock sensors.Clock, log *slog.Logger) (*Announcer, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log = sensors.LogOrDiscard(log)
 	a := &Announcer{
 		opts:  o,
 		pub:   pub,

@@ -1,5 +1,6 @@
-// Package sensorstest holds test doubles for package sensors: a fake Clock
-// that only moves when a test advances it, and a scripted fake Sensor.
+// Package sensorstest holds test doubles for package sensors: the one fake
+// Clock of the tree (time moves when a test advances it, or, for driver
+// tests, at once to each timer's deadline), and a scripted fake Sensor.
 //
 // It exists so that tests of the Poller, of drivers and of pipeline code
 // never sleep. It is imported by tests only; production code must not use
@@ -17,7 +18,14 @@ import (
 )
 
 // Clock is a fake sensors.Clock. Time stands still until Advance moves it;
-// timers fire only inside Advance (or at once when armed with d <= 0).
+// timers fire only inside Advance (or at once when armed with d <= 0). An
+// instant clock (NewInstantClock) instead fires every timer as it is
+// armed, moving the time forward by its duration, so a driver's
+// conversion waits end at once; a driver test that needs a wait that never
+// ends uses a clock from NewClock and never advances it.
+//
+// Every clock counts the durations its timers are armed with (Waits, and
+// the full list once RecordWaits is called).
 //
 // All methods are safe for concurrent use. Advance holds the clock's lock
 // for its whole run, so goroutines woken by a timer see Now already at the
@@ -25,15 +33,55 @@ import (
 type Clock struct {
 	mu      sync.Mutex
 	now     time.Time
+	instant bool
 	armed   []*Timer      // pending timers, unordered
 	seq     uint64        // arm order, breaks ties between equal deadlines
 	changed chan struct{} // made by a waiter, closed when armed changes
+
+	waits       int // timers armed by NewTimer or Reset
+	last, total time.Duration
+	recording   bool
+	record      []time.Duration
 }
 
 var _ sensors.Clock = (*Clock)(nil)
 
 // NewClock returns a fake clock that reads t0.
 func NewClock(t0 time.Time) *Clock { return &Clock{now: t0} }
+
+// NewInstantClock returns a fake clock whose timers fire as soon as they
+// are armed, the clock jumping to their deadline. It starts at midnight
+// UTC on 1 January 2026.
+func NewInstantClock() *Clock {
+	return &Clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), instant: true}
+}
+
+// Waits returns the number of timers armed (by NewTimer or Reset), the
+// last duration and the sum of all durations. Counting allocates nothing,
+// so benchmarks and allocation tests can use any clock.
+func (c *Clock) Waits() (n int, last, total time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waits, c.last, c.total
+}
+
+// RecordWaits makes the clock keep every duration a timer is armed with
+// from now on, for TakeWaits. Recording allocates.
+func (c *Clock) RecordWaits() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recording = true
+}
+
+// TakeWaits returns the durations recorded since RecordWaits or the last
+// TakeWaits, in order, and starts a new list.
+func (c *Clock) TakeWaits() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.record
+	c.record = nil
+	return r
+}
 
 // Now returns the fake time.
 func (c *Clock) Now() time.Time {
@@ -47,8 +95,18 @@ func (c *Clock) NewTimer(d time.Duration) sensors.Timer {
 	t := &Timer{c: c, ch: make(chan time.Time, 1), idx: -1}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.countLocked(d)
 	c.armLocked(t, d)
 	return t
+}
+
+func (c *Clock) countLocked(d time.Duration) {
+	c.waits++
+	c.last = d
+	c.total += d
+	if c.recording {
+		c.record = append(c.record, d)
+	}
 }
 
 // Advance moves the clock forward by d, firing every timer that falls due
@@ -184,9 +242,13 @@ func (c *Clock) earliestLocked() *Timer {
 }
 
 // armLocked arms t to fire after d; d <= 0 fires it at once, as a real
-// timer would fire without delay.
+// timer would fire without delay. An instant clock moves to the deadline
+// and fires at once.
 func (c *Clock) armLocked(t *Timer, d time.Duration) {
-	if d <= 0 {
+	if c.instant && d > 0 {
+		c.now = c.now.Add(d)
+	}
+	if d <= 0 || c.instant {
 		t.fire(c.now)
 		return
 	}
@@ -243,6 +305,7 @@ func (t *Timer) Reset(d time.Duration) bool {
 	t.c.mu.Lock()
 	defer t.c.mu.Unlock()
 	was := t.stopLocked()
+	t.c.countLocked(d)
 	t.c.armLocked(t, d)
 	return was
 }

@@ -303,3 +303,42 @@ func TestSensorOverlaps(t *testing.T) {
 		t.Fatalf("Overlaps = %d, want 1", s.Overlaps())
 	}
 }
+
+// TestInstantClock: an instant clock fires each timer as it is armed and
+// moves to its deadline; every clock counts and, once asked, records the
+// durations armed, by NewTimer and by Reset alike.
+func TestInstantClock(t *testing.T) {
+	c := NewInstantClock()
+	start := c.Now()
+	tm := c.NewTimer(2 * time.Second)
+	if v, ok := recv(t, tm); !ok || !v.Equal(start.Add(2*time.Second)) || !c.Now().Equal(v) {
+		t.Fatalf("NewTimer(2s): fired %v at %v, now %v", ok, v, c.Now())
+	}
+	c.RecordWaits()
+	tm.Reset(3 * time.Millisecond)
+	if v, ok := recv(t, tm); !ok || !v.Equal(start.Add(2*time.Second+3*time.Millisecond)) {
+		t.Fatalf("Reset(3ms): fired %v at %v", ok, v)
+	}
+	tm.Reset(time.Millisecond)
+	if tm.Stop() != true {
+		t.Error("Stop of a fired, unreceived timer = false, want true (as time.Timer)")
+	}
+	if _, ok := recv(t, tm); ok {
+		t.Error("a value was left in C after Stop")
+	}
+	if n, last, total := c.Waits(); n != 3 || last != time.Millisecond || total != 2*time.Second+4*time.Millisecond {
+		t.Errorf("Waits = %d, %v, %v; want 3, 1ms, 2.004s", n, last, total)
+	}
+	if got := c.TakeWaits(); len(got) != 2 || got[0] != 3*time.Millisecond || got[1] != time.Millisecond {
+		t.Errorf("TakeWaits = %v, want [3ms 1ms]", got)
+	}
+	if got := c.TakeWaits(); got != nil {
+		t.Errorf("second TakeWaits = %v, want nothing new", got)
+	}
+
+	m := NewClock(t0)
+	m.NewTimer(time.Second)
+	if n, last, _ := m.Waits(); n != 1 || last != time.Second || m.Pending() != 1 {
+		t.Errorf("manual clock: Waits %d, %v; pending %d", n, last, m.Pending())
+	}
+}

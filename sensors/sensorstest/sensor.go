@@ -150,13 +150,6 @@ func (s *Sensor) Calls() int {
 	return s.calls
 }
 
-// Remaining returns the number of unplayed script entries.
-func (s *Sensor) Remaining() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.script)
-}
-
 // Overlaps returns how many Sense calls started while another was still
 // running, which the sensors.Sensor contract forbids.
 func (s *Sensor) Overlaps() int { return int(s.overlaps.Load()) }

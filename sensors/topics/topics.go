@@ -1,8 +1,7 @@
 // Package topics owns the gateway's MQTT topic tree: every topic edged
 // publishes, subscribes to or recognises under its prefix P is built or
 // parsed here, so LAN apps, the access rules and the cloud rules all see
-// the same names. The tree (DESIGN.md section 3, README "Topics and
-// payloads"):
+// the same names. The tree (README "Topics and payloads"):
 //
 //	P/status                            retained "online" or "offline"
 //	P/sensor/<sensor id>/<quantity>     retained reading JSON

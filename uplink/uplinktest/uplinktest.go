@@ -238,6 +238,29 @@ func (m *Mosquitto) Stop() {
 	}
 }
 
+// Pid returns the process id of the running mosquitto (0 before Start).
+func (m *Mosquitto) Pid() int {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
+// Kill ends the process with SIGKILL, as a crash or a power cut would
+// (no persistence save), and waits for it; Start starts it again.
+func (m *Mosquitto) Kill() {
+	if m.cmd == nil {
+		return
+	}
+	select {
+	case <-m.done:
+		return
+	default:
+	}
+	_ = m.cmd.Process.Kill() // by PID: the process Start started
+	<-m.done
+}
+
 // FreeAddr returns a loopback address that was free a moment ago. Another
 // process may take it before the caller binds it: a caller that starts a
 // process on it should retry on "address already in use", as

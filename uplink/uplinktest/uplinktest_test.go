@@ -2,12 +2,17 @@ package uplinktest
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/eclipse/paho.golang/paho"
 )
 
 // TestMain lets the test binary stand in for mosquitto: run with
@@ -120,5 +125,64 @@ func TestStartRetriesATakenPortIntegration(t *testing.T) {
 		if a == taken.Addr().String() {
 			t.Errorf("listener on the taken address %s", a)
 		}
+	}
+}
+
+// TestKillIsACrashIntegration: Kill must end mosquitto as kill -9 does,
+// without the persistence save a SIGTERM makes, because the bench-uplink
+// crash scenario counts what that loses; Start then serves again.
+func TestKillIsACrashIntegration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: skipped under -short")
+	}
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if os.Getenv("EDGED_REQUIRE_MOSQUITTO") != "" {
+			t.Fatal("mosquitto not found but EDGED_REQUIRE_MOSQUITTO is set: apt-get install mosquitto")
+		}
+		t.Skip("mosquitto not installed (set EDGED_REQUIRE_MOSQUITTO=1 to make this a failure)")
+	}
+	dir := t.TempDir()
+	// user root: run as root, mosquitto would switch to its own user,
+	// which cannot write into the test's directory.
+	mq, err := StartMosquitto(bin, dir, "user root\npersistence true\npersistence_location "+dir+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mq.Stop()
+	retain := func() {
+		t.Helper()
+		p, err := Connect(mq.Addr, "retainer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		if _, err := p.c.Publish(context.Background(), &paho.Publish{Topic: "kept", Payload: []byte("1"), QoS: 1, Retain: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	retain() // something to save
+	pid := mq.Pid()
+	if pid == 0 {
+		t.Fatal("Pid is 0 for a running mosquitto")
+	}
+	mq.Kill()
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Errorf("process %d still there after Kill", pid)
+	}
+	db := filepath.Join(dir, "mosquitto.db")
+	if _, err := os.Stat(db); err == nil {
+		t.Errorf("Kill let mosquitto save %s: it was a clean stop, not a crash", db)
+	}
+	if err := mq.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if mq.Pid() == pid || mq.Pid() == 0 {
+		t.Errorf("Pid after a restart: %d (was %d)", mq.Pid(), pid)
+	}
+	retain()
+	mq.Stop()
+	if _, err := os.Stat(db); err != nil {
+		t.Errorf("a clean Stop saved nothing (the test cannot tell a crash from a stop): %v", err)
 	}
 }

@@ -34,25 +34,20 @@ func benchDir(b *testing.B) string {
 //	WAL_BENCH_DIR=/dev/shm/walbench go test -run XXX -bench Append ./uplink/wal
 func BenchmarkAppend(b *testing.B) {
 	type mode struct {
-		name   string
-		sync   SyncMode
-		window time.Duration
+		name string
+		sync SyncMode
 	}
 	modes := []mode{
-		{"always", SyncAlways, 0},
-		{"always-window2ms", SyncAlways, 2 * time.Millisecond},
-		{"interval", SyncInterval, 0},
-		{"none", SyncNone, 0},
+		{"always", SyncAlways},
+		{"interval", SyncInterval},
+		{"none", SyncNone},
 	}
 	for _, m := range modes {
 		for _, producers := range []int{1, 8, 64} {
 			for _, size := range []int{64, 1024} {
-				if m.window > 0 && producers == 1 {
-					continue // a window only delays a lone producer
-				}
 				name := fmt.Sprintf("%s/p%d/%dB", m.name, producers, size)
 				b.Run(name, func(b *testing.B) {
-					l, err := Open(benchDir(b), Opts{Sync: m.sync, CommitWindow: m.window})
+					l, err := Open(benchDir(b), Opts{Sync: m.sync})
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -128,5 +123,55 @@ func BenchmarkAckBacklog(b *testing.B) {
 		b.ReportMetric(float64(st.BytesWritten-before.BytesWritten), "rewritten-bytes")
 		b.ReportMetric(float64(st.DiskBytes), "disk-bytes-after")
 		b.ReportMetric(float64(records)/b.Elapsed().Seconds()*float64(b.N), "acked-msgs/s")
+	}
+}
+
+// BenchmarkAppendToRead is the latency from Append to the forwarder's
+// Read, one record at a time (the forwarder blocks in Read, as it does
+// while the backlog is empty): ns/op is the round trip.
+//
+//	go test -run XXX -bench AppendToRead ./uplink/wal
+func BenchmarkAppendToRead(b *testing.B) {
+	for _, mode := range []SyncMode{SyncAlways, SyncInterval, SyncNone} {
+		b.Run(mode.String(), func(b *testing.B) {
+			l, err := Open(benchDir(b), Opts{Sync: mode})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			body := make([]byte, 100)
+			got := make(chan uint64)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				var after uint64
+				var dst []Record
+				for {
+					recs, err := l.Read(ctx, after, 1, dst)
+					if err != nil {
+						close(got)
+						return
+					}
+					after = recs[0].Seq
+					l.Ack(after)
+					got <- after
+					dst = recs
+				}
+			}()
+			b.ResetTimer()
+			for range b.N {
+				s, err := l.Append(body)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if r := <-got; r != s {
+					b.Fatalf("read seq %d, appended %d", r, s)
+				}
+			}
+			b.StopTimer()
+			cancel()
+			for range got {
+			}
+		})
 	}
 }

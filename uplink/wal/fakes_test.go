@@ -137,6 +137,22 @@ func (m *memFS) put(name string, data []byte) {
 	m.files[name], m.durable[name] = in, in
 }
 
+// clone returns an independent copy of a durable image (one that
+// crashImage made: every file synced).
+func (m *memFS) clone() *memFS {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := newMemFS(m.rng.Uint64())
+	for n, in := range m.files {
+		cp := &inode{data: append([]byte(nil), in.data...), synced: append([]byte(nil), in.synced...)}
+		c.files[n] = cp
+		if m.durable[n] == in {
+			c.durable[n] = cp
+		}
+	}
+	return c
+}
+
 func (m *memFS) get(name string) ([]byte, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -363,6 +379,22 @@ func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
 func (f *memFile) Write(p []byte) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
+	if f.flag&os.O_APPEND != 0 {
+		f.pos = int64(len(f.in.data))
+	}
+	n, err := f.writeAt(p, f.pos)
+	f.pos += int64(n)
+	return n, err
+}
+
+func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	return f.writeAt(p, off)
+}
+
+// writeAt writes p at off. Call with fs.mu held.
+func (f *memFile) writeAt(p []byte, off int64) (int, error) {
 	if err := f.check(); err != nil {
 		return 0, err
 	}
@@ -374,17 +406,13 @@ func (f *memFile) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	if f.flag&os.O_APPEND != 0 {
-		f.pos = int64(len(f.in.data))
-	}
-	end := f.pos + int64(len(p))
+	end := off + int64(len(p))
 	if end > int64(len(f.in.data)) {
 		nd := make([]byte, end)
 		copy(nd, f.in.data)
 		f.in.data = nd
 	}
-	copy(f.in.data[f.pos:], p)
-	f.pos = end
+	copy(f.in.data[off:], p)
 	return len(p), nil
 }
 

@@ -50,6 +50,22 @@ const (
 	markerLive  = "ack.live"
 	markerSize  = 28
 	markerMagic = "edgedACK"
+	// leaseName holds the lease: the highest seq the log may show to a
+	// reader before the record is fsynced. It is written atomically
+	// (temp file, fsync, rename, directory fsync) before any such seq is
+	// shown, and recovery never issues a seq at or below it again, so a
+	// seq the cloud may have received is never reused after a power cut.
+	leaseName  = "lease"
+	leaseTmp   = "lease.tmp"
+	leaseMagic = "edgedSEQ"
+	// leaseBlock is how far ahead of the newest record a lease reaches:
+	// one lease write per leaseBlock/2 records at most, and a crash
+	// leaves a seq gap of at most this many.
+	leaseBlock = 1 << 16
+	// leaseUnknownSkip is how many seqs recovery skips when the lease
+	// file exists but cannot be read: more than a segment of the largest
+	// allowed size can hold (256 MiB / 16-byte frames), plus a lease block.
+	leaseUnknownSkip = 1 << 32
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -109,12 +125,16 @@ func frameCRC(hdr, body []byte) uint32 {
 	return c ^ crcMask
 }
 
+// appendFrame builds the header in dst itself: a local array would move
+// to the heap (the CRC's assembly keeps its argument), one allocation per
+// record.
 func appendFrame(dst, body []byte, unixNano int64) []byte {
-	var h [frameHeaderSize]byte
+	n := len(dst)
+	dst = append(dst, make([]byte, frameHeaderSize)...)
+	h := dst[n:]
 	binary.LittleEndian.PutUint32(h[0:], uint32(len(body)))
 	binary.LittleEndian.PutUint64(h[8:], uint64(unixNano))
-	binary.LittleEndian.PutUint32(h[4:], frameCRC(h[:], body))
-	dst = append(dst, h[:]...)
+	binary.LittleEndian.PutUint32(h[4:], frameCRC(h, body))
 	return append(dst, body...)
 }
 
@@ -159,21 +179,35 @@ func decodeFrame(b []byte) (body []byte, unixNano int64, size int, err error) {
 	return body, t, frameHeaderSize + n, nil
 }
 
-// The ack marker: magic "edgedACK" | epoch u64 | acked seq u64 | crc32c u32.
-func encodeMarker(epoch, acked uint64) []byte {
+// The ack marker and the lease are both a stamp: magic ("edgedACK",
+// "edgedSEQ") | epoch u64 | seq u64 | crc32c u32.
+func encodeMarker(epoch, acked uint64) []byte { return encodeStamp(markerMagic, epoch, acked) }
+
+func decodeMarker(b []byte) (epoch, acked uint64, err error) { return decodeStamp(markerMagic, b) }
+
+func encodeLease(epoch, leased uint64) []byte { return encodeStamp(leaseMagic, epoch, leased) }
+
+func decodeLease(b []byte) (epoch, leased uint64, err error) { return decodeStamp(leaseMagic, b) }
+
+func encodeStamp(magic string, epoch, seq uint64) []byte {
 	b := make([]byte, markerSize)
-	copy(b, markerMagic)
-	binary.LittleEndian.PutUint64(b[8:], epoch)
-	binary.LittleEndian.PutUint64(b[16:], acked)
-	binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
+	putStamp(b, magic, epoch, seq)
 	return b
 }
 
-func decodeMarker(b []byte) (epoch, acked uint64, err error) {
+// putStamp encodes a stamp into b[:markerSize].
+func putStamp(b []byte, magic string, epoch, seq uint64) {
+	copy(b, magic)
+	binary.LittleEndian.PutUint64(b[8:], epoch)
+	binary.LittleEndian.PutUint64(b[16:], seq)
+	binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
+}
+
+func decodeStamp(magic string, b []byte) (epoch, seq uint64, err error) {
 	if len(b) != markerSize {
 		return 0, 0, errShort
 	}
-	if string(b[:8]) != markerMagic {
+	if string(b[:8]) != magic {
 		return 0, 0, errMagic
 	}
 	if crc32.Checksum(b[:24], castagnoli) != binary.LittleEndian.Uint32(b[24:]) {

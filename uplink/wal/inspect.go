@@ -1,9 +1,7 @@
 package wal
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -29,26 +27,29 @@ type Inspection struct {
 	Skipped int
 }
 
-// Inspect reads dir without the lock and without writing anything, so it
-// works beside a running daemon: it sees whatever complete records the
-// kernel has, which may be newer than what the daemon has synced. It scans
-// every segment once.
-func Inspect(dir string) (Inspection, error) {
+// Inspect reads dir on fsys (nil: OSFS) without the lock and without
+// writing anything, so it works beside a running daemon: it sees whatever
+// complete records the kernel has, which may be newer than what the daemon
+// has synced. It scans every segment once.
+func Inspect(fsys FS, dir string) (Inspection, error) {
+	if fsys == nil {
+		fsys = OSFS
+	}
 	var in Inspection
-	ents, err := os.ReadDir(dir)
+	ents, err := fsys.ReadDir(dir)
 	if err != nil {
 		return in, fmt.Errorf("wal: read buffer directory: %w", err)
 	}
 	var names []string
-	for _, e := range ents {
-		if _, ok := parseSegName(e.Name()); ok {
-			names = append(names, e.Name())
+	for _, n := range ents {
+		if _, ok := parseSegName(n); ok {
+			names = append(names, n)
 		}
 	}
 	sort.Strings(names)
 	markers := map[uint64]uint64{} // epoch -> acked, the newer of both markers
 	for _, m := range []string{markerName, markerLive} {
-		b, err := os.ReadFile(filepath.Join(dir, m))
+		b, err := readStamp(fsys, filepath.Join(dir, m))
 		if err != nil {
 			continue
 		}
@@ -56,27 +57,21 @@ func Inspect(dir string) (Inspection, error) {
 			markers[e] = a
 		}
 	}
-	fh := [frameHeaderSize]byte{}
+	var fr frameReader
 	var body []byte
 	first := true
 	for _, name := range names {
-		f, err := os.Open(filepath.Join(dir, name))
+		f, err := fsys.OpenFile(filepath.Join(dir, name), os.O_RDONLY, 0)
 		if err != nil {
 			in.Skipped++
 			continue
 		}
-		fi, err := f.Stat()
-		if err != nil {
-			f.Close()
-			in.Skipped++
-			continue
+		size, err := f.Size()
+		var h segHeader
+		if err == nil {
+			h, _, err = readSegHeader(f)
 		}
-		size := fi.Size()
-		br := bufio.NewReaderSize(f, 64<<10)
-		hb := make([]byte, segHeaderSize)
-		_, herr := io.ReadFull(br, hb)
-		h, _, derr := decodeSegHeader(hb)
-		if herr != nil || derr != nil || (!first && h.epoch != in.Epoch) {
+		if err != nil || (!first && h.epoch != in.Epoch) {
 			f.Close()
 			in.Skipped++
 			continue
@@ -89,24 +84,22 @@ func Inspect(dir string) (Inspection, error) {
 		}
 		in.Segments++
 		in.DiskBytes += size
-		seq, remain := h.first, size-segHeaderSize
-		for {
+		seq := h.first
+		for fr.reset(f, segHeaderSize, size); ; seq++ {
+			from := fr.off
 			var t int64
-			var n int
-			body, t, n, err = readFrame(br, &fh, body, remain)
+			body, t, err = fr.next(body)
 			if err != nil {
 				break
 			}
-			remain -= int64(n)
 			in.LastSeq = seq
 			if seq > in.AckedSeq {
 				in.Backlog++
-				in.BacklogBytes += int64(n)
+				in.BacklogBytes += fr.off - from
 				if in.Oldest.IsZero() {
 					in.Oldest = time.Unix(0, t)
 				}
 			}
-			seq++
 		}
 		f.Close()
 	}

@@ -16,7 +16,7 @@ func TestInspectBesideAnOpenLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	in, err := Inspect(dir)
+	in, err := Inspect(OSFS, dir)
 	if err != nil || in.Backlog != 0 || in.Segments != 1 {
 		t.Fatalf("empty log: %+v, %v", in, err)
 	}
@@ -31,7 +31,7 @@ func TestInspectBesideAnOpenLog(t *testing.T) {
 	// writer writes the live marker soon after the Ack; wait for it.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		in, err = Inspect(dir)
+		in, err = Inspect(OSFS, dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,14 +74,44 @@ func TestInspectDamagedDirectory(t *testing.T) {
 	f.Write(make([]byte, 4096)) // zero-filled tail: no phantom records
 	f.Close()
 	os.WriteFile(filepath.Join(dir, "00000000000000000099.wal"), []byte("garbage"), 0o644)
-	in, err := Inspect(dir)
+	in, err := Inspect(OSFS, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if in.LastSeq != 60 || in.Backlog != 60 || in.Skipped != 1 {
 		t.Errorf("Inspect = %+v, want last 60, backlog 60, 1 skipped", in)
 	}
-	if _, err := Inspect(filepath.Join(dir, "missing")); err == nil {
+	if _, err := Inspect(OSFS, filepath.Join(dir, "missing")); err == nil {
 		t.Error("Inspect of a missing directory: no error")
+	}
+}
+
+// Inspect reads through the FS like the rest of the log (issue 12: it
+// used os directly), so it sees a buffer that exists only in a memFS.
+func TestInspectThroughFS(t *testing.T) {
+	m := newMemFS(1)
+	l, err := Open("/buf", Opts{Sync: SyncInterval, FS: m, Clock: newFakeClock(), SegmentBytes: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if _, err := l.Append(body(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Ack(40)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	in, err := Inspect(m, "/buf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := l.Stats()
+	if in.Epoch != st.Epoch || in.LastSeq != 100 || in.AckedSeq != 40 || in.Backlog != 60 || in.Segments != st.Segments || in.Skipped != 0 {
+		t.Errorf("Inspect = %+v; log stats %+v", in, st)
+	}
+	if want := int64(60 * (frameHeaderSize + len(body(0)))); in.BacklogBytes != want {
+		t.Errorf("backlog bytes %d, want %d", in.BacklogBytes, want)
 	}
 }

@@ -12,21 +12,22 @@ import (
 // SyncMode says when appended data is forced to stable storage.
 type SyncMode uint8
 
-// Sync modes. The zero value means "default" in Opts.
+// Sync modes. The zero value means "default" in Opts. In every mode a
+// record is shown to readers as soon as it is written, before its fsync;
+// the lease (see leaseName) keeps its seq from ever being issued again
+// for another record, whatever a power cut takes.
 const (
 	// SyncAlways returns from Append only after fsync; concurrent Appends
 	// share one write and one fsync (group commit). Survives a power cut.
 	SyncAlways SyncMode = iota + 1
 	// SyncInterval returns from Append after write(2) and fsyncs at most
 	// every SyncInterval. Survives a process crash; a power cut loses at
-	// most the last interval. Readers see a record only once it is synced,
-	// so a seq lost to a power cut was never sent upstream and reusing it
-	// cannot make the cloud drop a new record as a duplicate.
+	// most the last interval.
 	SyncInterval
-	// SyncNone never fsyncs except on rotation, Sync and Close. Readers
-	// see records at once. After a power cut, records and the seqs handed
-	// out for them may be lost and those seqs issued again: for tmpfs and
-	// tests, not for SD cards that must not lose data.
+	// SyncNone never fsyncs data except on rotation, Sync and Close.
+	// Survives a process crash; a power cut loses what the kernel had not
+	// written back: for tmpfs and tests, not for SD cards that must not
+	// lose data.
 	SyncNone
 )
 
@@ -47,7 +48,8 @@ func (m SyncMode) MarshalText() ([]byte, error) {
 	return []byte(m.String()), nil
 }
 
-// UnmarshalText parses "always", "interval" or "none" (YAML `sync:`).
+// UnmarshalText parses "always", "interval" or "none" (YAML `sync:`). Its
+// error has no package prefix: the config loader puts the key before it.
 func (m *SyncMode) UnmarshalText(b []byte) error {
 	for i := 1; i < len(syncNames); i++ {
 		if syncNames[i] == string(b) {
@@ -55,7 +57,7 @@ func (m *SyncMode) UnmarshalText(b []byte) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("wal: unknown sync mode %q (want always, interval or none)", b)
+	return fmt.Errorf("unknown mode %q (want always, interval or none)", b)
 }
 
 // Overflow says what happens when MaxBytes is reached.
@@ -87,7 +89,8 @@ func (o Overflow) MarshalText() ([]byte, error) {
 	return []byte(o.String()), nil
 }
 
-// UnmarshalText parses "drop_oldest" or "reject_new".
+// UnmarshalText parses "drop_oldest" or "reject_new", with an error like
+// SyncMode's.
 func (o *Overflow) UnmarshalText(b []byte) error {
 	for i := 1; i < len(overflowNames); i++ {
 		if overflowNames[i] == string(b) {
@@ -95,17 +98,19 @@ func (o *Overflow) UnmarshalText(b []byte) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("wal: unknown overflow policy %q (want drop_oldest or reject_new)", b)
+	return fmt.Errorf("unknown policy %q (want drop_oldest or reject_new)", b)
 }
 
-// Opts configures a Log. The YAML keys sit under `uplink.buffer`.
+// Opts configures a Log. It is the one buffer configuration: the keys
+// with YAML names are the user's `uplink.buffer` section, decoded straight
+// into it; the others are tuning and dependencies the program sets.
 type Opts struct {
 	// SegmentBytes is the size at which the active segment is sealed and
 	// a new one started. Smaller segments reclaim space sooner; larger
 	// ones mean fewer files and fewer rotation fsyncs.
 	SegmentBytes int64 `yaml:"segment_bytes" edged:"size"`
-	// MaxBytes caps the disk use of the segments (0 = no cap). Disk use
-	// stays at most MaxBytes + one segment. At least 2 * SegmentBytes.
+	// MaxBytes caps the disk use of the segments. Disk use stays at most
+	// MaxBytes + one segment. At least 2 * SegmentBytes.
 	MaxBytes int64 `yaml:"max_bytes" edged:"size"`
 	// MaxAge drops segments whose newest record is older (0 = keep).
 	MaxAge time.Duration `yaml:"max_age"`
@@ -113,28 +118,27 @@ type Opts struct {
 	Sync SyncMode `yaml:"sync"`
 	// SyncInterval is the longest SyncInterval mode leaves data unsynced.
 	SyncInterval time.Duration `yaml:"sync_interval"`
-	// CommitWindow makes SyncAlways wait up to this long after the first
-	// pending Append for more to share the fsync. 0 batches only what
-	// queued while the previous fsync ran, which is usually enough.
-	CommitWindow time.Duration `yaml:"commit_window"`
 	// Overflow is the policy when MaxBytes is reached.
 	Overflow Overflow `yaml:"overflow"`
+
 	// AckEvery and AckInterval bound how lazily the ack marker is
 	// written: after AckEvery Acks or AckInterval, whichever is first.
-	// After a crash at most that many acked records are redelivered.
-	AckEvery    int           `yaml:"ack_every"`
-	AckInterval time.Duration `yaml:"ack_interval"`
+	// After a power cut at most that many acked records are redelivered.
+	AckEvery    int           `yaml:"-"`
+	AckInterval time.Duration `yaml:"-"`
 
 	Log   *slog.Logger  `yaml:"-"`
 	Clock sensors.Clock `yaml:"-"`
 	FS    FS            `yaml:"-"`
 }
 
-// DefaultOpts are the defaults of Opts: 4 MiB segments, no caps, interval
-// sync every second (see the package benchmarks for why), drop oldest.
+// DefaultOpts are the defaults of Opts: 4 MiB segments, a 256 MiB cap,
+// interval sync every second (see the package benchmarks for why), drop
+// oldest.
 func DefaultOpts() Opts {
 	return Opts{
 		SegmentBytes: 4 << 20,
+		MaxBytes:     256 << 20,
 		Sync:         SyncInterval,
 		SyncInterval: time.Second,
 		Overflow:     DropOldest,
@@ -143,10 +147,21 @@ func DefaultOpts() Opts {
 	}
 }
 
+// Bounds of the options Validate checks.
+const (
+	minSegmentBytes = 1 << 10
+	maxSegmentBytes = 256 << 20
+	minSyncInterval = 10 * time.Millisecond
+	maxSyncInterval = time.Minute
+)
+
 func (o *Opts) applyDefaults() {
 	d := DefaultOpts()
 	if o.SegmentBytes == 0 {
 		o.SegmentBytes = d.SegmentBytes
+	}
+	if o.MaxBytes == 0 {
+		o.MaxBytes = d.MaxBytes
 	}
 	if o.Sync == 0 {
 		o.Sync = d.Sync
@@ -177,26 +192,23 @@ func (o *Opts) applyDefaults() {
 // Validate reports the first problem, naming the YAML key. Zero values
 // are invalid here; Open fills them with defaults first.
 func (o *Opts) Validate() error {
-	if o.SegmentBytes < 1024 || o.SegmentBytes > 1<<30 {
-		return sensors.FieldErrorf("segment_bytes", "%d bytes is out of range (1KiB..1GiB)", o.SegmentBytes)
+	if o.SegmentBytes < minSegmentBytes || o.SegmentBytes > maxSegmentBytes {
+		return sensors.FieldErrorf("segment_bytes", "%d bytes is out of range (1KiB..256MiB)", o.SegmentBytes)
 	}
-	if o.MaxBytes < 0 || o.MaxBytes > 0 && o.MaxBytes < 2*o.SegmentBytes {
-		return sensors.FieldErrorf("max_bytes", "%d bytes: want 0 (no cap) or at least 2 * segment_bytes (%d)", o.MaxBytes, 2*o.SegmentBytes)
+	if o.MaxBytes < 2*o.SegmentBytes {
+		return sensors.FieldErrorf("max_bytes", "%d bytes is less than two segments (segment_bytes is %d)", o.MaxBytes, o.SegmentBytes)
 	}
 	if o.MaxAge < 0 {
-		return sensors.FieldErrorf("max_age", "must not be negative")
+		return sensors.FieldErrorf("max_age", "must not be negative (0 keeps messages until max_bytes)")
 	}
 	if o.Sync < SyncAlways || o.Sync > SyncNone {
-		return sensors.FieldErrorf("sync", "invalid sync mode %d", o.Sync)
+		return sensors.FieldErrorf("sync", "invalid sync mode %d (want always, interval or none)", o.Sync)
 	}
-	if o.SyncInterval <= 0 {
-		return sensors.FieldErrorf("sync_interval", "must be positive")
-	}
-	if o.CommitWindow < 0 || o.CommitWindow > time.Second {
-		return sensors.FieldErrorf("commit_window", "%v is out of range (0..1s)", o.CommitWindow)
+	if o.Sync == SyncInterval && (o.SyncInterval < minSyncInterval || o.SyncInterval > maxSyncInterval) {
+		return sensors.FieldErrorf("sync_interval", "%v is out of range (10ms..1m)", o.SyncInterval)
 	}
 	if o.Overflow < DropOldest || o.Overflow > RejectNew {
-		return sensors.FieldErrorf("overflow", "invalid policy %d", o.Overflow)
+		return sensors.FieldErrorf("overflow", "invalid policy %d (want drop_oldest or reject_new)", o.Overflow)
 	}
 	if o.AckEvery < 1 {
 		return sensors.FieldErrorf("ack_every", "must be at least 1")

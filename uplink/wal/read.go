@@ -8,15 +8,77 @@ import (
 	"time"
 )
 
+// frameReader reads the frames of one segment file in order: the one
+// decoder of segment data, used by recovery, Read and Inspect.
+type frameReader struct {
+	off  int64 // offset of the next frame
+	size int64 // bytes of the file it may read
+	br   *bufio.Reader
+	src  sectionReader
+	fh   [frameHeaderSize]byte
+}
+
+// reset starts reading f at off, up to size.
+func (r *frameReader) reset(f io.ReaderAt, off, size int64) {
+	r.off, r.size = off, size
+	r.src = sectionReader{f: f, off: off, end: size}
+	if r.br == nil {
+		r.br = bufio.NewReaderSize(&r.src, 64<<10)
+	} else {
+		r.br.Reset(&r.src)
+	}
+}
+
+// sectionReader is io.SectionReader without its allocation per reset: the
+// forwarder resets its reader on every Read.
+type sectionReader struct {
+	f        io.ReaderAt
+	off, end int64
+}
+
+func (s *sectionReader) Read(p []byte) (int, error) {
+	if s.off >= s.end {
+		return 0, io.EOF
+	}
+	if rest := s.end - s.off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := s.f.ReadAt(p, s.off)
+	s.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+// next reads the frame at off into body's storage and moves past it. It
+// returns the body and the append time; on an error off stays at the
+// damaged or unfinished frame.
+func (r *frameReader) next(body []byte) ([]byte, int64, error) {
+	body, t, n, err := readFrame(r.br, &r.fh, body, r.size-r.off)
+	if err != nil {
+		return body, 0, err
+	}
+	r.off += int64(n)
+	return body, t, nil
+}
+
+// readSegHeader reads and decodes the header of a segment file. A file
+// shorter than a header gives errShort (or errMagic, if what is there
+// already differs).
+func readSegHeader(f io.ReaderAt) (segHeader, uint32, error) {
+	var hb [segHeaderSize]byte
+	n, _ := f.ReadAt(hb[:], 0)
+	return decodeSegHeader(hb[:n])
+}
+
 // cursor remembers where the last Read stopped, so the forwarder's
 // sequential reads cost one frame decode per record, not a segment scan.
 type cursor struct {
 	seg  *segment // segment the file belongs to
 	f    File
-	next uint64 // seq of the frame at off
-	off  int64
-	br   *bufio.Reader
-	fh   [frameHeaderSize]byte
+	next uint64 // seq of the frame at fr.off
+	fr   frameReader
 }
 
 func (c *cursor) close() {
@@ -42,23 +104,28 @@ func (l *Log) Read(ctx context.Context, after uint64, max int, dst []Record) ([]
 			return dst[:0], ErrClosed
 		}
 		visible := l.visible
-		ch := l.notify
-		l.mu.Unlock()
-		if after < visible {
-			l.rmu.Lock()
-			recs, err := l.readWith(&l.cur, after, max, dst, visible)
-			l.rmu.Unlock()
-			if err != nil || len(recs) > 0 {
-				return recs, err
+		if after >= visible {
+			// publish closes notify only while someone waits, so a
+			// busy forwarder costs no channel per record.
+			l.waiting = true
+			ch := l.notify
+			l.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return dst[:0], ctx.Err()
+			case <-ch:
 			}
-			// Everything up to visible was skipped as damaged.
-			after = visible
+			continue
 		}
-		select {
-		case <-ctx.Done():
-			return dst[:0], ctx.Err()
-		case <-ch:
+		l.mu.Unlock()
+		l.rmu.Lock()
+		recs, err := l.readWith(&l.cur, after, max, dst, visible)
+		l.rmu.Unlock()
+		if err != nil || len(recs) > 0 {
+			return recs, err
 		}
+		// Everything up to visible was skipped as damaged.
+		after = visible
 	}
 }
 
@@ -156,12 +223,10 @@ func (l *Log) readSeg(c *cursor, seg *segment, s, end uint64, size int64, max in
 		if err != nil {
 			return out, s, &CorruptError{Segment: l.path(seg.name), Offset: 0, Err: err}
 		}
-		c.seg, c.f, c.next, c.off = seg, f, seg.first, segHeaderSize
+		c.seg, c.f, c.next = seg, f, seg.first
+		c.fr.off = segHeaderSize
 	}
-	if c.br == nil {
-		c.br = bufio.NewReaderSize(nil, 64<<10)
-	}
-	c.br.Reset(io.NewSectionReader(c.f, c.off, size-c.off))
+	c.fr.reset(c.f, c.fr.off, size) // the segment may have grown
 	var scratch []byte
 	for c.next < end && len(out) < max {
 		want := c.next >= s
@@ -173,9 +238,9 @@ func (l *Log) readSeg(c *cursor, seg *segment, s, end uint64, size int64, max in
 		} else {
 			body = scratch
 		}
-		body, t, n, err := readFrame(c.br, &c.fh, body, size-c.off)
+		body, t, err := c.fr.next(body)
 		if err != nil {
-			return out, c.next, &CorruptError{Segment: l.path(seg.name), Offset: c.off, Err: err}
+			return out, c.next, &CorruptError{Segment: l.path(seg.name), Offset: c.fr.off, Err: err}
 		}
 		if want {
 			out = append(out, Record{Seq: c.next, Body: body, Time: time.Unix(0, t)})
@@ -183,14 +248,14 @@ func (l *Log) readSeg(c *cursor, seg *segment, s, end uint64, size int64, max in
 			scratch = body
 		}
 		c.next++
-		c.off += int64(n)
 	}
 	return out, c.next, nil
 }
 
+// poke wakes the housekeeping goroutine.
 func (l *Log) poke() {
 	select {
-	case l.ackSig <- struct{}{}:
+	case l.wake <- struct{}{}:
 	default:
 	}
 }

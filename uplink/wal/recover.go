@@ -27,11 +27,13 @@ func (l *Log) recover() error {
 		return fmt.Errorf("wal: read buffer directory: %w", err)
 	}
 	var segNames []string
-	hasMarker, hasLive := false, false
+	hasMarker, hasLive, hasLease := false, false, false
 	for _, n := range names {
 		switch n {
-		case markerTmp:
-			_ = l.fs.Remove(l.path(n)) // a marker write that did not finish
+		case markerTmp, leaseTmp:
+			_ = l.fs.Remove(l.path(n)) // a marker or lease write that did not finish
+		case leaseName:
+			hasLease = true
 		case markerName:
 			hasMarker = true
 		case markerLive:
@@ -108,6 +110,10 @@ func (l *Log) recover() error {
 		l.readLive()
 	}
 	l.liveSeq = l.acked
+	if hasLease && len(l.segs) > 0 {
+		l.readLease()
+	}
+	l.leased = l.nextSeq - 1
 
 	last := (*segment)(nil)
 	if len(l.segs) > 0 {
@@ -137,6 +143,10 @@ func (l *Log) recover() error {
 	}
 	l.synced = l.nextSeq - 1
 	l.visible = l.synced
+	l.disk = 0
+	for _, sg := range l.segs {
+		l.disk += sg.size
+	}
 	return nil
 }
 
@@ -167,9 +177,7 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		*dirty = true
 		return nil, 0, false
 	}
-	var hb [segHeaderSize]byte
-	n, _ := f.ReadAt(hb[:], 0)
-	h, v, err := decodeSegHeader(hb[:n])
+	h, v, err := readSegHeader(f)
 	if err == nil && h.first != nameFirst {
 		err = fmt.Errorf("header says first seq %d", h.first)
 	}
@@ -194,21 +202,19 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 	}
 
 	seg = &segment{first: h.first, name: name, gapFrom: h.gapFrom}
-	r := bufio.NewReaderSize(io.NewSectionReader(f, segHeaderSize, size-segHeaderSize), 64<<10)
-	off := int64(segHeaderSize)
-	var fh [frameHeaderSize]byte
+	var fr frameReader
+	fr.reset(f, segHeaderSize, size)
 	var ferr error
-	for off < size {
+	for fr.off < size {
 		var t int64
-		var fsz int
-		*body, t, fsz, ferr = readFrame(r, &fh, *body, size-off)
+		*body, t, ferr = fr.next(*body)
 		if ferr != nil {
 			break
 		}
 		seg.count++
 		seg.lastTime = t
-		off += int64(fsz)
 	}
+	off := fr.off
 	seg.size = off
 	skipTo := uint64(0)
 	if off < size && last && !tornTail(f, off, size, ferr) {
@@ -330,14 +336,19 @@ func (l *Log) moveAside(name, kind, what, remedy string, dirty *bool) {
 	l.log.Warn("wal: moved unusable segment file aside", "path", from, "now", to, "problem", what, "remedy", remedy)
 }
 
+// readStamp reads a marker or lease file of fsys (see encodeStamp).
+func readStamp(fsys FS, p string) ([]byte, error) {
+	f, err := fsys.OpenFile(p, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, markerSize+1))
+}
+
 func (l *Log) readMarker() {
 	p := l.path(markerName)
-	f, err := l.fs.OpenFile(p, os.O_RDONLY, 0)
-	var b []byte
-	if err == nil {
-		b, err = io.ReadAll(io.LimitReader(f, markerSize+1))
-		f.Close()
-	}
+	b, err := readStamp(l.fs, p)
 	var epoch, acked uint64
 	if err == nil {
 		epoch, acked, err = decodeMarker(b)
@@ -356,8 +367,8 @@ func (l *Log) readMarker() {
 		}
 		if acked >= l.nextSeq {
 			// Seqs up to acked were handed out and delivered, but
-			// their records are gone (SyncNone and a power cut).
-			// Never issue them again.
+			// their records are gone (a power cut). Never issue them
+			// again.
 			l.log.Warn("wal: ack marker is ahead of the data; skipping seqs", "acked", acked, "last_on_disk", l.nextSeq-1)
 			l.nextSeq = acked + 1
 			l.acked = acked
@@ -369,13 +380,7 @@ func (l *Log) readMarker() {
 // of the fsynced marker. Anything else (torn by a power cut, stale) is
 // ignored: the fsynced marker already gave a safe answer.
 func (l *Log) readLive() {
-	p := l.path(markerLive)
-	f, err := l.fs.OpenFile(p, os.O_RDONLY, 0)
-	if err != nil {
-		return
-	}
-	b, err := io.ReadAll(io.LimitReader(f, markerSize+1))
-	f.Close()
+	b, err := readStamp(l.fs, l.path(markerLive))
 	if err != nil {
 		return
 	}
@@ -393,12 +398,41 @@ func (l *Log) readLive() {
 	l.acked = acked
 }
 
+// readLease applies the lease (see leaseName): seqs up to it may have
+// been shown to the forwarder, and so reached the cloud, before they were
+// fsynced; after a power cut their records may be gone, so they are never
+// issued again in this epoch. After a clean Close the lease is the last
+// seq and nothing is skipped.
+func (l *Log) readLease() {
+	p := l.path(leaseName)
+	b, err := readStamp(l.fs, p)
+	var epoch, leased uint64
+	if err == nil {
+		epoch, leased, err = decodeLease(b)
+	}
+	switch {
+	case err != nil:
+		// Written atomically, so only damage to the medium gets here:
+		// skip more seqs than the active segment can have held.
+		l.st.CorruptRecovered++
+		l.log.Warn("wal: lease unreadable; skipping seqs the forwarder may have seen", "path", p, "error", err,
+			"from", l.nextSeq, "to", l.nextSeq+leaseUnknownSkip-1)
+		l.nextSeq += leaseUnknownSkip
+	case epoch != l.epoch:
+		l.log.Info("wal: lease is from another buffer epoch; ignoring it", "path", p)
+	case leased >= l.nextSeq:
+		l.log.Info("wal: not closed cleanly; skipping seqs the forwarder may have seen before the crash",
+			"from", l.nextSeq, "to", leased)
+		l.nextSeq = leased + 1
+	}
+}
+
 // tornTail reports whether the damaged region [off, size) of the last
 // segment looks like a write that never finished: a frame cut short by the
-// end of the file, or an all-zero region (file size updated, data not). A
-// reader was never handed such records (SyncAlways and SyncInterval show
-// synced records only). Anything else (a checksum mismatch on a whole
-// frame, garbage) may be damage to synced records.
+// end of the file, or an all-zero region (file size updated, data not).
+// Whatever a reader may have been handed from such a region is below the
+// lease, which recovery skips anyway. Anything else (a checksum mismatch
+// on a whole frame, garbage) may be damage to synced records.
 func tornTail(f File, off, size int64, ferr error) bool {
 	if errors.Is(ferr, errShort) {
 		return true
@@ -445,6 +479,7 @@ func (l *Log) createSegment(first, gapFrom uint64) error {
 	l.st.Fsyncs += 2
 	l.st.BytesWritten += segHeaderSize
 	l.segs = append(l.segs, &segment{first: first, size: segHeaderSize, name: name})
+	l.disk += segHeaderSize
 	l.mu.Unlock()
 	l.active = f
 	return nil

@@ -2,7 +2,7 @@
 // append-only log of opaque records in fixed-size segment files, read in
 // seq order by the forwarder and acknowledged once the cloud has PUBACKed.
 //
-// It owns the durability contract of DESIGN.md section 4: a record whose
+// It owns the durability contract (README "Durability contract"): a record whose
 // Append returned survives a process crash in every sync mode and a power
 // cut under SyncAlways; Open always succeeds on a damaged directory (it
 // fails only on an unusable directory or one another process holds) and
@@ -12,11 +12,14 @@
 // Layout: segments named <20-digit first seq>.wal, each with a header
 // (magic, version, epoch, first seq), records framed as len | crc32c | time
 // | body, and a small "ack" marker file holding the acknowledged prefix
-// (fsynced, lazily) beside "ack.live" (rewritten without fsync after every
-// ack batch, so a process crash redelivers only what was in flight).
-// One writer goroutine batches concurrent Appends into one write and one
-// fsync (group commit). Space is reclaimed by deleting whole segments;
-// data is never rewritten.
+// (fsynced, lazily) beside "ack.live" (rewritten without fsync by every
+// Ack, so a process crash redelivers only what was in flight), and the
+// "lease": the highest seq readers may have seen before its fsync, which
+// recovery never issues again. Readers see a record as soon as it is
+// written, in every sync mode. Concurrent Appends share one write and
+// one fsync (group commit): the first Append to find no leader commits
+// the queue itself. Space is reclaimed by deleting whole segments; data
+// is never rewritten.
 package wal
 
 import (
@@ -133,14 +136,22 @@ type Log struct {
 	log   *slog.Logger
 	clock sensors.Clock
 
-	reqs    chan *appendReq
-	ackSig  chan struct{}
+	wake    chan struct{} // asks the housekeeper to look again
 	syncReq chan chan error
 	quit    chan struct{}
 	done    chan struct{}
 
-	cmu     sync.RWMutex // held shared while sending to reqs
+	// Appends queue here; the first to find no leader commits the queue
+	// (see lead).
+	qmu     sync.Mutex
+	queue   []*appendReq
+	spare   []*appendReq // the other queue buffer; under wmu
+	leading bool         // a goroutine is committing or handed the lead
 	closing bool
+
+	// wmu is held by whoever runs writer code: the leader of a commit,
+	// the housekeeping goroutine, shutdown.
+	wmu sync.Mutex
 
 	closeOnce sync.Once
 	closeErr  error
@@ -149,27 +160,37 @@ type Log struct {
 	closed     bool
 	epoch      uint64
 	segs       []*segment // oldest first; the last is the active one
+	disk       int64      // sum of the segments' sizes
 	nextSeq    uint64
 	visible    uint64 // newest seq readers may see
 	synced     uint64
+	leased     uint64 // the durable lease: the highest seq readers may see unsynced
 	acked      uint64
-	ackPending int // Acks since the marker was written
-	notify     chan struct{}
-	failed     error // sticky: set when a sync failed
+	ackPending int           // Acks since the marker was written
+	notify     chan struct{} // closed by publish while waiting
+	waiting    bool          // a Read waits on notify
+	failed     error         // sticky: set when a sync failed
 	needRotate bool
 	st         Stats // counters only
 
-	// Writer state, touched only by the writer goroutine (and by Open
-	// before it starts).
+	// Writer state, touched only under wmu (and by Open before the
+	// housekeeping goroutine starts).
 	active      File
 	buf         []byte
 	lastSync    time.Time
 	lastMarker  time.Time
 	markerSeq   uint64
-	liveSeq     uint64 // acked seq last written to markerLive
 	nextAgeScan time.Time
+	leaseWarned bool   // a lease write failed and was logged
 	seqFloor    uint64 // recovery: no seq below this may be issued
 	tailFloor   uint64 // recovery: the part of seqFloor a truncation line already named
+
+	// liveMu guards markerLive, kept open and rewritten in place by Ack.
+	liveMu     sync.Mutex
+	live       File
+	liveBuf    [markerSize]byte
+	liveSeq    uint64 // acked seq last written to markerLive
+	liveClosed bool
 
 	rmu sync.Mutex // guards cur
 	cur cursor
@@ -181,10 +202,13 @@ type appendReq struct {
 	body []byte
 	seq  uint64
 	err  error
-	done chan struct{}
+	// done receives false once the record is committed (or failed), and
+	// true before that if this Append is to lead the next commit. At
+	// most one of each, so it never blocks.
+	done chan bool
 }
 
-var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan struct{}, 1)} }}
+var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan bool, 2)} }}
 
 // Open opens or creates the log in dir, repairing whatever a crash left
 // behind (see recover.go). It fails only when the directory itself cannot
@@ -202,8 +226,7 @@ func Open(dir string, opts Opts) (*Log, error) {
 		fs:      opts.FS,
 		log:     opts.Log.With("component", "wal", "dir", dir),
 		clock:   opts.Clock,
-		reqs:    make(chan *appendReq, 1024),
-		ackSig:  make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
 		syncReq: make(chan chan error),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -229,6 +252,9 @@ func Open(dir string, opts Opts) (*Log, error) {
 		}
 		return nil, err
 	}
+	// Take a lease now, so the first records after a start are shown
+	// at once too.
+	_ = l.writeLease(l.nextSeq - 1 + leaseBlock)
 	now := l.clock.Now()
 	l.lastSync, l.lastMarker = now, now
 	l.nextAgeScan = now
@@ -269,15 +295,20 @@ func (l *Log) Append(body []byte) (uint64, error) {
 	}
 	r := reqPool.Get().(*appendReq)
 	r.body, r.seq, r.err = body, 0, nil
-	l.cmu.RLock()
+	l.qmu.Lock()
 	if l.closing {
-		l.cmu.RUnlock()
+		l.qmu.Unlock()
 		reqPool.Put(r)
 		return 0, ErrClosed
 	}
-	l.reqs <- r
-	l.cmu.RUnlock()
-	<-r.done
+	l.queue = append(l.queue, r)
+	lead := !l.leading
+	l.leading = true
+	l.qmu.Unlock()
+	if lead || <-r.done {
+		l.lead()
+		<-r.done
+	}
 	seq, err := r.seq, r.err
 	r.body = nil
 	reqPool.Put(r)
@@ -293,9 +324,11 @@ func (l *Log) Err() error {
 }
 
 // Ack marks every record <= seq as delivered. The forwarder acks only the
-// contiguous PUBACKed prefix. Segments wholly acked are deleted by the
-// writer; the marker is persisted lazily (Opts.AckEvery, Opts.AckInterval
-// and on Close), so a crash redelivers at most that much.
+// contiguous PUBACKed prefix. It rewrites ack.live (one write, no fsync),
+// so a process crash redelivers nothing acked. Segments wholly acked are
+// deleted by the housekeeper; the fsynced marker is written lazily
+// (Opts.AckEvery, Opts.AckInterval and on Close), so a power cut
+// redelivers at most that much.
 func (l *Log) Ack(seq uint64) {
 	l.mu.Lock()
 	if seq >= l.nextSeq {
@@ -307,10 +340,15 @@ func (l *Log) Ack(seq uint64) {
 	}
 	l.acked = seq
 	l.ackPending++
+	// Wake the housekeeper only when it has work: the first ack since
+	// the marker (to arm its timer), a marker due by count, or a sealed
+	// segment now wholly acked. ack.live is written here, not there.
+	wake := l.ackPending == 1 || l.ackPending >= l.opts.AckEvery ||
+		len(l.segs) > 1 && l.segs[0].end() <= seq+1
 	l.mu.Unlock()
-	select {
-	case l.ackSig <- struct{}{}:
-	default:
+	l.writeLive(seq)
+	if wake {
+		l.poke()
 	}
 }
 
@@ -330,9 +368,9 @@ func (l *Log) Sync() error {
 // releases the files. Blocked Reads return ErrClosed.
 func (l *Log) Close() error {
 	l.closeOnce.Do(func() {
-		l.cmu.Lock()
+		l.qmu.Lock()
 		l.closing = true
-		l.cmu.Unlock()
+		l.qmu.Unlock()
 		close(l.quit)
 		<-l.done
 		l.mu.Lock()
@@ -363,19 +401,20 @@ func (l *Log) Stats() Stats {
 	if len(l.segs) > 0 {
 		s.FirstSeq = l.segs[0].first
 	}
+	// Count records, not seqs: seqs skipped after a crash or damage
+	// (see readLease) lie between segments and are no backlog.
 	for _, sg := range l.segs {
 		s.DiskBytes += sg.size
 		switch {
 		case sg.end() <= l.acked+1:
 		case sg.first > l.acked:
 			s.BacklogBytes += sg.size
+			s.Backlog += sg.count
 		default:
 			un := sg.end() - l.acked - 1
 			s.BacklogBytes += int64(float64(sg.size-segHeaderSize) * float64(un) / float64(sg.count))
+			s.Backlog += un
 		}
-	}
-	if l.nextSeq-1 > l.acked {
-		s.Backlog = l.nextSeq - 1 - l.acked
 	}
 	oldest := l.acked + 1
 	visible := l.visible
@@ -397,8 +436,9 @@ func (l *Log) publish(v uint64) {
 		return
 	}
 	l.visible = v
-	if !l.closed {
+	if l.waiting && !l.closed {
 		close(l.notify)
 		l.notify = make(chan struct{})
+		l.waiting = false
 	}
 }

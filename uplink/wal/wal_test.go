@@ -447,8 +447,13 @@ func testDropOldest(t *testing.T, cfg suiteConfig) {
 		if _, err := l.Append(body(i)); err != nil {
 			t.Fatal(err)
 		}
-		if d := diskBytes(t, e); d > e.opts.MaxBytes+e.opts.SegmentBytes {
+		d := diskBytes(t, e)
+		if d > e.opts.MaxBytes+e.opts.SegmentBytes {
 			t.Fatalf("after %d appends disk use %d > max_bytes + one segment (%d)", i+1, d, e.opts.MaxBytes+e.opts.SegmentBytes)
+		}
+		// The running total the cap is checked against is the files'.
+		if got := l.diskBytes(); got != d {
+			t.Fatalf("after %d appends the log counts %d disk bytes, the files hold %d", i+1, got, d)
 		}
 	}
 	if err := l.Sync(); err != nil {

@@ -10,82 +10,81 @@ import (
 // buffer and readers see progress under sustained load.
 const maxBatchBytes = 1 << 20
 
-// run is the writer goroutine: the only code that writes segment files,
-// deletes them or writes the marker.
+// run is the housekeeping goroutine: the interval sync, the ack marker,
+// reclaiming and expiring segments, Sync and Close. Appends do not pass
+// through it: their leader commits them (see lead).
 func (l *Log) run() {
 	defer close(l.done)
 	timer := l.clock.NewTimer(time.Hour)
 	timer.Stop()
-	var window sensorsTimer
-	batch := make([]*appendReq, 0, 256)
 	for {
+		l.wmu.Lock()
 		l.armTimer(timer)
+		l.wmu.Unlock()
 		select {
-		case r := <-l.reqs:
-			batch = append(batch[:0], r)
-			if l.opts.Sync == SyncAlways && l.opts.CommitWindow > 0 {
-				batch = l.waitWindow(batch, &window)
-			}
-			batch = l.drain(batch)
-			l.commit(batch)
-		case <-l.ackSig:
+		case <-l.wake:
+			l.wmu.Lock()
 			l.housekeep(l.clock.Now(), false)
+			l.wmu.Unlock()
 		case ch := <-l.syncReq:
+			l.wmu.Lock()
 			ch <- l.syncActive(true)
+			l.wmu.Unlock()
 		case <-timer.C():
+			l.wmu.Lock()
 			l.housekeep(l.clock.Now(), false)
+			l.wmu.Unlock()
 		case <-l.quit:
+			l.wmu.Lock()
 			l.shutdown()
+			l.wmu.Unlock()
 			return
 		}
 	}
 }
 
-// sensorsTimer is a lazily made commit-window timer.
-type sensorsTimer struct {
-	t interface {
-		C() <-chan time.Time
-		Stop() bool
-		Reset(time.Duration) bool
-	}
-}
-
-func (l *Log) waitWindow(batch []*appendReq, w *sensorsTimer) []*appendReq {
-	if w.t == nil {
-		w.t = l.clock.NewTimer(l.opts.CommitWindow)
+// lead commits what is queued. Only one goroutine leads at a time: the
+// Append that found no leader, or the one a leader handed the lead to.
+// Appends that queue while it writes (and, under SyncAlways, fsyncs) wait
+// and go together in the next commit, led by the first of them: group
+// commit, without handing every Append to another goroutine and back.
+func (l *Log) lead() {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.qmu.Lock()
+	batch := l.queue
+	l.queue = l.spare[:0]
+	l.qmu.Unlock()
+	l.commitAll(batch)
+	clear(batch)
+	l.spare = batch[:0]
+	l.qmu.Lock()
+	var next *appendReq
+	if len(l.queue) > 0 {
+		next = l.queue[0]
 	} else {
-		w.t.Reset(l.opts.CommitWindow)
+		l.leading = false
 	}
-	defer w.t.Stop()
-	n := len(batch[0].body)
-	for n < maxBatchBytes {
-		select {
-		case r := <-l.reqs:
-			batch = append(batch, r)
-			n += len(r.body)
-		case <-w.t.C():
-			return batch
-		}
+	l.qmu.Unlock()
+	if next != nil {
+		// Under wmu, so shutdown cannot answer next before it has
+		// been told to lead.
+		next.done <- true
 	}
-	return batch
 }
 
-// drain adds whatever Appends are already queued, up to maxBatchBytes.
-func (l *Log) drain(batch []*appendReq) []*appendReq {
-	n := 0
-	for _, r := range batch {
-		n += len(r.body)
-	}
-	for n < maxBatchBytes {
-		select {
-		case r := <-l.reqs:
-			batch = append(batch, r)
-			n += len(r.body)
-		default:
-			return batch
+// commitAll commits batch in groups of at most maxBatchBytes, so one
+// write never needs a huge buffer.
+func (l *Log) commitAll(batch []*appendReq) {
+	for len(batch) > 0 {
+		n, size := 0, 0
+		for n < len(batch) && (n == 0 || size+len(batch[n].body) <= maxBatchBytes) {
+			size += len(batch[n].body)
+			n++
 		}
+		l.commit(batch[:n])
+		batch = batch[n:]
 	}
-	return batch
 }
 
 // armTimer sets the one housekeeping timer to the nearest deadline:
@@ -119,7 +118,8 @@ func (l *Log) armTimer(t interface{ Reset(time.Duration) bool }) {
 }
 
 // commit writes one batch: rotation and caps are applied per record, then
-// one write, then (SyncAlways) one fsync, then every Append is answered.
+// one write, then the records are shown to readers, then (SyncAlways) one
+// fsync, then every Append is answered.
 func (l *Log) commit(batch []*appendReq) {
 	now := l.clock.Now()
 	ns := now.UnixNano()
@@ -145,6 +145,7 @@ func (l *Log) commit(batch []*appendReq) {
 	}
 	l.mu.Lock()
 	failed, needRotate := l.failed, l.needRotate
+	wasClean := l.nextSeq-1 <= l.synced
 	l.mu.Unlock()
 	for i, r := range batch {
 		if failed != nil {
@@ -198,6 +199,9 @@ func (l *Log) commit(batch []*appendReq) {
 	if err := flush(); err != nil {
 		fail(err)
 	} else if len(pending) > 0 {
+		// The forwarder may send them now, while the fsync runs: the
+		// lease keeps their seqs from coming back after a power cut.
+		l.showWritten()
 		switch {
 		case l.opts.Sync == SyncAlways:
 			if err := l.syncActive(false); err != nil {
@@ -205,15 +209,12 @@ func (l *Log) commit(batch []*appendReq) {
 			}
 		case l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval:
 			_ = l.syncActive(false) // Appends already count as written
+		case l.opts.Sync == SyncInterval && wasClean:
+			l.poke() // the housekeeper arms the interval sync
 		}
-		l.mu.Lock()
-		if l.opts.Sync == SyncNone {
-			l.publish(l.nextSeq - 1)
-		}
-		l.mu.Unlock()
 	}
 	for _, r := range batch {
-		r.done <- struct{}{}
+		r.done <- false
 	}
 }
 
@@ -223,14 +224,12 @@ func (l *Log) activeSeg() *segment {
 	return l.segs[len(l.segs)-1]
 }
 
+// diskBytes is the size of all segments; kept as a running total, as
+// the cap checks it for every record.
 func (l *Log) diskBytes() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var n int64
-	for _, s := range l.segs {
-		n += s.size
-	}
-	return n
+	return l.disk
 }
 
 // writeActive writes frames holding count records to the active segment.
@@ -251,6 +250,7 @@ func (l *Log) writeActive(b []byte, count uint64, ns int64) error {
 	l.mu.Lock()
 	act.count += count
 	act.size += int64(len(b))
+	l.disk += int64(len(b))
 	act.lastTime = ns
 	l.st.BytesWritten += uint64(len(b))
 	l.mu.Unlock()
@@ -330,6 +330,7 @@ func (l *Log) removeFirst(ok func(*segment) bool, counter *uint64, why string) b
 	}
 	s := l.segs[0]
 	l.segs = l.segs[1:]
+	l.disk -= s.size
 	var lost uint64
 	if s.end() > l.acked+1 {
 		lost = s.end() - max(l.acked+1, s.first)
@@ -377,11 +378,10 @@ func (l *Log) housekeep(now time.Time, closing bool) {
 	needRotate := l.needRotate
 	acked := l.acked
 	l.mu.Unlock()
-	if acked > l.liveSeq {
-		// Also on close: the fsynced marker written below may be the
-		// file a crash later damages, and ack.live must not lag it.
-		l.writeLive(acked)
-	}
+	// Ack wrote ack.live already; this matters on close: the fsynced
+	// marker written below may be the file a crash later damages, and
+	// ack.live must not lag it.
+	l.writeLive(acked)
 	l.reclaim()
 	if unsynced && l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval {
 		_ = l.syncActive(false)
@@ -397,14 +397,29 @@ func (l *Log) housekeep(now time.Time, closing bool) {
 	}
 }
 
-// writeMarker persists the acked prefix: write a temp file, fsync, rename,
-// fsync the directory. A failure only means more redelivery after a crash.
+// writeMarker persists the acked prefix. A failure only means more
+// redelivery after a crash.
 func (l *Log) writeMarker(now time.Time) {
 	l.mu.Lock()
 	acked, epoch := l.acked, l.epoch
 	l.mu.Unlock()
-	b := encodeMarker(epoch, acked)
-	tmp := l.path(markerTmp)
+	err := l.writeAtomic(markerName, markerTmp, encodeMarker(epoch, acked))
+	l.lastMarker = now
+	if err == nil {
+		l.mu.Lock()
+		l.markerSeq = acked
+		l.ackPending = 0
+		l.mu.Unlock()
+	} else {
+		l.log.Warn("wal: write ack marker", "error", err)
+	}
+}
+
+// writeAtomic replaces name with b durably: write tmp, fsync, rename,
+// fsync the directory. After a power cut name holds the old or the new
+// content, never a mix.
+func (l *Log) writeAtomic(name, tmpName string, b []byte) error {
+	tmp := l.path(tmpName)
 	f, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err == nil {
 		_, err = f.Write(b)
@@ -416,35 +431,80 @@ func (l *Log) writeMarker(now time.Time) {
 		}
 	}
 	if err == nil {
-		err = l.fs.Rename(tmp, l.path(markerName))
+		err = l.fs.Rename(tmp, l.path(name))
 	}
 	if err == nil {
 		err = l.fs.SyncDir(l.dir)
 	}
-	l.lastMarker = now
 	l.mu.Lock()
 	l.st.Fsyncs += 2
-	l.st.BytesWritten += markerSize
-	if err == nil {
-		l.markerSeq = acked
-		l.ackPending = 0
-	}
+	l.st.BytesWritten += uint64(len(b))
 	l.mu.Unlock()
-	if err != nil {
-		l.log.Warn("wal: write ack marker", "error", err)
-	}
+	return err
 }
 
-// writeLive overwrites markerLive in place with the acked seq. No fsync:
-// it only has to survive a process crash; a failure only means more
-// redelivery after one.
+// writeLease durably moves the lease to seq (see leaseName). On failure
+// the old lease stands: records past it become visible only once
+// fsynced, so a failing lease write costs latency, never safety.
+func (l *Log) writeLease(seq uint64) error {
+	l.mu.Lock()
+	epoch := l.epoch
+	l.mu.Unlock()
+	err := l.writeAtomic(leaseName, leaseTmp, encodeLease(epoch, seq))
+	if err != nil {
+		if !l.leaseWarned {
+			l.leaseWarned = true
+			l.log.Warn("wal: lease write failed; records reach the forwarder only once fsynced", "error", err)
+		}
+		return err
+	}
+	if l.leaseWarned {
+		l.leaseWarned = false
+		l.log.Info("wal: lease written again; records reach the forwarder as soon as written")
+	}
+	l.mu.Lock()
+	l.leased = seq
+	l.mu.Unlock()
+	return nil
+}
+
+// showWritten makes written records visible to readers at once, in every
+// sync mode (SyncAlways too: before the group's fsync): whatever is
+// fsynced, and beyond that whatever the lease covers, extending the lease
+// first when less than half a block is left.
+func (l *Log) showWritten() {
+	l.mu.Lock()
+	written, synced, leased := l.nextSeq-1, l.synced, l.leased
+	l.mu.Unlock()
+	if written > synced && written+leaseBlock/2 > leased {
+		if l.writeLease(written+leaseBlock) == nil {
+			leased = written + leaseBlock
+		}
+	}
+	l.mu.Lock()
+	l.publish(max(l.synced, min(written, leased)))
+	l.mu.Unlock()
+}
+
+// writeLive overwrites markerLive in place with the acked seq, through a
+// file kept open: one write, no fsync. It only has to survive a process
+// crash; a failure only means more redelivery after one.
 func (l *Log) writeLive(acked uint64) {
+	l.liveMu.Lock()
+	defer l.liveMu.Unlock()
+	if acked <= l.liveSeq || l.liveClosed {
+		return
+	}
 	l.liveSeq = acked
-	f, err := l.fs.OpenFile(l.path(markerLive), os.O_WRONLY|os.O_CREATE, 0o640)
+	var err error
+	if l.live == nil {
+		l.live, err = l.fs.OpenFile(l.path(markerLive), os.O_WRONLY|os.O_CREATE, 0o640)
+	}
 	if err == nil {
-		_, err = f.Write(encodeMarker(l.epoch, acked))
-		if cerr := f.Close(); err == nil {
-			err = cerr
+		putStamp(l.liveBuf[:], markerMagic, l.epoch, acked)
+		if _, err = l.live.WriteAt(l.liveBuf[:], 0); err != nil {
+			l.live.Close()
+			l.live = nil // open it again next time
 		}
 	}
 	l.mu.Lock()
@@ -455,16 +515,37 @@ func (l *Log) writeLive(acked uint64) {
 	}
 }
 
-// shutdown answers every queued Append, syncs, writes the marker and
-// closes the active segment.
-func (l *Log) shutdown() {
-	batch := l.drain(nil)
-	for len(batch) > 0 {
-		l.commit(batch)
-		batch = l.drain(batch[:0])
+// closeLive closes markerLive for good.
+func (l *Log) closeLive() {
+	l.liveMu.Lock()
+	defer l.liveMu.Unlock()
+	l.liveClosed = true
+	if l.live != nil {
+		l.live.Close()
+		l.live = nil
 	}
+}
+
+// shutdown answers every queued Append (no more can queue: closing is
+// set), syncs, writes the marker and closes the active segment. Call with
+// wmu held.
+func (l *Log) shutdown() {
+	l.qmu.Lock()
+	batch := l.queue
+	l.queue = nil
+	l.qmu.Unlock()
+	l.commitAll(batch)
 	err := l.syncActive(false)
 	l.housekeep(l.clock.Now(), true)
+	l.mu.Lock()
+	last, leased := l.nextSeq-1, l.leased
+	l.mu.Unlock()
+	if err == nil && leased > last {
+		// Everything is on disk: take the lease back so a clean
+		// restart continues the seqs without a gap.
+		_ = l.writeLease(last)
+	}
+	l.closeLive()
 	if cerr := l.active.Close(); err == nil {
 		err = cerr
 	}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/edged/edged/cmd/internal/benchrig"
+)
+
+// TestBenchBrokerSmokeIntegration runs `make bench-broker` at a small
+// size (about 10 s): both brokers take 64 clients from 8 addresses
+// (within edged's default per-address limits) and every QoS 1 message
+// reaches every subscriber. Timings are printed, never checked.
+func TestBenchBrokerSmokeIntegration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: skipped under -short")
+	}
+	mq, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if os.Getenv("EDGED_REQUIRE_MOSQUITTO") != "" {
+			t.Fatal("mosquitto not found but EDGED_REQUIRE_MOSQUITTO is set: apt-get install mosquitto")
+		}
+		t.Skip("mosquitto not installed (set EDGED_REQUIRE_MOSQUITTO=1 to make this a failure)")
+	}
+	bin, err := benchrig.BuildEdged(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rig, err := benchrig.New("benchbroker-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rig.Close()
+	var out bytes.Buffer
+	points := []point{{200, 0}, {200, 1}}
+	res, err := run(&out, rig, mq, bin, points, 2, 1, 1, 64)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Log("\n" + out.String())
+	for _, name := range names {
+		f := res[name]
+		if len(f.cpu[points[0]]) != 1 || len(f.cpu[points[1]]) != 1 || f.rssIdle <= 0 || f.rssClient <= 0 {
+			t.Errorf("%s: a figure is missing: %+v", name, *f)
+		}
+	}
+	if !strings.Contains(out.String(), "| figure | Mosquitto | edged | ratio |") {
+		t.Error("no table printed")
+	}
+}

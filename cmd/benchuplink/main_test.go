@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/edged/edged/cmd/internal/benchrig"
+)
+
+// TestBenchUplinkSmokeIntegration runs every scenario of `make
+// bench-uplink` at a small size (about 30 s) and checks the harness
+// counts right: everything arrives through a plain outage for both
+// systems, edged loses nothing to a kill -9, and Mosquitto, which saves
+// its persistence only every 30 min by default, loses the whole backlog
+// (so the kill is a crash and the loss is seen). Timings are printed,
+// never checked.
+func TestBenchUplinkSmokeIntegration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: skipped under -short")
+	}
+	mq, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if os.Getenv("EDGED_REQUIRE_MOSQUITTO") != "" {
+			t.Fatal("mosquitto not found but EDGED_REQUIRE_MOSQUITTO is set: apt-get install mosquitto")
+		}
+		t.Skip("mosquitto not installed (set EDGED_REQUIRE_MOSQUITTO=1 to make this a failure)")
+	}
+	bin, err := benchrig.BuildEdged(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rig, err := benchrig.New("benchuplink-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rig.Close()
+	const n = 500
+	var out bytes.Buffer
+	b := &bench{rig: rig, out: &out, config: config{
+		edged: bin, mosquitto: mq, bridgeProtocol: "mqttv311", bridgeRestart: "1",
+		rate: 200, seconds: 1, rounds: 1, maxN: n, outageN: n, outageRounds: 1, killN: n, window: 64,
+	}}
+	if err := b.run(); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Log("\n" + out.String())
+	for _, s := range systems {
+		f := b.res[s]
+		if len(f.p50) != 1 || f.p50[0] <= 0 || f.p99[0] < f.p50[0] || f.maxRate[0] <= 0 || len(f.drain) != 1 || f.drain[0] <= 0 || f.rssHold[0] <= 0 {
+			t.Errorf("%s: a figure is missing: %+v", s, *f)
+		}
+		if f.outageLost != 0 {
+			t.Errorf("%s: %v of %d lost across a plain outage", s, f.outageLost, n)
+		}
+	}
+	if e := b.res["edged"]; e.killLost != 0 || e.wpm[0] <= 0 {
+		t.Errorf("edged: %v lost after kill -9, %v bytes written per message (want 0 lost, > 0 written)", e.killLost, e.wpm)
+	}
+	if m := b.res["mosquitto"]; m.killLost != n {
+		t.Errorf("mosquitto: %v of %d lost after kill -9; with the default autosave it keeps none (was the kill a clean stop?)", m.killLost, n)
+	}
+	if !strings.Contains(out.String(), "| figure | Mosquitto + bridge | edged | ratio |") {
+		t.Error("no table printed")
+	}
+}
