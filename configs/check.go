@@ -88,6 +88,7 @@ func (l *loader) check(c *Config, root *yaml.Node) {
 	} else if err := checkPrefix(c.Device.TopicPrefix); err != nil {
 		d.errorf(locate(root, "device", "topic_prefix"), "device: topic_prefix: %v", err)
 	}
+	l.checkHomeAssistant(c, root)
 	if c.StateDir == "" {
 		d.errorf(locate(root, "state_dir"), "state_dir: must not be empty (the uplink buffer lives there; default %s)", DefaultStateDir)
 	}
@@ -127,6 +128,29 @@ func (l *loader) checkUsers(c *Config, root *yaml.Node) {
 		}
 	}
 	c.Broker.Users = c.Users
+}
+
+// checkHomeAssistant checks the discovery prefix as a topic prefix, and
+// that it stays clear of the gateway's own topics: Home Assistant
+// publishes its birth message under it, which no LAN client may do under
+// device.topic_prefix.
+func (l *loader) checkHomeAssistant(c *Config, root *yaml.Node) {
+	p := c.HomeAssistant.Prefix
+	if p == "" {
+		return // already reported by hass.Opts.Validate
+	}
+	at := locate(root, "homeassistant", "prefix")
+	if err := checkPrefix(p); err != nil {
+		l.d.errorf(at, "homeassistant: prefix: %v", err)
+		return
+	}
+	dev := c.Device.TopicPrefix
+	if dev == "" {
+		return // no device id: already reported
+	}
+	if p == dev || strings.HasPrefix(p, dev+"/") || strings.HasPrefix(dev, p+"/") {
+		l.d.errorf(at, "homeassistant: prefix: %q overlaps device.topic_prefix %q: the gateway's topics and Home Assistant's discovery topics must not be one inside the other", p, dev)
+	}
 }
 
 // checkPrefix reports why p cannot start topic names.

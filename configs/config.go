@@ -23,6 +23,7 @@ import (
 
 	"github.com/edged/edged/localbroker"
 	"github.com/edged/edged/pipeline/control"
+	"github.com/edged/edged/pipeline/hass"
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/uplink"
 )
@@ -49,6 +50,8 @@ type Config struct {
 	// Uplink is nil when the file has no uplink section, or an empty one
 	// (every key commented out).
 	Uplink *uplink.Opts `yaml:"uplink"`
+	// HomeAssistant is MQTT discovery for Home Assistant, on by default.
+	HomeAssistant hass.Opts `yaml:"homeassistant"`
 }
 
 // Device identifies this gateway.
@@ -189,6 +192,8 @@ func Default() Config {
 		Log:      Log{Level: "info", Format: "text"},
 		Broker:   localbroker.DefaultOpts(),
 		HTTP:     HTTP{Listen: DefaultHTTP},
+
+		HomeAssistant: hass.DefaultOpts(),
 	}
 }
 

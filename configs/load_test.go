@@ -132,6 +132,16 @@ func TestParseDefaultsAndValues(t *testing.T) {
 	if !reflect.DeepEqual(*min, want) {
 		t.Errorf("minimal config:\ngot  %+v\nwant %+v", *min, want)
 	}
+	if ha := min.HomeAssistant; !ha.Enabled || ha.Prefix != "homeassistant" || ha.ConfigurationURL != "" {
+		t.Errorf("homeassistant defaults %+v, want on under homeassistant/", ha)
+	}
+	off, err := configs.Parse("off.yaml", []byte("device: {id: gh-01}\nhomeassistant: {enabled: false}\n"), drivers.Default, testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ha := off.HomeAssistant; ha.Enabled || ha.Prefix != "homeassistant" {
+		t.Errorf("homeassistant: {enabled: false} gave %+v", ha)
+	}
 
 	src := `
 device: {id: gh-01, topic_prefix: farm/gh-01}

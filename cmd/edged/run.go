@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -189,6 +190,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.startControllers(ctx, cfg); err != nil {
 		return nil, err
 	}
+	var httpLns []net.Listener
 	if cfg.HTTP.Listen != "" || cfg.HTTP.ListenTLS != "" {
 		lns, hosts, err := listenHTTP(cfg.HTTP, len(cfg.Users), log)
 		if err != nil {
@@ -213,6 +215,12 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 			defer d.wg.Done()
 			d.web.Run(ctx)
 		}()
+		httpLns = lns
+	}
+	// After the HTTP listeners, whose bound address is the dashboard's
+	// link in Home Assistant.
+	if err := d.startHomeAssistant(ctx, cfg, httpLns); err != nil {
+		return nil, err
 	}
 	d.wg.Add(2)
 	go func() {

@@ -310,7 +310,7 @@ func (l *Loop) drivesTowardsSetpoint(out, v float64) bool {
 	if out < top-saturationEpsilon {
 		return false
 	}
-	if l.opts.reverse() || l.opts.Hysteresis != nil && l.opts.Action == ActionReverse {
+	if l.opts.Reverse() {
 		return v > l.setpoint
 	}
 	return v < l.setpoint
@@ -389,7 +389,7 @@ func (o *Opts) validateGuards() error {
 // validateCutoffs checks the cutoffs against the action, the plausible
 // range and the setpoints.
 func (o *Opts) validateCutoffs() error {
-	rev := o.reverse() || o.Hysteresis != nil && o.Action == ActionReverse
+	rev := o.Reverse()
 	switch {
 	case o.CutoffBelow != nil && !rev:
 		return sensors.FieldErrorf("cutoff_below", "this loop acts direct (heating: its output raises the input), so forcing it off below %v would never protect anything; a probe that reads too low is input_min's job, a limit on heating is cutoff_above", *o.CutoffBelow)

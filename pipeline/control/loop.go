@@ -95,7 +95,7 @@ type Loop struct {
 	saveMu      sync.Mutex
 	saveFailing bool          // under saveMu: the last write failed
 	saves       atomic.Uint64 // state file writes that succeeded
-	// writeFile writes the state file; nil is writeFileSync. Tests
+	// writeFile writes the state file; nil is statefile.Write. Tests
 	// replace it with a write that stalls.
 	writeFile func(path string, data []byte) error
 

@@ -200,6 +200,13 @@ func (o *Opts) reverse() bool {
 	return false
 }
 
+// Reverse reports whether the loop acts in reverse (cooling: its
+// output lowers the input): a PID with negative gains, or hysteresis with
+// action reverse.
+func (o *Opts) Reverse() bool {
+	return o.reverse() || o.Hysteresis != nil && o.Action == ActionReverse
+}
+
 // checkGains checks gains a command or the state file would set: finite,
 // not all zero, each with the loop's sign and within its limit.
 func (o *Opts) checkGains(g Gains) error {

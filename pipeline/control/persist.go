@@ -8,8 +8,9 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/edged/edged/sensors/statefile"
 )
 
 // persisted is what a loop keeps in <state dir>/control/<id>.json: what
@@ -187,47 +188,9 @@ func (l *Loop) save(p persisted) error {
 	}
 	write := l.writeFile
 	if write == nil {
-		write = writeFileSync
+		write = statefile.Write
 	}
 	return write(l.statePath, append(b, '\n'))
-}
-
-func writeFileSync(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("control: %w", err)
-	}
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("control: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("control: write %s: %w", f.Name(), err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("control: sync %s: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("control: close %s: %w", f.Name(), err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("control: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("control: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("control: sync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // restore loads what commands set before a restart. Nothing in the file
