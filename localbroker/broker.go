@@ -193,6 +193,9 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	// Each inbound alias pins its topic name; mochi's default of 65535
 	// would let one client hold gigabytes.
 	caps.TopicAliasMaximum = maxTopicAliases
+	// Acks carry no copy of the acknowledged packet's user properties
+	// [MQTT-3.4.2-3]; see conformance for SUBACK and UNSUBACK.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	limiter := ratelog.New(warnEvery, warnBurst, nil)
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
@@ -235,7 +238,7 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 		warn:         b.warn,
 		ids:          map[*mqtt.Client]Identity{},
 	}
-	for _, h := range []mqtt.Hook{b.access, b.retained, &captureHook{b: b}} {
+	for _, h := range []mqtt.Hook{b.access, b.retained, &captureHook{b: b}, &conformance{maxPacketSize: uint32(opts.MaxPacketSize)}} {
 		if err := srv.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("localbroker: %w", err)
 		}
