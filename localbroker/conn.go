@@ -42,8 +42,8 @@ type clientConn struct {
 	started      func()
 	writeTimeout time.Duration
 	maxQueued    int
-	onSlow       func()       // called at most once
-	shutdown     *atomic.Bool // the broker is closing: Close does not wait to send
+	onSlow       func(overflow bool) // called at most once: the queue overflowed, or a write timed out
+	shutdown     *atomic.Bool        // the broker is closing: Close does not wait to send
 
 	slowOnce sync.Once
 	kick     chan struct{} // a Write or Close has something for the writer
@@ -76,7 +76,7 @@ const writeChunk = 64 << 10
 // errSlow is the error Write returns after a client was cut off as slow.
 var errSlow = errors.New("localbroker: client not reading: disconnected")
 
-func newClientConn(c net.Conn, started func(), writeTimeout time.Duration, maxQueued int, onSlow func(), shutdown *atomic.Bool) *clientConn {
+func newClientConn(c net.Conn, started func(), writeTimeout time.Duration, maxQueued int, onSlow func(overflow bool), shutdown *atomic.Bool) *clientConn {
 	cc := &clientConn{Conn: c, started: started, writeTimeout: writeTimeout, maxQueued: maxQueued, onSlow: onSlow,
 		shutdown: shutdown, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	go cc.writer()
@@ -278,7 +278,7 @@ func (c *clientConn) Write(p []byte) (int, error) {
 	case c.queue.Len()+c.heldLen+len(p) > c.maxQueued:
 		c.err = errSlow
 		c.mu.Unlock()
-		c.slow()
+		c.slow(true)
 		_ = c.Conn.Close() // the writer's blocked write ends; it sees err and stops
 		return 0, errSlow
 	}
@@ -309,7 +309,7 @@ func (c *clientConn) wake() {
 	}
 }
 
-func (c *clientConn) slow() { c.slowOnce.Do(c.onSlow) }
+func (c *clientConn) slow(overflow bool) { c.slowOnce.Do(func() { c.onSlow(overflow) }) }
 
 // writer sends the queue to the socket until Close has been called and
 // the queue is empty, or a write fails.
@@ -336,7 +336,7 @@ func (c *clientConn) writer() {
 		if _, err := c.Conn.Write(chunk[:n]); err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				c.slow()
+				c.slow(false)
 				err = errSlow
 			}
 			c.fail(err)
@@ -372,9 +372,16 @@ type connPolicy struct {
 // wrap gives mochi its view of an admitted connection.
 func (p *connPolicy) wrap(c net.Conn, started func()) *clientConn {
 	remote := c.RemoteAddr().String()
-	return newClientConn(c, started, p.writeTimeout, p.maxQueued, func() {
+	return newClientConn(c, started, p.writeTimeout, p.maxQueued, func(overflow bool) {
 		p.stats.slowClients.Add(1)
-		p.warn("slow", hostOf(c.RemoteAddr()), "disconnected a client that stopped reading", "remote", remote, "write_timeout", p.writeTimeout)
+		reason := "write_timeout"
+		if overflow {
+			p.stats.slowOverflow.Add(1)
+			reason = "queue_overflow"
+		} else {
+			p.stats.slowTimeout.Add(1)
+		}
+		p.warn("slow", hostOf(c.RemoteAddr()), "disconnected a client that stopped reading", "remote", remote, "reason", reason, "write_timeout", p.writeTimeout)
 	}, &p.shutdown)
 }
 
@@ -403,6 +410,14 @@ func (l *gatedListener) Accept() (net.Conn, error) {
 		release, refused := l.p.gate.admit(c.RemoteAddr())
 		if refused != "" {
 			l.p.stats.refused.Add(1)
+			switch refused {
+			case refusedTotal:
+				l.p.stats.refusedTotal.Add(1)
+			case refusedPerAddr:
+				l.p.stats.refusedPerAddr.Add(1)
+			default:
+				l.p.stats.refusedRate.Add(1)
+			}
 			l.p.warn("refused", hostOf(c.RemoteAddr()), "refused a connection", "remote", c.RemoteAddr().String(), "reason", refused)
 			_ = c.Close()
 			continue

@@ -79,7 +79,7 @@ func TestSendWindow(t *testing.T) {
 	go func() { _, _ = io.Copy(io.Discard, client); close(drained) }()
 	var shut atomic.Bool
 	shut.Store(true) // Close closes at once
-	c := newClientConn(server, func() {}, time.Minute, 1<<20, func() {}, &shut)
+	c := newClientConn(server, func() {}, time.Minute, 1<<20, func(bool) {}, &shut)
 	defer func() { c.Close(); c.wait(); client.Close(); <-drained }()
 	c.setReceiveMaximum(2)
 	var all []byte
