@@ -1,7 +1,6 @@
 package localbroker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -57,9 +56,15 @@ type access struct {
 
 func (a *access) ID() string { return "edged-access" }
 
+// Provides is asked for every hook on every event of every packet, so it
+// is a switch, not a search.
 func (a *access) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
-		mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnWill, mqtt.OnDisconnect, mqtt.OnClientExpired}, []byte{b})
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
+		mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnWill, mqtt.OnDisconnect, mqtt.OnClientExpired:
+		return true
+	}
+	return false
 }
 
 // OnConnect logs the client in (see login), refuses a Will the client
@@ -250,7 +255,7 @@ func (a *access) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // 3.1.1 client is disconnected, as for any refused 3.1.1 publish.
 func (a *access) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 || cl.Net.Inline ||
-		!strings.HasPrefix(strings.ToUpper(pk.TopicName), mqtt.SysPrefix) {
+		len(pk.TopicName) < len(mqtt.SysPrefix) || !strings.EqualFold(pk.TopicName[:len(mqtt.SysPrefix)], mqtt.SysPrefix) {
 		return pk, nil
 	}
 	a.stats.notAuthorized.Add(1)

@@ -622,6 +622,48 @@ func TestMQTT5ConformanceIntegration(t *testing.T) {
 		}
 	})
 
+	// Section 2.2.1: "The Client and Server assign Packet Identifiers
+	// independently of each other", so a client may use an id that the
+	// server's message in flight to it has. mochi keeps both in one
+	// table: such a SUBSCRIBE got SUBACK 0x91 (Packet Identifier in use)
+	// and such a PUBLISH removed the server's message from redelivery
+	// [MQTT-4.4.0-1]. Failed before the fix.
+	t.Run("packet identifiers per direction", func(t *testing.T) {
+		id := confID("pid")
+		se := append([]byte{propSessionExpiry}, u32(60)...)
+		c, _, _, _ := connect5(t, addr, id, 30, false, se)
+		c.subscribe5(t, "conf/pid/in", 1, nil)
+		pub, _, _, _ := connect5(t, addr, confID("pidpub"), 30, false, nil)
+		pub.send(t, pub5("conf/pid/in", 1, false, 1, nil, "kept"))
+		in := c.nextPub(t) // not acknowledged: the broker's id in.id is in flight
+		pid := in.id
+
+		c.send(t, packet(0x82, append(append(u16(pid), 0), append(mqttString("conf/pid/other"), 1)...)))
+		if _, b := c.next(t, 0x90); binary.BigEndian.Uint16(b) != pid || b[len(b)-1] != 1 {
+			t.Errorf("SUBSCRIBE with id %d: SUBACK % x, want that id and 0x01", pid, b)
+		}
+		c.send(t, pub5("conf/pid/out", 1, false, pid, nil, "q1"))
+		if _, b := c.next(t, 0x40); binary.BigEndian.Uint16(b) != pid {
+			t.Errorf("PUBLISH QoS 1 with id %d: PUBACK % x", pid, b)
+		}
+		c.send(t, pub5("conf/pid/out", 2, false, pid, nil, "q2"))
+		if _, b := c.next(t, 0x50); binary.BigEndian.Uint16(b) != pid {
+			t.Errorf("PUBLISH QoS 2 with id %d: PUBREC % x", pid, b)
+		}
+		c.send(t, packet(0x62, u16(pid)))
+		if _, b := c.next(t, 0x70); binary.BigEndian.Uint16(b) != pid || (len(b) > 2 && b[2] != 0) {
+			t.Errorf("PUBREL %d: PUBCOMP % x, want that id and success", pid, b)
+		}
+		c.conn.Close()
+		c, _, present, _ := connect5(t, addr, id, 30, true, se)
+		if !present {
+			t.Fatal("session not resumed")
+		}
+		if got := c.nextPub(t); got.payload != "kept" || !got.dup {
+			t.Errorf("after reconnect: %+v, want \"kept\" redelivered (DUP)", got)
+		}
+	})
+
 	// paho.golang, the client edged's own uplink uses, against the same
 	// broker: a publish with user properties gets a PUBACK without them,
 	// and it learns the Topic Alias Maximum. Failed before the fix.
