@@ -18,11 +18,12 @@ import (
 // acknowledge each: the broker's CPU per message (issue 11 item 6). One
 // op is one message published and delivered to all three.
 //
-//	go test -run x -bench BrokerFanout -benchmem -cpuprofile cpu.out ./localbroker
+//	go test -run '^$' -bench BrokerFanout -benchmem -cpuprofile cpu.out ./localbroker
 func BenchmarkBrokerFanout(b *testing.B) {
 	br, err := New(func() Opts {
 		o := DefaultOpts()
 		o.MQTT, o.WebSocket, o.AnonymousRole = "127.0.0.1:0", "", RolePublisher
+		o.MaxPendingWrites = 1024
 		return o
 	}(), prefix, nil)
 	if err != nil {
@@ -97,11 +98,11 @@ func BenchmarkBrokerFanout(b *testing.B) {
 			b.Fatal(err)
 		}
 		for int64(i+1)*subs-delivered.Load() > 256*subs { // stay well within 1,024 in flight
-			time.Sleep(100 * time.Microsecond)
+			wait(b, br)
 		}
 	}
 	for delivered.Load() < int64(b.N)*subs {
-		time.Sleep(100 * time.Microsecond)
+		wait(b, br)
 	}
 	b.StopTimer()
 	var ru syscall.Rusage
@@ -118,6 +119,15 @@ func BenchmarkBrokerFanout(b *testing.B) {
 	}
 	if s := br.Stats(); total != b.N*subs {
 		b.Fatalf("delivered %d of %d (dropped %+v)", total, b.N*subs, s.Dropped)
+	}
+}
+
+// wait sleeps a moment, and ends the benchmark if messages were lost:
+// then the subscribers would never catch up.
+func wait(b *testing.B, br *Broker) {
+	time.Sleep(100 * time.Microsecond)
+	if s := br.Stats(); s.Dropped != (Drops{}) {
+		b.Fatalf("messages dropped: %+v", s.Dropped)
 	}
 }
 

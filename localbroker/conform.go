@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -51,6 +52,7 @@ type conformance struct {
 	owner         sync.Map // client id -> *mqtt.Client holding it last (admitted)
 	subIDs        sync.Map // *mqtt.Client -> struct{}: it subscribed with an identifier
 	swaps         sync.Map // client id -> *idSwaps, for the session's life (redelivered PUBRECs keep swapped ids)
+	anySwaps      atomic.Bool // swaps has held an entry: only then is it looked at per packet
 }
 
 // idSwaps are a client's packet ids that clashed with the broker's own
@@ -135,7 +137,11 @@ func (h *conformance) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.
 	default:
 		return pk, nil
 	}
-	v, swapped := h.swaps.Load(cl.ID)
+	var v any
+	swapped := false
+	if h.anySwaps.Load() {
+		v, swapped = h.swaps.Load(cl.ID)
+	}
 	if swapped {
 		sw := v.(*idSwaps)
 		sw.mu.Lock()
@@ -153,6 +159,7 @@ func (h *conformance) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.
 		return pk, nil
 	}
 	if !swapped {
+		h.anySwaps.Store(true)
 		v, _ = h.swaps.LoadOrStore(cl.ID, &idSwaps{client: map[uint16]uint16{}, swap: map[uint16]uint16{}})
 	}
 	sw := v.(*idSwaps)
@@ -176,6 +183,9 @@ func (h *conformance) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.
 // unswap gives an acknowledgement of a swapped id the client's id back;
 // the swap ends with the flow (not at PUBREC, which a PUBREL follows).
 func (h *conformance) unswap(cl *mqtt.Client, pk *packets.Packet) {
+	if !h.anySwaps.Load() {
+		return
+	}
 	v, ok := h.swaps.Load(cl.ID)
 	if !ok {
 		return
