@@ -49,9 +49,9 @@ import (
 type conformance struct {
 	mqtt.HookBase
 	maxPacketSize uint32
-	owner         sync.Map // client id -> *mqtt.Client holding it last (admitted)
-	subIDs        sync.Map // *mqtt.Client -> struct{}: it subscribed with an identifier
-	swaps         sync.Map // client id -> *idSwaps, for the session's life (redelivered PUBRECs keep swapped ids)
+	owner         sync.Map    // client id -> *mqtt.Client holding it last (admitted)
+	subIDs        sync.Map    // *mqtt.Client -> struct{}: it subscribed with an identifier
+	swaps         sync.Map    // client id -> *idSwaps, for the session's life (redelivered PUBRECs keep swapped ids)
 	anySwaps      atomic.Bool // swaps has held an entry: only then is it looked at per packet
 }
 
