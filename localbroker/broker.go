@@ -23,6 +23,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/liveness"
 	"github.com/edged/edged/sensors/ratelog"
 	"github.com/edged/edged/sensors/topics"
 )
@@ -82,8 +84,9 @@ type Broker struct {
 	mu      sync.RWMutex
 	capture Capturer
 	closed  bool
-	out     chan outbound // the local fan-out queue; closed by Close
-	fanDone chan struct{} // closed when the fan-out goroutine has ended
+	out     chan outbound  // the local fan-out queue; closed by Close
+	fanDone chan struct{}  // closed when the fan-out goroutine has ended
+	beat    *liveness.Beat // the fan-out's
 }
 
 // outbound is one in-process message waiting for local fan-out.
@@ -205,7 +208,7 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	})
 	b := &Broker{opts: opts, log: log, srv: srv, limiter: limiter,
 		retained: newRetainedStore(opts.MaxRetained, opts.MaxRetainedBytes, time.Now),
-		out:      make(chan outbound, fanoutQueue), fanDone: make(chan struct{})}
+		out:      make(chan outbound, fanoutQueue), fanDone: make(chan struct{}), beat: liveness.New("broker/fanout")}
 	b.inline, _ = srv.Clients.Get(mqtt.InlineClientId)
 	b.policy = &connPolicy{
 		gate:           newGate(opts.MaxClients, opts.MaxClientsPerAddress, opts.MaxConnectsPerMinute, time.Now),
@@ -415,6 +418,9 @@ func (b *Broker) enqueue(m outbound) {
 func (b *Broker) fanout() {
 	defer close(b.fanDone)
 	for m := range b.out {
+		// mochi hands the message to each client's send queue: no
+		// socket is touched here.
+		b.beat.Expect(sensors.BeatSlack)
 		var err error
 		if m.reply {
 			err = b.srv.InjectPacket(b.inline, packets.Packet{
@@ -430,8 +436,15 @@ func (b *Broker) fanout() {
 		if err != nil {
 			b.warn("fanout-error", "", "local delivery failed", "topic", m.topic, "error", err)
 		}
+		if len(b.out) == 0 {
+			b.beat.Idle()
+		}
 	}
 }
+
+// Heartbeat is the local fan-out's beat, "broker/fanout": busy while it
+// delivers, idle while its queue is empty.
+func (b *Broker) Heartbeat() *liveness.Beat { return b.beat }
 
 // Inbound is a message delivered to an in-process subscription. Payload
 // and CorrelationData are copies the receiver owns.

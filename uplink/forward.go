@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/uplink/wal"
 )
 
@@ -81,7 +82,10 @@ func (u *Uplink) forward(ctx context.Context) {
 	failing := false
 	var stuck, skip uint64 // a message failing every session; the one to dead-letter
 	stuckN := 0
+	defer u.beat.Idle()
 	for first := true; ctx.Err() == nil; first = false {
+		// A backoff, a connect and a CONNACK wait at most.
+		u.beat.Expect(u.backoffMax + u.connectTimeout + sensors.BeatSlack)
 		if !first {
 			if !u.sleep(ctx, u.backoff(attempt, recent)) {
 				return
@@ -341,6 +345,10 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca 
 	ctxDone := ctx.Done()
 
 	for {
+		// The tick comes every second at most; a write may block for
+		// its deadline (see sender.deadline: a minute covers 256 KiB on
+		// a slow link) before the loop is back.
+		u.beat.Expect(u.ackTimeout + time.Minute + sensors.BeatSlack)
 		if stopping && s.outstanding == 0 {
 			return end, s.goodbye()
 		}
@@ -546,6 +554,11 @@ func (s *sender) send(f fed) error {
 		return err
 	}
 	u.sent.Add(1)
+	if s.epoch == u.highEpoch && f.seq <= u.highSeq {
+		u.resent.Add(1)
+	} else {
+		u.highSeq, u.highEpoch = f.seq, s.epoch
+	}
 	return nil
 }
 
