@@ -143,6 +143,17 @@ type Stats struct {
 	// their address failed max_login_failures times in a minute.
 	LoginFailures uint64 `json:"login_failures"`
 	LoginsLimited uint64 `json:"logins_limited"`
+	// mochi's own counts: PUBLISH packets received from and sent to
+	// clients (the gateway's own publishes are not received ones),
+	// messages it dropped for a client whose inflight store or pending
+	// writes were full, bytes, and live subscriptions.
+	MessagesReceived int64 `json:"messages_received"`
+	MessagesSent     int64 `json:"messages_sent"`
+	MessagesDropped  int64 `json:"messages_dropped"`
+	InflightDropped  int64 `json:"inflight_dropped"`
+	BytesReceived    int64 `json:"bytes_received"`
+	BytesSent        int64 `json:"bytes_sent"`
+	Subscriptions    int64 `json:"subscriptions"`
 }
 
 // Stats returns the broker's counters.
@@ -159,6 +170,13 @@ func (b *Broker) Stats() Stats {
 		LocalDropped:            b.stats.localDropped.Load(),
 		LoginFailures:           b.access.accounts.failed.Load(),
 		LoginsLimited:           b.access.accounts.limited.Load(),
+		MessagesReceived:        atomic.LoadInt64(&b.srv.Info.MessagesReceived),
+		MessagesSent:            atomic.LoadInt64(&b.srv.Info.MessagesSent),
+		MessagesDropped:         atomic.LoadInt64(&b.srv.Info.MessagesDropped),
+		InflightDropped:         atomic.LoadInt64(&b.srv.Info.InflightDropped),
+		BytesReceived:           atomic.LoadInt64(&b.srv.Info.BytesReceived),
+		BytesSent:               atomic.LoadInt64(&b.srv.Info.BytesSent),
+		Subscriptions:           atomic.LoadInt64(&b.srv.Info.Subscriptions),
 	}
 }
 

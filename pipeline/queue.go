@@ -133,10 +133,10 @@ func (q *Queue) Run() {
 		if q.n == 0 {
 			closed := q.closed
 			q.mu.Unlock()
+			q.beat.Idle()
 			if closed {
 				return
 			}
-			q.beat.Idle()
 			<-q.wake
 			continue
 		}

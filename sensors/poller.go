@@ -93,6 +93,9 @@ type SensorStats struct {
 	Stuck      bool      // a timed-out Sense has not returned yet
 	LastError  error     // the latest failure, nil if none yet
 	LastSample time.Time // time of the latest successful sample
+	// SenseTime is the time the successful samples took in all, from
+	// their slot to their values (a timed-out Sense ahead included).
+	SenseTime time.Duration
 }
 
 // Poller owns the sampling schedules of many sensors: when to Sense, with
@@ -455,8 +458,10 @@ func (w *worker) sample(ctx context.Context, tmo Timer, at time.Time) error {
 		return ctx.Err()
 	}
 
+	took := w.clock.Now().Sub(at)
 	w.mu.Lock()
 	w.stats.Samples++
+	w.stats.SenseTime += max(took, 0)
 	w.stats.LastSample = at
 	w.mu.Unlock()
 	online := w.status != StatusOnline

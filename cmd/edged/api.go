@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"reflect"
 
 	"github.com/edged/edged/cmd/edged/dashboard"
+	"github.com/edged/edged/cmd/edged/metrics"
 	"github.com/edged/edged/cmd/edged/web"
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/localbroker"
@@ -30,10 +32,12 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 		Controllers: controllers{d, cfg.Controllers},
 		Actuators:   actuators{d, cfg.Actuators},
 		Health:      brokerHealth{d.broker},
+		Probes:      d.health,
 	}
 	if d.uplink != nil {
 		deps.Uplink = uplinkStats{d.uplink}
 	}
+	deps.Metrics = d.metricsHandler(cfg)
 	for i, sc := range cfg.Sensors {
 		si := web.SensorInfo{ID: sc.ID, Name: sc.Name, Driver: sc.Driver}
 		for _, q := range d.sensors[i].Quantities() {
@@ -229,6 +233,43 @@ func (u uplinkStats) UplinkStats() web.UplinkStats {
 	}
 	return web.UplinkStats{Connected: s.Connected, Backlog: s.Backlog, BacklogBytes: s.BacklogBytes,
 		OldestAgeSec: s.OldestAgeSec, LastPuback: s.LastPuback, Dropped: dropped, DeadLetters: s.DeadLetters}
+}
+
+// metricsHandler builds /metrics over the rooms' Stats and records the
+// pipeline's readings for the value gauges. Call it from newWeb, before
+// readings flow; its sources read the Poller and the loops only when
+// scraped, once start has made them.
+func (d *daemon) metricsHandler(cfg *configs.Config) http.Handler {
+	ids := make([]string, len(cfg.Sensors))
+	qs := make([][]sensors.Quantity, len(cfg.Sensors))
+	for i, sc := range cfg.Sensors {
+		ids[i], qs[i] = sc.ID, d.sensors[i].Quantities()
+	}
+	readings := metrics.NewReadings(ids, qs)
+	d.pipe.Observe(readings)
+	src := metrics.Sources{
+		Version:      buildVersion(),
+		Sensors:      func() []sensors.SensorStats { return d.poller.Stats() },
+		Readings:     readings,
+		Broker:       d.broker.Stats,
+		QueueDropped: func() uint64 { return d.queue.Dropped() },
+		Beats:        d.health.Beats,
+	}
+	if d.uplink != nil {
+		src.Uplink = d.uplink.Stats
+	}
+	if len(cfg.Controllers) > 0 {
+		src.Controllers = func() []metrics.Controller {
+			out := make([]metrics.Controller, 0, len(cfg.Controllers))
+			for _, c := range cfg.Controllers {
+				if l := d.loops[c.ID]; l != nil {
+					out = append(out, metrics.Controller{ID: c.ID, State: l.State()})
+				}
+			}
+			return out
+		}
+	}
+	return metrics.Handler(src)
 }
 
 type brokerHealth struct{ b *localbroker.Broker }
