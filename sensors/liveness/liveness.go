@@ -14,6 +14,14 @@ import (
 	"time"
 )
 
+// StallEnv names the environment variable of the failpoint build: NAME@D
+// (e.g. "control/heat@3s") makes the loop NAME block for ever in its first
+// Expect at least D after start, as a loop stuck in a driver or on a disk
+// would. Tests build edged with -tags edgedfailpoints to see what a stuck
+// loop does to /healthz and the watchdog; release builds have no such
+// code.
+const StallEnv = "EDGED_STALL"
+
 // epoch anchors the monotonic readings: time.Since uses the monotonic
 // clock.
 var epoch = time.Now()
