@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -129,7 +131,10 @@ func (h *probes) watch(ctx context.Context, log *slog.Logger) {
 		problems := h.Live()
 		switch {
 		case len(problems) > 0 && !stuck:
-			log.Error("a main loop is stuck; /healthz fails and the systemd watchdog is not fed", "problems", problems)
+			// The stacks say where the loop hangs: once, not per check.
+			var stacks strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			log.Error("a main loop is stuck; /healthz fails and the systemd watchdog is not fed", "problems", problems, "goroutines", stacks.String())
 		case len(problems) == 0 && stuck:
 			log.Info("every main loop comes round again")
 		}
