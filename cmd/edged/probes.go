@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime/pprof"
+	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -132,9 +131,9 @@ func (h *probes) watch(ctx context.Context, log *slog.Logger) {
 		switch {
 		case len(problems) > 0 && !stuck:
 			// The stacks say where the loop hangs: once, not per check.
-			var stacks strings.Builder
-			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
-			log.Error("a main loop is stuck; /healthz fails and the systemd watchdog is not fed", "problems", problems, "goroutines", stacks.String())
+			stacks := make([]byte, 1<<20)
+			stacks = stacks[:runtime.Stack(stacks, true)]
+			log.Error("a main loop is stuck; /healthz fails and the systemd watchdog is not fed", "problems", problems, "goroutines", string(stacks))
 		case len(problems) == 0 && stuck:
 			log.Info("every main loop comes round again")
 		}
