@@ -401,7 +401,7 @@ type Stats struct {
 	// reopened buffer starts again from 0).
 	Fsyncs       uint64 `json:"fsyncs"`
 	BytesWritten uint64 `json:"bytes_written"`
-	DiskBytes        int64  `json:"disk_bytes"`
+	DiskBytes    int64  `json:"disk_bytes"`
 	// BufferError is set while the buffer is failed and being reopened
 	// (captures are refused); BufferReopens counts the reopens.
 	BufferError   string `json:"buffer_error,omitempty"`

@@ -170,7 +170,7 @@ func b2f(b bool) float64 {
 type collector struct {
 	src Sources
 
-	broker, up                                          []metric[localbroker.Stats]
+	broker                                              []metric[localbroker.Stats]
 	buildInfo, readingValue, readingTime, senseTime     *prometheus.Desc
 	lastSample, queueDropped, uplinkDropped, lastPuback *prometheus.Desc
 	controlInput, loopOverdue                           *prometheus.Desc
