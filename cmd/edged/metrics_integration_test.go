@@ -319,15 +319,23 @@ func failpointBinary(t *testing.T) string {
 	return failpointBin
 }
 
-// TestStuckLoopStopsWatchdogIntegration stalls the heat control loop of
-// a running edged (the failpoint build blocks it for ever in its
-// heartbeat, as a hung actuator write would) and checks that /healthz
-// turns 503 naming it and no other loop, that edged stops sending
-// WATCHDOG=1 to its (fake) systemd, and that it sent them before.
+// TestStuckLoopStopsWatchdogIntegration stalls one loop of a running
+// edged (the failpoint build blocks it for ever in its heartbeat, as a
+// hung actuator write or a wedged driver call would): the heat control
+// loop, then the air sensor's schedule. /healthz must turn 503 naming it
+// and no other loop, edged must stop sending WATCHDOG=1 to its (fake)
+// systemd, and it must have sent them before.
 func TestStuckLoopStopsWatchdogIntegration(t *testing.T) {
 	bin := failpointBinary(t)
+	all := []string{"control/heat", "sensor/air", "sensor/light", "pipeline/queue", "broker/fanout"}
+	for _, loop := range []string{"control/heat", "sensor/air"} {
+		t.Run(strings.ReplaceAll(loop, "/", "_"), func(t *testing.T) { stuckLoop(t, bin, loop, all) })
+	}
+}
+
+func stuckLoop(t *testing.T, bin, loop string, all []string) {
 	var httpAddr string
-	d := startReadyEnv(t, bin, []string{"WATCHDOG_USEC=400000", liveness.StallEnv + "=control/heat@2s"}, func() (string, []string) {
+	d := startReadyEnv(t, bin, []string{"WATCHDOG_USEC=400000", liveness.StallEnv + "=" + loop + "@2s"}, func() (string, []string) {
 		cfg, mqttAddr, wsAddr, h := simConfig(t)
 		data, err := os.ReadFile(cfg)
 		if err != nil {
@@ -361,15 +369,15 @@ func TestStuckLoopStopsWatchdogIntegration(t *testing.T) {
 			t.Fatalf("/healthz: %d %s", code, b)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/healthz still 200 40 s after the control loop stalled: %s", b)
+			t.Fatalf("/healthz still 200 40 s after %s stalled: %s", loop, b)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if !strings.Contains(body, "loop control/heat is stuck") {
-		t.Errorf("/healthz body %s does not name the stuck loop", body)
+	if !strings.Contains(body, "loop "+loop+" is stuck") {
+		t.Errorf("/healthz body %s does not name the stuck loop %s", body, loop)
 	}
-	for _, other := range []string{"sensor/air", "sensor/light", "pipeline/queue", "broker/fanout"} {
-		if strings.Contains(body, other) {
+	for _, other := range all {
+		if other != loop && strings.Contains(body, "loop "+other+" ") {
 			t.Errorf("/healthz names %s, which is not stuck: %s", other, body)
 		}
 	}
@@ -385,7 +393,7 @@ func TestStuckLoopStopsWatchdogIntegration(t *testing.T) {
 			lines = append(lines, m.at.Sub(stuckAt).String()+" "+m.line)
 		}
 		sort.Strings(lines)
-		t.Errorf("%d WATCHDOG=1 sent while control/heat was stuck:\n%s", n, strings.Join(lines, "\n"))
+		t.Errorf("%d WATCHDOG=1 sent while %s was stuck:\n%s", n, loop, strings.Join(lines, "\n"))
 	}
 	if !strings.Contains(d.logs.String(), "a main loop is stuck") {
 		t.Error("edged did not log that a main loop is stuck")
