@@ -37,7 +37,8 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 	if d.uplink != nil {
 		deps.Uplink = uplinkStats{d.uplink}
 	}
-	deps.Metrics = d.metricsHandler(cfg)
+	var ctls *metrics.Controllers
+	deps.Metrics, ctls = d.metricsHandler(cfg)
 	for i, sc := range cfg.Sensors {
 		si := web.SensorInfo{ID: sc.ID, Name: sc.Name, Driver: sc.Driver}
 		for _, q := range d.sensors[i].Quantities() {
@@ -62,6 +63,7 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 			// As for commands, an empty level gives id "".
 			id, _ := tree.ParseControlState(m.Topic)
 			srv.ControllerState(id, m.Payload)
+			ctls.Publish(id, m.Payload)
 		}); err != nil {
 			return err
 		}
@@ -235,11 +237,13 @@ func (u uplinkStats) UplinkStats() web.UplinkStats {
 		OldestAgeSec: s.OldestAgeSec, LastPuback: s.LastPuback, Dropped: dropped, DeadLetters: s.DeadLetters}
 }
 
-// metricsHandler builds /metrics over the rooms' Stats and records the
-// pipeline's readings for the value gauges. Call it from newWeb, before
+// metricsHandler builds /metrics over the rooms' Stats, records the
+// pipeline's readings for the value gauges, and returns the table of
+// the controllers' published states for newWeb to feed (nil without
+// controllers). Call it from newWeb, before
 // readings flow; its sources read the Poller and the loops only when
 // scraped, once start has made them.
-func (d *daemon) metricsHandler(cfg *configs.Config) http.Handler {
+func (d *daemon) metricsHandler(cfg *configs.Config) (http.Handler, *metrics.Controllers) {
 	ids := make([]string, len(cfg.Sensors))
 	qs := make([][]sensors.Quantity, len(cfg.Sensors))
 	for i, sc := range cfg.Sensors {
@@ -259,17 +263,13 @@ func (d *daemon) metricsHandler(cfg *configs.Config) http.Handler {
 		src.Uplink = d.uplink.Stats
 	}
 	if len(cfg.Controllers) > 0 {
-		src.Controllers = func() []metrics.Controller {
-			out := make([]metrics.Controller, 0, len(cfg.Controllers))
-			for _, c := range cfg.Controllers {
-				if l := d.loops[c.ID]; l != nil {
-					out = append(out, metrics.Controller{ID: c.ID, State: l.State()})
-				}
-			}
-			return out
+		ids := make([]string, len(cfg.Controllers))
+		for i, c := range cfg.Controllers {
+			ids[i] = c.ID
 		}
+		src.Controllers = metrics.NewControllers(ids)
 	}
-	return metrics.Handler(src)
+	return metrics.Handler(src), src.Controllers
 }
 
 type brokerHealth struct{ b *localbroker.Broker }

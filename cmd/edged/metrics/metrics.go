@@ -13,6 +13,7 @@ package metrics
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
 	"net/http"
 	"runtime"
@@ -32,10 +33,38 @@ import (
 	"github.com/edged/edged/uplink"
 )
 
-// Controller is one control loop's published state.
-type Controller struct {
-	ID    string
-	State control.State
+// Controllers keeps the state each control loop last published, for the
+// edged_control_* gauges. It is fed from the state topic (Publish), not
+// read from the loops when scraped: a loop stuck in an actuator write
+// holds its lock, and a scrape must not hang with it.
+type Controllers struct {
+	ids    []string
+	states map[string]*atomic.Pointer[control.State] // read-only after NewControllers
+}
+
+// NewControllers returns a table for the controllers ids, in order.
+func NewControllers(ids []string) *Controllers {
+	c := &Controllers{ids: ids, states: map[string]*atomic.Pointer[control.State]{}}
+	for _, id := range ids {
+		c.states[id] = new(atomic.Pointer[control.State])
+	}
+	return c
+}
+
+// Publish records the state JSON controller id published (at most one a
+// second); an unknown id or a payload that does not parse is ignored.
+func (c *Controllers) Publish(id string, payload []byte) {
+	if c == nil {
+		return
+	}
+	p := c.states[id]
+	if p == nil {
+		return
+	}
+	var st control.State
+	if json.Unmarshal(payload, &st) == nil {
+		p.Store(&st)
+	}
 }
 
 // Sources are the snapshots a scrape reads. Sensors and Broker are
@@ -47,7 +76,7 @@ type Sources struct {
 	Readings     *Readings
 	Broker       func() localbroker.Stats
 	Uplink       func() uplink.Stats
-	Controllers  func() []Controller
+	Controllers  *Controllers
 	QueueDropped func() uint64
 	Beats        func() []*liveness.Beat
 }
@@ -271,12 +300,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if src.Controllers != nil {
-		for _, ct := range src.Controllers() {
-			for _, m := range c.controlRows {
-				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.get(ct.State), ct.ID)
+		for _, id := range src.Controllers.ids {
+			st := src.Controllers.states[id].Load()
+			if st == nil {
+				continue // nothing published yet
 			}
-			if ct.State.Input != nil {
-				ch <- prometheus.MustNewConstMetric(c.controlInput, gauge, *ct.State.Input, ct.ID)
+			for _, m := range c.controlRows {
+				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.get(*st), id)
+			}
+			if st.Input != nil {
+				ch <- prometheus.MustNewConstMetric(c.controlInput, gauge, *st.Input, id)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -32,11 +33,20 @@ func sources(bs *localbroker.Stats, us *uplink.Stats, ss *[]sensors.SensorStats,
 		Broker:       func() localbroker.Stats { return *bs },
 		Uplink:       func() uplink.Stats { return *us },
 		QueueDropped: func() uint64 { return 3 },
-		Controllers: func() []Controller {
-			return []Controller{{ID: "heat", State: control.State{Setpoint: 22.5, Input: &in, Output: 0.4, Fault: "input stale"}}}
-		},
-		Beats: func() []*liveness.Beat { return []*liveness.Beat{liveness.New("control/heat")} },
+		Controllers:  controllers(control.State{Setpoint: 22.5, Input: &in, Output: 0.4, Fault: "input stale"}),
+		Beats:        func() []*liveness.Beat { return []*liveness.Beat{liveness.New("control/heat")} },
 	}
+}
+
+// controllers returns a table in which "heat" published st, and "cool"
+// nothing yet.
+func controllers(st control.State) *Controllers {
+	c := NewControllers([]string{"heat", "cool"})
+	b, _ := json.Marshal(st)
+	c.Publish("heat", b)
+	c.Publish("heat", []byte("not json")) // ignored: the last good state stays
+	c.Publish("ghost", b)                 // not configured: ignored
+	return c
 }
 
 // scrape GETs the handler and parses the text format.
@@ -132,6 +142,12 @@ func TestExposition(t *testing.T) {
 	}
 	if _, ok := value(fams, "edged_sensor_value", map[string]string{"quantity": "humidity"}); ok {
 		t.Error("humidity has a value before any reading")
+	}
+	if _, ok := value(fams, "edged_control_setpoint", map[string]string{"controller": "cool"}); ok {
+		t.Error("a controller that published nothing has a setpoint")
+	}
+	if _, ok := value(fams, "edged_control_setpoint", map[string]string{"controller": "ghost"}); ok {
+		t.Error("an unknown controller's state made a series")
 	}
 	if _, ok := value(fams, "edged_sensor_value", map[string]string{"sensor": "ghost"}); ok {
 		t.Error("a reading of an unknown sensor made a series")
