@@ -24,6 +24,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/liveness"
 	"github.com/edged/edged/sensors/ratelog"
 	"github.com/edged/edged/sensors/topics"
 )
@@ -83,8 +84,9 @@ type Broker struct {
 	mu      sync.RWMutex
 	capture Capturer
 	closed  bool
-	out     chan outbound // the local fan-out queue; closed by Close
-	fanDone chan struct{} // closed when the fan-out goroutine has ended
+	out     chan outbound  // the local fan-out queue; closed by Close
+	fanDone chan struct{}  // closed when the fan-out goroutine has ended
+	beat    *liveness.Beat // the fan-out's
 }
 
 // outbound is one in-process message waiting for local fan-out.
@@ -159,6 +161,14 @@ type Stats struct {
 	// their address failed max_login_failures times in a minute.
 	LoginFailures uint64 `json:"login_failures"`
 	LoginsLimited uint64 `json:"logins_limited"`
+	// mochi's own counts: PUBLISH packets received from and sent to
+	// clients (the gateway's own publishes are not received ones),
+	// bytes, and live subscriptions. What it dropped is in Dropped.
+	MessagesReceived int64 `json:"messages_received"`
+	MessagesSent     int64 `json:"messages_sent"`
+	BytesReceived    int64 `json:"bytes_received"`
+	BytesSent        int64 `json:"bytes_sent"`
+	Subscriptions    int64 `json:"subscriptions"`
 
 	// Dropped, PublishesRefused, ConnectsRefused and SlowClients are the
 	// per-reason counts of everything the broker did not deliver or
@@ -251,6 +261,11 @@ func (b *Broker) Stats() Stats {
 		LocalDropped:            c.localDropped.Load(),
 		LoginFailures:           b.access.accounts.failed.Load(),
 		LoginsLimited:           b.access.accounts.limited.Load(),
+		MessagesReceived:        atomic.LoadInt64(&b.srv.Info.MessagesReceived),
+		MessagesSent:            atomic.LoadInt64(&b.srv.Info.MessagesSent),
+		BytesReceived:           atomic.LoadInt64(&b.srv.Info.BytesReceived),
+		BytesSent:               atomic.LoadInt64(&b.srv.Info.BytesSent),
+		Subscriptions:           atomic.LoadInt64(&b.srv.Info.Subscriptions),
 		Dropped: Drops{
 			QueueFull: c.queueFull.Load(),
 			// mochi counts these itself (and packet id exhaustion, which
@@ -332,7 +347,7 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	})
 	b := &Broker{opts: opts, log: log, srv: srv, limiter: limiter,
 		retained: newRetainedStore(opts.MaxRetained, opts.MaxRetainedBytes, time.Now),
-		out:      make(chan outbound, fanoutQueue), fanDone: make(chan struct{})}
+		out:      make(chan outbound, fanoutQueue), fanDone: make(chan struct{}), beat: liveness.New("broker/fanout")}
 	b.inline, _ = srv.Clients.Get(mqtt.InlineClientId)
 	b.policy = &connPolicy{
 		gate:           newGate(opts.MaxClients, opts.MaxClientsPerAddress, opts.MaxConnectsPerMinute, time.Now),
@@ -542,6 +557,9 @@ func (b *Broker) enqueue(m outbound) {
 func (b *Broker) fanout() {
 	defer close(b.fanDone)
 	for m := range b.out {
+		// mochi hands the message to each client's send queue: no
+		// socket is touched here.
+		b.beat.Expect(sensors.BeatSlack)
 		var err error
 		if m.reply {
 			err = b.srv.InjectPacket(b.inline, packets.Packet{
@@ -557,8 +575,15 @@ func (b *Broker) fanout() {
 		if err != nil {
 			b.warn("fanout-error", "", "local delivery failed", "topic", m.topic, "error", err)
 		}
+		if len(b.out) == 0 {
+			b.beat.Idle()
+		}
 	}
 }
+
+// Heartbeat is the local fan-out's beat, "broker/fanout": busy while it
+// delivers, idle while its queue is empty.
+func (b *Broker) Heartbeat() *liveness.Beat { return b.beat }
 
 // Inbound is a message delivered to an in-process subscription. Payload
 // and CorrelationData are copies the receiver owns.

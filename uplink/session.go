@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/uplink/wal"
 )
 
@@ -244,6 +246,13 @@ func (s *session) publish(r *wal.Record) error {
 		s.deadLetter(r.Seq, string(b.topic), fmt.Sprintf("%d bytes is above the cloud's maximum packet size %d", n, s.maxPacket))
 		return nil
 	}
+	// Resent: a seq at or below the highest sent in this epoch goes out
+	// again (after a reconnect or a reopened buffer).
+	if s.ws.epoch == u.highEpoch && r.Seq <= u.highSeq {
+		u.resent.Add(1)
+	} else {
+		u.highSeq, u.highEpoch = r.Seq, s.ws.epoch
+	}
 	var pid uint16
 	s.mu.Lock()
 	if b.qos > 0 {
@@ -392,6 +401,9 @@ func (s *session) readLoop() {
 	seen := 0 // bytes buffered at the last tick: a packet arriving slowly is not silence
 	warned := false
 	for {
+		// The reader comes round every tick; a PINGREQ it writes may
+		// block for its write deadline (a minute at most).
+		s.u.beat.Expect(s.u.ackTimeout + time.Minute + sensors.BeatSlack)
 		if s.br.Buffered() == 0 {
 			_ = s.nc.SetReadDeadline(time.Now().Add(tick))
 		}
