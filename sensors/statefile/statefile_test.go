@@ -43,3 +43,30 @@ func TestWriteFailsInReadOnlyDir(t *testing.T) {
 		t.Fatal("Write into a read-only directory succeeded")
 	}
 }
+
+// syncFails is the OS file system whose files fail to sync, as a full or
+// failing SD card makes them.
+type syncFails struct{ FS }
+
+type failingFile struct{ File }
+
+func (failingFile) Sync() error { return os.ErrDeadlineExceeded }
+
+func (s syncFails) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	f, err := s.FS.OpenFile(name, flag, perm)
+	return failingFile{f}, err
+}
+
+// A write whose fsync fails leaves the old file as it was.
+func TestWriteFSKeepsOldFileOnFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lease")
+	if err := WriteFS(OS, path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFS(syncFails{OS}, path, []byte("new"), 0o600); err == nil {
+		t.Fatal("WriteFS succeeded though its fsync failed")
+	}
+	if got, _ := os.ReadFile(path); string(got) != "old" {
+		t.Errorf("after a failed write the file holds %q, want the old %q", got, "old")
+	}
+}

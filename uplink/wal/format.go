@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"strconv"
+
+	"github.com/edged/edged/sensors/statefile"
 )
 
 // On-disk format, version 1. All integers are little-endian.
@@ -42,7 +44,7 @@ const (
 	segSuffix  = ".wal"
 	segNameLen = 20 + len(segSuffix)
 	markerName = "ack"
-	markerTmp  = "ack.tmp"
+	markerTmp  = markerName + statefile.TempSuffix
 	// markerLive is rewritten in place, without fsync, after every ack
 	// batch: it survives a process crash (the page cache does), so a
 	// kill -9 redelivers only what was in flight, while the fsynced
@@ -56,7 +58,7 @@ const (
 	// shown, and recovery never issues a seq at or below it again, so a
 	// seq the cloud may have received is never reused after a power cut.
 	leaseName  = "lease"
-	leaseTmp   = "lease.tmp"
+	leaseTmp   = leaseName + statefile.TempSuffix
 	leaseMagic = "edgedSEQ"
 	// leaseBlock is how far ahead of the newest record a lease reaches:
 	// one lease write per leaseBlock/2 records at most, and a crash

@@ -2,8 +2,11 @@ package wal
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"time"
+
+	"github.com/edged/edged/sensors/statefile"
 )
 
 // maxBatchBytes bounds one group commit, so one write never needs a huge
@@ -412,7 +415,7 @@ func (l *Log) writeMarker(now time.Time) {
 	l.mu.Lock()
 	acked, epoch := l.acked, l.epoch
 	l.mu.Unlock()
-	err := l.writeAtomic(markerName, markerTmp, encodeMarker(epoch, acked))
+	err := l.writeAtomic(markerName, encodeMarker(epoch, acked))
 	l.lastMarker = now
 	if err == nil {
 		l.mu.Lock()
@@ -424,32 +427,22 @@ func (l *Log) writeMarker(now time.Time) {
 	}
 }
 
-// writeAtomic replaces name with b durably: write tmp, fsync, rename,
-// fsync the directory. After a power cut name holds the old or the new
-// content, never a mix.
-func (l *Log) writeAtomic(name, tmpName string, b []byte) error {
-	tmp := l.path(tmpName)
-	f, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err == nil {
-		_, err = f.Write(b)
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err == nil {
-		err = l.fs.Rename(tmp, l.path(name))
-	}
-	if err == nil {
-		err = l.fs.SyncDir(l.dir)
-	}
+// writeAtomic replaces name with b durably (statefile.WriteFS: write
+// name.tmp, fsync, rename, fsync the directory) through the log's FS.
+func (l *Log) writeAtomic(name string, b []byte) error {
+	err := statefile.WriteFS(stateFS{l.fs}, l.path(name), b, 0o640)
 	l.mu.Lock()
 	l.st.Fsyncs += 2
 	l.st.BytesWritten += uint64(len(b))
 	l.mu.Unlock()
 	return err
+}
+
+// stateFS is the log's FS as statefile needs it.
+type stateFS struct{ FS }
+
+func (f stateFS) OpenFile(name string, flag int, perm fs.FileMode) (statefile.File, error) {
+	return f.FS.OpenFile(name, flag, perm)
 }
 
 // writeLease durably moves the lease to seq (see leaseName). On failure
@@ -459,7 +452,7 @@ func (l *Log) writeLease(seq uint64) error {
 	l.mu.Lock()
 	epoch := l.epoch
 	l.mu.Unlock()
-	err := l.writeAtomic(leaseName, leaseTmp, encodeLease(epoch, seq))
+	err := l.writeAtomic(leaseName, encodeLease(epoch, seq))
 	if err != nil {
 		if !l.leaseWarned {
 			l.leaseWarned = true
