@@ -3,6 +3,9 @@ package wal
 import (
 	"bytes"
 	"testing"
+	"time"
+
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 func FuzzDecodeRecord(f *testing.F) {
@@ -52,7 +55,7 @@ func FuzzRecover(f *testing.F) {
 		m := newMemFS(1)
 		m.put("/buf/"+segName(1), file)
 		lg, lc := newLogger()
-		opts := Opts{Sync: SyncAlways, FS: m, Clock: newFakeClock(), Log: lg}
+		opts := Opts{Sync: SyncAlways, FS: m, Clock: sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)), Log: lg}
 		l, err := Open("/buf", opts)
 		if err != nil {
 			t.Fatalf("Open: %v", err)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 func TestInspectBesideAnOpenLog(t *testing.T) {
@@ -90,7 +92,7 @@ func TestInspectDamagedDirectory(t *testing.T) {
 // used os directly), so it sees a buffer that exists only in a memFS.
 func TestInspectThroughFS(t *testing.T) {
 	m := newMemFS(1)
-	l, err := Open("/buf", Opts{Sync: SyncInterval, FS: m, Clock: newFakeClock(), SegmentBytes: 1024})
+	l, err := Open("/buf", Opts{Sync: SyncInterval, FS: m, Clock: sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)), SegmentBytes: 1024})
 	if err != nil {
 		t.Fatal(err)
 	}

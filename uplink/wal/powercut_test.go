@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // cutLives is how many power cuts one powerCutRun chains: each reboot
@@ -70,7 +72,7 @@ func powerCutRunLease(t *testing.T, mode SyncMode, seed uint64, crashAt int, blo
 	rng := rand.New(rand.NewPCG(seed, 7))
 	m := newMemFS(seed)
 	m.crashAt = crashAt
-	clk := newFakeClock()
+	clk := sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
 	lg, _ := newLogger()
 	opts := Opts{Sync: mode, FS: m, Clock: clk, Log: lg, SegmentBytes: 1024, AckEvery: 3, SyncInterval: time.Second, leaseBlock: block}
 	const dir = "/buf"
@@ -95,7 +97,7 @@ func powerCutRunLease(t *testing.T, mode SyncMode, seed uint64, crashAt int, blo
 // (or to the end): producers append, the forwarder reads part of it and
 // acks. It returns what the log believed when it stopped and the seqs
 // Append returned.
-func powerCutLife(t *testing.T, life int, opts Opts, dir string, clk *fakeClock, sn *seen) (Stats, map[uint64]string) {
+func powerCutLife(t *testing.T, life int, opts Opts, dir string, clk *sensorstest.Clock, sn *seen) (Stats, map[uint64]string) {
 	t.Helper()
 	returned := map[uint64]string{}
 	l, err := Open(dir, opts)
@@ -250,7 +252,7 @@ func TestPowerCut(t *testing.T) {
 // back, seqs stay dense and later Appends work.
 func TestWriteErrorRollsBack(t *testing.T) {
 	m := newMemFS(1)
-	clk := newFakeClock()
+	clk := sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
 	lg, _ := newLogger()
 	l, err := Open("/buf", Opts{Sync: SyncAlways, FS: m, Clock: clk, Log: lg})
 	if err != nil {
@@ -288,7 +290,7 @@ func TestCrashSkipsLeasedSeqs(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			m := newMemFS(1)
 			lg, _ := newLogger()
-			opts := Opts{Sync: mode, FS: m, Clock: newFakeClock(), Log: lg}
+			opts := Opts{Sync: mode, FS: m, Clock: sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)), Log: lg}
 			l, err := Open("/buf", opts)
 			if err != nil {
 				t.Fatal(err)

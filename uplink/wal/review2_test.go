@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // The running disk total and the backlog against the files and the
@@ -19,7 +21,7 @@ func TestRunningTotalsProperty(t *testing.T) {
 			t.Run(fmt.Sprintf("%v/%d", ov, seed), func(t *testing.T) {
 				rng := rand.New(rand.NewPCG(seed, 3))
 				m := newMemFS(seed)
-				clk := newFakeClock()
+				clk := sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
 				lg, _ := newLogger()
 				opts := Opts{Sync: SyncInterval, FS: m, Clock: clk, Log: lg, SegmentBytes: 1024, MaxBytes: 4096, Overflow: ov, MaxAge: time.Hour}
 				l, err := Open("/buf", opts)
@@ -126,7 +128,7 @@ func TestCloseDuringAppendsProperty(t *testing.T) {
 			t.Run(fmt.Sprintf("%v/%d", mode, round), func(t *testing.T) {
 				m := newMemFS(uint64(round))
 				lg, _ := newLogger()
-				opts := Opts{Sync: mode, FS: m, Clock: newFakeClock(), Log: lg, SegmentBytes: 2048, MaxBytes: 1 << 20}
+				opts := Opts{Sync: mode, FS: m, Clock: sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)), Log: lg, SegmentBytes: 2048, MaxBytes: 1 << 20}
 				l, err := Open("/buf", opts)
 				if err != nil {
 					t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // syncedImage is what a power cut leaves in the kindest case: every name
@@ -33,7 +35,7 @@ func TestMissingLeaseNoSeqReuse(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			m := newMemFS(1)
 			lg, _ := newLogger()
-			opts := Opts{Sync: mode, FS: m, Clock: newFakeClock(), Log: lg}
+			opts := Opts{Sync: mode, FS: m, Clock: sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)), Log: lg}
 			l, err := Open("/buf", opts)
 			if err != nil {
 				t.Fatal(err)
@@ -80,7 +82,7 @@ func TestMissingLeaseNoSeqReuse(t *testing.T) {
 func TestLiveMarkerLongerFileHeals(t *testing.T) {
 	m := newMemFS(1)
 	lg, _ := newLogger()
-	opts := Opts{Sync: SyncInterval, FS: m, Clock: newFakeClock(), Log: lg}
+	opts := Opts{Sync: SyncInterval, FS: m, Clock: sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)), Log: lg}
 	m.put(filepath.Join("/buf", markerLive), make([]byte, 2*markerSize))
 	l, err := Open("/buf", opts)
 	if err != nil {
@@ -107,7 +109,7 @@ func TestLiveMarkerLongerFileHeals(t *testing.T) {
 func TestLeaseFailureDoesNotStallSyncNone(t *testing.T) {
 	m := newMemFS(1)
 	lg, _ := newLogger()
-	clk := newFakeClock()
+	clk := sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
 	full := errors.New("no space left on device")
 	m.failWrite = func(name string) error {
 		if filepath.Base(name) == leaseTmp {
@@ -139,7 +141,7 @@ func TestLeaseFailureDoesNotStallSyncNone(t *testing.T) {
 func TestReadOpenFailureIsNotDamage(t *testing.T) {
 	m := newMemFS(1)
 	lg, _ := newLogger()
-	clk := newFakeClock()
+	clk := sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
 	l, err := Open("/buf", Opts{Sync: SyncAlways, FS: m, Clock: clk, Log: lg, SegmentBytes: 1024})
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +214,7 @@ func TestRecoverTruncateFailureKeepsNewRecords(t *testing.T) {
 func testTruncateFailure(t *testing.T, n int) {
 	m := newMemFS(1)
 	lg, _ := newLogger()
-	opts := Opts{Sync: SyncAlways, FS: m, Clock: newFakeClock(), Log: lg}
+	opts := Opts{Sync: SyncAlways, FS: m, Clock: sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)), Log: lg}
 	l, err := Open("/buf", opts)
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +268,7 @@ func testTruncateFailure(t *testing.T, n int) {
 func TestNeedRotateOnEmptyActiveSegment(t *testing.T) {
 	m := newMemFS(1)
 	lg, _ := newLogger()
-	l, err := Open("/buf", Opts{Sync: SyncInterval, FS: m, Clock: newFakeClock(), Log: lg})
+	l, err := Open("/buf", Opts{Sync: SyncInterval, FS: m, Clock: sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)), Log: lg})
 	if err != nil {
 		t.Fatal(err)
 	}

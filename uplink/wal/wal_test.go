@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/sensors/sensorstest"
 )
 
 // testLogger sends the log's lines to t.Log and counts them, so tests can
@@ -72,7 +74,7 @@ type env struct {
 	t     *testing.T
 	fs    FS
 	dir   string
-	clock *fakeClock
+	clock *sensorstest.Clock
 	opts  Opts
 	logs  *logCounter
 }
@@ -80,7 +82,7 @@ type env struct {
 func newEnv(t *testing.T, cfg suiteConfig) *env {
 	fsys, dir := cfg.fs(t)
 	lg, lc := newLogger()
-	c := newFakeClock()
+	c := sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
 	return &env{t: t, fs: fsys, dir: dir, clock: c, logs: lc, opts: Opts{
 		Sync: cfg.mode, FS: fsys, Clock: c, Log: lg, SegmentBytes: 64 << 10,
 	}}
