@@ -288,6 +288,7 @@ func (s *session) flush() error {
 	s.win.sent(now)
 	if n := s.win.popDone(); n != 0 {
 		s.end.acked = n
+		s.end.progressed = s.end.progressed || s.win.answered // PUBACKs that came before the stamp
 		s.ws.log.Ack(n)
 	}
 	s.mu.Unlock()
@@ -512,7 +513,7 @@ func (s *session) onPubacks(n int, warned *bool) error {
 	}
 	if last := s.win.popDone(); last != 0 {
 		s.end.acked = last
-		s.end.progressed = true
+		s.end.progressed = s.end.progressed || s.win.answered
 		s.ws.log.Ack(last)
 	}
 	s.mu.Unlock()

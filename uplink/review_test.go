@@ -1,0 +1,146 @@
+package uplink
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+)
+
+// rawCloud accepts connections on 127.0.0.1 and hands each, after its
+// CONNECT was read, to serve; it stops every connection at test end.
+type rawCloud struct {
+	ln    net.Listener
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newRawCloud(t *testing.T, serve func(n int, c net.Conn, br *bufio.Reader)) *rawCloud {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &rawCloud{ln: ln}
+	rc.wg.Add(1)
+	go func() {
+		defer rc.wg.Done()
+		for n := 1; n <= 100; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			rc.mu.Lock()
+			rc.conns = append(rc.conns, c)
+			rc.mu.Unlock()
+			rc.wg.Add(1)
+			go func() {
+				defer rc.wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := packets.ReadPacket(br); err != nil {
+					return
+				}
+				serve(n, c, br)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		rc.mu.Lock()
+		for _, c := range rc.conns {
+			c.Close()
+		}
+		rc.mu.Unlock()
+		rc.wg.Wait()
+	})
+	return rc
+}
+
+func (rc *rawCloud) addr() string { return rc.ln.Addr().String() }
+
+// readPublish reads packets until a PUBLISH that carries a seq.
+func readPublish(br *bufio.Reader) (*packets.Publish, uint64, error) {
+	for {
+		p, err := packets.ReadPacket(br)
+		if err != nil {
+			return nil, 0, err
+		}
+		if pk, ok := p.Content.(*packets.Publish); ok {
+			for _, up := range pk.Properties.User {
+				if up.Key == "seq" {
+					var s uint64
+					for _, ch := range up.Value {
+						s = s*10 + uint64(ch-'0')
+					}
+					return pk, s, nil
+				}
+			}
+		}
+	}
+}
+
+// TestQoS0AckedOnlyOnceWritten: README says a QoS 0 message counts as
+// delivered once its bytes are written to the socket. A PUBACK for an
+// earlier message must not acknowledge the buffer past a QoS 0 message
+// whose write is still blocked (a cloud that stopped reading): a crash or
+// lost connection then would lose a message never sent.
+func TestQoS0AckedOnlyOnceWritten(t *testing.T) {
+	gotHead := make(chan uint16, 1)
+	sendAck := make(chan struct{})
+	rc := newRawCloud(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if _, err := (&packets.Connack{Properties: &packets.Properties{}}).WriteTo(c); err != nil {
+			return
+		}
+		if n != 1 {
+			for {
+				if _, _, err := readPublish(br); err != nil {
+					return
+				}
+			}
+		}
+		pk, _, err := readPublish(br)
+		if err != nil {
+			return
+		}
+		gotHead <- pk.PacketID
+		<-sendAck // stop reading: the QoS 0 writes block
+		_, _ = (&packets.Puback{PacketID: pk.PacketID, Properties: &packets.Properties{}}).WriteTo(c)
+		_, _ = br.ReadByte() // until the client goes
+	})
+	o := testOpts(rc.addr())
+	o.Forward = []Rule{{Local: "t/#", Remote: "cloud/{topic}", QoS: 1}, {Local: "z/#", Remote: "cloud/{topic}", QoS: 0}}
+	o.MaxInflight = 1000
+	u := openUplink(t, o, t.TempDir())
+	capture(t, u, "t/a", 1)
+	u.Start()
+	<-gotHead
+	big := []byte(strings.Repeat("x", 64<<10))
+	for range 400 { // 25 MiB: more than the socket buffers hold
+		if _, err := u.Capture("z/a", big, 0, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Let the writer fill the socket buffers and block.
+	last := uint64(0)
+	for range 100 {
+		time.Sleep(50 * time.Millisecond)
+		s := u.sent.Load()
+		if s == last && s > 1 {
+			break
+		}
+		last = s
+	}
+	close(sendAck)
+	waitFor(t, func() bool { return u.Stats().Acked == 1 }, "the PUBACK applied")
+	acked := u.buf().log.Stats().AckedSeq
+	written := u.sent.Load() // seqs 1..written were written wholly
+	if acked > written {
+		t.Fatalf("buffer acknowledged up to seq %d, but only seqs up to %d were written to the socket", acked, written)
+	}
+}
