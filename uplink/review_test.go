@@ -144,3 +144,34 @@ func TestQoS0AckedOnlyOnceWritten(t *testing.T) {
 		t.Fatalf("buffer acknowledged up to seq %d, but only seqs up to %d were written to the socket", acked, written)
 	}
 }
+
+// TestLargePubackApplied: a PUBACK longer than the read buffer (a long
+// reason string or many user properties, well under the Maximum Packet
+// Size edged announces) still acknowledges its message.
+func TestLargePubackApplied(t *testing.T) {
+	rc := newRawCloud(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if _, err := (&packets.Connack{Properties: &packets.Properties{}}).WriteTo(c); err != nil {
+			return
+		}
+		for {
+			pk, _, err := readPublish(br)
+			if err != nil {
+				return
+			}
+			pa := &packets.Puback{PacketID: pk.PacketID, ReasonCode: 0x10, Properties: &packets.Properties{
+				ReasonString: strings.Repeat("r", 20<<10),
+				User:         []packets.User{{Key: "k", Value: strings.Repeat("v", 10<<10)}},
+			}}
+			if _, err := pa.WriteTo(c); err != nil {
+				return
+			}
+		}
+	})
+	u := openUplink(t, testOpts(rc.addr()), t.TempDir())
+	capture(t, u, "t/a", 3)
+	u.Start()
+	waitFor(t, func() bool { return u.Stats().Acked == 3 }, "3 messages acknowledged")
+	if st := u.Stats(); st.Backlog != 0 || st.Connects != 1 || st.NoSubscribers != 3 {
+		t.Errorf("after large PUBACKs: %+v", st)
+	}
+}

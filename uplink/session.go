@@ -420,8 +420,10 @@ func (s *session) readLoop() {
 			return
 		}
 		lastRead, seen = time.Now(), 0
-		if b, _ := s.br.Peek(1); b[0] == 0x40 && n <= s.br.Size() {
-			if err := s.onPubacks(n, &warned); err != nil {
+		b, _ := s.br.Peek(1)
+		isPuback := b[0] == 0x40
+		if isPuback && n <= s.br.Size() {
+			if err := s.onPubacks(nil, n, &warned); err != nil {
 				s.fail(err)
 				return
 			}
@@ -429,6 +431,18 @@ func (s *session) readLoop() {
 		}
 		if n > s.br.Size() {
 			_ = s.nc.SetReadDeadline(time.Now().Add(max(s.ka*3/2, 10*time.Second)))
+		}
+		if isPuback { // longer than the read buffer: a long reason string or user properties
+			big := make([]byte, n)
+			if _, err := io.ReadFull(s.br, big); err != nil {
+				s.fail(fmt.Errorf("uplink: read: %w: %w", errCut, err))
+				return
+			}
+			if err := s.onPubacks(big, 0, &warned); err != nil {
+				s.fail(err)
+				return
+			}
+			continue
 		}
 		p, err := packets.ReadPacket(s.br)
 		if err != nil {
@@ -465,17 +479,24 @@ func (s *session) onTick(now, lastRead time.Time) error {
 	return nil
 }
 
-// onPubacks applies the PUBACK of n bytes at the front of the reader and
-// every further one already buffered, then acknowledges the buffer once.
-func (s *session) onPubacks(n int, warned *bool) error {
+// onPubacks applies the PUBACK first, if not nil, else the one of n bytes
+// at the front of the reader, and every further one already buffered,
+// then acknowledges the buffer once.
+func (s *session) onPubacks(first []byte, n int, warned *bool) error {
 	u := s.u
 	var err error
 	acked, matched := 0, false
 	s.mu.Lock()
 	for {
-		b, _ := s.br.Peek(n)
+		b := first
+		if b == nil {
+			b, _ = s.br.Peek(n)
+		}
 		pid, reason, perr := parsePuback(b)
-		_, _ = s.br.Discard(n)
+		if first == nil {
+			_, _ = s.br.Discard(n)
+		}
+		first = nil
 		if perr != nil {
 			err = perr
 			break
