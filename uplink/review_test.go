@@ -175,3 +175,32 @@ func TestLargePubackApplied(t *testing.T) {
 		t.Errorf("after large PUBACKs: %+v", st)
 	}
 }
+
+// TestHugeMaximumPacketSize: a Maximum Packet Size above 2^31-1 in
+// CONNACK (a four byte integer; a server with no real limit may send
+// 0xFFFFFFFF) limits nothing, on 32-bit ARM as on 64-bit: int(uint32)
+// there is negative and dead-lettered every message.
+func TestHugeMaximumPacketSize(t *testing.T) {
+	maxp := uint32(0xFFFFFFFF)
+	rc := newRawCloud(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if _, err := (&packets.Connack{Properties: &packets.Properties{MaximumPacketSize: &maxp}}).WriteTo(c); err != nil {
+			return
+		}
+		for {
+			pk, _, err := readPublish(br)
+			if err != nil {
+				return
+			}
+			if _, err := (&packets.Puback{PacketID: pk.PacketID, Properties: &packets.Properties{}}).WriteTo(c); err != nil {
+				return
+			}
+		}
+	})
+	u := openUplink(t, testOpts(rc.addr()), t.TempDir())
+	capture(t, u, "t/a", 3)
+	u.Start()
+	waitFor(t, func() bool { return u.Stats().Backlog == 0 }, "backlog 0")
+	if st := u.Stats(); st.Acked != 3 || st.DeadLetters != 0 {
+		t.Errorf("acked %d dead-lettered %d, want 3 and 0", st.Acked, st.DeadLetters)
+	}
+}

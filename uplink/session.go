@@ -239,7 +239,7 @@ func (s *session) publish(r *wal.Record) error {
 		return nil
 	}
 	props := s.props.forMessage(r.Seq, b.captured)
-	if n := publishLen(len(b.topic), len(b.payload), len(props), b.qos); s.maxPacket > 0 && n > int(s.maxPacket) {
+	if n := publishLen(len(b.topic), len(b.payload), len(props), b.qos); s.maxPacket > 0 && uint64(n) > uint64(s.maxPacket) {
 		s.addDone(r.Seq)
 		s.deadLetter(r.Seq, string(b.topic), fmt.Sprintf("%d bytes is above the cloud's maximum packet size %d", n, s.maxPacket))
 		return nil
