@@ -204,3 +204,56 @@ func TestHugeMaximumPacketSize(t *testing.T) {
 		t.Errorf("acked %d dead-lettered %d, want 3 and 0", st.Acked, st.DeadLetters)
 	}
 }
+
+// TestAckTimeoutWhileCloudChatters: the ack timeout and keep-alive
+// checks run even when the cloud sends a packet more often than the
+// reader's tick (here PINGRESPs and QoS 0 PUBLISHes edged never asked
+// for, as a session left subscribed by an older client would bring): a
+// missing PUBACK still ends the connection and the message is resent.
+func TestAckTimeoutWhileCloudChatters(t *testing.T) {
+	rc := newRawCloud(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if _, err := (&packets.Connack{Properties: &packets.Properties{}}).WriteTo(c); err != nil {
+			return
+		}
+		if n == 1 {
+			done := make(chan struct{})
+			defer func() { <-done }()
+			go func() { // drain what edged sends; never PUBACK
+				defer close(done)
+				for {
+					if _, _, err := readPublish(br); err != nil {
+						return
+					}
+				}
+			}()
+			for i := 0; i < 1000; i++ {
+				var err error
+				if i%2 == 0 {
+					_, err = (&packets.Pingresp{}).WriteTo(c)
+				} else {
+					_, err = (&packets.Publish{Topic: "x", Payload: []byte("y"), Properties: &packets.Properties{}}).WriteTo(c)
+				}
+				if err != nil {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			c.Close()
+			return
+		}
+		for {
+			pk, _, err := readPublish(br)
+			if err != nil {
+				return
+			}
+			if _, err := (&packets.Puback{PacketID: pk.PacketID, Properties: &packets.Properties{}}).WriteTo(c); err != nil {
+				return
+			}
+		}
+	})
+	u := openUplink(t, testOpts(rc.addr()), t.TempDir())
+	u.ackTimeout = 300 * time.Millisecond
+	capture(t, u, "t/a", 1)
+	u.Start()
+	waitFor(t, func() bool { return u.Stats().Acked == 1 }, "the message resent on a new connection and acknowledged")
+}

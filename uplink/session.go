@@ -392,7 +392,17 @@ func (s *session) readLoop() {
 	lastRead := time.Now()
 	seen := 0 // bytes buffered at the last tick: a packet arriving slowly is not silence
 	warned := false
+	lastTick := lastRead
 	for {
+		// A cloud that sends packets more often than the tick must not
+		// keep the checks from running.
+		if now := time.Now(); now.Sub(lastTick) >= tick {
+			if err := s.onTick(now, lastRead); err != nil {
+				s.fail(err)
+				return
+			}
+			lastTick = now
+		}
 		if s.br.Buffered() == 0 {
 			_ = s.nc.SetReadDeadline(time.Now().Add(tick))
 		}
@@ -410,6 +420,7 @@ func (s *session) readLoop() {
 				s.fail(err)
 				return
 			}
+			lastTick = now
 			continue
 		}
 		if err != nil {
