@@ -3,6 +3,7 @@ package uplink
 import (
 	"bufio"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -256,4 +257,74 @@ func TestAckTimeoutWhileCloudChatters(t *testing.T) {
 	capture(t, u, "t/a", 1)
 	u.Start()
 	waitFor(t, func() bool { return u.Stats().Acked == 1 }, "the message resent on a new connection and acknowledged")
+}
+
+// TestRetainUnavailableIntegration: a cloud broker without retained
+// messages (Mosquitto's retain_available false; some managed brokers)
+// refuses a CONNECT whose will is retained (CONNACK 0x9A) and any
+// retained PUBLISH. The forwarder must still deliver: it connects again
+// without retain.
+func TestRetainUnavailableIntegration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration")
+	}
+	c := newCloud(t, "retain_available false", true)
+	u := openUplink(t, testOpts(c.proxy.Addr), t.TempDir())
+	u.Start()
+	const n = 10
+	for i := range n {
+		if _, err := u.Capture("t/a", []byte(strconv.Itoa(i)), 1, i%2 == 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !c.col.WaitDistinct(n, 10*time.Second) {
+		t.Fatalf("only %d of %d arrived; stats %+v", c.col.Distinct(), n, u.Stats())
+	}
+	if dups := checkDelivery(t, c.col.Messages(), seqs(1, n)); dups != 0 {
+		t.Errorf("%d duplicates", dups)
+	}
+}
+
+// TestRetainAvailableZero: a CONNACK that announces Retain Available 0
+// gets no retained PUBLISH (a protocol error that would cut the session).
+func TestRetainAvailableZero(t *testing.T) {
+	zero := byte(0)
+	var mu sync.Mutex
+	retained := 0
+	rc := newRawCloud(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if _, err := (&packets.Connack{Properties: &packets.Properties{RetainAvailable: &zero}}).WriteTo(c); err != nil {
+			return
+		}
+		for {
+			p, err := packets.ReadPacket(br)
+			if err != nil {
+				return
+			}
+			pk, ok := p.Content.(*packets.Publish)
+			if !ok {
+				continue
+			}
+			if pk.Retain {
+				mu.Lock()
+				retained++
+				mu.Unlock()
+			}
+			if pk.QoS == 1 {
+				if _, err := (&packets.Puback{PacketID: pk.PacketID, Properties: &packets.Properties{}}).WriteTo(c); err != nil {
+					return
+				}
+			}
+		}
+	})
+	u := openUplink(t, testOpts(rc.addr()), t.TempDir())
+	if _, err := u.Capture("t/a", []byte("1"), 1, true); err != nil {
+		t.Fatal(err)
+	}
+	u.Start()
+	waitFor(t, func() bool { return u.Stats().Acked == 1 }, "the message acknowledged")
+	mu.Lock()
+	defer mu.Unlock()
+	if retained != 0 {
+		t.Errorf("%d retained PUBLISHes sent to a cloud that announced Retain Available 0", retained)
+	}
 }

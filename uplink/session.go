@@ -98,6 +98,9 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca 
 		if p.MaximumPacketSize != nil {
 			s.maxPacket = *p.MaximumPacketSize
 		}
+		if p.RetainAvailable != nil && *p.RetainAvailable == 0 {
+			u.retainUnavailable()
+		}
 		if p.ServerKeepAlive != nil {
 			s.ka = time.Duration(*p.ServerKeepAlive) * time.Second
 		}
@@ -122,7 +125,7 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca 
 		<-s.rdone
 	}()
 
-	if err := s.writePacket(&packets.Publish{Topic: u.status, Payload: []byte("online"), Retain: true, Properties: &packets.Properties{}}); err != nil {
+	if err := s.writePacket(&packets.Publish{Topic: u.status, Payload: []byte("online"), Retain: !u.noRetain.Load(), Properties: &packets.Properties{}}); err != nil {
 		return s.fail(err)
 	}
 	if err := s.feed(fctx, acked); err != nil {
@@ -252,7 +255,7 @@ func (s *session) publish(r *wal.Record) error {
 		s.win.addDone(r.Seq)
 	}
 	s.mu.Unlock()
-	s.out = appendPublish(s.out, b.topic, b.payload, props, b.qos, b.retain, pid)
+	s.out = appendPublish(s.out, b.topic, b.payload, props, b.qos, b.retain && !u.noRetain.Load(), pid)
 	s.outN++
 	if len(s.out) >= 32<<10 {
 		return s.flush()
@@ -326,7 +329,7 @@ func (s *session) writePacket(p writerTo) error {
 // which tells the broker not to publish the will. The status is QoS 0:
 // the will covers the case that matters, a lost connection.
 func (s *session) goodbye() error {
-	if err := s.writePacket(&packets.Publish{Topic: s.u.status, Payload: []byte("offline"), Retain: true, Properties: &packets.Properties{}}); err != nil {
+	if err := s.writePacket(&packets.Publish{Topic: s.u.status, Payload: []byte("offline"), Retain: !s.u.noRetain.Load(), Properties: &packets.Properties{}}); err != nil {
 		return err
 	}
 	return s.writePacket(&packets.Disconnect{ReasonCode: 0, Properties: &packets.Properties{}})

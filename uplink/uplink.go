@@ -98,6 +98,11 @@ type Uplink struct {
 	reopens       atomic.Uint64
 	bufErr        atomic.Pointer[string]
 	closed        atomic.Bool
+
+	// noRetain: the cloud takes no retained messages (CONNACK 0x9A or
+	// Retain Available 0); the will, the status and retained records go
+	// without retain from then on.
+	noRetain atomic.Bool
 }
 
 // walState is one open buffer. A failed buffer is closed and opened again
