@@ -328,3 +328,42 @@ func TestRetainAvailableZero(t *testing.T) {
 		t.Errorf("%d retained PUBLISHes sent to a cloud that announced Retain Available 0", retained)
 	}
 }
+
+// TestDisconnectNotAboutTheMessage: a cloud that ends sessions for
+// reasons of its own (DISCONNECT 0x8E session taken over, 0x97 quota
+// exceeded, 0x89 server busy, 0x8B shutting down) while a message is in
+// flight does not get that message dead-lettered: only a cut that may be
+// the message's fault counts towards poisonAfter.
+func TestDisconnectNotAboutTheMessage(t *testing.T) {
+	for _, code := range []byte{0x89, 0x8B, 0x8E, 0x97, 0x98} {
+		t.Run(strconv.Itoa(int(code)), func(t *testing.T) {
+			rc := newRawCloud(t, func(n int, c net.Conn, br *bufio.Reader) {
+				if _, err := (&packets.Connack{Properties: &packets.Properties{}}).WriteTo(c); err != nil {
+					return
+				}
+				for {
+					pk, _, err := readPublish(br)
+					if err != nil {
+						return
+					}
+					if n <= 6 {
+						_, _ = (&packets.Disconnect{ReasonCode: code, Properties: &packets.Properties{}}).WriteTo(c)
+						return
+					}
+					if _, err := (&packets.Puback{PacketID: pk.PacketID, Properties: &packets.Properties{}}).WriteTo(c); err != nil {
+						return
+					}
+				}
+			})
+			u := openUplink(t, testOpts(rc.addr()), t.TempDir())
+			u.backoffBase, u.backoffMax = time.Millisecond, 5*time.Millisecond
+			u.poisonAfter = 3
+			capture(t, u, "t/a", 2)
+			u.Start()
+			waitFor(t, func() bool { return u.Stats().Backlog == 0 }, "backlog 0")
+			if st := u.Stats(); st.DeadLetters != 0 || st.Acked != 2 {
+				t.Errorf("dead letters %d acked %d after DISCONNECT %#x; want 0 and 2", st.DeadLetters, st.Acked, code)
+			}
+		})
+	}
+}

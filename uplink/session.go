@@ -26,6 +26,22 @@ var permanentPuback = map[byte]string{
 	0x99: "payload format invalid",
 }
 
+// connectionReason holds the DISCONNECT reason codes that name a cause on
+// the cloud's side (load, quotas, another client, an operator), not the
+// message in flight: such a cut does not count towards dead-lettering it.
+var connectionReason = map[byte]bool{
+	0x89: true, // server busy
+	0x8B: true, // server shutting down
+	0x8E: true, // session taken over
+	0x96: true, // message rate too high
+	0x97: true, // quota exceeded
+	0x98: true, // administrative action
+	0x9C: true, // use another server
+	0x9D: true, // server moved
+	0x9F: true, // connection rate exceeded
+	0xA0: true, // maximum connect time
+}
+
 // pubackNoSubscribers is the PUBACK reason "no matching subscribers": the
 // cloud accepted the message and delivered it to nobody.
 const pubackNoSubscribers = 0x10
@@ -464,6 +480,10 @@ func (s *session) readLoop() {
 			return
 		}
 		if d, ok := p.Content.(*packets.Disconnect); ok {
+			if connectionReason[d.ReasonCode] {
+				s.fail(fmt.Errorf("uplink: the cloud ended the connection: DISCONNECT %#x %s", d.ReasonCode, d.Reason()))
+				return
+			}
 			s.fail(fmt.Errorf("%w: DISCONNECT %#x %s", errCut, d.ReasonCode, d.Reason()))
 			return
 		}
