@@ -2,7 +2,12 @@ package uplink
 
 import (
 	"bufio"
+	"bytes"
+	"context"
+	"errors"
 	"net"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -366,4 +371,108 @@ func TestDisconnectNotAboutTheMessage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRemainingLengthBoundaries: the variable byte integer at every size
+// boundary of MQTT's remaining length, and packetLen reading it back.
+func TestRemainingLengthBoundaries(t *testing.T) {
+	for _, tc := range []struct{ n, size int }{{0, 1}, {127, 1}, {128, 2}, {16383, 2}, {16384, 3}, {2097151, 3}, {2097152, 4}, {268435455, 4}} {
+		b := appendVBI(nil, tc.n)
+		if len(b) != tc.size || vbiLen(tc.n) != tc.size {
+			t.Errorf("%d: %d bytes (vbiLen %d), want %d", tc.n, len(b), vbiLen(tc.n), tc.size)
+		}
+		pkt := append([]byte{0x40}, b...)
+		got, err := packetLen(bufio.NewReader(bytes.NewReader(pkt)), 1<<28)
+		if err != nil || got != 1+tc.size+tc.n {
+			t.Errorf("%d: packetLen %d %v, want %d", tc.n, got, err, 1+tc.size+tc.n)
+		}
+	}
+}
+
+// TestReceiveMaximumHonoured: with a CONNACK Receive Maximum of 2 below
+// max_inflight, no more than 2 QoS 1 PUBLISHes are ever unacknowledged.
+func TestReceiveMaximumHonoured(t *testing.T) {
+	rm := uint16(2)
+	var mu sync.Mutex
+	most := 0
+	rc := newRawCloud(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if _, err := (&packets.Connack{Properties: &packets.Properties{ReceiveMaximum: &rm}}).WriteTo(c); err != nil {
+			return
+		}
+		var pending []uint16
+		ackAll := func() bool {
+			for _, pid := range pending {
+				if _, err := (&packets.Puback{PacketID: pid, Properties: &packets.Properties{}}).WriteTo(c); err != nil {
+					return false
+				}
+			}
+			pending = pending[:0]
+			return true
+		}
+		for {
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond)) // acks only when edged goes quiet
+			pk, _, err := readPublish(br)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if !ackAll() {
+					return
+				}
+				continue
+			}
+			if err != nil {
+				return
+			}
+			pending = append(pending, pk.PacketID)
+			mu.Lock()
+			most = max(most, len(pending))
+			mu.Unlock()
+		}
+	})
+	o := testOpts(rc.addr())
+	o.MaxInflight = 64
+	u := openUplink(t, o, t.TempDir())
+	capture(t, u, "t/a", 50)
+	u.Start()
+	waitFor(t, func() bool { return u.Stats().Backlog == 0 }, "backlog 0")
+	mu.Lock()
+	defer mu.Unlock()
+	if most > int(rm) {
+		t.Errorf("%d PUBLISHes unacknowledged at once; the cloud's Receive Maximum is %d", most, rm)
+	}
+}
+
+// TestNoGoroutineLeakAcrossReconnects: 90 sessions cut by the cloud
+// leave no goroutine behind once the uplink is closed.
+func TestNoGoroutineLeakAcrossReconnects(t *testing.T) {
+	const cuts = 90
+	rc := newRawCloud(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if _, err := (&packets.Connack{Properties: &packets.Properties{}}).WriteTo(c); err != nil {
+			return
+		}
+		for {
+			pk, _, err := readPublish(br)
+			if err != nil || n <= cuts {
+				return // cut with the message in flight
+			}
+			if _, err := (&packets.Puback{PacketID: pk.PacketID, Properties: &packets.Properties{}}).WriteTo(c); err != nil {
+				return
+			}
+		}
+	})
+	before := runtime.NumGoroutine()
+	u, err := New(testOpts(rc.addr()), t.TempDir(), "gh-01", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.backoffBase, u.backoffMax = time.Millisecond, 2*time.Millisecond
+	u.stormMax, u.poisonAfter = 1000, 1000
+	capture(t, u, "t/a", 1)
+	u.Start()
+	waitFor(t, func() bool { return u.Stats().Acked == 1 }, "the message delivered after the cuts")
+	if c := u.Stats().Connects; c != cuts+1 {
+		t.Errorf("%d connects, want %d", c, cuts+1)
+	}
+	if err := u.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= before }, "goroutines back to where they were")
 }
