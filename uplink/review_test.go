@@ -476,3 +476,39 @@ func TestNoGoroutineLeakAcrossReconnects(t *testing.T) {
 	}
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= before }, "goroutines back to where they were")
 }
+
+// TestQoS0StreamKeepsTheLink: a steady stream of QoS 0 messages gets
+// nothing back from the cloud; edged must still ping (and hear PINGRESPs)
+// rather than take the silence for a dead link every 1.5 keep-alives.
+func TestQoS0StreamKeepsTheLink(t *testing.T) {
+	rc := newRawCloud(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if _, err := (&packets.Connack{Properties: &packets.Properties{}}).WriteTo(c); err != nil {
+			return
+		}
+		for {
+			p, err := packets.ReadPacket(br)
+			if err != nil {
+				return
+			}
+			if _, ok := p.Content.(*packets.Pingreq); ok {
+				if _, err := (&packets.Pingresp{}).WriteTo(c); err != nil {
+					return
+				}
+			}
+		}
+	})
+	o := testOpts(rc.addr())
+	o.KeepAlive = time.Second
+	o.Forward = []Rule{{Local: "t/#", Remote: "cloud/{topic}", QoS: 0}}
+	u := openUplink(t, o, t.TempDir())
+	u.Start()
+	for i := range 40 { // 4 s: more than 1.5 keep-alives, twice
+		if _, err := u.Capture("t/a", []byte(strconv.Itoa(i)), 0, false); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st := u.Stats(); st.Connects != 1 {
+		t.Errorf("%d connects for a steady QoS 0 stream to a live cloud, want 1", st.Connects)
+	}
+}

@@ -80,6 +80,7 @@ type session struct {
 
 	wmu       sync.Mutex   // one writer on the socket at a time
 	lastWrite atomic.Int64 // unix ns of the last completed write
+	lastPing  time.Time    // when the reader last sent a PINGREQ; the reader's own
 
 	mu       sync.Mutex // guards win, end, refused, err, watchdog, over
 	win      *inflight
@@ -400,8 +401,8 @@ func (s *session) result(err error) (sessionEnd, error) {
 // tick, the ack timeout (from when the oldest awaited message's last byte
 // left, not from when it was queued: a big message on a slow link may
 // take longer than the timeout to write), the keep-alive (a PINGREQ after
-// half of it without a write) and a dead link (1.5 keep-alives without a
-// packet).
+// half of it without a write or without a read) and a dead link (1.5
+// keep-alives without a packet).
 func (s *session) readLoop() {
 	defer close(s.rdone)
 	tick := time.Second
@@ -505,9 +506,15 @@ func (s *session) onTick(now, lastRead time.Time) error {
 	if now.Sub(lastRead) >= s.ka*3/2 {
 		return fmt.Errorf("uplink: read: nothing from the cloud for %v: %w", s.ka*3/2, os.ErrDeadlineExceeded)
 	}
-	// A writer holding the lock is writing: no PINGREQ needed.
-	if now.Sub(time.Unix(0, s.lastWrite.Load())) >= s.ka/2 && s.wmu.TryLock() {
+	// A PINGREQ after half a keep-alive without a write, for the cloud,
+	// or without a read, for the dead-link check: QoS 0 messages get no
+	// answer however many are written. A writer holding the lock is
+	// writing: the check comes round at the next tick.
+	quietW := now.Sub(time.Unix(0, s.lastWrite.Load())) >= s.ka/2
+	quietR := now.Sub(lastRead) >= s.ka/2 && now.Sub(s.lastPing) >= s.ka/2
+	if (quietW || quietR) && s.wmu.TryLock() {
 		s.wmu.Unlock()
+		s.lastPing = now
 		return s.writePacket(&packets.Pingreq{})
 	}
 	return nil
