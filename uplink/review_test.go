@@ -512,3 +512,28 @@ func TestQoS0StreamKeepsTheLink(t *testing.T) {
 		t.Errorf("%d connects for a steady QoS 0 stream to a live cloud, want 1", st.Connects)
 	}
 }
+
+// TestPoisonCutWhileWriting: a cloud that closes the connection over one
+// message while edged is still writing the ones after it: whichever of
+// the writer (EPIPE, reset) and the reader (EOF, reset) sees the cut
+// first, it counts towards dead-lettering that message.
+func TestPoisonCutWhileWriting(t *testing.T) {
+	const n, bad = 400, 3
+	f := newFakeCloud(t, "")
+	f.onPublish = func(conn int, seq uint64, pid uint16) ([]fakeAck, bool) {
+		return []fakeAck{{pid: pid}}, seq == bad
+	}
+	u := startFake(t, f, 256)
+	u.poisonAfter = 3
+	big := []byte(strings.Repeat("x", 8<<10))
+	for range n {
+		if _, err := u.Capture("t/a", big, 1, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u.Start()
+	waitFor(t, func() bool { return u.Stats().Backlog == 0 }, "backlog 0")
+	if st := u.Stats(); st.DeadLetters != 1 {
+		t.Errorf("dead letters %d, want 1", st.DeadLetters)
+	}
+}

@@ -323,6 +323,11 @@ func (s *session) write(b []byte) error {
 	defer s.wmu.Unlock()
 	_ = s.nc.SetWriteDeadline(time.Now().Add(max(s.ka, 10*time.Second) + time.Duration(len(b)>>13)*time.Second))
 	if _, err := s.nc.Write(b); err != nil {
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			// Reset or closed: the writer may see the cloud's cut
+			// before the reader does, and it counts the same.
+			err = fmt.Errorf("%w: %w", errCut, err)
+		}
 		return err
 	}
 	s.lastWrite.Store(time.Now().UnixNano())
