@@ -1,7 +1,6 @@
 package localbroker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -57,9 +56,15 @@ type access struct {
 
 func (a *access) ID() string { return "edged-access" }
 
+// Provides is asked for every hook on every event of every packet, so it
+// is a switch, not a search.
 func (a *access) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
-		mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnWill, mqtt.OnDisconnect, mqtt.OnClientExpired}, []byte{b})
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
+		mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnWill, mqtt.OnDisconnect, mqtt.OnClientExpired:
+		return true
+	}
+	return false
 }
 
 // OnConnect logs the client in (see login), refuses a Will the client
@@ -92,6 +97,7 @@ func (a *access) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		cl.State.Keepalive = a.maxKeepalive
 		cl.State.ServerKeepalive = true // the CONNACK carries it [MQTT-3.2.2-21]
 	case !v5 && ka > a.maxKeepalive:
+		a.stats.keepalive.Add(1)
 		a.warn("keepalive", hostOf(cl.Net.Conn.RemoteAddr()), "refused an MQTT 3.1.1 connection: keep-alive above max_keepalive",
 			"client", cl.ID, "remote", cl.Net.Remote, "keepalive", ka, "max_keepalive", a.maxKeepalive)
 		return refuseConnect(cl, packets.ErrClientIdentifierNotValid, packets.Err3ClientIdentifierNotValid, "")
@@ -123,6 +129,7 @@ func (a *access) login(cl *mqtt.Client, pk packets.Packet) (id Identity, existin
 	if !pk.Connect.UsernameFlag && !pk.Connect.PasswordFlag || len(a.accounts.byName) == 0 {
 		var ok bool
 		if id, ok = a.accounts.anonymousIdentity(); !ok {
+			a.stats.anonymous.Add(1)
 			a.warn("anonymous", hostOf(remote), "refused a connection without credentials (allow_anonymous is false)",
 				"client", cl.ID, "remote", cl.Net.Remote)
 			return id, nil, refuseConnect(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized, "credentials required")
@@ -131,15 +138,19 @@ func (a *access) login(cl *mqtt.Client, pk packets.Packet) (id Identity, existin
 		id, err = a.accounts.password(context.Background(), string(pk.Connect.Username), pk.Connect.Password, remote, cl.Net.Listener)
 		switch {
 		case errors.Is(err, ErrTooManyFailures):
+			a.stats.loginsLimited.Add(1)
 			return id, nil, refuseConnect(cl, packets.ErrConnectionRateExceeded, packets.Err3NotAuthorized, "too many failed logins: wait a minute")
 		case errors.Is(err, ErrBusy):
+			a.stats.loginBusy.Add(1)
 			return id, nil, refuseConnect(cl, packets.ErrServerBusy, packets.Err3ServerUnavailable, "too many logins being checked")
 		case err != nil:
+			a.stats.badCredentials.Add(1)
 			return id, nil, refuseConnect(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword, "")
 		}
 	}
 	if old, ok := a.srv.Clients.Get(cl.ID); ok {
 		if prev, bound := a.identity(old); bound && prev != id {
+			a.stats.clientIDInUse.Add(1)
 			a.warn("takeover", hostOf(remote), "refused a connection: its client id belongs to another user's session",
 				"client", cl.ID, "remote", cl.Net.Remote, "user", id.Name)
 			return id, nil, refuseConnect(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized, "client id in use by another user")
@@ -231,7 +242,11 @@ func (a *access) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return true
 	}
 	id, ok := a.identity(cl)
-	return ok && a.mayPublish(id, topic)
+	if ok && a.mayPublish(id, topic) {
+		return true
+	}
+	a.stats.notAuthorized.Add(1) // mochi answers 0x87, or disconnects a 3.1.1 client
+	return false
 }
 
 // OnPacketRead answers a QoS 1/2 publish to $SYS/... with "not
@@ -240,9 +255,10 @@ func (a *access) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // 3.1.1 client is disconnected, as for any refused 3.1.1 publish.
 func (a *access) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 || cl.Net.Inline ||
-		!strings.HasPrefix(strings.ToUpper(pk.TopicName), mqtt.SysPrefix) {
+		len(pk.TopicName) < len(mqtt.SysPrefix) || !strings.EqualFold(pk.TopicName[:len(mqtt.SysPrefix)], mqtt.SysPrefix) {
 		return pk, nil
 	}
+	a.stats.notAuthorized.Add(1)
 	if cl.Properties.ProtocolVersion < 5 {
 		return pk, packets.ErrRejectPacket // the only error mochi acts on here: it ends the connection
 	}
@@ -265,10 +281,12 @@ func (a *access) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	id, _ := a.identity(cl)
 	if ok, why := a.allowed(id, pk.TopicName, true, false); !ok {
 		code = packets.ErrNotAuthorized
+		a.stats.notAuthorized.Add(1)
 		a.warn("retain", cl.ID, "refused a retained publish", "client", cl.ID, "topic", pk.TopicName, "reason", why)
 	} else if err := a.retained.fits(pk.TopicName, len(pk.Payload)); err != nil {
 		code = packets.ErrQuotaExceeded
 		a.stats.retainedRefused.Add(1)
+		a.stats.retainedFull.Add(1)
 		a.warn("retain", cl.ID, "refused a retained publish", "client", cl.ID, "topic", pk.TopicName, "error", err)
 	} else {
 		return pk, nil

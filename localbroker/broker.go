@@ -24,6 +24,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/liveness"
 	"github.com/edged/edged/sensors/ratelog"
 	"github.com/edged/edged/sensors/topics"
 )
@@ -83,8 +84,9 @@ type Broker struct {
 	mu      sync.RWMutex
 	capture Capturer
 	closed  bool
-	out     chan outbound // the local fan-out queue; closed by Close
-	fanDone chan struct{} // closed when the fan-out goroutine has ended
+	out     chan outbound  // the local fan-out queue; closed by Close
+	fanDone chan struct{}  // closed when the fan-out goroutine has ended
+	beat    *liveness.Beat // the fan-out's
 }
 
 // outbound is one in-process message waiting for local fan-out.
@@ -108,18 +110,36 @@ const closeDrain = time.Second
 // counters are the broker's own figures; see Stats.
 type counters struct {
 	slowClients     atomic.Uint64
-	refused         atomic.Uint64
+	slowTimeout     atomic.Uint64
+	slowOverflow    atomic.Uint64
+	refused         atomic.Uint64 // at accept, by the gate
+	refusedTotal    atomic.Uint64
+	refusedPerAddr  atomic.Uint64
+	refusedRate     atomic.Uint64
 	willsRefused    atomic.Uint64
+	badCredentials  atomic.Uint64
+	loginsLimited   atomic.Uint64
+	loginBusy       atomic.Uint64
+	anonymous       atomic.Uint64
+	keepalive       atomic.Uint64
+	clientIDInUse   atomic.Uint64
 	retainedRefused atomic.Uint64
+	retainedFull    atomic.Uint64 // publishes only; retainedRefused has the Wills too
 	localDropped    atomic.Uint64
+	queueFull       atomic.Uint64
+	notAuthorized   atomic.Uint64
+	uplinkFull      atomic.Uint64
+	uplinkFailed    atomic.Uint64
+	receiveMaximum  atomic.Uint64
+	tooLarge        atomic.Uint64
 }
 
 // Stats are what the broker has counted since it started.
 type Stats struct {
 	// Clients is the number of connected MQTT clients.
 	Clients int64 `json:"clients"`
-	// SlowClientsDisconnected counts clients cut off because a write to
-	// them blocked for write_timeout.
+	// SlowClientsDisconnected counts clients cut off as slow (the sum of
+	// SlowClients).
 	SlowClientsDisconnected uint64 `json:"slow_clients_disconnected"`
 	// ConnectionsRefused counts connections closed at accept by
 	// max_clients, max_clients_per_address or max_connects_per_minute.
@@ -141,22 +161,142 @@ type Stats struct {
 	// their address failed max_login_failures times in a minute.
 	LoginFailures uint64 `json:"login_failures"`
 	LoginsLimited uint64 `json:"logins_limited"`
+	// mochi's own counts: PUBLISH packets received from and sent to
+	// clients (the gateway's own publishes are not received ones),
+	// bytes, and live subscriptions. What it dropped is in Dropped.
+	MessagesReceived int64 `json:"messages_received"`
+	MessagesSent     int64 `json:"messages_sent"`
+	BytesReceived    int64 `json:"bytes_received"`
+	BytesSent        int64 `json:"bytes_sent"`
+	Subscriptions    int64 `json:"subscriptions"`
+
+	// Dropped, PublishesRefused, ConnectsRefused and SlowClients are the
+	// per-reason counts of everything the broker did not deliver or
+	// admit; each field is one reason (a label value in /metrics).
+	Dropped          Drops           `json:"dropped"`
+	PublishesRefused PublishRefusals `json:"publishes_refused"`
+	ConnectsRefused  ConnectRefusals `json:"connects_refused"`
+	SlowClients      SlowDisconnects `json:"slow_clients"`
+}
+
+// Drops counts messages not delivered to a subscriber, once per
+// subscriber that missed it (Fanout once per message).
+type Drops struct {
+	// QueueFull: mochi's queue for the client's writer held
+	// max_pending_writes packets (any QoS).
+	QueueFull uint64 `json:"queue_full"`
+	// InflightFull: the client had 1,024 QoS 1/2 messages unacknowledged
+	// (in flight, or kept for it while away), as Mosquitto's
+	// max_queued_messages.
+	InflightFull uint64 `json:"inflight_full"`
+	// Fanout: an in-process message found the local fan-out queue full
+	// (LocalDropped; the uplink still has it).
+	Fanout uint64 `json:"fanout"`
+}
+
+// PublishRefusals counts LAN publishes the broker refused (MQTT 5: a
+// PUBACK/PUBREC with the reason; 3.1.1: disconnected or dropped).
+type PublishRefusals struct {
+	// NotAuthorized: the role or the user's publish rules deny the topic,
+	// a retained command, or a publish to $SYS (0x87).
+	NotAuthorized uint64 `json:"not_authorized"`
+	// RetainedFull: a retained publish the retained store had no room
+	// for (0x97).
+	RetainedFull uint64 `json:"retained_full"`
+	// UplinkFull and UplinkFailed: the uplink's disk buffer refused to
+	// store the message (0x97, 0x80).
+	UplinkFull   uint64 `json:"uplink_full"`
+	UplinkFailed uint64 `json:"uplink_failed"`
+	// ReceiveMaximum: a client sent more unacknowledged QoS 2 publishes
+	// than max_inflight and was disconnected (0x93).
+	ReceiveMaximum uint64 `json:"receive_maximum_exceeded"`
+	// TooLarge: a client sent a packet over max_packet_size and was
+	// disconnected.
+	TooLarge uint64 `json:"packet_too_large"`
+}
+
+// ConnectRefusals counts connections refused, at accept (the first
+// three) or at CONNECT.
+type ConnectRefusals struct {
+	MaxClients           uint64 `json:"max_clients"`
+	MaxClientsPerAddress uint64 `json:"max_clients_per_address"`
+	MaxConnectsPerMinute uint64 `json:"max_connects_per_minute"`
+	// BadCredentials: wrong user name or password (0x86).
+	BadCredentials uint64 `json:"bad_credentials"`
+	// LoginsLimited: refused unchecked after max_login_failures (0x9F).
+	LoginsLimited uint64 `json:"logins_limited"`
+	// LoginBusy: no password check slot came free in time (0x89).
+	LoginBusy uint64 `json:"login_busy"`
+	// AnonymousNotAllowed: no credentials while allow_anonymous is false.
+	AnonymousNotAllowed uint64 `json:"anonymous_not_allowed"`
+	// WillNotAllowed: a Last Will the client may not publish.
+	WillNotAllowed uint64 `json:"will_not_allowed"`
+	// KeepaliveTooLong: an MQTT 3.1.1 keep-alive above max_keepalive.
+	KeepaliveTooLong uint64 `json:"keepalive_too_long"`
+	// ClientIDInUse: the client id's session belongs to another user.
+	ClientIDInUse uint64 `json:"client_id_in_use"`
+}
+
+// SlowDisconnects counts clients disconnected as slow, by what showed it.
+type SlowDisconnects struct {
+	// WriteTimeout: the client took no 64 KiB within write_timeout.
+	WriteTimeout uint64 `json:"write_timeout"`
+	// QueueOverflow: its queue outgrew max_retained_bytes + 2 x
+	// max_packet_size.
+	QueueOverflow uint64 `json:"queue_overflow"`
 }
 
 // Stats returns the broker's counters.
 func (b *Broker) Stats() Stats {
 	n, size := b.retained.usage()
+	c := &b.stats
 	return Stats{
 		Clients:                 atomic.LoadInt64(&b.srv.Info.ClientsConnected),
-		SlowClientsDisconnected: b.stats.slowClients.Load(),
-		ConnectionsRefused:      b.stats.refused.Load(),
-		WillsRefused:            b.stats.willsRefused.Load(),
-		RetainedRefused:         b.stats.retainedRefused.Load(),
+		SlowClientsDisconnected: c.slowClients.Load(),
+		ConnectionsRefused:      c.refused.Load(),
+		WillsRefused:            c.willsRefused.Load(),
+		RetainedRefused:         c.retainedRefused.Load(),
 		RetainedMessages:        n,
 		RetainedBytes:           size,
-		LocalDropped:            b.stats.localDropped.Load(),
+		LocalDropped:            c.localDropped.Load(),
 		LoginFailures:           b.access.accounts.failed.Load(),
 		LoginsLimited:           b.access.accounts.limited.Load(),
+		MessagesReceived:        atomic.LoadInt64(&b.srv.Info.MessagesReceived),
+		MessagesSent:            atomic.LoadInt64(&b.srv.Info.MessagesSent),
+		BytesReceived:           atomic.LoadInt64(&b.srv.Info.BytesReceived),
+		BytesSent:               atomic.LoadInt64(&b.srv.Info.BytesSent),
+		Subscriptions:           atomic.LoadInt64(&b.srv.Info.Subscriptions),
+		Dropped: Drops{
+			QueueFull: c.queueFull.Load(),
+			// mochi counts these itself (and packet id exhaustion, which
+			// cannot come first: 1,024 in flight is far below 65,535).
+			InflightFull: uint64(atomic.LoadInt64(&b.srv.Info.InflightDropped)),
+			Fanout:       c.localDropped.Load(),
+		},
+		PublishesRefused: PublishRefusals{
+			NotAuthorized:  c.notAuthorized.Load(),
+			RetainedFull:   c.retainedFull.Load(),
+			UplinkFull:     c.uplinkFull.Load(),
+			UplinkFailed:   c.uplinkFailed.Load(),
+			ReceiveMaximum: c.receiveMaximum.Load(),
+			TooLarge:       c.tooLarge.Load(),
+		},
+		ConnectsRefused: ConnectRefusals{
+			MaxClients:           c.refusedTotal.Load(),
+			MaxClientsPerAddress: c.refusedPerAddr.Load(),
+			MaxConnectsPerMinute: c.refusedRate.Load(),
+			BadCredentials:       c.badCredentials.Load(),
+			LoginsLimited:        c.loginsLimited.Load(),
+			LoginBusy:            c.loginBusy.Load(),
+			AnonymousNotAllowed:  c.anonymous.Load(),
+			WillNotAllowed:       c.willsRefused.Load(),
+			KeepaliveTooLong:     c.keepalive.Load(),
+			ClientIDInUse:        c.clientIDInUse.Load(),
+		},
+		SlowClients: SlowDisconnects{
+			WriteTimeout:  c.slowTimeout.Load(),
+			QueueOverflow: c.slowOverflow.Load(),
+		},
 	}
 }
 
@@ -193,6 +333,9 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	// Each inbound alias pins its topic name; mochi's default of 65535
 	// would let one client hold gigabytes.
 	caps.TopicAliasMaximum = maxTopicAliases
+	// Acks carry no copy of the acknowledged packet's user properties
+	// [MQTT-3.4.2-3]; see conformance for SUBACK and UNSUBACK.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	limiter := ratelog.New(warnEvery, warnBurst, nil)
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
@@ -204,7 +347,7 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	})
 	b := &Broker{opts: opts, log: log, srv: srv, limiter: limiter,
 		retained: newRetainedStore(opts.MaxRetained, opts.MaxRetainedBytes, time.Now),
-		out:      make(chan outbound, fanoutQueue), fanDone: make(chan struct{})}
+		out:      make(chan outbound, fanoutQueue), fanDone: make(chan struct{}), beat: liveness.New("broker/fanout")}
 	b.inline, _ = srv.Clients.Get(mqtt.InlineClientId)
 	b.policy = &connPolicy{
 		gate:           newGate(opts.MaxClients, opts.MaxClientsPerAddress, opts.MaxConnectsPerMinute, time.Now),
@@ -235,7 +378,7 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 		warn:         b.warn,
 		ids:          map[*mqtt.Client]Identity{},
 	}
-	for _, h := range []mqtt.Hook{b.access, b.retained, &captureHook{b: b}} {
+	for _, h := range []mqtt.Hook{b.access, b.retained, &captureHook{b: b}, &dropHook{b: b}, &conformance{maxPacketSize: uint32(opts.MaxPacketSize)}} {
 		if err := srv.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("localbroker: %w", err)
 		}
@@ -414,6 +557,9 @@ func (b *Broker) enqueue(m outbound) {
 func (b *Broker) fanout() {
 	defer close(b.fanDone)
 	for m := range b.out {
+		// mochi hands the message to each client's send queue: no
+		// socket is touched here.
+		b.beat.Expect(sensors.BeatSlack)
 		var err error
 		if m.reply {
 			err = b.srv.InjectPacket(b.inline, packets.Packet{
@@ -429,8 +575,15 @@ func (b *Broker) fanout() {
 		if err != nil {
 			b.warn("fanout-error", "", "local delivery failed", "topic", m.topic, "error", err)
 		}
+		if len(b.out) == 0 {
+			b.beat.Idle()
+		}
 	}
 }
+
+// Heartbeat is the local fan-out's beat, "broker/fanout": busy while it
+// delivers, idle while its queue is empty.
+func (b *Broker) Heartbeat() *liveness.Beat { return b.beat }
 
 // Inbound is a message delivered to an in-process subscription. Payload
 // and CorrelationData are copies the receiver owns.
@@ -547,6 +700,9 @@ func (h *captureHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	code := packets.ErrUnspecifiedError // 0x80
 	if errors.Is(err, ErrQuotaExceeded) {
 		code = packets.ErrQuotaExceeded // 0x97
+		h.b.stats.uplinkFull.Add(1)
+	} else {
+		h.b.stats.uplinkFailed.Add(1)
 	}
 	// MQTT 3.1.1 has no negative PUBACK: drop without acknowledging, so
 	// the publisher still owns the message and resends it.
@@ -577,6 +733,14 @@ var demoted = map[string]bool{
 	mqtt.ErrMinimumKeepalive.Error(): true,
 }
 
+// perClient are mochi's warnings about one client, limited per client
+// rather than per message: a message dropped because the client has
+// 1,024 unacknowledged (counted in Stats.Dropped.InflightFull).
+var perClient = map[string]bool{
+	"client store quota reached": true,
+	"packet ids exhausted":       true,
+}
+
 // Handle passes records at or above the level, at most once a minute
 // per message, except the demoted ones.
 func (m minLevel) Handle(ctx context.Context, r slog.Record) error {
@@ -587,7 +751,17 @@ func (m minLevel) Handle(ctx context.Context, r slog.Record) error {
 		r.Level = slog.LevelDebug
 		return m.h.Handle(ctx, r)
 	}
-	if ok, held := m.lim.Allow("mochi|" + r.Message); !ok {
+	key := "mochi|" + r.Message
+	if perClient[r.Message] {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "client" {
+				key += "|" + a.Value.String()
+				return false
+			}
+			return true
+		})
+	}
+	if ok, held := m.lim.Allow(key); !ok {
 		return nil
 	} else if held > 0 {
 		r.AddAttrs(slog.Int("suppressed", held))

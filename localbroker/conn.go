@@ -2,12 +2,15 @@ package localbroker
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edged/edged/sensors/ratelog"
 )
@@ -25,6 +28,13 @@ import (
 // whose queue overflows, or that takes longer than writeTimeout to accept
 // a chunk, is disconnected and reported as slow.
 //
+// It also keeps an MQTT 5 client's Receive Maximum [MQTT-3.3.4-9]: once
+// setReceiveMaximum has been called, a QoS 1/2 PUBLISH is sent only while
+// fewer than that many are unacknowledged; later ones wait here, in
+// order, and go out as PUBACKs (PUBCOMPs, failing PUBRECs) come in. mochi
+// writes whole packets, and Read follows the client's packets to see the
+// acknowledgements.
+//
 // mochi's keep-alive deadline (SetDeadline) applies to reads only, and
 // the first Read reports the hand-over to mochi as started (see handoff).
 type clientConn struct {
@@ -32,8 +42,8 @@ type clientConn struct {
 	started      func()
 	writeTimeout time.Duration
 	maxQueued    int
-	onSlow       func()       // called at most once
-	shutdown     *atomic.Bool // the broker is closing: Close does not wait to send
+	onSlow       func(overflow bool) // called at most once: the queue overflowed, or a write timed out
+	shutdown     *atomic.Bool        // the broker is closing: Close does not wait to send
 
 	slowOnce sync.Once
 	kick     chan struct{} // a Write or Close has something for the writer
@@ -43,6 +53,19 @@ type clientConn struct {
 	queue   bytes.Buffer
 	err     error // the writer's failure; every later Write returns it
 	closing bool  // Close was called: send what is queued, then close
+
+	// The send window, under mu: window is the client's Receive Maximum
+	// (0: none), inflight the QoS 1/2 PUBLISHes sent and not yet
+	// acknowledged (packet id -> QoS), held those waiting for room
+	// (heldLen bytes), partial the start of a packet Write has not had
+	// all of.
+	window   int
+	inflight map[uint16]byte
+	held     [][]byte
+	heldLen  int
+	partial  []byte
+
+	in inScan // the client's packets, for their acknowledgements; only Read uses it
 }
 
 // writeChunk is the most one socket write sends, so that writeTimeout is
@@ -53,7 +76,7 @@ const writeChunk = 64 << 10
 // errSlow is the error Write returns after a client was cut off as slow.
 var errSlow = errors.New("localbroker: client not reading: disconnected")
 
-func newClientConn(c net.Conn, started func(), writeTimeout time.Duration, maxQueued int, onSlow func(), shutdown *atomic.Bool) *clientConn {
+func newClientConn(c net.Conn, started func(), writeTimeout time.Duration, maxQueued int, onSlow func(overflow bool), shutdown *atomic.Bool) *clientConn {
 	cc := &clientConn{Conn: c, started: started, writeTimeout: writeTimeout, maxQueued: maxQueued, onSlow: onSlow,
 		shutdown: shutdown, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	go cc.writer()
@@ -62,7 +85,179 @@ func newClientConn(c net.Conn, started func(), writeTimeout time.Duration, maxQu
 
 func (c *clientConn) Read(p []byte) (int, error) {
 	c.started()
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	c.in.scan(p[:n], c.acked)
+	return n, err
+}
+
+// setReceiveMaximum opens the send window: at most n unacknowledged QoS
+// 1/2 PUBLISHes. Only the first call counts; 0 (the client gave none,
+// so 65535) or at least maxStoredInflight (mochi never has more) leaves
+// the connection without a window.
+func (c *clientConn) setReceiveMaximum(n int) {
+	if n <= 0 || n >= maxStoredInflight {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.window == 0 {
+		c.window, c.inflight = n, map[uint16]byte{}
+	}
+}
+
+// enqueue queues whole packets from p, holding the QoS 1/2 PUBLISHes
+// the window has no room for. The caller holds c.mu.
+func (c *clientConn) enqueue(p []byte) {
+	if c.window == 0 {
+		c.queue.Write(p)
+		return
+	}
+	buf := p
+	if len(c.partial) > 0 {
+		buf = append(c.partial, p...)
+		c.partial = nil
+	}
+	for len(buf) > 0 {
+		n := packetLen(buf)
+		if n == 0 {
+			c.partial = append([]byte(nil), buf...)
+			return
+		}
+		pk := buf[:n]
+		buf = buf[n:]
+		id, qos := publishID(pk)
+		if qos > 0 {
+			if len(c.held) > 0 || len(c.inflight) >= c.window {
+				c.held = append(c.held, append([]byte(nil), pk...))
+				c.heldLen += n
+				continue
+			}
+			c.inflight[id] = qos
+		}
+		c.queue.Write(pk)
+	}
+}
+
+// acked is called by Read for each acknowledgement the client sends: a
+// PUBACK, a PUBCOMP, or a PUBREC with a failure code ends a QoS 1/2
+// delivery and frees its place in the window.
+func (c *clientConn) acked(typ byte, id uint16, reason byte) {
+	if typ == packets.Pubrec && reason < packets.ErrUnspecifiedError.Code {
+		return
+	}
+	c.mu.Lock()
+	if _, ok := c.inflight[id]; !ok {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.inflight, id)
+	released := false
+	for len(c.held) > 0 && len(c.inflight) < c.window {
+		pk := c.held[0]
+		c.held[0] = nil
+		c.held = c.held[1:]
+		c.heldLen -= len(pk)
+		hid, qos := publishID(pk)
+		c.inflight[hid] = qos
+		c.queue.Write(pk)
+		released = true
+	}
+	c.mu.Unlock()
+	if released {
+		c.wake()
+	}
+}
+
+// packetLen returns the length of the whole MQTT packet at the start of
+// b, or 0 when b does not hold all of it.
+func packetLen(b []byte) int {
+	n, mult := 0, 1
+	for i := 1; i < len(b) && i <= 4; i++ {
+		n += int(b[i]&0x7f) * mult
+		mult *= 128
+		if b[i]&0x80 == 0 {
+			if total := 1 + i + n; total <= len(b) {
+				return total
+			}
+			return 0
+		}
+	}
+	return 0
+}
+
+// publishID returns the packet id and QoS of a whole PUBLISH packet, and
+// QoS 0 for anything else.
+func publishID(pk []byte) (uint16, byte) {
+	if pk[0]>>4 != packets.Publish {
+		return 0, 0
+	}
+	qos := pk[0] >> 1 & 3
+	i := 1
+	for i < len(pk) && pk[i]&0x80 != 0 {
+		i++
+	}
+	i++ // past the remaining length
+	if qos == 0 || i+2 > len(pk) {
+		return 0, 0
+	}
+	t := int(binary.BigEndian.Uint16(pk[i:]))
+	if i+2+t+2 > len(pk) {
+		return 0, 0
+	}
+	return binary.BigEndian.Uint16(pk[i+2+t:]), qos
+}
+
+// inScan follows a client's packet stream through Read, whatever the
+// read sizes, and reports each PUBACK, PUBREC and PUBCOMP.
+type inScan struct {
+	state  byte // 0: fixed header, 1: remaining length, 2: body
+	typ    byte
+	remain int // body bytes left
+	mult   int
+	head   [3]byte // packet id and reason code
+	got    int
+}
+
+func (s *inScan) scan(p []byte, ack func(typ byte, id uint16, reason byte)) {
+	for len(p) > 0 {
+		switch s.state {
+		case 0:
+			s.typ, s.remain, s.mult, s.got = p[0]>>4, 0, 1, 0
+			s.state = 1
+			p = p[1:]
+		case 1:
+			b := p[0]
+			p = p[1:]
+			s.remain += int(b&0x7f) * s.mult
+			s.mult *= 128
+			if b&0x80 == 0 {
+				s.state = 2
+				if s.remain == 0 {
+					s.state = 0
+				}
+			}
+		case 2:
+			for s.got < len(s.head) && s.remain > 0 && len(p) > 0 {
+				s.head[s.got] = p[0]
+				s.got++
+				s.remain--
+				p = p[1:]
+			}
+			skip := min(s.remain, len(p))
+			s.remain -= skip
+			p = p[skip:]
+			if s.remain == 0 {
+				s.state = 0
+				if s.got >= 2 && (s.typ == packets.Puback || s.typ == packets.Pubrec || s.typ == packets.Pubcomp) {
+					var reason byte
+					if s.got == 3 {
+						reason = s.head[2]
+					}
+					ack(s.typ, binary.BigEndian.Uint16(s.head[:2]), reason)
+				}
+			}
+		}
+	}
 }
 
 // SetDeadline is how mochi applies the keep-alive (1.5 times it) before
@@ -80,14 +275,14 @@ func (c *clientConn) Write(p []byte) (int, error) {
 	case c.closing:
 		c.mu.Unlock()
 		return 0, net.ErrClosed
-	case c.queue.Len()+len(p) > c.maxQueued:
+	case c.queue.Len()+c.heldLen+len(p) > c.maxQueued:
 		c.err = errSlow
 		c.mu.Unlock()
-		c.slow()
+		c.slow(true)
 		_ = c.Conn.Close() // the writer's blocked write ends; it sees err and stops
 		return 0, errSlow
 	}
-	c.queue.Write(p)
+	c.enqueue(p)
 	c.mu.Unlock()
 	c.wake()
 	return len(p), nil
@@ -114,7 +309,7 @@ func (c *clientConn) wake() {
 	}
 }
 
-func (c *clientConn) slow() { c.slowOnce.Do(c.onSlow) }
+func (c *clientConn) slow(overflow bool) { c.slowOnce.Do(func() { c.onSlow(overflow) }) }
 
 // writer sends the queue to the socket until Close has been called and
 // the queue is empty, or a write fails.
@@ -141,7 +336,7 @@ func (c *clientConn) writer() {
 		if _, err := c.Conn.Write(chunk[:n]); err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				c.slow()
+				c.slow(false)
 				err = errSlow
 			}
 			c.fail(err)
@@ -177,9 +372,16 @@ type connPolicy struct {
 // wrap gives mochi its view of an admitted connection.
 func (p *connPolicy) wrap(c net.Conn, started func()) *clientConn {
 	remote := c.RemoteAddr().String()
-	return newClientConn(c, started, p.writeTimeout, p.maxQueued, func() {
+	return newClientConn(c, started, p.writeTimeout, p.maxQueued, func(overflow bool) {
 		p.stats.slowClients.Add(1)
-		p.warn("slow", hostOf(c.RemoteAddr()), "disconnected a client that stopped reading", "remote", remote, "write_timeout", p.writeTimeout)
+		reason := "write_timeout"
+		if overflow {
+			p.stats.slowOverflow.Add(1)
+			reason = "queue_overflow"
+		} else {
+			p.stats.slowTimeout.Add(1)
+		}
+		p.warn("slow", hostOf(c.RemoteAddr()), "disconnected a client that stopped reading", "remote", remote, "reason", reason, "write_timeout", p.writeTimeout)
 	}, &p.shutdown)
 }
 
@@ -208,6 +410,14 @@ func (l *gatedListener) Accept() (net.Conn, error) {
 		release, refused := l.p.gate.admit(c.RemoteAddr())
 		if refused != "" {
 			l.p.stats.refused.Add(1)
+			switch refused {
+			case refusedTotal:
+				l.p.stats.refusedTotal.Add(1)
+			case refusedPerAddr:
+				l.p.stats.refusedPerAddr.Add(1)
+			default:
+				l.p.stats.refusedRate.Add(1)
+			}
 			l.p.warn("refused", hostOf(c.RemoteAddr()), "refused a connection", "remote", c.RemoteAddr().String(), "reason", refused)
 			_ = c.Close()
 			continue

@@ -51,8 +51,12 @@ type Opts struct {
 	MaxPacketSize int64 `yaml:"max_packet_size" edged:"size"`
 	// MaxInflight caps unacknowledged QoS 1/2 messages per client.
 	MaxInflight int `yaml:"max_inflight"`
-	// MaxPendingWrites caps queued outbound packets per client; a slow
-	// client loses messages beyond it (mochi drops them).
+	// MaxPendingWrites caps the packets waiting for a client's writer
+	// goroutine (which only copies them into the connection's queue);
+	// messages beyond it are dropped (mochi) and counted
+	// (Stats.Dropped.QueueFull). 1,024, as many as may be unacknowledged,
+	// so that a burst, not only a client that stops acknowledging, is
+	// what it takes.
 	MaxPendingWrites int `yaml:"max_pending_writes"`
 	// MaxClients caps concurrent client connections.
 	MaxClients int `yaml:"max_clients"`
@@ -97,7 +101,7 @@ func DefaultOpts() Opts {
 		MaxLoginFailures: 5,
 		MaxPacketSize:    256 << 10,
 		MaxInflight:      64,
-		MaxPendingWrites: 256,
+		MaxPendingWrites: 1024,
 		MaxClients:       64,
 		SessionExpiry:    time.Hour,
 		MessageExpiry:    0,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/liveness"
 	"github.com/edged/edged/sensors/ratelog"
 )
 
@@ -35,6 +36,7 @@ type Queue struct {
 	wake   chan struct{} // cap 1: something was queued, or Close
 
 	dropped atomic.Uint64
+	beat    *liveness.Beat
 }
 
 var _ sensors.Sink = (*Queue)(nil)
@@ -55,8 +57,17 @@ func NewQueue(next sensors.Sink, size int, log *slog.Logger) *Queue {
 		warn: ratelog.New(time.Minute, 1, nil),
 		buf:  make([]queued, max(size, 1)),
 		wake: make(chan struct{}, 1),
+		beat: liveness.New("pipeline/queue"),
 	}
 }
+
+// queueBeat bounds one delivery: a publish may wait for an fsync of the
+// uplink's buffer, which an SD card can stall for seconds.
+const queueBeat = 30*time.Second + sensors.BeatSlack
+
+// Heartbeat is Run's beat, "pipeline/queue": busy while it delivers an
+// item, idle while the queue is empty. A disk that hangs shows here.
+func (q *Queue) Heartbeat() *liveness.Beat { return q.beat }
 
 // Reading queues r.
 func (q *Queue) Reading(r sensors.Reading) { q.put(queued{r: r}) }
@@ -120,12 +131,14 @@ func (q *Queue) Run() {
 		if q.n == 0 {
 			closed := q.closed
 			q.mu.Unlock()
+			q.beat.Idle()
 			if closed {
 				return
 			}
 			<-q.wake
 			continue
 		}
+		q.beat.Expect(queueBeat)
 		it := q.buf[q.head]
 		q.buf[q.head] = queued{}
 		q.head = (q.head + 1) % len(q.buf)

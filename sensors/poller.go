@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/edged/edged/sensors/liveness"
 )
 
 // Sink takes what the Poller produces; the pipeline implements it.
@@ -90,6 +92,9 @@ type SensorStats struct {
 	Stuck      bool      // a timed-out Sense has not returned yet
 	LastError  error     // the latest failure, nil if none yet
 	LastSample time.Time // time of the latest successful sample
+	// SenseTime is the time the successful samples took in all, from
+	// their slot to their values (a timed-out Sense ahead included).
+	SenseTime time.Duration
 }
 
 // Poller owns the sampling schedules of many sensors: when to Sense, with
@@ -202,6 +207,7 @@ func (p *Poller) Add(id string, s Sensor, opts PollOpts) error {
 		log:     p.log.With("sensor", id),
 		req:     make(chan struct{}, 1),
 		res:     make(chan error, 1),
+		beat:    liveness.New("sensor/" + id),
 	}
 	w.sctx.done = make(chan struct{})
 	w.stats.ID, w.stats.Sensor = id, s.String()
@@ -262,6 +268,24 @@ func (p *Poller) Run(ctx context.Context) error {
 	return nil
 }
 
+// BeatSlack is what every loop's heartbeat bound adds to the time its
+// work may take: a loaded Pi may run a goroutine seconds late.
+const BeatSlack = 10 * time.Second
+
+// Heartbeats returns the beat of every sensor's scheduling loop, named
+// "sensor/<id>", in the order they were added. The loop comes round at
+// every sample and retry; a driver that ignores its context does not
+// stop it (see Poller), a bug or a blocked Sink would.
+func (p *Poller) Heartbeats() []*liveness.Beat {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*liveness.Beat, len(p.workers))
+	for i, w := range p.workers {
+		out[i] = w.beat
+	}
+	return out
+}
+
 // Stats returns every sensor's counters, in the order they were added.
 func (p *Poller) Stats() []SensorStats {
 	p.mu.Lock()
@@ -308,6 +332,8 @@ type worker struct {
 	status   Status
 	panicked bool
 
+	beat *liveness.Beat // the scheduling loop's
+
 	mu    sync.Mutex
 	stats SensorStats
 }
@@ -346,10 +372,14 @@ func (w *worker) loop(ctx context.Context) {
 			w.setBusy(false)
 		}
 		close(w.req)
+		w.beat.Idle()
 	}()
 
 	next := w.start
 	for {
+		// Back after the wait, a sample (which may first wait out a
+		// timed-out Sense) and some slack for a loaded machine.
+		w.beat.Expect(max(next.Sub(w.clock.Now()), 0) + 2*w.timeout + BeatSlack)
 		at, ok := w.waitUntil(ctx, wait, next)
 		if !ok {
 			return
@@ -425,8 +455,10 @@ func (w *worker) sample(ctx context.Context, tmo Timer, at time.Time) error {
 		return ctx.Err()
 	}
 
+	took := w.clock.Now().Sub(at)
 	w.mu.Lock()
 	w.stats.Samples++
+	w.stats.SenseTime += max(took, 0)
 	w.stats.LastSample = at
 	w.mu.Unlock()
 	online := w.status != StatusOnline

@@ -295,6 +295,10 @@ func TestPollerSkipsMissedSlots(t *testing.T) {
 		if st := h.stats(0); st.Skipped != 1 || st.Samples != 2 || st.Failures != 1 {
 			t.Fatalf("stats %+v", st)
 		}
+		// The good samples took 4 s and 0 s; the failed one is not in it.
+		if st := h.stats(0); st.SenseTime != 4*time.Second {
+			t.Errorf("SenseTime %v, want 4s", st.SenseTime)
+		}
 	})
 }
 

@@ -374,7 +374,7 @@ func TestAckTimeoutRunsFromWriteCompletion(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	u := &Uplink{device: "gh-01"}
-	s := &session{u: u, nc: a, win: newInflight(1), props: newProps("gh-01", "e")}
+	s := &session{u: u, nc: a, ws: &walState{epoch: "e"}, win: newInflight(1), props: newProps("gh-01", "e")}
 	payload := []byte(strings.Repeat("x", 100<<10)) // above the encoding buffer's flush size
 	before := make(chan time.Time, 1)
 	want := publishLen(len("c/a"), len(payload), len(s.props.forMessage(1, 0)), 1)

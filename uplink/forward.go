@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/edged/edged/sensors"
 )
 
 // The forwarder speaks MQTT 5 through paho.golang's packet layer and keeps
@@ -28,7 +30,11 @@ func (u *Uplink) forward(ctx context.Context) {
 	acked := cur.log.Stats().AckedSeq
 	r := &retry{base: u.backoffBase, max: u.backoffMax, stormWindow: u.stormWindow, stormMax: u.stormMax, poisonAfter: u.poisonAfter, randN: rand.Int64N, now: true}
 	failing := false
+	defer u.beat.Idle()
 	for ctx.Err() == nil {
+		// A wait (the backoff, or the storm guard's window), a connect
+		// and a CONNACK wait at most.
+		u.beat.Expect(max(u.backoffMax, u.stormWindow) + u.connectTimeout + sensors.BeatSlack)
 		if !u.sleep(ctx, r.wait(u.clock.Now())) {
 			return
 		}

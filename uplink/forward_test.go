@@ -331,6 +331,10 @@ func TestMissingPubackReconnectsAndResendsIntegration(t *testing.T) {
 	if dups != u.opts.MaxInflight {
 		t.Errorf("%d duplicates, want the unacknowledged window (%d)", dups, u.opts.MaxInflight)
 	}
+	// Stats.Resent counts exactly what the cloud saw twice.
+	if st := u.Stats(); st.Resent != uint64(dups) || st.Sent != 100+st.Resent {
+		t.Errorf("Stats: resent %d, sent %d; want resent = the %d duplicates and sent = 100 + resent", st.Resent, st.Sent, dups)
+	}
 }
 
 func TestDiskCapDropsExactlyTheOldestIntegration(t *testing.T) {

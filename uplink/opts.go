@@ -52,6 +52,10 @@ type Opts struct {
 	// stop. "{device}" is replaced by the device id; empty means
 	// "edged/{device}/status", the default local status topic.
 	StatusTopic string `yaml:"status_topic"`
+	// MaxOldestUnsent, if set, makes edged not ready (/readyz 503) while
+	// the oldest message the cloud has not acknowledged is older than
+	// this. The uplink itself does not use it.
+	MaxOldestUnsent time.Duration `yaml:"max_oldest_unsent"`
 }
 
 // TLS configures the mqtts:// connection. Empty CAFile means the system
@@ -127,6 +131,9 @@ func (o *Opts) Validate() error {
 	}
 	if o.MaxInflight < 1 || o.MaxInflight > 65535 {
 		return sensors.FieldErrorf("max_inflight", "%d is out of range (1..65535)", o.MaxInflight)
+	}
+	if o.MaxOldestUnsent < 0 {
+		return sensors.FieldErrorf("max_oldest_unsent", "%v is negative (0 turns the check off)", o.MaxOldestUnsent)
 	}
 	if err := validTemplate(o.StatusTopic); err != nil {
 		return &sensors.FieldError{Field: "status_topic", Err: err}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/uplink/wal"
 )
 
@@ -264,6 +266,13 @@ func (s *session) publish(r *wal.Record) error {
 		s.deadLetter(r.Seq, string(b.topic), fmt.Sprintf("%d bytes is above the cloud's maximum packet size %d", n, s.maxPacket))
 		return nil
 	}
+	// Resent: a seq at or below the highest sent in this epoch goes out
+	// again (after a reconnect or a reopened buffer).
+	if s.ws.epoch == u.highEpoch && r.Seq <= u.highSeq {
+		u.resent.Add(1)
+	} else {
+		u.highSeq, u.highEpoch = r.Seq, s.ws.epoch
+	}
 	var pid uint16
 	s.mu.Lock()
 	if b.qos > 0 {
@@ -419,6 +428,9 @@ func (s *session) readLoop() {
 	warned := false
 	lastTick := lastRead
 	for {
+		// The reader comes round every tick; a PINGREQ it writes may
+		// block for its write deadline (a minute at most).
+		s.u.beat.Expect(s.u.ackTimeout + time.Minute + sensors.BeatSlack)
 		// A cloud that sends packets more often than the tick must not
 		// keep the checks from running.
 		if now := time.Now(); now.Sub(lastTick) >= tick {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/liveness"
 	"github.com/edged/edged/sensors/secretfile"
 	"github.com/edged/edged/sensors/topics"
 	"github.com/edged/edged/uplink/wal"
@@ -98,6 +99,12 @@ type Uplink struct {
 	reopens       atomic.Uint64
 	bufErr        atomic.Pointer[string]
 	closed        atomic.Bool
+	resent        atomic.Uint64
+	// The newest seq sent and its epoch; the forwarder's own.
+	highSeq   uint64
+	highEpoch string
+
+	beat *liveness.Beat // the forwarder's
 
 	// noRetain: the cloud takes no retained messages (CONNACK 0x9A or
 	// Retain Available 0); the will, the status and retained records go
@@ -135,6 +142,7 @@ func newUplink(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.
 		clock = sensors.SystemClock
 	}
 	u := &Uplink{
+		beat:           liveness.New("uplink"),
 		opts:           opts,
 		device:         deviceID,
 		log:            log.With("component", "uplink"),
@@ -372,7 +380,14 @@ type Stats struct {
 	Connects         uint64 `json:"connects"`
 	Sent             uint64 `json:"sent"`
 	Acked            uint64 `json:"acked"`
-	DiskBytes        int64  `json:"disk_bytes"`
+	// Resent counts messages sent again after a reconnect (at most
+	// max_inflight each time); the cloud drops them by (gw, epoch, seq).
+	Resent uint64 `json:"resent"`
+	// Fsyncs and BytesWritten are the buffer's since it was opened (a
+	// reopened buffer starts again from 0).
+	Fsyncs       uint64 `json:"fsyncs"`
+	BytesWritten uint64 `json:"bytes_written"`
+	DiskBytes    int64  `json:"disk_bytes"`
 	// BufferError is set while the buffer is failed and being reopened
 	// (captures are refused); BufferReopens counts the reopens.
 	BufferError   string `json:"buffer_error,omitempty"`
@@ -405,6 +420,9 @@ func (u *Uplink) Stats() Stats {
 		Connects:         u.connects.Load(),
 		Sent:             u.sent.Load(),
 		Acked:            u.acked.Load(),
+		Resent:           u.resent.Load(),
+		Fsyncs:           w.Fsyncs,
+		BytesWritten:     w.BytesWritten,
 		DiskBytes:        w.DiskBytes,
 		BufferReopens:    u.reopens.Load(),
 	}
@@ -422,6 +440,11 @@ func (u *Uplink) Stats() Stats {
 	}
 	return s
 }
+
+// Heartbeat is the forwarder's beat, "uplink": it comes round at least
+// every second while connected, and after each backoff and connect
+// attempt while not.
+func (u *Uplink) Heartbeat() *liveness.Beat { return u.beat }
 
 // SetStatePublisher installs where the state JSON goes; call it before
 // Start. The state is published when it changed, at most once per every.

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"reflect"
 
 	"github.com/edged/edged/cmd/edged/dashboard"
+	"github.com/edged/edged/cmd/edged/metrics"
 	"github.com/edged/edged/cmd/edged/web"
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/localbroker"
@@ -30,10 +32,13 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 		Controllers: controllers{d, cfg.Controllers},
 		Actuators:   actuators{d, cfg.Actuators},
 		Health:      brokerHealth{d.broker},
+		Probes:      d.health,
 	}
 	if d.uplink != nil {
 		deps.Uplink = uplinkStats{d.uplink}
 	}
+	var ctls *metrics.Controllers
+	deps.Metrics, ctls = d.metricsHandler(cfg)
 	for i, sc := range cfg.Sensors {
 		si := web.SensorInfo{ID: sc.ID, Name: sc.Name, Driver: sc.Driver}
 		for _, q := range d.sensors[i].Quantities() {
@@ -58,6 +63,7 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 			// As for commands, an empty level gives id "".
 			id, _ := tree.ParseControlState(m.Topic)
 			srv.ControllerState(id, m.Payload)
+			ctls.Publish(id, m.Payload)
 		}); err != nil {
 			return err
 		}
@@ -229,6 +235,41 @@ func (u uplinkStats) UplinkStats() web.UplinkStats {
 	}
 	return web.UplinkStats{Connected: s.Connected, Backlog: s.Backlog, BacklogBytes: s.BacklogBytes,
 		OldestAgeSec: s.OldestAgeSec, LastPuback: s.LastPuback, Dropped: dropped, DeadLetters: s.DeadLetters}
+}
+
+// metricsHandler builds /metrics over the rooms' Stats, records the
+// pipeline's readings for the value gauges, and returns the table of
+// the controllers' published states for newWeb to feed (nil without
+// controllers). Call it from newWeb, before
+// readings flow; its sources read the Poller and the loops only when
+// scraped, once start has made them.
+func (d *daemon) metricsHandler(cfg *configs.Config) (http.Handler, *metrics.Controllers) {
+	ids := make([]string, len(cfg.Sensors))
+	qs := make([][]sensors.Quantity, len(cfg.Sensors))
+	for i, sc := range cfg.Sensors {
+		ids[i], qs[i] = sc.ID, d.sensors[i].Quantities()
+	}
+	readings := metrics.NewReadings(ids, qs)
+	d.pipe.Observe(readings)
+	src := metrics.Sources{
+		Version:      buildVersion(),
+		Sensors:      func() []sensors.SensorStats { return d.poller.Stats() },
+		Readings:     readings,
+		Broker:       d.broker.Stats,
+		QueueDropped: func() uint64 { return d.queue.Dropped() },
+		Beats:        d.health.Beats,
+	}
+	if d.uplink != nil {
+		src.Uplink = d.uplink.Stats
+	}
+	if len(cfg.Controllers) > 0 {
+		ids := make([]string, len(cfg.Controllers))
+		for i, c := range cfg.Controllers {
+			ids[i] = c.ID
+		}
+		src.Controllers = metrics.NewControllers(ids)
+	}
+	return metrics.Handler(src), src.Controllers
 }
 
 type brokerHealth struct{ b *localbroker.Broker }

@@ -125,6 +125,22 @@ type daemonProc struct {
 	ready chan struct{} // closed when edged has sent READY=1
 	done  chan struct{} // closed when the process has exited
 	err   error         // Wait's result, valid once done is closed
+
+	mu       sync.Mutex
+	notified []notice // every line edged sent to $NOTIFY_SOCKET
+}
+
+// notice is one line edged sent to systemd, and when it came.
+type notice struct {
+	at   time.Time
+	line string
+}
+
+// notices returns the lines edged has sent to $NOTIFY_SOCKET so far.
+func (d *daemonProc) notices() []notice {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]notice(nil), d.notified...)
 }
 
 type syncBuffer struct {
@@ -152,6 +168,12 @@ var notifySockets atomic.Int64
 // READY=1: once every listener is open.
 func startDaemon(t *testing.T, bin, config string) *daemonProc {
 	t.Helper()
+	return startDaemonEnv(t, bin, config, nil)
+}
+
+// startDaemonEnv is startDaemon with env added to edged's environment.
+func startDaemonEnv(t *testing.T, bin, config string, env []string) *daemonProc {
+	t.Helper()
 	// An abstract socket: no path length limit, nothing to remove.
 	name := fmt.Sprintf("@edged-test-%d-%d", os.Getpid(), notifySockets.Add(1))
 	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
@@ -160,7 +182,7 @@ func startDaemon(t *testing.T, bin, config string) *daemonProc {
 	}
 	d := &daemonProc{cmd: exec.Command(bin, "run", "-c", config), logs: &syncBuffer{}, ready: make(chan struct{}), done: make(chan struct{})}
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+name)
+	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+name), env...)
 	listened := make(chan struct{})
 	go func() {
 		defer close(listened)
@@ -170,7 +192,11 @@ func startDaemon(t *testing.T, bin, config string) *daemonProc {
 			if err != nil {
 				return // closed by the cleanup
 			}
+			now := time.Now()
 			for _, line := range strings.Split(string(buf[:n]), "\n") {
+				d.mu.Lock()
+				d.notified = append(d.notified, notice{now, line})
+				d.mu.Unlock()
 				if line == "READY=1" && !ready {
 					ready = true
 					close(d.ready)
@@ -245,9 +271,15 @@ const startAttempts = 5
 // ones, at most startAttempts times in all.
 func startReady(t *testing.T, bin string, write func() (cfg string, addrs []string)) *daemonProc {
 	t.Helper()
+	return startReadyEnv(t, bin, nil, write)
+}
+
+// startReadyEnv is startReady with env added to edged's environment.
+func startReadyEnv(t *testing.T, bin string, env []string, write func() (cfg string, addrs []string)) *daemonProc {
+	t.Helper()
 	for i := 1; ; i++ {
 		cfg, addrs := write()
-		d := startDaemon(t, bin, cfg)
+		d := startDaemonEnv(t, bin, cfg, env)
 		err := d.waitReady()
 		if err == nil {
 			for _, a := range addrs {

@@ -55,6 +55,12 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return &exitError{code: 1}
 	}
 	sdNotify("READY=1")
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		d.health.watch(watchCtx, log)
+	}()
 
 	for s := range sig {
 		if s == syscall.SIGHUP {
@@ -70,6 +76,8 @@ func cmdRun(args []string, stderr io.Writer) error {
 		log.Info("stopping", "signal", s.String())
 		break
 	}
+	stopWatch()
+	<-watched
 	sdNotify("STOPPING=1")
 	go func() {
 		// A second SIGTERM/SIGINT means "now": outputs safe, then exit.
@@ -116,6 +124,7 @@ type daemon struct {
 	web       *web.Server
 	loops     map[string]*control.Loop
 	inbox     *control.Inbox
+	health    *probes
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -126,6 +135,10 @@ type daemon struct {
 // missing device never half-starts the daemon.
 func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	d := &daemon{log: log, env: drivers.NewEnv(log.With("component", "drivers")), actuators: map[string]sensors.Actuator{}}
+	d.health = &probes{d: d}
+	if cfg.Uplink != nil {
+		d.health.maxOldest = cfg.Uplink.MaxOldestUnsent
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	defer func() {
@@ -234,6 +247,8 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 		}
 		d.queue.Close() // the queue delivers what it holds, then ends
 	}()
+	d.health.arm()
+	d.health.started.Store(true)
 	log.Info("running", "sensors", len(d.sensors), "actuators", len(d.actuators), "controllers", len(cfg.Controllers))
 	return d, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/liveness"
 	"github.com/edged/edged/sensors/ratelog"
 	"github.com/edged/edged/sensors/topics"
 )
@@ -64,6 +65,7 @@ type event struct {
 // Only the loop's own goroutine (Run) and Command, under the loop's lock,
 // touch the actuator.
 type Loop struct {
+	beat       *liveness.Beat
 	opts       Opts
 	sensor     string
 	quantity   sensors.Quantity
@@ -162,6 +164,7 @@ func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, pr
 	}
 	tree := topics.New(prefix)
 	l := &Loop{
+		beat:       liveness.New("control/" + opts.ID),
 		opts:       opts,
 		sensor:     sensor,
 		quantity:   q,
@@ -243,6 +246,10 @@ func (l *Loop) send(ev event) {
 	}
 }
 
+// Heartbeat is the loop's beat, "control/<id>": busy while it handles an
+// event or a timer, idle while it waits for one.
+func (l *Loop) Heartbeat() *liveness.Beat { return l.beat }
+
 // Run drives the loop until ctx is done, then puts the actuator in its
 // safe state and returns nil. It may be called once.
 func (l *Loop) Run(ctx context.Context) error {
@@ -306,6 +313,10 @@ func (l *Loop) Run(ctx context.Context) error {
 	l.persist()
 
 	handle := func(which int, ev event) {
+		// A step sets the actuator and queues the state: milliseconds,
+		// unless the output hangs (a wedged bus or GPIO write).
+		l.beat.Expect(sensors.BeatSlack)
+		defer l.beat.Idle()
 		switch which {
 		case 0:
 			l.handleEvent(ev, stale)

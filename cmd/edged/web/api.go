@@ -34,6 +34,8 @@ func (s *Server) routes() []route {
 	open := func(h http.HandlerFunc) http.Handler { return h }
 	return []route{
 		{"GET", "/healthz", open(s.healthz)},
+		{"GET", "/readyz", open(s.readyz)},
+		{"GET", "/metrics", s.auth(RoleViewer, s.metrics)},
 		{"GET", "/api/v1/openapi.json", open(s.openapi)},
 		{"POST", "/api/v1/login", open(s.login)},
 		{"POST", "/api/v1/logout", open(s.logout)},
@@ -74,15 +76,19 @@ func (s *Server) openapi(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(openapiJSON)
 }
 
-// healthz is the probe systemd watchdogs and load balancers use; it needs
+// healthz is the liveness probe load balancers and scripts use: 200
+// while every main loop comes round, 503 naming the stuck ones. It needs
 // no credentials. Without any (or with wrong ones) while anonymous
-// access is off, it says only that edged is up: sensor ids, errors and
+// access is off, it says only ok or fail: sensor ids, errors and
 // counters are for users.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	var problems []string
+	if s.deps.Probes != nil {
+		problems = s.deps.Probes.Live()
+	}
+	code, status := probeStatus(problems)
 	if _, _, err := s.authenticate(r); err != nil {
-		writeJSON(w, http.StatusOK, struct {
-			Status string `json:"status"`
-		}{"ok"})
+		writeJSON(w, code, probe{Status: status})
 		return
 	}
 	type sensorHealth struct {
@@ -93,17 +99,58 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		Last      time.Time `json:"last_sample,omitzero"`
 	}
 	out := struct {
-		Status  string                  `json:"status"`
-		Sensors map[string]sensorHealth `json:"sensors"`
-		Broker  any                     `json:"broker,omitempty"`
-	}{Status: "ok", Sensors: map[string]sensorHealth{}}
+		Status   string                  `json:"status"`
+		Problems []string                `json:"problems,omitempty"`
+		Sensors  map[string]sensorHealth `json:"sensors"`
+		Broker   any                     `json:"broker,omitempty"`
+	}{Status: status, Problems: problems, Sensors: map[string]sensorHealth{}}
 	if s.deps.Health != nil {
 		out.Broker = s.deps.Health.Health()
 	}
 	for _, st := range s.deps.Stats.SensorStats() {
 		out.Sensors[st.ID] = sensorHealth{st.Status, st.Samples, st.Failures, st.LastError, st.LastSample}
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, code, out)
+}
+
+// probe is the body of /readyz, and of /healthz for strangers.
+type probe struct {
+	Status   string   `json:"status"`
+	Problems []string `json:"problems,omitempty"`
+}
+
+func probeStatus(problems []string) (int, string) {
+	if len(problems) > 0 {
+		return http.StatusServiceUnavailable, "fail"
+	}
+	return http.StatusOK, "ok"
+}
+
+// readyz is the readiness probe (a deploy waits for it): 200 when
+// started, every sensor sampled once and the uplink backlog young
+// enough; 503 with what is not. Strangers get the status only, as for
+// healthz.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	var problems []string
+	if s.deps.Probes != nil {
+		problems = s.deps.Probes.Ready()
+	}
+	code, status := probeStatus(problems)
+	if _, _, err := s.authenticate(r); err != nil {
+		problems = nil
+	}
+	writeJSON(w, code, probe{status, problems})
+}
+
+// metrics serves Prometheus under the API's authentication: open when
+// anonymous access is, else Basic or a bearer token (what Prometheus'
+// basic_auth and authorization settings send).
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
+	if s.deps.Metrics == nil {
+		writeError(w, http.StatusNotFound, "metrics are not enabled")
+		return
+	}
+	s.deps.Metrics.ServeHTTP(w, r)
 }
 
 // readJSON reads a JSON request body: application/json, at most

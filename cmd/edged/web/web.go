@@ -140,6 +140,16 @@ type Health interface {
 	Health() any
 }
 
+// Probes say what is wrong with edged, one line per problem (naming the
+// loop, sensor or backlog); none means all is well.
+type Probes interface {
+	// Live is for /healthz: the main loops come round.
+	Live() []string
+	// Ready is for /readyz: started, sensors sampled, backlog young
+	// enough (and alive).
+	Ready() []string
+}
+
 // Deps are the rooms the API serves. Auth and Stats are required; a nil
 // Controllers, Actuators or Uplink serves an empty list or "disabled".
 type Deps struct {
@@ -150,6 +160,12 @@ type Deps struct {
 	Actuators   Actuators
 	Uplink      Uplink
 	Health      Health
+	// Probes makes /healthz and /readyz answer 503 with the problems;
+	// nil: always ok.
+	Probes Probes
+	// Metrics serves /metrics (Prometheus) to viewers and above; nil
+	// answers 404.
+	Metrics http.Handler
 }
 
 // Opts configures the server.

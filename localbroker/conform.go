@@ -1,0 +1,288 @@
+package localbroker
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// conformance corrects what mochi v2.7.9 does against the MQTT 5.0
+// specification and cannot be configured away (issue 11). Each fix names
+// the normative statement; cmd/edged/conformance_integration_test.go
+// checks each against `edged run`.
+//
+//   - Acks carry no User Properties of the packet they acknowledge
+//     [MQTT-3.4.2-3] [MQTT-3.9.2-2]: mochi copies the publisher's onto
+//     PUBACK/PUBREC/PUBREL/PUBCOMP (Compatibilities.NoInheritedPropertiesOnAck
+//     stops that) and the SUBSCRIBE's onto SUBACK and UNSUBACK (nothing
+//     stops that).
+//   - A forwarded PUBLISH keeps its User Properties [MQTT-3.3.2-17] when
+//     the subscriber set Request Problem Information to 0, which only
+//     concerns other packets [MQTT-3.1.2-29]; mochi dropped them.
+//   - The CONNACK says Topic Alias Maximum and Maximum Packet Size
+//     [MQTT-3.2.2-17]; mochi accepted aliases without telling anyone.
+//   - Retained messages sent on SUBSCRIBE carry the subscription's
+//     Subscription Identifier [MQTT-3.3.4-3]; mochi left it off.
+//   - No Topic Aliases to clients: mochi kept aliased packets for
+//     redelivery and resent them on a new connection, where the alias
+//     means nothing [MQTT-3.3.2-11], and two publishers could race the
+//     alias ahead of its topic. Mosquitto sends none either.
+//   - A delayed Will is not published when a new connection with the
+//     same client id came before the delay ended [MQTT-3.1.2-8]; mochi
+//     published it when the old connection's end was noticed after the
+//     new one had arrived (always so on session takeover).
+//   - Packet identifiers are per direction (MQTT 5.0 section 2.2.1):
+//     mochi keeps the client's and its own in one table, so a client's
+//     SUBSCRIBE or UNSUBSCRIBE whose id equals one of the broker's
+//     messages in flight to it got 0x91, and a QoS 1/2 PUBLISH with such
+//     an id deleted that message from redelivery. A clashing id is
+//     swapped for a free one on the way in and back on the way out.
+//   - Receive Maximum towards the client is kept by the connection
+//     (clientConn's send window), not by mochi, whose held messages were
+//     sent without being kept for their acknowledgement, so each used
+//     up a slot for good and a subscriber with a Receive Maximum stalled
+//     and got messages out of order [MQTT-3.3.4-9].
+type conformance struct {
+	mqtt.HookBase
+	maxPacketSize uint32
+	owner         sync.Map    // client id -> *mqtt.Client holding it last (admitted)
+	subIDs        sync.Map    // *mqtt.Client -> struct{}: it subscribed with an identifier
+	swaps         sync.Map    // client id -> *idSwaps, for the session's life (redelivered PUBRECs keep swapped ids)
+	anySwaps      atomic.Bool // swaps has held an entry: only then is it looked at per packet
+}
+
+// idSwaps are a client's packet ids that clashed with the broker's own
+// in mochi's table, and the ids they are handled under.
+type idSwaps struct {
+	mu     sync.Mutex
+	client map[uint16]uint16 // swapped id -> the client's
+	swap   map[uint16]uint16 // the client's -> swapped id
+}
+
+func (h *conformance) ID() string { return "edged-conformance" }
+
+func (h *conformance) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnWill,
+		mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnSubscribe, mqtt.OnUnsubscribe, mqtt.OnClientExpired:
+		return true
+	}
+	return false
+}
+
+// OnSessionEstablish runs once the client is admitted, before it takes
+// over an existing session: from here a delayed Will of an earlier
+// connection with this id is void.
+//
+// It also hands the client's Receive Maximum to the connection before
+// the CONNACK and any redelivery are written, and switches mochi's own
+// send quota off.
+func (h *conformance) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	h.owner.Store(cl.ID, cl)
+	if pk.Connect.Clean {
+		h.swaps.Delete(cl.ID) // a new session: nothing of the old one is acknowledged
+	}
+	// Never alias topics towards the client (see the type's comment).
+	cl.Properties.Props.TopicAliasMaximum = 0
+	if cl.Properties.ProtocolVersion < 5 {
+		return
+	}
+	cl.State.Inflight.ResetSendQuota(0)
+	if cc, ok := cl.Net.Conn.(*clientConn); ok {
+		cc.setReceiveMaximum(int(cl.Properties.Props.ReceiveMaximum))
+	}
+}
+
+// OnSessionEstablished switches mochi's send quota off again (taking
+// over a session with messages in flight turns it back on) and notes
+// inherited subscriptions with identifiers.
+func (h *conformance) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if cl.Properties.ProtocolVersion < 5 {
+		return
+	}
+	cl.State.Inflight.ResetSendQuota(0)
+	for _, s := range cl.State.Subscriptions.GetAll() {
+		if s.Identifier > 0 {
+			h.subIDs.Store(cl, struct{}{})
+			break
+		}
+	}
+}
+
+func (h *conformance) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	if cur, ok := h.owner.Load(cl.ID); expire && (!ok || cur == cl) {
+		h.swaps.Delete(cl.ID)
+	}
+	h.owner.CompareAndDelete(cl.ID, cl)
+	h.subIDs.Delete(cl)
+}
+
+func (h *conformance) OnClientExpired(cl *mqtt.Client) { h.swaps.Delete(cl.ID) }
+
+// OnPacketRead gives a client's packet a free id when its own is one of
+// the broker's messages in flight to the client (a PUBLISH awaiting
+// PUBACK/PUBREC, or a PUBREL awaiting PUBCOMP), and a PUBREL the id its
+// PUBLISH got.
+func (h *conformance) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	switch pk.FixedHeader.Type {
+	case packets.Publish:
+		if pk.FixedHeader.Qos == 0 {
+			return pk, nil
+		}
+	case packets.Subscribe, packets.Unsubscribe, packets.Pubrel:
+	default:
+		return pk, nil
+	}
+	var v any
+	swapped := false
+	if h.anySwaps.Load() {
+		v, swapped = h.swaps.Load(cl.ID)
+	}
+	if swapped {
+		sw := v.(*idSwaps)
+		sw.mu.Lock()
+		id, ok := sw.swap[pk.PacketID]
+		sw.mu.Unlock()
+		if ok { // a PUBREL, or a resent QoS 2 PUBLISH, of a swapped id
+			pk.PacketID = id
+			return pk, nil
+		}
+	}
+	if pk.FixedHeader.Type == packets.Pubrel {
+		return pk, nil
+	}
+	if own, ok := cl.State.Inflight.Get(pk.PacketID); !ok || (own.FixedHeader.Type != packets.Publish && own.FixedHeader.Type != packets.Pubrel) {
+		return pk, nil
+	}
+	if !swapped {
+		h.anySwaps.Store(true)
+		v, _ = h.swaps.LoadOrStore(cl.ID, &idSwaps{client: map[uint16]uint16{}, swap: map[uint16]uint16{}})
+	}
+	sw := v.(*idSwaps)
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	// mochi numbers its own packets upwards from 1; take ids from the top.
+	for id := uint16(65535); id > 0; id-- {
+		if _, used := sw.client[id]; used {
+			continue
+		}
+		if _, used := cl.State.Inflight.Get(id); used {
+			continue
+		}
+		sw.client[id], sw.swap[pk.PacketID] = pk.PacketID, id
+		pk.PacketID = id
+		break
+	}
+	return pk, nil
+}
+
+// unswap gives an acknowledgement of a swapped id the client's id back;
+// the swap ends with the flow (not at PUBREC, which a PUBREL follows).
+func (h *conformance) unswap(cl *mqtt.Client, pk *packets.Packet) {
+	if !h.anySwaps.Load() {
+		return
+	}
+	v, ok := h.swaps.Load(cl.ID)
+	if !ok {
+		return
+	}
+	sw := v.(*idSwaps)
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	id, ok := sw.client[pk.PacketID]
+	if !ok {
+		return
+	}
+	if pk.FixedHeader.Type != packets.Pubrec || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+		delete(sw.client, pk.PacketID)
+		delete(sw.swap, id)
+	}
+	pk.PacketID = id
+}
+
+// OnWill voids a delayed Will when a newer connection holds the client
+// id. mochi publishes whatever OnWill returns, so a void Will is one
+// without a topic: it reaches no subscriber and is not retained.
+func (h *conformance) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if will.WillDelayInterval == 0 {
+		return will, nil
+	}
+	if cur, ok := h.owner.Load(cl.ID); ok && cur != cl {
+		return mqtt.Will{}, nil
+	}
+	return will, nil
+}
+
+// OnSubscribe notes a client that uses Subscription Identifiers.
+func (h *conformance) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	for _, s := range pk.Filters {
+		if s.Identifier > 0 {
+			h.subIDs.Store(cl, struct{}{})
+			break
+		}
+	}
+	pk.Properties.User = nil // not echoed on the SUBACK
+	return pk
+}
+
+func (h *conformance) OnUnsubscribe(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	pk.Properties.User = nil // not echoed on the UNSUBACK
+	return pk
+}
+
+func (h *conformance) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	switch pk.FixedHeader.Type {
+	case packets.Suback, packets.Unsuback, packets.Puback, packets.Pubrec, packets.Pubcomp:
+		h.unswap(cl, &pk)
+	}
+	if cl.Properties.ProtocolVersion < 5 {
+		return pk
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		if pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+			pk.Properties.TopicAliasMaximum = maxTopicAliases
+			pk.Properties.MaximumPacketSize = h.maxPacketSize
+		}
+	case packets.Puback, packets.Pubrec, packets.Pubrel, packets.Pubcomp:
+		pk.Properties.User = nil
+	case packets.Publish:
+		pk.Mods.DisallowProblemInfo = false
+		if pk.FixedHeader.Retain && !slices.ContainsFunc(pk.Properties.SubscriptionIdentifier, func(id int) bool { return id > 0 }) {
+			if _, ok := h.subIDs.Load(cl); ok {
+				pk.Properties.SubscriptionIdentifier = subscriptionIDs(cl, pk.TopicName)
+			}
+		}
+	}
+	return pk
+}
+
+// subscriptionIDs returns the identifiers of cl's subscriptions that
+// match topic, in ascending order.
+func subscriptionIDs(cl *mqtt.Client, topic string) []int {
+	var ids []int
+	for filter, s := range cl.State.Subscriptions.GetAll() {
+		if s.Identifier <= 0 {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(filter, mqtt.SharePrefix+"/"); ok {
+			if _, f, ok := strings.Cut(rest, "/"); ok {
+				filter = f
+			}
+		}
+		// [MQTT-4.7.1-1] [MQTT-4.7.1-2]: wildcards at the first level do
+		// not match topics starting with $.
+		if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+			continue
+		}
+		if matchFilter(filter, topic) {
+			ids = append(ids, s.Identifier)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}

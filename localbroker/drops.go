@@ -1,0 +1,60 @@
+package localbroker
+
+import (
+	"errors"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// dropHook counts and logs what mochi drops or cuts off on its own (see
+// Stats.Dropped and Stats.PublishesRefused); the other reasons are
+// counted where edged decides them.
+//
+// Where a message to a client can be lost, and what edged does:
+//
+//   - mochi's queue for the client's writer goroutine (max_pending_writes
+//     packets) is full: mochi drops the message, whatever its QoS
+//     (OnPublishDropped; Drops.QueueFull). The writer only copies into
+//     clientConn's queue, which never blocks, so this is CPU falling
+//     behind a burst, not a client that stopped reading.
+//   - 1,024 QoS 1/2 messages to the client are unacknowledged: mochi
+//     drops the next (Drops.InflightFull, mochi's own count; it logs
+//     "client store quota reached", at most once a minute per client
+//     here). This is Mosquitto's max_queued_messages: a connected
+//     subscriber that does not acknowledge, or a persistent one that is
+//     away, loses the newest messages, not its session.
+//   - clientConn's byte queue outgrows its bound, or a write blocks for
+//     write_timeout: the client is disconnected as slow
+//     (SlowDisconnects); its unacknowledged QoS 1/2 messages stay in a
+//     persistent session and are sent again when it comes back.
+type dropHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *dropHook) ID() string { return "edged-drops" }
+
+func (h *dropHook) Provides(b byte) bool {
+	return b == mqtt.OnPublishDropped || b == mqtt.OnDisconnect
+}
+
+func (h *dropHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.b.stats.queueFull.Add(1)
+	h.b.warn("dropped", cl.ID, "dropped a message for a client: its send queue is full (max_pending_writes)",
+		"client", cl.ID, "remote", cl.Net.Remote, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos)
+}
+
+// OnDisconnect counts the clients mochi cut off for what they sent.
+func (h *dropHook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
+	switch {
+	case errors.Is(err, packets.ErrReceiveMaximum):
+		h.b.stats.receiveMaximum.Add(1)
+		h.b.warn("receive-maximum", cl.ID, "disconnected a client that sent more unacknowledged QoS 2 publishes than max_inflight",
+			"client", cl.ID, "remote", cl.Net.Remote)
+	case errors.Is(err, packets.ErrPacketTooLarge):
+		h.b.stats.tooLarge.Add(1)
+		h.b.warn("too-large", cl.ID, "disconnected a client that sent a packet over max_packet_size",
+			"client", cl.ID, "remote", cl.Net.Remote)
+	}
+}
