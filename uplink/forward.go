@@ -138,7 +138,7 @@ func (u *Uplink) dial(ctx context.Context) (net.Conn, *bufio.Reader, *packets.Co
 		WillTopic:       u.status,
 		WillMessage:     []byte("offline"),
 		WillQOS:         1,
-		WillRetain:      true,
+		WillRetain:      !u.noRetain.Load(),
 		WillProperties:  &packets.Properties{},
 	}
 	if u.opts.Username != "" {
@@ -166,6 +166,12 @@ func (u *Uplink) dial(ctx context.Context) (net.Conn, *bufio.Reader, *packets.Co
 		nc.Close()
 		return nil, nil, nil, fmt.Errorf("uplink: got %s instead of CONNACK", p.PacketType())
 	}
+	if ca.ReasonCode == 0x9A && cp.WillRetain {
+		// Retain not supported: the next connect goes without it.
+		nc.Close()
+		u.retainUnavailable()
+		return nil, nil, nil, fmt.Errorf("uplink: cloud refused the connection: %#x %s; connecting again without retain", ca.ReasonCode, ca.Reason())
+	}
 	if ca.ReasonCode >= 0x80 {
 		nc.Close()
 		return nil, nil, nil, fmt.Errorf("uplink: cloud refused the connection: %#x %s", ca.ReasonCode, ca.Reason())
@@ -190,4 +196,11 @@ func (u *Uplink) stopBudget(now time.Time) (drainBy, hardBy time.Time) {
 		}
 	}
 	return drainBy, hardBy
+}
+
+// retainUnavailable records that the cloud takes no retained messages.
+func (u *Uplink) retainUnavailable() {
+	if u.noRetain.CompareAndSwap(false, true) {
+		u.log.Warn("the cloud broker does not support retained messages; sending the will, the status and retained messages without retain")
+	}
 }

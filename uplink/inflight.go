@@ -15,6 +15,9 @@ type inflight struct {
 	byPID       map[uint16]uint64
 	nextPID     uint16
 	outstanding int // QoS 1 messages awaiting PUBACK
+	// answered is set once popDone has dropped a message a PUBACK
+	// answered: the connection made progress.
+	answered bool
 }
 
 // pending is one message of the current connection.
@@ -94,15 +97,18 @@ func (f *inflight) first() (p *pending, ok bool) {
 }
 
 // popDone drops the done messages at the front and returns the newest
-// seq it dropped, 0 if none.
+// seq it dropped, 0 if none. A message is dropped only once its write
+// completed (sent stamped): a QoS 0 message the writer is still writing
+// is not delivered yet, whatever PUBACKs arrive for those before it.
 func (f *inflight) popDone() uint64 {
 	var last uint64
 	for f.n > 0 {
 		p := f.at(f.head)
-		if !p.done {
+		if !p.done || p.sent.IsZero() {
 			break
 		}
 		last = p.seq
+		f.answered = f.answered || p.pid != 0
 		f.head++
 		f.n--
 	}

@@ -28,6 +28,22 @@ var permanentPuback = map[byte]string{
 	0x99: "payload format invalid",
 }
 
+// connectionReason holds the DISCONNECT reason codes that name a cause on
+// the cloud's side (load, quotas, another client, an operator), not the
+// message in flight: such a cut does not count towards dead-lettering it.
+var connectionReason = map[byte]bool{
+	0x89: true, // server busy
+	0x8B: true, // server shutting down
+	0x8E: true, // session taken over
+	0x96: true, // message rate too high
+	0x97: true, // quota exceeded
+	0x98: true, // administrative action
+	0x9C: true, // use another server
+	0x9D: true, // server moved
+	0x9F: true, // connection rate exceeded
+	0xA0: true, // maximum connect time
+}
+
 // pubackNoSubscribers is the PUBACK reason "no matching subscribers": the
 // cloud accepted the message and delivered it to nobody.
 const pubackNoSubscribers = 0x10
@@ -66,6 +82,7 @@ type session struct {
 
 	wmu       sync.Mutex   // one writer on the socket at a time
 	lastWrite atomic.Int64 // unix ns of the last completed write
+	lastPing  time.Time    // when the reader last sent a PINGREQ; the reader's own
 
 	mu       sync.Mutex // guards win, end, refused, err, watchdog, over
 	win      *inflight
@@ -100,6 +117,9 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca 
 		if p.MaximumPacketSize != nil {
 			s.maxPacket = *p.MaximumPacketSize
 		}
+		if p.RetainAvailable != nil && *p.RetainAvailable == 0 {
+			u.retainUnavailable()
+		}
 		if p.ServerKeepAlive != nil {
 			s.ka = time.Duration(*p.ServerKeepAlive) * time.Second
 		}
@@ -124,7 +144,7 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca 
 		<-s.rdone
 	}()
 
-	if err := s.writePacket(&packets.Publish{Topic: u.status, Payload: []byte("online"), Retain: true, Properties: &packets.Properties{}}); err != nil {
+	if err := s.writePacket(&packets.Publish{Topic: u.status, Payload: []byte("online"), Retain: !u.noRetain.Load(), Properties: &packets.Properties{}}); err != nil {
 		return s.fail(err)
 	}
 	if err := s.feed(fctx, acked); err != nil {
@@ -241,7 +261,7 @@ func (s *session) publish(r *wal.Record) error {
 		return nil
 	}
 	props := s.props.forMessage(r.Seq, b.captured)
-	if n := publishLen(len(b.topic), len(b.payload), len(props), b.qos); s.maxPacket > 0 && n > int(s.maxPacket) {
+	if n := publishLen(len(b.topic), len(b.payload), len(props), b.qos); s.maxPacket > 0 && uint64(n) > uint64(s.maxPacket) {
 		s.addDone(r.Seq)
 		s.deadLetter(r.Seq, string(b.topic), fmt.Sprintf("%d bytes is above the cloud's maximum packet size %d", n, s.maxPacket))
 		return nil
@@ -261,7 +281,7 @@ func (s *session) publish(r *wal.Record) error {
 		s.win.addDone(r.Seq)
 	}
 	s.mu.Unlock()
-	s.out = appendPublish(s.out, b.topic, b.payload, props, b.qos, b.retain, pid)
+	s.out = appendPublish(s.out, b.topic, b.payload, props, b.qos, b.retain && !u.noRetain.Load(), pid)
 	s.outN++
 	if len(s.out) >= 32<<10 {
 		return s.flush()
@@ -297,6 +317,7 @@ func (s *session) flush() error {
 	s.win.sent(now)
 	if n := s.win.popDone(); n != 0 {
 		s.end.acked = n
+		s.end.progressed = s.end.progressed || s.win.answered // PUBACKs that came before the stamp
 		s.ws.log.Ack(n)
 	}
 	s.mu.Unlock()
@@ -311,6 +332,11 @@ func (s *session) write(b []byte) error {
 	defer s.wmu.Unlock()
 	_ = s.nc.SetWriteDeadline(time.Now().Add(max(s.ka, 10*time.Second) + time.Duration(len(b)>>13)*time.Second))
 	if _, err := s.nc.Write(b); err != nil {
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			// Reset or closed: the writer may see the cloud's cut
+			// before the reader does, and it counts the same.
+			err = fmt.Errorf("%w: %w", errCut, err)
+		}
 		return err
 	}
 	s.lastWrite.Store(time.Now().UnixNano())
@@ -334,7 +360,7 @@ func (s *session) writePacket(p writerTo) error {
 // which tells the broker not to publish the will. The status is QoS 0:
 // the will covers the case that matters, a lost connection.
 func (s *session) goodbye() error {
-	if err := s.writePacket(&packets.Publish{Topic: s.u.status, Payload: []byte("offline"), Retain: true, Properties: &packets.Properties{}}); err != nil {
+	if err := s.writePacket(&packets.Publish{Topic: s.u.status, Payload: []byte("offline"), Retain: !s.u.noRetain.Load(), Properties: &packets.Properties{}}); err != nil {
 		return err
 	}
 	return s.writePacket(&packets.Disconnect{ReasonCode: 0, Properties: &packets.Properties{}})
@@ -389,8 +415,8 @@ func (s *session) result(err error) (sessionEnd, error) {
 // tick, the ack timeout (from when the oldest awaited message's last byte
 // left, not from when it was queued: a big message on a slow link may
 // take longer than the timeout to write), the keep-alive (a PINGREQ after
-// half of it without a write) and a dead link (1.5 keep-alives without a
-// packet).
+// half of it without a write or without a read) and a dead link (1.5
+// keep-alives without a packet).
 func (s *session) readLoop() {
 	defer close(s.rdone)
 	tick := time.Second
@@ -400,10 +426,20 @@ func (s *session) readLoop() {
 	lastRead := time.Now()
 	seen := 0 // bytes buffered at the last tick: a packet arriving slowly is not silence
 	warned := false
+	lastTick := lastRead
 	for {
 		// The reader comes round every tick; a PINGREQ it writes may
 		// block for its write deadline (a minute at most).
 		s.u.beat.Expect(s.u.ackTimeout + time.Minute + sensors.BeatSlack)
+		// A cloud that sends packets more often than the tick must not
+		// keep the checks from running.
+		if now := time.Now(); now.Sub(lastTick) >= tick {
+			if err := s.onTick(now, lastRead); err != nil {
+				s.fail(err)
+				return
+			}
+			lastTick = now
+		}
 		if s.br.Buffered() == 0 {
 			_ = s.nc.SetReadDeadline(time.Now().Add(tick))
 		}
@@ -421,6 +457,7 @@ func (s *session) readLoop() {
 				s.fail(err)
 				return
 			}
+			lastTick = now
 			continue
 		}
 		if err != nil {
@@ -431,8 +468,10 @@ func (s *session) readLoop() {
 			return
 		}
 		lastRead, seen = time.Now(), 0
-		if b, _ := s.br.Peek(1); b[0] == 0x40 && n <= s.br.Size() {
-			if err := s.onPubacks(n, &warned); err != nil {
+		b, _ := s.br.Peek(1)
+		isPuback := b[0] == 0x40
+		if isPuback && n <= s.br.Size() {
+			if err := s.onPubacks(nil, n, &warned); err != nil {
 				s.fail(err)
 				return
 			}
@@ -441,12 +480,28 @@ func (s *session) readLoop() {
 		if n > s.br.Size() {
 			_ = s.nc.SetReadDeadline(time.Now().Add(max(s.ka*3/2, 10*time.Second)))
 		}
+		if isPuback { // longer than the read buffer: a long reason string or user properties
+			big := make([]byte, n)
+			if _, err := io.ReadFull(s.br, big); err != nil {
+				s.fail(fmt.Errorf("uplink: read: %w: %w", errCut, err))
+				return
+			}
+			if err := s.onPubacks(big, 0, &warned); err != nil {
+				s.fail(err)
+				return
+			}
+			continue
+		}
 		p, err := packets.ReadPacket(s.br)
 		if err != nil {
 			s.fail(fmt.Errorf("uplink: read: %w: %w", errCut, err))
 			return
 		}
 		if d, ok := p.Content.(*packets.Disconnect); ok {
+			if connectionReason[d.ReasonCode] {
+				s.fail(fmt.Errorf("uplink: the cloud ended the connection: DISCONNECT %#x %s", d.ReasonCode, d.Reason()))
+				return
+			}
 			s.fail(fmt.Errorf("%w: DISCONNECT %#x %s", errCut, d.ReasonCode, d.Reason()))
 			return
 		}
@@ -468,25 +523,38 @@ func (s *session) onTick(now, lastRead time.Time) error {
 	if now.Sub(lastRead) >= s.ka*3/2 {
 		return fmt.Errorf("uplink: read: nothing from the cloud for %v: %w", s.ka*3/2, os.ErrDeadlineExceeded)
 	}
-	// A writer holding the lock is writing: no PINGREQ needed.
-	if now.Sub(time.Unix(0, s.lastWrite.Load())) >= s.ka/2 && s.wmu.TryLock() {
+	// A PINGREQ after half a keep-alive without a write, for the cloud,
+	// or without a read, for the dead-link check: QoS 0 messages get no
+	// answer however many are written. A writer holding the lock is
+	// writing: the check comes round at the next tick.
+	quietW := now.Sub(time.Unix(0, s.lastWrite.Load())) >= s.ka/2
+	quietR := now.Sub(lastRead) >= s.ka/2 && now.Sub(s.lastPing) >= s.ka/2
+	if (quietW || quietR) && s.wmu.TryLock() {
 		s.wmu.Unlock()
+		s.lastPing = now
 		return s.writePacket(&packets.Pingreq{})
 	}
 	return nil
 }
 
-// onPubacks applies the PUBACK of n bytes at the front of the reader and
-// every further one already buffered, then acknowledges the buffer once.
-func (s *session) onPubacks(n int, warned *bool) error {
+// onPubacks applies the PUBACK first, if not nil, else the one of n bytes
+// at the front of the reader, and every further one already buffered,
+// then acknowledges the buffer once.
+func (s *session) onPubacks(first []byte, n int, warned *bool) error {
 	u := s.u
 	var err error
 	acked, matched := 0, false
 	s.mu.Lock()
 	for {
-		b, _ := s.br.Peek(n)
+		b := first
+		if b == nil {
+			b, _ = s.br.Peek(n)
+		}
 		pid, reason, perr := parsePuback(b)
-		_, _ = s.br.Discard(n)
+		if first == nil {
+			_, _ = s.br.Discard(n)
+		}
+		first = nil
 		if perr != nil {
 			err = perr
 			break
@@ -524,7 +592,7 @@ func (s *session) onPubacks(n int, warned *bool) error {
 	}
 	if last := s.win.popDone(); last != 0 {
 		s.end.acked = last
-		s.end.progressed = true
+		s.end.progressed = s.end.progressed || s.win.answered
 		s.ws.log.Ack(last)
 	}
 	s.mu.Unlock()

@@ -105,6 +105,11 @@ type Uplink struct {
 	highEpoch string
 
 	beat *liveness.Beat // the forwarder's
+
+	// noRetain: the cloud takes no retained messages (CONNACK 0x9A or
+	// Retain Available 0); the will, the status and retained records go
+	// without retain from then on.
+	noRetain atomic.Bool
 }
 
 // walState is one open buffer. A failed buffer is closed and opened again
