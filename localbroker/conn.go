@@ -210,10 +210,10 @@ func publishID(pk []byte) (uint16, byte) {
 // inScan follows a client's packet stream through Read, whatever the
 // read sizes, and reports each PUBACK, PUBREC and PUBCOMP.
 type inScan struct {
-	state  byte // 0: fixed header, 1: remaining length, 2: body
+	state  byte // 0: fixed header, 1: remaining length, 2: body, 3: malformed (mochi drops the client)
 	typ    byte
-	remain int // body bytes left
-	mult   int
+	remain int     // body bytes left
+	mult   int     // weight of the next remaining-length byte: 1, 128, 128², 128³
 	head   [3]byte // packet id and reason code
 	got    int
 }
@@ -230,6 +230,13 @@ func (s *inScan) scan(p []byte, ack func(typ byte, id uint16, reason byte)) {
 			p = p[1:]
 			s.remain += int(b&0x7f) * s.mult
 			s.mult *= 128
+			if b&0x80 != 0 && s.mult > 128*128*128 {
+				// A fifth length byte [MQTT-1.5.5]: mochi refuses the
+				// packet; summing on would overflow int into a negative
+				// length and a panic.
+				s.state = 3
+				return
+			}
 			if b&0x80 == 0 {
 				s.state = 2
 				if s.remain == 0 {
@@ -256,6 +263,8 @@ func (s *inScan) scan(p []byte, ack func(typ byte, id uint16, reason byte)) {
 					ack(s.typ, binary.BigEndian.Uint16(s.head[:2]), reason)
 				}
 			}
+		case 3:
+			return
 		}
 	}
 }

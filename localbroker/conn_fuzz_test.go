@@ -1,0 +1,94 @@
+package localbroker
+
+import (
+	"testing"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// TestInScanMalformedLength: a remaining length longer than the four
+// bytes MQTT allows [MQTT-1.5.5] (mochi refuses the packet, but Read has
+// scanned the bytes first) neither panics nor reports an acknowledgement,
+// whatever the read sizes. Before the fix ten continuation bytes (five on
+// 32-bit ARM) made the length negative and the next byte panicked Read,
+// the whole daemon with it, from an unauthenticated client.
+func TestInScanMalformedLength(t *testing.T) {
+	streams := [][]byte{
+		{0x40, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00, 0x07},
+		{0x40, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x07},
+		{0x40, 0x80, 0x80, 0x80, 0x80, 0x08, 0x00, 0x07}, // negative in a 32-bit int
+		{0x40, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x00, 0x07},
+	}
+	for i, stream := range streams {
+		for split := 1; split <= len(stream); split++ {
+			var s inScan
+			for p := stream; len(p) > 0; {
+				n := min(split, len(p))
+				s.scan(p[:n], func(typ byte, id uint16, reason byte) {
+					t.Fatalf("stream %d split %d: acknowledgement %s from a malformed packet", i, split, fmtAck(typ, id, reason))
+				})
+				p = p[n:]
+			}
+		}
+	}
+}
+
+// FuzzInScan: no byte stream panics the scanner, and it reports the same
+// acknowledgements whether the stream comes in one read or byte by byte.
+func FuzzInScan(f *testing.F) {
+	f.Add([]byte{0x40, 0x02, 0x00, 0x07, 0x50, 0x03, 0x01, 0x2c, 0x80, 0x70, 0x02, 0xff, 0xff})
+	f.Add([]byte{0x40, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00, 0x07})
+	f.Add([]byte{0x40, 0x80, 0x80, 0x80, 0x80, 0x08, 0x00, 0x07})
+	f.Add([]byte{0x30, 0x0a, 0x00, 0x03, 'a', '/', 'b', 0x00, 'x', 'y', 'z', 'w', 0x40, 0x02, 0x00, 0x01})
+	f.Add([]byte{0x10, 0x10, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x03, 'a', 'b', 'c'})
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		var whole, bytewise string
+		var s inScan
+		s.scan(stream, func(typ byte, id uint16, reason byte) { whole += fmtAck(typ, id, reason) })
+		s = inScan{}
+		for i := range stream {
+			s.scan(stream[i:i+1], func(typ byte, id uint16, reason byte) { bytewise += fmtAck(typ, id, reason) })
+		}
+		if whole != bytewise {
+			t.Fatalf("acks %q in one read, %q byte by byte", whole, bytewise)
+		}
+	})
+}
+
+// FuzzSendWindow: whatever mochi's writes hold and however they are
+// split, and whatever acknowledgements come, enqueue and acked neither
+// panic nor lose or duplicate a byte: everything written leaves the queue
+// in order once the window has room.
+func FuzzSendWindow(f *testing.F) {
+	f.Add([]byte{0x32, 0x07, 0x00, 0x01, 'a', 0x00, 0x01, 0x00, 'x', 0x32, 0x07, 0x00, 0x01, 'a', 0x00, 0x02, 0x00, 'y'}, uint8(1), uint8(3))
+	f.Add([]byte{0x34, 0x80, 0x80, 0x80, 0x80, 0x01}, uint8(1), uint8(1))
+	f.Add([]byte{0x32, 0x01}, uint8(2), uint8(7))
+	f.Fuzz(func(t *testing.T, stream []byte, window, split uint8) {
+		c := &clientConn{}
+		c.window, c.inflight = int(window%4)+1, map[uint16]byte{}
+		step := int(split%16) + 1
+		for p := stream; len(p) > 0; {
+			n := min(step, len(p))
+			c.enqueue(p[:n])
+			p = p[n:]
+		}
+		// Acknowledge everything in flight until nothing is held.
+		for range 1 << 16 {
+			if len(c.inflight) == 0 {
+				break
+			}
+			for id, qos := range c.inflight {
+				typ := byte(packets.Puback)
+				if qos == 2 {
+					typ = packets.Pubcomp
+				}
+				c.acked(typ, id, 0)
+				break
+			}
+		}
+		out := append(c.queue.Bytes(), c.partial...)
+		if len(c.held) == 0 && string(out) != string(stream) {
+			t.Fatalf("queued %x, want %x", out, stream)
+		}
+	})
+}
