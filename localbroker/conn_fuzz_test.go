@@ -1,6 +1,7 @@
 package localbroker
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -41,16 +42,25 @@ func FuzzInScan(f *testing.F) {
 	f.Add([]byte{0x40, 0x80, 0x80, 0x80, 0x80, 0x08, 0x00, 0x07})
 	f.Add([]byte{0x30, 0x0a, 0x00, 0x03, 'a', '/', 'b', 0x00, 'x', 'y', 'z', 'w', 0x40, 0x02, 0x00, 0x01})
 	f.Add([]byte{0x10, 0x10, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x03, 'a', 'b', 'c'})
+	f.Add(append(connect5, 0x82, 0x09, 0x00, 0x01, 0x00, 0x00, 0x04, 'l', 'a', 'n', '/'))
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		var whole, bytewise string
 		var s inScan
-		s.scan(stream, func(typ byte, id uint16, reason byte) { whole += fmtAck(typ, id, reason) })
-		s = inScan{}
-		for i := range stream {
-			s.scan(stream[i:i+1], func(typ byte, id uint16, reason byte) { bytewise += fmtAck(typ, id, reason) })
+		keep, ok := s.scan(stream, func(typ byte, id uint16, reason byte) { whole += fmtAck(typ, id, reason) })
+		if keep < 0 || keep > len(stream) || (ok && keep != len(stream)) {
+			t.Fatalf("scan of %d bytes: keep %d ok %v", len(stream), keep, ok)
 		}
-		if whole != bytewise {
-			t.Fatalf("acks %q in one read, %q byte by byte", whole, bytewise)
+		s = inScan{}
+		bytewiseKeep, bytewiseOK := len(stream), true
+		for i := range stream {
+			n, ok := s.scan(stream[i:i+1], func(typ byte, id uint16, reason byte) { bytewise += fmtAck(typ, id, reason) })
+			if !ok {
+				bytewiseKeep, bytewiseOK = i+n, false
+				break
+			}
+		}
+		if whole != bytewise || keep != bytewiseKeep || ok != bytewiseOK {
+			t.Fatalf("acks %q keep %d ok %v in one read, %q %d %v byte by byte", whole, keep, ok, bytewise, bytewiseKeep, bytewiseOK)
 		}
 	})
 }
@@ -91,4 +101,49 @@ func FuzzSendWindow(f *testing.F) {
 			t.Fatalf("queued %x, want %x", out, stream)
 		}
 	})
+}
+
+// connect5 is an MQTT 5 CONNECT (client id "a").
+var connect5 = []byte{0x10, 0x0e, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x05, 0x02, 0x00, 0x1e, 0x00, 0x00, 0x01, 'a'}
+
+// TestInScanHoldsBackCrashingSubscribe: an MQTT 5 SUBSCRIBE that ends
+// before a filter's options byte (mochi v2.7.9 indexes past the body and
+// panics, ending edged: mochi-mqtt/server#501) is kept from mochi, its
+// last byte withheld, whatever the read sizes; a whole one, and the same
+// bytes from an MQTT 3.1.1 client (mochi refuses those with an error),
+// go through.
+func TestInScanHoldsBackCrashingSubscribe(t *testing.T) {
+	connect4 := []byte{0x10, 0x0d, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04, 0x02, 0x00, 0x1e, 0x00, 0x01, 'a'}
+	truncated := []byte{0x82, 0x09, 0x00, 0x01, 0x00, 0x00, 0x04, 'l', 'a', 'n', '/'}
+	whole := []byte{0x82, 0x0a, 0x00, 0x01, 0x00, 0x00, 0x04, 'l', 'a', 'n', '/', 0x01}
+	ping := []byte{0xc0, 0x00}
+	cat := func(ps ...[]byte) []byte { return bytes.Join(ps, nil) }
+	for _, tc := range []struct {
+		name   string
+		stream []byte
+		keep   int // bytes mochi gets; -1: all
+	}{
+		{"v5 truncated", cat(connect5, whole, truncated, ping), len(connect5) + len(whole) + len(truncated) - 1},
+		{"v5 whole", cat(connect5, whole, ping), -1},
+		{"v4 truncated", cat(connect4, []byte{0x82, 0x08, 0x00, 0x01, 0x00, 0x04, 'l', 'a', 'n', '/'}, ping), -1},
+	} {
+		for split := 1; split <= len(tc.stream); split++ {
+			var s inScan
+			got, failed := 0, false
+			for p := tc.stream; len(p) > 0 && !failed; {
+				n := min(split, len(p))
+				keep, ok := s.scan(p[:n], func(byte, uint16, byte) {})
+				got += keep
+				failed = !ok
+				p = p[n:]
+			}
+			want := tc.keep
+			if want < 0 {
+				want = len(tc.stream)
+			}
+			if got != want || failed != (tc.keep >= 0) {
+				t.Fatalf("%s, reads of %d: mochi gets %d bytes (refused %v), want %d", tc.name, split, got, failed, want)
+			}
+		}
+	}
 }
