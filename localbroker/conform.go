@@ -1,8 +1,6 @@
 package localbroker
 
 import (
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -25,8 +23,10 @@ import (
 //     concerns other packets [MQTT-3.1.2-29]; mochi dropped them.
 //   - The CONNACK says Topic Alias Maximum and Maximum Packet Size
 //     [MQTT-3.2.2-17]; mochi accepted aliases without telling anyone.
-//   - Retained messages sent on SUBSCRIBE carry the subscription's
-//     Subscription Identifier [MQTT-3.3.4-3]; mochi left it off.
+//   - Retained messages sent on SUBSCRIBE carry that subscription's
+//     Subscription Identifier [MQTT-3.3.4-3], and no other overlapping
+//     subscription's (they are not the result of those; Mosquitto does
+//     the same); mochi left it off.
 //   - No Topic Aliases to clients: mochi kept aliased packets for
 //     redelivery and resent them on a new connection, where the alias
 //     means nothing [MQTT-3.3.2-11], and two publishers could race the
@@ -50,7 +50,6 @@ type conformance struct {
 	mqtt.HookBase
 	maxPacketSize uint32
 	owner         sync.Map    // client id -> *mqtt.Client holding it last (admitted)
-	subIDs        sync.Map    // *mqtt.Client -> struct{}: it subscribed with an identifier
 	swaps         sync.Map    // client id -> *idSwaps, for the session's life (redelivered PUBRECs keep swapped ids)
 	anySwaps      atomic.Bool // swaps has held an entry: only then is it looked at per packet
 }
@@ -68,7 +67,7 @@ func (h *conformance) ID() string { return "edged-conformance" }
 func (h *conformance) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnWill,
-		mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnSubscribe, mqtt.OnUnsubscribe, mqtt.OnClientExpired:
+		mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribe, mqtt.OnClientExpired:
 		return true
 	}
 	return false
@@ -98,19 +97,12 @@ func (h *conformance) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // OnSessionEstablished switches mochi's send quota off again (taking
-// over a session with messages in flight turns it back on) and notes
-// inherited subscriptions with identifiers.
+// over a session with messages in flight turns it back on).
 func (h *conformance) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if cl.Properties.ProtocolVersion < 5 {
 		return
 	}
 	cl.State.Inflight.ResetSendQuota(0)
-	for _, s := range cl.State.Subscriptions.GetAll() {
-		if s.Identifier > 0 {
-			h.subIDs.Store(cl, struct{}{})
-			break
-		}
-	}
 }
 
 func (h *conformance) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
@@ -118,7 +110,6 @@ func (h *conformance) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 		h.swaps.Delete(cl.ID)
 	}
 	h.owner.CompareAndDelete(cl.ID, cl)
-	h.subIDs.Delete(cl)
 }
 
 func (h *conformance) OnClientExpired(cl *mqtt.Client) { h.swaps.Delete(cl.ID) }
@@ -217,16 +208,23 @@ func (h *conformance) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error)
 	return will, nil
 }
 
-// OnSubscribe notes a client that uses Subscription Identifiers.
-func (h *conformance) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	for _, s := range pk.Filters {
-		if s.Identifier > 0 {
-			h.subIDs.Store(cl, struct{}{})
-			break
-		}
-	}
+func (h *conformance) OnSubscribe(_ *mqtt.Client, pk packets.Packet) packets.Packet {
 	pk.Properties.User = nil // not echoed on the SUBACK
 	return pk
+}
+
+// OnSubscribed gives each new subscription with an identifier that
+// identifier alone for the retained messages mochi sends next: mochi
+// takes a PUBLISH's identifiers from the subscription it is sent for,
+// and sends retained messages for the SUBSCRIBE's own filters, whose
+// Identifiers it leaves empty. The subscriptions are stored by now, so
+// the stored ones keep theirs empty (mochi fills a copy per message).
+func (h *conformance) OnSubscribed(_ *mqtt.Client, pk packets.Packet, _ []byte) {
+	for i, s := range pk.Filters {
+		if s.Identifier > 0 {
+			pk.Filters[i].Identifiers = map[string]int{s.Filter: s.Identifier}
+		}
+	}
 }
 
 func (h *conformance) OnUnsubscribe(_ *mqtt.Client, pk packets.Packet) packets.Packet {
@@ -252,37 +250,6 @@ func (h *conformance) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets
 		pk.Properties.User = nil
 	case packets.Publish:
 		pk.Mods.DisallowProblemInfo = false
-		if pk.FixedHeader.Retain && !slices.ContainsFunc(pk.Properties.SubscriptionIdentifier, func(id int) bool { return id > 0 }) {
-			if _, ok := h.subIDs.Load(cl); ok {
-				pk.Properties.SubscriptionIdentifier = subscriptionIDs(cl, pk.TopicName)
-			}
-		}
 	}
 	return pk
-}
-
-// subscriptionIDs returns the identifiers of cl's subscriptions that
-// match topic, in ascending order.
-func subscriptionIDs(cl *mqtt.Client, topic string) []int {
-	var ids []int
-	for filter, s := range cl.State.Subscriptions.GetAll() {
-		if s.Identifier <= 0 {
-			continue
-		}
-		if rest, ok := strings.CutPrefix(filter, mqtt.SharePrefix+"/"); ok {
-			if _, f, ok := strings.Cut(rest, "/"); ok {
-				filter = f
-			}
-		}
-		// [MQTT-4.7.1-1] [MQTT-4.7.1-2]: wildcards at the first level do
-		// not match topics starting with $.
-		if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-			continue
-		}
-		if matchFilter(filter, topic) {
-			ids = append(ids, s.Identifier)
-		}
-	}
-	slices.Sort(ids)
-	return ids
 }

@@ -65,7 +65,8 @@ type clientConn struct {
 	heldLen  int
 	partial  []byte
 
-	in inScan // the client's packets, for their acknowledgements; only Read uses it
+	in    inScan // the client's packets, for their acknowledgements; only Read uses it
+	inErr error  // a packet mochi must not decode came: every later Read fails
 }
 
 // writeChunk is the most one socket write sends, so that writeTimeout is
@@ -85,8 +86,14 @@ func newClientConn(c net.Conn, started func(), writeTimeout time.Duration, maxQu
 
 func (c *clientConn) Read(p []byte) (int, error) {
 	c.started()
+	if c.inErr != nil {
+		return 0, c.inErr
+	}
 	n, err := c.Conn.Read(p)
-	c.in.scan(p[:n], c.acked)
+	if keep, ok := c.in.scan(p[:n], c.acked); !ok {
+		c.inErr = errMalformed
+		return keep, errMalformed
+	}
 	return n, err
 }
 
@@ -209,16 +216,33 @@ func publishID(pk []byte) (uint16, byte) {
 
 // inScan follows a client's packet stream through Read, whatever the
 // read sizes, and reports each PUBACK, PUBREC and PUBCOMP.
+//
+// It also keeps from mochi the packets mochi's decoder would panic on
+// (an MQTT 5 SUBSCRIBE cut off before a filter's options byte crashed
+// mochi v2.7.9, the daemon with it: mochi-mqtt/server#501): it holds
+// the body of each SUBSCRIBE, decodes it as mochi will, and when that
+// panics, Read stops before the packet's last byte and fails, so mochi
+// never decodes it and drops the client.
 type inScan struct {
-	state  byte // 0: fixed header, 1: remaining length, 2: body
-	typ    byte
-	remain int // body bytes left
-	mult   int
-	head   [3]byte // packet id and reason code
-	got    int
+	state   byte // 0: fixed header, 1: remaining length, 2: body, 3: malformed length (mochi drops the client)
+	typ     byte
+	remain  int     // body bytes left
+	mult    int     // weight of the next remaining-length byte: 1, 128, 128², 128³
+	head    [3]byte // packet id and reason code
+	got     int
+	version byte   // the CONNECT's protocol version, once seen
+	hold    bool   // the body is kept in body for checking
+	body    []byte // the body of a packet being checked
 }
 
-func (s *inScan) scan(p []byte, ack func(typ byte, id uint16, reason byte)) {
+// errMalformed is what Read returns for a packet mochi would crash on.
+var errMalformed = errors.New("localbroker: malformed packet from client")
+
+// scan follows p. It returns how many bytes of p may go to mochi: all of
+// them, or, with ok false, those before the last byte of a packet mochi
+// must not decode.
+func (s *inScan) scan(p []byte, ack func(typ byte, id uint16, reason byte)) (keep int, ok bool) {
+	all := len(p)
 	for len(p) > 0 {
 		switch s.state {
 		case 0:
@@ -230,34 +254,83 @@ func (s *inScan) scan(p []byte, ack func(typ byte, id uint16, reason byte)) {
 			p = p[1:]
 			s.remain += int(b&0x7f) * s.mult
 			s.mult *= 128
+			if b&0x80 != 0 && s.mult > 128*128*128 {
+				// A fifth length byte [MQTT-1.5.5]: mochi refuses the
+				// packet; summing on would overflow int into a negative
+				// length and a panic.
+				s.state = 3
+				return all, true
+			}
 			if b&0x80 == 0 {
 				s.state = 2
-				if s.remain == 0 {
-					s.state = 0
+				s.hold = s.typ == packets.Subscribe || (s.typ == packets.Connect && s.version == 0)
+				s.body = s.body[:0]
+				if s.remain == 0 && !s.end(ack) {
+					return all - len(p) - 1, false
 				}
 			}
 		case 2:
-			for s.got < len(s.head) && s.remain > 0 && len(p) > 0 {
-				s.head[s.got] = p[0]
+			take := min(s.remain, len(p))
+			for i := 0; s.got < len(s.head) && i < take; i++ {
+				s.head[s.got] = p[i]
 				s.got++
-				s.remain--
-				p = p[1:]
 			}
-			skip := min(s.remain, len(p))
-			s.remain -= skip
-			p = p[skip:]
-			if s.remain == 0 {
-				s.state = 0
-				if s.got >= 2 && (s.typ == packets.Puback || s.typ == packets.Pubrec || s.typ == packets.Pubcomp) {
-					var reason byte
-					if s.got == 3 {
-						reason = s.head[2]
-					}
-					ack(s.typ, binary.BigEndian.Uint16(s.head[:2]), reason)
-				}
+			if s.hold {
+				s.body = append(s.body, p[:take]...)
 			}
+			s.remain -= take
+			p = p[take:]
+			if s.remain == 0 && !s.end(ack) {
+				return all - len(p) - 1, false
+			}
+		case 3:
+			return all, true
 		}
 	}
+	return all, true
+}
+
+// end handles a whole packet; false when mochi must not see its last
+// byte.
+func (s *inScan) end(ack func(typ byte, id uint16, reason byte)) bool {
+	s.state = 0
+	switch s.typ {
+	case packets.Puback, packets.Pubrec, packets.Pubcomp:
+		if s.got >= 2 {
+			var reason byte
+			if s.got == 3 {
+				reason = s.head[2]
+			}
+			ack(s.typ, binary.BigEndian.Uint16(s.head[:2]), reason)
+		}
+	case packets.Connect:
+		if s.hold && len(s.body) >= 2 { // protocol name, then the version
+			if i := 2 + int(binary.BigEndian.Uint16(s.body)); i < len(s.body) {
+				s.version = s.body[i]
+			}
+		}
+	case packets.Subscribe:
+		if !decodes(s.version, s.body) {
+			return false
+		}
+	}
+	if cap(s.body) > 4<<10 {
+		s.body = nil // a large SUBSCRIBE's buffer is not kept for the connection's life
+	}
+	return true
+}
+
+// decodes reports whether mochi decodes a SUBSCRIBE body without a
+// panic (an error is mochi's to report).
+func decodes(version byte, body []byte) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1, Remaining: len(body)}, ProtocolVersion: version}
+	_ = pk.SubscribeDecode(body)
+	return true
 }
 
 // SetDeadline is how mochi applies the keep-alive (1.5 times it) before

@@ -378,6 +378,43 @@ func TestMQTT5ConformanceIntegration(t *testing.T) {
 		c.next(t, 0x40)
 	})
 
+	// [MQTT-3.3.4-3]: a retained message sent on SUBSCRIBE is the result
+	// of that one subscription, so it carries that subscription's
+	// identifier only (none when it has none), as Mosquitto 2.0 does; a
+	// client that routes by identifier otherwise hands it again to the
+	// handlers of its other, overlapping subscriptions. Failed before the
+	// fix (ids [1 2], then [1 2] for a subscription without one).
+	t.Run("subscription identifiers on overlapping subscriptions", func(t *testing.T) {
+		c, _, _, _ := connect5(t, addr, confID("subidover"), 30, false, nil)
+		c.send(t, pub5("conf/subover/r", 1, true, 1, nil, "retained"))
+		c.next(t, 0x40)
+		for i, sub := range []struct {
+			filter string
+			id     int
+		}{{"conf/subover/#", 1}, {"conf/subover/r", 2}, {"conf/subover/+", 0}} {
+			var props []byte
+			if sub.id > 0 {
+				props = append([]byte{propSubID}, varint(sub.id)...)
+			}
+			c.send(t, packet(0x82, append(append(u16(uint16(10+i)), withLen(props)...), append(mqttString(sub.filter), 1)...)))
+			c.next(t, 0x90)
+			got := c.nextPub(t)
+			var ids []uint32
+			for _, b := range has(got.props, propSubID) {
+				ids = append(ids, binary.BigEndian.Uint32(b))
+			}
+			want := []uint32{}
+			if sub.id > 0 {
+				want = []uint32{uint32(sub.id)}
+			}
+			if !got.retain || fmt.Sprint(ids) != fmt.Sprint(want) {
+				t.Errorf("retained message on SUBSCRIBE %s (id %d): retain %v, subscription ids %v, want %v", sub.filter, sub.id, got.retain, ids, want)
+			}
+		}
+		c.send(t, pub5("conf/subover/r", 1, true, 2, nil, "")) // clear
+		c.next(t, 0x40)
+	})
+
 	// [MQTT-3.8.3-3] No Local, [MQTT-3.3.1-12] [MQTT-3.3.1-13] Retain As
 	// Published, [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] Retain
 	// Handling 0, 1 and 2. Passed before (no fix).
