@@ -56,7 +56,7 @@ func main() {
 	flag.Float64Var(&c.rate, "rate", 1000, "steady rate, messages a second")
 	flag.IntVar(&c.seconds, "seconds", 10, "length of one steady round")
 	flag.IntVar(&c.rounds, "rounds", 5, "rounds of the steady and max-rate scenarios (medians are reported)")
-	flag.IntVar(&c.maxN, "max-n", 20000, "messages of the max-rate scenario")
+	flag.IntVar(&c.maxN, "max-n", 20000, "messages of the max-rate scenario (0 skips it)")
 	flag.IntVar(&c.outageN, "outage-n", 50000, "messages published during the outage (0 skips it)")
 	flag.IntVar(&c.outageRounds, "outage-rounds", 3, "rounds of the outage scenario (medians are reported)")
 	flag.IntVar(&c.killN, "kill-n", 50000, "messages published before the kill -9 (0 skips it)")
@@ -216,6 +216,9 @@ func (b *bench) live(res map[string]*figures) error {
 			fmt.Fprintf(b.out, "  round %d %-9s steady %4.0f msg/s x %d s: p50 %8.2f ms  p99 %8.2f ms  CPU %6.1f µs/msg\n",
 				r, s, b.rate, b.seconds, f.p50[len(f.p50)-1], f.p99[len(f.p99)-1], f.cpuPerMsg[len(f.cpuPerMsg)-1])
 
+			if b.maxN == 0 {
+				continue
+			}
 			topic = fmt.Sprintf("bench/%s/max-%d", s, b.next())
 			rec = b.sub.Track(topic)
 			sent, err := pubs[s].Send(topic, 0, b.maxN, 0, 1, b.window)

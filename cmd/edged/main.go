@@ -109,12 +109,15 @@ func buildVersion() string {
 	return version
 }
 
-// configFlag parses `-c FILE` for a subcommand and returns the remaining
-// arguments.
-func configFlag(name string, args []string, stderr io.Writer) (path string, rest []string, err error) {
+// configFlag parses `-c FILE` (and the flags more adds) for a subcommand
+// and returns the remaining arguments.
+func configFlag(name string, args []string, stderr io.Writer, more ...func(*flag.FlagSet)) (path string, rest []string, err error) {
 	fs := flag.NewFlagSet("edged "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&path, "c", "", "config file (YAML)")
+	for _, m := range more {
+		m(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return "", nil, &exitError{code: 2, err: errors.New("")}
 	}

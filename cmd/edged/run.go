@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,7 +30,12 @@ import (
 const stopBudget = 8 * time.Second
 
 func cmdRun(args []string, stderr io.Writer) error {
-	path, rest, err := configFlag("run", args, stderr)
+	// --cpuprofile is a development aid, written on a clean stop; it
+	// works only in a binary built with -tags cpuprofile.
+	var profile string
+	path, rest, err := configFlag("run", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&profile, "cpuprofile", "", "write a CPU profile to `file` on a clean stop (binary built with -tags cpuprofile)")
+	})
 	if err != nil {
 		return err
 	}
@@ -49,6 +55,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sig)
 
+	if profile != "" {
+		stopProfile, err := startCPUProfile(profile)
+		if err != nil {
+			return &exitError{code: 1, err: fmt.Errorf("edged run: --cpuprofile: %w", err)}
+		}
+		defer stopProfile(log)
+	}
 	d, err := start(cfg, log)
 	if err != nil {
 		log.Error("not started", "error", err)
