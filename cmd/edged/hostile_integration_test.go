@@ -398,6 +398,25 @@ func drain(c chan *paho.Publish) int {
 	}
 }
 
+// collectQuiet returns what arrives on c until it has been quiet for quiet, or
+// limit has passed, whichever comes first: a busy topic tree is never
+// quiet, so the wait is bounded either way.
+func collectQuiet(c chan *paho.Publish, quiet, limit time.Duration) []*paho.Publish {
+	var got []*paho.Publish
+	end := time.NewTimer(limit)
+	defer end.Stop()
+	for {
+		select {
+		case m := <-c:
+			got = append(got, m)
+		case <-time.After(quiet):
+			return got
+		case <-end.C:
+			return got
+		}
+	}
+}
+
 // closedBy waits until the peer closes c (a read ends in EOF or a
 // reset), for at most limit, and says how long that took; ok is false
 // when c was still open at the limit.

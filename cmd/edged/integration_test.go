@@ -183,6 +183,9 @@ func startDaemonEnv(t *testing.T, bin, config string, env []string) *daemonProc 
 	d := &daemonProc{cmd: exec.Command(bin, "run", "-c", config), logs: &syncBuffer{}, ready: make(chan struct{}), done: make(chan struct{})}
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+name), env...)
+	// A test binary killed by -timeout runs no cleanup: the daemon dies
+	// with it instead of keeping its ports (and any lock fd it inherited).
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	listened := make(chan struct{})
 	go func() {
 		defer close(listened)
