@@ -180,8 +180,7 @@ func TestDashboardIntegration(t *testing.T) {
 		}
 		// Off and back to auto: the mode follows each time.
 		for _, mode := range []string{"off", "auto"} {
-			b.Do(chromedp.SetValue(chromedp.CSS("#mode-heat"), mode),
-				chromedp.Click(chromedp.CSS(`[data-controller="heat"] form.mode button`)))
+			b.Choose("#mode-heat", mode, `[data-controller="heat"] form.mode button`)
 			b.WaitText(15*time.Second, `[data-controller="heat"] .mode`, func(s string) bool { return s == mode })
 		}
 		b.Screenshot("dashboard-e2e-operator-360.png")

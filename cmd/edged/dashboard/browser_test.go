@@ -85,12 +85,10 @@ func TestPageOperator(t *testing.T) {
 		t.Errorf("API setpoint %v after a refused command", st.Setpoint)
 	}
 	// Mode: pick off and apply.
-	b.Do(chromedp.SetValue(chromedp.CSS("#mode-heat"), "off"),
-		chromedp.Click(chromedp.CSS(`[data-controller="heat"] form.mode button`)))
+	b.Choose("#mode-heat", "off", `[data-controller="heat"] form.mode button`)
 	b.WaitText(10*time.Second, `[data-controller="heat"] .mode`, func(s string) bool { return s == "off" })
 	// Manual with an output.
-	b.Do(chromedp.SetValue(chromedp.CSS("#mode-heat"), "manual"),
-		chromedp.Evaluate[chromedp.Void](`document.getElementById('mode-heat').dispatchEvent(new Event('change'))`))
+	b.Choose("#mode-heat", "manual", "")
 	if !b.Visible("#out-heat") {
 		t.Fatal("manual mode shows no output field")
 	}

@@ -185,6 +185,23 @@ func (b *Browser) TypeEnter(sel, s string) {
 		chromedp.SendKeys(chromedp.CSS(sel), s+"\r"))
 }
 
+// Choose picks value in the select sel as a user does (focus, choose,
+// the change event) and then clicks the button button, if not "", all in
+// one step of the page's script: the page redraws a card on every event
+// unless the user is in it, and a redraw between steps would swap in a
+// fresh select holding the old value (or leave a node id that is gone).
+func (b *Browser) Choose(sel, value, button string) {
+	b.t.Helper()
+	b.Do(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => {
+		const s = document.querySelector(%s);
+		s.focus();
+		s.value = %s;
+		s.dispatchEvent(new Event('change', { bubbles: true }));
+		const b = %s && document.querySelector(%s);
+		if (b) b.click();
+	})()`, quote(sel), quote(value), quote(button), quote(button))))
+}
+
 // DarkMode switches prefers-color-scheme.
 func (b *Browser) DarkMode(dark bool) {
 	b.t.Helper()
