@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,17 +22,7 @@ import (
 
 func mosquittoBin(t *testing.T) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("integration test: skipped under -short")
-	}
-	p, err := exec.LookPath("mosquitto")
-	if err != nil {
-		if os.Getenv("EDGED_REQUIRE_MOSQUITTO") != "" {
-			t.Fatal("mosquitto not found but EDGED_REQUIRE_MOSQUITTO is set: apt-get install mosquitto")
-		}
-		t.Skip("mosquitto not installed (set EDGED_REQUIRE_MOSQUITTO=1 to make this a failure)")
-	}
-	return p
+	return uplinktest.MosquittoBin(t)
 }
 
 type cloud struct {

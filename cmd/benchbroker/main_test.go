@@ -2,12 +2,11 @@ package main
 
 import (
 	"bytes"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/edged/edged/cmd/internal/benchrig"
+	"github.com/edged/edged/uplink/uplinktest"
 )
 
 // TestBenchBrokerSmokeIntegration runs `make bench-broker` at a small
@@ -15,16 +14,7 @@ import (
 // (within edged's default per-address limits) and every QoS 1 message
 // reaches every subscriber. Timings are printed, never checked.
 func TestBenchBrokerSmokeIntegration(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: skipped under -short")
-	}
-	mq, err := exec.LookPath("mosquitto")
-	if err != nil {
-		if os.Getenv("EDGED_REQUIRE_MOSQUITTO") != "" {
-			t.Fatal("mosquitto not found but EDGED_REQUIRE_MOSQUITTO is set: apt-get install mosquitto")
-		}
-		t.Skip("mosquitto not installed (set EDGED_REQUIRE_MOSQUITTO=1 to make this a failure)")
-	}
+	mq := uplinktest.MosquittoBin(t)
 	bin, err := benchrig.BuildEdged(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

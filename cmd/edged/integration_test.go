@@ -21,6 +21,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/gorilla/websocket"
+
+	"github.com/edged/edged/uplink/uplinktest"
 )
 
 // The integration tests build the real binary and run it as a process,
@@ -65,17 +67,10 @@ func edgedBinary(t *testing.T) string {
 }
 
 // requireTool skips when a tool is missing, unless the environment
-// variable says CI installed it and a skip would hide a broken setup.
+// variable says CI installed it (uplinktest.RequireTool).
 func requireTool(t *testing.T, tool, requireVar string) string {
 	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		if os.Getenv(requireVar) != "" {
-			t.Fatalf("%s not found but %s is set: install it (apt-get install ...)", tool, requireVar)
-		}
-		t.Skipf("%s not installed (set %s=1 to make this a failure)", tool, requireVar)
-	}
-	return p
+	return uplinktest.RequireTool(t, tool, requireVar)
 }
 
 // freePort returns a loopback port that was free a moment ago.

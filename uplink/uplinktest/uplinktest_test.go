@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -87,16 +86,7 @@ func TestStartWaitsForEveryListenerIntegration(t *testing.T) {
 // process holds, as happens when one takes it between the pick and
 // mosquitto's bind (issue 14): the start is retried on new ports.
 func TestStartRetriesATakenPortIntegration(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: skipped under -short")
-	}
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		if os.Getenv("EDGED_REQUIRE_MOSQUITTO") != "" {
-			t.Fatal("mosquitto not found but EDGED_REQUIRE_MOSQUITTO is set: apt-get install mosquitto")
-		}
-		t.Skip("mosquitto not installed (set EDGED_REQUIRE_MOSQUITTO=1 to make this a failure)")
-	}
+	bin := MosquittoBin(t)
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -132,16 +122,7 @@ func TestStartRetriesATakenPortIntegration(t *testing.T) {
 // without the persistence save a SIGTERM makes, because the bench-uplink
 // crash scenario counts what that loses; Start then serves again.
 func TestKillIsACrashIntegration(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: skipped under -short")
-	}
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		if os.Getenv("EDGED_REQUIRE_MOSQUITTO") != "" {
-			t.Fatal("mosquitto not found but EDGED_REQUIRE_MOSQUITTO is set: apt-get install mosquitto")
-		}
-		t.Skip("mosquitto not installed (set EDGED_REQUIRE_MOSQUITTO=1 to make this a failure)")
-	}
+	bin := MosquittoBin(t)
 	dir := t.TempDir()
 	// user root: run as root, mosquitto would switch to its own user,
 	// which cannot write into the test's directory.
