@@ -339,8 +339,8 @@ func TestDeployIntegration(t *testing.T) {
 			t.Skip("needs the good deploy")
 		}
 		pid := pidOf()
-		out, code := deploy(stuck, "DEPLOY_TIMEOUT=15")
-		if code != 4 || !strings.Contains(out, "not ready within 15s") || !strings.Contains(out, "rolled back: edged runs the previous binary again") {
+		out, code := deploy(stuck, "DEPLOY_TIMEOUT=10")
+		if code != 4 || !strings.Contains(out, "not ready within 10s") || !strings.Contains(out, "rolled back: edged runs the previous binary again") {
 			t.Fatalf("exit %d, want 4 (rolled back):\n%s", code, out)
 		}
 		if sha(t, bin) != newSum || running() != newSum || pidOf() == pid {
