@@ -181,6 +181,7 @@ echo "state=$(stat -c '%U:%G %a' /var/lib/edged)"
 echo "bin=$(stat -c '%U:%G %a' /usr/bin/edged)"
 echo "enabled=$(ls /etc/systemd/system/multi-user.target.wants/edged.service 2>/dev/null || echo no)"
 echo "version=$(/usr/bin/edged version | cut -d' ' -f1)"
+echo "verify=$(systemd-analyze verify /lib/systemd/system/edged.service 2>&1 && echo ok)"
 echo "validate=$(env -u EDGED_CLOUD_PASSWORD /usr/bin/edged validate -c /etc/edged/edged.yaml 2>&1 | grep -c 'warning: password: environment variable EDGED_CLOUD_PASSWORD is not set')"
 echo '# edited' >> /etc/edged/edged.yaml
 echo sentinel > /var/lib/edged/buffer
@@ -195,7 +196,8 @@ echo "purged=$(ls /etc/edged/edged.yaml /var/lib/edged 2>/dev/null || echo gone)
 // TestDebInstallIntegration: the package's maintainer scripts, run by the
 // real dpkg (in a throw-away mount namespace, so root only): the system
 // user in the gpio group where it exists, the config 0640 root:edged, the
-// state directory, no service enabled; an upgrade keeps the edited config
+// state directory, no service enabled, the unit passes `systemd-analyze
+// verify` (its binary path is the package's); an upgrade keeps the edited config
 // and the buffer; remove keeps the conffile; purge removes it and the
 // state, and keeps the user.
 func TestDebInstallIntegration(t *testing.T) {
@@ -206,6 +208,7 @@ func TestDebInstallIntegration(t *testing.T) {
 		t.Skip("needs root: dpkg -i in a private mount namespace")
 	}
 	requireTool(t, "dpkg", "EDGED_REQUIRE_LINTIAN")
+	requireTool(t, "systemd-analyze", "EDGED_REQUIRE_LINTIAN")
 	unshare := requireTool(t, "unshare", "EDGED_REQUIRE_LINTIAN")
 	deb, _ := makePackage(t, t.TempDir())
 	deb, _ = filepath.Abs(deb)
@@ -226,6 +229,7 @@ func TestDebInstallIntegration(t *testing.T) {
 		"bin":      "root:root 755",
 		"enabled":  "no",
 		"version":  "edged",
+		"verify":   "ok",
 		"validate": "1",
 		"upgrade":  "# edited sentinel root:edged 640",
 		"removed":  "gone # edited",
