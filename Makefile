@@ -4,14 +4,38 @@ GO          ?= go
 BIN         := bin
 CONFIG      ?= configs/examples/sim.yaml
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS     := -s -w -X main.version=$(VERSION)
+COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# The build date is the commit's time, so a build is reproducible.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+export SOURCE_DATE_EPOCH
+LDFLAGS     := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildEpoch=$(SOURCE_DATE_EPOCH)
+# Pinned packager (Debian packages), fetched like staticcheck.
+NFPM        := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+DIST        ?= dist
+# Debian architectures and the Go settings of each: armhf is ARMv6 with
+# hard float, what Raspberry Pi OS 32-bit runs (Pi 1, Zero, 2, 3, 4).
+DIST_ARCHES := armhf arm64 amd64
+GOENV_armhf := GOARCH=arm GOARM=6
+GOENV_arm64 := GOARCH=arm64
+GOENV_amd64 := GOARCH=amd64
+# For deploy only: the Pi 2's own ARMv7 (a little faster there than armhf).
+GOENV_armv7 := GOARCH=arm GOARM=7
+# Debian version: 1.2.3 from a v1.2.3 tag (1.2.3+4.gabcdef after it),
+# else 0.0~gitYYYYMMDD.HASH.
+DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v\#v}" | sed 's/-/+/; s/-/./' \
+	|| echo "0.0~git$$(TZ=UTC git log -1 --date=format-local:%Y%m%d --format=%cd 2>/dev/null).$$(git rev-parse --short=12 HEAD 2>/dev/null)")
+# deploy: the Pi to install on (user@host) and what it runs: armv7 (Pi 2),
+# armhf (any 32-bit Raspberry Pi OS) or arm64.
+HOST        ?=
+ARCH        ?= armv7
+DEPLOY_TIMEOUT ?= 60
 # Pinned linter, fetched through the Go module proxy on first use.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 PKGS        := ./...
 
 export CGO_ENABLED := 0
 
-.PHONY: all build run test test-short stress lint pi footprint bench bench-uplink bench-broker clean
+.PHONY: all build run test test-short stress lint pi dist package deploy footprint bench bench-uplink bench-broker clean
 
 all: build
 
@@ -75,6 +99,35 @@ pi:
 	GOOS=linux GOARCH=arm64       $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/edged-linux-arm64 ./cmd/edged
 	@ls -l $(BIN)/edged-linux-*
 
+## dist: Debian packages and tarballs for armhf, arm64 and amd64, and SHA256SUMS, into dist/
+dist:
+	rm -rf $(DIST)
+	@for a in $(DIST_ARCHES); do $(MAKE) --no-print-directory package ARCH=$$a || exit 1; done
+	cd $(DIST) && sha256sum *.deb *.tar.gz > SHA256SUMS
+	@cat $(DIST)/SHA256SUMS
+
+## package: one architecture's .deb and .tar.gz into dist/ (ARCH=armhf|arm64|amd64)
+package:
+	@test -n "$(filter $(ARCH),$(DIST_ARCHES))" || { echo "package: ARCH=$(ARCH): want one of $(DIST_ARCHES)"; exit 2; }
+	rm -rf $(DIST)/edged-$(VERSION)-linux-$(ARCH)
+	mkdir -p $(DIST)/edged-$(VERSION)-linux-$(ARCH)
+	GOOS=linux $(GOENV_$(ARCH)) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/edged-$(VERSION)-linux-$(ARCH)/edged ./cmd/edged
+	cp README.md systemd/edged.service configs/examples/*.yaml $(DIST)/edged-$(VERSION)-linux-$(ARCH)/
+	cp systemd/README.md $(DIST)/edged-$(VERSION)-linux-$(ARCH)/README.systemd.md
+	EDGED_BIN=$(DIST)/edged-$(VERSION)-linux-$(ARCH)/edged DEB_ARCH=$(ARCH) DEB_VERSION='$(DEB_VERSION)' \
+		$(GO) run $(NFPM) package --config systemd/package/nfpm.yaml --packager deb --target $(DIST)/edged_$(DEB_VERSION)_$(ARCH).deb
+	cd $(DIST) && find edged-$(VERSION)-linux-$(ARCH) -exec touch -h -d @$(SOURCE_DATE_EPOCH) {} + && \
+		tar --sort=name --mtime=@$(SOURCE_DATE_EPOCH) --owner=0 --group=0 --numeric-owner -cf - edged-$(VERSION)-linux-$(ARCH) \
+		| gzip -n -9 > edged-$(VERSION)-linux-$(ARCH).tar.gz
+	rm -rf $(DIST)/edged-$(VERSION)-linux-$(ARCH)
+
+## deploy: build for ARCH, copy to HOST (user@pi), validate there, swap, restart, roll back if not ready
+deploy:
+	@test -n "$(HOST)" || { echo "deploy: set HOST=user@host"; exit 2; }
+	@test -n "$(GOENV_$(ARCH))" || { echo "deploy: ARCH=$(ARCH): want armv7, $(DIST_ARCHES)"; exit 2; }
+	GOOS=linux $(GOENV_$(ARCH)) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/edged-linux-$(ARCH) ./cmd/edged
+	DEPLOY_TIMEOUT=$(DEPLOY_TIMEOUT) sh systemd/deploy.sh $(HOST) $(BIN)/edged-linux-$(ARCH)
+
 ## footprint: idle RSS and CPU of `edged run` on the sim example over 60 s, and the ARMv7 binary size
 footprint: build pi
 	$(GO) run ./cmd/footprint -bin $(BIN)/edged -config $(CONFIG) -seconds 60 -arm $(BIN)/edged-linux-armv7
@@ -95,4 +148,4 @@ bench-broker: build
 	$(GO) run ./cmd/benchbroker -edged $(BIN)/edged $(BENCH_FLAGS)
 
 clean:
-	rm -rf $(BIN) state
+	rm -rf $(BIN) $(DIST) state

@@ -209,9 +209,47 @@ func Load(path string, drv Drivers, env func(string) (string, bool)) (*Config, e
 	return Parse(path, data, drv, env)
 }
 
+// LoadForCheck is Load for a machine without the config's secrets (a
+// laptop before a deploy): each ${NAME} reference to an unset variable is
+// returned in unset, with its position and Error.Unset set, instead of
+// failing the load; every other problem fails it as in Load. The unset
+// secrets are empty in cfg: it is for checking, never for running.
+func LoadForCheck(path string, drv Drivers, env func(string) (string, bool)) (cfg *Config, unset []Error, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("configs: %w", err)
+	}
+	cfg, errs := parse(path, data, drv, env)
+	if errs == nil {
+		return cfg, nil, nil
+	}
+	var other []Error
+	for _, e := range errs.List {
+		if e.Unset != "" {
+			unset = append(unset, e)
+		} else {
+			other = append(other, e)
+		}
+	}
+	if other != nil {
+		return nil, unset, &Errors{List: other}
+	}
+	return cfg, unset, nil
+}
+
 // Parse validates a config held in memory; name is used in messages and
 // stored as Config.Path. See Load.
 func Parse(name string, data []byte, drv Drivers, env func(string) (string, bool)) (*Config, error) {
+	cfg, errs := parse(name, data, drv, env)
+	if errs != nil {
+		return nil, errs
+	}
+	return cfg, nil
+}
+
+// parse decodes and checks a config; cfg is as complete as the problems
+// allowed (nil for a syntax error or an empty file).
+func parse(name string, data []byte, drv Drivers, env func(string) (string, bool)) (*Config, *Errors) {
 	if env == nil {
 		env = os.LookupEnv
 	}
@@ -247,10 +285,7 @@ func Parse(name string, data []byte, drv Drivers, env func(string) (string, bool
 	if top.Kind == yaml.MappingNode && !d.exhausted {
 		l.check(&cfg, top)
 	}
-	if errs := d.result(); errs != nil {
-		return nil, errs
-	}
-	return &cfg, nil
+	return &cfg, d.result()
 }
 
 // parseYAML parses exactly one YAML document into a node tree. yaml.v3

@@ -25,6 +25,10 @@ type Error struct {
 	File      string
 	Line, Col int
 	Msg       string
+	// Unset names the environment variable when the only problem is that
+	// a ${NAME} reference to it is not set: a machine without the
+	// secrets (a laptop before a deploy) can check the rest.
+	Unset string
 }
 
 // Error formats e as FILE:LINE:COL: message, the form editors jump to.
@@ -93,6 +97,17 @@ func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 		line, col = n.Line, n.Column
 	}
 	d.errs = append(d.errs, Error{File: d.file, Line: line, Col: col, Msg: fmt.Sprintf(format, args...)})
+}
+
+// problemsSince reports whether a problem other than an unset ${NAME}
+// was recorded after the first n.
+func (d *decoder) problemsSince(n int) bool {
+	for _, e := range d.errs[n:] {
+		if e.Unset == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // result sorts the collected problems by position and drops duplicates:
@@ -388,6 +403,7 @@ func (d *decoder) decodeString(n *yaml.Node, v reflect.Value, f field) {
 		val, set := d.env(m[1])
 		if !set {
 			d.errorf(n, "%senvironment variable %s is not set", f.prefix(), m[1])
+			d.errs[len(d.errs)-1].Unset = m[1]
 			return
 		}
 		s = val
@@ -597,35 +613,48 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, f field) {
 
 // decodeFields decodes pairs of mapping n into struct v, then validates v
 // if everything inside it decoded cleanly (validating half-decoded values
-// would only add confusing follow-on errors). extraKeys are keys that are
+// would only add confusing follow-on errors). An unset ${NAME} deeper down
+// does not count: the rest is checked as if it were set, except that a
+// Validate error about the unset key itself is dropped (it judges a value
+// nobody knows: "password_hash missing"). extraKeys are keys that are
 // valid in the mapping but handled elsewhere; they appear in the list of
 // known keys.
 func (d *decoder) decodeFields(n *yaml.Node, pairs []pair, v reflect.Value, extraKeys []string) {
 	si := structOf(v.Type())
 	before := len(d.errs)
+	var unknown map[string]bool
 	for _, p := range pairs {
 		fi, ok := si.fields[p.name]
 		if !ok {
 			d.unknownKey(p, si.names, extraKeys)
 			continue
 		}
-		d.decode(p.val, v.FieldByIndex(fi.index), fi.field)
+		at := len(d.errs)
+		fv := v.FieldByIndex(fi.index)
+		d.decode(p.val, fv, fi.field)
+		if fv.Kind() == reflect.String && len(d.errs) > at && d.errs[at].Unset != "" {
+			if unknown == nil {
+				unknown = map[string]bool{}
+			}
+			unknown[p.name] = true
+		}
 	}
-	if len(d.errs) > before || d.exhausted || !v.CanAddr() {
+	if d.problemsSince(before) || d.exhausted || !v.CanAddr() {
 		return
 	}
 	for _, path := range si.inlines {
-		if d.validate(n, pairs, v.FieldByIndex(path)) {
+		if d.validate(n, pairs, v.FieldByIndex(path), unknown) {
 			return
 		}
 	}
-	d.validate(n, pairs, v)
+	d.validate(n, pairs, v, unknown)
 }
 
 // validate calls v's Validate method, if it has one, and positions its
 // error: at the key a *sensors.FieldError names, else at the mapping. It
-// reports whether there was an error.
-func (d *decoder) validate(n *yaml.Node, pairs []pair, v reflect.Value) bool {
+// reports whether there was an error. An error about a key in unknown (an
+// unset ${NAME}) is not recorded: the unset variable is the problem.
+func (d *decoder) validate(n *yaml.Node, pairs []pair, v reflect.Value, unknown map[string]bool) bool {
 	if !v.CanAddr() || !v.Addr().Type().Implements(validatorType) {
 		return false
 	}
@@ -636,6 +665,9 @@ func (d *decoder) validate(n *yaml.Node, pairs []pair, v reflect.Value) bool {
 	at := n
 	var fe *sensors.FieldError
 	if errors.As(err, &fe) {
+		if unknown[fe.Field] {
+			return true
+		}
 		for _, p := range pairs {
 			if p.name == fe.Field {
 				at = p.at()

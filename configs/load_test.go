@@ -341,3 +341,55 @@ users:
 		t.Fatalf("broker %+v", c.Broker)
 	}
 }
+
+// TestLoadForCheckUnsetEnv: on a machine without the secrets, an unset
+// ${NAME} is reported with its variable and position and the rest of the
+// config is still checked, down to the struct that holds the secret;
+// Load keeps refusing the same file.
+func TestLoadForCheckUnsetEnv(t *testing.T) {
+	noEnv := func(string) (string, bool) { return "", false }
+	const pi = "examples/pi-greenhouse.yaml"
+	if _, err := configs.Load(pi, drivers.Default, noEnv); err == nil || !strings.Contains(err.Error(), "EDGED_CLOUD_PASSWORD is not set") {
+		t.Fatalf("Load without the secret: %v, want the unset variable named", err)
+	}
+	c, unset, err := configs.LoadForCheck(pi, drivers.Default, noEnv)
+	if err != nil {
+		t.Fatalf("LoadForCheck: %v", err)
+	}
+	if c == nil || c.Uplink == nil || c.Uplink.Password != "" {
+		t.Fatalf("config %+v", c)
+	}
+	if len(unset) != 1 || unset[0].Unset != "EDGED_CLOUD_PASSWORD" || unset[0].Line != 134 || unset[0].Col != 13 ||
+		unset[0].Error() != pi+":134:13: password: environment variable EDGED_CLOUD_PASSWORD is not set" {
+		t.Fatalf("unset = %+v", unset)
+	}
+
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// An unset password does not hide a problem beside it in the uplink.
+	bad := write("bad.yaml", `device: {id: gh-01}
+uplink:
+  url: mqtt://10.0.0.2:1883
+  password: ${EDGED_CLOUD_PASSWORD}
+  keep_alive: 0s
+`)
+	_, unset, err = configs.LoadForCheck(bad, drivers.Default, noEnv)
+	if err == nil || err.Error() != bad+":5:15: keep_alive: 0s is out of range (1s..18h12m15s)" || len(unset) != 1 {
+		t.Fatalf("unset password beside a bad keep_alive: err %v, unset %+v", err, unset)
+	}
+	// A user whose hash is unset is not also "missing" a hash.
+	users := write("users.yaml", `device: {id: gh-01}
+users:
+  - {name: esp-3, password_hash: "${ESP3_HASH}", role: publisher, publish: ["home/#"]}
+`)
+	c, unset, err = configs.LoadForCheck(users, drivers.Default, noEnv)
+	if err != nil || c == nil || len(unset) != 1 || unset[0].Unset != "ESP3_HASH" {
+		t.Fatalf("unset hash: err %v, unset %+v", err, unset)
+	}
+}

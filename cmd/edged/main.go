@@ -12,10 +12,19 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strconv"
+	"time"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// Set at build time by the Makefile: -ldflags "-X main.version=...
+// -X main.commit=... -X main.buildEpoch=...". buildEpoch is the commit's
+// time in Unix seconds (SOURCE_DATE_EPOCH), not the time of the build, so
+// two builds of one commit are byte for byte the same.
+var (
+	version    = "dev"
+	commit     = ""
+	buildEpoch = ""
+)
 
 const usage = `edged: edge gateway for Raspberry Pi sensor nodes
 
@@ -75,7 +84,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "drivers":
 		cmdDrivers(stdout)
 	case "version", "-version", "--version":
-		fmt.Fprintf(stdout, "edged %s %s %s/%s\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		c, date := buildCommit()
+		fmt.Fprintf(stdout, "edged %s (commit %s, built %s; %s %s/%s)\n", buildVersion(), c, date, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -107,6 +117,36 @@ func buildVersion() string {
 		return bi.Main.Version
 	}
 	return version
+}
+
+// buildCommit returns the commit and the build date (the commit's time,
+// RFC 3339 UTC): from the ldflags, else from the Go toolchain's VCS stamp
+// (a plain `go build` in a checkout), else "unknown".
+func buildCommit() (rev, date string) {
+	rev, date = commit, "unknown"
+	if sec, err := strconv.ParseInt(buildEpoch, 10, 64); err == nil {
+		date = time.Unix(sec, 0).UTC().Format(time.RFC3339)
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		modified := false
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision" && rev == "":
+				rev = s.Value
+			case s.Key == "vcs.time" && date == "unknown":
+				date = s.Value
+			case s.Key == "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+		if modified && commit == "" && rev != "" {
+			rev += "-dirty"
+		}
+	}
+	if rev == "" {
+		rev = "unknown"
+	}
+	return rev, date
 }
 
 // configFlag parses `-c FILE` (and the flags more adds) for a subcommand

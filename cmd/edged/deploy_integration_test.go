@@ -1,0 +1,356 @@
+package main
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeSystemctl is the service manager of the deploy test's "Pi": the
+// one service of systemd/edged.service (EnvironmentFile, ExecStartPre
+// validate --strict, ExecStart run) as a real edged process. There is no
+// systemd here to run it; everything else on the Pi side is real.
+const fakeSystemctl = `#!/bin/sh
+root=ROOT
+pidf=$root/run/edged.pid log=$root/var/log/edged.log
+alive() {
+	[ -f "$pidf" ] || return 1
+	st=$(cut -d' ' -f3 "/proc/$(cat "$pidf")/stat" 2>/dev/null) || return 1
+	[ "$st" != Z ]
+}
+stop() {
+	if alive; then
+		pid=$(cat "$pidf")
+		kill -TERM "$pid"
+		i=0
+		while alive && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	rm -f "$pidf"
+}
+start() {
+	(
+		set -a; . "$root/etc/edged/env"; set +a
+		"$root/usr/bin/edged" validate --strict -c "$root/etc/edged/edged.yaml" >>"$log" 2>&1 || exit 0
+		setsid "$root/usr/bin/edged" run -c "$root/etc/edged/edged.yaml" </dev/null >>"$log" 2>&1 &
+		echo $! >"$pidf"
+	)
+}
+cmd=$1
+shift
+case $cmd in
+start) start ;;
+stop) stop ;;
+restart) stop; start ;;
+is-active) alive ;;
+show) if alive; then cat "$pidf"; else echo 0; fi ;;
+status) tail -n 20 "$log" ;;
+*) echo "fake systemctl: $cmd?" >&2; exit 1 ;;
+esac
+`
+
+// sshHost is an sshd in a network namespace of its own, for root with a
+// key made for the test.
+type sshHost struct {
+	ns       string // ip netns name
+	ssh, scp string // commands with the options that reach it
+}
+
+// startSSHD starts /usr/sbin/sshd in a new network namespace (its own
+// loopback, so port 22 is free) and returns how to reach it from inside
+// that namespace. Both end with the test.
+func startSSHD(t *testing.T) *sshHost {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a network namespace and an sshd that logs in as root")
+	}
+	sshd := "/usr/sbin/sshd"
+	if _, err := os.Stat(sshd); err != nil {
+		requireTool(t, "sshd", "EDGED_REQUIRE_SSHD")
+	}
+	for _, tool := range []string{"ssh", "scp", "ssh-keygen", "ip", "curl"} {
+		requireTool(t, tool, "EDGED_REQUIRE_SSHD")
+	}
+	dir := t.TempDir()
+	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, "host_key"))
+	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, "client_key"))
+	pub, err := os.ReadFile(filepath.Join(dir, "client_key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`ListenAddress 127.0.0.1:22
+HostKey %[1]s/host_key
+AuthorizedKeysFile %[1]s/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile %[1]s/sshd.pid
+Subsystem sftp internal-sftp
+LogLevel ERROR
+`, dir)
+	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// sshd's privilege separation directory (the package makes it at boot).
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ns := fmt.Sprintf("edged-deploy-%d", os.Getpid())
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", ns).Run() })
+	run(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+
+	logs := &syncBuffer{}
+	cmd := exec.Command("ip", "netns", "exec", ns, sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("sshd log:\n%s", logs.String())
+		}
+	})
+	opts := fmt.Sprintf("-i %s/client_key -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=5", dir)
+	h := &sshHost{ns: ns, ssh: "ssh " + opts, scp: "scp " + opts}
+	// Up when a login works (bounded: 100 tries, 10 s).
+	for i := 0; ; i++ {
+		err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", h.ssh+" root@127.0.0.1 true").Run()
+		if err == nil {
+			return h
+		}
+		select {
+		case <-done:
+			t.Fatalf("sshd exited:\n%s", logs.String())
+		default:
+		}
+		if i == 100 {
+			t.Fatalf("no ssh login to the test sshd: %v\n%s", err, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// inNS runs a command in the namespace and returns its output and exit code.
+func (h *sshHost) inNS(t *testing.T, env []string, dir string, name string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", h.ns, name}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return string(out), 0
+}
+
+func sha(t *testing.T, path string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeployIntegration runs systemd/deploy.sh (and `make deploy`) over a
+// real sshd, against a "Pi" that is a scratch root where real edged
+// binaries run as the service. In turn: a file that is no binary for the
+// Pi, and a config the new binary refuses, are rejected before the swap
+// (installed binary, running process and BIN.prev untouched); a good build
+// becomes ready and runs with the old binary kept as BIN.prev; a build
+// that starts but never becomes ready (the failpoint build with the air
+// sensor's schedule stuck: /readyz 503 for ever) is rolled back and the
+// previous binary runs again.
+func TestDeployIntegration(t *testing.T) {
+	old := edgedBinary(t)
+	stuck := failpointBinary(t)
+	h := startSSHD(t)
+
+	// The Pi: the sim example as its config, the old binary running.
+	root := t.TempDir()
+	for _, d := range []string{"usr/bin", "etc/edged", "run", "var/log"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfgPath, _, _, httpAddr := simConfig(t)
+	conf := filepath.Join(root, "etc/edged/edged.yaml")
+	copyFile(t, cfgPath, conf)
+	// The stall reaches only the failpoint build; release builds lack the code.
+	if err := os.WriteFile(filepath.Join(root, "etc/edged/env"), []byte("EDGED_STALL=sensor/air@0s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	systemctl := filepath.Join(root, "usr/bin/systemctl")
+	if err := os.WriteFile(systemctl, []byte(strings.Replace(fakeSystemctl, "root=ROOT", "root="+root, 1)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "usr/bin/edged")
+	copyFile(t, old, bin)
+	pidOf := func() int {
+		b, _ := os.ReadFile(filepath.Join(root, "run/edged.pid"))
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid
+	}
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "exec", h.ns, systemctl, "stop").Run()
+		if pid := pidOf(); pid > 0 {
+			if p, err := os.FindProcess(pid); err == nil {
+				p.Kill()
+			}
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(root, "var/log/edged.log"))
+			t.Logf("the Pi's edged log:\n%s", b)
+		}
+	})
+	if out, code := h.inNS(t, nil, "", systemctl, "start"); code != 0 {
+		t.Fatalf("start: exit %d\n%s", code, out)
+	}
+
+	env := []string{
+		"SSH=" + h.ssh, "SCP=" + h.scp,
+		"DEPLOY_BIN=" + bin, "DEPLOY_CONFIG=" + conf,
+		"DEPLOY_ENV_FILE=" + filepath.Join(root, "etc/edged/env"),
+		"DEPLOY_SYSTEMCTL=" + systemctl,
+		"DEPLOY_READY_URL=http://" + httpAddr + "/readyz",
+		"DEPLOY_TIMEOUT=30",
+	}
+	deploy := func(binary string, extra ...string) (string, int) {
+		return h.inNS(t, append(env, extra...), repoRoot, "sh", "systemd/deploy.sh", "root@127.0.0.1", binary)
+	}
+	// running is the binary the service's process runs (its /proc exe,
+	// which stays readable after a rename replaced the file).
+	running := func() [32]byte { return sha(t, fmt.Sprintf("/proc/%d/exe", pidOf())) }
+	ready := func() bool {
+		_, code := h.inNS(t, nil, "", "curl", "-fsS", "-m", "2", "-o", "/dev/null", "http://"+httpAddr+"/readyz")
+		return code == 0
+	}
+	for i := 0; !ready(); i++ {
+		if i == 300 {
+			t.Fatal("the old edged never became ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	oldSum := sha(t, bin)
+	prev := bin + ".prev"
+
+	unchanged := func(what string, pid int) {
+		t.Helper()
+		if sha(t, bin) != oldSum || running() != oldSum || pidOf() != pid {
+			t.Errorf("%s: the installed or running binary changed", what)
+		}
+		if _, err := os.Stat(prev); err == nil {
+			t.Errorf("%s: %s exists", what, prev)
+		}
+		if left, _ := filepath.Glob("/tmp/edged-deploy.*"); len(left) > 0 {
+			t.Errorf("%s: temp files left on the Pi: %v", what, left)
+		}
+	}
+
+	t.Run("not a binary for the Pi", func(t *testing.T) {
+		junk := filepath.Join(t.TempDir(), "edged")
+		if err := os.WriteFile(junk, []byte("\x7fELF but not really\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		pid := pidOf()
+		out, code := deploy(junk)
+		if code != 3 || !strings.Contains(out, "rejected: the new binary does not run here or refuses") {
+			t.Fatalf("exit %d, want 3 (rejected):\n%s", code, out)
+		}
+		unchanged("junk binary", pid)
+	})
+
+	t.Run("config the new binary refuses", func(t *testing.T) {
+		good, err := os.ReadFile(conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(conf, append(append([]byte{}, good...), "\nno_such_key: 1\n"...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		defer os.WriteFile(conf, good, 0o644)
+		pid := pidOf()
+		out, code := deploy(old)
+		if code != 3 || !strings.Contains(out, "no_such_key") || !strings.Contains(out, "rejected") {
+			t.Fatalf("exit %d, want 3 naming the unknown key:\n%s", code, out)
+		}
+		unchanged("refused config", pid)
+	})
+
+	// make deploy builds the new binary (version: git describe) and runs
+	// the script.
+	var newSum [32]byte
+	t.Run("good deploy becomes ready", func(t *testing.T) {
+		buildDir := t.TempDir()
+		pid := pidOf()
+		out, code := h.inNS(t, env, repoRoot, "make", "--no-print-directory", "deploy", "HOST=root@127.0.0.1", "ARCH=amd64", "BIN="+buildDir, "DEPLOY_TIMEOUT=30")
+		if code != 0 || !strings.Contains(out, "deploy: ready") {
+			t.Fatalf("make deploy: exit %d:\n%s", code, out)
+		}
+		newSum = sha(t, filepath.Join(buildDir, "edged-linux-amd64"))
+		if sha(t, bin) != newSum || running() != newSum || pidOf() == pid {
+			t.Error("the new binary is not the one installed and running")
+		}
+		if sha(t, prev) != oldSum {
+			t.Errorf("%s is not the previous binary", prev)
+		}
+		if !ready() {
+			t.Error("not ready after a deploy that said so")
+		}
+		if v := run(t, bin, "version"); strings.HasPrefix(v, "edged dev ") {
+			t.Errorf("installed edged version %q: not the Makefile's build", v)
+		}
+	})
+
+	t.Run("never ready is rolled back", func(t *testing.T) {
+		if newSum == ([32]byte{}) {
+			t.Skip("needs the good deploy")
+		}
+		pid := pidOf()
+		out, code := deploy(stuck, "DEPLOY_TIMEOUT=10")
+		if code != 4 || !strings.Contains(out, "not ready within 10s") || !strings.Contains(out, "rolled back: edged runs the previous binary again") {
+			t.Fatalf("exit %d, want 4 (rolled back):\n%s", code, out)
+		}
+		if sha(t, bin) != newSum || running() != newSum || pidOf() == pid {
+			t.Error("after the rollback the previous binary is not the one installed and running")
+		}
+		if sha(t, prev) != newSum {
+			t.Errorf("%s is not the binary that ran before this deploy", prev)
+		}
+		if !ready() {
+			t.Error("not ready after the rollback")
+		}
+	})
+}
