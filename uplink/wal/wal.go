@@ -115,6 +115,11 @@ type segment struct {
 	count    uint64 // records written
 	size     int64  // bytes written, header included
 	lastTime int64  // unix ns of the newest record; 0 if none
+	// lastMono is the newest record's time on the log's monotonic clock
+	// (recovered segments: their age at Open, judged by wall time when
+	// that can be believed): MaxAge measures on it, so a step of the
+	// wall clock (NTP's first sync on a Pi without RTC) expires nothing.
+	lastMono time.Duration
 	name     string // base name
 	// badFrom, if non-zero, is the first seq found damaged after Open;
 	// readers skip the rest of the segment.
@@ -181,10 +186,10 @@ type Log struct {
 	lastSync    time.Time
 	lastMarker  time.Time
 	markerSeq   uint64
-	nextAgeScan time.Time
-	leaseWarned bool   // a lease write failed and was logged
-	seqFloor    uint64 // recovery: no seq below this may be issued
-	tailFloor   uint64 // recovery: the part of seqFloor a truncation line already named
+	nextAgeScan time.Duration // on monoNow
+	leaseWarned bool          // a lease write failed and was logged
+	seqFloor    uint64        // recovery: no seq below this may be issued
+	tailFloor   uint64        // recovery: the part of seqFloor a truncation line already named
 
 	// liveMu guards markerLive, kept open and rewritten in place by Ack.
 	liveMu     sync.Mutex
@@ -259,9 +264,18 @@ func Open(dir string, opts Opts) (*Log, error) {
 	_ = l.writeLease(l.nextSeq - 1 + l.opts.leaseBlock)
 	now := l.clock.Now()
 	l.lastSync, l.lastMarker = now, now
-	l.nextAgeScan = now
+	l.nextAgeScan = l.monoNow()
 	go l.run()
 	return l, nil
+}
+
+// monoNow is the log clock's monotonic time (sensors.Monotonic), or its
+// wall time for a clock without one.
+func (l *Log) monoNow() time.Duration {
+	if m, ok := l.clock.(sensors.Monotonic); ok {
+		return m.Mono()
+	}
+	return time.Duration(l.clock.Now().UnixNano())
 }
 
 func (l *Log) path(name string) string { return filepath.Join(l.dir, name) }
