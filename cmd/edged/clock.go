@@ -45,8 +45,8 @@ func clockFloor() time.Time {
 // a failpoint build may fake it, see clock_failpoint.go) and its judge,
 // checked once so the first readings are judged (README "Clock").
 func openClock(log *slog.Logger) (sensors.Clock, *wallclock.Clock, error) {
-	clk, kern := systemClock()
-	o := wallclock.Opts{Floor: clockFloor()}
+	clk, kern, every := systemClock()
+	o := wallclock.Opts{Floor: clockFloor(), CheckEvery: every}
 	boot, err := wallclock.ReadBootID(wallclock.BootIDFile)
 	if err != nil {
 		// Stamps still map within this process; across a restart they
@@ -73,7 +73,7 @@ func clockNotes(wc *wallclock.Clock) []string {
 	if wc == nil || wc.Synced() {
 		return nil
 	}
-	return []string{fmt.Sprintf("clock: not trusted (%s); readings are stamped \"clock\":\"unsynced\" and corrected once it is", wc.Reason())}
+	return []string{fmt.Sprintf("clock: not trusted, %s; readings are stamped \"clock\":\"unsynced\" and corrected once it is", wc.Reason())}
 }
 
 // runClock checks the clock every few seconds until ctx is done.

@@ -3,12 +3,15 @@
 package main
 
 import (
+	"time"
+
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/wallclock"
 )
 
-// systemClock is the real clock and the kernel's word on it; a build with
-// -tags edgedfailpoints can fake both (clock_failpoint.go).
-func systemClock() (sensors.Clock, wallclock.Kernel) {
-	return sensors.SystemClock, wallclock.Adjtimex
+// systemClock is the real clock, the kernel's word on it and how often
+// to check (0: wallclock's default); a build with -tags edgedfailpoints
+// can fake them (clock_failpoint.go).
+func systemClock() (sensors.Clock, wallclock.Kernel, time.Duration) {
+	return sensors.SystemClock, wallclock.Adjtimex, 0
 }
