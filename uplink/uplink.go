@@ -467,7 +467,7 @@ func (u *Uplink) Stats() Stats {
 		s.BufferError = err.Error()
 	}
 	if !w.Oldest.IsZero() {
-		s.OldestUnsent = max(u.clock.Now().Sub(w.Oldest), 0)
+		s.OldestUnsent = w.OldestAge
 		s.OldestAgeSec = s.OldestUnsent.Round(time.Millisecond).Seconds()
 	}
 	if ns := u.lastPuback.Load(); ns != 0 {

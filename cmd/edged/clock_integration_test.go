@@ -23,7 +23,8 @@ import (
 // "clock":"unsynced" with a boot id and since_boot, /readyz notes it
 // (still 200) and edged_clock_synced is 0. After it, the cloud gets every
 // message, gapless in seq order from seq 1 (max_age: 1h dropped none of
-// the "56 year old" captures), each with the true time: the readings
+// the "56 year old" captures, and max_oldest_unsent: 10m did not fail
+// /readyz over them), each with the true time: the readings
 // captured before the sync with their payload's ts corrected and
 // "clock":"corrected", the LAN publisher's message with its ts property
 // corrected; nothing arrives unsynced.
@@ -69,6 +70,7 @@ uplink:
     - {local: "edged/gw-clk/sensor/air/temperature", strip: "edged/gw-clk/", remote: "cloud/{topic}"}
     - {local: "lan/#", remote: "cloud/{topic}"}
   buffer: {sync: interval, sync_interval: 20ms, max_age: 1h}
+  max_oldest_unsent: 10m
 `, filepath.Join(dir, "state"), mqttAddr, httpAddr, proxy.Addr)
 		if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)

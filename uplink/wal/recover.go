@@ -213,6 +213,9 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		if ferr != nil {
 			break
 		}
+		if seg.count == 0 {
+			seg.firstMono = l.recoveredMono(t)
+		}
 		seg.count++
 		seg.lastTime = t
 	}

@@ -94,8 +94,12 @@ type Stats struct {
 	// (exact for whole segments, prorated for the partly acked one).
 	BacklogBytes int64
 	// Oldest is the append time of the oldest unacknowledged record; zero
-	// when the backlog is empty.
+	// when the backlog is empty. OldestAge is its age: by the wall clock,
+	// but within the ages of its segment's first and newest records on
+	// the monotonic clock, so a step of the wall clock does not make it
+	// decades old (or new).
 	Oldest    time.Time
+	OldestAge time.Duration
 	Segments  int
 	DiskBytes int64
 
@@ -120,6 +124,9 @@ type segment struct {
 	// that can be believed): MaxAge measures on it, so a step of the
 	// wall clock (NTP's first sync on a Pi without RTC) expires nothing.
 	lastMono time.Duration
+	// firstMono is the same for the segment's first record: with
+	// lastMono it bounds a record's age for Stats.OldestAge.
+	firstMono time.Duration
 	name     string // base name
 	// badFrom, if non-zero, is the first seq found damaged after Open;
 	// readers skip the rest of the segment.
@@ -434,6 +441,11 @@ func (l *Log) Stats() Stats {
 	}
 	oldest := l.acked + 1
 	visible := l.visible
+	var lo, hi time.Duration // bounds of the oldest record's age
+	if seg, _ := l.findSeg(oldest); seg != nil {
+		mono := l.monoNow()
+		lo, hi = max(mono-seg.lastMono, 0), max(mono-seg.firstMono, 0)
+	}
 	l.mu.Unlock()
 	if s.Backlog > 0 && oldest <= visible {
 		var c cursor
@@ -441,6 +453,7 @@ func (l *Log) Stats() Stats {
 		c.close()
 		if err == nil && len(recs) == 1 {
 			s.Oldest = recs[0].Time
+			s.OldestAge = min(max(l.clock.Now().Sub(s.Oldest), lo), hi)
 		}
 	}
 	return s

@@ -574,12 +574,18 @@ func testMaxAgeClockSteps(t *testing.T, cfg suiteConfig) {
 	e.clock.Advance(time.Minute)
 	e.clock.Step(56 * 365 * 24 * time.Hour) // NTP
 	e.clock.Advance(time.Minute)
+	if st := l.Stats(); st.OldestAge != 2*time.Minute {
+		t.Errorf("OldestAge after a forward step = %v, want 2m (not 56 years)", st.OldestAge)
+	}
 	appendN(t, l, 100, 1) // the append runs the age scan
 	if st := l.Stats(); st.DroppedAge != 0 {
 		t.Fatalf("a forward step expired %d records two minutes old", st.DroppedAge)
 	}
 	e.clock.Step(-2 * time.Hour) // back: by wall time everything is young
 	e.clock.Advance(57 * time.Minute)
+	if st := l.Stats(); st.OldestAge != 59*time.Minute {
+		t.Errorf("OldestAge after a step back = %v, want 59m", st.OldestAge)
+	}
 	appendN(t, l, 101, 1)
 	if st := l.Stats(); st.DroppedAge != 0 {
 		t.Fatalf("expired %d records 59 minutes old by the monotonic clock", st.DroppedAge)

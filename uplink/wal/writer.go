@@ -260,6 +260,9 @@ func (l *Log) writeActive(b []byte, count uint64, ns int64, mono time.Duration) 
 	act.count += count
 	act.size += int64(len(b))
 	l.disk += int64(len(b))
+	if act.count == count { // the segment's first records
+		act.firstMono = mono
+	}
 	act.lastTime, act.lastMono = ns, mono
 	l.st.BytesWritten += uint64(len(b))
 	l.mu.Unlock()
