@@ -118,11 +118,11 @@ func (p *Pipeline) Reading(r sensors.Reading) {
 		return
 	}
 	topic := p.topic(r.Sensor, r.Quantity)
-	payload := AppendPayload(make([]byte, 0, 64), r)
-	if p.trust != nil {
-		if since, unsynced := p.trust.Unsynced(r.Mono); unsynced {
-			payload = appendUnsynced(payload, p.boot, since)
-		}
+	var payload []byte
+	if since, unsynced := p.unsynced(r); unsynced {
+		payload = appendUnsynced(AppendPayload(make([]byte, 0, 192), r), p.boot, since)
+	} else {
+		payload = AppendPayload(make([]byte, 0, 64), r)
 	}
 	if err := p.pub.Publish(topic, payload, true); err != nil {
 		p.fail("publish failed", topic, err)
@@ -135,6 +135,14 @@ func (p *Pipeline) Reading(r sensors.Reading) {
 	for _, o := range obs {
 		o.Input(r)
 	}
+}
+
+// unsynced reports whether r was taken before the wall clock was trusted.
+func (p *Pipeline) unsynced(r sensors.Reading) (time.Duration, bool) {
+	if p.trust == nil {
+		return 0, false
+	}
+	return p.trust.Unsynced(r.Mono)
 }
 
 // Availability publishes "online" or "offline", retained.
