@@ -127,7 +127,7 @@ type segment struct {
 	// firstMono is the same for the segment's first record: with
 	// lastMono it bounds a record's age for Stats.OldestAge.
 	firstMono time.Duration
-	name     string // base name
+	name      string // base name
 	// badFrom, if non-zero, is the first seq found damaged after Open;
 	// readers skip the rest of the segment.
 	badFrom     uint64
