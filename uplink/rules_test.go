@@ -146,6 +146,8 @@ func FuzzBody(f *testing.F) {
 	f.Add([]byte{}, "a/b", []byte("payload"), byte(1), true, int64(1))
 	f.Add([]byte{1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 3, 'a', '/', 'b'}, "", []byte(nil), byte(0), false, int64(0))
 	f.Add(make([]byte, 40), "x/\u00e9", bytes.Repeat([]byte{0xff}, 300), byte(0), false, int64(-5))
+	// A record captured before the clock was trusted, with its stamp.
+	f.Add(appendBody(nil, &Message{Topic: "a/b", Payload: []byte("p"), QoS: 1, Unsynced: true, Boot: wallclock.BootID{1}, SinceBoot: time.Second}), "", []byte(nil), byte(0), false, int64(0))
 	f.Fuzz(func(t *testing.T, raw []byte, topic string, payload []byte, qos byte, retain bool, ts int64) {
 		// Arbitrary bytes never panic, and whatever decodes re-encodes
 		// to the same bytes (one encoding per message).
