@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -71,4 +72,32 @@ func TestReadingsMarkedThenRestamped(t *testing.T) {
 			t.Errorf("restamped %s to %s", other, got)
 		}
 	}
+}
+
+// FuzzRestamper: the restamper parses payloads from the uplink's buffer,
+// which LAN clients may have filled with anything: it never panics, and
+// what it rewrites is JSON marked corrected.
+func FuzzRestamper(f *testing.F) {
+	clk := sensorstest.NewClock(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	wc, err := wallclock.New(clk, nil, wallclock.Opts{Boot: bootA}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	wc.Check()
+	restamp := pipeline.Restamper(wc)
+	f.Add([]byte(`{"value":21.5,"unit":"°C","ts":"1970-01-01T00:00:01.500Z","clock":"unsynced","boot":"d75dffaf-26b7-4b68-a37a-b0e3f65310cb","since_boot":3.500}`))
+	f.Add([]byte(`,"clock":"unsynced","boot":"`))
+	f.Add([]byte(`"ts":"","clock":"unsynced","boot":"d75dffaf-26b7-4b68-a37a-b0e3f65310cb","since_boot":-1}`))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		out, ok := restamp(nil, payload)
+		if !ok {
+			return
+		}
+		if !json.Valid(out) && json.Valid(payload) {
+			t.Fatalf("restamped valid JSON %q into invalid %q", payload, out)
+		}
+		if !strings.HasSuffix(string(out), `,"clock":"corrected"}`) {
+			t.Fatalf("restamped %q into %q", payload, out)
+		}
+	})
 }

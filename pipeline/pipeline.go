@@ -265,7 +265,7 @@ func Restamper(c Corrector) func(dst, payload []byte) ([]byte, bool) {
 			return nil, false
 		}
 		secs, err := strconv.ParseFloat(string(rest[j+len(sinceBootMark):]), 64)
-		if err != nil || secs < 0 || secs > 1e12 {
+		if err != nil || !(secs >= 0 && secs < 1e9) { // 31 years of uptime; no overflow, no NaN
 			return nil, false
 		}
 		t, ok := c.Correct(boot, time.Duration(math.Round(secs*1e3))*time.Millisecond)
