@@ -246,8 +246,7 @@ func (c *Clock) Check() {
 	if c.kern != nil {
 		kernOK, kernErr = c.kern.Synced()
 	}
-	switch {
-	case kernErr != nil:
+	if kernErr != nil {
 		if !c.kernWarns {
 			c.kernWarns = true
 			c.log.Warn("cannot ask the kernel whether the clock is synchronised; judging it by the build date and jumps only", "error", kernErr)
