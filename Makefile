@@ -88,7 +88,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	GOARCH=arm GOARM=7 $(GO) vet $(PKGS)
-	$(GO) vet -tags edgedfailpoints ./sensors/liveness
+	$(GO) vet -tags edgedfailpoints ./sensors/liveness ./cmd/edged
 	$(GO) run $(STATICCHECK) $(PKGS)
 	$(GO) test -count=1 -run TestDependencyDirection ./cmd/edged
 

@@ -9,6 +9,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"log/slog"
 	"math"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/ratelog"
 	"github.com/edged/edged/sensors/topics"
+	"github.com/edged/edged/sensors/wallclock"
 )
 
 // Publisher takes a message for the local broker. The pipeline never
@@ -60,6 +62,25 @@ type Pipeline struct {
 	published atomic.Uint64
 	failed    atomic.Uint64
 	warn      *ratelog.Limiter
+
+	trust Trust
+	boot  string // trust's boot id, as text
+}
+
+// Trust tells whether a reading's time can be believed
+// (sensors/wallclock.Clock): see README "Clock".
+type Trust interface {
+	// Unsynced reports whether a time taken at mono (Reading.Mono) was
+	// taken before the wall clock was trusted, and its time since boot.
+	Unsynced(mono time.Duration) (sinceBoot time.Duration, unsynced bool)
+	Boot() wallclock.BootID
+}
+
+// SetTrust makes readings taken before the wall clock is trusted carry
+// "clock":"unsynced" with their boot id and time since boot. Call it
+// before readings flow.
+func (p *Pipeline) SetTrust(t Trust) {
+	p.trust, p.boot = t, t.Boot().String()
 }
 
 var _ sensors.Sink = (*Pipeline)(nil)
@@ -97,7 +118,13 @@ func (p *Pipeline) Reading(r sensors.Reading) {
 		return
 	}
 	topic := p.topic(r.Sensor, r.Quantity)
-	if err := p.pub.Publish(topic, AppendPayload(make([]byte, 0, 64), r), true); err != nil {
+	var payload []byte
+	if since, unsynced := p.unsynced(r); unsynced {
+		payload = appendUnsynced(AppendPayload(make([]byte, 0, 192), r), p.boot, since)
+	} else {
+		payload = AppendPayload(make([]byte, 0, 64), r)
+	}
+	if err := p.pub.Publish(topic, payload, true); err != nil {
 		p.fail("publish failed", topic, err)
 	} else {
 		p.published.Add(1)
@@ -108,6 +135,14 @@ func (p *Pipeline) Reading(r sensors.Reading) {
 	for _, o := range obs {
 		o.Input(r)
 	}
+}
+
+// unsynced reports whether r was taken before the wall clock was trusted.
+func (p *Pipeline) unsynced(r sensors.Reading) (time.Duration, bool) {
+	if p.trust == nil {
+		return 0, false
+	}
+	return p.trust.Unsynced(r.Mono)
 }
 
 // Availability publishes "online" or "offline", retained.
@@ -175,4 +210,71 @@ func AppendPayload(b []byte, r sensors.Reading) []byte {
 	b = append(b, `","ts":"`...)
 	b = r.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
 	return append(b, `"}`...)
+}
+
+// The fields a reading taken before the wall clock was trusted carries
+// after "ts", and the mark of one corrected on its way to the cloud.
+const (
+	unsyncedMark  = `,"clock":"unsynced","boot":"`
+	sinceBootMark = `","since_boot":`
+	correctedTail = `,"clock":"corrected"}`
+	tsLen         = len("2006-01-02T15:04:05.000Z")
+)
+
+// appendUnsynced turns a payload of AppendPayload into one of a reading
+// taken before the wall clock was trusted:
+// {...,"ts":"1970-01-01T00:00:12.000Z","clock":"unsynced","boot":"d75dffaf-...","since_boot":19.25}
+// (since_boot in seconds, to the millisecond).
+func appendUnsynced(b []byte, boot string, sinceBoot time.Duration) []byte {
+	b = append(b[:len(b)-1], unsyncedMark...)
+	b = append(b, boot...)
+	b = append(b, sinceBootMark...)
+	b = strconv.AppendFloat(b, float64(sinceBoot.Milliseconds())/1e3, 'f', 3, 64)
+	return append(b, '}')
+}
+
+// Corrector maps a stamp of this boot to wall time once the clock is
+// trusted (sensors/wallclock.Clock).
+type Corrector interface {
+	Boot() wallclock.BootID
+	Correct(boot wallclock.BootID, sinceBoot time.Duration) (time.Time, bool)
+}
+
+// Restamper returns the uplink's payload restamper (uplink.Restamper) for
+// readings: a payload marked "clock":"unsynced" of this boot gets the
+// wall time its since_boot maps to as "ts", and "clock":"corrected" in
+// place of the stamp. Anything else (another payload, another boot, a
+// clock not trusted yet) is left as it is (ok false).
+func Restamper(c Corrector) func(dst, payload []byte) ([]byte, bool) {
+	return func(dst, payload []byte) ([]byte, bool) {
+		i := bytes.LastIndex(payload, []byte(unsyncedMark))
+		if i < len(`"ts":"`)+tsLen+1 || !bytes.HasSuffix(payload, []byte("}")) {
+			return nil, false
+		}
+		tsAt := i - tsLen - 2 // the opening quote of the time
+		if string(payload[tsAt-len(`"ts":`):tsAt+1]) != `"ts":"` {
+			return nil, false
+		}
+		rest := payload[i+len(unsyncedMark) : len(payload)-1]
+		j := bytes.Index(rest, []byte(sinceBootMark))
+		if j < 0 {
+			return nil, false
+		}
+		boot, err := wallclock.ParseBootID(string(rest[:j]))
+		if err != nil {
+			return nil, false
+		}
+		secs, err := strconv.ParseFloat(string(rest[j+len(sinceBootMark):]), 64)
+		if err != nil || !(secs >= 0 && secs < 1e9) { // 31 years of uptime; no overflow, no NaN
+			return nil, false
+		}
+		t, ok := c.Correct(boot, time.Duration(math.Round(secs*1e3))*time.Millisecond)
+		if !ok {
+			return nil, false
+		}
+		dst = append(dst, payload[:tsAt+1]...)
+		dst = t.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
+		dst = append(dst, '"')
+		return append(dst, correctedTail...), true
+	}
 }

@@ -21,12 +21,33 @@ type Timer interface {
 	Reset(d time.Duration) bool
 }
 
-// SystemClock is the real clock.
+// Monotonic is an optional capability of a Clock: time that no step of the
+// wall clock moves (NTP, `date -s`), since an origin fixed for the clock's
+// life. Ages, ordering and the correction of stamps taken before the wall
+// clock could be trusted are measured on it (README "Clock").
+type Monotonic interface {
+	Mono() time.Duration
+}
+
+// MonoOf returns c's monotonic time, or 0 when c has none.
+func MonoOf(c Clock) time.Duration {
+	if m, ok := c.(Monotonic); ok {
+		return m.Mono()
+	}
+	return 0
+}
+
+// SystemClock is the real clock. Its Mono is the time since the process
+// started, from Go's monotonic clock (no system call).
 var SystemClock Clock = systemClock{}
+
+var processStart = time.Now()
 
 type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
+
+func (systemClock) Mono() time.Duration { return time.Since(processStart) }
 
 func (systemClock) NewTimer(d time.Duration) Timer { return sysTimer{time.NewTimer(d)} }
 

@@ -424,6 +424,7 @@ func (w *worker) sample(ctx context.Context, tmo Timer, at time.Time) error {
 	// The timeout covers waiting for a timed-out Sense that has not
 	// returned yet: a driver that honours its context returns at once,
 	// and one that does not costs this sample too.
+	mono := MonoOf(w.clock)
 	tmo.Reset(w.timeout)
 	if w.busy {
 		select {
@@ -472,7 +473,7 @@ func (w *worker) sample(ctx context.Context, tmo Timer, at time.Time) error {
 		w.out[i], w.pub[i] = v, ok
 		if good {
 			for _, o := range w.observers {
-				o.Sample(Reading{Sensor: w.id, Quantity: q, Value: s, Time: at})
+				o.Sample(Reading{Sensor: w.id, Quantity: q, Value: s, Time: at, Mono: mono})
 			}
 		}
 	}
@@ -481,7 +482,7 @@ func (w *worker) sample(ctx context.Context, tmo Timer, at time.Time) error {
 	}
 	for i, q := range w.qs {
 		if w.pub[i] {
-			w.sink.Reading(Reading{Sensor: w.id, Quantity: q, Value: w.out[i], Time: at})
+			w.sink.Reading(Reading{Sensor: w.id, Quantity: q, Value: w.out[i], Time: at, Mono: mono})
 		}
 	}
 	return nil

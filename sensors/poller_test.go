@@ -660,3 +660,28 @@ func TestPollerAddErrors(t *testing.T) {
 		t.Fatalf("%d sensors registered, want 1", n)
 	}
 }
+
+// TestPollerReadingsCarryMono: every reading carries the sample's time on
+// the clock's monotonic scale, which is what a stamp taken before the wall
+// clock was trusted is corrected from (README "Clock").
+func TestPollerReadingsCarryMono(t *testing.T) {
+	const iv = 10 * time.Second
+	h := newHarness(t, 4)
+	h.clk.Advance(3 * time.Second) // the clock's origin is not the Poller's start
+	start := h.clk.Now()
+	s := sensorstest.NewSensor("t", sensors.Temperature).Then(ok(1), ok(2), ok(3))
+	h.add("t", s, pollOpts(iv, 0, time.Second, 3))
+	h.start()
+	if e := h.event(); !sameEvent(e, avail("t", true)) {
+		t.Fatalf("first call %v, want online", e)
+	}
+	for n := range 3 {
+		if n > 0 {
+			h.next(start.Add(time.Duration(n) * iv))
+		}
+		e := h.event()
+		if want := 3*time.Second + time.Duration(n)*iv; e.r.Mono != want {
+			t.Fatalf("reading %d: Mono = %v, want %v", n, e.r.Mono, want)
+		}
+	}
+}

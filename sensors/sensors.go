@@ -90,6 +90,10 @@ type Reading struct {
 	Quantity Quantity
 	Value    float64 // in Quantity's canonical unit
 	Time     time.Time
+	// Mono is the sample's time on the Poller's monotonic clock
+	// (sensors.MonoOf; 0 when the clock has none): what a stamp taken
+	// before the wall clock was trusted is corrected from.
+	Mono time.Duration
 }
 
 // Sensor is a device that measures one or more quantities.

@@ -377,7 +377,7 @@ func TestAckTimeoutRunsFromWriteCompletion(t *testing.T) {
 	s := &session{u: u, nc: a, ws: &walState{epoch: "e"}, win: newInflight(1), props: newProps("gh-01", "e")}
 	payload := []byte(strings.Repeat("x", 100<<10)) // above the encoding buffer's flush size
 	before := make(chan time.Time, 1)
-	want := publishLen(len("c/a"), len(payload), len(s.props.forMessage(1, 0)), 1)
+	want := publishLen(len("c/a"), len(payload), len(s.props.forMessage(1, 0, false)), 1)
 	readerDone := make(chan struct{})
 	defer func() { b.Close(); <-readerDone }()
 	go func() {

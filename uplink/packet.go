@@ -40,8 +40,9 @@ func newProps(gw, epoch string) *props {
 }
 
 // forMessage returns the encoded properties of one message; valid until
-// the next call.
-func (p *props) forMessage(seq uint64, captured int64) []byte {
+// the next call. unsynced adds clock=unsynced: a capture time taken
+// before the wall clock was trusted that could not be corrected.
+func (p *props) forMessage(seq uint64, captured int64, unsynced bool) []byte {
 	b := append(p.buf[:0], p.fixed...)
 	b = append(b, 0x26, 0, 3, 's', 'e', 'q', 0, 0)
 	n := len(b)
@@ -51,6 +52,9 @@ func (p *props) forMessage(seq uint64, captured int64) []byte {
 	n = len(b)
 	b = time.Unix(0, captured).UTC().AppendFormat(b, time.RFC3339Nano)
 	binary.BigEndian.PutUint16(b[n-2:], uint16(len(b)-n))
+	if unsynced {
+		b = appendUserProp(b, "clock", "unsynced")
+	}
 	p.buf = b
 	return b
 }

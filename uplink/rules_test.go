@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/edged/edged/sensors/wallclock"
 )
 
 func TestMatchFilter(t *testing.T) {
@@ -100,13 +102,15 @@ func TestBodyRoundTrip(t *testing.T) {
 		{Topic: "a", Payload: nil, QoS: 0},
 		{Topic: "farms/gh-01/sensor/air/temperature", Payload: []byte(`{"value":21.37}`), QoS: 1, Retain: true, Captured: 1_795_000_000_123_456_789},
 		{Topic: "ü/ö", Payload: bytes.Repeat([]byte{0}, 1000), QoS: 1, Captured: -1},
+		{Topic: "a/b", Payload: []byte("p"), QoS: 1, Captured: 3e9, Unsynced: true, Boot: wallclock.BootID{1, 2, 3, 15: 16}, SinceBoot: 10 * time.Second},
 	} {
 		b := appendBody(nil, &m)
 		got, err := decodeBody(b)
 		if err != nil {
 			t.Fatalf("decode %+v: %v", m, err)
 		}
-		if got.Topic != m.Topic || !bytes.Equal(got.Payload, m.Payload) || got.QoS != m.QoS || got.Retain != m.Retain || got.Captured != m.Captured {
+		if got.Topic != m.Topic || !bytes.Equal(got.Payload, m.Payload) || got.QoS != m.QoS || got.Retain != m.Retain || got.Captured != m.Captured ||
+			got.Unsynced != m.Unsynced || got.Boot != m.Boot || got.SinceBoot != m.SinceBoot {
 			t.Errorf("round trip: got %+v, want %+v", got, m)
 		}
 	}
@@ -127,6 +131,7 @@ func TestDecodeBodyRejects(t *testing.T) {
 		{"topic longer than body", mod(func(b []byte) []byte { b[bodyHeader] = 100; return b })},
 		{"empty topic", mod(func(b []byte) []byte { b[bodyHeader] = 0; return b })},
 		{"no topic length", good[:bodyHeader]},
+		{"unsynced without its stamp", mod(func(b []byte) []byte { b[1] |= flagUnsynced; return b })},
 		{"bad utf-8", appendBody(nil, &Message{Topic: "\xff\xfe"})},
 		{"all zero", make([]byte, 64)},
 	}
@@ -141,6 +146,8 @@ func FuzzBody(f *testing.F) {
 	f.Add([]byte{}, "a/b", []byte("payload"), byte(1), true, int64(1))
 	f.Add([]byte{1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 3, 'a', '/', 'b'}, "", []byte(nil), byte(0), false, int64(0))
 	f.Add(make([]byte, 40), "x/\u00e9", bytes.Repeat([]byte{0xff}, 300), byte(0), false, int64(-5))
+	// A record captured before the clock was trusted, with its stamp.
+	f.Add(appendBody(nil, &Message{Topic: "a/b", Payload: []byte("p"), QoS: 1, Unsynced: true, Boot: wallclock.BootID{1}, SinceBoot: time.Second}), "", []byte(nil), byte(0), false, int64(0))
 	f.Fuzz(func(t *testing.T, raw []byte, topic string, payload []byte, qos byte, retain bool, ts int64) {
 		// Arbitrary bytes never panic, and whatever decodes re-encodes
 		// to the same bytes (one encoding per message).
@@ -182,7 +189,7 @@ func TestPublishEncoding(t *testing.T) {
 				if _, err := pub.WriteTo(&want); err != nil {
 					t.Fatal(err)
 				}
-				props := pr.forMessage(seq, ts)
+				props := pr.forMessage(seq, ts, false)
 				got := appendPublish([]byte("junk"), topic, payload, props, qos, retain, 7)[4:]
 				if !bytes.Equal(got, want.Bytes()) {
 					t.Fatalf("payload %d qos %d retain %v: encoded\n%x\npaho\n%x", n, qos, retain, got[:min(len(got), 120)], want.Bytes()[:min(want.Len(), 120)])

@@ -79,6 +79,7 @@ type session struct {
 	ka        time.Duration
 	maxPacket uint32
 	skip      uint64 // a seq to dead-letter instead of sending
+	restamped []byte // scratch for a corrected payload (appendPublish copies it)
 
 	wmu       sync.Mutex   // one writer on the socket at a time
 	lastWrite atomic.Int64 // unix ns of the last completed write
@@ -260,7 +261,22 @@ func (s *session) publish(r *wal.Record) error {
 		s.deadLetter(r.Seq, string(b.topic), fmt.Sprintf("the cloud refused it or ended the connection over it %d sessions in a row", u.poisonAfter))
 		return nil
 	}
-	props := s.props.forMessage(r.Seq, b.captured)
+	captured, unsynced := b.captured, b.unsynced
+	if unsynced && u.trust != nil {
+		// Captured before the wall clock was trusted: map the stamp to
+		// wall time now, if the clock is trusted and the stamp is of
+		// this boot (README "Clock"). The buffer keeps the record as it
+		// was: correcting on the way out needs no rewrite of the disk.
+		if t, ok := u.trust.Correct(b.boot, b.sinceBoot); ok {
+			captured, unsynced = t.UnixNano(), false
+			if u.restamp != nil {
+				if p, ok := u.restamp(s.restamped[:0], b.payload); ok {
+					s.restamped, b.payload = p, p
+				}
+			}
+		}
+	}
+	props := s.props.forMessage(r.Seq, captured, unsynced)
 	if n := publishLen(len(b.topic), len(b.payload), len(props), b.qos); s.maxPacket > 0 && uint64(n) > uint64(s.maxPacket) {
 		s.addDone(r.Seq)
 		s.deadLetter(r.Seq, string(b.topic), fmt.Sprintf("%d bytes is above the cloud's maximum packet size %d", n, s.maxPacket))

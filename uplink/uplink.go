@@ -20,6 +20,7 @@ import (
 	"github.com/edged/edged/sensors/liveness"
 	"github.com/edged/edged/sensors/secretfile"
 	"github.com/edged/edged/sensors/topics"
+	"github.com/edged/edged/sensors/wallclock"
 	"github.com/edged/edged/uplink/wal"
 )
 
@@ -59,6 +60,9 @@ type Uplink struct {
 	walMu  sync.Mutex // serialises reopening with Close
 	kick   chan struct{}
 	status string // cloud status topic
+
+	trust   Trust
+	restamp Restamper
 
 	tlsConf  *tls.Config
 	addr     string
@@ -299,6 +303,28 @@ func (u *Uplink) prepareConn() error {
 	return nil
 }
 
+// Trust is the gateway's judge of its wall clock (sensors/wallclock.Clock):
+// a message captured before the clock is trusted carries its boot id and
+// time since boot, and its "ts" is corrected as it is forwarded once the
+// clock is trusted (README "Clock").
+type Trust interface {
+	Now() (wall time.Time, sinceBoot time.Duration, unsynced bool)
+	Boot() wallclock.BootID
+	Correct(boot wallclock.BootID, sinceBoot time.Duration) (time.Time, bool)
+}
+
+// Restamper rewrites the payload of a message captured before the clock
+// was trusted, once it is, appending the new payload to dst; ok false
+// sends the payload as it is. The pipeline's readings carry their own
+// stamps (pipeline.Restamper).
+type Restamper func(dst, payload []byte) (out []byte, ok bool)
+
+// SetTrust makes captures stamp with t and the forwarder correct stamps
+// with t and restamp (nil: only the "ts" property). Call it before Start.
+func (u *Uplink) SetTrust(t Trust, restamp Restamper) {
+	u.trust, u.restamp = t, restamp
+}
+
 // BufferDir is where the daemon keeps the uplink buffer under its state
 // directory; `edged buffer stat` reads the same place.
 func BufferDir(stateDir string) string { return filepath.Join(stateDir, "uplink") }
@@ -322,7 +348,16 @@ func (u *Uplink) Capture(topic string, payload []byte, qos byte, retain bool) (m
 		u.dropBadTopic.Add(1)
 		return true, fmt.Errorf("%w: local topic %q", err, topic)
 	}
-	m := Message{Topic: remote, Payload: payload, QoS: byte(r.QoS), Retain: r.Retain, Captured: u.clock.Now().UnixNano()}
+	m := Message{Topic: remote, Payload: payload, QoS: byte(r.QoS), Retain: r.Retain}
+	if t := u.trust; t != nil {
+		wall, since, unsynced := t.Now()
+		m.Captured, m.Unsynced, m.SinceBoot = wall.UnixNano(), unsynced, since
+		if unsynced {
+			m.Boot = t.Boot()
+		}
+	} else {
+		m.Captured = u.clock.Now().UnixNano()
+	}
 	bp := bodyPool.Get().(*[]byte)
 	body := appendBody((*bp)[:0], &m)
 	_, err = u.buf().log.Append(body)
@@ -432,7 +467,7 @@ func (u *Uplink) Stats() Stats {
 		s.BufferError = err.Error()
 	}
 	if !w.Oldest.IsZero() {
-		s.OldestUnsent = max(u.clock.Now().Sub(w.Oldest), 0)
+		s.OldestUnsent = w.OldestAge
 		s.OldestAgeSec = s.OldestUnsent.Round(time.Millisecond).Seconds()
 	}
 	if ns := u.lastPuback.Load(); ns != 0 {

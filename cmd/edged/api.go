@@ -258,6 +258,7 @@ func (d *daemon) metricsHandler(cfg *configs.Config) (http.Handler, *metrics.Con
 		Broker:       d.broker.Stats,
 		QueueDropped: func() uint64 { return d.queue.Dropped() },
 		Beats:        d.health.Beats,
+		Clock:        d.wall,
 	}
 	if d.uplink != nil {
 		src.Uplink = d.uplink.Stats

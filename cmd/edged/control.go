@@ -7,7 +7,6 @@ import (
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/localbroker"
 	"github.com/edged/edged/pipeline/control"
-	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/topics"
 )
 
@@ -23,7 +22,7 @@ func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) erro
 	}
 	loops := map[string]*control.Loop{}
 	for _, c := range cfg.Controllers {
-		l, err := control.New(c, d.actuators[c.Output], sensors.SystemClock, d.broker,
+		l, err := control.New(c, d.actuators[c.Output], d.clock, d.broker,
 			cfg.Device.TopicPrefix, cfg.StateDir, d.log) // the loop adds component and controller
 		if err != nil {
 			return err
@@ -33,7 +32,7 @@ func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) erro
 			return err
 		}
 	}
-	inbox := control.NewInbox(loops, sensors.SystemClock, d.log)
+	inbox := control.NewInbox(loops, d.clock, d.log)
 	d.loops, d.inbox = loops, inbox
 	tree := topics.New(cfg.Device.TopicPrefix)
 	// The handler runs in the publishing client's goroutine inside the

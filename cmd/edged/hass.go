@@ -10,7 +10,6 @@ import (
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/localbroker"
 	"github.com/edged/edged/pipeline/hass"
-	"github.com/edged/edged/sensors"
 )
 
 // startHomeAssistant announces the gateway to Home Assistant (MQTT
@@ -34,7 +33,7 @@ func (d *daemon) startHomeAssistant(ctx context.Context, cfg *configs.Config, ht
 	for i, sc := range cfg.Sensors {
 		g.Sensors = append(g.Sensors, hass.Sensor{ID: sc.ID, Name: sc.Name, Quantities: d.sensors[i].Quantities(), Poll: sc.PollOpts})
 	}
-	a, err := hass.New(o, g, d.broker, cfg.StateDir, sensors.SystemClock, d.log)
+	a, err := hass.New(o, g, d.broker, cfg.StateDir, d.clock, d.log)
 	if err != nil {
 		return err
 	}

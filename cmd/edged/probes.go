@@ -96,6 +96,10 @@ func (h *probes) Ready() []string {
 	return out
 }
 
+// Notes are /readyz's lines that do not fail it: the wall clock not
+// trusted yet.
+func (h *probes) Notes() []string { return clockNotes(h.d.wall) }
+
 // watchdogEvery returns half of systemd's watchdog interval when the
 // watchdog is on for this process (WATCHDOG_USEC, and WATCHDOG_PID
 // unset or ours), as sd_watchdog_enabled does.

@@ -22,6 +22,7 @@ import (
 	"github.com/edged/edged/pipeline"
 	"github.com/edged/edged/pipeline/control"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/wallclock"
 	"github.com/edged/edged/uplink"
 )
 
@@ -138,6 +139,8 @@ type daemon struct {
 	loops     map[string]*control.Loop
 	inbox     *control.Inbox
 	health    *probes
+	clock     sensors.Clock    // what sampling and the uplink read time from
+	wall      *wallclock.Clock // whether its wall time is trusted
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -183,17 +186,22 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("%d of %d devices did not open:\n%w", len(openErrs), len(cfg.Actuators)+len(cfg.Sensors), errors.Join(openErrs...))
 	}
 
+	if d.clock, d.wall, err = openClock(log); err != nil {
+		return nil, err
+	}
+	d.runClock(ctx)
 	prefix := cfg.Device.TopicPrefix
 	if d.broker, err = localbroker.New(cfg.Broker, prefix, log.With("component", "broker")); err != nil {
 		return nil, err
 	}
-	if d.uplink, err = openUplink(cfg, d.broker, log); err != nil {
+	if d.uplink, err = openUplink(cfg, d.broker, d.clock, d.wall, log); err != nil {
 		return nil, err
 	}
 	if err := d.broker.Start(); err != nil {
 		return nil, err
 	}
 	d.pipe = pipeline.New(prefix, d.broker, log)
+	d.pipe.SetTrust(d.wall)
 	if err := d.pipe.Status(true); err != nil {
 		return nil, fmt.Errorf("publish status: %w", err)
 	}
@@ -207,7 +215,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	// publish waits for the uplink's disk buffer, and sampling (and the
 	// control loops' input) must not.
 	d.queue = pipeline.NewQueue(d.pipe, sinkQueueSize, log)
-	d.poller = sensors.NewPoller(sensors.SystemClock, d.queue, log)
+	d.poller = sensors.NewPoller(d.clock, d.queue, log)
 	for i, sc := range cfg.Sensors {
 		if err := d.poller.Add(sc.ID, d.sensors[i], sc.PollOpts); err != nil {
 			return nil, err

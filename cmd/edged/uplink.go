@@ -8,7 +8,10 @@ import (
 
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/localbroker"
+	"github.com/edged/edged/pipeline"
+	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/topics"
+	"github.com/edged/edged/sensors/wallclock"
 	"github.com/edged/edged/uplink"
 )
 
@@ -58,7 +61,7 @@ func (p brokerState) PublishState(payload []byte) error { return p.b.Publish(p.t
 // openUplink opens the uplink when the config has one, installs it as the
 // broker's capturer (call before broker.Start, so no publish slips past
 // it) and starts forwarding. With no uplink section it does nothing.
-func openUplink(cfg *configs.Config, b *localbroker.Broker, log *slog.Logger) (*uplink.Uplink, error) {
+func openUplink(cfg *configs.Config, b *localbroker.Broker, clk sensors.Clock, wall *wallclock.Clock, log *slog.Logger) (*uplink.Uplink, error) {
 	if cfg.Uplink == nil {
 		return nil, nil
 	}
@@ -69,10 +72,14 @@ func openUplink(cfg *configs.Config, b *localbroker.Broker, log *slog.Logger) (*
 		// LAN does.
 		o.StatusTopic = tree.Status()
 	}
-	u, err := uplink.New(o, uplink.BufferDir(cfg.StateDir), cfg.Device.ID, log, nil)
+	o.Buffer.ClockFloor = clockFloor()
+	u, err := uplink.New(o, uplink.BufferDir(cfg.StateDir), cfg.Device.ID, log, clk)
 	if err != nil {
 		return nil, err
 	}
+	// Stamps taken before the clock is trusted are corrected as they
+	// leave, readings' payloads too (README "Clock").
+	u.SetTrust(wall, pipeline.Restamper(wall))
 	stateTopic := tree.UplinkState()
 	b.SetCapturer(uplinkCapturer{u: u, stateTopic: stateTopic})
 	u.SetStatePublisher(brokerState{b: b, topic: stateTopic})

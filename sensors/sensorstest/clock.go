@@ -33,6 +33,7 @@ import (
 type Clock struct {
 	mu      sync.Mutex
 	now     time.Time
+	mono    time.Duration // moved by Advance, not by Step
 	instant bool
 	armed   []*Timer      // pending timers, unordered
 	seq     uint64        // arm order, breaks ties between equal deadlines
@@ -44,7 +45,10 @@ type Clock struct {
 	record      []time.Duration
 }
 
-var _ sensors.Clock = (*Clock)(nil)
+var (
+	_ sensors.Clock     = (*Clock)(nil)
+	_ sensors.Monotonic = (*Clock)(nil)
+)
 
 // NewClock returns a fake clock that reads t0.
 func NewClock(t0 time.Time) *Clock { return &Clock{now: t0} }
@@ -90,6 +94,28 @@ func (c *Clock) Now() time.Time {
 	return c.now
 }
 
+// Mono returns the fake monotonic time: the sum of every Advance (and of
+// every instant timer's wait) since the clock was made. Step does not move
+// it.
+func (c *Clock) Mono() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mono
+}
+
+// Step moves the wall clock by d, forward or back, as NTP or `date -s`
+// does: Now jumps, Mono does not, and no timer fires (each armed timer is
+// still due after the same Advance, as real timers run on the monotonic
+// clock).
+func (c *Clock) Step(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for _, t := range c.armed {
+		t.when = t.when.Add(d)
+	}
+}
+
 // NewTimer returns a timer that fires once the clock has advanced by d.
 func (c *Clock) NewTimer(d time.Duration) sensors.Timer {
 	t := &Timer{c: c, ch: make(chan time.Time, 1), idx: -1}
@@ -119,6 +145,7 @@ func (c *Clock) Advance(d time.Duration) {
 	target := c.now
 	if d > 0 {
 		target = c.now.Add(d)
+		c.mono += d
 	}
 	for {
 		t := c.earliestLocked()
@@ -247,6 +274,7 @@ func (c *Clock) earliestLocked() *Timer {
 func (c *Clock) armLocked(t *Timer, d time.Duration) {
 	if c.instant && d > 0 {
 		c.now = c.now.Add(d)
+		c.mono += d
 	}
 	if d <= 0 || c.instant {
 		t.fire(c.now)

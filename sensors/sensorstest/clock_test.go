@@ -342,3 +342,42 @@ func TestInstantClock(t *testing.T) {
 		t.Errorf("manual clock: Waits %d, %v; pending %d", n, last, m.Pending())
 	}
 }
+
+// TestClockStepMovesWallOnly pins what the clock-trust tests rely on: a
+// step moves Now, not Mono, and fires no timer; the timer still fires
+// after the Advance it was armed for.
+func TestClockStepMovesWallOnly(t *testing.T) {
+	c := NewClock(time.Unix(0, 0).UTC())
+	tm := c.NewTimer(10 * time.Second)
+	c.Advance(4 * time.Second)
+	if got := c.Mono(); got != 4*time.Second {
+		t.Fatalf("Mono after Advance(4s) = %v", got)
+	}
+	c.Step(56 * 365 * 24 * time.Hour) // NTP: 1970 to 2026
+	if got := c.Mono(); got != 4*time.Second {
+		t.Errorf("Mono after a step = %v, want 4s", got)
+	}
+	if want := time.Unix(4, 0).Add(56 * 365 * 24 * time.Hour); !c.Now().Equal(want) {
+		t.Errorf("Now after a step = %v, want %v", c.Now(), want)
+	}
+	if _, ok := recv(t, tm); ok {
+		t.Fatal("a forward step fired a timer")
+	}
+	c.Step(-time.Hour)
+	c.Advance(5 * time.Second)
+	if _, ok := recv(t, tm); ok {
+		t.Fatal("timer fired after 9s of its 10s")
+	}
+	c.Advance(time.Second)
+	if _, ok := recv(t, tm); !ok {
+		t.Fatal("timer did not fire after 10s of monotonic time")
+	}
+	if got := c.Mono(); got != 10*time.Second {
+		t.Errorf("Mono = %v, want 10s", got)
+	}
+	ic := NewInstantClock()
+	ic.NewTimer(3 * time.Second)
+	if got := ic.Mono(); got != 3*time.Second {
+		t.Errorf("instant clock Mono = %v, want 3s", got)
+	}
+}

@@ -427,6 +427,9 @@ type Received struct {
 	Epoch   string
 	Seq     uint64
 	TS      string
+	// Clock is the "clock" user property: "unsynced" for a capture time
+	// taken before the gateway's clock was trusted and not corrected.
+	Clock string
 }
 
 // Collector subscribes to a filter on the cloud broker with QoS 1 and
@@ -455,6 +458,7 @@ func Collect(addr, filter string) (*Collector, error) {
 				r.Epoch = p.Properties.User.Get("epoch")
 				r.Seq, _ = strconv.ParseUint(p.Properties.User.Get("seq"), 10, 64)
 				r.TS = p.Properties.User.Get("ts")
+				r.Clock = p.Properties.User.Get("clock")
 			}
 			col.mu.Lock()
 			col.msgs = append(col.msgs, r)

@@ -129,7 +129,11 @@ type Opts struct {
 
 	Log   *slog.Logger  `yaml:"-"`
 	Clock sensors.Clock `yaml:"-"`
-	FS    FS            `yaml:"-"`
+	// ClockFloor: wall times before it are wrong (the binary's build
+	// date); a recovered record stamped before it, or a clock that reads
+	// before it at Open, gives MaxAge no age to go by.
+	ClockFloor time.Time `yaml:"-"`
+	FS         FS        `yaml:"-"`
 
 	leaseBlock uint64 // 0: the constant; tests set a small one
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"sort"
+	"time"
 )
 
 // recover rebuilds the in-memory state from the directory. Its rules:
@@ -212,9 +213,13 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		if ferr != nil {
 			break
 		}
+		if seg.count == 0 {
+			seg.firstMono = l.recoveredMono(t)
+		}
 		seg.count++
 		seg.lastTime = t
 	}
+	seg.lastMono = l.recoveredMono(seg.lastTime)
 	off := fr.off
 	seg.size = off
 	skipTo := uint64(0)
@@ -447,6 +452,21 @@ func (l *Log) readLease(exists bool) {
 			"from", l.nextSeq, "to", leased)
 		l.nextSeq = leased + 1
 	}
+}
+
+// recoveredMono places a recovered segment's newest record (appended at
+// wall time t, by an earlier process) on the monotonic clock: as old as
+// the wall clock says, unless either time is before Opts.ClockFloor or t
+// is in the future, when its age is unknown and counts from now (the
+// record is kept rather than expired by a clock that was wrong).
+func (l *Log) recoveredMono(t int64) time.Duration {
+	now, mono := l.clock.Now(), l.monoNow()
+	floor := l.opts.ClockFloor.UnixNano()
+	age := time.Duration(now.UnixNano() - t)
+	if age < 0 || t < floor || now.UnixNano() < floor {
+		age = 0
+	}
+	return mono - age
 }
 
 // tornTail reports whether the damaged region [off, size) of the last

@@ -94,8 +94,12 @@ type Stats struct {
 	// (exact for whole segments, prorated for the partly acked one).
 	BacklogBytes int64
 	// Oldest is the append time of the oldest unacknowledged record; zero
-	// when the backlog is empty.
+	// when the backlog is empty. OldestAge is its age: by the wall clock,
+	// but within the ages of its segment's first and newest records on
+	// the monotonic clock, so a step of the wall clock does not make it
+	// decades old (or new).
 	Oldest    time.Time
+	OldestAge time.Duration
 	Segments  int
 	DiskBytes int64
 
@@ -115,7 +119,15 @@ type segment struct {
 	count    uint64 // records written
 	size     int64  // bytes written, header included
 	lastTime int64  // unix ns of the newest record; 0 if none
-	name     string // base name
+	// lastMono is the newest record's time on the log's monotonic clock
+	// (recovered segments: their age at Open, judged by wall time when
+	// that can be believed): MaxAge measures on it, so a step of the
+	// wall clock (NTP's first sync on a Pi without RTC) expires nothing.
+	lastMono time.Duration
+	// firstMono is the same for the segment's first record: with
+	// lastMono it bounds a record's age for Stats.OldestAge.
+	firstMono time.Duration
+	name      string // base name
 	// badFrom, if non-zero, is the first seq found damaged after Open;
 	// readers skip the rest of the segment.
 	badFrom     uint64
@@ -181,10 +193,10 @@ type Log struct {
 	lastSync    time.Time
 	lastMarker  time.Time
 	markerSeq   uint64
-	nextAgeScan time.Time
-	leaseWarned bool   // a lease write failed and was logged
-	seqFloor    uint64 // recovery: no seq below this may be issued
-	tailFloor   uint64 // recovery: the part of seqFloor a truncation line already named
+	nextAgeScan time.Duration // on monoNow
+	leaseWarned bool          // a lease write failed and was logged
+	seqFloor    uint64        // recovery: no seq below this may be issued
+	tailFloor   uint64        // recovery: the part of seqFloor a truncation line already named
 
 	// liveMu guards markerLive, kept open and rewritten in place by Ack.
 	liveMu     sync.Mutex
@@ -259,9 +271,18 @@ func Open(dir string, opts Opts) (*Log, error) {
 	_ = l.writeLease(l.nextSeq - 1 + l.opts.leaseBlock)
 	now := l.clock.Now()
 	l.lastSync, l.lastMarker = now, now
-	l.nextAgeScan = now
+	l.nextAgeScan = l.monoNow()
 	go l.run()
 	return l, nil
+}
+
+// monoNow is the log clock's monotonic time (sensors.Monotonic), or its
+// wall time for a clock without one.
+func (l *Log) monoNow() time.Duration {
+	if m, ok := l.clock.(sensors.Monotonic); ok {
+		return m.Mono()
+	}
+	return time.Duration(l.clock.Now().UnixNano())
 }
 
 func (l *Log) path(name string) string { return filepath.Join(l.dir, name) }
@@ -420,6 +441,11 @@ func (l *Log) Stats() Stats {
 	}
 	oldest := l.acked + 1
 	visible := l.visible
+	var lo, hi time.Duration // bounds of the oldest record's age
+	if seg, _ := l.findSeg(oldest); seg != nil {
+		mono := l.monoNow()
+		lo, hi = max(mono-seg.lastMono, 0), max(mono-seg.firstMono, 0)
+	}
 	l.mu.Unlock()
 	if s.Backlog > 0 && oldest <= visible {
 		var c cursor
@@ -427,6 +453,7 @@ func (l *Log) Stats() Stats {
 		c.close()
 		if err == nil && len(recs) == 1 {
 			s.Oldest = recs[0].Time
+			s.OldestAge = min(max(l.clock.Now().Sub(s.Oldest), lo), hi)
 		}
 	}
 	return s

@@ -168,6 +168,7 @@ func TestConformance(t *testing.T) {
 			t.Run("MaxBytesDropOldest", func(t *testing.T) { testDropOldest(t, cfg) })
 			t.Run("MaxBytesRejectNew", func(t *testing.T) { testRejectNew(t, cfg) })
 			t.Run("MaxAge", func(t *testing.T) { testMaxAge(t, cfg) })
+			t.Run("MaxAgeClockSteps", func(t *testing.T) { testMaxAgeClockSteps(t, cfg) })
 			t.Run("ClosedErrors", func(t *testing.T) { testClosed(t, cfg) })
 		})
 	}
@@ -555,6 +556,75 @@ func testMaxAge(t *testing.T, cfg suiteConfig) {
 			}
 		}
 	}
+}
+
+// testMaxAgeClockSteps: max_age is not fooled by a step of the wall
+// clock. A Pi captures in 1970, NTP steps it to 2026: nothing is 56
+// years old. Stepped back, old records still expire on time. Across a
+// reopen, a record stamped before ClockFloor is kept, its age unknown.
+func testMaxAgeClockSteps(t *testing.T, cfg suiteConfig) {
+	e := newEnv(t, cfg)
+	e.clock = sensorstest.NewClock(time.Unix(0, 0).UTC())
+	e.opts.Clock = e.clock
+	e.opts.SegmentBytes = 1024
+	e.opts.MaxAge = time.Hour
+	e.opts.ClockFloor = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	l := e.open()
+	appendN(t, l, 0, 100) // several segments, in 1970
+	e.clock.Advance(time.Minute)
+	e.clock.Step(56 * 365 * 24 * time.Hour) // NTP
+	e.clock.Advance(time.Minute)
+	if st := l.Stats(); st.OldestAge != 2*time.Minute {
+		t.Errorf("OldestAge after a forward step = %v, want 2m (not 56 years)", st.OldestAge)
+	}
+	appendN(t, l, 100, 1) // the append runs the age scan
+	if st := l.Stats(); st.DroppedAge != 0 {
+		t.Fatalf("a forward step expired %d records two minutes old", st.DroppedAge)
+	}
+	e.clock.Step(-2 * time.Hour) // back: by wall time everything is young
+	e.clock.Advance(57 * time.Minute)
+	if st := l.Stats(); st.OldestAge != 59*time.Minute {
+		t.Errorf("OldestAge after a step back = %v, want 59m", st.OldestAge)
+	}
+	appendN(t, l, 101, 1)
+	if st := l.Stats(); st.DroppedAge != 0 {
+		t.Fatalf("expired %d records 59 minutes old by the monotonic clock", st.DroppedAge)
+	}
+	e.clock.Advance(2 * time.Minute) // the 1970 records are 61 min old now
+	appendN(t, l, 102, 1)
+	if st := l.Stats(); st.DroppedAge == 0 {
+		t.Fatal("records older than max_age by the monotonic clock were kept after a step back")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new process on the same disk: records stamped in 1970 (before the
+	// floor) are kept, and expire an hour after the open.
+	e2 := newEnv(t, cfg)
+	e2.dir, e2.fs = e.dir, e.fs
+	e2.opts = e.opts
+	e2.opts.SegmentBytes = 1024
+	l = e2.openWith(t, time.Unix(0, 0).UTC().Add(time.Hour)) // rebooted, still 1970
+	appendN(t, l, 200, 50)
+	e2.clock.Step(56 * 365 * 24 * time.Hour)
+	e2.clock.Advance(30 * time.Minute)
+	appendN(t, l, 250, 1)
+	if st := l.Stats(); st.DroppedAge != 0 {
+		t.Fatalf("after a reopen and a step: %d expired", st.DroppedAge)
+	}
+	e2.clock.Advance(31 * time.Minute)
+	appendN(t, l, 251, 1)
+	if st := l.Stats(); st.DroppedAge == 0 {
+		t.Fatal("nothing expired an hour after the open")
+	}
+}
+
+// openWith opens the log on a fresh fake clock at t0.
+func (e *env) openWith(t *testing.T, t0 time.Time) *Log {
+	e.clock = sensorstest.NewClock(t0)
+	e.opts.Clock = e.clock
+	return e.open()
 }
 
 func testClosed(t *testing.T, cfg suiteConfig) {

@@ -112,7 +112,7 @@ func (l *Log) armTimer(t interface{ Reset(time.Duration) bool }) {
 		consider(l.lastMarker.Add(l.opts.AckInterval))
 	}
 	if l.opts.MaxAge > 0 {
-		consider(l.nextAgeScan)
+		consider(now.Add(l.nextAgeScan - l.monoNow()))
 	}
 	if next.IsZero() {
 		next = now.Add(time.Hour)
@@ -126,8 +126,9 @@ func (l *Log) armTimer(t interface{ Reset(time.Duration) bool }) {
 func (l *Log) commit(batch []*appendReq) {
 	now := l.clock.Now()
 	ns := now.UnixNano()
-	if l.opts.MaxAge > 0 && !now.Before(l.nextAgeScan) {
-		l.expire(now)
+	mono := l.monoNow()
+	if l.opts.MaxAge > 0 && mono >= l.nextAgeScan {
+		l.expire(mono)
 	}
 	l.buf = l.buf[:0]
 	var pending []*appendReq // written, waiting for the batch's outcome
@@ -136,7 +137,7 @@ func (l *Log) commit(batch []*appendReq) {
 		if len(l.buf) == 0 {
 			return nil
 		}
-		err := l.writeActive(l.buf, pendingCount, ns)
+		err := l.writeActive(l.buf, pendingCount, ns, mono)
 		l.buf = l.buf[:0]
 		pendingCount = 0
 		return err
@@ -243,7 +244,7 @@ func (l *Log) diskBytes() int64 {
 // writeActive writes frames holding count records to the active segment.
 // On a failed write it truncates the partial frames away and takes their
 // seqs back, so the segment stays parseable and seqs stay dense.
-func (l *Log) writeActive(b []byte, count uint64, ns int64) error {
+func (l *Log) writeActive(b []byte, count uint64, ns int64, mono time.Duration) error {
 	act := l.activeSeg()
 	_, err := l.active.Write(b)
 	if err != nil {
@@ -259,7 +260,10 @@ func (l *Log) writeActive(b []byte, count uint64, ns int64) error {
 	act.count += count
 	act.size += int64(len(b))
 	l.disk += int64(len(b))
-	act.lastTime = ns
+	if act.count == count { // the segment's first records
+		act.firstMono = mono
+	}
+	act.lastTime, act.lastMono = ns, mono
 	l.st.BytesWritten += uint64(len(b))
 	l.mu.Unlock()
 	return nil
@@ -358,12 +362,12 @@ func (l *Log) removeFirst(ok func(*segment) bool, counter *uint64, why string) b
 	return true
 }
 
-// expire drops segments whose newest record is older than MaxAge. An
-// expired active segment is sealed first so it can go too.
-func (l *Log) expire(now time.Time) {
-	limit := now.Add(-l.opts.MaxAge).UnixNano()
-	l.nextAgeScan = now.Add(min(max(l.opts.MaxAge/8, time.Second), time.Minute))
-	old := func(s *segment) bool { return s.count > 0 && s.lastTime < limit }
+// expire drops segments whose newest record is older than MaxAge, by the
+// monotonic clock (mono is monoNow). An expired active segment is sealed
+// first so it can go too.
+func (l *Log) expire(mono time.Duration) {
+	l.nextAgeScan = mono + min(max(l.opts.MaxAge/8, time.Second), time.Minute)
+	old := func(s *segment) bool { return s.count > 0 && mono-s.lastMono > l.opts.MaxAge }
 	act := l.activeSeg()
 	l.mu.Lock()
 	sealAct := old(act)
@@ -394,8 +398,8 @@ func (l *Log) housekeep(now time.Time, closing bool) {
 	if unsynced && l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval {
 		_ = l.syncActive(false)
 	}
-	if l.opts.MaxAge > 0 && !now.Before(l.nextAgeScan) {
-		l.expire(now)
+	if mono := l.monoNow(); l.opts.MaxAge > 0 && mono >= l.nextAgeScan {
+		l.expire(mono)
 	}
 	if needRotate && l.activeSeg().count > 0 {
 		_ = l.rotate()

@@ -32,6 +32,7 @@ import (
 	"github.com/edged/edged/pipeline/control"
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/liveness"
+	"github.com/edged/edged/sensors/wallclock"
 	"github.com/edged/edged/uplink"
 )
 
@@ -81,6 +82,9 @@ type Sources struct {
 	Controllers  *Controllers
 	QueueDropped func() uint64
 	Beats        func() []*liveness.Beat
+	// Clock is the wall clock's judge (README "Clock"); nil: no clock
+	// metrics.
+	Clock *wallclock.Clock
 }
 
 // Handler returns the /metrics handler: the text exposition format,
@@ -224,7 +228,7 @@ type collector struct {
 	brokerReasons                                       []*prometheus.Desc
 	buildInfo, readingValue, readingTime, senseTime     *prometheus.Desc
 	lastSample, queueDropped, uplinkDropped, lastPuback *prometheus.Desc
-	controlInput, loopOverdue                           *prometheus.Desc
+	controlInput, loopOverdue, clockSynced, clockSteps  *prometheus.Desc
 	uplinkRows                                          []metric[uplink.Stats]
 	sensorRows                                          []metric[sensors.SensorStats]
 	controlRows                                         []metric[control.State]
@@ -260,13 +264,15 @@ func newCollector(src Sources) *collector {
 		lastPuback:    prometheus.NewDesc("edged_uplink_last_puback_timestamp_seconds", "Time of the latest PUBACK from the cloud (Unix seconds); absent before the first.", nil, nil),
 		controlInput:  prometheus.NewDesc("edged_control_input", "The controller's fresh input value; absent while it has none (stale, offline).", []string{"controller"}, nil),
 		loopOverdue:   prometheus.NewDesc("edged_loop_overdue_seconds", "How long a main loop is past the time it should have come round; 0 when alive (see /healthz).", []string{"loop"}, nil),
+		clockSynced:   prometheus.NewDesc("edged_clock_synced", "1 while the wall clock is trusted (the kernel says NTP synchronised it, it reads after the build date, it did not just jump); 0 while readings are stamped \"clock\":\"unsynced\".", nil, nil),
+		clockSteps:    prometheus.NewDesc("edged_clock_steps_total", "Steps of the wall clock against the monotonic clock seen (NTP's first sync included).", nil, nil),
 	}
 }
 
 // Describe sends every descriptor the collector may produce.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.readingValue, c.readingTime, c.senseTime, c.lastSample,
-		c.queueDropped, c.uplinkDropped, c.lastPuback, c.controlInput, c.loopOverdue} {
+		c.queueDropped, c.uplinkDropped, c.lastPuback, c.controlInput, c.loopOverdue, c.clockSynced, c.clockSteps} {
 		ch <- d
 	}
 	for _, m := range c.broker {
@@ -347,6 +353,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(c.controlInput, gauge, *st.Input, id)
 			}
 		}
+	}
+	if src.Clock != nil {
+		synced := 0.0
+		if src.Clock.Synced() {
+			synced = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.clockSynced, gauge, synced)
+		ch <- prometheus.MustNewConstMetric(c.clockSteps, counter, float64(src.Clock.Jumps()))
 	}
 	if src.Beats != nil {
 		for _, b := range src.Beats() {

@@ -20,6 +20,8 @@ import (
 	"github.com/edged/edged/pipeline/control"
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/liveness"
+	"github.com/edged/edged/sensors/sensorstest"
+	"github.com/edged/edged/sensors/wallclock"
 	"github.com/edged/edged/uplink"
 )
 
@@ -35,6 +37,47 @@ func sources(bs *localbroker.Stats, us *uplink.Stats, ss *[]sensors.SensorStats,
 		QueueDropped: func() uint64 { return 3 },
 		Controllers:  controllers(control.State{Setpoint: 22.5, Input: &in, Output: 0.4, Fault: "input stale"}),
 		Beats:        func() []*liveness.Beat { return []*liveness.Beat{liveness.New("control/heat")} },
+		Clock:        trustedClock(),
+	}
+}
+
+// trustedClock is a wall clock judge that trusts its clock.
+func trustedClock() *wallclock.Clock {
+	wc, err := wallclock.New(sensorstest.NewClock(time.Unix(1700000000, 0)), nil, wallclock.Opts{}, nil)
+	if err != nil {
+		panic(err)
+	}
+	wc.Check()
+	return wc
+}
+
+// TestClockMetrics: edged_clock_synced follows the judge, and a step is
+// counted.
+func TestClockMetrics(t *testing.T) {
+	clk := sensorstest.NewClock(time.Unix(0, 0))
+	synced := false
+	wc, err := wallclock.New(clk, wallclock.KernelFunc(func() (bool, error) { return synced, nil }), wallclock.Opts{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc.Check()
+	h := Handler(Sources{Sensors: func() []sensors.SensorStats { return nil }, Broker: func() localbroker.Stats { return localbroker.Stats{} }, Clock: wc})
+	fams, _ := scrape(t, h)
+	if v, ok := value(fams, "edged_clock_synced", nil); !ok || v != 0 {
+		t.Fatalf("edged_clock_synced = %v (present %v) before NTP, want 0", v, ok)
+	}
+	clk.Advance(time.Second)
+	clk.Step(50 * 365 * 24 * time.Hour)
+	synced = true
+	wc.Check()
+	clk.Advance(time.Second)
+	wc.Check()
+	fams, _ = scrape(t, h)
+	if v, ok := value(fams, "edged_clock_synced", nil); !ok || v != 1 {
+		t.Errorf("edged_clock_synced = %v (present %v) after NTP, want 1", v, ok)
+	}
+	if v, ok := value(fams, "edged_clock_steps_total", nil); !ok || v != 1 {
+		t.Errorf("edged_clock_steps_total = %v (present %v), want 1", v, ok)
 	}
 }
 
@@ -134,6 +177,8 @@ func TestExposition(t *testing.T) {
 		{"edged_control_fault", map[string]string{"controller": "heat"}, 1},
 		{"edged_loop_overdue_seconds", map[string]string{"loop": "control/heat"}, 0},
 		{"edged_build_info", map[string]string{"version": "test"}, 1},
+		{"edged_clock_synced", nil, 1},
+		{"edged_clock_steps_total", nil, 0},
 	} {
 		got, ok := value(fams, c.name, c.labels)
 		if !ok || math.Abs(got-c.want) > 1e-9 {

@@ -117,6 +117,8 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 type probe struct {
 	Status   string   `json:"status"`
 	Problems []string `json:"problems,omitempty"`
+	// Notes inform without failing (Noter).
+	Notes []string `json:"notes,omitempty"`
 }
 
 func probeStatus(problems []string) (int, string) {
@@ -136,10 +138,14 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		problems = s.deps.Probes.Ready()
 	}
 	code, status := probeStatus(problems)
-	if _, _, err := s.authenticate(r); err != nil {
-		problems = nil
+	var notes []string
+	if n, ok := s.deps.Probes.(Noter); ok {
+		notes = n.Notes()
 	}
-	writeJSON(w, code, probe{status, problems})
+	if _, _, err := s.authenticate(r); err != nil {
+		problems, notes = nil, nil
+	}
+	writeJSON(w, code, probe{status, problems, notes})
 }
 
 // metrics serves Prometheus under the API's authentication: open when

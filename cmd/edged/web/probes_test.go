@@ -68,6 +68,31 @@ func TestProbes(t *testing.T) {
 	}
 }
 
+// notingProbes are probes with notes (web.Noter).
+type notingProbes struct {
+	fakeProbes
+	notes []string
+}
+
+func (p *notingProbes) Notes() []string { return p.notes }
+
+// TestReadyzNotes: a note (the clock not trusted) shows in /readyz for
+// users, fails nothing, and is hidden from strangers as problems are.
+func TestReadyzNotes(t *testing.T) {
+	probes := &notingProbes{notes: []string{"clock: not trusted (the kernel says the clock is not synchronised)"}}
+	deps := testDeps("")
+	deps.Probes = probes
+	_, base := serve(t, deps, DefaultOpts())
+	code, _, body := call(t, "GET", base+"/readyz", "", basic(RoleViewer))
+	if code != http.StatusOK || !strings.Contains(body, `"status":"ok"`) || !strings.Contains(body, `"notes":["clock: not trusted`) {
+		t.Errorf("/readyz as a viewer with a note: %d %s, want 200 ok with the note", code, body)
+	}
+	code, _, body = call(t, "GET", base+"/readyz", "", nil)
+	if code != http.StatusOK || strings.TrimSpace(body) != `{"status":"ok"}` {
+		t.Errorf("/readyz without credentials: %d %s, want 200 {\"status\":\"ok\"}", code, body)
+	}
+}
+
 // TestMetricsAccess: /metrics follows the API's access rules: open when
 // anonymous access is, else HTTP Basic or a bearer token.
 func TestMetricsAccess(t *testing.T) {

@@ -150,6 +150,12 @@ type Probes interface {
 	Ready() []string
 }
 
+// Noter is an optional capability of Probes: lines /readyz shows as
+// "notes" without failing (the clock not trusted yet).
+type Noter interface {
+	Notes() []string
+}
+
 // Deps are the rooms the API serves. Auth and Stats are required; a nil
 // Controllers, Actuators or Uplink serves an empty list or "disabled".
 type Deps struct {
