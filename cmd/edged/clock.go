@@ -4,39 +4,23 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"time"
 
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/wallclock"
 )
 
-// buildDate is set at build time with -ldflags "-X main.buildDate=..."
-// (RFC 3339, or a date 2006-01-02). `edged version` prints it; here it
-// is the floor below which the wall clock is never trusted.
-var buildDate = ""
-
-// sourceDate is the floor when neither buildDate nor the VCS time of
-// the build is known: no clock that reads earlier than this source was
-// written can be right.
+// sourceDate is the floor when the build date is unknown: no clock that
+// reads earlier than this source was written can be right.
 var sourceDate = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 
-// clockFloor is the binary's build date: buildDate, else the commit time
-// go build stamped (vcs.time), else sourceDate.
+// clockFloor is the binary's build date (the commit's time, as `edged
+// version` prints it), or sourceDate when that is unknown or earlier: the
+// wall clock is never trusted below it.
 func clockFloor() time.Time {
-	for _, layout := range []string{time.RFC3339, time.DateOnly} {
-		if t, err := time.Parse(layout, buildDate); err == nil {
-			return t
-		}
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.time" {
-				if t, err := time.Parse(time.RFC3339, s.Value); err == nil && t.After(sourceDate) {
-					return t
-				}
-			}
-		}
+	_, date := buildCommit()
+	if t, err := time.Parse(time.RFC3339, date); err == nil && t.After(sourceDate) {
+		return t
 	}
 	return sourceDate
 }
