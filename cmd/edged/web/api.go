@@ -117,6 +117,17 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 type probe struct {
 	Status   string   `json:"status"`
 	Problems []string `json:"problems,omitempty"`
+	// Reload is the outcome of the last config reload, for users; absent
+	// before the first.
+	Reload any `json:"reload,omitempty"`
+}
+
+// reloader is a Probes that also knows how the last config reload went
+// (optional).
+type reloader interface {
+	// LastReload returns the last reload's outcome as JSON-able data,
+	// nil before the first.
+	LastReload() any
 }
 
 func probeStatus(problems []string) (int, string) {
@@ -136,10 +147,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		problems = s.deps.Probes.Ready()
 	}
 	code, status := probeStatus(problems)
+	out := probe{Status: status, Problems: problems}
 	if _, _, err := s.authenticate(r); err != nil {
-		problems = nil
+		out.Problems = nil
+	} else if rl, ok := s.deps.Probes.(reloader); ok {
+		out.Reload = rl.LastReload()
 	}
-	writeJSON(w, code, probe{status, problems})
+	writeJSON(w, code, out)
 }
 
 // metrics serves Prometheus under the API's authentication: open when
@@ -270,8 +284,9 @@ func (s *Server) sensorsJSON() []sensorJSON {
 	for _, st := range s.deps.Stats.SensorStats() {
 		stats[st.ID] = st
 	}
-	out := make([]sensorJSON, 0, len(s.deps.Sensors))
-	for _, si := range s.deps.Sensors {
+	list := *s.sensors.Load()
+	out := make([]sensorJSON, 0, len(list))
+	for _, si := range list {
 		st, ok := stats[si.ID]
 		if !ok {
 			st.Status = "unknown"
@@ -296,7 +311,7 @@ func (s *Server) sensorList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) sensorInfo(id string) (SensorInfo, bool) {
-	for _, si := range s.deps.Sensors {
+	for _, si := range *s.sensors.Load() {
 		if si.ID == id {
 			return si, true
 		}
