@@ -81,6 +81,26 @@ type Sources struct {
 	Controllers  *Controllers
 	QueueDropped func() uint64
 	Beats        func() []*liveness.Beat
+	Reloads      func() Reloads
+}
+
+// Reloads are the config reloads (SIGHUP) of a running edged, which
+// cmd/edged counts, for the edged_config_* metrics (named as Prometheus
+// names its own).
+type Reloads struct {
+	// Applied, Failed (applied in part: a device did not open) and
+	// Refused (the file did not validate; nothing changed) count reloads
+	// by result.
+	Applied, Failed, Refused uint64
+	// LastSuccessful is false after a reload that was not applied in
+	// full, until one is.
+	LastSuccessful bool
+	// LastSuccess is when the running config was last applied in full:
+	// the start, then each applied reload.
+	LastSuccess time.Time
+	// RestartNeeded is true while the file asks for changes that only a
+	// restart applies (listener addresses, state_dir, ...).
+	RestartNeeded bool
 }
 
 // Handler returns the /metrics handler: the text exposition format,
@@ -225,6 +245,7 @@ type collector struct {
 	buildInfo, readingValue, readingTime, senseTime     *prometheus.Desc
 	lastSample, queueDropped, uplinkDropped, lastPuback *prometheus.Desc
 	controlInput, loopOverdue                           *prometheus.Desc
+	reloads, reloadOK, reloadTime, restartNeeded        *prometheus.Desc
 	uplinkRows                                          []metric[uplink.Stats]
 	sensorRows                                          []metric[sensors.SensorStats]
 	controlRows                                         []metric[control.State]
@@ -260,13 +281,18 @@ func newCollector(src Sources) *collector {
 		lastPuback:    prometheus.NewDesc("edged_uplink_last_puback_timestamp_seconds", "Time of the latest PUBACK from the cloud (Unix seconds); absent before the first.", nil, nil),
 		controlInput:  prometheus.NewDesc("edged_control_input", "The controller's fresh input value; absent while it has none (stale, offline).", []string{"controller"}, nil),
 		loopOverdue:   prometheus.NewDesc("edged_loop_overdue_seconds", "How long a main loop is past the time it should have come round; 0 when alive (see /healthz).", []string{"loop"}, nil),
+		reloads:       prometheus.NewDesc("edged_config_reloads_total", "Config reloads (SIGHUP), by result: applied, failed (applied in part, a device did not open), refused (the file did not validate; nothing changed).", []string{"result"}, nil),
+		reloadOK:      prometheus.NewDesc("edged_config_last_reload_successful", "1 if the last config reload was applied in full (or none was tried), 0 if it failed or was refused.", nil, nil),
+		reloadTime:    prometheus.NewDesc("edged_config_last_reload_success_timestamp_seconds", "When the running config was last applied in full: the start, then each applied reload (Unix seconds).", nil, nil),
+		restartNeeded: prometheus.NewDesc("edged_config_restart_needed", "1 while the config file asks for changes only a restart applies (listener addresses, state_dir, device id, ...).", nil, nil),
 	}
 }
 
 // Describe sends every descriptor the collector may produce.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.readingValue, c.readingTime, c.senseTime, c.lastSample,
-		c.queueDropped, c.uplinkDropped, c.lastPuback, c.controlInput, c.loopOverdue} {
+		c.queueDropped, c.uplinkDropped, c.lastPuback, c.controlInput, c.loopOverdue,
+		c.reloads, c.reloadOK, c.reloadTime, c.restartNeeded} {
 		ch <- d
 	}
 	for _, m := range c.broker {
@@ -300,8 +326,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if src.Readings != nil {
-		for i := range src.Readings.slots {
-			r := &src.Readings.slots[i]
+		t := src.Readings.tab.Load()
+		for i := range t.slots {
+			r := &t.slots[i]
 			ns := r.at.Load()
 			if ns == 0 {
 				continue // nothing published yet
@@ -348,6 +375,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+	if src.Reloads != nil {
+		r := src.Reloads()
+		for _, n := range []struct {
+			result string
+			n      uint64
+		}{{"applied", r.Applied}, {"failed", r.Failed}, {"refused", r.Refused}} {
+			ch <- prometheus.MustNewConstMetric(c.reloads, counter, float64(n.n), n.result)
+		}
+		ch <- prometheus.MustNewConstMetric(c.reloadOK, gauge, b2f(r.LastSuccessful))
+		ch <- prometheus.MustNewConstMetric(c.reloadTime, gauge, unixSeconds(r.LastSuccess))
+		ch <- prometheus.MustNewConstMetric(c.restartNeeded, gauge, b2f(r.RestartNeeded))
+	}
 	if src.Beats != nil {
 		for _, b := range src.Beats() {
 			ch <- prometheus.MustNewConstMetric(c.loopOverdue, gauge, b.Overdue().Seconds(), b.Name())
@@ -359,10 +398,15 @@ func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
 // Readings keeps the last published value of every sensor quantity for
 // the edged_sensor_value gauges. It is a pipeline.Observer; its table is
-// fixed when it is built, so taking a reading is two atomic stores.
+// fixed when it is built (and replaced whole by Set on a reload), so
+// taking a reading is a load and two atomic stores.
 type Readings struct {
+	tab atomic.Pointer[readingTable]
+}
+
+type readingTable struct {
 	slots []reading
-	index map[readingKey]int // read-only after NewReadings
+	index map[readingKey]int // read-only once made
 }
 
 type readingKey struct {
@@ -381,28 +425,44 @@ var _ pipeline.Observer = (*Readings)(nil)
 // NewReadings returns a table for the quantities of each sensor id
 // (quantities[id]), in order.
 func NewReadings(ids []string, quantities [][]sensors.Quantity) *Readings {
-	r := &Readings{index: map[readingKey]int{}}
+	r := &Readings{}
+	r.Set(ids, quantities)
+	return r
+}
+
+// Set replaces the table with one for ids and quantities (a live
+// reload); the last value of a quantity in both tables is kept.
+func (r *Readings) Set(ids []string, quantities [][]sensors.Quantity) {
+	t := &readingTable{index: map[readingKey]int{}}
 	n := 0
 	for _, qs := range quantities {
 		n += len(qs)
 	}
-	r.slots = make([]reading, n)
+	t.slots = make([]reading, n)
+	old := r.tab.Load()
 	i := 0
 	for k, id := range ids {
 		for _, q := range quantities[k] {
-			r.slots[i].sensor, r.slots[i].quantity, r.slots[i].unit = id, q.String(), unitName(q)
-			r.index[readingKey{id, q}] = i
+			t.slots[i].sensor, t.slots[i].quantity, t.slots[i].unit = id, q.String(), unitName(q)
+			t.index[readingKey{id, q}] = i
+			if old != nil {
+				if j, ok := old.index[readingKey{id, q}]; ok {
+					t.slots[i].bits.Store(old.slots[j].bits.Load())
+					t.slots[i].at.Store(old.slots[j].at.Load())
+				}
+			}
 			i++
 		}
 	}
-	return r
+	r.tab.Store(t)
 }
 
 // Input records a published reading.
 func (r *Readings) Input(rd sensors.Reading) {
-	if i, ok := r.index[readingKey{rd.Sensor, rd.Quantity}]; ok {
-		r.slots[i].bits.Store(math.Float64bits(rd.Value))
-		r.slots[i].at.Store(max(rd.Time.UnixNano(), 1))
+	t := r.tab.Load()
+	if i, ok := t.index[readingKey{rd.Sensor, rd.Quantity}]; ok {
+		t.slots[i].bits.Store(math.Float64bits(rd.Value))
+		t.slots[i].at.Store(max(rd.Time.UnixNano(), 1))
 	}
 }
 
