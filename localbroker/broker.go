@@ -630,6 +630,12 @@ func (b *Broker) Subscribe(filter string, id int, fn func(Inbound)) error {
 	})
 }
 
+// Unsubscribe removes the in-process subscription Subscribe made with
+// filter and id (a live reload that moves it).
+func (b *Broker) Unsubscribe(filter string, id int) error {
+	return b.srv.Unsubscribe(filter, id)
+}
+
 // ErrReplyNotAllowed is returned by Reply when the requester could not
 // publish to its own response topic: a reply must not let a client write
 // where the access rules would stop it (the gateway's topics, $SYS).

@@ -39,13 +39,7 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 	}
 	var ctls *metrics.Controllers
 	deps.Metrics, ctls = d.metricsHandler(cfg)
-	for i, sc := range cfg.Sensors {
-		si := web.SensorInfo{ID: sc.ID, Name: sc.Name, Driver: sc.Driver}
-		for _, q := range d.sensors[i].Quantities() {
-			si.Quantities = append(si.Quantities, web.Quantity{Name: q.String(), Unit: q.Unit()})
-		}
-		deps.Sensors = append(deps.Sensors, si)
-	}
+	deps.Sensors = d.sensorInfos(cfg)
 	opts := web.DefaultOpts()
 	opts.CORSOrigins = cfg.HTTP.CORSOrigins
 	srv, err := web.New(deps, opts, d.log)
@@ -244,12 +238,8 @@ func (u uplinkStats) UplinkStats() web.UplinkStats {
 // readings flow; its sources read the Poller and the loops only when
 // scraped, once start has made them.
 func (d *daemon) metricsHandler(cfg *configs.Config) (http.Handler, *metrics.Controllers) {
-	ids := make([]string, len(cfg.Sensors))
-	qs := make([][]sensors.Quantity, len(cfg.Sensors))
-	for i, sc := range cfg.Sensors {
-		ids[i], qs[i] = sc.ID, d.sensors[i].Quantities()
-	}
-	readings := metrics.NewReadings(ids, qs)
+	readings := metrics.NewReadings(d.readingTable(cfg))
+	d.readings = readings
 	d.pipe.Observe(readings)
 	src := metrics.Sources{
 		Version:      buildVersion(),
@@ -258,6 +248,7 @@ func (d *daemon) metricsHandler(cfg *configs.Config) (http.Handler, *metrics.Con
 		Broker:       d.broker.Stats,
 		QueueDropped: func() uint64 { return d.queue.Dropped() },
 		Beats:        d.health.Beats,
+		Reloads:      d.reloads.metrics,
 	}
 	if d.uplink != nil {
 		src.Uplink = d.uplink.Stats
@@ -270,6 +261,31 @@ func (d *daemon) metricsHandler(cfg *configs.Config) (http.Handler, *metrics.Con
 		src.Controllers = metrics.NewControllers(ids)
 	}
 	return metrics.Handler(src), src.Controllers
+}
+
+// sensorInfos lists cfg's sensors for the API, with the quantities of
+// the opened devices.
+func (d *daemon) sensorInfos(cfg *configs.Config) []web.SensorInfo {
+	var out []web.SensorInfo
+	for _, sc := range cfg.Sensors {
+		si := web.SensorInfo{ID: sc.ID, Name: sc.Name, Driver: sc.Driver}
+		for _, q := range d.sensors[sc.ID].Quantities() {
+			si.Quantities = append(si.Quantities, web.Quantity{Name: q.String(), Unit: q.Unit()})
+		}
+		out = append(out, si)
+	}
+	return out
+}
+
+// readingTable is the ids and quantities of cfg's sensors for the value
+// gauges.
+func (d *daemon) readingTable(cfg *configs.Config) ([]string, [][]sensors.Quantity) {
+	ids := make([]string, len(cfg.Sensors))
+	qs := make([][]sensors.Quantity, len(cfg.Sensors))
+	for i, sc := range cfg.Sensors {
+		ids[i], qs[i] = sc.ID, d.sensors[sc.ID].Quantities()
+	}
+	return ids, qs
 }
 
 type brokerHealth struct{ b *localbroker.Broker }

@@ -54,6 +54,15 @@ func (h *probes) arm() {
 	h.beats.Store(&bs)
 }
 
+// LastReload is the last config reload's outcome for /readyz; nil
+// before the first.
+func (h *probes) LastReload() any {
+	if o := h.d.reloads.lastOutcome(); o != nil {
+		return o
+	}
+	return nil
+}
+
 // Beats are the main loops' beats; none before arm.
 func (h *probes) Beats() []*liveness.Beat {
 	if p := h.beats.Load(); p != nil {
