@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"net"
-	"sync/atomic"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/localbroker"
