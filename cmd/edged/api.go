@@ -29,8 +29,8 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 	deps := web.Deps{
 		Auth:        brokerAuth{b: d.broker, tree: topics.New(cfg.Device.TopicPrefix)},
 		Stats:       pollerStats{d},
-		Controllers: controllers{d, cfg.Controllers},
-		Actuators:   actuators{d, cfg.Actuators},
+		Controllers: controllers{d},
+		Actuators:   actuators{d},
 		Health:      brokerHealth{d.broker},
 		Probes:      d.health,
 	}
@@ -50,17 +50,16 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 	d.web = srv
 	d.pipe.Observe(webFeed{srv})
 	// Controller states as MQTT subscribers see them (at most one per
-	// second per controller); the handler only queues.
-	if len(cfg.Controllers) > 0 {
-		tree := topics.New(cfg.Device.TopicPrefix)
-		if err := d.broker.Subscribe(tree.ControlStateFilter(), 2, func(m localbroker.Inbound) {
-			// As for commands, an empty level gives id "".
-			id, _ := tree.ParseControlState(m.Topic)
-			srv.ControllerState(id, m.Payload)
-			ctls.Publish(id, m.Payload)
-		}); err != nil {
-			return err
-		}
+	// second per controller); the handler only queues. Subscribed without
+	// controllers too: a reload may add some.
+	tree := topics.New(cfg.Device.TopicPrefix)
+	if err := d.broker.Subscribe(tree.ControlStateFilter(), 2, func(m localbroker.Inbound) {
+		// As for commands, an empty level gives id "".
+		id, _ := tree.ParseControlState(m.Topic)
+		srv.ControllerState(id, m.Payload)
+		ctls.Publish(id, m.Payload)
+	}); err != nil {
+		return err
 	}
 	return nil
 }
@@ -139,21 +138,20 @@ func (p pollerStats) SensorStats() []web.SensorStat {
 
 // controllers serves the loops; commands go through the same inbox as
 // MQTT's.
-type controllers struct {
-	d    *daemon
-	opts []control.Opts
-}
+type controllers struct{ d *daemon }
 
 func (c controllers) Controllers() []web.ControllerInfo {
-	out := make([]web.ControllerInfo, len(c.opts))
-	for i, o := range c.opts {
+	c.d.mu.RLock()
+	defer c.d.mu.RUnlock()
+	out := make([]web.ControllerInfo, len(c.d.ctlOpts))
+	for i, o := range c.d.ctlOpts {
 		out[i] = web.ControllerInfo{ID: o.ID, Input: o.Input, Output: o.Output}
 	}
 	return out
 }
 
 func (c controllers) State(id string) (json.RawMessage, bool) {
-	l := c.d.loops[id]
+	l := c.d.control.loop(id)
 	if l == nil {
 		return nil, false
 	}
@@ -162,10 +160,10 @@ func (c controllers) State(id string) (json.RawMessage, bool) {
 }
 
 func (c controllers) Command(ctx context.Context, id string, body []byte, client string) (json.RawMessage, error) {
-	if c.d.inbox == nil || c.d.loops[id] == nil {
+	if c.d.control.loop(id) == nil {
 		return nil, web.ErrUnknown
 	}
-	reply, err := c.d.inbox.Do(ctx, control.Request{Controller: id, Payload: body, Client: client})
+	reply, err := c.d.control.inbox.Do(ctx, control.Request{Controller: id, Payload: body, Client: client})
 	switch {
 	case err == nil:
 		return reply, nil
@@ -173,7 +171,7 @@ func (c controllers) Command(ctx context.Context, id string, body []byte, client
 		return nil, kindError{web.ErrRefused, err}
 	case errors.Is(err, control.ErrSuperseded):
 		return nil, kindError{web.ErrSuperseded, err}
-	case errors.Is(err, control.ErrStopped):
+	case errors.Is(err, control.ErrStopped), errors.Is(err, control.ErrReplaced):
 		return nil, kindError{web.ErrUnavailable, err}
 	}
 	return nil, err
@@ -186,14 +184,13 @@ type kindError struct{ kind, err error }
 func (e kindError) Error() string   { return e.err.Error() }
 func (e kindError) Unwrap() []error { return []error{e.kind, e.err} }
 
-type actuators struct {
-	d    *daemon
-	opts []configs.Actuator
-}
+type actuators struct{ d *daemon }
 
 func (a actuators) Actuators() []web.Actuator {
-	out := make([]web.Actuator, 0, len(a.opts))
-	for _, o := range a.opts {
+	a.d.mu.RLock()
+	defer a.d.mu.RUnlock()
+	out := make([]web.Actuator, 0, len(a.d.actOpts))
+	for _, o := range a.d.actOpts {
 		act := a.d.actuators[o.ID]
 		if act == nil {
 			continue

@@ -17,6 +17,7 @@ import (
 	"github.com/edged/edged/cmd/edged/metrics"
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/drivers"
+	"github.com/edged/edged/pipeline/control"
 	"github.com/edged/edged/sensors"
 )
 
@@ -237,6 +238,7 @@ func (d *daemon) applyReload(path string) reloadOutcome {
 			}
 		}
 	}
+	o.Changes = append(o.Changes, d.applyControl(old, run, diff, &errs)...)
 	if d.web != nil {
 		d.web.SetSensors(d.sensorInfos(run))
 	}
@@ -258,6 +260,91 @@ func (d *daemon) applyReload(path string) reloadOutcome {
 		o.Errors = strings.Split(errors.Join(errs...).Error(), "\n")
 	}
 	return o
+}
+
+// applyControl applies the actuator and controller changes: the loops
+// that change, go, or drive an actuator that changes or goes stop first
+// (each puts its actuator in the safe state and saves its state file),
+// then those actuators are halted (safe, released) and the new ones
+// opened, then the loops start again (restoring the saved state). The
+// other loops run on. An actuator that does not open is left out of run,
+// with the loops that drive it, so the next reload tries them again.
+func (d *daemon) applyControl(old, run *configs.Config, diff configDiff, errs *[]error) (changes []string) {
+	goneActs := slices.Concat(diff.actuatorsRemoved, diff.actuatorsChanged)
+	stop := slices.Concat(diff.controllersRemoved, diff.controllersChanged)
+	for _, c := range old.Controllers {
+		if slices.Contains(goneActs, c.Output) && !slices.Contains(stop, c.ID) {
+			stop = append(stop, c.ID)
+		}
+	}
+	if len(stop) == 0 && len(goneActs) == 0 && len(diff.actuatorsAdded) == 0 && len(diff.controllersAdded) == 0 {
+		return nil
+	}
+	d.control.stop(stop)
+	for _, id := range goneActs {
+		d.mu.Lock()
+		a := d.actuators[id]
+		delete(d.actuators, id)
+		d.mu.Unlock()
+		if err := a.Halt(); err != nil {
+			*errs = append(*errs, fmt.Errorf("actuator %q: %w", id, err))
+		}
+	}
+	for _, id := range slices.Concat(diff.actuatorsChanged, diff.actuatorsAdded) {
+		i := slices.IndexFunc(run.Actuators, func(a configs.Actuator) bool { return a.ID == id })
+		ac := run.Actuators[i]
+		a, err := drivers.Default.OpenActuator(d.env, ac.Driver, ac.ID, ac.Opts)
+		if err != nil {
+			*errs = append(*errs, err)
+			continue
+		}
+		d.mu.Lock()
+		d.actuators[id] = a
+		d.mu.Unlock()
+	}
+	start := slices.Concat(diff.controllersAdded, stop)
+	for _, c := range run.Controllers {
+		if !slices.Contains(start, c.ID) {
+			continue
+		}
+		a := d.actuators[c.Output]
+		if a == nil {
+			*errs = append(*errs, fmt.Errorf("controller %q: actuator %q did not open", c.ID, c.Output))
+			continue
+		}
+		l, err := control.New(c, a, sensors.SystemClock, d.broker, run.Device.TopicPrefix, run.StateDir, d.log)
+		if err != nil {
+			*errs = append(*errs, err)
+			continue
+		}
+		d.control.start(d.ctx, c.ID, l)
+	}
+	d.control.publish()
+	d.control.inbox.SetLoops(d.control.loopMap())
+	run.Actuators = slices.DeleteFunc(slices.Clone(run.Actuators), func(a configs.Actuator) bool { return d.actuators[a.ID] == nil })
+	run.Controllers = slices.DeleteFunc(slices.Clone(run.Controllers), func(c control.Opts) bool { return d.control.loop(c.ID) == nil })
+	d.mu.Lock()
+	d.ctlOpts, d.actOpts = run.Controllers, run.Actuators
+	d.mu.Unlock()
+	for _, c := range []struct {
+		kind, what string
+		ids        []string
+		up         func(string) bool
+	}{
+		{"actuator", "added", diff.actuatorsAdded, func(id string) bool { return d.actuators[id] != nil }},
+		{"actuator", "removed", diff.actuatorsRemoved, nil},
+		{"actuator", "changed (reopened)", diff.actuatorsChanged, func(id string) bool { return d.actuators[id] != nil }},
+		{"controller", "added", diff.controllersAdded, func(id string) bool { return d.control.loop(id) != nil }},
+		{"controller", "removed", diff.controllersRemoved, nil},
+		{"controller", "restarted", slices.DeleteFunc(slices.Clone(stop), func(id string) bool { return slices.Contains(diff.controllersRemoved, id) }), func(id string) bool { return d.control.loop(id) != nil }},
+	} {
+		for _, id := range c.ids {
+			if c.up == nil || c.up(id) {
+				changes = append(changes, c.kind+" "+id+" "+c.what)
+			}
+		}
+	}
+	return changes
 }
 
 // stopSensor stops sampling sc, says it is offline (through the reading
@@ -302,8 +389,11 @@ type configDiff struct {
 	// Sensors by id; a changed sensor (any key of its entry differs) is
 	// stopped and started again, an unchanged one is left alone.
 	sensorsAdded, sensorsRemoved, sensorsChanged []string
-	users                                        bool // users, broker.allow_anonymous, broker.anonymous_role
-	forward                                      bool // uplink.forward
+	// Actuators and controllers likewise.
+	actuatorsAdded, actuatorsRemoved, actuatorsChanged       []string
+	controllersAdded, controllersRemoved, controllersChanged []string
+	users                                                    bool // users, broker.allow_anonymous, broker.anonymous_role
+	forward                                                  bool // uplink.forward
 	// restart are the config keys that changed and take a restart.
 	restart []string
 }
@@ -311,25 +401,9 @@ type configDiff struct {
 // diffConfigs compares the running config with the file's.
 func diffConfigs(old, cur *configs.Config) configDiff {
 	var d configDiff
-	oldS := map[string]configs.Sensor{}
-	for _, sc := range old.Sensors {
-		oldS[sc.ID] = sc
-	}
-	for _, sc := range cur.Sensors {
-		o, ok := oldS[sc.ID]
-		switch {
-		case !ok:
-			d.sensorsAdded = append(d.sensorsAdded, sc.ID)
-		case !reflect.DeepEqual(o, sc):
-			d.sensorsChanged = append(d.sensorsChanged, sc.ID)
-		}
-		delete(oldS, sc.ID)
-	}
-	for _, sc := range old.Sensors {
-		if _, gone := oldS[sc.ID]; gone {
-			d.sensorsRemoved = append(d.sensorsRemoved, sc.ID)
-		}
-	}
+	d.sensorsAdded, d.sensorsRemoved, d.sensorsChanged = diffByID(old.Sensors, cur.Sensors, func(s configs.Sensor) string { return s.ID })
+	d.actuatorsAdded, d.actuatorsRemoved, d.actuatorsChanged = diffByID(old.Actuators, cur.Actuators, func(a configs.Actuator) string { return a.ID })
+	d.controllersAdded, d.controllersRemoved, d.controllersChanged = diffByID(old.Controllers, cur.Controllers, func(c control.Opts) string { return c.ID })
 	d.users = !reflect.DeepEqual(old.Users, cur.Users) ||
 		old.Broker.AllowAnonymous != cur.Broker.AllowAnonymous || old.Broker.AnonymousRole != cur.Broker.AnonymousRole
 
@@ -352,13 +426,32 @@ func diffConfigs(old, cur *configs.Config) configDiff {
 		d.forward = !reflect.DeepEqual(old.Uplink.Forward, cur.Uplink.Forward)
 		d.restart = append(d.restart, changedKeys("uplink", *old.Uplink, *cur.Uplink, "forward")...)
 	}
-	if !reflect.DeepEqual(old.Actuators, cur.Actuators) {
-		d.restart = append(d.restart, "actuators")
-	}
-	if !reflect.DeepEqual(old.Controllers, cur.Controllers) {
-		d.restart = append(d.restart, "controllers")
-	}
 	return d
+}
+
+// diffByID compares two lists of entries by id: an entry whose id is in
+// both but whose content differs in any key is changed.
+func diffByID[T any](old, cur []T, id func(T) string) (added, removed, changed []string) {
+	was := map[string]T{}
+	for _, e := range old {
+		was[id(e)] = e
+	}
+	for _, e := range cur {
+		o, ok := was[id(e)]
+		switch {
+		case !ok:
+			added = append(added, id(e))
+		case !reflect.DeepEqual(o, e):
+			changed = append(changed, id(e))
+		}
+		delete(was, id(e))
+	}
+	for _, e := range old {
+		if _, gone := was[id(e)]; gone {
+			removed = append(removed, id(e))
+		}
+	}
+	return added, removed, changed
 }
 
 // changedKeys names the fields of two structs of one type that differ,
@@ -394,6 +487,5 @@ func runningConfig(old, cur *configs.Config) *configs.Config {
 		u.Forward = cur.Uplink.Forward
 		r.Uplink = &u
 	}
-	r.Actuators, r.Controllers = old.Actuators, old.Controllers
 	return &r
 }

@@ -260,23 +260,8 @@ func TestReloadIntegration(t *testing.T) {
 	reloads := 0
 	hup := func() reloadOutcome {
 		t.Helper()
-		readies := countLines(d.notices(), "READY=1")
-		if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil { // by PID: the process we started
-			t.Fatal(err)
-		}
 		reloads++
-		deadline := time.Now().Add(20 * time.Second)
-		for countLines(d.notices(), "READY=1") == readies {
-			if time.Now().After(deadline) {
-				t.Fatalf("no READY=1 within 20s of SIGHUP %d\n%s", reloads, d.logs.String())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		var ready struct {
-			Reload reloadOutcome `json:"reload"`
-		}
-		getJSON(t, base+"/readyz", &ready)
-		return ready.Reload
+		return hupAndWait(t, d, base)
 	}
 
 	// 1. A changed sensor map.
@@ -480,4 +465,100 @@ func getText(t *testing.T, url string) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+// hupAndWait sends SIGHUP to d and waits for the READY=1 that ends the
+// reload, then returns the outcome /readyz reports.
+func hupAndWait(t *testing.T, d *daemonProc, base string) reloadOutcome {
+	t.Helper()
+	readies := countLines(d.notices(), "READY=1")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil { // by PID: the process we started
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for countLines(d.notices(), "READY=1") == readies {
+		if time.Now().After(deadline) {
+			t.Fatalf("no READY=1 within 20s of SIGHUP\n%s", d.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var ready struct {
+		Reload reloadOutcome `json:"reload"`
+	}
+	getJSON(t, base+"/readyz", &ready)
+	return ready.Reload
+}
+
+// TestReloadControllerIntegration: a reload that changes a controller
+// and its actuator stops the loop (the heater goes to its safe state),
+// reopens the actuator and starts the loop again with the new config; a
+// reload that removes the controller stops it for good and the API no
+// longer lists it.
+func TestReloadControllerIntegration(t *testing.T) {
+	bin := edgedBinary(t)
+	d, _, _, httpAddr := startSim(t, bin, nil)
+	base := "http://" + httpAddr
+	cfg := d.cmd.Args[3]
+	setpoint := func() float64 {
+		var c struct {
+			State struct {
+				Setpoint float64 `json:"setpoint"`
+			} `json:"state"`
+		}
+		getJSON(t, base+"/api/v1/controllers/heat", &c)
+		return c.State.Setpoint
+	}
+	if sp := setpoint(); sp != 22.5 {
+		t.Fatalf("setpoint %v at start, want 22.5", sp)
+	}
+	edit := func(pairs ...string) {
+		t.Helper()
+		data, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(data)
+		for i := 0; i < len(pairs); i += 2 {
+			if !strings.Contains(s, pairs[i]) {
+				t.Fatalf("config has no %q", pairs[i])
+			}
+			s = strings.Replace(s, pairs[i], pairs[i+1], 1)
+		}
+		if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit("    setpoint: 22.5\n", "    setpoint: 20\n", "    driver: sim_relay\n", "    driver: sim_relay\n    name: Heater two\n")
+	o := hupAndWait(t, d, base)
+	if o.Result != reloadApplied || !slices.Contains(o.Changes, "actuator heater changed (reopened)") || !slices.Contains(o.Changes, "controller heat restarted") {
+		t.Fatalf("reload: %+v, want the heater reopened and heat restarted", o)
+	}
+	if sp := setpoint(); sp != 20 {
+		t.Errorf("setpoint %v after the reload, want 20", sp)
+	}
+	if !strings.Contains(getText(t, base+"/api/v1/actuators"), `"id":"heater"`) {
+		t.Error("the reopened heater is not listed")
+	}
+
+	edit("controllers:\n", "old_controllers_removed:\n")
+	data, _ := os.ReadFile(cfg)
+	// Drop the whole controllers section (up to the broker section).
+	s := string(data)
+	i, j := strings.Index(s, "old_controllers_removed:\n"), strings.Index(s, "broker:\n")
+	if err := os.WriteFile(cfg, []byte(s[:i]+s[j:]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o = hupAndWait(t, d, base)
+	if o.Result != reloadApplied || !slices.Contains(o.Changes, "controller heat removed") {
+		t.Fatalf("reload: %+v, want heat removed", o)
+	}
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(base + "/api/v1/controllers/heat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET the removed controller: %d, want 404", resp.StatusCode)
+	}
 }

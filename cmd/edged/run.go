@@ -131,10 +131,15 @@ type daemon struct {
 	http      *http.Server
 	web       *web.Server
 	readings  *metrics.Readings // nil without HTTP
-	loops     map[string]*control.Loop
-	inbox     *control.Inbox
+	control   *controlRoom
 	health    *probes
 	hass      *hassRoom
+
+	// mu guards actuators and control.loops, which a reload changes,
+	// for the HTTP API's goroutines.
+	mu      sync.RWMutex
+	ctlOpts []control.Opts     // the running controllers, for the API
+	actOpts []configs.Actuator // the opened actuators' entries, for the API
 
 	// cfg is the running config: the file as last applied, with the
 	// sections a reload cannot change kept as they were at start. Only
@@ -168,6 +173,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	// Every device is tried, so a user wiring a Pi sees all that is
 	// missing in one go, as `edged validate` shows all config problems.
 	var openErrs []error
+	d.actOpts, d.ctlOpts = cfg.Actuators, cfg.Controllers
 	for _, ac := range cfg.Actuators {
 		a, err := drivers.Default.OpenActuator(d.env, ac.Driver, ac.ID, ac.Opts)
 		if err != nil {
