@@ -230,8 +230,7 @@ func (u uplinkStats) UplinkStats() web.UplinkStats {
 
 // metricsHandler builds /metrics over the rooms' Stats, records the
 // pipeline's readings for the value gauges, and returns the table of
-// the controllers' published states for newWeb to feed (nil without
-// controllers). Call it from newWeb, before
+// the controllers' published states for newWeb to feed. Call it from newWeb, before
 // readings flow; its sources read the Poller and the loops only when
 // scraped, once start has made them.
 func (d *daemon) metricsHandler(cfg *configs.Config) (http.Handler, *metrics.Controllers) {
@@ -250,14 +249,18 @@ func (d *daemon) metricsHandler(cfg *configs.Config) (http.Handler, *metrics.Con
 	if d.uplink != nil {
 		src.Uplink = d.uplink.Stats
 	}
-	if len(cfg.Controllers) > 0 {
-		ids := make([]string, len(cfg.Controllers))
-		for i, c := range cfg.Controllers {
-			ids[i] = c.ID
-		}
-		src.Controllers = metrics.NewControllers(ids)
-	}
+	// Made without controllers too: a reload may add some.
+	src.Controllers = metrics.NewControllers(controllerIDs(cfg))
+	d.ctlMetrics = src.Controllers
 	return metrics.Handler(src), src.Controllers
+}
+
+func controllerIDs(cfg *configs.Config) []string {
+	ids := make([]string, len(cfg.Controllers))
+	for i, c := range cfg.Controllers {
+		ids[i] = c.ID
+	}
+	return ids
 }
 
 // sensorInfos lists cfg's sensors for the API, with the quantities of

@@ -244,6 +244,7 @@ func (d *daemon) applyReload(path string) reloadOutcome {
 	}
 	if d.readings != nil {
 		d.readings.Set(d.readingTable(run))
+		d.ctlMetrics.Set(controllerIDs(run))
 	}
 	if !reflect.DeepEqual(hassBefore, d.hass.gateway(run)) || !reflect.DeepEqual(old.HomeAssistant, run.HomeAssistant) {
 		if err := d.hass.apply(run); err != nil {

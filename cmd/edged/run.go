@@ -131,9 +131,11 @@ type daemon struct {
 	http      *http.Server
 	web       *web.Server
 	readings  *metrics.Readings // nil without HTTP
-	control   *controlRoom
-	health    *probes
-	hass      *hassRoom
+	// ctlMetrics is the controllers' table of /metrics; nil without HTTP.
+	ctlMetrics *metrics.Controllers
+	control    *controlRoom
+	health     *probes
+	hass       *hassRoom
 
 	// mu guards actuators and control.loops, which a reload changes,
 	// for the HTTP API's goroutines.

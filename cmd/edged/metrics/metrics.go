@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,17 +41,34 @@ import (
 // read from the loops when scraped: a loop stuck in an actuator write
 // holds its lock, and a scrape must not hang with it.
 type Controllers struct {
+	tab atomic.Pointer[controllerTable]
+}
+
+type controllerTable struct {
 	ids    []string
-	states map[string]*atomic.Pointer[control.State] // read-only after NewControllers
+	states map[string]*atomic.Pointer[control.State] // read-only once made
 }
 
 // NewControllers returns a table for the controllers ids, in order.
 func NewControllers(ids []string) *Controllers {
-	c := &Controllers{ids: ids, states: map[string]*atomic.Pointer[control.State]{}}
-	for _, id := range ids {
-		c.states[id] = new(atomic.Pointer[control.State])
-	}
+	c := &Controllers{}
+	c.Set(ids)
 	return c
+}
+
+// Set replaces the table with one for ids (a live reload); a controller
+// in both keeps its last state until it publishes again.
+func (c *Controllers) Set(ids []string) {
+	t := &controllerTable{ids: slices.Clone(ids), states: map[string]*atomic.Pointer[control.State]{}}
+	old := c.tab.Load()
+	for _, id := range ids {
+		if old != nil && old.states[id] != nil {
+			t.states[id] = old.states[id]
+			continue
+		}
+		t.states[id] = new(atomic.Pointer[control.State])
+	}
+	c.tab.Store(t)
 }
 
 // Publish records the state JSON controller id published (at most one a
@@ -59,7 +77,7 @@ func (c *Controllers) Publish(id string, payload []byte) {
 	if c == nil {
 		return
 	}
-	p := c.states[id]
+	p := c.tab.Load().states[id]
 	if p == nil {
 		return
 	}
@@ -362,8 +380,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if src.Controllers != nil {
-		for _, id := range src.Controllers.ids {
-			st := src.Controllers.states[id].Load()
+		t := src.Controllers.tab.Load()
+		for _, id := range t.ids {
+			st := t.states[id].Load()
 			if st == nil {
 				continue // nothing published yet
 			}

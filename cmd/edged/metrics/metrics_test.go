@@ -294,3 +294,26 @@ func TestReadingsSet(t *testing.T) {
 		t.Error("removed sensor still exported")
 	}
 }
+
+// TestControllersSet: after a reload's Set, a controller kept keeps its
+// last state, a removed one is gone and an added one is exported once it
+// publishes.
+func TestControllersSet(t *testing.T) {
+	c := controllers(control.State{Setpoint: 22.5, Output: 0.4})
+	c.Set([]string{"heat", "vent"})
+	b, _ := json.Marshal(control.State{Setpoint: 18})
+	c.Publish("vent", b)
+	c.Publish("cool", b) // removed: ignored
+	bs, us, ss := localbroker.Stats{}, uplink.Stats{}, []sensors.SensorStats{}
+	src := sources(&bs, &us, &ss, NewReadings(nil, nil))
+	src.Controllers = c
+	fams, _ := scrape(t, Handler(src))
+	for id, want := range map[string]float64{"heat": 22.5, "vent": 18} {
+		if v, ok := value(fams, "edged_control_setpoint", map[string]string{"controller": id}); !ok || v != want {
+			t.Errorf("%s setpoint %v %v, want %v", id, v, ok, want)
+		}
+	}
+	if _, ok := value(fams, "edged_control_setpoint", map[string]string{"controller": "cool"}); ok {
+		t.Error("removed controller still exported")
+	}
+}
