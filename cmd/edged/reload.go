@@ -363,13 +363,13 @@ func (d *daemon) stopSensor(sc configs.Sensor) {
 	delete(d.sensors, sc.ID)
 	done, err := d.poller.Remove(sc.ID)
 	if err != nil {
-		d.log.Error("reload: cannot stop a sensor", "sensor", sc.ID, "error", err)
+		d.log.Error("cannot stop a sensor the reload removes", "sensor", sc.ID, "error", err)
 		return
 	}
 	finish := func() {
 		d.queue.Availability(sc.ID, false)
 		if err := s.Halt(); err != nil {
-			d.log.Warn("reload: a removed sensor did not halt", "sensor", sc.ID, "error", err)
+			d.log.Warn("a sensor the reload removed did not halt", "sensor", sc.ID, "error", err)
 		}
 	}
 	t := time.NewTimer(sc.EffectiveTimeout() + time.Second)
@@ -378,7 +378,7 @@ func (d *daemon) stopSensor(sc configs.Sensor) {
 	case <-done:
 		finish()
 	case <-t.C:
-		d.log.Warn("reload: a removed sensor's read ignores its timeout; halting it when the read returns", "sensor", sc.ID)
+		d.log.Warn("a sensor the reload removed ignores its read timeout; halting it when the read returns", "sensor", sc.ID)
 		d.wg.Add(1) // stop waits for it: the Poller's Run does, too
 		go func() {
 			defer d.wg.Done()
