@@ -17,6 +17,7 @@ import (
 	"github.com/edged/edged/cmd/edged/metrics"
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/drivers"
+	"github.com/edged/edged/localbroker"
 	"github.com/edged/edged/pipeline/control"
 	"github.com/edged/edged/sensors"
 )
@@ -189,11 +190,15 @@ func (d *daemon) applyReload(path string) reloadOutcome {
 	if len(errs) > 0 {
 		return refuse(fmt.Errorf("%d added sensors did not open, nothing changed:\n%w", len(errs), errors.Join(errs...)))
 	}
-	if diff.users {
+	// A password_hash_file is read again at every reload: its content may
+	// have changed under the same name.
+	if diff.users || slices.ContainsFunc(run.Users, func(u localbroker.User) bool { return u.PasswordHashFile != "" }) {
 		if err := d.broker.SetAccounts(run.Broker); err != nil {
 			return refuse(err)
 		}
-		o.Changes = append(o.Changes, "users")
+		if diff.users {
+			o.Changes = append(o.Changes, "users")
+		}
 	}
 	if diff.forward {
 		if err := d.uplink.SetForward(run.Uplink.Forward); err != nil {
