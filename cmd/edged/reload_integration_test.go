@@ -497,9 +497,34 @@ func hupAndWait(t *testing.T, d *daemonProc, base string) reloadOutcome {
 // longer lists it.
 func TestReloadControllerIntegration(t *testing.T) {
 	bin := edgedBinary(t)
-	d, _, _, httpAddr := startSim(t, bin, nil)
+	d, mqttAddr, _, httpAddr := startSim(t, bin, func(c string) string {
+		// A LAN client stands for Home Assistant's birth message.
+		return strings.Replace(c, "anonymous_role: viewer", "anonymous_role: publisher", 1)
+	})
 	base := "http://" + httpAddr
 	cfg := d.cmd.Args[3]
+	conn, err := net.DialTimeout("tcp", mqttAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lan, msgs, _ := login(t, conn, "lan-ha", "", nil)
+	subscribe(t, lan, "homeassistant/#")
+	subscribe(t, lan, "ha2/#")
+	// seen waits for a message on a topic with prefix pre, empty or not.
+	seen := func(pre string, empty bool) {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			select {
+			case m := <-msgs:
+				if strings.HasPrefix(m.Topic, pre) && (len(m.Payload) == 0) == empty {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no message on %s* (empty %v) within 20s", pre, empty)
+			}
+		}
+	}
 	setpoint := func() float64 {
 		var c struct {
 			State struct {
@@ -562,4 +587,23 @@ func TestReloadControllerIntegration(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("GET the removed controller: %d, want 404", resp.StatusCode)
 	}
+	seen("homeassistant/climate/", true) // the controller's entity removed
+
+	// A new discovery prefix: the entities move (announced there,
+	// removed from the old one) and the birth topic with them.
+	edit("  prefix: homeassistant ", "  prefix: ha2 ")
+	o = hupAndWait(t, d, base)
+	if o.Result != reloadApplied || !slices.Contains(o.Changes, "homeassistant") {
+		t.Fatalf("reload: %+v, want homeassistant", o)
+	}
+	seen("homeassistant/sensor/", true)
+	seen("ha2/sensor/", false)
+	// Home Assistant's birth on the new prefix asks for the configs again.
+	for len(msgs) > 0 {
+		<-msgs
+	}
+	if rc := publish(t, lan, &paho.Publish{Topic: "ha2/status", Payload: []byte("online"), QoS: 1}); rc >= 0x80 {
+		t.Fatalf("birth refused: 0x%02x", rc)
+	}
+	seen("ha2/sensor/", false)
 }
