@@ -260,14 +260,13 @@ type account struct {
 // at once, without running bcrypt. At most bcryptSlots checks run at
 // once, so a login storm cannot take every core from sampling and the
 // control loops.
+//
+// The users themselves sit in a directory that a live reload replaces
+// whole (set); the failure budgets, bcrypt slots and counters stay.
 type accounts struct {
-	byName     map[string]*account
-	byToken    map[[32]byte]*account
-	anonymous  bool
-	anonRole   string
+	dir        atomic.Pointer[directory]
 	fails      *gate // per-address failure buckets; only its token buckets are used
 	bcryptSlot chan struct{}
-	dummy      []byte                            // a hash to check unknown users against, so they take as long
 	compare    func(hash, password []byte) error // bcrypt; tests count the checks
 	waiting    atomic.Int32                      // checks waiting for or holding a slot
 	now        func() time.Time
@@ -328,12 +327,18 @@ func dummyHash(cost int) []byte {
 
 // newAccounts loads the users (reading every password_hash_file now, so
 // a bad file fails the start).
+// directory is the users and the anonymous rights of one config; it is
+// never changed once made.
+type directory struct {
+	byName    map[string]*account
+	byToken   map[[32]byte]*account
+	anonymous bool
+	anonRole  string
+	dummy     []byte // a hash to check unknown users against, so they take as long
+}
+
 func newAccounts(o Opts, warn func(kind, key, msg string, args ...any)) (*accounts, error) {
 	a := &accounts{
-		byName:     map[string]*account{},
-		byToken:    map[[32]byte]*account{},
-		anonymous:  o.AllowAnonymous,
-		anonRole:   o.AnonymousRole,
 		fails:      newGate(1<<30, o.MaxLoginFailures, o.MaxLoginFailures, time.Now),
 		bcryptSlot: make(chan struct{}, bcryptSlots),
 		compare:    bcrypt.CompareHashAndPassword,
@@ -341,6 +346,35 @@ func newAccounts(o Opts, warn func(kind, key, msg string, args ...any)) (*accoun
 		addrSlot:   map[string]*addrSlot{},
 		cache:      map[[32]byte]cached{},
 		warn:       warn,
+	}
+	if _, err := rand.Read(a.cacheKey[:]); err != nil {
+		return nil, fmt.Errorf("localbroker: %w", err)
+	}
+	return a, a.set(o)
+}
+
+// set replaces the users and the anonymous rights with o's (Users,
+// AllowAnonymous, AnonymousRole), reading password hash files now. On
+// error nothing changes. Remembered password checks are forgotten, so a
+// changed or removed password stops working at once.
+func (a *accounts) set(o Opts) error {
+	d, err := newDirectory(o)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.dir.Store(d)
+	clear(a.cache)
+	a.mu.Unlock()
+	return nil
+}
+
+func newDirectory(o Opts) (*directory, error) {
+	a := &directory{
+		byName:    map[string]*account{},
+		byToken:   map[[32]byte]*account{},
+		anonymous: o.AllowAnonymous,
+		anonRole:  o.AnonymousRole,
 	}
 	for _, u := range o.Users {
 		acc := &account{id: Identity{Name: u.Name, Role: u.Role}, publish: u.Publish}
@@ -373,16 +407,18 @@ func newAccounts(o Opts, warn func(kind, key, msg string, args ...any)) (*accoun
 		}
 		a.dummy = dummyHash(cost)
 	}
-	if _, err := rand.Read(a.cacheKey[:]); err != nil {
-		return nil, fmt.Errorf("localbroker: %w", err)
-	}
 	return a, nil
 }
+
+// users reports whether any user is configured: with none, credentials
+// are ignored and every client is anonymous.
+func (a *accounts) users() bool { return len(a.dir.Load().byName) > 0 }
 
 // anonymousIdentity is the identity of clients without credentials, and
 // whether they are admitted at all.
 func (a *accounts) anonymousIdentity() (Identity, bool) {
-	return Identity{Role: a.anonRole}, a.anonymous
+	d := a.dir.Load()
+	return Identity{Role: d.anonRole}, d.anonymous
 }
 
 // admitted takes one of remote's login tokens before a check, or
@@ -407,7 +443,7 @@ func (a *accounts) succeeded(remote net.Addr) { a.fails.refund(remote) }
 // field must not land in the journal.
 func (a *accounts) failure(remote net.Addr, user, via string) {
 	a.failed.Add(1)
-	if _, ok := a.byName[user]; !ok && user != "" {
+	if _, ok := a.dir.Load().byName[user]; !ok && user != "" {
 		user = "unknown user"
 	}
 	a.warn("login", sourceOf(remote), "refused a login: wrong user name, password or token", "remote", remote.String(), "user", user, "via", via)
@@ -424,8 +460,9 @@ func (a *accounts) password(ctx context.Context, user string, password []byte, r
 		a.succeeded(remote)
 		return id, nil
 	}
-	acc := a.byName[user]
-	hash := a.dummy
+	d := a.dir.Load()
+	acc := d.byName[user]
+	hash := d.dummy
 	if acc != nil && acc.hash != nil {
 		hash = acc.hash
 	}
@@ -442,7 +479,7 @@ func (a *accounts) password(ctx context.Context, user string, password []byte, r
 		return Identity{}, ErrBadCredentials
 	}
 	a.succeeded(remote)
-	a.remember(key, acc.id)
+	a.remember(d, key, acc.id)
 	return acc.id, nil
 }
 
@@ -505,10 +542,15 @@ func (a *accounts) cached(key [32]byte) (Identity, bool) {
 	return c.id, true
 }
 
-func (a *accounts) remember(key [32]byte, id Identity) {
+// remember keeps a successful check made against directory d, unless a
+// reload replaced d meanwhile.
+func (a *accounts) remember(d *directory, key [32]byte, id Identity) {
 	now := a.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.dir.Load() != d {
+		return
+	}
 	if len(a.cache) >= cacheMax {
 		for k, c := range a.cache {
 			if !c.expires.After(now) {
@@ -528,7 +570,7 @@ func (a *accounts) token(token string, remote net.Addr) (Identity, error) {
 		return Identity{}, ErrTooManyFailures
 	}
 	h := sha256.Sum256([]byte(token))
-	for k, acc := range a.byToken {
+	for k, acc := range a.dir.Load().byToken {
 		if subtle.ConstantTimeCompare(k[:], h[:]) == 1 {
 			a.succeeded(remote)
 			return acc.id, nil
@@ -546,9 +588,9 @@ func (a *accounts) mayPublish(id Identity, tree topics.Tree, topic string) bool 
 	if id.Anonymous() {
 		return true
 	}
-	acc := a.byName[id.Name]
+	acc := a.dir.Load().byName[id.Name]
 	if acc == nil || acc.id != id {
-		return false // not one of ours
+		return false // not one of ours (any more: a reload removed or changed the user)
 	}
 	if len(acc.publish) == 0 {
 		return true

@@ -549,7 +549,77 @@ func TestDummyHashCostRevealsUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cost, err := bcrypt.Cost(a.dummy); err != nil || cost != 11 {
+	if cost, err := bcrypt.Cost(a.dir.Load().dummy); err != nil || cost != 11 {
 		t.Errorf("dummy hash cost %d (%v), want 11, the highest configured", cost, err)
+	}
+}
+
+// TestSetAccountsLive is the broker's part of a live reload (issue 13):
+// new accounts apply to the next login, a password check remembered
+// under the old accounts does not outlive them, a connected client keeps
+// its session, and a removed user's connection may no longer publish.
+func TestSetAccountsLive(t *testing.T) {
+	b := usersBroker(t, nil)
+	op, code := loginConnect(t, dialTCP(t, b), "c-op", "op", "pw-op")
+	if code != 0 {
+		t.Fatalf("op: CONNACK 0x%02x", code)
+	}
+	defer op.Disconnect(&paho.Disconnect{})
+	esp, code := loginConnect(t, dialTCP(t, b), "c-esp", "esp-3", "pw-esp-3")
+	if code != 0 {
+		t.Fatalf("esp-3: CONNACK 0x%02x", code)
+	}
+	defer esp.Disconnect(&paho.Disconnect{})
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5}
+	if _, err := b.Authenticate(context.Background(), "op", "pw-op", remote); err != nil {
+		t.Fatal(err) // now remembered
+	}
+
+	o := b.opts
+	o.AllowAnonymous = true
+	o.Users = []User{
+		{Name: "op", PasswordHash: testHash(t, "pw-op-2"), Role: RoleOperator},
+		{Name: "new", PasswordHash: testHash(t, "pw-new"), Role: RoleViewer},
+	}
+	if err := b.SetAccounts(o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Authenticate(context.Background(), "op", "pw-op", remote); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("old password after the change: %v, want ErrBadCredentials", err)
+	}
+	for _, tc := range []struct {
+		user, password string
+		code           byte
+	}{
+		{"op", "pw-op-2", 0},
+		{"new", "pw-new", 0},
+		{"esp-3", "pw-esp-3", 0x86},
+		{"", "", 0}, // anonymous is allowed now
+	} {
+		c, code := loginConnect(t, dialTCP(t, b), "c2-"+tc.user, tc.user, tc.password)
+		if code != tc.code {
+			t.Errorf("login %q after the change: CONNACK 0x%02x, want 0x%02x", tc.user, code, tc.code)
+		}
+		if c != nil {
+			c.Disconnect(&paho.Disconnect{})
+		}
+	}
+	// The connected operator is unchanged (same name and role): its
+	// session goes on and it may still command.
+	if rc, err := op.publish(prefix+"/control/heat/set", `{"mode":"off"}`); err != nil || rc >= 0x80 {
+		t.Errorf("connected op after the change: reason 0x%02x err %v", rc, err)
+	}
+	// esp-3 is gone: its connection may no longer publish.
+	if rc, err := esp.publish("home/esp-3/temp", "1"); err == nil && rc < 0x80 {
+		t.Errorf("removed user's connection still publishes (reason 0x%02x)", rc)
+	}
+
+	bad := o
+	bad.Users = []User{{Name: "x", PasswordHashFile: "/nonexistent/x.hash", Role: RoleViewer}}
+	if err := b.SetAccounts(bad); err == nil {
+		t.Fatal("unreadable hash file: no error")
+	}
+	if _, err := b.Authenticate(context.Background(), "new", "pw-new", remote); err != nil {
+		t.Errorf("accounts changed by a refused SetAccounts: %v", err)
 	}
 }

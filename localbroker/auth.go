@@ -126,7 +126,7 @@ func (a *access) login(cl *mqtt.Client, pk packets.Packet) (id Identity, existin
 	// Without any users, credentials are ignored, as Mosquitto does
 	// without a password file: an app set up with a user name keeps
 	// working on an anonymous gateway.
-	if !pk.Connect.UsernameFlag && !pk.Connect.PasswordFlag || len(a.accounts.byName) == 0 {
+	if !pk.Connect.UsernameFlag && !pk.Connect.PasswordFlag || !a.accounts.users() {
 		var ok bool
 		if id, ok = a.accounts.anonymousIdentity(); !ok {
 			a.stats.anonymous.Add(1)

@@ -486,6 +486,19 @@ func (b *Broker) Authenticate(ctx context.Context, user, password string, remote
 	return b.access.accounts.password(ctx, user, []byte(password), remote, "http")
 }
 
+// SetAccounts replaces the users (o.Users) and the anonymous rights
+// (o.AllowAnonymous, o.AnonymousRole) of a running broker, for a live
+// reload; every other field of o is ignored (listeners and limits take a
+// restart). Connected clients stay connected with the identity they
+// logged in with; one whose user was removed or changed may no longer
+// publish and must log in again for its new rights. Logins from now on,
+// over MQTT and HTTP, use the new accounts; remembered password checks
+// are forgotten. On error (a password_hash_file that cannot be read)
+// nothing changes.
+func (b *Broker) SetAccounts(o Opts) error {
+	return b.access.accounts.set(o)
+}
+
 // AuthenticateToken checks a bearer token (see NewToken), rate limited
 // as Authenticate is.
 func (b *Broker) AuthenticateToken(token string, remote net.Addr) (Identity, error) {
@@ -615,6 +628,12 @@ func (b *Broker) Subscribe(filter string, id int, fn func(Inbound)) error {
 			Identity:        b.access.identityOf(pk.Origin),
 		})
 	})
+}
+
+// Unsubscribe removes the in-process subscription Subscribe made with
+// filter and id (a live reload that moves it).
+func (b *Broker) Unsubscribe(filter string, id int) error {
+	return b.srv.Unsubscribe(filter, id)
 }
 
 // ErrReplyNotAllowed is returned by Reply when the requester could not

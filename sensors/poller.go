@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,8 +55,12 @@ var (
 	ErrSenseStuck = errors.New("sensors: previous sense still running (driver ignores its context)")
 )
 
-// ErrPollerStarted is returned by Add and Run once Run has been called.
+// ErrPollerStarted is returned by Run and Observe once Run has been
+// called.
 var ErrPollerStarted = errors.New("sensors: poller already started")
+
+// ErrPollerStopped is returned by Add once Run has returned.
+var ErrPollerStopped = errors.New("sensors: poller stopped")
 
 // Status is a sensor's availability as the Poller sees it.
 type Status uint8
@@ -129,7 +134,10 @@ type Poller struct {
 
 	mu        sync.Mutex
 	started   bool
-	workers   []*worker
+	stopped   bool            // Run's context is done: Add starts nothing more
+	ctx       context.Context // Run's, once started
+	wg        sync.WaitGroup  // every worker's goroutines, for Run
+	workers   []*worker       // replaced, never changed in place (Stats reads a copy)
 	observers []SampleObserver
 }
 
@@ -142,8 +150,12 @@ func NewPoller(clock Clock, sink Sink, log *slog.Logger) *Poller {
 
 // Add registers sensor s under id, with one filter chain per quantity.
 // It validates opts, and rejects filters restricted to a quantity s does
-// not measure. Add must be called before Run; the caller keeps ownership
-// of s and halts it after Run has returned.
+// not measure. The caller keeps ownership of s and halts it after Run has
+// returned (or after Remove's channel is closed).
+//
+// Added while Run runs (a live reload), the sensor starts sampling at
+// once, on a grid that starts now; the other sensors are not touched.
+// After Run has returned, Add fails with ErrPollerStopped.
 func (p *Poller) Add(id string, s Sensor, opts PollOpts) error {
 	if id == "" {
 		return errors.New("sensors: sensor id is empty")
@@ -182,8 +194,8 @@ func (p *Poller) Add(id string, s Sensor, opts PollOpts) error {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.started {
-		return ErrPollerStarted
+	if p.stopped {
+		return ErrPollerStopped
 	}
 	for _, w := range p.workers {
 		if w.id == id {
@@ -210,9 +222,54 @@ func (p *Poller) Add(id string, s Sensor, opts PollOpts) error {
 		beat:    liveness.New("sensor/" + id),
 	}
 	w.sctx.done = make(chan struct{})
+	w.done = make(chan struct{})
 	w.stats.ID, w.stats.Sensor = id, s.String()
-	p.workers = append(p.workers, w)
+	p.workers = append(slices.Clip(p.workers), w)
+	if p.started {
+		p.launchLocked(w, p.clock.Now())
+	}
 	return nil
+}
+
+// Remove stops sampling sensor id and forgets it; its other sensors go
+// on undisturbed. The returned channel is closed once the sensor's
+// goroutines have ended: from then on the Poller makes no more Sink or
+// observer calls for it and no Sense is running, so the caller may halt
+// it. A Sense that ignores its context keeps the channel open until it
+// returns. Remove tells the Sink nothing: saying the sensor is gone is
+// the caller's business.
+func (p *Poller) Remove(id string) (<-chan struct{}, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i := slices.IndexFunc(p.workers, func(w *worker) bool { return w.id == id })
+	if i < 0 {
+		return nil, fmt.Errorf("sensors: sensor %q: not in the poller", id)
+	}
+	w := p.workers[i]
+	p.workers = slices.Delete(slices.Clone(p.workers), i, i+1)
+	if w.cancel == nil { // never started
+		close(w.done)
+		return w.done, nil
+	}
+	w.cancel()
+	return w.done, nil
+}
+
+// launchLocked starts w's goroutines on a grid from start; p.mu is held.
+func (p *Poller) launchLocked(w *worker, start time.Time) {
+	ctx, cancel := context.WithCancel(p.ctx)
+	w.start, w.sctx.parent, w.observers, w.cancel = start, ctx, p.observers, cancel
+	p.wg.Add(2)
+	go func() {
+		defer p.wg.Done()
+		// senseLoop ends when loop has closed req, so both are over.
+		defer close(w.done)
+		w.senseLoop()
+	}()
+	go func() {
+		defer p.wg.Done()
+		w.loop(ctx)
+	}()
 }
 
 // Observe adds o to the sample observers. It must be called before Run.
@@ -244,27 +301,18 @@ func (p *Poller) Run(ctx context.Context) error {
 		p.mu.Unlock()
 		return ErrPollerStarted
 	}
-	p.started = true
-	ws := p.workers
-	obs := p.observers
+	p.started, p.ctx = true, ctx
+	start := p.clock.Now()
+	for _, w := range p.workers {
+		p.launchLocked(w, start)
+	}
 	p.mu.Unlock()
 
-	start := p.clock.Now()
-	var wg sync.WaitGroup
-	for _, w := range ws {
-		w.start, w.sctx.parent, w.observers = start, ctx, obs
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			w.senseLoop()
-		}()
-		go func() {
-			defer wg.Done()
-			w.loop(ctx)
-		}()
-	}
 	<-ctx.Done()
-	wg.Wait()
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	p.wg.Wait()
 	return nil
 }
 
@@ -320,6 +368,8 @@ type worker struct {
 	log     *slog.Logger
 
 	observers []SampleObserver
+	cancel    context.CancelFunc // ends this worker alone (Remove); nil before Run
+	done      chan struct{}      // closed when both goroutines have ended
 
 	req  chan struct{} // one Sense, please
 	res  chan error    // its result

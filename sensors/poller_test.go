@@ -606,8 +606,8 @@ func TestPollerRunCancel(t *testing.T) {
 	if err := h.p.Run(context.Background()); !errors.Is(err, sensors.ErrPollerStarted) {
 		t.Fatalf("second Run: %v", err)
 	}
-	if err := h.p.Add("late", idle, o); !errors.Is(err, sensors.ErrPollerStarted) {
-		t.Fatalf("Add after Run: %v", err)
+	if err := h.p.Add("late", idle, o); !errors.Is(err, sensors.ErrPollerStopped) {
+		t.Fatalf("Add after Run returned: %v, want ErrPollerStopped", err)
 	}
 }
 
@@ -683,5 +683,118 @@ func TestPollerReadingsCarryMono(t *testing.T) {
 		if want := 3*time.Second + time.Duration(n)*iv; e.r.Mono != want {
 			t.Fatalf("reading %d: Mono = %v, want %v", n, e.r.Mono, want)
 		}
+	}
+}
+// drain takes the sink calls made so far, grouped by sensor in the order
+// each sensor made them (sensors run concurrently, so only that order is
+// fixed). Call it when the poller is idle.
+func (h *harness) drain() map[string][]event {
+	out := map[string][]event{}
+	for {
+		select {
+		case e := <-h.sink.ch:
+			out[e.r.Sensor] = append(out[e.r.Sensor], e)
+		default:
+			return out
+		}
+	}
+}
+
+func sameEvents(got, want []event) bool {
+	return slices.EqualFunc(got, want, sameEvent)
+}
+
+// waitIdle waits until exactly n timers are armed, the earliest due at
+// at: with every sensor on a one-second grid and instant samples, every
+// sensor is then waiting for its slot at at, its sink calls made.
+func (h *harness) waitIdle(n int, at time.Time) {
+	h.t.Helper()
+	for i := 0; ; i++ {
+		if next, ok := h.clk.Next(); ok && h.clk.Pending() == n && next.Equal(at) {
+			return
+		}
+		if i%1024 == 1023 && time.Since(h.began) > capWait {
+			h.t.Fatalf("poller not idle with %d timers at %s (pending %d)", n, at, h.clk.Pending())
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestPollerReconcileWhileRunning is the Poller's part of a live reload
+// (issue 13): a sensor added while Run runs starts at once on its own
+// grid, a removed one stops (no Sink call after its channel closes, and
+// the Poller does not halt it), and a sensor left alone keeps its
+// schedule and its filter state (a delta filter still holds back a value
+// close to the one it published before the change).
+func TestPollerReconcileWhileRunning(t *testing.T) {
+	h := newHarness(t, 32)
+	o := pollOpts(time.Second, 300*time.Millisecond, 0, 3)
+	keepOpts := o
+	keepOpts.Filters = []sensors.FilterSpec{{Delta: fp(0.5)}}
+	keep := sensorstest.NewSensor("keep", sensors.Temperature).Then(ok(20), ok(20.2), ok(20.3), ok(21))
+	gone := sensorstest.NewSensor("gone", sensors.Humidity).Then(ok(50), ok(51), ok(52), ok(53))
+	h.add("keep", keep, keepOpts)
+	h.add("gone", gone, o)
+	h.start()
+	h.waitIdle(2, sec(1))
+	h.clk.AdvanceTo(sec(1))
+	h.waitIdle(2, sec(2))
+	first := h.drain()
+	if !sameEvents(first["keep"], []event{avail("keep", true), reading("keep", sensors.Temperature, 20, sec(0))}) {
+		t.Fatalf("keep before the change: %v", first["keep"])
+	}
+	if len(first["gone"]) != 3 { // online and two readings
+		t.Fatalf("gone before the change: %v (all %v)", first["gone"], first)
+	}
+
+	done, err := h.p.Remove("gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(capWait):
+		t.Fatal("removed sensor's goroutines did not end")
+	}
+	fresh := sensorstest.NewSensor("fresh", sensors.Pressure).Then(ok(1000), ok(1001))
+	if err := h.p.Add("fresh", fresh, o); err != nil {
+		t.Fatal(err)
+	}
+	// fresh samples at once (now is sec(1)), then on its own grid; keep
+	// goes on on the grid it had.
+	h.waitIdle(2, sec(2))
+	h.clk.AdvanceTo(sec(2))
+	h.waitIdle(2, sec(3))
+	got := h.drain()
+	if len(got["gone"]) != 0 {
+		t.Errorf("removed sensor still reported: %v", got["gone"])
+	}
+	if calls := gone.Calls(); calls != 2 {
+		t.Errorf("removed sensor sensed %d times, want 2 (none after Remove)", calls)
+	}
+	if gone.Halted() {
+		t.Error("Remove halted the sensor; halting is the caller's")
+	}
+	// 20.3 is within 0.5 of the 20 published before: held back, as it
+	// would be without the change (a fresh chain would publish it).
+	if len(got["keep"]) != 0 {
+		t.Errorf("unchanged sensor after the change: %v, want nothing (delta holds 20.3 back)", got["keep"])
+	}
+	want := []event{avail("fresh", true), reading("fresh", sensors.Pressure, 1000, sec(1)), reading("fresh", sensors.Pressure, 1001, sec(2))}
+	if !sameEvents(got["fresh"], want) {
+		t.Errorf("added sensor:\n got %v\nwant %v", got["fresh"], want)
+	}
+	ids := []string{}
+	for _, st := range h.p.Stats() {
+		ids = append(ids, st.ID)
+	}
+	if !slices.Equal(ids, []string{"keep", "fresh"}) {
+		t.Errorf("Stats ids %v, want [keep fresh]", ids)
+	}
+	if _, err := h.p.Remove("gone"); err == nil {
+		t.Error("removing a sensor twice: no error")
+	}
+	if err := h.p.Add("keep", keep, o); err == nil {
+		t.Error("adding a running id again: no error")
 	}
 }

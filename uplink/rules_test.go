@@ -3,6 +3,7 @@ package uplink
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -230,5 +231,51 @@ func TestParsePuback(t *testing.T) {
 	}
 	if _, _, err := parsePuback([]byte{0x40, 1, 0}); err == nil {
 		t.Error("a PUBACK of 1 byte parsed")
+	}
+}
+
+// TestSetForwardLive is the uplink's part of a live reload (issue 13):
+// new forward rules select what is captured from then on, the backlog
+// already buffered stays, and rules that do not validate change nothing.
+// Captures run concurrently with the change (-race).
+func TestSetForwardLive(t *testing.T) {
+	u := openUplink(t, testOpts("127.0.0.1:1"), t.TempDir())
+	capture(t, u, "t/a", 3)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				if _, err := u.Capture("x/busy", []byte("1"), 1, false); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	err := u.SetForward([]Rule{{Local: "u/#", QoS: 1}})
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := u.Capture("t/b", []byte("x"), 1, false); m || err != nil {
+		t.Errorf("capture on a removed rule: matched %v err %v", m, err)
+	}
+	if m, err := u.Capture("u/b", []byte("x"), 1, false); !m || err != nil {
+		t.Errorf("capture on an added rule: matched %v err %v", m, err)
+	}
+	if err := u.SetForward(nil); err == nil || !strings.Contains(err.Error(), "forward") {
+		t.Errorf("no rules: %v, want the forward error", err)
+	}
+	if m, _ := u.Capture("u/c", []byte("x"), 1, false); !m {
+		t.Error("a refused SetForward changed the rules")
+	}
+	if b := u.Stats().Backlog; b != 5 {
+		t.Errorf("backlog %d, want 5 (3 before the change, 2 after)", b)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,7 +51,10 @@ type StatePublisher interface {
 // the cloud broker in seq order. Capture and Stats are safe for
 // concurrent use.
 type Uplink struct {
-	opts   Opts
+	opts Opts // opts.Forward is the rules at New; rules are the ones in use
+	// rules are the forward rules Capture applies; SetForward replaces
+	// them whole.
+	rules  atomic.Pointer[[]Rule]
 	device string
 	log    *slog.Logger
 	clock  sensors.Clock
@@ -169,6 +173,7 @@ func newUplink(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.
 		st = topics.New(topics.DefaultPrefix("{device}")).Status()
 	}
 	u.status = strings.ReplaceAll(st, "{device}", deviceID)
+	u.rules.Store(&opts.Forward)
 	if err := u.prepareConn(); err != nil {
 		return nil, err
 	}
@@ -325,6 +330,21 @@ func (u *Uplink) SetTrust(t Trust, restamp Restamper) {
 	u.trust, u.restamp = t, restamp
 }
 
+// SetForward replaces the forward rules of a running uplink, for a live
+// reload: a message captured from now on is matched against rules, one
+// already buffered leaves as it was captured (the buffer, the cloud
+// session and the backlog are untouched). The rules are checked as in
+// Opts; on error nothing changes.
+func (u *Uplink) SetForward(rules []Rule) error {
+	o := u.opts
+	o.Forward = slices.Clone(rules)
+	if err := o.Validate(); err != nil {
+		return fmt.Errorf("uplink: %w", err)
+	}
+	u.rules.Store(&o.Forward)
+	return nil
+}
+
 // BufferDir is where the daemon keeps the uplink buffer under its state
 // directory; `edged buffer stat` reads the same place.
 func BufferDir(stateDir string) string { return filepath.Join(stateDir, "uplink") }
@@ -339,7 +359,7 @@ func BufferDir(stateDir string) string { return filepath.Join(stateDir, "uplink"
 // the cloud publish of such a message is unacknowledged.
 func (u *Uplink) Capture(topic string, payload []byte, qos byte, retain bool) (matched bool, err error) {
 	_ = qos // the local hop's QoS does not change what is sent upstream
-	r := match(u.opts.Forward, topic)
+	r := match(*u.rules.Load(), topic)
 	if r == nil {
 		return false, nil
 	}

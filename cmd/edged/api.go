@@ -29,8 +29,8 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 	deps := web.Deps{
 		Auth:        brokerAuth{b: d.broker, tree: topics.New(cfg.Device.TopicPrefix)},
 		Stats:       pollerStats{d},
-		Controllers: controllers{d, cfg.Controllers},
-		Actuators:   actuators{d, cfg.Actuators},
+		Controllers: controllers{d},
+		Actuators:   actuators{d},
 		Health:      brokerHealth{d.broker},
 		Probes:      d.health,
 	}
@@ -39,13 +39,7 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 	}
 	var ctls *metrics.Controllers
 	deps.Metrics, ctls = d.metricsHandler(cfg)
-	for i, sc := range cfg.Sensors {
-		si := web.SensorInfo{ID: sc.ID, Name: sc.Name, Driver: sc.Driver}
-		for _, q := range d.sensors[i].Quantities() {
-			si.Quantities = append(si.Quantities, web.Quantity{Name: q.String(), Unit: q.Unit()})
-		}
-		deps.Sensors = append(deps.Sensors, si)
-	}
+	deps.Sensors = d.sensorInfos(cfg)
 	opts := web.DefaultOpts()
 	opts.CORSOrigins = cfg.HTTP.CORSOrigins
 	srv, err := web.New(deps, opts, d.log)
@@ -56,17 +50,16 @@ func (d *daemon) newWeb(cfg *configs.Config) error {
 	d.web = srv
 	d.pipe.Observe(webFeed{srv})
 	// Controller states as MQTT subscribers see them (at most one per
-	// second per controller); the handler only queues.
-	if len(cfg.Controllers) > 0 {
-		tree := topics.New(cfg.Device.TopicPrefix)
-		if err := d.broker.Subscribe(tree.ControlStateFilter(), 2, func(m localbroker.Inbound) {
-			// As for commands, an empty level gives id "".
-			id, _ := tree.ParseControlState(m.Topic)
-			srv.ControllerState(id, m.Payload)
-			ctls.Publish(id, m.Payload)
-		}); err != nil {
-			return err
-		}
+	// second per controller); the handler only queues. Subscribed without
+	// controllers too: a reload may add some.
+	tree := topics.New(cfg.Device.TopicPrefix)
+	if err := d.broker.Subscribe(tree.ControlStateFilter(), 2, func(m localbroker.Inbound) {
+		// As for commands, an empty level gives id "".
+		id, _ := tree.ParseControlState(m.Topic)
+		srv.ControllerState(id, m.Payload)
+		ctls.Publish(id, m.Payload)
+	}); err != nil {
+		return err
 	}
 	return nil
 }
@@ -145,21 +138,20 @@ func (p pollerStats) SensorStats() []web.SensorStat {
 
 // controllers serves the loops; commands go through the same inbox as
 // MQTT's.
-type controllers struct {
-	d    *daemon
-	opts []control.Opts
-}
+type controllers struct{ d *daemon }
 
 func (c controllers) Controllers() []web.ControllerInfo {
-	out := make([]web.ControllerInfo, len(c.opts))
-	for i, o := range c.opts {
+	c.d.mu.RLock()
+	defer c.d.mu.RUnlock()
+	out := make([]web.ControllerInfo, len(c.d.ctlOpts))
+	for i, o := range c.d.ctlOpts {
 		out[i] = web.ControllerInfo{ID: o.ID, Input: o.Input, Output: o.Output}
 	}
 	return out
 }
 
 func (c controllers) State(id string) (json.RawMessage, bool) {
-	l := c.d.loops[id]
+	l := c.d.control.loop(id)
 	if l == nil {
 		return nil, false
 	}
@@ -168,10 +160,10 @@ func (c controllers) State(id string) (json.RawMessage, bool) {
 }
 
 func (c controllers) Command(ctx context.Context, id string, body []byte, client string) (json.RawMessage, error) {
-	if c.d.inbox == nil || c.d.loops[id] == nil {
+	if c.d.control.loop(id) == nil {
 		return nil, web.ErrUnknown
 	}
-	reply, err := c.d.inbox.Do(ctx, control.Request{Controller: id, Payload: body, Client: client})
+	reply, err := c.d.control.inbox.Do(ctx, control.Request{Controller: id, Payload: body, Client: client})
 	switch {
 	case err == nil:
 		return reply, nil
@@ -179,7 +171,7 @@ func (c controllers) Command(ctx context.Context, id string, body []byte, client
 		return nil, kindError{web.ErrRefused, err}
 	case errors.Is(err, control.ErrSuperseded):
 		return nil, kindError{web.ErrSuperseded, err}
-	case errors.Is(err, control.ErrStopped):
+	case errors.Is(err, control.ErrStopped), errors.Is(err, control.ErrReplaced):
 		return nil, kindError{web.ErrUnavailable, err}
 	}
 	return nil, err
@@ -192,14 +184,13 @@ type kindError struct{ kind, err error }
 func (e kindError) Error() string   { return e.err.Error() }
 func (e kindError) Unwrap() []error { return []error{e.kind, e.err} }
 
-type actuators struct {
-	d    *daemon
-	opts []configs.Actuator
-}
+type actuators struct{ d *daemon }
 
 func (a actuators) Actuators() []web.Actuator {
-	out := make([]web.Actuator, 0, len(a.opts))
-	for _, o := range a.opts {
+	a.d.mu.RLock()
+	defer a.d.mu.RUnlock()
+	out := make([]web.Actuator, 0, len(a.d.actOpts))
+	for _, o := range a.d.actOpts {
 		act := a.d.actuators[o.ID]
 		if act == nil {
 			continue
@@ -239,17 +230,12 @@ func (u uplinkStats) UplinkStats() web.UplinkStats {
 
 // metricsHandler builds /metrics over the rooms' Stats, records the
 // pipeline's readings for the value gauges, and returns the table of
-// the controllers' published states for newWeb to feed (nil without
-// controllers). Call it from newWeb, before
+// the controllers' published states for newWeb to feed. Call it from newWeb, before
 // readings flow; its sources read the Poller and the loops only when
 // scraped, once start has made them.
 func (d *daemon) metricsHandler(cfg *configs.Config) (http.Handler, *metrics.Controllers) {
-	ids := make([]string, len(cfg.Sensors))
-	qs := make([][]sensors.Quantity, len(cfg.Sensors))
-	for i, sc := range cfg.Sensors {
-		ids[i], qs[i] = sc.ID, d.sensors[i].Quantities()
-	}
-	readings := metrics.NewReadings(ids, qs)
+	readings := metrics.NewReadings(d.readingTable(cfg))
+	d.readings = readings
 	d.pipe.Observe(readings)
 	src := metrics.Sources{
 		Version:      buildVersion(),
@@ -259,18 +245,48 @@ func (d *daemon) metricsHandler(cfg *configs.Config) (http.Handler, *metrics.Con
 		QueueDropped: func() uint64 { return d.queue.Dropped() },
 		Beats:        d.health.Beats,
 		Clock:        d.wall,
+		Reloads:      d.reloads.metrics,
 	}
 	if d.uplink != nil {
 		src.Uplink = d.uplink.Stats
 	}
-	if len(cfg.Controllers) > 0 {
-		ids := make([]string, len(cfg.Controllers))
-		for i, c := range cfg.Controllers {
-			ids[i] = c.ID
-		}
-		src.Controllers = metrics.NewControllers(ids)
-	}
+	// Made without controllers too: a reload may add some.
+	src.Controllers = metrics.NewControllers(controllerIDs(cfg))
+	d.ctlMetrics = src.Controllers
 	return metrics.Handler(src), src.Controllers
+}
+
+func controllerIDs(cfg *configs.Config) []string {
+	ids := make([]string, len(cfg.Controllers))
+	for i, c := range cfg.Controllers {
+		ids[i] = c.ID
+	}
+	return ids
+}
+
+// sensorInfos lists cfg's sensors for the API, with the quantities of
+// the opened devices.
+func (d *daemon) sensorInfos(cfg *configs.Config) []web.SensorInfo {
+	var out []web.SensorInfo
+	for _, sc := range cfg.Sensors {
+		si := web.SensorInfo{ID: sc.ID, Name: sc.Name, Driver: sc.Driver}
+		for _, q := range d.sensors[sc.ID].Quantities() {
+			si.Quantities = append(si.Quantities, web.Quantity{Name: q.String(), Unit: q.Unit()})
+		}
+		out = append(out, si)
+	}
+	return out
+}
+
+// readingTable is the ids and quantities of cfg's sensors for the value
+// gauges.
+func (d *daemon) readingTable(cfg *configs.Config) ([]string, [][]sensors.Quantity) {
+	ids := make([]string, len(cfg.Sensors))
+	qs := make([][]sensors.Quantity, len(cfg.Sensors))
+	for i, sc := range cfg.Sensors {
+		ids[i], qs[i] = sc.ID, d.sensors[sc.ID].Quantities()
+	}
+	return ids, qs
 }
 
 type brokerHealth struct{ b *localbroker.Broker }

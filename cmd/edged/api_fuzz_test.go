@@ -47,11 +47,12 @@ func apiWithLoop(t testing.TB) http.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{loops: map[string]*control.Loop{"heat": l}}
-	d.inbox = control.NewInbox(d.loops, nil, nil)
+	d := &daemon{ctlOpts: []control.Opts{o}}
+	d.control = &controlRoom{d: d, loops: map[string]*runningLoop{"heat": {l: l}}}
+	d.control.inbox = control.NewInbox(d.control.loopMap(), nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { d.inbox.Run(ctx); close(done) }()
+	go func() { d.control.inbox.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	bo := localbroker.DefaultOpts()
 	bo.MQTT, bo.WebSocket, bo.AnonymousRole = "127.0.0.1:0", "", localbroker.RoleOperator
@@ -63,7 +64,7 @@ func apiWithLoop(t testing.TB) http.Handler {
 	s, err := web.New(web.Deps{
 		Auth:        brokerAuth{b: b, tree: topics.New("edged/fuzz")},
 		Stats:       noStats{},
-		Controllers: controllers{d, []control.Opts{o}},
+		Controllers: controllers{d},
 	}, web.DefaultOpts(), nil)
 	if err != nil {
 		t.Fatal(err)

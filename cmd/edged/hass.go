@@ -6,55 +6,104 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/localbroker"
 	"github.com/edged/edged/pipeline/hass"
 )
 
+// hassRoom runs the Home Assistant announcer. A reload replaces the
+// announcer whole (apply): the new one reads the state file the old one
+// wrote, so the entities that left the config are removed by the same
+// logic as at a start.
+type hassRoom struct {
+	d       *daemon
+	httpLns []net.Listener
+	cur     atomic.Pointer[hass.Announcer] // the birth handler's
+	birth   string                         // the subscribed birth topic
+	stop    context.CancelFunc             // ends the current announcer's Run
+	done    chan struct{}                  // closed when it has returned
+}
+
 // startHomeAssistant announces the gateway to Home Assistant (MQTT
 // discovery) through the local broker, and again whenever Home
 // Assistant's birth message arrives. httpLns are the bound HTTP
 // listeners (plain first), for the dashboard's link.
-func (d *daemon) startHomeAssistant(ctx context.Context, cfg *configs.Config, httpLns []net.Listener) error {
-	o := cfg.HomeAssistant
+func (d *daemon) startHomeAssistant(cfg *configs.Config, httpLns []net.Listener) error {
+	d.hass = &hassRoom{d: d, httpLns: httpLns}
+	return d.hass.apply(cfg)
+}
+
+// gateway is what cfg announces, with the opened sensors' quantities.
+func (h *hassRoom) gateway(cfg *configs.Config) hass.Gateway {
+	d := h.d
 	g := hass.Gateway{
 		ID:               cfg.Device.ID,
 		Name:             cfg.Device.Name,
 		TopicPrefix:      cfg.Device.TopicPrefix,
 		Version:          buildVersion(),
-		ConfigurationURL: o.ConfigurationURL,
+		ConfigurationURL: cfg.HomeAssistant.ConfigurationURL,
 		Controllers:      cfg.Controllers,
 		Uplink:           d.uplink != nil,
 	}
 	if g.ConfigurationURL == "" {
-		g.ConfigurationURL = dashboardURL(cfg.HTTP, httpLns)
+		g.ConfigurationURL = dashboardURL(cfg.HTTP, h.httpLns)
 	}
-	for i, sc := range cfg.Sensors {
-		g.Sensors = append(g.Sensors, hass.Sensor{ID: sc.ID, Name: sc.Name, Quantities: d.sensors[i].Quantities(), Poll: sc.PollOpts})
+	for _, sc := range cfg.Sensors {
+		g.Sensors = append(g.Sensors, hass.Sensor{ID: sc.ID, Name: sc.Name, Quantities: d.sensors[sc.ID].Quantities(), Poll: sc.PollOpts})
 	}
-	a, err := hass.New(o, g, d.broker, cfg.StateDir, d.clock, d.log)
+	return g
+}
+
+// apply starts an announcer for cfg in place of the running one (if
+// any): at start, and at a reload that changes what is announced.
+func (h *hassRoom) apply(cfg *configs.Config) error {
+	d := h.d
+	o := cfg.HomeAssistant
+	a, err := hass.New(o, h.gateway(cfg), d.broker, cfg.StateDir, d.clock, d.log)
 	if err != nil {
 		return err
 	}
-	// The handler runs in the publishing client's goroutine inside the
-	// broker: Birth only wakes the announcer.
-	if err := d.broker.Subscribe(o.BirthTopic(), 3, func(m localbroker.Inbound) { a.Birth(m.Payload) }); err != nil {
-		return err
+	first := h.stop == nil
+	if !first {
+		h.stop()
+		<-h.done
 	}
-	if o.Enabled {
-		d.log.Info("announcing to Home Assistant", "prefix", o.Prefix, "entities", len(a.Entities()), "configuration_url", g.ConfigurationURL)
+	h.cur.Store(a)
+	if t := o.BirthTopic(); t != h.birth {
+		if h.birth != "" {
+			if err := d.broker.Unsubscribe(h.birth, hassBirthSub); err != nil {
+				d.log.Warn("cannot unsubscribe from Home Assistant's old birth topic", "topic", h.birth, "error", err)
+			}
+		}
+		// The handler runs in the publishing client's goroutine inside
+		// the broker: Birth only wakes the announcer.
+		if err := d.broker.Subscribe(t, hassBirthSub, func(m localbroker.Inbound) { h.cur.Load().Birth(m.Payload) }); err != nil {
+			return err
+		}
+		h.birth = t
 	}
-	// Before READY=1: the retained configs are there for the first
-	// client.
+	if o.Enabled && first {
+		d.log.Info("announcing to Home Assistant", "prefix", o.Prefix, "entities", len(a.Entities()), "configuration_url", h.gateway(cfg).ConfigurationURL)
+	}
+	// At start before READY=1: the retained configs are there for the
+	// first client.
 	a.Start()
+	ctx, stop := context.WithCancel(d.ctx)
+	h.stop, h.done = stop, make(chan struct{})
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		defer close(h.done)
 		a.Run(ctx)
 	}()
 	return nil
 }
+
+// hassBirthSub is the id of the broker subscription to Home Assistant's
+// birth topic.
+const hassBirthSub = 3
 
 // dashboardURL is the link Home Assistant shows to the gateway's
 // dashboard: the HTTPS listener if there is one, else the plain one. A

@@ -40,7 +40,10 @@ Usage:
   edged version                   print the version
 
 Signals (run): SIGTERM/SIGINT stop cleanly (actuators to their safe state,
-status "offline"); SIGHUP re-checks the config file and logs the result.
+status "offline"); SIGHUP reloads the config file live: a file with
+problems is refused and the running config kept; listener addresses,
+state_dir and the device id take a restart (the outcome is logged and
+shown by /readyz and /metrics).
 `
 
 // exitError carries a process exit code through the subcommands.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -34,13 +35,13 @@ func (h *probes) arm() {
 	if d.poller != nil {
 		bs = append(bs, d.poller.Heartbeats()...)
 	}
-	ids := make([]string, 0, len(d.loops))
-	for id := range d.loops {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		bs = append(bs, d.loops[id].Heartbeat())
+	if d.control != nil {
+		d.mu.RLock()
+		ids := slices.Sorted(maps.Keys(d.control.loops))
+		for _, id := range ids {
+			bs = append(bs, d.control.loops[id].l.Heartbeat())
+		}
+		d.mu.RUnlock()
 	}
 	if d.queue != nil {
 		bs = append(bs, d.queue.Heartbeat())
@@ -52,6 +53,15 @@ func (h *probes) arm() {
 		bs = append(bs, d.uplink.Heartbeat())
 	}
 	h.beats.Store(&bs)
+}
+
+// LastReload is the last config reload's outcome for /readyz; nil
+// before the first.
+func (h *probes) LastReload() any {
+	if o := h.d.reloads.lastOutcome(); o != nil {
+		return o
+	}
+	return nil
 }
 
 // Beats are the main loops' beats; none before arm.

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edged/edged/cmd/edged/metrics"
 	"github.com/edged/edged/cmd/edged/web"
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/drivers"
@@ -78,13 +79,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 
 	for s := range sig {
 		if s == syscall.SIGHUP {
-			// Reloading in place is not built yet; say so rather than
-			// pretend, and tell the user whether a restart would work.
-			if _, err := loadConfig(path); err != nil {
-				log.Warn("SIGHUP: the config file has problems; keeping the running config", "error", err)
-			} else {
-				log.Warn("SIGHUP: the config file is valid, but live reload is not supported yet; restart edged to apply it")
-			}
+			d.reload(path)
 			continue
 		}
 		log.Info("stopping", "signal", s.String())
@@ -127,7 +122,7 @@ func newLogger(c configs.Log, w io.Writer) *slog.Logger {
 type daemon struct {
 	log       *slog.Logger
 	env       *drivers.Env
-	sensors   []sensors.Sensor
+	sensors   map[string]sensors.Sensor // by id
 	actuators map[string]sensors.Actuator
 	broker    *localbroker.Broker
 	uplink    *uplink.Uplink
@@ -136,11 +131,27 @@ type daemon struct {
 	poller    *sensors.Poller
 	http      *http.Server
 	web       *web.Server
-	loops     map[string]*control.Loop
-	inbox     *control.Inbox
-	health    *probes
-	clock     sensors.Clock    // what sampling and the uplink read time from
-	wall      *wallclock.Clock // whether its wall time is trusted
+	readings  *metrics.Readings // nil without HTTP
+	// ctlMetrics is the controllers' table of /metrics; nil without HTTP.
+	ctlMetrics *metrics.Controllers
+	control    *controlRoom
+	health     *probes
+	clock      sensors.Clock    // what sampling and the uplink read time from
+	wall       *wallclock.Clock // whether its wall time is trusted
+	hass       *hassRoom
+
+	// mu guards actuators and control.loops, which a reload changes,
+	// for the HTTP API's goroutines.
+	mu      sync.RWMutex
+	ctlOpts []control.Opts     // the running controllers, for the API
+	actOpts []configs.Actuator // the opened actuators' entries, for the API
+
+	// cfg is the running config: the file as last applied, with the
+	// sections a reload cannot change kept as they were at start. Only
+	// the goroutine that handles signals (start, reload, stop) uses it.
+	cfg     *configs.Config
+	reloads reloads
+	ctx     context.Context // ends at stop; what a reload starts runs under it
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -150,13 +161,14 @@ type daemon struct {
 // closed again (actuators back in their safe state): a bad config or a
 // missing device never half-starts the daemon.
 func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{log: log, env: drivers.NewEnv(log.With("component", "drivers")), actuators: map[string]sensors.Actuator{}}
+	d := &daemon{log: log, env: drivers.NewEnv(log.With("component", "drivers")), actuators: map[string]sensors.Actuator{},
+		sensors: map[string]sensors.Sensor{}, cfg: cfg}
 	d.health = &probes{d: d}
 	if cfg.Uplink != nil {
 		d.health.maxOldest = cfg.Uplink.MaxOldestUnsent
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel = cancel
+	d.ctx, d.cancel = ctx, cancel
 	defer func() {
 		if err != nil {
 			d.abort()
@@ -166,6 +178,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	// Every device is tried, so a user wiring a Pi sees all that is
 	// missing in one go, as `edged validate` shows all config problems.
 	var openErrs []error
+	d.actOpts, d.ctlOpts = cfg.Actuators, cfg.Controllers
 	for _, ac := range cfg.Actuators {
 		a, err := drivers.Default.OpenActuator(d.env, ac.Driver, ac.ID, ac.Opts)
 		if err != nil {
@@ -180,7 +193,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 			openErrs = append(openErrs, err)
 			continue
 		}
-		d.sensors = append(d.sensors, s)
+		d.sensors[sc.ID] = s
 	}
 	if len(openErrs) > 0 {
 		return nil, fmt.Errorf("%d of %d devices did not open:\n%w", len(openErrs), len(cfg.Actuators)+len(cfg.Sensors), errors.Join(openErrs...))
@@ -216,8 +229,8 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	// control loops' input) must not.
 	d.queue = pipeline.NewQueue(d.pipe, sinkQueueSize, log)
 	d.poller = sensors.NewPoller(d.clock, d.queue, log)
-	for i, sc := range cfg.Sensors {
-		if err := d.poller.Add(sc.ID, d.sensors[i], sc.PollOpts); err != nil {
+	for _, sc := range cfg.Sensors {
+		if err := d.poller.Add(sc.ID, d.sensors[sc.ID], sc.PollOpts); err != nil {
 			return nil, err
 		}
 	}
@@ -253,7 +266,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	}
 	// After the HTTP listeners, whose bound address is the dashboard's
 	// link in Home Assistant.
-	if err := d.startHomeAssistant(ctx, cfg, httpLns); err != nil {
+	if err := d.startHomeAssistant(cfg, httpLns); err != nil {
 		return nil, err
 	}
 	d.wg.Add(2)
@@ -270,6 +283,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	}()
 	d.health.arm()
 	d.health.started.Store(true)
+	d.reloads.started(time.Now())
 	log.Info("running", "sensors", len(d.sensors), "actuators", len(d.actuators), "controllers", len(cfg.Controllers))
 	return d, nil
 }

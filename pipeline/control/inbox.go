@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edged/edged/sensors"
@@ -59,15 +61,19 @@ var ErrStopped = errors.New("control: not taking commands (edged is stopping)")
 // The log gets the first command of a burst in full and then at most one
 // summary line per second per controller; refusals are rate limited.
 type Inbox struct {
-	loops map[string]*Loop
+	loops atomic.Pointer[map[string]*Loop] // replaced whole by SetLoops
 	clock sensors.Clock
 	log   *slog.Logger
 	lim   *ratelog.Limiter
 	wake  chan struct{} // Submit added work
 	done  chan struct{} // closed when Run returns
 
+	// applying is held while commands are applied (handle), so SetLoops
+	// can wait until no command is being applied to a loop it takes away.
+	applying sync.Mutex
+
 	mu      sync.Mutex
-	pending map[string][]queued // per controller, oldest first; keys fixed by NewInbox
+	pending map[string][]queued // per controller, oldest first; keys are the loops' ids
 	owed    []owed
 	lost    map[string]int // replies not sent because owed was full
 
@@ -99,7 +105,6 @@ func NewInbox(loops map[string]*Loop, clock sensors.Clock, log *slog.Logger) *In
 	}
 	log = sensors.LogOrDiscard(log)
 	in := &Inbox{
-		loops:   loops,
 		clock:   clock,
 		log:     log.With("component", "control"),
 		lim:     ratelog.New(summaryEvery, 4, clock),
@@ -112,12 +117,49 @@ func NewInbox(loops map[string]*Loop, clock sensors.Clock, log *slog.Logger) *In
 	for id := range loops {
 		in.pending[id] = nil
 	}
+	in.loops.Store(&loops)
 	return in
+}
+
+// ErrReplaced is the error a command's sender gets when a config reload
+// restarted or removed its controller before the command was applied.
+var ErrReplaced = errors.New("control: the controller was restarted or removed by a config reload; send the command again")
+
+// SetLoops replaces the loops the inbox serves, for a live reload. A
+// command waiting for a loop that the new set does not hold (by id and
+// the same *Loop) is not applied: its sender gets ErrReplaced. SetLoops
+// returns once no command is being applied to a loop it took away, so
+// the caller may then stop that loop without a command slipping in.
+func (in *Inbox) SetLoops(loops map[string]*Loop) {
+	loops = maps.Clone(loops)
+	in.applying.Lock()
+	in.mu.Lock()
+	old := *in.loops.Load()
+	for id, q := range in.pending {
+		if l := loops[id]; l == nil || l != old[id] {
+			for _, w := range q {
+				in.oweLocked(w.req, ErrReplaced)
+			}
+			delete(in.pending, id)
+		}
+	}
+	for id := range loops {
+		if _, ok := in.pending[id]; !ok {
+			in.pending[id] = nil
+		}
+	}
+	in.loops.Store(&loops)
+	in.mu.Unlock()
+	in.applying.Unlock()
+	select {
+	case in.wake <- struct{}{}: // the owed answers
+	default:
+	}
 }
 
 // Submit queues a command. It never blocks and never waits for the loop.
 func (in *Inbox) Submit(r Request) {
-	l := in.loops[r.Controller]
+	l := (*in.loops.Load())[r.Controller]
 	var c command
 	var err error
 	if l == nil {
@@ -127,6 +169,9 @@ func (in *Inbox) Submit(r Request) {
 		c.source = r.Client
 	}
 	in.mu.Lock()
+	if err == nil && (*in.loops.Load())[r.Controller] != l {
+		err = ErrReplaced // SetLoops ran since l was looked up
+	}
 	if err != nil {
 		in.oweLocked(r, err)
 	} else {
@@ -317,7 +362,10 @@ func (in *Inbox) Run(ctx context.Context) {
 
 // handle takes everything waiting and applies or answers it.
 func (in *Inbox) handle() {
+	in.applying.Lock()
+	defer in.applying.Unlock()
 	in.mu.Lock()
+	loops := *in.loops.Load()
 	owedNow := in.owed
 	in.owed = nil
 	batch := make(map[string][]queued, len(in.pending))
@@ -346,7 +394,7 @@ func (in *Inbox) handle() {
 		in.reply(o.req, errorReply(o.err), o.err, c)
 	}
 	for id, q := range batch {
-		l := in.loops[id]
+		l := loops[id]
 		c := in.count(id)
 		for _, w := range q {
 			reply, err := l.apply(w.cmd)
@@ -370,7 +418,7 @@ func (in *Inbox) handle() {
 // key is the controller id for counts and log keys: "" for every id
 // that names no controller, so a flood of made-up ids stays one line.
 func (in *Inbox) key(id string) string {
-	if in.loops[id] == nil {
+	if (*in.loops.Load())[id] == nil {
 		return ""
 	}
 	return id
@@ -428,7 +476,7 @@ func (in *Inbox) summarise() {
 		if c.lost > 0 {
 			level = slog.LevelWarn
 		}
-		if l := in.loops[id]; l != nil {
+		if l := (*in.loops.Load())[id]; l != nil {
 			s := l.State()
 			args = append(args, "setpoint", s.Setpoint, "mode", s.Mode)
 		}

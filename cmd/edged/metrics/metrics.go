@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,17 +42,34 @@ import (
 // read from the loops when scraped: a loop stuck in an actuator write
 // holds its lock, and a scrape must not hang with it.
 type Controllers struct {
+	tab atomic.Pointer[controllerTable]
+}
+
+type controllerTable struct {
 	ids    []string
-	states map[string]*atomic.Pointer[control.State] // read-only after NewControllers
+	states map[string]*atomic.Pointer[control.State] // read-only once made
 }
 
 // NewControllers returns a table for the controllers ids, in order.
 func NewControllers(ids []string) *Controllers {
-	c := &Controllers{ids: ids, states: map[string]*atomic.Pointer[control.State]{}}
-	for _, id := range ids {
-		c.states[id] = new(atomic.Pointer[control.State])
-	}
+	c := &Controllers{}
+	c.Set(ids)
 	return c
+}
+
+// Set replaces the table with one for ids (a live reload); a controller
+// in both keeps its last state until it publishes again.
+func (c *Controllers) Set(ids []string) {
+	t := &controllerTable{ids: slices.Clone(ids), states: map[string]*atomic.Pointer[control.State]{}}
+	old := c.tab.Load()
+	for _, id := range ids {
+		if old != nil && old.states[id] != nil {
+			t.states[id] = old.states[id]
+			continue
+		}
+		t.states[id] = new(atomic.Pointer[control.State])
+	}
+	c.tab.Store(t)
 }
 
 // Publish records the state JSON controller id published (at most one a
@@ -60,7 +78,7 @@ func (c *Controllers) Publish(id string, payload []byte) {
 	if c == nil {
 		return
 	}
-	p := c.states[id]
+	p := c.tab.Load().states[id]
 	if p == nil {
 		return
 	}
@@ -84,7 +102,27 @@ type Sources struct {
 	Beats        func() []*liveness.Beat
 	// Clock is the wall clock's judge (README "Clock"); nil: no clock
 	// metrics.
-	Clock *wallclock.Clock
+	Clock   *wallclock.Clock
+	Reloads func() Reloads
+}
+
+// Reloads are the config reloads (SIGHUP) of a running edged, which
+// cmd/edged counts, for the edged_config_* metrics (named as Prometheus
+// names its own).
+type Reloads struct {
+	// Applied, Failed (applied in part: a device did not open) and
+	// Refused (the file did not validate; nothing changed) count reloads
+	// by result.
+	Applied, Failed, Refused uint64
+	// LastSuccessful is false after a reload that was not applied in
+	// full, until one is.
+	LastSuccessful bool
+	// LastSuccess is when the running config was last applied in full:
+	// the start, then each applied reload.
+	LastSuccess time.Time
+	// RestartNeeded is true while the file asks for changes that only a
+	// restart applies (listener addresses, state_dir, ...).
+	RestartNeeded bool
 }
 
 // Handler returns the /metrics handler: the text exposition format,
@@ -229,6 +267,7 @@ type collector struct {
 	buildInfo, readingValue, readingTime, senseTime     *prometheus.Desc
 	lastSample, queueDropped, uplinkDropped, lastPuback *prometheus.Desc
 	controlInput, loopOverdue, clockSynced, clockSteps  *prometheus.Desc
+	reloads, reloadOK, reloadTime, restartNeeded        *prometheus.Desc
 	uplinkRows                                          []metric[uplink.Stats]
 	sensorRows                                          []metric[sensors.SensorStats]
 	controlRows                                         []metric[control.State]
@@ -266,13 +305,18 @@ func newCollector(src Sources) *collector {
 		loopOverdue:   prometheus.NewDesc("edged_loop_overdue_seconds", "How long a main loop is past the time it should have come round; 0 when alive (see /healthz).", []string{"loop"}, nil),
 		clockSynced:   prometheus.NewDesc("edged_clock_synced", "1 while the wall clock is trusted (the kernel says NTP synchronised it, it reads after the build date, it did not just jump); 0 while readings are stamped \"clock\":\"unsynced\".", nil, nil),
 		clockSteps:    prometheus.NewDesc("edged_clock_steps_total", "Steps of the wall clock against the monotonic clock seen (NTP's first sync included).", nil, nil),
+		reloads:       prometheus.NewDesc("edged_config_reloads_total", "Config reloads (SIGHUP), by result: applied, failed (applied in part, a device did not open), refused (the file did not validate; nothing changed).", []string{"result"}, nil),
+		reloadOK:      prometheus.NewDesc("edged_config_last_reload_successful", "1 if the last config reload was applied in full (or none was tried), 0 if it failed or was refused.", nil, nil),
+		reloadTime:    prometheus.NewDesc("edged_config_last_reload_success_timestamp_seconds", "When the running config was last applied in full: the start, then each applied reload (Unix seconds).", nil, nil),
+		restartNeeded: prometheus.NewDesc("edged_config_restart_needed", "1 while the config file asks for changes only a restart applies (listener addresses, state_dir, device id, ...).", nil, nil),
 	}
 }
 
 // Describe sends every descriptor the collector may produce.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.readingValue, c.readingTime, c.senseTime, c.lastSample,
-		c.queueDropped, c.uplinkDropped, c.lastPuback, c.controlInput, c.loopOverdue, c.clockSynced, c.clockSteps} {
+		c.queueDropped, c.uplinkDropped, c.lastPuback, c.controlInput, c.loopOverdue, c.clockSynced, c.clockSteps,
+		c.reloads, c.reloadOK, c.reloadTime, c.restartNeeded} {
 		ch <- d
 	}
 	for _, m := range c.broker {
@@ -306,8 +350,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if src.Readings != nil {
-		for i := range src.Readings.slots {
-			r := &src.Readings.slots[i]
+		t := src.Readings.tab.Load()
+		for i := range t.slots {
+			r := &t.slots[i]
 			ns := r.at.Load()
 			if ns == 0 {
 				continue // nothing published yet
@@ -341,8 +386,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if src.Controllers != nil {
-		for _, id := range src.Controllers.ids {
-			st := src.Controllers.states[id].Load()
+		t := src.Controllers.tab.Load()
+		for _, id := range t.ids {
+			st := t.states[id].Load()
 			if st == nil {
 				continue // nothing published yet
 			}
@@ -362,6 +408,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.clockSynced, gauge, synced)
 		ch <- prometheus.MustNewConstMetric(c.clockSteps, counter, float64(src.Clock.Jumps()))
 	}
+	if src.Reloads != nil {
+		r := src.Reloads()
+		for _, n := range []struct {
+			result string
+			n      uint64
+		}{{"applied", r.Applied}, {"failed", r.Failed}, {"refused", r.Refused}} {
+			ch <- prometheus.MustNewConstMetric(c.reloads, counter, float64(n.n), n.result)
+		}
+		ch <- prometheus.MustNewConstMetric(c.reloadOK, gauge, b2f(r.LastSuccessful))
+		ch <- prometheus.MustNewConstMetric(c.reloadTime, gauge, unixSeconds(r.LastSuccess))
+		ch <- prometheus.MustNewConstMetric(c.restartNeeded, gauge, b2f(r.RestartNeeded))
+	}
 	if src.Beats != nil {
 		for _, b := range src.Beats() {
 			ch <- prometheus.MustNewConstMetric(c.loopOverdue, gauge, b.Overdue().Seconds(), b.Name())
@@ -373,10 +431,15 @@ func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
 // Readings keeps the last published value of every sensor quantity for
 // the edged_sensor_value gauges. It is a pipeline.Observer; its table is
-// fixed when it is built, so taking a reading is two atomic stores.
+// fixed when it is built (and replaced whole by Set on a reload), so
+// taking a reading is a load and two atomic stores.
 type Readings struct {
+	tab atomic.Pointer[readingTable]
+}
+
+type readingTable struct {
 	slots []reading
-	index map[readingKey]int // read-only after NewReadings
+	index map[readingKey]int // read-only once made
 }
 
 type readingKey struct {
@@ -395,28 +458,44 @@ var _ pipeline.Observer = (*Readings)(nil)
 // NewReadings returns a table for the quantities of each sensor id
 // (quantities[id]), in order.
 func NewReadings(ids []string, quantities [][]sensors.Quantity) *Readings {
-	r := &Readings{index: map[readingKey]int{}}
+	r := &Readings{}
+	r.Set(ids, quantities)
+	return r
+}
+
+// Set replaces the table with one for ids and quantities (a live
+// reload); the last value of a quantity in both tables is kept.
+func (r *Readings) Set(ids []string, quantities [][]sensors.Quantity) {
+	t := &readingTable{index: map[readingKey]int{}}
 	n := 0
 	for _, qs := range quantities {
 		n += len(qs)
 	}
-	r.slots = make([]reading, n)
+	t.slots = make([]reading, n)
+	old := r.tab.Load()
 	i := 0
 	for k, id := range ids {
 		for _, q := range quantities[k] {
-			r.slots[i].sensor, r.slots[i].quantity, r.slots[i].unit = id, q.String(), unitName(q)
-			r.index[readingKey{id, q}] = i
+			t.slots[i].sensor, t.slots[i].quantity, t.slots[i].unit = id, q.String(), unitName(q)
+			t.index[readingKey{id, q}] = i
+			if old != nil {
+				if j, ok := old.index[readingKey{id, q}]; ok {
+					t.slots[i].bits.Store(old.slots[j].bits.Load())
+					t.slots[i].at.Store(old.slots[j].at.Load())
+				}
+			}
 			i++
 		}
 	}
-	return r
+	r.tab.Store(t)
 }
 
 // Input records a published reading.
 func (r *Readings) Input(rd sensors.Reading) {
-	if i, ok := r.index[readingKey{rd.Sensor, rd.Quantity}]; ok {
-		r.slots[i].bits.Store(math.Float64bits(rd.Value))
-		r.slots[i].at.Store(max(rd.Time.UnixNano(), 1))
+	t := r.tab.Load()
+	if i, ok := t.index[readingKey{rd.Sensor, rd.Quantity}]; ok {
+		t.slots[i].bits.Store(math.Float64bits(rd.Value))
+		t.slots[i].at.Store(max(rd.Time.UnixNano(), 1))
 	}
 }
 

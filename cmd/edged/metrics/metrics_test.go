@@ -37,7 +37,10 @@ func sources(bs *localbroker.Stats, us *uplink.Stats, ss *[]sensors.SensorStats,
 		QueueDropped: func() uint64 { return 3 },
 		Controllers:  controllers(control.State{Setpoint: 22.5, Input: &in, Output: 0.4, Fault: "input stale"}),
 		Beats:        func() []*liveness.Beat { return []*liveness.Beat{liveness.New("control/heat")} },
-		Clock:        trustedClock(),
+		Reloads: func() Reloads {
+			return Reloads{Applied: 2, Refused: 1, LastSuccess: time.Unix(1700000002, 0), RestartNeeded: true}
+		},
+		Clock: trustedClock(),
 	}
 }
 
@@ -179,6 +182,12 @@ func TestExposition(t *testing.T) {
 		{"edged_build_info", map[string]string{"version": "test"}, 1},
 		{"edged_clock_synced", nil, 1},
 		{"edged_clock_steps_total", nil, 0},
+		{"edged_config_reloads_total", map[string]string{"result": "applied"}, 2},
+		{"edged_config_reloads_total", map[string]string{"result": "refused"}, 1},
+		{"edged_config_reloads_total", map[string]string{"result": "failed"}, 0},
+		{"edged_config_last_reload_successful", nil, 0},
+		{"edged_config_last_reload_success_timestamp_seconds", nil, 1700000002},
+		{"edged_config_restart_needed", nil, 1},
 	} {
 		got, ok := value(fams, c.name, c.labels)
 		if !ok || math.Abs(got-c.want) > 1e-9 {
@@ -307,5 +316,49 @@ func TestReadingsAllocateNothing(t *testing.T) {
 	rd := sensors.Reading{Sensor: "air", Quantity: sensors.Temperature, Value: 20, Time: time.Now()}
 	if n := testing.AllocsPerRun(100, func() { r.Input(rd) }); n != 0 {
 		t.Errorf("Input allocates %v times, want 0", n)
+	}
+}
+
+// TestReadingsSet: a reload's new table keeps the last value of a
+// quantity still there, drops the ones gone and takes the new ones.
+func TestReadingsSet(t *testing.T) {
+	r := NewReadings([]string{"air", "gone"}, [][]sensors.Quantity{{sensors.Temperature}, {sensors.Humidity}})
+	r.Input(sensors.Reading{Sensor: "air", Quantity: sensors.Temperature, Value: 21, Time: time.Unix(1700000001, 0)})
+	r.Input(sensors.Reading{Sensor: "gone", Quantity: sensors.Humidity, Value: 50, Time: time.Unix(1700000001, 0)})
+	r.Set([]string{"air", "fresh"}, [][]sensors.Quantity{{sensors.Temperature}, {sensors.Pressure}})
+	r.Input(sensors.Reading{Sensor: "fresh", Quantity: sensors.Pressure, Value: 1000, Time: time.Unix(1700000002, 0)})
+	bs, us, ss := localbroker.Stats{}, uplink.Stats{}, []sensors.SensorStats{}
+	fams, _ := scrape(t, Handler(sources(&bs, &us, &ss, r)))
+	if v, ok := value(fams, "edged_sensor_value", map[string]string{"sensor": "air", "quantity": "temperature", "unit": "celsius"}); !ok || v != 21 {
+		t.Errorf("kept quantity: %v %v, want 21", v, ok)
+	}
+	if v, ok := value(fams, "edged_sensor_value", map[string]string{"sensor": "fresh", "quantity": "pressure", "unit": "pascals"}); !ok || v != 1000 {
+		t.Errorf("new quantity: %v %v, want 1000", v, ok)
+	}
+	if _, ok := value(fams, "edged_sensor_value", map[string]string{"sensor": "gone", "quantity": "humidity", "unit": "percent"}); ok {
+		t.Error("removed sensor still exported")
+	}
+}
+
+// TestControllersSet: after a reload's Set, a controller kept keeps its
+// last state, a removed one is gone and an added one is exported once it
+// publishes.
+func TestControllersSet(t *testing.T) {
+	c := controllers(control.State{Setpoint: 22.5, Output: 0.4})
+	c.Set([]string{"heat", "vent"})
+	b, _ := json.Marshal(control.State{Setpoint: 18})
+	c.Publish("vent", b)
+	c.Publish("cool", b) // removed: ignored
+	bs, us, ss := localbroker.Stats{}, uplink.Stats{}, []sensors.SensorStats{}
+	src := sources(&bs, &us, &ss, NewReadings(nil, nil))
+	src.Controllers = c
+	fams, _ := scrape(t, Handler(src))
+	for id, want := range map[string]float64{"heat": 22.5, "vent": 18} {
+		if v, ok := value(fams, "edged_control_setpoint", map[string]string{"controller": id}); !ok || v != want {
+			t.Errorf("%s setpoint %v %v, want %v", id, v, ok, want)
+		}
+	}
+	if _, ok := value(fams, "edged_control_setpoint", map[string]string{"controller": "cool"}); ok {
+		t.Error("removed controller still exported")
 	}
 }

@@ -119,6 +119,17 @@ type probe struct {
 	Problems []string `json:"problems,omitempty"`
 	// Notes inform without failing (Noter).
 	Notes []string `json:"notes,omitempty"`
+	// Reload is the outcome of the last config reload, for users; absent
+	// before the first.
+	Reload any `json:"reload,omitempty"`
+}
+
+// reloader is a Probes that also knows how the last config reload went
+// (optional).
+type reloader interface {
+	// LastReload returns the last reload's outcome as JSON-able data,
+	// nil before the first.
+	LastReload() any
 }
 
 func probeStatus(problems []string) (int, string) {
@@ -138,14 +149,16 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		problems = s.deps.Probes.Ready()
 	}
 	code, status := probeStatus(problems)
-	var notes []string
+	out := probe{Status: status, Problems: problems}
 	if n, ok := s.deps.Probes.(Noter); ok {
-		notes = n.Notes()
+		out.Notes = n.Notes()
 	}
 	if _, _, err := s.authenticate(r); err != nil {
-		problems, notes = nil, nil
+		out.Problems, out.Notes = nil, nil
+	} else if rl, ok := s.deps.Probes.(reloader); ok {
+		out.Reload = rl.LastReload()
 	}
-	writeJSON(w, code, probe{status, problems, notes})
+	writeJSON(w, code, out)
 }
 
 // metrics serves Prometheus under the API's authentication: open when
@@ -276,8 +289,9 @@ func (s *Server) sensorsJSON() []sensorJSON {
 	for _, st := range s.deps.Stats.SensorStats() {
 		stats[st.ID] = st
 	}
-	out := make([]sensorJSON, 0, len(s.deps.Sensors))
-	for _, si := range s.deps.Sensors {
+	list := *s.sensors.Load()
+	out := make([]sensorJSON, 0, len(list))
+	for _, si := range list {
 		st, ok := stats[si.ID]
 		if !ok {
 			st.Status = "unknown"
@@ -302,7 +316,7 @@ func (s *Server) sensorList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) sensorInfo(id string) (SensorInfo, bool) {
-	for _, si := range s.deps.Sensors {
+	for _, si := range *s.sensors.Load() {
 		if si.ID == id {
 			return si, true
 		}

@@ -120,3 +120,42 @@ func TestMetricsAccess(t *testing.T) {
 		t.Errorf("no Metrics handler: %d, want 404", code)
 	}
 }
+
+// reloadProbes is fakeProbes that knows the last reload.
+type reloadProbes struct {
+	fakeProbes
+	last any
+}
+
+func (p *reloadProbes) LastReload() any { return p.last }
+
+// TestReadyzReload: /readyz carries the last config reload's outcome
+// for users (issue 13), and nothing of it for strangers.
+func TestReadyzReload(t *testing.T) {
+	probes := &reloadProbes{last: map[string]any{"result": "refused", "errors": []string{"edged.yaml:3:5: bad"}}}
+	deps := testDeps("")
+	deps.Probes = probes
+	_, base := serve(t, deps, DefaultOpts())
+	code, _, body := call(t, "GET", base+"/readyz", "", basic(RoleViewer))
+	if code != http.StatusOK || !strings.Contains(body, `"reload":{"errors":["edged.yaml:3:5: bad"],"result":"refused"}`) {
+		t.Errorf("/readyz as a viewer: %d %s, want 200 with the reload outcome", code, body)
+	}
+	code, _, body = call(t, "GET", base+"/readyz", "", nil)
+	if code != http.StatusOK || strings.TrimSpace(body) != `{"status":"ok"}` {
+		t.Errorf("/readyz without credentials: %d %s, want only the status", code, body)
+	}
+}
+
+// TestSetSensors: the sensor list follows a reload.
+func TestSetSensors(t *testing.T) {
+	deps := testDeps(RoleViewer)
+	s, base := serve(t, deps, DefaultOpts())
+	s.SetSensors([]SensorInfo{{ID: "fresh", Quantities: []Quantity{{Name: "pressure", Unit: "Pa"}}}})
+	code, _, body := call(t, "GET", base+"/api/v1/sensors", "", nil)
+	if code != http.StatusOK || !strings.Contains(body, `"id":"fresh"`) || strings.Count(body, `"id":`) != 1 {
+		t.Errorf("sensors after SetSensors: %d %s, want only fresh", code, body)
+	}
+	if code, _, _ := call(t, "GET", base+"/api/v1/sensors/fresh", "", nil); code != http.StatusOK {
+		t.Errorf("the added sensor: %d, want 200", code)
+	}
+}

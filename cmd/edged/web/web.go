@@ -17,8 +17,10 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -245,6 +247,8 @@ type Server struct {
 	hist     *history
 	hub      *hub
 	sessions *sessions
+	// sensors is Deps.Sensors until SetSensors replaces it.
+	sensors atomic.Pointer[[]SensorInfo]
 
 	mu        sync.Mutex
 	stopOnce  sync.Once
@@ -272,6 +276,7 @@ func New(deps Deps, opts Opts, log *slog.Logger) (*Server, error) {
 		hub:      newHub(opts.EventRing, opts.ClientBuffer, opts.MaxStreams),
 		sessions: newSessions(opts.SessionTTL, opts.MaxSessions, time.Now),
 	}
+	s.sensors.Store(&deps.Sensors)
 	for _, o := range opts.CORSOrigins {
 		s.cors[strings.ToLower(strings.TrimSuffix(o, "/"))] = struct{}{}
 	}
@@ -287,6 +292,13 @@ func New(deps Deps, opts Opts, log *slog.Logger) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// SetSensors replaces the sensors the API lists (a live reload). The
+// history of a sensor still listed is kept.
+func (s *Server) SetSensors(list []SensorInfo) {
+	list = slices.Clone(list)
+	s.sensors.Store(&list)
 }
 
 // Handle mounts h at pattern (e.g. "/" for the dashboard) before the
