@@ -5,9 +5,9 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
+	"unsafe"
 
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/uplink"
@@ -85,8 +85,9 @@ func readyMessage(status string) string {
 // monotonicUsec is CLOCK_MONOTONIC in microseconds, the clock systemd
 // compares MONOTONIC_USEC with (Go's monotonic clock has another epoch).
 func monotonicUsec() uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+	var ts syscall.Timespec
+	const clockMonotonic = 1 // CLOCK_MONOTONIC in <linux/time.h>
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, clockMonotonic, uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
 		return 0
 	}
 	return uint64(ts.Sec)*1e6 + uint64(ts.Nsec)/1e3
