@@ -203,10 +203,9 @@ func TestUnitSandboxIntegration(t *testing.T) {
 // ARM calls: mmap2, fstat64 and the like, not the host's): what edged
 // asks of the Pi's kernel.
 func TestUnitSyscallsARMIntegration(t *testing.T) {
-	edgedBinary(t) // the skip under -short
+	bin := armv7Binary(t) // skipped under -short
 	analyze := requireTool(t, "systemd-analyze", "EDGED_REQUIRE_SYSTEMD")
 	qemu := requireTool(t, "qemu-arm-static", "EDGED_REQUIRE_QEMU")
-	bin := armv7Binary(t)
 	_, keys := unitSettings(t)
 	allowed := syscallSet(t, analyze, keys["SystemCallFilter"])
 	wrapper := filepath.Join(t.TempDir(), "traced-edged")
