@@ -55,8 +55,9 @@ func sdNotify(state string) {
 // The call contract for the reload (the SIGHUP handler in cmdRun): call
 // notifyReloading first, before the config file is read; then, whatever
 // the outcome, call notifyReloaded exactly once, with the status line of
-// the config that runs afterwards (the new one, or the old one kept after
-// a refused reload, with why in the line). A reload that never calls
+// the config that runs afterwards: d.health.Status() after a reload that
+// applied, or "reload refused: <why>; " + d.health.Status() after one
+// that kept the running config. A reload that never calls
 // notifyReloaded leaves systemd's reload job waiting until
 // TimeoutStartSec. Neither blocks, and both do nothing without
 // $NOTIFY_SOCKET.

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/liveness"
 	"github.com/edged/edged/uplink"
 )
@@ -97,6 +98,20 @@ func (h *probes) Ready() []string {
 	return out
 }
 
+// Status is the STATUS= line for systemd now (statusLine).
+func (h *probes) Status() string {
+	var up *uplink.Stats
+	if h.d.uplink != nil {
+		s := h.d.uplink.Stats()
+		up = &s
+	}
+	var ss []sensors.SensorStats
+	if h.d.poller != nil {
+		ss = h.d.poller.Stats()
+	}
+	return statusLine(ss, up, h.Live())
+}
+
 // watchdogEvery returns half of systemd's watchdog interval when the
 // watchdog is on for this process (WATCHDOG_USEC, and WATCHDOG_PID
 // unset or ours), as sd_watchdog_enabled does.
@@ -137,13 +152,8 @@ func (h *probes) watch(ctx context.Context, log *slog.Logger) {
 	}
 	stuck := false
 	lastStatus := ""
-	sendStatus := func(problems []string) {
-		var up *uplink.Stats
-		if h.d.uplink != nil {
-			s := h.d.uplink.Stats()
-			up = &s
-		}
-		if line := statusLine(h.d.poller.Stats(), up, problems); line != lastStatus {
+	sendStatus := func() {
+		if line := h.Status(); line != lastStatus {
 			sdNotify("STATUS=" + line)
 			lastStatus = line
 		}
@@ -166,7 +176,7 @@ func (h *probes) watch(ctx context.Context, log *slog.Logger) {
 	}
 	check()
 	if statusC != nil {
-		sendStatus(h.Live()) // the first line at once, then on change
+		sendStatus() // the first line at once, then on change
 	}
 	for {
 		select {
@@ -175,7 +185,7 @@ func (h *probes) watch(ctx context.Context, log *slog.Logger) {
 		case <-t.C:
 			check()
 		case <-statusC:
-			sendStatus(h.Live())
+			sendStatus()
 		}
 	}
 }
