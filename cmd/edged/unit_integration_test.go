@@ -137,9 +137,9 @@ func syscallSet(t *testing.T, analyze string, filters []string) map[string]bool 
 // with an uplink (its buffer writes and fsyncs) to a cloud that refuses
 // connections, serves /healthz and /metrics (the process collector reads
 // /proc/self) and a LAN MQTT client, stops it with SIGTERM, and requires
-// a clean stop and every system call edged made to be one the unit's
-// SystemCallFilter= allows: a call outside it would fail with EPERM under
-// systemd. It runs as root (the mount namespace); strace and unshare come
+// a clean stop, every system call edged made to be one the unit's
+// SystemCallFilter= allows (a call outside it would fail with EPERM under
+// systemd), and every socket's family one RestrictAddressFamilies= allows. It runs as root (the mount namespace); strace and unshare come
 // from Debian's strace and util-linux. The same check for the ARMv7
 // build, under qemu-arm-static's -strace, is TestUnitSyscallsARMIntegration.
 // Not built here: User=, DeviceAllow=, ProtectSystem= and the rest that
@@ -196,6 +196,25 @@ func TestUnitSandboxIntegration(t *testing.T) {
 	}
 	exerciseAndStop(t, d, mqttAddr)
 	checkCalls(t, tracedCalls(t, trace, bin), allowed, keys["SystemCallFilter"])
+	// RestrictAddressFamilies=: every socket edged opened is of a family
+	// the unit allows (socket() fails with EAFNOSUPPORT otherwise).
+	data, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	families := callNames(string(data), regexp.MustCompile(`(?m)^\d+ +socket\((AF_[A-Z0-9]+)`))
+	if len(families) == 0 {
+		t.Fatal("no socket() in the trace")
+	}
+	var allowedFamilies []string
+	for _, v := range keys["RestrictAddressFamilies"] {
+		allowedFamilies = append(allowedFamilies, strings.Fields(v)...)
+	}
+	for _, f := range families {
+		if !slices.Contains(allowedFamilies, f) {
+			t.Errorf("edged opened an %s socket; the unit's RestrictAddressFamilies=%q refuses it", f, allowedFamilies)
+		}
+	}
 }
 
 // TestUnitSyscallsARMIntegration is TestUnitSandboxIntegration's system
