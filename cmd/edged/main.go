@@ -32,6 +32,7 @@ Usage:
   edged run -c FILE               run the daemon
   edged validate -c FILE          check a config; print every problem as FILE:LINE:COL: message
   edged read -c FILE SENSOR_ID    open one sensor and print one reading (wiring check)
+  edged safe -c FILE              drive every actuator to its safe state and exit (systemd ExecStopPost)
   edged buffer stat -c FILE       show the uplink backlog on disk (works while the daemon runs)
   edged i2c scan [--bus NAME]     probe I2C addresses like i2cdetect and name known devices (bus "1")
   edged passwd                    read a password (no echo, or a line on stdin) and print its password_hash line
@@ -76,6 +77,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdValidate(rest, stdout, stderr)
 	case "read":
 		err = cmdRead(rest, stdout, stderr)
+	case "safe":
+		err = cmdSafe(rest, stdout, stderr)
 	case "buffer":
 		err = cmdBuffer(rest, stdout, stderr)
 	case "i2c":

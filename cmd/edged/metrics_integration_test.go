@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -394,6 +395,15 @@ func stuckLoop(t *testing.T, bin, loop string, all []string) {
 		}
 		sort.Strings(lines)
 		t.Errorf("%d WATCHDOG=1 sent while %s was stuck:\n%s", n, loop, strings.Join(lines, "\n"))
+	}
+	// `systemctl status` says why the watchdog is about to fire.
+	stuckStatus := regexp.MustCompile(`^STATUS=STUCK: loop ` + regexp.QuoteMeta(loop) + ` is stuck: .*; \d/2 sensors online, no uplink$`)
+	for countNotices(d.notices(), stuckStatus) == 0 {
+		if time.Since(stuckAt) > 3*statusEvery+10*time.Second {
+			t.Errorf("no %s; sent: %q", stuckStatus, lines(d.notices()))
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if !strings.Contains(d.logs.String(), "a main loop is stuck") {
 		t.Error("edged did not log that a main loop is stuck")

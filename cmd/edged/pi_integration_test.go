@@ -2,25 +2,40 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// armv7Binary cross-compiles the Pi 2 build (README "On the Raspberry Pi", `make pi`).
+var (
+	armv7Once sync.Once
+	armv7Bin  string
+	armv7Err  error
+)
+
+// armv7Binary cross-compiles the Pi 2 build (README "On the Raspberry
+// Pi", `make pi`) once per test run, beside edgedBinary's.
 func armv7Binary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "edged-armv7")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=7")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("cross-compile: %v\n%s", err, out)
+	edgedBinary(t) // the skip under -short, and binPath's temp dir
+	armv7Once.Do(func() {
+		armv7Bin = filepath.Join(filepath.Dir(binPath), "edged-armv7")
+		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", armv7Bin, ".")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=7")
+		if out, err := build.CombinedOutput(); err != nil {
+			armv7Err = fmt.Errorf("cross-compile: %v\n%s", err, out)
+		}
+	})
+	if armv7Err != nil {
+		t.Fatal(armv7Err)
 	}
-	return bin
+	return armv7Bin
 }
 
 // piConfig writes the Pi example with free loopback ports and a temp

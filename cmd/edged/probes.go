@@ -12,7 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/liveness"
+	"github.com/edged/edged/uplink"
 )
 
 // probes are what /healthz, /readyz and the systemd watchdog check: the
@@ -110,6 +112,20 @@ func (h *probes) Ready() []string {
 // trusted yet.
 func (h *probes) Notes() []string { return clockNotes(h.d.wall) }
 
+// Status is the STATUS= line for systemd now (statusLine).
+func (h *probes) Status() string {
+	var up *uplink.Stats
+	if h.d.uplink != nil {
+		s := h.d.uplink.Stats()
+		up = &s
+	}
+	var ss []sensors.SensorStats
+	if h.d.poller != nil {
+		ss = h.d.poller.Stats()
+	}
+	return statusLine(ss, up, h.Live())
+}
+
 // watchdogEvery returns half of systemd's watchdog interval when the
 // watchdog is on for this process (WATCHDOG_USEC, and WATCHDOG_PID
 // unset or ours), as sd_watchdog_enabled does.
@@ -130,8 +146,9 @@ const livenessEvery = 5 * time.Second
 
 // watch checks liveness every half watchdog interval (or livenessEvery),
 // sends WATCHDOG=1 only when every main loop comes round, so systemd
-// restarts an edged with a stuck loop, and logs each change once. It
-// returns when ctx is done.
+// restarts an edged with a stuck loop, and logs each change once. Under
+// systemd it also sends STATUS= (statusLine) when the line has changed,
+// at most once per statusEvery. It returns when ctx is done.
 func (h *probes) watch(ctx context.Context, log *slog.Logger) {
 	every, feed := watchdogEvery()
 	if !feed {
@@ -139,8 +156,23 @@ func (h *probes) watch(ctx context.Context, log *slog.Logger) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	// The status ticker runs only for systemd: without $NOTIFY_SOCKET
+	// nobody reads the line.
+	var statusC <-chan time.Time
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		st := time.NewTicker(statusEvery)
+		defer st.Stop()
+		statusC = st.C
+	}
 	stuck := false
-	for {
+	lastStatus := ""
+	sendStatus := func() {
+		if line := h.Status(); line != lastStatus {
+			sdNotify("STATUS=" + line)
+			lastStatus = line
+		}
+	}
+	check := func() {
 		problems := h.Live()
 		switch {
 		case len(problems) > 0 && !stuck:
@@ -155,10 +187,19 @@ func (h *probes) watch(ctx context.Context, log *slog.Logger) {
 		if feed && !stuck {
 			sdNotify("WATCHDOG=1")
 		}
+	}
+	check()
+	if statusC != nil {
+		sendStatus() // the first line at once, then on change
+	}
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			check()
+		case <-statusC:
+			sendStatus()
 		}
 	}
 }

@@ -7,12 +7,9 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/edged/edged/cmd/edged/metrics"
 	"github.com/edged/edged/configs"
@@ -106,30 +103,23 @@ func (r *reloads) lastOutcome() *reloadOutcome {
 }
 
 // reload handles one SIGHUP: it tells systemd it is reloading
-// (Type=notify-reload wants RELOADING=1 with the time, then READY=1,
-// whatever the result), applies the file, and logs the outcome in one
-// line.
+// (notifyReloading), applies the file, logs the outcome in one line and
+// tells systemd it is done, whatever the result, with the outcome in
+// STATUS=.
 func (d *daemon) reload(path string) {
-	sdNotify(reloadingState())
+	notifyReloading()
 	o := d.applyReload(path)
 	d.reloads.record(o)
 	d.logReload(o)
-	sdNotify("READY=1")
-}
-
-// reloadingState is the sd_notify message that starts a reload:
-// RELOADING=1 and CLOCK_MONOTONIC in microseconds, as systemd asks.
-func reloadingState() string {
-	// The standard library does not expose CLOCK_MONOTONIC (time's
-	// monotonic reading has no fixed origin), and cmd/edged imports no
-	// x/sys (see README, Arrows): one clock_gettime call.
-	const clockMonotonic = 1
-	var ts syscall.Timespec
-	if _, _, errno := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, clockMonotonic, uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
-		return "RELOADING=1"
+	status := d.health.Status()
+	if o.Result != reloadApplied {
+		why := o.Result
+		if len(o.Errors) > 0 {
+			why += ": " + o.Errors[0]
+		}
+		status = "reload " + why + "; " + status
 	}
-	usec := int64(ts.Sec)*1_000_000 + int64(ts.Nsec)/1_000
-	return "RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(usec, 10)
+	notifyReloaded(status)
 }
 
 func (d *daemon) logReload(o reloadOutcome) {

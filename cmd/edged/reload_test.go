@@ -2,7 +2,6 @@ package main
 
 import (
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -105,23 +104,5 @@ func TestDiffConfigs(t *testing.T) {
 				t.Errorf("the file against what runs after the reload: %+v, want only the same restart keys", d2)
 			}
 		})
-	}
-}
-
-// TestReloadingState: RELOADING=1 carries CLOCK_MONOTONIC in
-// microseconds, which never goes back.
-func TestReloadingState(t *testing.T) {
-	usec := func() int64 {
-		s := reloadingState()
-		v, ok := strings.CutPrefix(s, "RELOADING=1\nMONOTONIC_USEC=")
-		n, err := strconv.ParseInt(v, 10, 64)
-		if !ok || err != nil || n <= 0 {
-			t.Fatalf("%q, want RELOADING=1 and a positive MONOTONIC_USEC", s)
-		}
-		return n
-	}
-	a := usec()
-	if b := usec(); b < a {
-		t.Errorf("MONOTONIC_USEC went back: %d then %d", a, b)
 	}
 }

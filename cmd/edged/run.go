@@ -86,8 +86,8 @@ func cmdRun(args []string, stderr io.Writer) error {
 		break
 	}
 	stopWatch()
-	<-watched
-	sdNotify("STOPPING=1")
+	<-watched // no WATCHDOG=1 or STATUS= after STOPPING=1
+	sdNotify("STOPPING=1\nSTATUS=stopping: actuators to their safe state, status offline, flushing the uplink")
 	go func() {
 		// A second SIGTERM/SIGINT means "now": outputs safe, then exit.
 		for s := range sig {

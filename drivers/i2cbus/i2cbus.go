@@ -16,8 +16,8 @@ import (
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2creg"
 	"periph.io/x/conn/v3/physic"
-	"periph.io/x/host/v3"
 
+	"github.com/edged/edged/drivers/pihost"
 	"github.com/edged/edged/sensors"
 )
 
@@ -64,16 +64,11 @@ var ErrNoBus = errors.New("i2cbus: no such bus")
 // enableHint tells a Pi user how to get /dev/i2c-1.
 const enableHint = "enable I2C: sudo raspi-config nonint do_i2c 0, or dtparam=i2c_arm=on in /boot/firmware/config.txt; then check ls /dev/i2c-*"
 
-// Open initialises periph's host drivers (once; host.Init is idempotent)
+// Open initialises periph's host drivers (once; pihost.Init is idempotent)
 // and opens the named bus. A bus the host does not have is a configuration
 // error naming the bus and how to enable it.
 func Open(name string) (i2c.BusCloser, error) {
-	return open(name, hostInit, i2creg.All, i2creg.Open)
-}
-
-func hostInit() error {
-	_, err := host.Init()
-	return err
+	return open(name, pihost.Init, i2creg.All, i2creg.Open)
 }
 
 // open is Open with periph's globals injected, so the error paths are

@@ -15,8 +15,8 @@ import (
 
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpioreg"
-	"periph.io/x/host/v3"
 
+	"github.com/edged/edged/drivers/pihost"
 	"github.com/edged/edged/sensors"
 )
 
@@ -60,13 +60,13 @@ var ErrNoPin = errors.New("relay: no such GPIO pin")
 // ErrHalted is returned by Set after Halt.
 var ErrHalted = errors.New("relay: halted")
 
-// Open initialises periph's host drivers (host.Init is idempotent), looks
+// Open initialises periph's host drivers (pihost.Init is idempotent), looks
 // the pin up by name and returns the relay in its safe state.
 func Open(opts Opts) (*Dev, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	if _, err := host.Init(); err != nil {
+	if err := pihost.Init(); err != nil {
 		return nil, fmt.Errorf("relay: periph host init: %w", err)
 	}
 	p := gpioreg.ByName(opts.Pin)
