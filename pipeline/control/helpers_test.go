@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/edged/edged/sensors"
@@ -184,9 +185,6 @@ func newHarness(t *testing.T, o Opts, dir string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.syncReq = make(chan chan struct{})
-	l.pubSync = make(chan chan struct{})
-	l.saveSync = make(chan chan struct{})
 	h.l = l
 	return h
 }
@@ -221,47 +219,7 @@ func (h *harness) start() {
 // settle waits until the loop has handled everything already due.
 func (h *harness) settle() {
 	h.t.Helper()
-	if h.stop == nil {
-		return // Run has not started: nothing to wait for
-	}
-	done := make(chan struct{})
-	select {
-	case h.l.syncReq <- done:
-	case <-time.After(realWait):
-		h.t.Fatal("loop goroutine does not answer")
-	}
-	select {
-	case <-done:
-	case <-time.After(realWait):
-		h.t.Fatal("loop goroutine does not finish")
-	}
-	if h.l.saveSync != nil {
-		done = make(chan struct{})
-		select {
-		case h.l.saveSync <- done:
-		case <-time.After(realWait):
-			h.t.Fatal("state saver does not answer")
-		}
-		select {
-		case <-done:
-		case <-time.After(realWait):
-			h.t.Fatal("state saver does not finish")
-		}
-	}
-	if h.l.pubSync == nil {
-		return
-	}
-	done = make(chan struct{})
-	select {
-	case h.l.pubSync <- done:
-	case <-time.After(realWait):
-		h.t.Fatal("state publisher does not answer")
-	}
-	select {
-	case <-done:
-	case <-time.After(realWait):
-		h.t.Fatal("state publisher does not finish")
-	}
+	synctest.Wait()
 }
 
 // advanceTo moves the clock to at, stopping at every timer on the way so

@@ -124,19 +124,6 @@ func (l *Loop) saveLoop(ctx context.Context) {
 		case <-timer.C():
 			armed = false
 			save()
-		case done := <-l.saveSync:
-			// Tests: write what is due before answering.
-			select {
-			case <-timer.C():
-				armed = false
-			default:
-			}
-			select {
-			case <-l.saveq:
-			default:
-			}
-			save()
-			close(done)
 		}
 	}
 }
