@@ -15,6 +15,7 @@ import (
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/liveness"
 	"github.com/edged/edged/sensors/ratelog"
+	"github.com/edged/edged/sensors/statefile"
 	"github.com/edged/edged/sensors/topics"
 )
 
@@ -90,8 +91,8 @@ type Loop struct {
 	saveMu      sync.Mutex
 	saveFailing bool          // under saveMu: the last write failed
 	saves       atomic.Uint64 // state file writes that succeeded
-	// writeFile writes the state file; nil is statefile.Write. Tests
-	// replace it with a write that stalls.
+	// writeFile writes the state file: statefile.Write, or in tests a
+	// write that stalls as a stalled SD card does.
 	writeFile func(path string, data []byte) error
 
 	mu sync.Mutex
@@ -172,6 +173,7 @@ func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, pr
 		kick:       make(chan struct{}, 1),
 		pubq:       make(chan []byte, 1),
 		saveq:      make(chan struct{}, 1),
+		writeFile:  statefile.Write,
 		setpoint:   opts.Setpoint,
 		mode:       ModeAuto,
 		pid:        c,
