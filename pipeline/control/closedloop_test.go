@@ -28,9 +28,10 @@ import (
 
 var t0 = time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 
-// realWait bounds every real-time wait; it matters only when a bug would
-// hang a test.
-const realWait = 10 * time.Second
+// capWait bounds every wait; the rigs run in a synctest bubble, where it
+// passes at once when every goroutine is blocked, so a bug fails the test
+// instead of hanging it.
+const capWait = 10 * time.Second
 
 // feed is how readings reach the loop.
 type feed int
@@ -270,7 +271,7 @@ func (r *rig) start() {
 				if err != nil {
 					r.t.Error(err)
 				}
-			case <-time.After(realWait):
+			case <-time.After(capWait):
 				r.t.Error("Run did not return")
 			}
 		}
@@ -293,12 +294,12 @@ func (r *rig) awaitSample() {
 	r.t.Helper()
 	select {
 	case <-r.probe.sensed:
-	case <-time.After(realWait):
+	case <-time.After(capWait):
 		r.t.Fatal("the Poller did not sample")
 	}
 	select {
 	case r.pollDue = <-r.pclk.armed:
-	case <-time.After(realWait):
+	case <-time.After(capWait):
 		r.t.Fatal("the Poller did not schedule its next sample")
 	}
 }

@@ -18,9 +18,11 @@ import (
 
 var t0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 
-// realWait bounds, in real time, how long a test waits for the loop
-// goroutine; it only matters when a bug would hang the test.
-const realWait = 10 * time.Second
+// capWait bounds how long a test waits for a goroutine of the loop. The
+// tests that run a loop run in a synctest bubble, whose time passes only
+// when every goroutine in it is blocked: a wait that a bug would make
+// endless ends at once, and fails the test.
+const capWait = 10 * time.Second
 
 // call is one call the fake actuator took.
 type call struct {
@@ -202,7 +204,7 @@ func (h *harness) start() {
 			cancel()
 			select {
 			case runErr = <-done:
-			case <-time.After(realWait):
+			case <-time.After(capWait):
 				runErr = errors.New("Run did not return")
 			}
 		})
@@ -216,7 +218,10 @@ func (h *harness) start() {
 	h.settle()
 }
 
-// settle waits until the loop has handled everything already due.
+// settle waits until the loop has handled everything already due: until
+// every goroutine of the test's bubble (Run, publishLoop, saveLoop and
+// whatever the test started) waits on a channel. A test that runs a loop
+// runs in a bubble (synctest.Test) for this.
 func (h *harness) settle() {
 	h.t.Helper()
 	synctest.Wait()

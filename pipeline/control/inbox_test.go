@@ -45,7 +45,7 @@ func (r *replies) wait(t *testing.T, n int) {
 	for range n {
 		select {
 		case <-r.each:
-		case <-time.After(realWait):
+		case <-time.After(capWait):
 			t.Fatalf("fewer than %d replies", n)
 		}
 	}
@@ -81,7 +81,7 @@ func runInbox(t *testing.T, in *Inbox) {
 		cancel()
 		select {
 		case <-done:
-		case <-time.After(realWait):
+		case <-time.After(capWait):
 			t.Error("Inbox.Run did not return")
 		}
 	})
@@ -221,7 +221,7 @@ func TestInboxLogsBurstOnceIssue7(t *testing.T) {
 		}
 		runInbox(t, in)
 		r.wait(t, n)
-		if err := clk.WaitTimerAt(t0.Add(summaryEvery), realWait); err != nil {
+		if err := clk.WaitTimerAt(t0.Add(summaryEvery), capWait); err != nil {
 			t.Fatal(err)
 		}
 		clk.Advance(summaryEvery)
@@ -242,7 +242,7 @@ func TestInboxLogsBurstOnceIssue7(t *testing.T) {
 					t.Errorf("%d log lines, want 3 (first applied, first refused, summary):\n%s", got, logs)
 				}
 				return
-			case <-time.After(realWait):
+			case <-time.After(capWait):
 				t.Fatalf("no summary line:\n%s", logs)
 			}
 		}
@@ -404,7 +404,7 @@ func TestInboxDo(t *testing.T) {
 		h.start()
 		in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
 		runInbox(t, in)
-		ctx, cancel := context.WithTimeout(context.Background(), realWait)
+		ctx, cancel := context.WithTimeout(context.Background(), capWait)
 		defer cancel()
 		reply, err := in.Do(ctx, Request{Controller: "heat", Payload: []byte(`{"setpoint":21}`), Client: "rest"})
 		var s State

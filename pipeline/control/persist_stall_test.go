@@ -47,7 +47,7 @@ func TestStateWriteDoesNotHoldTheRelay(t *testing.T) {
 		h.command(`{"mode":"manual","output":0.5}`) // 30 s pulse from 0 s
 		select {
 		case <-stall.entered:
-		case <-time.After(realWait):
+		case <-time.After(capWait):
 			t.Fatal("the command's state write did not start")
 		}
 		h.act.take()
