@@ -108,8 +108,7 @@ func TestAutotuneAborts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				dir := t.TempDir()
-				h := newHarness(t, testOpts(), dir)
-				h.start()
+				h := startHarness(t, testOpts(), dir)
 				h.read(19.95)
 				s := h.command(`{"autotune": {"max_duration": "1m"}}`)
 				if s.Autotune == nil || s.Autotune.Status != AutotuneRunning || s.Output != 1 || h.act.Level() != 1 {
@@ -199,8 +198,7 @@ func TestAutotuneRefused(t *testing.T) {
 					tc.opts(&o)
 				}
 				dir := t.TempDir()
-				h := newHarness(t, o, dir)
-				h.start()
+				h := startHarness(t, o, dir)
 				in := 19.95
 				if tc.input != 0 {
 					in = tc.input

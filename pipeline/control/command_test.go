@@ -90,8 +90,7 @@ func TestCommand(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				dir := t.TempDir()
-				h := newHarness(t, testOpts(), dir)
-				h.start()
+				h := startHarness(t, testOpts(), dir)
 				h.read(18)
 				if tc.name == "auto again" {
 					h.command(`{"mode":"manual","output":0.2}`)
@@ -164,8 +163,7 @@ func TestPersistRoundTrip(t *testing.T) {
 
 		// Manual mode is not restored: an unwatched fixed output must not
 		// come back by itself after a restart. The loop starts off (safe).
-		h2 := newHarness(t, testOpts(), dir)
-		h2.start()
+		h2 := startHarness(t, testOpts(), dir)
 		s := h2.l.State()
 		if s.Setpoint != 25 || s.Mode != ModeOff {
 			t.Errorf("restored state = %+v, want setpoint 25, mode off", s)
@@ -243,8 +241,7 @@ func TestPersistBadFiles(t *testing.T) {
 				if err := tc.write(filepath.Join(dir, "control", "heat.json")); err != nil {
 					t.Fatal(err)
 				}
-				h := newHarness(t, testOpts(), dir)
-				h.start()
+				h := startHarness(t, testOpts(), dir)
 				s := h.l.State()
 				if s.Setpoint != tc.sp || s.Mode != tc.mode || s.Output != tc.output {
 					t.Errorf("state %+v, want setpoint %v, mode %s, output %v", s, tc.sp, tc.mode, tc.output)
@@ -270,8 +267,7 @@ func TestPersistFailureStillApplies(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "control"), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		h := newHarness(t, testOpts(), dir)
-		h.start()
+		h := startHarness(t, testOpts(), dir)
 		if s := h.command(`{"setpoint":24}`); s.Setpoint != 24 {
 			t.Errorf("setpoint %v, want 24", s.Setpoint)
 		}

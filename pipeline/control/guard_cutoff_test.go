@@ -66,8 +66,7 @@ func TestCutoffHeldWhenTheProbeDies(t *testing.T) {
 func TestCutoffHeldByReadingBeyondInputRange(t *testing.T) {
 	t.Run("heater", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			h := newHarness(t, guardOpts(FailFixed), "")
-			h.start()
+			h := startHarness(t, guardOpts(FailFixed), "")
 			h.read(20)
 			h.advanceTo(h.at(5 * time.Second))
 			h.read(40)
@@ -80,8 +79,7 @@ func TestCutoffHeldByReadingBeyondInputRange(t *testing.T) {
 	})
 	t.Run("heater, first reading above input_max", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			h := newHarness(t, guardOpts(FailFixed), "")
-			h.start()
+			h := startHarness(t, guardOpts(FailFixed), "")
 			h.read(20)
 			h.advanceTo(h.at(5 * time.Second))
 			h.read(70)
@@ -95,8 +93,7 @@ func TestCutoffHeldByReadingBeyondInputRange(t *testing.T) {
 			o := guardOpts(FailFixed)
 			o.PID = Gains{Kp: -0.1}
 			o.CutoffAbove, o.CutoffBelow = nil, f64(2)
-			h := newHarness(t, o, "")
-			h.start()
+			h := startHarness(t, o, "")
 			h.read(30) // output 1
 			h.advanceTo(h.at(5 * time.Second))
 			h.read(-3) // below input_min 0

@@ -22,8 +22,7 @@ func TestHoldDoesNotKeepAStuckOutput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, guardOpts(FailHold), "")
-				h.start()
+				h := startHarness(t, guardOpts(FailHold), "")
 				for at := time.Duration(0); at <= 5*time.Minute; at += 5 * time.Second {
 					h.advanceTo(h.at(at))
 					if at < time.Minute {

@@ -15,8 +15,7 @@ func TestCutoffReleaseBandStopsChatter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := guardOpts(FailSafe)
 		o.Cycle = time.Minute
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		h.read(20)
 		h.command(`{"mode":"manual","output":1}`)
 		for i := 1; i < 12*60; i++ { // an hour of 5 s samples
@@ -52,8 +51,7 @@ func TestCutoffRelease(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := guardOpts(FailSafe)
 		o.Cycle = time.Minute
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		h.read(20)
 		h.command(`{"mode":"manual","output":0.5}`) // 30 s pulses
 		h.advanceTo(h.at(2 * time.Second))

@@ -27,8 +27,7 @@ func TestStuckAtLowLimitDoesNotHeat(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, tc.o, "")
-				h.start()
+				h := startHarness(t, tc.o, "")
 				for at := time.Duration(0); at <= 10*time.Minute; at += 5 * time.Second {
 					h.advanceTo(h.at(at))
 					h.read(tc.v)
@@ -46,8 +45,7 @@ func TestStuckAtLowLimitDoesNotHeat(t *testing.T) {
 // fixed_output applies, no harder than the stuck run.
 func TestStuckAtHighLimitDetected(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, guardOpts(FailFixed), "")
-		h.start()
+		h := startHarness(t, guardOpts(FailFixed), "")
 		for at := time.Duration(0); at <= 3*time.Minute; at += 5 * time.Second {
 			h.advanceTo(h.at(at))
 			h.read(5)

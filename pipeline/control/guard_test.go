@@ -58,8 +58,7 @@ func TestGuardFailures(t *testing.T) {
 			t.Run(action+"/"+f.name, func(t *testing.T) {
 				synctest.Test(t, func(t *testing.T) {
 					o := guardOpts(action)
-					h := newHarness(t, o, "")
-					h.start()
+					h := startHarness(t, o, "")
 					for at := time.Duration(0); at < time.Minute; at += interval {
 						h.advanceTo(h.at(at))
 						h.read(19)
@@ -173,8 +172,7 @@ func TestOutputReportsSafeStateOnIssue9(t *testing.T) {
 // the fault is published once and logged once.
 func TestGuardFaultPublishedOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, guardOpts(FailSafe), "")
-		h.start()
+		h := startHarness(t, guardOpts(FailSafe), "")
 		h.read(19)
 		h.advanceTo(h.at(5 * time.Second))
 		h.pub.take()
@@ -203,8 +201,7 @@ func TestCutoffOverridesMinOn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := guardOpts(FailSafe)
 		o.Cycle = time.Minute
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		h.act.take()
 		h.read(5) // duty 1: on
 		h.advanceTo(h.at(time.Second))
@@ -230,8 +227,7 @@ func TestFixedOutputIsRelayProtected(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := guardOpts(FailFixed)
 		o.Cycle = time.Minute
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		h.read(25) // duty 0: off
 		h.advanceTo(h.at(5 * time.Minute))
 		h.act.take()

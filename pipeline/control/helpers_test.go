@@ -191,6 +191,14 @@ func newHarness(t *testing.T, o Opts, dir string) *harness {
 	return h
 }
 
+// startHarness is newHarness and start.
+func startHarness(t *testing.T, o Opts, dir string) *harness {
+	t.Helper()
+	h := newHarness(t, o, dir)
+	h.start()
+	return h
+}
+
 // start runs the loop until the test ends (or stop is called).
 func (h *harness) start() {
 	h.t.Helper()

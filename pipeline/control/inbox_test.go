@@ -92,8 +92,7 @@ func runInbox(t *testing.T, in *Inbox) {
 // gets in, and each command dropped for a newer one is answered.
 func TestInboxBurstKeepsNewestIssue7(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), t.TempDir())
-		h.start()
+		h := startHarness(t, testOpts(), t.TempDir())
 		in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
 		r := newReplies()
 		const n = inboxDepth + 10
@@ -143,8 +142,7 @@ func TestInboxBurstKeepsPartialCommands(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, testOpts(), t.TempDir())
-				h.start()
+				h := startHarness(t, testOpts(), t.TempDir())
 				h.read(18)
 				in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
 				r := newReplies()
@@ -176,8 +174,7 @@ func TestInboxBurstKeepsPartialCommands(t *testing.T) {
 // their error, before and after the queue.
 func TestInboxRefusals(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), "")
-		h.start()
+		h := startHarness(t, testOpts(), "")
 		in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
 		r := newReplies()
 		in.Submit(r.request("range", `{"setpoint":99}`))
@@ -205,8 +202,7 @@ func TestInboxRefusals(t *testing.T) {
 // second.
 func TestInboxLogsBurstOnceIssue7(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), t.TempDir())
-		h.start()
+		h := startHarness(t, testOpts(), t.TempDir())
 		clk := sensorstest.NewClock(t0)
 		logs := &lineLog{lines: make(chan string, 64)}
 		in := NewInbox(map[string]*Loop{"heat": h.l}, clk, slog.New(slog.NewTextHandler(logs, nil)))
@@ -368,8 +364,7 @@ func TestInboxGainsLogged(t *testing.T) {
 		dir := t.TempDir()
 		o := testOpts()
 		o.GainLimits = &GainLimits{Ki: f64(0.01)}
-		h := newHarness(t, o, dir)
-		h.start()
+		h := startHarness(t, o, dir)
 		in := NewInbox(map[string]*Loop{"heat": h.l}, h.clk, nil)
 		runInbox(t, in)
 		r := newReplies()
@@ -400,8 +395,7 @@ func TestInboxGainsLogged(t *testing.T) {
 // parsing the reply.
 func TestInboxDo(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), t.TempDir())
-		h.start()
+		h := startHarness(t, testOpts(), t.TempDir())
 		in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
 		runInbox(t, in)
 		ctx, cancel := context.WithTimeout(context.Background(), capWait)
@@ -427,8 +421,7 @@ func TestInboxDo(t *testing.T) {
 // answer that will never come.
 func TestInboxDoStopped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), t.TempDir())
-		h.start()
+		h := startHarness(t, testOpts(), t.TempDir())
 		in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()

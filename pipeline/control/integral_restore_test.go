@@ -69,8 +69,7 @@ func TestIntegralNoBiasInPLoop(t *testing.T) {
 		dir := t.TempDir()
 		o := testOpts() // kp 0.1, ki 0
 		writeStateFile(t, dir, `{"integral":0.8,"integral_for":"`+integralFingerprint(o)+`"}`)
-		h := newHarness(t, o, dir)
-		h.start()
+		h := startHarness(t, o, dir)
 		for at := time.Duration(0); at <= 2*time.Hour; at += 5 * time.Second {
 			h.advanceTo(h.at(at))
 			h.read(25)
@@ -87,8 +86,7 @@ func TestGainsKiZeroZeroesIntegral(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := testOpts()
 		o.PID = Gains{Kp: 0.1, Ki: 0.001}
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		for i := range 60 {
 			h.advanceTo(h.at(time.Duration(i) * 5 * time.Second))
 			h.read(19)

@@ -16,8 +16,7 @@ func TestAutoDrivesActuatorFromReadings(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := testOpts()
 		o.PID = Gains{Kp: 0.1, Ki: 0.01}
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		// No input yet: the output stays safe.
 		if got, want := h.act.take(), []call{{"safe", 0, 0}}; !callsEqual(got, want) {
 			t.Errorf("on start: %v, want %v", got, want)
@@ -46,8 +45,7 @@ func TestAutoDrivesActuatorFromReadings(t *testing.T) {
 
 func TestStaleInputGoesSafe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), "")
-		h.start()
+		h := startHarness(t, testOpts(), "")
 		h.act.take()
 		h.read(15) // output 0.5
 		h.advanceTo(h.at(29 * time.Second))
@@ -87,8 +85,7 @@ func TestStaleInputGoesSafe(t *testing.T) {
 
 func TestNoReadingAtAllGoesStale(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), "")
-		h.start()
+		h := startHarness(t, testOpts(), "")
 		h.advanceTo(h.at(time.Minute))
 		if s := h.l.State(); !strings.HasPrefix(s.Fault, faultStale) {
 			t.Errorf("fault = %q, want it to start with %q", s.Fault, faultStale)
@@ -101,8 +98,7 @@ func TestNoReadingAtAllGoesStale(t *testing.T) {
 
 func TestOfflineInputGoesSafe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), "")
-		h.start()
+		h := startHarness(t, testOpts(), "")
 		h.read(15)
 		h.act.take()
 		h.l.Availability("soil", false) // not this loop's sensor
@@ -141,8 +137,7 @@ func TestOfflineInputGoesSafe(t *testing.T) {
 
 func TestActuatorErrorGoesSafeAndRetries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), "")
-		h.start()
+		h := startHarness(t, testOpts(), "")
 		h.act.take()
 		h.act.setFail(errors.New("gpio: device busy"))
 		for i := range 3 {
@@ -182,8 +177,7 @@ func TestCycleWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := testOpts()
 		o.Cycle = time.Minute
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		h.act.take()
 		h.command(`{"mode":"manual","output":0.3}`) // on for 18 s of each 60 s
 		h.advanceTo(h.at(2*time.Minute + 10*time.Second))
@@ -231,8 +225,7 @@ func TestBumplessManualToAuto(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := testOpts()
 		o.PID = Gains{Kp: 0.1, Ki: 0.01}
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		h.read(19)
 		h.command(`{"mode":"manual","output":0.6}`)
 		h.act.take()
@@ -257,8 +250,7 @@ func TestBumplessManualToAuto(t *testing.T) {
 
 func TestSetpointCommandActsAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), "")
-		h.start()
+		h := startHarness(t, testOpts(), "")
 		h.read(18)
 		h.act.take()
 		h.clk.Advance(time.Second)
@@ -271,8 +263,7 @@ func TestSetpointCommandActsAtOnce(t *testing.T) {
 
 func TestManualIgnoresStaleInput(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), "")
-		h.start()
+		h := startHarness(t, testOpts(), "")
 		h.command(`{"mode":"manual","output":0.4}`)
 		h.act.take()
 		h.advanceTo(h.at(5 * time.Minute))
@@ -287,8 +278,7 @@ func TestManualIgnoresStaleInput(t *testing.T) {
 
 func TestRunLeavesActuatorSafe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), "")
-		h.start()
+		h := startHarness(t, testOpts(), "")
 		h.command(`{"mode":"manual","output":0.7}`)
 		if err := h.stop(); err != nil {
 			t.Fatal(err)
@@ -311,8 +301,7 @@ func TestRunLeavesActuatorSafe(t *testing.T) {
 
 func TestPublishRateLimited(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), "")
-		h.start()
+		h := startHarness(t, testOpts(), "")
 		msgs := h.pub.take()
 		if len(msgs) != 1 || msgs[0].topic != "edged/gh-01/control/heat/state" || !msgs[0].retain || msgs[0].at != 0 {
 			t.Fatalf("on start: %+v, want one retained state message", msgs)
@@ -376,8 +365,7 @@ func TestStatePayload(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := testOpts()
 		o.PID = Gains{Kp: 0.1, Ki: 0.002, Kd: 1}
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		h.clk.Advance(1500 * time.Millisecond)
 		h.read(19.5)
 		h.advanceTo(h.at(3 * time.Second))

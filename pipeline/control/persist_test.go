@@ -26,8 +26,7 @@ func readState(t *testing.T, dir string) string {
 func TestSaveAtMostOncePerSecondIssue7(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dir := t.TempDir()
-		h := newHarness(t, testOpts(), dir)
-		h.start()
+		h := startHarness(t, testOpts(), dir)
 		if n := h.l.Saves(); n != 0 {
 			t.Fatalf("%d saves before any command", n)
 		}
@@ -66,8 +65,7 @@ func TestSaveAtMostOncePerSecondIssue7(t *testing.T) {
 func TestSavedOnStop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dir := t.TempDir()
-		h := newHarness(t, testOpts(), dir)
-		h.start()
+		h := startHarness(t, testOpts(), dir)
 		h.command(`{"setpoint":21}`) // written at once
 		h.command(`{"setpoint":22}`) // within the second: waits
 		if n := h.l.Saves(); n != 1 {
@@ -104,8 +102,7 @@ func TestSaveRetried(t *testing.T) {
 		if err := os.WriteFile(blocker, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		h := newHarness(t, testOpts(), dir)
-		h.start()
+		h := startHarness(t, testOpts(), dir)
 		h.command(`{"setpoint":24}`)
 		h.advanceTo(h.at(5 * time.Second))
 		if n := h.logs.count("not saved"); n != 1 {
@@ -136,8 +133,7 @@ func TestWarmStartRestored(t *testing.T) {
 		dir := t.TempDir()
 		o := testOpts()
 		o.PID = Gains{Kp: 0.1, Ki: 0.001}
-		h := newHarness(t, o, dir)
-		h.start()
+		h := startHarness(t, o, dir)
 		h.command(`{"setpoint":22,"gains":{"kp":0.2,"ki":0.002,"kd":0}}`)
 		for i := range 60 {
 			h.advanceTo(h.at(time.Duration(i) * 5 * time.Second))
@@ -198,8 +194,7 @@ func TestIntegralSavedRarely(t *testing.T) {
 		dir := t.TempDir()
 		o := testOpts()
 		o.PID = Gains{Kp: 0.1, Ki: 0.001}
-		h := newHarness(t, o, dir)
-		h.start()
+		h := startHarness(t, o, dir)
 		// e 1 for an hour: the integral grows 0.005 per 5 s step and reaches
 		// its limit, 1 less P 0.1, after about 15 minutes.
 		for i := range 720 {

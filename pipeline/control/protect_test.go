@@ -25,8 +25,7 @@ func wantCalls(t *testing.T, h *harness, what string, want []call) {
 
 func TestRelayMinOnAndOnePulsePerWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, relayOpts(), "")
-		h.start()
+		h := startHarness(t, relayOpts(), "")
 		h.act.take()
 		h.command(`{"mode":"manual","output":0.5}`)
 		h.advanceTo(h.at(5 * time.Second))
@@ -47,8 +46,7 @@ func TestRelayMinOnAndOnePulsePerWindow(t *testing.T) {
 
 func TestRelayRoundsToMinOffAndCarries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, relayOpts(), "")
-		h.start()
+		h := startHarness(t, relayOpts(), "")
 		h.act.take()
 		// 0.85 of 60 s leaves a 9 s gap, shorter than min_off: on for 50 s.
 		h.command(`{"mode":"manual","output":0.85}`)
@@ -86,8 +84,7 @@ func TestRelayMaxOn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := relayOpts()
 		o.MaxOn = 3 * time.Minute
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		h.act.take()
 		h.command(`{"mode":"manual","output":1}`)
 		h.advanceTo(h.at(200 * time.Second))
@@ -117,8 +114,7 @@ func TestRelaySwitchBudget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := relayOpts()
 		o.MaxSwitchesPerHour = 2
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		h.act.take()
 		h.command(`{"mode":"manual","output":0.5}`)
 		h.advanceTo(h.at(time.Hour + 100*time.Second))
@@ -144,8 +140,7 @@ func TestRelaySafetyOverridesMinOn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := relayOpts()
 		o.MinOn = 50 * time.Second
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		h.act.take()
 		h.read(15) // duty 0.5: 30 s, rounded up to min_on
 		h.advanceTo(h.at(35 * time.Second))
@@ -209,8 +204,7 @@ func TestHysteresis(t *testing.T) {
 				o := testOpts()
 				o.PID, o.Hysteresis, o.Action = Gains{}, &Band{Below: 0.3, Above: 0.3}, tc.action
 				o.MinOn, o.MinOff = 0, 0
-				h := newHarness(t, o, "")
-				h.start()
+				h := startHarness(t, o, "")
 				h.act.take()
 				for i, v := range tc.inputs {
 					h.advanceTo(h.at(time.Duration(i) * 5 * time.Second))
@@ -234,8 +228,7 @@ func TestHysteresisRelayProtection(t *testing.T) {
 		o := testOpts()
 		o.PID, o.Hysteresis = Gains{}, &Band{Below: 0.3, Above: 0.3}
 		o.MinOn, o.MinOff = 20*time.Second, 30*time.Second
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		h.act.take()
 		for i, v := range []float64{19, 21, 21, 21, 21, 19, 19, 19, 19, 19, 21} {
 			h.advanceTo(h.at(time.Duration(i) * 5 * time.Second))

@@ -14,8 +14,7 @@ import (
 // travel as 21.369999999999997 (issue 9).
 func TestStateInputRounded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, testOpts(), "")
-		h.start()
+		h := startHarness(t, testOpts(), "")
 		h.read(21.369999999999997)
 		if s := h.l.State(); s.Input == nil || *s.Input != 21.37 {
 			t.Errorf("state input %v, want 21.37", s.Input)
@@ -90,8 +89,7 @@ func TestSetpointRampLoop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		o := testOpts()
 		o.SetpointRamp = 6 // °C per minute: 0.1 °C per second
-		h := newHarness(t, o, "")
-		h.start()
+		h := startHarness(t, o, "")
 		h.read(20)
 		if s := h.command(`{"setpoint":25}`); s.Setpoint != 25 || s.Output != 0 {
 			t.Errorf("state %+v right after the command, want setpoint 25 and output 0 (ramp at 20)", s)
