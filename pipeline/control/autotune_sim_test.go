@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -77,55 +78,60 @@ func TestAutotuneSimPlant(t *testing.T) {
 	}
 
 	o := exampleSimOpts()
-	hr := newSimRig(t, o)
-	hr.start()
-	hr.run(3*time.Hour, nil)
-	hand := step(hr)
-	hr.stop()
+	var hand simStep
+	synctest.Test(t, func(t *testing.T) {
+		hr := newSimRig(t, o)
+		hr.start()
+		hr.run(3*time.Hour, nil)
+		hand = step(hr)
+		hr.stop()
+	})
 
 	for _, rule := range []string{"tl_pi", "zn_pi"} {
 		t.Run(rule, func(t *testing.T) {
-			r := newSimRig(t, o)
-			sw := &switchLog{Actuator: r.act, clk: r.clk}
-			r.act = sw
-			r.start()
-			r.run(3*time.Hour, nil)
-			start := r.clk.Now()
-			st := runAutotune(t, r, `{"autotune": {"rule": "`+rule+`"}}`, 3*time.Hour)
-			if st.Status != AutotuneDone || st.Gains == nil {
-				t.Fatalf("autotune: %+v", *st)
-			}
-			// The relay oscillation went through the relay protection.
-			end := r.clk.Now()
-			f := figures(pulsesAfter(pulsesOf(sw.history(), end), start), start, end, 0)
-			t.Logf("relay during the autotune: %v", f)
-			if f.shortestPulse >= 0 && f.shortestPulse < o.MinOn || f.shortestGap >= 0 && f.shortestGap < o.MinOff || f.maxPerHour > o.MaxSwitchesPerHour {
-				t.Errorf("relay protection broken during the autotune: %v", f)
-			}
-			g := r.h.l.State().Gains
-			if g != *st.Gains {
-				t.Errorf("gains in use %+v, autotune found %+v", g, *st.Gains)
-			}
-			found := step(r)
-			t.Logf("hand-set gains %+v: overshoot %.3f °C, within ±%.2f °C after %v", o.PID, hand.overshoot, stepBand, hand.settle)
-			t.Logf("%s gains %+v (Ku %.3f, Tu %.0f s, %d cycles): overshoot %.3f °C, within ±%.2f °C after %v",
-				rule, g, st.Ku, st.PeriodS, st.Cycles, found.overshoot, stepBand, found.settle)
-			if found.overshoot > stepOvershoot {
-				t.Errorf("overshoot %.3f °C, want below %.2f", found.overshoot, stepOvershoot)
-			}
-			if found.settle > stepSettle {
-				t.Errorf("settled within ±%.2f °C after %v, want within %v", stepBand, found.settle, stepSettle)
-			}
-			path := r.h.l.statePath
-			r.stop()
-			b, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var p persisted
-			if err := json.Unmarshal(b, &p); err != nil || p.Gains == nil || *p.Gains != g {
-				t.Errorf("state file %s (%v), want gains %+v", b, err, g)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				r := newSimRig(t, o)
+				sw := &switchLog{Actuator: r.act, clk: r.clk}
+				r.act = sw
+				r.start()
+				r.run(3*time.Hour, nil)
+				start := r.clk.Now()
+				st := runAutotune(t, r, `{"autotune": {"rule": "`+rule+`"}}`, 3*time.Hour)
+				if st.Status != AutotuneDone || st.Gains == nil {
+					t.Fatalf("autotune: %+v", *st)
+				}
+				// The relay oscillation went through the relay protection.
+				end := r.clk.Now()
+				f := figures(pulsesAfter(pulsesOf(sw.history(), end), start), start, end, 0)
+				t.Logf("relay during the autotune: %v", f)
+				if f.shortestPulse >= 0 && f.shortestPulse < o.MinOn || f.shortestGap >= 0 && f.shortestGap < o.MinOff || f.maxPerHour > o.MaxSwitchesPerHour {
+					t.Errorf("relay protection broken during the autotune: %v", f)
+				}
+				g := r.h.l.State().Gains
+				if g != *st.Gains {
+					t.Errorf("gains in use %+v, autotune found %+v", g, *st.Gains)
+				}
+				found := step(r)
+				t.Logf("hand-set gains %+v: overshoot %.3f °C, within ±%.2f °C after %v", o.PID, hand.overshoot, stepBand, hand.settle)
+				t.Logf("%s gains %+v (Ku %.3f, Tu %.0f s, %d cycles): overshoot %.3f °C, within ±%.2f °C after %v",
+					rule, g, st.Ku, st.PeriodS, st.Cycles, found.overshoot, stepBand, found.settle)
+				if found.overshoot > stepOvershoot {
+					t.Errorf("overshoot %.3f °C, want below %.2f", found.overshoot, stepOvershoot)
+				}
+				if found.settle > stepSettle {
+					t.Errorf("settled within ±%.2f °C after %v, want within %v", stepBand, found.settle, stepSettle)
+				}
+				path := r.h.l.statePath
+				r.stop()
+				b, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var p persisted
+				if err := json.Unmarshal(b, &p); err != nil || p.Gains == nil || *p.Gains != g {
+					t.Errorf("state file %s (%v), want gains %+v", b, err, g)
+				}
+			})
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -14,56 +15,58 @@ import (
 // safe state, the gains must be those from before, and nothing may be
 // written to the state file.
 func TestAutotuneFaultSimPlant(t *testing.T) {
-	o := exampleSimOpts()
-	r := newSimRig(t, o)
-	r.start()
-	r.run(time.Hour, nil)
-	before, err := os.ReadFile(r.h.l.statePath)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
-	}
-	saves := r.h.l.Saves()
-	runFor := 5 * time.Minute
-	st := r.h.command(`{"autotune": {}}`)
-	if st.Autotune == nil || st.Autotune.Status != AutotuneRunning {
-		t.Fatalf("not running: %+v", st.Autotune)
-	}
-	r.run(runFor, nil)
-	// The sensor stops answering; stale_after is 30 s.
-	r.run(35*time.Second, func(time.Duration) bool { return false })
-	s := r.h.l.State()
-	if s.Autotune == nil || s.Autotune.Status != AutotuneAborted || !strings.Contains(s.Autotune.Reason, "fault: input stale") {
-		t.Fatalf("autotune after the sensor went stale: %+v", s.Autotune)
-	}
-	if s.Output != 0 || r.act.Level() != 0 {
-		t.Errorf("output %v, heater level %v: want the safe state", s.Output, r.act.Level())
-	}
-	if s.Mode != ModeAuto || s.Gains != (StateGains{Kp: 0.4, Ki: 0.002}) {
-		t.Errorf("mode %s, gains %+v: want auto with the old gains", s.Mode, s.Gains)
-	}
-	after, err := os.ReadFile(r.h.l.statePath)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
-	}
-	if string(after) != string(before) || r.h.l.Saves() != saves {
-		t.Errorf("state file written during the autotune: %q, then %q (%d saves, then %d)", before, after, saves, r.h.l.Saves())
-	}
-	// The sensor comes back: the PID takes over again, and still
-	// nothing of the autotune is saved.
-	r.run(10*time.Minute, nil)
-	if s := r.h.l.State(); s.Fault != "" || s.Output == 0 {
-		t.Errorf("after the sensor returned: %+v", s)
-	}
-	path := r.h.l.statePath
-	r.stop()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p persisted
-	if err := json.Unmarshal(b, &p); err != nil || p.Gains != nil {
-		t.Errorf("state file %s (%v): want no gains", b, err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		o := exampleSimOpts()
+		r := newSimRig(t, o)
+		r.start()
+		r.run(time.Hour, nil)
+		before, err := os.ReadFile(r.h.l.statePath)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		saves := r.h.l.Saves()
+		runFor := 5 * time.Minute
+		st := r.h.command(`{"autotune": {}}`)
+		if st.Autotune == nil || st.Autotune.Status != AutotuneRunning {
+			t.Fatalf("not running: %+v", st.Autotune)
+		}
+		r.run(runFor, nil)
+		// The sensor stops answering; stale_after is 30 s.
+		r.run(35*time.Second, func(time.Duration) bool { return false })
+		s := r.h.l.State()
+		if s.Autotune == nil || s.Autotune.Status != AutotuneAborted || !strings.Contains(s.Autotune.Reason, "fault: input stale") {
+			t.Fatalf("autotune after the sensor went stale: %+v", s.Autotune)
+		}
+		if s.Output != 0 || r.act.Level() != 0 {
+			t.Errorf("output %v, heater level %v: want the safe state", s.Output, r.act.Level())
+		}
+		if s.Mode != ModeAuto || s.Gains != (StateGains{Kp: 0.4, Ki: 0.002}) {
+			t.Errorf("mode %s, gains %+v: want auto with the old gains", s.Mode, s.Gains)
+		}
+		after, err := os.ReadFile(r.h.l.statePath)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		if string(after) != string(before) || r.h.l.Saves() != saves {
+			t.Errorf("state file written during the autotune: %q, then %q (%d saves, then %d)", before, after, saves, r.h.l.Saves())
+		}
+		// The sensor comes back: the PID takes over again, and still
+		// nothing of the autotune is saved.
+		r.run(10*time.Minute, nil)
+		if s := r.h.l.State(); s.Fault != "" || s.Output == 0 {
+			t.Errorf("after the sensor returned: %+v", s)
+		}
+		path := r.h.l.statePath
+		r.stop()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p persisted
+		if err := json.Unmarshal(b, &p); err != nil || p.Gains != nil {
+			t.Errorf("state file %s (%v): want no gains", b, err)
+		}
+	})
 }
 
 // TestAutotuneAborts: every way a running autotune ends early, on a fake
@@ -103,41 +106,42 @@ func TestAutotuneAborts(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			h := newHarness(t, testOpts(), dir)
-			h.start()
-			h.read(19.95)
-			s := h.command(`{"autotune": {"max_duration": "1m"}}`)
-			if s.Autotune == nil || s.Autotune.Status != AutotuneRunning || s.Output != 1 || h.act.Level() != 1 {
-				t.Fatalf("after the autotune command: %+v, output %v, level %v", s.Autotune, s.Output, h.act.Level())
-			}
-			h.act.take()
-			tc.do(h)
-			s = h.l.State()
-			if s.Autotune == nil || s.Autotune.Status != AutotuneAborted || !strings.Contains(s.Autotune.Reason, tc.reason) {
-				t.Fatalf("autotune %+v, want aborted: %q", s.Autotune, tc.reason)
-			}
-			if s.Mode != tc.mode || s.Gains != (StateGains{Kp: 0.1}) {
-				t.Errorf("mode %s, gains %+v", s.Mode, s.Gains)
-			}
-			calls := h.act.take()
-			if tc.safe {
-				if len(calls) == 0 || calls[len(calls)-1].op != "safe" || h.act.Level() != 0 {
-					t.Errorf("calls %v, level %v: want the safe state", calls, h.act.Level())
+			synctest.Test(t, func(t *testing.T) {
+				dir := t.TempDir()
+				h := startHarness(t, testOpts(), dir)
+				h.read(19.95)
+				s := h.command(`{"autotune": {"max_duration": "1m"}}`)
+				if s.Autotune == nil || s.Autotune.Status != AutotuneRunning || s.Output != 1 || h.act.Level() != 1 {
+					t.Fatalf("after the autotune command: %+v, output %v, level %v", s.Autotune, s.Output, h.act.Level())
 				}
-			} else if !near(s.Output, tc.output) || !near(h.act.Level(), tc.output) {
-				t.Errorf("output %v, level %v, want %v", s.Output, h.act.Level(), tc.output)
-			}
-			if tc.name != "stop" {
-				h.stop()
-			}
-			b, err := os.ReadFile(h.l.statePath)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				t.Fatal(err)
-			}
-			if strings.Contains(string(b), "gains") {
-				t.Errorf("state file %s: gains saved by an aborted autotune", b)
-			}
+				h.act.take()
+				tc.do(h)
+				s = h.l.State()
+				if s.Autotune == nil || s.Autotune.Status != AutotuneAborted || !strings.Contains(s.Autotune.Reason, tc.reason) {
+					t.Fatalf("autotune %+v, want aborted: %q", s.Autotune, tc.reason)
+				}
+				if s.Mode != tc.mode || s.Gains != (StateGains{Kp: 0.1}) {
+					t.Errorf("mode %s, gains %+v", s.Mode, s.Gains)
+				}
+				calls := h.act.take()
+				if tc.safe {
+					if len(calls) == 0 || calls[len(calls)-1].op != "safe" || h.act.Level() != 0 {
+						t.Errorf("calls %v, level %v: want the safe state", calls, h.act.Level())
+					}
+				} else if !near(s.Output, tc.output) || !near(h.act.Level(), tc.output) {
+					t.Errorf("output %v, level %v, want %v", s.Output, h.act.Level(), tc.output)
+				}
+				if tc.name != "stop" {
+					h.stop()
+				}
+				b, err := os.ReadFile(h.l.statePath)
+				if err != nil && !errors.Is(err, os.ErrNotExist) {
+					t.Fatal(err)
+				}
+				if strings.Contains(string(b), "gains") {
+					t.Errorf("state file %s: gains saved by an aborted autotune", b)
+				}
+			})
 		})
 	}
 }
@@ -188,42 +192,43 @@ func TestAutotuneRefused(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			o := testOpts()
-			if tc.opts != nil {
-				tc.opts(&o)
-			}
-			dir := t.TempDir()
-			h := newHarness(t, o, dir)
-			h.start()
-			in := 19.95
-			if tc.input != 0 {
-				in = tc.input
-			}
-			h.read(in)
-			if tc.prepare != "" {
-				h.command(tc.prepare)
-			}
-			h.act.take()
-			before := stateNoTS(h.l)
-			file, _ := os.ReadFile(h.l.statePath)
-			reply, err := h.l.Command([]byte(tc.payload))
-			h.settle()
-			if err == nil || !errors.Is(err, ErrCommand) || !strings.Contains(err.Error(), tc.err) {
-				t.Fatalf("err = %v, want ErrCommand containing %q", err, tc.err)
-			}
-			var r map[string]string
-			if json.Unmarshal(reply, &r) != nil || len(r) != 1 || r["error"] != err.Error() {
-				t.Errorf("reply %s, want {\"error\": %q}", reply, err.Error())
-			}
-			if after := stateNoTS(h.l); after != before {
-				t.Errorf("state changed:\n%s\n%s", before, after)
-			}
-			if calls := h.act.take(); len(calls) != 0 {
-				t.Errorf("actuator calls %v", calls)
-			}
-			if after, _ := os.ReadFile(h.l.statePath); string(after) != string(file) {
-				t.Errorf("state file changed: %q, then %q", file, after)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				o := testOpts()
+				if tc.opts != nil {
+					tc.opts(&o)
+				}
+				dir := t.TempDir()
+				h := startHarness(t, o, dir)
+				in := 19.95
+				if tc.input != 0 {
+					in = tc.input
+				}
+				h.read(in)
+				if tc.prepare != "" {
+					h.command(tc.prepare)
+				}
+				h.act.take()
+				before := stateNoTS(h.l)
+				file, _ := os.ReadFile(h.l.statePath)
+				reply, err := h.l.Command([]byte(tc.payload))
+				h.settle()
+				if err == nil || !errors.Is(err, ErrCommand) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want ErrCommand containing %q", err, tc.err)
+				}
+				var r map[string]string
+				if json.Unmarshal(reply, &r) != nil || len(r) != 1 || r["error"] != err.Error() {
+					t.Errorf("reply %s, want {\"error\": %q}", reply, err.Error())
+				}
+				if after := stateNoTS(h.l); after != before {
+					t.Errorf("state changed:\n%s\n%s", before, after)
+				}
+				if calls := h.act.take(); len(calls) != 0 {
+					t.Errorf("actuator calls %v", calls)
+				}
+				if after, _ := os.ReadFile(h.l.statePath); string(after) != string(file) {
+					t.Errorf("state file changed: %q, then %q", file, after)
+				}
+			})
 		})
 	}
 
@@ -241,22 +246,24 @@ func TestAutotuneRefused(t *testing.T) {
 // gain_limits, the autotune fails with the reason and the gains it
 // found, and applies and saves nothing.
 func TestAutotuneGainsBeyondLimits(t *testing.T) {
-	o := exampleSimOpts()
-	o.GainLimits = &GainLimits{Kp: f64(0.5)} // below what the relay test finds (~0.7 with tl_pi)
-	r := newSimRig(t, o)
-	r.start()
-	r.run(3*time.Hour, nil)
-	st := runAutotune(t, r, `{"autotune": {}}`, 3*time.Hour)
-	if st.Status != AutotuneFailed || st.Gains == nil || !strings.Contains(st.Reason, "found gains not applied: gains: kp") || !strings.Contains(st.Reason, "beyond its limit 0.5") {
-		t.Fatalf("autotune %+v, want failed on kp's limit", *st)
-	}
-	if s := r.h.l.State(); s.Gains != (StateGains{Kp: 0.4, Ki: 0.002}) || s.Mode != ModeAuto {
-		t.Errorf("after a failed autotune: %+v", s)
-	}
-	path := r.h.l.statePath
-	r.stop()
-	b, _ := os.ReadFile(path)
-	if strings.Contains(string(b), "gains") {
-		t.Errorf("state file %s: gains saved by a failed autotune", b)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		o := exampleSimOpts()
+		o.GainLimits = &GainLimits{Kp: f64(0.5)} // below what the relay test finds (~0.7 with tl_pi)
+		r := newSimRig(t, o)
+		r.start()
+		r.run(3*time.Hour, nil)
+		st := runAutotune(t, r, `{"autotune": {}}`, 3*time.Hour)
+		if st.Status != AutotuneFailed || st.Gains == nil || !strings.Contains(st.Reason, "found gains not applied: gains: kp") || !strings.Contains(st.Reason, "beyond its limit 0.5") {
+			t.Fatalf("autotune %+v, want failed on kp's limit", *st)
+		}
+		if s := r.h.l.State(); s.Gains != (StateGains{Kp: 0.4, Ki: 0.002}) || s.Mode != ModeAuto {
+			t.Errorf("after a failed autotune: %+v", s)
+		}
+		path := r.h.l.statePath
+		r.stop()
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), "gains") {
+			t.Errorf("state file %s: gains saved by a failed autotune", b)
+		}
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/edged/edged/configs"
@@ -27,9 +28,10 @@ import (
 
 var t0 = time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 
-// realWait bounds every real-time wait; it matters only when a bug would
-// hang a test.
-const realWait = 10 * time.Second
+// capWait bounds every wait; the rigs run in a synctest bubble, where it
+// passes at once when every goroutine is blocked, so a bug fails the test
+// instead of hanging it.
+const capWait = 10 * time.Second
 
 // feed is how readings reach the loop.
 type feed int
@@ -226,7 +228,6 @@ func newRigOn(t *testing.T, ex example, f feed, pub pipeline.Publisher, act func
 	if r.loop, err = control.New(ex.ctl, out, clk, loopPub, "edged/test", "", nil); err != nil {
 		t.Fatal(err)
 	}
-	control.EnableSyncForTest(r.loop)
 	pipe := pipeline.New("edged/test", pub, nil)
 	switch f {
 	case published:
@@ -270,7 +271,7 @@ func (r *rig) start() {
 				if err != nil {
 					r.t.Error(err)
 				}
-			case <-time.After(realWait):
+			case <-time.After(capWait):
 				r.t.Error("Run did not return")
 			}
 		}
@@ -282,12 +283,10 @@ func (r *rig) start() {
 	r.record()
 }
 
-func (r *rig) settle() {
-	r.t.Helper()
-	if err := control.Settle(r.loop); err != nil {
-		r.t.Fatal(err)
-	}
-}
+// settle waits until the loop, the Poller and the queue have handled
+// everything already due: until every goroutine of the test's bubble
+// waits on a channel.
+func (r *rig) settle() { synctest.Wait() }
 
 // awaitSample waits until the Poller has taken its sample and handed on
 // the values, which it has when it arms its schedule again.
@@ -295,12 +294,12 @@ func (r *rig) awaitSample() {
 	r.t.Helper()
 	select {
 	case <-r.probe.sensed:
-	case <-time.After(realWait):
+	case <-time.After(capWait):
 		r.t.Fatal("the Poller did not sample")
 	}
 	select {
 	case r.pollDue = <-r.pclk.armed:
-	case <-time.After(realWait):
+	case <-time.After(capWait):
 		r.t.Fatal("the Poller did not schedule its next sample")
 	}
 }
@@ -408,17 +407,19 @@ func TestPiGreenhouseStaleFaultsIssue9(t *testing.T) {
 	ex := loadExample(t, "../../configs/examples/pi-greenhouse.yaml", 0.3)
 	for _, f := range []feed{published, samples} {
 		t.Run(f.String(), func(t *testing.T) {
-			r := newRig(t, ex, f)
-			r.start()
-			r.runUntil(t0.Add(2 * time.Hour))
-			stale2h := r.stale
-			r.resetCounts()
-			lo, hi := r.temps(2 * time.Hour)
-			t.Logf("%s: 4 h: %d stale faults; last 2 h (steady state): %d more, heater forced off %v of 120m, on %v; plant %.2f..%.2f °C (setpoint %v)",
-				f, stale2h+r.stale, r.stale, r.faulted.Round(time.Second), r.heaterOn.Round(time.Second), lo, hi, ex.ctl.Setpoint)
-			if f == samples && (stale2h+r.stale != 0 || r.faulted != 0) {
-				t.Errorf("fed every sample, the loop still went stale")
-			}
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(t, ex, f)
+				r.start()
+				r.runUntil(t0.Add(2 * time.Hour))
+				stale2h := r.stale
+				r.resetCounts()
+				lo, hi := r.temps(2 * time.Hour)
+				t.Logf("%s: 4 h: %d stale faults; last 2 h (steady state): %d more, heater forced off %v of 120m, on %v; plant %.2f..%.2f °C (setpoint %v)",
+					f, stale2h+r.stale, r.stale, r.faulted.Round(time.Second), r.heaterOn.Round(time.Second), lo, hi, ex.ctl.Setpoint)
+				if f == samples && (stale2h+r.stale != 0 || r.faulted != 0) {
+					t.Errorf("fed every sample, the loop still went stale")
+				}
+			})
 		})
 	}
 }
@@ -447,32 +448,34 @@ func TestExamplesHoldSetpoint(t *testing.T) {
 		ex := loadExample(t, tc.path, tc.bias)
 		for _, f := range []feed{published, samples} {
 			t.Run(filepath.Base(tc.path)+"/"+f.String(), func(t *testing.T) {
-				r := newRig(t, ex, f)
-				r.start()
-				r.runUntil(t0.Add(3 * time.Hour))
-				r.resetCounts()
-				lo, hi := r.temps(24 * time.Hour)
-				stale, faulted, on, switches := r.stale, r.faulted, r.heaterOn, r.switches
-				over, settle := r.stepResponse(2, 0.3, 3*time.Hour)
-				sp := ex.ctl.Setpoint
-				t.Logf("%s, %s: 24 h steady state: plant %.2f..%.2f °C (setpoint %v), %d stale faults, heater forced off %v, on %.0f%%, %.1f switch-ons an hour; step %v -> %v °C: overshoot %.2f °C, settled (± 0.3 °C) after %v",
-					filepath.Base(tc.path), f, lo, hi, sp, stale, faulted.Round(time.Second),
-					100*on.Seconds()/(24*time.Hour).Seconds(), float64(switches)/24, sp, sp+2, over, settle.Round(time.Second))
-				if f != samples {
-					return
-				}
-				if stale != 0 || faulted != 0 {
-					t.Errorf("24 h steady state: %d stale faults, %v with an input fault; want none", stale, faulted)
-				}
-				if lo < sp-tc.band || hi > sp+tc.band {
-					t.Errorf("24 h steady state between %.3f and %.3f °C, want %v ± %v", lo, hi, sp, tc.band)
-				}
-				if over > 0.6 || settle > 45*time.Minute {
-					t.Errorf("setpoint step +2 °C: overshoot %.2f °C (want below 0.6), settled after %v (want within 45 min)", over, settle)
-				}
-				if s := r.loop.State(); s.Fault != "" || s.Mode != control.ModeAuto {
-					t.Errorf("state %+v", s)
-				}
+				synctest.Test(t, func(t *testing.T) {
+					r := newRig(t, ex, f)
+					r.start()
+					r.runUntil(t0.Add(3 * time.Hour))
+					r.resetCounts()
+					lo, hi := r.temps(24 * time.Hour)
+					stale, faulted, on, switches := r.stale, r.faulted, r.heaterOn, r.switches
+					over, settle := r.stepResponse(2, 0.3, 3*time.Hour)
+					sp := ex.ctl.Setpoint
+					t.Logf("%s, %s: 24 h steady state: plant %.2f..%.2f °C (setpoint %v), %d stale faults, heater forced off %v, on %.0f%%, %.1f switch-ons an hour; step %v -> %v °C: overshoot %.2f °C, settled (± 0.3 °C) after %v",
+						filepath.Base(tc.path), f, lo, hi, sp, stale, faulted.Round(time.Second),
+						100*on.Seconds()/(24*time.Hour).Seconds(), float64(switches)/24, sp, sp+2, over, settle.Round(time.Second))
+					if f != samples {
+						return
+					}
+					if stale != 0 || faulted != 0 {
+						t.Errorf("24 h steady state: %d stale faults, %v with an input fault; want none", stale, faulted)
+					}
+					if lo < sp-tc.band || hi > sp+tc.band {
+						t.Errorf("24 h steady state between %.3f and %.3f °C, want %v ± %v", lo, hi, sp, tc.band)
+					}
+					if over > 0.6 || settle > 45*time.Minute {
+						t.Errorf("setpoint step +2 °C: overshoot %.2f °C (want below 0.6), settled after %v (want within 45 min)", over, settle)
+					}
+					if s := r.loop.State(); s.Fault != "" || s.Mode != control.ModeAuto {
+						t.Errorf("state %+v", s)
+					}
+				})
 			})
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 
 	"github.com/edged/edged/sensors/sensorstest"
 )
@@ -87,101 +88,103 @@ func TestCommand(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			h := newHarness(t, testOpts(), dir)
-			h.start()
-			h.read(18)
-			if tc.name == "auto again" {
-				h.command(`{"mode":"manual","output":0.2}`)
-			}
-			h.act.take()
-			before := stateNoTS(h.l)
+			synctest.Test(t, func(t *testing.T) {
+				dir := t.TempDir()
+				h := startHarness(t, testOpts(), dir)
+				h.read(18)
+				if tc.name == "auto again" {
+					h.command(`{"mode":"manual","output":0.2}`)
+				}
+				h.act.take()
+				before := stateNoTS(h.l)
 
-			reply, err := h.l.Command([]byte(tc.payload))
-			h.settle()
-			calls := h.act.take()
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, ErrCommand) {
-					t.Fatalf("err = %v, want ErrCommand containing %q", err, tc.err)
+				reply, err := h.l.Command([]byte(tc.payload))
+				h.settle()
+				calls := h.act.take()
+				if tc.err != "" {
+					if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, ErrCommand) {
+						t.Fatalf("err = %v, want ErrCommand containing %q", err, tc.err)
+					}
+					var r map[string]string
+					if json.Unmarshal(reply, &r) != nil || len(r) != 1 || r["error"] != err.Error() {
+						t.Errorf("reply %s, want {\"error\": %q}", reply, err.Error())
+					}
+					if after := stateNoTS(h.l); after != before {
+						t.Errorf("state changed:\nbefore %s\nafter  %s", before, after)
+					}
+					if len(calls) != 0 {
+						t.Errorf("actuator touched: %v", calls)
+					}
+					if _, err := os.Stat(filepath.Join(dir, "control", "heat.json")); !os.IsNotExist(err) {
+						t.Errorf("state file written: %v", err)
+					}
+					return
 				}
-				var r map[string]string
-				if json.Unmarshal(reply, &r) != nil || len(r) != 1 || r["error"] != err.Error() {
-					t.Errorf("reply %s, want {\"error\": %q}", reply, err.Error())
+				if err != nil {
+					t.Fatal(err)
 				}
-				if after := stateNoTS(h.l); after != before {
-					t.Errorf("state changed:\nbefore %s\nafter  %s", before, after)
+				var s State
+				if err := json.Unmarshal(reply, &s); err != nil {
+					t.Fatalf("reply %s: %v", reply, err)
 				}
-				if len(calls) != 0 {
-					t.Errorf("actuator touched: %v", calls)
+				if s.Setpoint != tc.sp || s.Mode != tc.mode || !near(s.Output, tc.output) || s.TS == "" {
+					t.Errorf("reply %s, want setpoint %v, mode %s, output %v", reply, tc.sp, tc.mode, tc.output)
 				}
-				if _, err := os.Stat(filepath.Join(dir, "control", "heat.json")); !os.IsNotExist(err) {
-					t.Errorf("state file written: %v", err)
+				if got := stateNoTS(h.l); !strings.HasPrefix(string(reply), strings.TrimSuffix(got, "}")) {
+					t.Errorf("reply %s is not the state %s", reply, got)
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			var s State
-			if err := json.Unmarshal(reply, &s); err != nil {
-				t.Fatalf("reply %s: %v", reply, err)
-			}
-			if s.Setpoint != tc.sp || s.Mode != tc.mode || !near(s.Output, tc.output) || s.TS == "" {
-				t.Errorf("reply %s, want setpoint %v, mode %s, output %v", reply, tc.sp, tc.mode, tc.output)
-			}
-			if got := stateNoTS(h.l); !strings.HasPrefix(string(reply), strings.TrimSuffix(got, "}")) {
-				t.Errorf("reply %s is not the state %s", reply, got)
-			}
-			if !callsEqual(calls, tc.calls) {
-				t.Errorf("actuator calls %v, want %v", calls, tc.calls)
-			}
+				if !callsEqual(calls, tc.calls) {
+					t.Errorf("actuator calls %v, want %v", calls, tc.calls)
+				}
+			})
 		})
 	}
 }
 
 func TestPersistRoundTrip(t *testing.T) {
-	dir := t.TempDir()
-	h := newHarness(t, testOpts(), dir)
-	h.command(`{"setpoint":25}`) // before Run: state only, no actuator
-	h.command(`{"mode":"manual","output":0.4}`)
-	if calls := h.act.take(); len(calls) != 0 {
-		t.Errorf("commands before Run drove the actuator: %v", calls)
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "control", "heat.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := `{"setpoint":25,"mode":"manual","output":0.4}` + "\n"; string(b) != want {
-		t.Errorf("state file %q, want %q", b, want)
-	}
-	if names := dirNames(t, filepath.Join(dir, "control")); len(names) != 1 {
-		t.Errorf("files left in the state dir: %v", names)
-	}
-
-	// Manual mode is not restored: an unwatched fixed output must not
-	// come back by itself after a restart. The loop starts off (safe).
-	h2 := newHarness(t, testOpts(), dir)
-	h2.start()
-	s := h2.l.State()
-	if s.Setpoint != 25 || s.Mode != ModeOff {
-		t.Errorf("restored state = %+v, want setpoint 25, mode off", s)
-	}
-	for _, c := range h2.act.take() {
-		if c.op == "set" && c.level != 0 {
-			t.Errorf("restored loop drove the output to %v: %v", c.level, c)
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		h := newHarness(t, testOpts(), dir)
+		h.command(`{"setpoint":25}`) // before Run: state only, no actuator
+		h.command(`{"mode":"manual","output":0.4}`)
+		if calls := h.act.take(); len(calls) != 0 {
+			t.Errorf("commands before Run drove the actuator: %v", calls)
 		}
-	}
+		b, err := os.ReadFile(filepath.Join(dir, "control", "heat.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := `{"setpoint":25,"mode":"manual","output":0.4}` + "\n"; string(b) != want {
+			t.Errorf("state file %q, want %q", b, want)
+		}
+		if names := dirNames(t, filepath.Join(dir, "control")); len(names) != 1 {
+			t.Errorf("files left in the state dir: %v", names)
+		}
 
-	// Only the mode was commanded: the config's setpoint still rules.
-	dir2 := t.TempDir()
-	h3 := newHarness(t, testOpts(), dir2)
-	h3.command(`{"mode":"off"}`)
-	o := testOpts()
-	o.Setpoint = 12
-	h4 := newHarness(t, o, dir2)
-	if s := h4.l.State(); s.Setpoint != 12 || s.Mode != ModeOff {
-		t.Errorf("after a mode-only command: %+v, want setpoint 12 from the config, mode off", s)
-	}
+		// Manual mode is not restored: an unwatched fixed output must not
+		// come back by itself after a restart. The loop starts off (safe).
+		h2 := startHarness(t, testOpts(), dir)
+		s := h2.l.State()
+		if s.Setpoint != 25 || s.Mode != ModeOff {
+			t.Errorf("restored state = %+v, want setpoint 25, mode off", s)
+		}
+		for _, c := range h2.act.take() {
+			if c.op == "set" && c.level != 0 {
+				t.Errorf("restored loop drove the output to %v: %v", c.level, c)
+			}
+		}
+
+		// Only the mode was commanded: the config's setpoint still rules.
+		dir2 := t.TempDir()
+		h3 := newHarness(t, testOpts(), dir2)
+		h3.command(`{"mode":"off"}`)
+		o := testOpts()
+		o.Setpoint = 12
+		h4 := newHarness(t, o, dir2)
+		if s := h4.l.State(); s.Setpoint != 12 || s.Mode != ModeOff {
+			t.Errorf("after a mode-only command: %+v, want setpoint 12 from the config, mode off", s)
+		}
+	})
 }
 
 func dirNames(t *testing.T, dir string) []string {
@@ -230,46 +233,48 @@ func TestPersistBadFiles(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			if err := os.MkdirAll(filepath.Join(dir, "control"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := tc.write(filepath.Join(dir, "control", "heat.json")); err != nil {
-				t.Fatal(err)
-			}
-			h := newHarness(t, testOpts(), dir)
-			h.start()
-			s := h.l.State()
-			if s.Setpoint != tc.sp || s.Mode != tc.mode || s.Output != tc.output {
-				t.Errorf("state %+v, want setpoint %v, mode %s, output %v", s, tc.sp, tc.mode, tc.output)
-			}
-			if h.logs.count(tc.log) != 1 {
-				t.Errorf("log does not say %q once:\n%s", tc.log, h.logs)
-			}
-			if g, want := s.Gains, (StateGains{Kp: 0.1}); g != want {
-				t.Errorf("gains %+v, want the config's %+v", g, want)
-			}
-			if i := h.l.ctl().Integral(); i != 0 {
-				t.Errorf("integral %v, want 0", i)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				dir := t.TempDir()
+				if err := os.MkdirAll(filepath.Join(dir, "control"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := tc.write(filepath.Join(dir, "control", "heat.json")); err != nil {
+					t.Fatal(err)
+				}
+				h := startHarness(t, testOpts(), dir)
+				s := h.l.State()
+				if s.Setpoint != tc.sp || s.Mode != tc.mode || s.Output != tc.output {
+					t.Errorf("state %+v, want setpoint %v, mode %s, output %v", s, tc.sp, tc.mode, tc.output)
+				}
+				if h.logs.count(tc.log) != 1 {
+					t.Errorf("log does not say %q once:\n%s", tc.log, h.logs)
+				}
+				if g, want := s.Gains, (StateGains{Kp: 0.1}); g != want {
+					t.Errorf("gains %+v, want the config's %+v", g, want)
+				}
+				if i := h.l.ctl().Integral(); i != 0 {
+					t.Errorf("integral %v, want 0", i)
+				}
+			})
 		})
 	}
 }
 
 func TestPersistFailureStillApplies(t *testing.T) {
-	dir := t.TempDir()
-	// A file where the control directory should be: MkdirAll fails.
-	if err := os.WriteFile(filepath.Join(dir, "control"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, testOpts(), dir)
-	h.start()
-	if s := h.command(`{"setpoint":24}`); s.Setpoint != 24 {
-		t.Errorf("setpoint %v, want 24", s.Setpoint)
-	}
-	if h.logs.count("not saved") != 1 {
-		t.Errorf("the failed save was not logged:\n%s", h.logs)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		// A file where the control directory should be: MkdirAll fails.
+		if err := os.WriteFile(filepath.Join(dir, "control"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h := startHarness(t, testOpts(), dir)
+		if s := h.command(`{"setpoint":24}`); s.Setpoint != 24 {
+			t.Errorf("setpoint %v, want 24", s.Setpoint)
+		}
+		if h.logs.count("not saved") != 1 {
+			t.Errorf("the failed save was not logged:\n%s", h.logs)
+		}
+	})
 }
 
 // FuzzCommand checks that no payload panics, that a rejected one changes

@@ -3,6 +3,7 @@ package control
 import (
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -20,23 +21,24 @@ func TestHoldDoesNotKeepAStuckOutput(t *testing.T) {
 		{"implausible", -5, faultImplausible}, // below input_min 0
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, guardOpts(FailHold), "")
-			h.start()
-			for at := time.Duration(0); at <= 5*time.Minute; at += 5 * time.Second {
-				h.advanceTo(h.at(at))
-				if at < time.Minute {
-					h.read(19) // healthy: output 0.1
-				} else {
-					h.read(tc.v)
+			synctest.Test(t, func(t *testing.T) {
+				h := startHarness(t, guardOpts(FailHold), "")
+				for at := time.Duration(0); at <= 5*time.Minute; at += 5 * time.Second {
+					h.advanceTo(h.at(at))
+					if at < time.Minute {
+						h.read(19) // healthy: output 0.1
+					} else {
+						h.read(tc.v)
+					}
 				}
-			}
-			s := h.l.State()
-			if !strings.HasPrefix(s.Fault, tc.prefix) || s.Applied != AppliedSafe || h.act.Level() != 0 {
-				t.Errorf("after 4 min of %v from a healthy start: state %+v, level %v; want the safe state", tc.v, s, h.act.Level())
-			}
-			if n := h.logs.count("output to safe state"); n != 1 {
-				t.Errorf("logged the action %d times, want once as safe state:\n%s", n, h.logs)
-			}
+				s := h.l.State()
+				if !strings.HasPrefix(s.Fault, tc.prefix) || s.Applied != AppliedSafe || h.act.Level() != 0 {
+					t.Errorf("after 4 min of %v from a healthy start: state %+v, level %v; want the safe state", tc.v, s, h.act.Level())
+				}
+				if n := h.logs.count("output to safe state"); n != 1 {
+					t.Errorf("logged the action %d times, want once as safe state:\n%s", n, h.logs)
+				}
+			})
 		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/edged/edged/drivers/sim"
@@ -52,7 +53,6 @@ func newGreenhouse(t *testing.T, o Opts, co sim.ClimateOpts, faults sim.Faults) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.syncReq = make(chan chan struct{})
 	g := &greenhouse{t: t, clk: clk, probe: probe, ref: ref, act: act, dst: make([]float64, 2)}
 	g.h = &harness{t: t, clk: clk, l: l}
 	g.h.start()
@@ -104,38 +104,40 @@ func TestProbeOutOfHouseIssue9(t *testing.T) {
 	for _, guarded := range []bool{false, true} {
 		name := map[bool]string{false: "no guards", true: "stuck_after 10m"}[guarded]
 		t.Run(name, func(t *testing.T) {
-			o := simExampleOpts()
-			if guarded {
-				o.StuckAfter = 10 * time.Minute
-			}
-			co := sim.DefaultClimateOpts()
-			co.DeadTime = 10 * time.Second
-			g := newGreenhouse(t, o, co, sim.Faults{})
-			g.run(3*time.Hour, probeTrue)
-			if s := g.h.l.State(); s.Fault != "" {
-				t.Fatalf("warm up: %+v", s)
-			}
-			fell := g.clk.Now()
-			g.run(4*time.Hour, func(float64) (float64, bool) { return 15, true })
-			s := g.h.l.State()
-			detect := "never"
-			if !g.faultAt.IsZero() {
-				detect = g.faultAt.Sub(fell).String()
-			}
-			t.Logf("%s: probe reads 15 °C for 4 h: heater on %.0f%%, air %.1f..%.1f °C, now %.1f °C; fault after %s: %q; state applied %s, output %v",
-				name, 100*g.on.Seconds()/(4*time.Hour).Seconds(), g.lo, g.hi, g.sense(g.ref), detect, g.fault, s.Applied, s.Output)
-			if !guarded {
-				if g.on < 3*time.Hour || s.Fault != "" {
-					t.Errorf("the defect no longer reproduces: heater on %v of 4 h, fault %q", g.on, s.Fault)
+			synctest.Test(t, func(t *testing.T) {
+				o := simExampleOpts()
+				if guarded {
+					o.StuckAfter = 10 * time.Minute
 				}
-				return
-			}
-			if bound := o.StuckAfter + 2*5*time.Second; g.faultAt.IsZero() || g.faultAt.Sub(fell) > bound || !strings.HasPrefix(g.fault, faultStuck) {
-				t.Errorf("fault %q after %v, want %s within %v", g.fault, g.faultAt.Sub(fell), faultStuck, bound)
-			}
-			if s.Applied != AppliedSafe || g.act.Level() != 0 {
-				t.Errorf("state %+v, heater %v; want safe, off", s, g.act.Level())
-			}
+				co := sim.DefaultClimateOpts()
+				co.DeadTime = 10 * time.Second
+				g := newGreenhouse(t, o, co, sim.Faults{})
+				g.run(3*time.Hour, probeTrue)
+				if s := g.h.l.State(); s.Fault != "" {
+					t.Fatalf("warm up: %+v", s)
+				}
+				fell := g.clk.Now()
+				g.run(4*time.Hour, func(float64) (float64, bool) { return 15, true })
+				s := g.h.l.State()
+				detect := "never"
+				if !g.faultAt.IsZero() {
+					detect = g.faultAt.Sub(fell).String()
+				}
+				t.Logf("%s: probe reads 15 °C for 4 h: heater on %.0f%%, air %.1f..%.1f °C, now %.1f °C; fault after %s: %q; state applied %s, output %v",
+					name, 100*g.on.Seconds()/(4*time.Hour).Seconds(), g.lo, g.hi, g.sense(g.ref), detect, g.fault, s.Applied, s.Output)
+				if !guarded {
+					if g.on < 3*time.Hour || s.Fault != "" {
+						t.Errorf("the defect no longer reproduces: heater on %v of 4 h, fault %q", g.on, s.Fault)
+					}
+					return
+				}
+				if bound := o.StuckAfter + 2*5*time.Second; g.faultAt.IsZero() || g.faultAt.Sub(fell) > bound || !strings.HasPrefix(g.fault, faultStuck) {
+					t.Errorf("fault %q after %v, want %s within %v", g.fault, g.faultAt.Sub(fell), faultStuck, bound)
+				}
+				if s.Applied != AppliedSafe || g.act.Level() != 0 {
+					t.Errorf("state %+v, heater %v; want safe, off", s, g.act.Level())
+				}
+			})
 		})
 	}
 }
@@ -154,50 +156,52 @@ func TestStuckNearSetpointIssue9(t *testing.T) {
 	for _, guarded := range []bool{false, true} {
 		name := map[bool]string{false: "no guards", true: "stuck_after 10m"}[guarded]
 		t.Run(name, func(t *testing.T) {
-			o := simExampleOpts()
-			if guarded {
-				o.StuckAfter = 10 * time.Minute
-			}
-			co := sim.DefaultClimateOpts()
-			co.DeadTime = 10 * time.Second
-			g := newGreenhouse(t, o, co, sim.Faults{StuckAfter: 3 * time.Hour})
-			g.run(3*time.Hour, probeTrue)
-			if s := g.h.l.State(); s.Fault != "" {
-				t.Fatalf("warm up: %+v", s)
-			}
-			froze := g.clk.Now()
-			frozen := g.sense(g.probe)
-			var saturated time.Time
-			var airAtFault float64
-			g.faultAt = time.Time{}
-			for i := 1; i <= 12*60; i++ { // 12 h in 1 min steps
-				g.run(time.Minute, probeTrue)
-				if s := g.h.l.State(); saturated.IsZero() && s.Applied == AppliedPID && s.Output <= o.OutputMin {
-					saturated = g.clk.Now()
+			synctest.Test(t, func(t *testing.T) {
+				o := simExampleOpts()
+				if guarded {
+					o.StuckAfter = 10 * time.Minute
 				}
-				if !g.faultAt.IsZero() && airAtFault == 0 {
-					airAtFault = g.sense(g.ref)
+				co := sim.DefaultClimateOpts()
+				co.DeadTime = 10 * time.Second
+				g := newGreenhouse(t, o, co, sim.Faults{StuckAfter: 3 * time.Hour})
+				g.run(3*time.Hour, probeTrue)
+				if s := g.h.l.State(); s.Fault != "" {
+					t.Fatalf("warm up: %+v", s)
 				}
-				if i%120 == 0 {
-					t.Logf("%s: %v after the freeze: air %.2f °C, output %.3f", name, time.Duration(i)*time.Minute, g.sense(g.ref), g.h.l.State().Output)
+				froze := g.clk.Now()
+				frozen := g.sense(g.probe)
+				var saturated time.Time
+				var airAtFault float64
+				g.faultAt = time.Time{}
+				for i := 1; i <= 12*60; i++ { // 12 h in 1 min steps
+					g.run(time.Minute, probeTrue)
+					if s := g.h.l.State(); saturated.IsZero() && s.Applied == AppliedPID && s.Output <= o.OutputMin {
+						saturated = g.clk.Now()
+					}
+					if !g.faultAt.IsZero() && airAtFault == 0 {
+						airAtFault = g.sense(g.ref)
+					}
+					if i%120 == 0 {
+						t.Logf("%s: %v after the freeze: air %.2f °C, output %.3f", name, time.Duration(i)*time.Minute, g.sense(g.ref), g.h.l.State().Output)
+					}
 				}
-			}
-			detect := "never"
-			if !g.faultAt.IsZero() {
-				detect = g.faultAt.Sub(froze).String()
-			}
-			t.Logf("%s: probe frozen at %.3f °C (setpoint %v); output saturated after %v; fault after %s (air %.2f °C then): %q; state applied %s",
-				name, frozen, o.Setpoint, saturated.Sub(froze), detect, airAtFault, g.fault, g.h.l.State().Applied)
-			if !guarded {
+				detect := "never"
 				if !g.faultAt.IsZero() {
-					t.Errorf("a fault without guards: %q", g.fault)
+					detect = g.faultAt.Sub(froze).String()
 				}
-				return
-			}
-			// Heater off, as the safe state would have it; no false stuck.
-			if s := g.h.l.State(); !g.faultAt.IsZero() || s.Output > o.OutputMin {
-				t.Errorf("fault %q, output %v: want no fault and the heater off", g.fault, s.Output)
-			}
+				t.Logf("%s: probe frozen at %.3f °C (setpoint %v); output saturated after %v; fault after %s (air %.2f °C then): %q; state applied %s",
+					name, frozen, o.Setpoint, saturated.Sub(froze), detect, airAtFault, g.fault, g.h.l.State().Applied)
+				if !guarded {
+					if !g.faultAt.IsZero() {
+						t.Errorf("a fault without guards: %q", g.fault)
+					}
+					return
+				}
+				// Heater off, as the safe state would have it; no false stuck.
+				if s := g.h.l.State(); !g.faultAt.IsZero() || s.Output > o.OutputMin {
+					t.Errorf("fault %q, output %v: want no fault and the heater off", g.fault, s.Output)
+				}
+			})
 		})
 	}
 }
@@ -212,43 +216,45 @@ func TestStuckNearSetpointIssue9(t *testing.T) {
 func TestWinterSensorLostIssue9(t *testing.T) {
 	for _, action := range []string{FailSafe, FailFixed} {
 		t.Run(action, func(t *testing.T) {
-			o := simExampleOpts()
-			o.Setpoint = 15
-			o.OnInputFailure = action
-			if action == FailFixed {
-				o.FixedOutput = f64(0.4)
-			}
-			co := sim.DefaultClimateOpts()
-			co.DeadTime = 10 * time.Second
-			co.Ambient, co.HeaterGain = -5, 30
-			g := newGreenhouse(t, o, co, sim.Faults{})
-			g.run(3*time.Hour, probeTrue)
-			if s := g.h.l.State(); s.Fault != "" || math.Abs(g.sense(g.ref)-15) > 0.3 {
-				t.Fatalf("warm up: %+v, air %.2f", s, g.sense(g.ref))
-			}
-			lost := g.clk.Now()
-			below0 := time.Duration(-1)
-			lo := math.Inf(1)
-			for i := 0; i < 6*12; i++ { // 6 h in 5 min steps
-				g.run(5*time.Minute, func(float64) (float64, bool) { return 0, false })
-				lo = min(lo, g.lo)
-				if lo < 0 && below0 < 0 {
-					below0 = g.clk.Now().Sub(lost)
+			synctest.Test(t, func(t *testing.T) {
+				o := simExampleOpts()
+				o.Setpoint = 15
+				o.OnInputFailure = action
+				if action == FailFixed {
+					o.FixedOutput = f64(0.4)
 				}
-			}
-			s := g.h.l.State()
-			t.Logf("%s: sensor lost for 6 h at -5 °C outside: air fell to %.1f °C (below 0 °C after %v), now %.1f °C; state applied %s, output %v, fault %q",
-				action, lo, below0, g.sense(g.ref), s.Applied, s.Output, s.Fault)
-			switch action {
-			case FailSafe:
-				if lo > 0 {
-					t.Errorf("safe: air stayed at %.1f °C or above; the heater should be off", lo)
+				co := sim.DefaultClimateOpts()
+				co.DeadTime = 10 * time.Second
+				co.Ambient, co.HeaterGain = -5, 30
+				g := newGreenhouse(t, o, co, sim.Faults{})
+				g.run(3*time.Hour, probeTrue)
+				if s := g.h.l.State(); s.Fault != "" || math.Abs(g.sense(g.ref)-15) > 0.3 {
+					t.Fatalf("warm up: %+v, air %.2f", s, g.sense(g.ref))
 				}
-			case FailFixed:
-				if lo < 5 || s.Applied != AppliedFixed || s.Output != 0.4 || !strings.HasPrefix(s.Fault, faultStale) {
-					t.Errorf("fixed: air fell to %.1f °C, want above 5; state %+v", lo, s)
+				lost := g.clk.Now()
+				below0 := time.Duration(-1)
+				lo := math.Inf(1)
+				for i := 0; i < 6*12; i++ { // 6 h in 5 min steps
+					g.run(5*time.Minute, func(float64) (float64, bool) { return 0, false })
+					lo = min(lo, g.lo)
+					if lo < 0 && below0 < 0 {
+						below0 = g.clk.Now().Sub(lost)
+					}
 				}
-			}
+				s := g.h.l.State()
+				t.Logf("%s: sensor lost for 6 h at -5 °C outside: air fell to %.1f °C (below 0 °C after %v), now %.1f °C; state applied %s, output %v, fault %q",
+					action, lo, below0, g.sense(g.ref), s.Applied, s.Output, s.Fault)
+				switch action {
+				case FailSafe:
+					if lo > 0 {
+						t.Errorf("safe: air stayed at %.1f °C or above; the heater should be off", lo)
+					}
+				case FailFixed:
+					if lo < 5 || s.Applied != AppliedFixed || s.Output != 0.4 || !strings.HasPrefix(s.Fault, faultStale) {
+						t.Errorf("fixed: air fell to %.1f °C, want above 5; state %+v", lo, s)
+					}
+				}
+			})
 		})
 	}
 }

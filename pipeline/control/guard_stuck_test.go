@@ -2,6 +2,7 @@ package control
 
 import (
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -25,15 +26,16 @@ func TestStuckAtLowLimitDoesNotHeat(t *testing.T) {
 		{"cooler", cooler, 15}, // a cool room below the setpoint, cooler off
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, tc.o, "")
-			h.start()
-			for at := time.Duration(0); at <= 10*time.Minute; at += 5 * time.Second {
-				h.advanceTo(h.at(at))
-				h.read(tc.v)
-				if s := h.l.State(); h.act.Level() != 0 || s.Fault != "" {
-					t.Fatalf("at %v, reading %v steady (setpoint 20): state %+v, level %v", at, tc.v, s, h.act.Level())
+			synctest.Test(t, func(t *testing.T) {
+				h := startHarness(t, tc.o, "")
+				for at := time.Duration(0); at <= 10*time.Minute; at += 5 * time.Second {
+					h.advanceTo(h.at(at))
+					h.read(tc.v)
+					if s := h.l.State(); h.act.Level() != 0 || s.Fault != "" {
+						t.Fatalf("at %v, reading %v steady (setpoint 20): state %+v, level %v", at, tc.v, s, h.act.Level())
+					}
 				}
-			}
+			})
 		})
 	}
 }
@@ -42,13 +44,14 @@ func TestStuckAtLowLimitDoesNotHeat(t *testing.T) {
 // still counts as stuck (heater flat out, input below the setpoint), and
 // fixed_output applies, no harder than the stuck run.
 func TestStuckAtHighLimitDetected(t *testing.T) {
-	h := newHarness(t, guardOpts(FailFixed), "")
-	h.start()
-	for at := time.Duration(0); at <= 3*time.Minute; at += 5 * time.Second {
-		h.advanceTo(h.at(at))
-		h.read(5)
-	}
-	if s := h.l.State(); s.Applied != AppliedFixed || !near(s.Output, 0.2) {
-		t.Errorf("probe stuck at 5 with the heater flat out: %+v", s)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := startHarness(t, guardOpts(FailFixed), "")
+		for at := time.Duration(0); at <= 3*time.Minute; at += 5 * time.Second {
+			h.advanceTo(h.at(at))
+			h.read(5)
+		}
+		if s := h.l.State(); s.Applied != AppliedFixed || !near(s.Output, 0.2) {
+			t.Errorf("probe stuck at 5 with the heater flat out: %+v", s)
+		}
+	})
 }

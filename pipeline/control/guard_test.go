@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -55,89 +56,90 @@ func TestGuardFailures(t *testing.T) {
 	for _, action := range []string{FailSafe, FailHold, FailFixed} {
 		for _, f := range faults {
 			t.Run(action+"/"+f.name, func(t *testing.T) {
-				o := guardOpts(action)
-				h := newHarness(t, o, "")
-				h.start()
-				for at := time.Duration(0); at < time.Minute; at += interval {
-					h.advanceTo(h.at(at))
-					h.read(19)
-				}
-				if s := h.l.State(); s.Applied != AppliedPID || !near(s.Output, 0.1) || s.Fault != "" {
-					t.Fatalf("healthy state %+v", s)
-				}
-				start := h.at(time.Minute)
-				wantApplied, wantOut := AppliedSafe, 0.0
-				switch {
-				case f.cutoff:
-					wantApplied = AppliedCutoff
-				case action == FailHold && (f.stuck || f.prefix == faultImplausible):
-					// hold is for a silent or offline sensor only.
-				case action == FailHold:
-					wantApplied, wantOut = AppliedHold, 0.1
-				case action == FailFixed:
-					wantApplied, wantOut = AppliedFixed, 0.2
-				}
-				if f.offer {
-					h.advanceTo(start)
-					h.l.Availability("air", false)
-					h.settle()
-				}
-				// step moves to at since start, feeding the fault's
-				// readings every interval.
-				i := 0
-				step := func(at time.Duration) {
-					h.advanceTo(start.Add(at))
-					if at%interval == 0 {
-						if v, ok := f.value(i); ok {
-							h.read(v)
-						}
-						i++
+				synctest.Test(t, func(t *testing.T) {
+					o := guardOpts(action)
+					h := startHarness(t, o, "")
+					for at := time.Duration(0); at < time.Minute; at += interval {
+						h.advanceTo(h.at(at))
+						h.read(19)
 					}
-				}
-				var reached time.Duration = -1
-				for at := time.Duration(0); at <= f.bound+time.Minute && reached < 0; at += time.Second {
-					step(at)
-					s := h.l.State()
-					if strings.HasPrefix(s.Fault, f.prefix) && s.Applied == wantApplied {
-						reached = at
-						if !near(s.Output, wantOut) || !near(h.act.Level(), wantOut) || s.Input != nil && !f.cutoff {
-							t.Errorf("at %v: state %+v, actuator %v; want output %v", at, s, h.act.Level(), wantOut)
+					if s := h.l.State(); s.Applied != AppliedPID || !near(s.Output, 0.1) || s.Fault != "" {
+						t.Fatalf("healthy state %+v", s)
+					}
+					start := h.at(time.Minute)
+					wantApplied, wantOut := AppliedSafe, 0.0
+					switch {
+					case f.cutoff:
+						wantApplied = AppliedCutoff
+					case action == FailHold && (f.stuck || f.prefix == faultImplausible):
+						// hold is for a silent or offline sensor only.
+					case action == FailHold:
+						wantApplied, wantOut = AppliedHold, 0.1
+					case action == FailFixed:
+						wantApplied, wantOut = AppliedFixed, 0.2
+					}
+					if f.offer {
+						h.advanceTo(start)
+						h.l.Availability("air", false)
+						h.settle()
+					}
+					// step moves to at since start, feeding the fault's
+					// readings every interval.
+					i := 0
+					step := func(at time.Duration) {
+						h.advanceTo(start.Add(at))
+						if at%interval == 0 {
+							if v, ok := f.value(i); ok {
+								h.read(v)
+							}
+							i++
 						}
 					}
-				}
-				t.Logf("%s, on_input_failure %s: %s after %v (bound %v)", f.name, action, wantApplied, reached, f.bound)
-				if reached < 0 || reached > f.bound {
-					t.Fatalf("reached %s %v after the fault began, want within %v; state %+v", wantApplied, reached, f.bound, h.l.State())
-				}
-				logged := f.prefix
-				if f.cutoff {
-					logged = "output forced off"
-				}
-				if n := h.logs.count(logged); n != 1 {
-					t.Errorf("logged %q %d times, want once:\n%s", logged, n, h.logs)
-				}
-				if wantApplied == AppliedHold {
-					// hold_for (5m) after the failure began: safe.
-					for at := reached + time.Second; at < reached+o.HoldFor; at += time.Second {
+					var reached time.Duration = -1
+					for at := time.Duration(0); at <= f.bound+time.Minute && reached < 0; at += time.Second {
 						step(at)
+						s := h.l.State()
+						if strings.HasPrefix(s.Fault, f.prefix) && s.Applied == wantApplied {
+							reached = at
+							if !near(s.Output, wantOut) || !near(h.act.Level(), wantOut) || s.Input != nil && !f.cutoff {
+								t.Errorf("at %v: state %+v, actuator %v; want output %v", at, s, h.act.Level(), wantOut)
+							}
+						}
 					}
-					if s := h.l.State(); s.Applied != AppliedHold {
-						t.Errorf("1s before hold_for ran out: %+v", s)
+					t.Logf("%s, on_input_failure %s: %s after %v (bound %v)", f.name, action, wantApplied, reached, f.bound)
+					if reached < 0 || reached > f.bound {
+						t.Fatalf("reached %s %v after the fault began, want within %v; state %+v", wantApplied, reached, f.bound, h.l.State())
 					}
-					step(reached + o.HoldFor)
-					if s := h.l.State(); s.Applied != AppliedSafe || s.Output != 0 || !strings.HasPrefix(s.Fault, f.prefix) {
-						t.Errorf("when hold_for ran out: %+v", s)
+					logged := f.prefix
+					if f.cutoff {
+						logged = "output forced off"
 					}
-					if n := h.logs.count("hold_for over"); n != 1 {
-						t.Errorf("logged the end of the hold %d times, want once", n)
+					if n := h.logs.count(logged); n != 1 {
+						t.Errorf("logged %q %d times, want once:\n%s", logged, n, h.logs)
 					}
-				}
-				// A good reading ends the failure.
-				h.clk.Advance(time.Second)
-				h.read(19.5)
-				if s := h.l.State(); s.Applied != AppliedPID || s.Fault != "" || s.Input == nil {
-					t.Errorf("after a good reading: %+v", s)
-				}
+					if wantApplied == AppliedHold {
+						// hold_for (5m) after the failure began: safe.
+						for at := reached + time.Second; at < reached+o.HoldFor; at += time.Second {
+							step(at)
+						}
+						if s := h.l.State(); s.Applied != AppliedHold {
+							t.Errorf("1s before hold_for ran out: %+v", s)
+						}
+						step(reached + o.HoldFor)
+						if s := h.l.State(); s.Applied != AppliedSafe || s.Output != 0 || !strings.HasPrefix(s.Fault, f.prefix) {
+							t.Errorf("when hold_for ran out: %+v", s)
+						}
+						if n := h.logs.count("hold_for over"); n != 1 {
+							t.Errorf("logged the end of the hold %d times, want once", n)
+						}
+					}
+					// A good reading ends the failure.
+					h.clk.Advance(time.Second)
+					h.read(19.5)
+					if s := h.l.State(); s.Applied != AppliedPID || s.Fault != "" || s.Input == nil {
+						t.Errorf("after a good reading: %+v", s)
+					}
+				})
 			})
 		}
 	}
@@ -146,99 +148,104 @@ func TestGuardFailures(t *testing.T) {
 // TestOutputReportsSafeStateOnIssue9 pins the bug of issue 9: the state
 // said output 0 while a safe_state: on actuator held the relay on.
 func TestOutputReportsSafeStateOnIssue9(t *testing.T) {
-	h := newHarness(t, testOpts(), "")
-	act := safeOnActuator{h.act}
-	h.l.out = act
-	h.start()
-	h.read(19) // 0.1
-	if s := h.l.State(); s.Output != 0.1 || s.Applied != AppliedPID {
-		t.Fatalf("healthy: %+v", s)
-	}
-	h.advanceTo(h.at(time.Minute))
-	if s := h.l.State(); s.Output != 1 || s.Applied != AppliedSafe || act.Level() != 1 {
-		t.Errorf("stale with safe_state on: state %+v, actuator %v; want output 1", s, act.Level())
-	}
-	h.command(`{"mode":"off"}`)
-	if s := h.l.State(); s.Output != 1 || s.Applied != AppliedSafe {
-		t.Errorf("off with safe_state on: state %+v; want output 1", s)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testOpts(), "")
+		act := safeOnActuator{h.act}
+		h.l.out = act
+		h.start()
+		h.read(19) // 0.1
+		if s := h.l.State(); s.Output != 0.1 || s.Applied != AppliedPID {
+			t.Fatalf("healthy: %+v", s)
+		}
+		h.advanceTo(h.at(time.Minute))
+		if s := h.l.State(); s.Output != 1 || s.Applied != AppliedSafe || act.Level() != 1 {
+			t.Errorf("stale with safe_state on: state %+v, actuator %v; want output 1", s, act.Level())
+		}
+		h.command(`{"mode":"off"}`)
+		if s := h.l.State(); s.Output != 1 || s.Applied != AppliedSafe {
+			t.Errorf("off with safe_state on: state %+v; want output 1", s)
+		}
+	})
 }
 
 // TestGuardFaultPublishedOnce feeds a minute of implausible readings:
 // the fault is published once and logged once.
 func TestGuardFaultPublishedOnce(t *testing.T) {
-	h := newHarness(t, guardOpts(FailSafe), "")
-	h.start()
-	h.read(19)
-	h.advanceTo(h.at(5 * time.Second))
-	h.pub.take()
-	for at := 10 * time.Second; at <= 70*time.Second; at += 5 * time.Second {
-		h.advanceTo(h.at(at))
-		h.read(85 + float64(at/time.Second%3))
-	}
-	n := 0
-	for _, m := range h.pub.take() {
-		if strings.Contains(m.payload, faultImplausible) {
-			n++
+	synctest.Test(t, func(t *testing.T) {
+		h := startHarness(t, guardOpts(FailSafe), "")
+		h.read(19)
+		h.advanceTo(h.at(5 * time.Second))
+		h.pub.take()
+		for at := 10 * time.Second; at <= 70*time.Second; at += 5 * time.Second {
+			h.advanceTo(h.at(at))
+			h.read(85 + float64(at/time.Second%3))
 		}
-	}
-	if n != 1 {
-		t.Errorf("published the fault %d times, want once", n)
-	}
-	if n := h.logs.count(faultImplausible); n != 1 {
-		t.Errorf("logged the fault %d times, want once", n)
-	}
+		n := 0
+		for _, m := range h.pub.take() {
+			if strings.Contains(m.payload, faultImplausible) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("published the fault %d times, want once", n)
+		}
+		if n := h.logs.count(faultImplausible); n != 1 {
+			t.Errorf("logged the fault %d times, want once", n)
+		}
+	})
 }
 
 // TestCutoffOverridesMinOn: a relay on a cycle, on 1 s into its 10 s
 // min_on, goes off at once at the cutoff, and min_off counts from there.
 func TestCutoffOverridesMinOn(t *testing.T) {
-	o := guardOpts(FailSafe)
-	o.Cycle = time.Minute
-	h := newHarness(t, o, "")
-	h.start()
-	h.act.take()
-	h.read(5) // duty 1: on
-	h.advanceTo(h.at(time.Second))
-	h.read(36)
-	if got, want := h.act.take(), []call{{"set", 1, 0}, {"set", 0, time.Second}}; !callsEqual(got, want) {
-		t.Errorf("calls %v, want %v", got, want)
-	}
-	// Back below the cutoff and far below the setpoint: on again after
-	// min_off (10 s) from the cutoff.
-	h.advanceTo(h.at(2 * time.Second))
-	h.read(5)
-	h.advanceTo(h.at(20 * time.Second))
-	if got, want := h.act.take(), []call{{"set", 1, 11 * time.Second}}; !callsEqual(got, want) {
-		t.Errorf("after the cutoff: %v, want %v", got, want)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		o := guardOpts(FailSafe)
+		o.Cycle = time.Minute
+		h := startHarness(t, o, "")
+		h.act.take()
+		h.read(5) // duty 1: on
+		h.advanceTo(h.at(time.Second))
+		h.read(36)
+		if got, want := h.act.take(), []call{{"set", 1, 0}, {"set", 0, time.Second}}; !callsEqual(got, want) {
+			t.Errorf("calls %v, want %v", got, want)
+		}
+		// Back below the cutoff and far below the setpoint: on again after
+		// min_off (10 s) from the cutoff.
+		h.advanceTo(h.at(2 * time.Second))
+		h.read(5)
+		h.advanceTo(h.at(20 * time.Second))
+		if got, want := h.act.take(), []call{{"set", 1, 11 * time.Second}}; !callsEqual(got, want) {
+			t.Errorf("after the cutoff: %v, want %v", got, want)
+		}
+	})
 }
 
 // TestFixedOutputIsRelayProtected: fixed_output 0.2 on a relay with a
 // 60 s cycle is time-proportioned through the same path as the PID's
 // output: 12 s on per window.
 func TestFixedOutputIsRelayProtected(t *testing.T) {
-	o := guardOpts(FailFixed)
-	o.Cycle = time.Minute
-	h := newHarness(t, o, "")
-	h.start()
-	h.read(25) // duty 0: off
-	h.advanceTo(h.at(5 * time.Minute))
-	h.act.take()
-	h.advanceTo(h.at(10 * time.Minute))
-	var on time.Duration
-	calls := h.act.take()
-	for i, c := range calls {
-		if c.op == "set" && c.level == 1 && i+1 < len(calls) {
-			on += calls[i+1].at - c.at
+	synctest.Test(t, func(t *testing.T) {
+		o := guardOpts(FailFixed)
+		o.Cycle = time.Minute
+		h := startHarness(t, o, "")
+		h.read(25) // duty 0: off
+		h.advanceTo(h.at(5 * time.Minute))
+		h.act.take()
+		h.advanceTo(h.at(10 * time.Minute))
+		var on time.Duration
+		calls := h.act.take()
+		for i, c := range calls {
+			if c.op == "set" && c.level == 1 && i+1 < len(calls) {
+				on += calls[i+1].at - c.at
+			}
 		}
-	}
-	if s := h.l.State(); s.Applied != AppliedFixed || !near(s.Output, 0.2) {
-		t.Errorf("state %+v", s)
-	}
-	if on < 4*12*time.Second || on > 5*12*time.Second {
-		t.Errorf("on %v in 5 windows, want about 60s: %v", on, calls)
-	}
+		if s := h.l.State(); s.Applied != AppliedFixed || !near(s.Output, 0.2) {
+			t.Errorf("state %+v", s)
+		}
+		if on < 4*12*time.Second || on > 5*12*time.Second {
+			t.Errorf("on %v in 5 windows, want about 60s: %v", on, calls)
+		}
+	})
 }
 
 func TestValidateGuards(t *testing.T) {

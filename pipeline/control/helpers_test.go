@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/edged/edged/sensors"
@@ -17,9 +18,11 @@ import (
 
 var t0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 
-// realWait bounds, in real time, how long a test waits for the loop
-// goroutine; it only matters when a bug would hang the test.
-const realWait = 10 * time.Second
+// capWait bounds how long a test waits for a goroutine of the loop. The
+// tests that run a loop run in a synctest bubble, whose time passes only
+// when every goroutine in it is blocked: a wait that a bug would make
+// endless ends at once, and fails the test.
+const capWait = 10 * time.Second
 
 // call is one call the fake actuator took.
 type call struct {
@@ -184,10 +187,15 @@ func newHarness(t *testing.T, o Opts, dir string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.syncReq = make(chan chan struct{})
-	l.pubSync = make(chan chan struct{})
-	l.saveSync = make(chan chan struct{})
 	h.l = l
+	return h
+}
+
+// startHarness is newHarness and start.
+func startHarness(t *testing.T, o Opts, dir string) *harness {
+	t.Helper()
+	h := newHarness(t, o, dir)
+	h.start()
 	return h
 }
 
@@ -204,7 +212,7 @@ func (h *harness) start() {
 			cancel()
 			select {
 			case runErr = <-done:
-			case <-time.After(realWait):
+			case <-time.After(capWait):
 				runErr = errors.New("Run did not return")
 			}
 		})
@@ -218,50 +226,13 @@ func (h *harness) start() {
 	h.settle()
 }
 
-// settle waits until the loop has handled everything already due.
+// settle waits until the loop has handled everything already due: until
+// every goroutine of the test's bubble (Run, publishLoop, saveLoop and
+// whatever the test started) waits on a channel. A test that runs a loop
+// runs in a bubble (synctest.Test) for this.
 func (h *harness) settle() {
 	h.t.Helper()
-	if h.stop == nil {
-		return // Run has not started: nothing to wait for
-	}
-	done := make(chan struct{})
-	select {
-	case h.l.syncReq <- done:
-	case <-time.After(realWait):
-		h.t.Fatal("loop goroutine does not answer")
-	}
-	select {
-	case <-done:
-	case <-time.After(realWait):
-		h.t.Fatal("loop goroutine does not finish")
-	}
-	if h.l.saveSync != nil {
-		done = make(chan struct{})
-		select {
-		case h.l.saveSync <- done:
-		case <-time.After(realWait):
-			h.t.Fatal("state saver does not answer")
-		}
-		select {
-		case <-done:
-		case <-time.After(realWait):
-			h.t.Fatal("state saver does not finish")
-		}
-	}
-	if h.l.pubSync == nil {
-		return
-	}
-	done = make(chan struct{})
-	select {
-	case h.l.pubSync <- done:
-	case <-time.After(realWait):
-		h.t.Fatal("state publisher does not answer")
-	}
-	select {
-	case <-done:
-	case <-time.After(realWait):
-		h.t.Fatal("state publisher does not finish")
-	}
+	synctest.Wait()
 }
 
 // advanceTo moves the clock to at, stopping at every timer on the way so

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/edged/edged/sensors/sensorstest"
@@ -44,7 +45,7 @@ func (r *replies) wait(t *testing.T, n int) {
 	for range n {
 		select {
 		case <-r.each:
-		case <-time.After(realWait):
+		case <-time.After(capWait):
 			t.Fatalf("fewer than %d replies", n)
 		}
 	}
@@ -80,7 +81,7 @@ func runInbox(t *testing.T, in *Inbox) {
 		cancel()
 		select {
 		case <-done:
-		case <-time.After(realWait):
+		case <-time.After(capWait):
 			t.Error("Inbox.Run did not return")
 		}
 	})
@@ -90,38 +91,39 @@ func runInbox(t *testing.T, in *Inbox) {
 // applied dropped the newest ones without a reply. Now the newest always
 // gets in, and each command dropped for a newer one is answered.
 func TestInboxBurstKeepsNewestIssue7(t *testing.T) {
-	h := newHarness(t, testOpts(), t.TempDir())
-	h.start()
-	in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
-	r := newReplies()
-	const n = inboxDepth + 10
-	sp := func(i int) float64 { return 5 + float64(i)/10 }
-	// Run has not started: the queue overflows as it would when commands
-	// come faster than they are applied.
-	for i := range n {
-		in.Submit(r.request(fmt.Sprint(i), fmt.Sprintf(`{"setpoint":%v}`, sp(i))))
-	}
-	runInbox(t, in)
-	r.wait(t, n)
-	for i := range n {
-		got := r.of(fmt.Sprint(i))
-		if len(got) != 1 {
-			t.Fatalf("command %d: replies %q, want one", i, got)
+	synctest.Test(t, func(t *testing.T) {
+		h := startHarness(t, testOpts(), t.TempDir())
+		in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
+		r := newReplies()
+		const n = inboxDepth + 10
+		sp := func(i int) float64 { return 5 + float64(i)/10 }
+		// Run has not started: the queue overflows as it would when commands
+		// come faster than they are applied.
+		for i := range n {
+			in.Submit(r.request(fmt.Sprint(i), fmt.Sprintf(`{"setpoint":%v}`, sp(i))))
 		}
-		if i < n-inboxDepth {
-			if want := `{"error":"control: superseded by a newer command"}`; got[0] != want {
-				t.Errorf("command %d: reply %s, want %s", i, got[0], want)
+		runInbox(t, in)
+		r.wait(t, n)
+		for i := range n {
+			got := r.of(fmt.Sprint(i))
+			if len(got) != 1 {
+				t.Fatalf("command %d: replies %q, want one", i, got)
 			}
-			continue
+			if i < n-inboxDepth {
+				if want := `{"error":"control: superseded by a newer command"}`; got[0] != want {
+					t.Errorf("command %d: reply %s, want %s", i, got[0], want)
+				}
+				continue
+			}
+			var s State
+			if err := json.Unmarshal([]byte(got[0]), &s); err != nil || s.Setpoint != sp(i) {
+				t.Errorf("command %d: reply %s, want the state with setpoint %v", i, got[0], sp(i))
+			}
 		}
-		var s State
-		if err := json.Unmarshal([]byte(got[0]), &s); err != nil || s.Setpoint != sp(i) {
-			t.Errorf("command %d: reply %s, want the state with setpoint %v", i, got[0], sp(i))
+		if s := h.l.State(); s.Setpoint != sp(n-1) {
+			t.Errorf("setpoint %v, want the last command's %v", s.Setpoint, sp(n-1))
 		}
-	}
-	if s := h.l.State(); s.Setpoint != sp(n-1) {
-		t.Errorf("setpoint %v, want the last command's %v", s.Setpoint, sp(n-1))
-	}
+	})
 }
 
 // A mode change in a burst of setpoint changes is not dropped: no later
@@ -139,30 +141,31 @@ func TestInboxBurstKeepsPartialCommands(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, testOpts(), t.TempDir())
-			h.start()
-			h.read(18)
-			in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
-			r := newReplies()
-			for i, p := range tc.first {
-				in.Submit(r.request(fmt.Sprint("first", i), p))
-			}
-			const n = 3 * inboxDepth
-			for i := range n {
-				in.Submit(r.request(fmt.Sprint(i), fmt.Sprintf(`{"setpoint":%v}`, 10+float64(i)/100)))
-			}
-			runInbox(t, in)
-			r.wait(t, n+len(tc.first))
-			for i := range tc.first {
-				if got := r.of(fmt.Sprint("first", i)); len(got) != 1 || strings.Contains(got[0], "error") {
-					t.Errorf("%s: reply %q, want the state", tc.first[i], got)
+			synctest.Test(t, func(t *testing.T) {
+				h := startHarness(t, testOpts(), t.TempDir())
+				h.read(18)
+				in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
+				r := newReplies()
+				for i, p := range tc.first {
+					in.Submit(r.request(fmt.Sprint("first", i), p))
 				}
-			}
-			h.settle()
-			s := h.l.State()
-			if s.Mode != tc.mode || !near(s.Output, tc.out) || s.Setpoint != 10+float64(n-1)/100 {
-				t.Errorf("state %+v, want mode %s, output %v, the last setpoint", s, tc.mode, tc.out)
-			}
+				const n = 3 * inboxDepth
+				for i := range n {
+					in.Submit(r.request(fmt.Sprint(i), fmt.Sprintf(`{"setpoint":%v}`, 10+float64(i)/100)))
+				}
+				runInbox(t, in)
+				r.wait(t, n+len(tc.first))
+				for i := range tc.first {
+					if got := r.of(fmt.Sprint("first", i)); len(got) != 1 || strings.Contains(got[0], "error") {
+						t.Errorf("%s: reply %q, want the state", tc.first[i], got)
+					}
+				}
+				h.settle()
+				s := h.l.State()
+				if s.Mode != tc.mode || !near(s.Output, tc.out) || s.Setpoint != 10+float64(n-1)/100 {
+					t.Errorf("state %+v, want mode %s, output %v, the last setpoint", s, tc.mode, tc.out)
+				}
+			})
 		})
 	}
 }
@@ -170,74 +173,76 @@ func TestInboxBurstKeepsPartialCommands(t *testing.T) {
 // TestInboxRefusals answers bad commands and unknown controllers with
 // their error, before and after the queue.
 func TestInboxRefusals(t *testing.T) {
-	h := newHarness(t, testOpts(), "")
-	h.start()
-	in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
-	r := newReplies()
-	in.Submit(r.request("range", `{"setpoint":99}`))
-	in.Submit(r.request("auto-output", `{"output":0.5}`)) // refused when applied: the loop is in auto
-	other := r.request("other", `{"setpoint":21}`)
-	other.Controller = `cool"er`
-	in.Submit(other)
-	in.Submit(Request{Controller: "heat", Payload: []byte(`{"mode":"off"}`)}) // no reply wanted
-	runInbox(t, in)
-	r.wait(t, 3)
-	for name, want := range map[string]string{
-		"range":       `{"error":"control: bad command: setpoint 99 is out of range (5..30)"}`,
-		"auto-output": `{"error":"control: bad command: output is set in manual mode only, e.g. {\"mode\": \"manual\", \"output\": 0.3}"}`,
-		"other":       `{"error":"control: no controller \"cool\\\"er\""}`,
-	} {
-		if got := r.of(name); len(got) != 1 || got[0] != want {
-			t.Errorf("%s: replies %q, want %s", name, got, want)
+	synctest.Test(t, func(t *testing.T) {
+		h := startHarness(t, testOpts(), "")
+		in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
+		r := newReplies()
+		in.Submit(r.request("range", `{"setpoint":99}`))
+		in.Submit(r.request("auto-output", `{"output":0.5}`)) // refused when applied: the loop is in auto
+		other := r.request("other", `{"setpoint":21}`)
+		other.Controller = `cool"er`
+		in.Submit(other)
+		in.Submit(Request{Controller: "heat", Payload: []byte(`{"mode":"off"}`)}) // no reply wanted
+		runInbox(t, in)
+		r.wait(t, 3)
+		for name, want := range map[string]string{
+			"range":       `{"error":"control: bad command: setpoint 99 is out of range (5..30)"}`,
+			"auto-output": `{"error":"control: bad command: output is set in manual mode only, e.g. {\"mode\": \"manual\", \"output\": 0.3}"}`,
+			"other":       `{"error":"control: no controller \"cool\\\"er\""}`,
+		} {
+			if got := r.of(name); len(got) != 1 || got[0] != want {
+				t.Errorf("%s: replies %q, want %s", name, got, want)
+			}
 		}
-	}
+	})
 }
 
 // Regression for issue 7: 16,020 log lines for a 5 s flood. A burst now
 // logs its first command, its first refusal, and one summary line per
 // second.
 func TestInboxLogsBurstOnceIssue7(t *testing.T) {
-	h := newHarness(t, testOpts(), t.TempDir())
-	h.start()
-	clk := sensorstest.NewClock(t0)
-	logs := &lineLog{lines: make(chan string, 64)}
-	in := NewInbox(map[string]*Loop{"heat": h.l}, clk, slog.New(slog.NewTextHandler(logs, nil)))
-	r := newReplies()
-	const n = 200
-	for i := range n {
-		p := fmt.Sprintf(`{"setpoint":%v}`, 5+float64(i)/10)
-		if i%40 == 0 {
-			p = `{"setpoint":-1}`
-		}
-		in.Submit(r.request(fmt.Sprint(i), p))
-	}
-	runInbox(t, in)
-	r.wait(t, n)
-	if err := clk.WaitTimerAt(t0.Add(summaryEvery), realWait); err != nil {
-		t.Fatal(err)
-	}
-	clk.Advance(summaryEvery)
-	for {
-		select {
-		case line := <-logs.lines:
-			if !strings.Contains(line, "not logged one by one") {
-				continue
+	synctest.Test(t, func(t *testing.T) {
+		h := startHarness(t, testOpts(), t.TempDir())
+		clk := sensorstest.NewClock(t0)
+		logs := &lineLog{lines: make(chan string, 64)}
+		in := NewInbox(map[string]*Loop{"heat": h.l}, clk, slog.New(slog.NewTextHandler(logs, nil)))
+		r := newReplies()
+		const n = 200
+		for i := range n {
+			p := fmt.Sprintf(`{"setpoint":%v}`, 5+float64(i)/10)
+			if i%40 == 0 {
+				p = `{"setpoint":-1}`
 			}
-			// 5 refused before the queue, 195 queued of which 64 applied
-			// (one logged in full) and 131 superseded.
-			for _, want := range []string{"applied=63", "refused=4", "superseded=131", "setpoint=24.9", "mode=auto"} {
-				if !strings.Contains(line, want) {
-					t.Errorf("summary %q lacks %s", line, want)
+			in.Submit(r.request(fmt.Sprint(i), p))
+		}
+		runInbox(t, in)
+		r.wait(t, n)
+		if err := clk.WaitTimerAt(t0.Add(summaryEvery), capWait); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(summaryEvery)
+		for {
+			select {
+			case line := <-logs.lines:
+				if !strings.Contains(line, "not logged one by one") {
+					continue
 				}
+				// 5 refused before the queue, 195 queued of which 64 applied
+				// (one logged in full) and 131 superseded.
+				for _, want := range []string{"applied=63", "refused=4", "superseded=131", "setpoint=24.9", "mode=auto"} {
+					if !strings.Contains(line, want) {
+						t.Errorf("summary %q lacks %s", line, want)
+					}
+				}
+				if got := strings.Count(logs.String(), "\n"); got != 3 {
+					t.Errorf("%d log lines, want 3 (first applied, first refused, summary):\n%s", got, logs)
+				}
+				return
+			case <-time.After(capWait):
+				t.Fatalf("no summary line:\n%s", logs)
 			}
-			if got := strings.Count(logs.String(), "\n"); got != 3 {
-				t.Errorf("%d log lines, want 3 (first applied, first refused, summary):\n%s", got, logs)
-			}
-			return
-		case <-time.After(realWait):
-			t.Fatalf("no summary line:\n%s", logs)
 		}
-	}
+	})
 }
 
 // TestEvictable drops a command only where that changes nothing: the
@@ -355,73 +360,76 @@ func replay(t *testing.T, seq []string, skip int) replayed {
 // TestInboxGainsLogged: a gains change is logged with the client that
 // sent it, shows in the state, and is written with the setpoint.
 func TestInboxGainsLogged(t *testing.T) {
-	dir := t.TempDir()
-	o := testOpts()
-	o.GainLimits = &GainLimits{Ki: f64(0.01)}
-	h := newHarness(t, o, dir)
-	h.start()
-	in := NewInbox(map[string]*Loop{"heat": h.l}, h.clk, nil)
-	runInbox(t, in)
-	r := newReplies()
-	req := r.request("gains", `{"gains":{"kp":0.3,"ki":0.005,"kd":0},"setpoint":21}`)
-	req.Client = "dash-7"
-	in.Submit(req)
-	bad := r.request("bad", `{"gains":{"kp":0.3,"ki":0.02,"kd":0}}`)
-	in.Submit(bad)
-	r.wait(t, 2)
-	h.settle()
-	if got := r.of("bad"); len(got) != 1 || !strings.Contains(got[0], `"error":"control: bad command: gains: ki 0.02 is beyond its limit 0.01`) {
-		t.Errorf("reply to bad gains %q", got)
-	}
-	if s := h.l.State(); s.Gains != (StateGains{Kp: 0.3, Ki: 0.005}) || s.Setpoint != 21 {
-		t.Errorf("state %+v", s)
-	}
-	if n := h.logs.count(`from="kp=0.1 ki=0 kd=0" to="kp=0.3 ki=0.005 kd=0" client=dash-7`); n != 1 {
-		t.Errorf("gains change not logged once with its client:\n%s", h.logs)
-	}
-	if got, want := readState(t, dir), `{"setpoint":21,"gains":{"kp":0.3,"ki":0.005,"kd":0}}`+"\n"; got != want {
-		t.Errorf("state file %q, want %q", got, want)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		o := testOpts()
+		o.GainLimits = &GainLimits{Ki: f64(0.01)}
+		h := startHarness(t, o, dir)
+		in := NewInbox(map[string]*Loop{"heat": h.l}, h.clk, nil)
+		runInbox(t, in)
+		r := newReplies()
+		req := r.request("gains", `{"gains":{"kp":0.3,"ki":0.005,"kd":0},"setpoint":21}`)
+		req.Client = "dash-7"
+		in.Submit(req)
+		bad := r.request("bad", `{"gains":{"kp":0.3,"ki":0.02,"kd":0}}`)
+		in.Submit(bad)
+		r.wait(t, 2)
+		h.settle()
+		if got := r.of("bad"); len(got) != 1 || !strings.Contains(got[0], `"error":"control: bad command: gains: ki 0.02 is beyond its limit 0.01`) {
+			t.Errorf("reply to bad gains %q", got)
+		}
+		if s := h.l.State(); s.Gains != (StateGains{Kp: 0.3, Ki: 0.005}) || s.Setpoint != 21 {
+			t.Errorf("state %+v", s)
+		}
+		if n := h.logs.count(`from="kp=0.1 ki=0 kd=0" to="kp=0.3 ki=0.005 kd=0" client=dash-7`); n != 1 {
+			t.Errorf("gains change not logged once with its client:\n%s", h.logs)
+		}
+		if got, want := readState(t, dir), `{"setpoint":21,"gains":{"kp":0.3,"ki":0.005,"kd":0}}`+"\n"; got != want {
+			t.Errorf("state file %q, want %q", got, want)
+		}
+	})
 }
 
 // Do answers with the reply an MQTT sender would get and the error
 // behind it, so the REST API can map a refusal to a status without
 // parsing the reply.
 func TestInboxDo(t *testing.T) {
-	h := newHarness(t, testOpts(), t.TempDir())
-	h.start()
-	in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
-	runInbox(t, in)
-	ctx, cancel := context.WithTimeout(context.Background(), realWait)
-	defer cancel()
-	reply, err := in.Do(ctx, Request{Controller: "heat", Payload: []byte(`{"setpoint":21}`), Client: "rest"})
-	var s State
-	if err != nil || json.Unmarshal(reply, &s) != nil || s.Setpoint != 21 {
-		t.Errorf("good command: reply %s, err %v; want the state with setpoint 21", reply, err)
-	}
-	for _, bad := range []string{`{"setpoint":1e9}`, `{"setpoint":`, `{"nope":1}`} {
-		reply, err := in.Do(ctx, Request{Controller: "heat", Payload: []byte(bad), Client: "rest"})
-		if !errors.Is(err, ErrCommand) || !strings.Contains(string(reply), `"error"`) {
-			t.Errorf("%s: reply %s, err %v; want an ErrCommand and an error reply", bad, reply, err)
+	synctest.Test(t, func(t *testing.T) {
+		h := startHarness(t, testOpts(), t.TempDir())
+		in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
+		runInbox(t, in)
+		ctx, cancel := context.WithTimeout(context.Background(), capWait)
+		defer cancel()
+		reply, err := in.Do(ctx, Request{Controller: "heat", Payload: []byte(`{"setpoint":21}`), Client: "rest"})
+		var s State
+		if err != nil || json.Unmarshal(reply, &s) != nil || s.Setpoint != 21 {
+			t.Errorf("good command: reply %s, err %v; want the state with setpoint 21", reply, err)
 		}
-	}
-	if _, err := in.Do(ctx, Request{Controller: "none", Payload: []byte(`{"setpoint":21}`)}); err == nil || errors.Is(err, ErrCommand) {
-		t.Errorf("unknown controller: err %v, want a no-controller error", err)
-	}
+		for _, bad := range []string{`{"setpoint":1e9}`, `{"setpoint":`, `{"nope":1}`} {
+			reply, err := in.Do(ctx, Request{Controller: "heat", Payload: []byte(bad), Client: "rest"})
+			if !errors.Is(err, ErrCommand) || !strings.Contains(string(reply), `"error"`) {
+				t.Errorf("%s: reply %s, err %v; want an ErrCommand and an error reply", bad, reply, err)
+			}
+		}
+		if _, err := in.Do(ctx, Request{Controller: "none", Payload: []byte(`{"setpoint":21}`)}); err == nil || errors.Is(err, ErrCommand) {
+			t.Errorf("unknown controller: err %v, want a no-controller error", err)
+		}
+	})
 }
 
 // Do after Run returned says so at once instead of waiting for an
 // answer that will never come.
 func TestInboxDoStopped(t *testing.T) {
-	h := newHarness(t, testOpts(), t.TempDir())
-	h.start()
-	in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	in.Run(ctx)
-	if _, err := in.Do(context.Background(), Request{Controller: "heat", Payload: []byte(`{"setpoint":21}`)}); !errors.Is(err, ErrStopped) {
-		t.Errorf("err %v, want ErrStopped", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := startHarness(t, testOpts(), t.TempDir())
+		in := NewInbox(map[string]*Loop{"heat": h.l}, sensorstest.NewClock(t0), nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		in.Run(ctx)
+		if _, err := in.Do(context.Background(), Request{Controller: "heat", Payload: []byte(`{"setpoint":21}`)}); !errors.Is(err, ErrStopped) {
+			t.Errorf("err %v, want ErrStopped", err)
+		}
+	})
 }
 
 // TestInboxSetLoops is the control room's part of a live reload (issue

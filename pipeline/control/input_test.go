@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/edged/edged/localbroker"
@@ -26,18 +28,26 @@ type stallCapturer struct {
 	// started after the rig's last step), so closing the broker, which
 	// waits for Publish, does not hang.
 	done chan struct{}
+	// one lets one write at a time through, as one card does. It is a
+	// channel, not a mutex, so that a capture waiting for another's
+	// stall counts as settled (synctest.Wait).
+	one     chan struct{}
+	stalled atomic.Int32
+}
 
-	mu      sync.Mutex // one write at a time
-	stalled int
+// begin readies c for the rig on clk. It is called in the rig's bubble:
+// channels made there are the ones synctest.Wait sees settle.
+func (c *stallCapturer) begin(clk *sensorstest.Clock) {
+	c.clk, c.done, c.one = clk, make(chan struct{}), make(chan struct{}, 1)
 }
 
 func (c *stallCapturer) Capture(localbroker.Message) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stalled >= c.n || c.clk.Now().Before(c.from) {
+	c.one <- struct{}{}
+	defer func() { <-c.one }()
+	if int(c.stalled.Load()) >= c.n || c.clk.Now().Before(c.from) {
 		return nil
 	}
-	c.stalled++
+	c.stalled.Add(1)
 	select {
 	case <-c.clk.NewTimer(10 * time.Second).C():
 	case <-c.done:
@@ -90,21 +100,17 @@ func (s *switchLog) take() []string {
 func TestStalledDiskDoesNotDelayControlIssue9(t *testing.T) {
 	ex := loadExample(t, "../../configs/examples/pi-greenhouse.yaml", 0.3)
 	stallFrom := t0.Add(time.Hour)
-	run := func(stall bool) ([]string, int) {
-		var rec *switchLog
-		var cap *stallCapturer
+	// The broker runs outside the rig's bubble: its listener waits on a
+	// socket, which synctest.Wait cannot see the end of. The rig, its
+	// clock and the capturer's stalls are inside, so they settle.
+	run := func(stall bool) (calls []string, stalled int) {
 		o := localbroker.DefaultOpts()
 		o.MQTT, o.WebSocket = "127.0.0.1:0", "" // a port the kernel picks; nobody connects
 		b, err := localbroker.New(o, "edged/test", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := newRigOn(t, ex, samples, b, func(a sensors.Actuator) sensors.Actuator {
-			rec = &switchLog{Actuator: a}
-			return rec
-		})
-		rec.clk = r.clk
-		cap = &stallCapturer{clk: r.clk, from: stallFrom, done: make(chan struct{})}
+		cap := &stallCapturer{from: stallFrom}
 		if stall {
 			cap.n = 18 // 3 minutes of stalled writes
 		}
@@ -112,16 +118,26 @@ func TestStalledDiskDoesNotDelayControlIssue9(t *testing.T) {
 		if err := b.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { b.Close() }) // after the rig has stopped (cleanups run last first)
-		r.start()
-		t.Cleanup(func() { close(cap.done) }) // first of all: the rig's stop waits for the queue, which may be in a stall
-		r.runUntil(stallFrom.Add(-time.Minute))
-		r.resetCounts()
-		r.runUntil(stallFrom.Add(10 * time.Minute))
-		if r.stale != 0 || r.faulted != 0 {
-			t.Errorf("stall %v: %d stale faults, %v with an input fault", stall, r.stale, r.faulted)
-		}
-		return rec.take(), cap.stalled
+		defer b.Close() // after the rig has stopped
+		synctest.Test(t, func(t *testing.T) {
+			var rec *switchLog
+			r := newRigOn(t, ex, samples, b, func(a sensors.Actuator) sensors.Actuator {
+				rec = &switchLog{Actuator: a}
+				return rec
+			})
+			rec.clk = r.clk
+			cap.begin(r.clk)
+			r.start()
+			t.Cleanup(func() { close(cap.done) }) // first of all: the rig's stop waits for the queue, which may be in a stall
+			r.runUntil(stallFrom.Add(-time.Minute))
+			r.resetCounts()
+			r.runUntil(stallFrom.Add(10 * time.Minute))
+			if r.stale != 0 || r.faulted != 0 {
+				t.Errorf("stall %v: %d stale faults, %v with an input fault", stall, r.stale, r.faulted)
+			}
+			calls = rec.take()
+		})
+		return calls, int(cap.stalled.Load())
 	}
 	want, _ := run(false)
 	got, stalled := run(true)

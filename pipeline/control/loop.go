@@ -15,6 +15,7 @@ import (
 	"github.com/edged/edged/sensors"
 	"github.com/edged/edged/sensors/liveness"
 	"github.com/edged/edged/sensors/ratelog"
+	"github.com/edged/edged/sensors/statefile"
 	"github.com/edged/edged/sensors/topics"
 )
 
@@ -79,15 +80,8 @@ type Loop struct {
 
 	events chan event    // newest wins
 	kick   chan struct{} // a command changed the state
-	// syncReq is nil in production. Tests set it to make the loop handle
-	// everything already due before it answers.
-	syncReq chan chan struct{}
-	pubq    chan []byte        // states for publishLoop; newest wins
-	pubSync chan chan struct{} // as syncReq, for publishLoop
-	// saveq wakes saveLoop: the state file is due. saveSync is as
-	// syncReq, for saveLoop.
-	saveq    chan struct{}
-	saveSync chan chan struct{}
+	pubq   chan []byte   // states for publishLoop; newest wins
+	saveq  chan struct{} // wakes saveLoop: the state file is due
 
 	started atomic.Bool
 	changes *ratelog.Limiter // "setpoint changed" and the like, during a burst of commands
@@ -97,8 +91,8 @@ type Loop struct {
 	saveMu      sync.Mutex
 	saveFailing bool          // under saveMu: the last write failed
 	saves       atomic.Uint64 // state file writes that succeeded
-	// writeFile writes the state file; nil is statefile.Write. Tests
-	// replace it with a write that stalls.
+	// writeFile writes the state file: statefile.Write, or in tests a
+	// write that stalls as a stalled SD card does.
 	writeFile func(path string, data []byte) error
 
 	mu sync.Mutex
@@ -179,6 +173,7 @@ func New(opts Opts, out sensors.Actuator, clock sensors.Clock, pub Publisher, pr
 		kick:       make(chan struct{}, 1),
 		pubq:       make(chan []byte, 1),
 		saveq:      make(chan struct{}, 1),
+		writeFile:  statefile.Write,
 		setpoint:   opts.Setpoint,
 		mode:       ModeAuto,
 		pid:        c,
@@ -348,28 +343,6 @@ func (l *Loop) Run(ctx context.Context) error {
 			handle(4, event{})
 		case <-l.guard.timer.C():
 			handle(6, event{})
-		case done := <-l.syncReq:
-			// Handle everything already due, so that a test that has
-			// just advanced its clock sees the result.
-			for more := true; more; {
-				select {
-				case ev := <-l.events:
-					handle(0, ev)
-				case <-stale.C():
-					handle(1, event{})
-				case <-l.cycleTimer.C():
-					handle(2, event{})
-				case <-pubTimer.C():
-					handle(3, event{})
-				case <-l.kick:
-					handle(4, event{})
-				case <-l.guard.timer.C():
-					handle(6, event{})
-				default:
-					more = false
-				}
-			}
-			close(done)
 		}
 	}
 }

@@ -9,8 +9,6 @@ import (
 	"math"
 	"os"
 	"time"
-
-	"github.com/edged/edged/sensors/statefile"
 )
 
 // persisted is what a loop keeps in <state dir>/control/<id>.json: what
@@ -124,19 +122,6 @@ func (l *Loop) saveLoop(ctx context.Context) {
 		case <-timer.C():
 			armed = false
 			save()
-		case done := <-l.saveSync:
-			// Tests: write what is due before answering.
-			select {
-			case <-timer.C():
-				armed = false
-			default:
-			}
-			select {
-			case <-l.saveq:
-			default:
-			}
-			save()
-			close(done)
 		}
 	}
 }
@@ -186,11 +171,7 @@ func (l *Loop) save(p persisted) error {
 	if err != nil {
 		return fmt.Errorf("control: %w", err)
 	}
-	write := l.writeFile
-	if write == nil {
-		write = statefile.Write
-	}
-	return write(l.statePath, append(b, '\n'))
+	return l.writeFile(l.statePath, append(b, '\n'))
 }
 
 // restore loads what commands set before a restart. Nothing in the file

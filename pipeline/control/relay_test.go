@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/edged/edged/drivers/sim"
@@ -180,7 +181,6 @@ func newSimDay(t *testing.T, o Opts) *simDay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.syncReq = make(chan chan struct{})
 	h := &harness{t: t, clk: clk, l: l}
 	h.start()
 	return &simDay{h: h, climate: climate, relay: rec, dst: make([]float64, 2)}
@@ -269,37 +269,39 @@ func TestRelayProtectionSimDay(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			o := simExampleOpts()
-			tc.edit(&o)
-			for seed := uint64(1); seed <= 3; seed++ {
-				edges := runSimDay(t, o, seed)
-				end := t0.Add(24 * time.Hour)
-				for _, e := range edges {
-					if e.safe {
-						t.Errorf("seed %d: a safe state at %v; this test wants none", seed, e.at.Sub(t0))
+			synctest.Test(t, func(t *testing.T) {
+				o := simExampleOpts()
+				tc.edit(&o)
+				for seed := uint64(1); seed <= 3; seed++ {
+					edges := runSimDay(t, o, seed)
+					end := t0.Add(24 * time.Hour)
+					for _, e := range edges {
+						if e.safe {
+							t.Errorf("seed %d: a safe state at %v; this test wants none", seed, e.at.Sub(t0))
+						}
+					}
+					f := figures(pulsesOf(edges, end), t0, end, o.Cycle)
+					t.Logf("seed %d: %v", seed, f)
+					if f.pulses < 20 {
+						t.Errorf("seed %d: only %d pulses: the test did not exercise the relay", seed, f.pulses)
+					}
+					if f.shortestPulse < o.MinOn {
+						t.Errorf("seed %d: a pulse of %v, min_on %v", seed, f.shortestPulse, o.MinOn)
+					}
+					if f.shortestGap < o.MinOff {
+						t.Errorf("seed %d: a gap of %v, min_off %v", seed, f.shortestGap, o.MinOff)
+					}
+					if o.MaxSwitchesPerHour > 0 && f.maxPerHour > o.MaxSwitchesPerHour {
+						t.Errorf("seed %d: %d switch-ons in an hour, max_switches_per_hour %d", seed, f.maxPerHour, o.MaxSwitchesPerHour)
+					}
+					if f.doubleWindows > 0 {
+						t.Errorf("seed %d: %d windows with more than one pulse", seed, f.doubleWindows)
+					}
+					if o.MaxOn > 0 && f.longestPulse > o.MaxOn {
+						t.Errorf("seed %d: a pulse of %v, max_on %v", seed, f.longestPulse, o.MaxOn)
 					}
 				}
-				f := figures(pulsesOf(edges, end), t0, end, o.Cycle)
-				t.Logf("seed %d: %v", seed, f)
-				if f.pulses < 20 {
-					t.Errorf("seed %d: only %d pulses: the test did not exercise the relay", seed, f.pulses)
-				}
-				if f.shortestPulse < o.MinOn {
-					t.Errorf("seed %d: a pulse of %v, min_on %v", seed, f.shortestPulse, o.MinOn)
-				}
-				if f.shortestGap < o.MinOff {
-					t.Errorf("seed %d: a gap of %v, min_off %v", seed, f.shortestGap, o.MinOff)
-				}
-				if o.MaxSwitchesPerHour > 0 && f.maxPerHour > o.MaxSwitchesPerHour {
-					t.Errorf("seed %d: %d switch-ons in an hour, max_switches_per_hour %d", seed, f.maxPerHour, o.MaxSwitchesPerHour)
-				}
-				if f.doubleWindows > 0 {
-					t.Errorf("seed %d: %d windows with more than one pulse", seed, f.doubleWindows)
-				}
-				if o.MaxOn > 0 && f.longestPulse > o.MaxOn {
-					t.Errorf("seed %d: a pulse of %v, max_on %v", seed, f.longestPulse, o.MaxOn)
-				}
-			}
+			})
 		})
 	}
 }
@@ -331,41 +333,43 @@ func TestOnOffSimPlant(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			o := testOpts()
-			o.Setpoint, o.PID = 22.5, Gains{Kp: 0.4, Ki: 0.002}
-			tc.edit(&o)
-			s := newSimDay(t, o)
-			if tc.before {
-				s.h.l.out = hideOnOff{s.relay}
-			}
-			peak, lo, hi := math.Inf(-1), math.Inf(1), math.Inf(-1)
-			for at := time.Duration(0); at <= 6*time.Hour; at += 5 * time.Second {
-				s.h.advanceTo(t0.Add(at))
-				v := s.sense()
-				peak = max(peak, v)
-				if at >= 2*time.Hour {
-					lo, hi = min(lo, v), max(hi, v)
+			synctest.Test(t, func(t *testing.T) {
+				o := testOpts()
+				o.Setpoint, o.PID = 22.5, Gains{Kp: 0.4, Ki: 0.002}
+				tc.edit(&o)
+				s := newSimDay(t, o)
+				if tc.before {
+					s.h.l.out = hideOnOff{s.relay}
 				}
-			}
-			start, end := t0.Add(2*time.Hour), t0.Add(6*time.Hour)
-			f := figures(pulsesAfter(pulsesOf(s.relay.history(), end), start), start, end, 0)
-			t.Logf("overshoot %.3f °C, after 2 h %.3f..%.3f °C; %v", peak-o.Setpoint, lo, hi, f)
-			if tc.before {
-				return
-			}
-			b := o.Hysteresis
-			if peak > o.Setpoint+b.Above+lag {
-				t.Errorf("overshoot %.3f °C, want at most above %.1f + %.2f of lag", peak-o.Setpoint, b.Above, lag)
-			}
-			if lo < o.Setpoint-b.Below-lag || hi > o.Setpoint+b.Above+lag {
-				t.Errorf("after 2 h %.3f..%.3f °C, want within %.1f-%.1f..%.1f+%.1f plus %.2f of lag", lo, hi, o.Setpoint, b.Below, o.Setpoint, b.Above, lag)
-			}
-			if f.shortestPulse < o.MinOn || f.shortestGap < o.MinOff || f.maxPerHour > o.MaxSwitchesPerHour {
-				t.Errorf("relay protection broken: %v", f)
-			}
-			if st := s.h.l.State(); st.Fault != "" || st.Mode != ModeAuto {
-				t.Errorf("state %+v", st)
-			}
+				peak, lo, hi := math.Inf(-1), math.Inf(1), math.Inf(-1)
+				for at := time.Duration(0); at <= 6*time.Hour; at += 5 * time.Second {
+					s.h.advanceTo(t0.Add(at))
+					v := s.sense()
+					peak = max(peak, v)
+					if at >= 2*time.Hour {
+						lo, hi = min(lo, v), max(hi, v)
+					}
+				}
+				start, end := t0.Add(2*time.Hour), t0.Add(6*time.Hour)
+				f := figures(pulsesAfter(pulsesOf(s.relay.history(), end), start), start, end, 0)
+				t.Logf("overshoot %.3f °C, after 2 h %.3f..%.3f °C; %v", peak-o.Setpoint, lo, hi, f)
+				if tc.before {
+					return
+				}
+				b := o.Hysteresis
+				if peak > o.Setpoint+b.Above+lag {
+					t.Errorf("overshoot %.3f °C, want at most above %.1f + %.2f of lag", peak-o.Setpoint, b.Above, lag)
+				}
+				if lo < o.Setpoint-b.Below-lag || hi > o.Setpoint+b.Above+lag {
+					t.Errorf("after 2 h %.3f..%.3f °C, want within %.1f-%.1f..%.1f+%.1f plus %.2f of lag", lo, hi, o.Setpoint, b.Below, o.Setpoint, b.Above, lag)
+				}
+				if f.shortestPulse < o.MinOn || f.shortestGap < o.MinOff || f.maxPerHour > o.MaxSwitchesPerHour {
+					t.Errorf("relay protection broken: %v", f)
+				}
+				if st := s.h.l.State(); st.Fault != "" || st.Mode != ModeAuto {
+					t.Errorf("state %+v", st)
+				}
+			})
 		})
 	}
 }

@@ -155,19 +155,6 @@ func (l *Loop) publishLoop(ctx context.Context) {
 			return
 		case pending = <-l.pubq:
 		case <-retry.C():
-		case done := <-l.pubSync:
-			// Tests: publish what is due before answering.
-			select {
-			case pending = <-l.pubq:
-			default:
-			}
-			select {
-			case <-retry.C():
-			default:
-			}
-			send()
-			close(done)
-			continue
 		}
 		send()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/edged/edged/drivers/sim"
@@ -64,8 +65,6 @@ func (r *simRig) start() *harness {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	l.syncReq = make(chan chan struct{})
-	l.saveSync = make(chan chan struct{})
 	r.h = &harness{t: r.t, clk: r.clk, l: l}
 	r.h.start()
 	return r.h
@@ -140,42 +139,44 @@ func TestRestartDipSimPlant(t *testing.T) {
 		{"pi example", 18, Gains{Kp: 0.3, Ki: 0.001}, time.Minute, 2 * time.Minute},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o := testOpts()
-			o.Setpoint, o.PID, o.StaleAfter, o.Cycle = tc.setpoint, tc.gains, tc.stale, tc.cycle
-			r := newSimRig(t, o)
-			r.start()
-			r.run(4*time.Hour, nil)
+			synctest.Test(t, func(t *testing.T) {
+				o := testOpts()
+				o.Setpoint, o.PID, o.StaleAfter, o.Cycle = tc.setpoint, tc.gains, tc.stale, tc.cycle
+				r := newSimRig(t, o)
+				r.start()
+				r.run(4*time.Hour, nil)
 
-			// A sensor silence: the heater is off for the 30 s after stale_after.
-			silent := o.StaleAfter + 30*time.Second
-			silence := measure(o.Setpoint, r.run(time.Hour, func(at time.Duration) bool { return at >= silent }))
+				// A sensor silence: the heater is off for the 30 s after stale_after.
+				silent := o.StaleAfter + 30*time.Second
+				silence := measure(o.Setpoint, r.run(time.Hour, func(at time.Duration) bool { return at >= silent }))
 
-			// A restart: edged stops (heater safe), is down 30 s, starts again.
-			r.stop()
-			down := r.run(30*time.Second, nil)
-			r.start()
-			restart := measure(o.Setpoint, append(down, r.run(time.Hour, nil)...))
+				// A restart: edged stops (heater safe), is down 30 s, starts again.
+				r.stop()
+				down := r.run(30*time.Second, nil)
+				r.start()
+				restart := measure(o.Setpoint, append(down, r.run(time.Hour, nil)...))
 
-			// An operator switches the heater off for 30 s and back to auto.
-			r.run(time.Hour, nil)
-			r.h.command(`{"mode":"off"}`)
-			off := r.run(30*time.Second, nil)
-			r.h.command(`{"mode":"auto"}`)
-			offAuto := measure(o.Setpoint, append(off, r.run(time.Hour, nil)...))
+				// An operator switches the heater off for 30 s and back to auto.
+				r.run(time.Hour, nil)
+				r.h.command(`{"mode":"off"}`)
+				off := r.run(30*time.Second, nil)
+				r.h.command(`{"mode":"auto"}`)
+				offAuto := measure(o.Setpoint, append(off, r.run(time.Hour, nil)...))
 
-			t.Logf("%v silence: dip %.3f °C, back within ±0.1 °C after %v", silent, silence.dip, silence.settle)
-			t.Logf("restart:      dip %.3f °C, back within ±0.1 °C after %v", restart.dip, restart.settle)
-			t.Logf("off 30 s, auto: dip %.3f °C, back within ±0.1 °C after %v", offAuto.dip, offAuto.settle)
-			if restart.dip > silence.dip+0.005 {
-				t.Errorf("a restart dips %.3f °C, more than a sensor silence (%.3f °C)", restart.dip, silence.dip)
-			}
-			// Back in auto, a relay may have to wait for the next window
-			// (one pulse per window, issue 9's relay protection), so
-			// off->auto is bounded by a figure, not by the silence: 0.9 °C
-			// before the integral was kept, 0.11 and 0.15 °C now.
-			if offAuto.dip > 0.2 {
-				t.Errorf("off for 30 s and back to auto dips %.3f °C, want at most 0.2 °C", offAuto.dip)
-			}
+				t.Logf("%v silence: dip %.3f °C, back within ±0.1 °C after %v", silent, silence.dip, silence.settle)
+				t.Logf("restart:      dip %.3f °C, back within ±0.1 °C after %v", restart.dip, restart.settle)
+				t.Logf("off 30 s, auto: dip %.3f °C, back within ±0.1 °C after %v", offAuto.dip, offAuto.settle)
+				if restart.dip > silence.dip+0.005 {
+					t.Errorf("a restart dips %.3f °C, more than a sensor silence (%.3f °C)", restart.dip, silence.dip)
+				}
+				// Back in auto, a relay may have to wait for the next window
+				// (one pulse per window, issue 9's relay protection), so
+				// off->auto is bounded by a figure, not by the silence: 0.9 °C
+				// before the integral was kept, 0.11 and 0.15 °C now.
+				if offAuto.dip > 0.2 {
+					t.Errorf("off for 30 s and back to auto dips %.3f °C, want at most 0.2 °C", offAuto.dip)
+				}
+			})
 		})
 	}
 }
