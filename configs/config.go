@@ -52,6 +52,32 @@ type Config struct {
 	Uplink *uplink.Opts `yaml:"uplink"`
 	// HomeAssistant is MQTT discovery for Home Assistant, on by default.
 	HomeAssistant hass.Opts `yaml:"homeassistant"`
+	// Clock says when the wall clock is trusted (README "Clock").
+	Clock Clock `yaml:"clock"`
+}
+
+// Clock says when edged trusts the wall clock.
+type Clock struct {
+	// Trust is "kernel" (trusted once the kernel says NTP synchronised
+	// it) or "always" (a board with a battery-backed RTC, or a host whose
+	// clock something else keeps right). The build-date floor and the
+	// jump check apply to both.
+	Trust string `yaml:"trust"`
+}
+
+// Clock trust modes.
+const (
+	TrustKernel = "kernel"
+	TrustAlways = "always"
+)
+
+// Validate checks the trust mode's name.
+func (c *Clock) Validate() error {
+	switch c.Trust {
+	case TrustKernel, TrustAlways:
+		return nil
+	}
+	return sensors.FieldErrorf("trust", "unknown trust %q (want kernel or always)", c.Trust)
 }
 
 // Device identifies this gateway.
@@ -194,6 +220,7 @@ func Default() Config {
 		HTTP:     HTTP{Listen: DefaultHTTP},
 
 		HomeAssistant: hass.DefaultOpts(),
+		Clock:         Clock{Trust: TrustKernel},
 	}
 }
 

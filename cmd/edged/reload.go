@@ -421,6 +421,7 @@ func diffConfigs(old, cur *configs.Config) configDiff {
 		d.restart = append(d.restart, "state_dir")
 	}
 	d.restart = append(d.restart, changedKeys("log", old.Log, cur.Log)...)
+	d.restart = append(d.restart, changedKeys("clock", old.Clock, cur.Clock)...)
 	d.restart = append(d.restart, changedKeys("broker", old.Broker, cur.Broker, "allow_anonymous", "anonymous_role")...)
 	d.restart = append(d.restart, changedKeys("http", old.HTTP, cur.HTTP)...)
 	switch {
@@ -481,7 +482,7 @@ func changedKeys(section string, a, b any, live ...string) []string {
 func runningConfig(old, cur *configs.Config) *configs.Config {
 	r := *cur
 	r.Device.ID, r.Device.TopicPrefix = old.Device.ID, old.Device.TopicPrefix
-	r.StateDir, r.Log, r.HTTP = old.StateDir, old.Log, old.HTTP
+	r.StateDir, r.Log, r.HTTP, r.Clock = old.StateDir, old.Log, old.HTTP, old.Clock
 	b := old.Broker
 	b.Users, b.AllowAnonymous, b.AnonymousRole = cur.Broker.Users, cur.Broker.AllowAnonymous, cur.Broker.AnonymousRole
 	r.Broker = b

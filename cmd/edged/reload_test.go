@@ -70,6 +70,7 @@ func TestDiffConfigs(t *testing.T) {
 			restart: []string{"broker.mqtt", "http.listen"}},
 		{name: "device and state", cur: edit("id: gw}", "id: gw2}", "/tmp/edged-reload-test", "/tmp/other", `local: "edged/gw/sensor/#"`, `local: "edged/gw2/sensor/#"`),
 			restart: []string{"device.id", "device.topic_prefix", "state_dir", "uplink.client_id"}, forward: true}, // the client id defaults to the device id
+		{name: "clock trust", cur: edit("device: {id: gw}", "device: {id: gw}\nclock: {trust: always}"), restart: []string{"clock.trust"}},
 		{name: "uplink connection", cur: edit("mqtt://127.0.0.1:1", "mqtt://127.0.0.1:2"), restart: []string{"uplink.url"}},
 		{name: "uplink buffer", cur: edit("  forward:", "  buffer: {max_bytes: 64MiB}\n  forward:"), restart: []string{"uplink.buffer"}},
 		{name: "uplink removed", cur: edit("uplink:\n  url: mqtt://127.0.0.1:1\n  forward: [{local: \"edged/gw/sensor/#\"}]\n", ""), restart: []string{"uplink"}},

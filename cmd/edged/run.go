@@ -199,7 +199,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("%d of %d devices did not open:\n%w", len(openErrs), len(cfg.Actuators)+len(cfg.Sensors), errors.Join(openErrs...))
 	}
 
-	if d.clock, d.wall, err = openClock(log); err != nil {
+	if d.clock, d.wall, err = openClock(cfg.Clock.Trust, log); err != nil {
 		return nil, err
 	}
 	d.runClock(ctx)
