@@ -35,6 +35,7 @@ test:
 ifneq ($(RACE),)
 	$(GO) test -count=1 -timeout 5m -run 'TestUplink(Outage|Crash)Integration' ./cmd/edged
 endif
+	$(GO) test -tags edgedfailpoints -count=1 -timeout 5m -run TestCrashPoints ./uplink/wal
 	GOARCH=386 $(GO) test -short -count=1 -timeout 5m $(PKGS)
 
 ## test-short: unit tests only, no processes started
@@ -64,7 +65,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	GOARCH=arm GOARM=7 $(GO) vet $(PKGS)
-	$(GO) vet -tags edgedfailpoints ./sensors/liveness
+	$(GO) vet -tags edgedfailpoints ./sensors/liveness ./uplink/wal
 	$(GO) run $(STATICCHECK) $(PKGS)
 	$(GO) test -count=1 -run TestDependencyDirection ./cmd/edged
 
