@@ -11,7 +11,7 @@ PKGS        := ./...
 
 export CGO_ENABLED := 0
 
-.PHONY: all build run test test-short stress lint pi footprint bench bench-uplink bench-broker clean
+.PHONY: all build run test test-short stress lint pi footprint bench bench-uplink bench-broker torture clean
 
 all: build
 
@@ -94,6 +94,14 @@ bench-uplink: build
 ## QoS 0 and 1, 4 subscribers; RSS with 64 clients; about 3.5 minutes
 bench-broker: build
 	$(GO) run ./cmd/benchbroker -edged $(BIN)/edged $(BENCH_FLAGS)
+
+## torture: kill edged ROUNDS times (SIGKILL at random moments and at the uplink buffer's crash
+## points, -tags edgedfailpoints) while LAN clients feed it; after every restart check loss,
+## duplicates, readiness and the heater; exit 1 on a violation. About 3 s a round.
+ROUNDS      ?= 25
+torture: build
+	$(GO) build -tags edgedfailpoints -trimpath -o $(BIN)/edged-failpoints ./cmd/edged
+	$(GO) run ./cmd/torture -edged $(BIN)/edged -edged-failpoints $(BIN)/edged-failpoints -rounds $(ROUNDS) $(TORTURE_FLAGS)
 
 clean:
 	rm -rf $(BIN) state

@@ -109,6 +109,9 @@ func Disconnect(c *paho.Client) {
 // Publisher sends timed, numbered messages.
 type Publisher struct {
 	c *paho.Client
+	// OnAck, if set, is called with the seq of each QoS 1 message the
+	// broker accepted (PUBACK below 0x80), from Send's goroutines.
+	OnAck func(seq uint64)
 }
 
 // NewPublisher connects a publisher (clean session) to addr.
@@ -150,6 +153,9 @@ func (p *Publisher) Send(topic string, from uint64, n int, rate float64, qos byt
 				cancel()
 				if err == nil && r != nil && r.ReasonCode >= 0x80 {
 					err = fmt.Errorf("PUBACK %#x", r.ReasonCode)
+				}
+				if err == nil && qos == 1 && p.OnAck != nil {
+					p.OnAck(seq)
 				}
 				if err != nil {
 					mu.Lock()
