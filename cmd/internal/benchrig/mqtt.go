@@ -109,6 +109,10 @@ func Disconnect(c *paho.Client) {
 // Publisher sends timed, numbered messages.
 type Publisher struct {
 	c *paho.Client
+	// ctx is the parent of every publish: Close cancels it, so a Send
+	// blocked on PUBACKs from a broker that died returns at once.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// OnAck, if set, is called with the seq of each QoS 1 message the
 	// broker accepted (PUBACK below 0x80), from Send's goroutines.
 	OnAck func(seq uint64)
@@ -120,11 +124,16 @@ func NewPublisher(addr, id string, local net.IP) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Publisher{c: c}, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Publisher{c: c, ctx: ctx, cancel: cancel}, nil
 }
 
-// Close disconnects.
-func (p *Publisher) Close() { Disconnect(p.c) }
+// Close ends the publishes awaiting a PUBACK (Send returns) and
+// disconnects.
+func (p *Publisher) Close() {
+	p.cancel()
+	Disconnect(p.c)
+}
 
 // Sent is when a Send began and when its last publish returned (its
 // PUBACK, for QoS 1).
@@ -148,7 +157,7 @@ func (p *Publisher) Send(topic string, from uint64, n int, rate float64, qos byt
 		go func() {
 			defer wg.Done()
 			for seq := range next {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 				r, err := p.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: Payload(seq, time.Now())})
 				cancel()
 				if err == nil && r != nil && r.ReasonCode >= 0x80 {
