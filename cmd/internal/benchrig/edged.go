@@ -28,11 +28,11 @@ type Edged struct {
 	Bin string
 	Env []string
 
-	cfg      string
-	config   func(lan string) string
-	cmd      *exec.Cmd
-	logs     *lockedBuffer
-	done     chan struct{}
+	cfg    string
+	config func(lan string) string
+	cmd    *exec.Cmd
+	logs   *lockedBuffer
+	done   chan struct{}
 }
 
 var notifySockets atomic.Int64
