@@ -17,8 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
-
 	"github.com/edged/edged/cmd/internal/benchrig"
 	"github.com/edged/edged/uplink/uplinktest"
 	"github.com/edged/edged/uplink/wal"
@@ -425,8 +423,8 @@ func (t *torture) live(r *round) error {
 			r.heaterOn = true
 		}
 	}
-	sub, err := benchrig.Dial(t.e.LAN, benchrig.ClientOpts{ID: "torture-lan-sub", CleanStart: true, OnPublish: func(p *paho.Publish) {
-		key := p.Topic + "\x00" + string(p.Payload)
+	sub, err := benchrig.SubscribeRaw(t.e.LAN, "torture-lan-sub", "edged/"+gw+"/sensor/#", 1, func(topic string, payload []byte) {
+		key := topic + "\x00" + string(payload)
 		t.mu.Lock()
 		fresh := !t.readings[key]
 		t.readings[key] = true
@@ -437,20 +435,13 @@ func (t *torture) live(r *round) error {
 		if fresh {
 			t.accept(key)
 		}
-	}})
+	})
 	if err != nil {
-		return t.deadEarly(r, t0, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_, err = sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "edged/" + gw + "/sensor/#", QoS: 1}}})
-	cancel()
-	if err != nil {
-		benchrig.Disconnect(sub)
 		return t.deadEarly(r, t0, err)
 	}
 	pub, err := benchrig.NewPublisher(t.e.LAN, "torture-lan-pub", nil)
 	if err != nil {
-		benchrig.Disconnect(sub)
+		sub.Close()
 		return t.deadEarly(r, t0, err)
 	}
 	pub.OnAck = func(seq uint64) {
@@ -494,7 +485,7 @@ func (t *torture) live(r *round) error {
 	case <-time.After(10 * time.Second):
 		return errors.New("the LAN publisher did not stop")
 	}
-	benchrig.Disconnect(sub)
+	sub.Close()
 	return nil
 }
 

@@ -324,6 +324,7 @@ type Subscriber struct {
 	mu     sync.Mutex
 	c      *paho.Client
 	tracks map[string]*Recorder
+	raw    func(topic string, payload []byte) // SubscribeRaw's
 }
 
 // Subscribe connects to addr and subscribes to filter. persistent makes
@@ -335,6 +336,14 @@ func Subscribe(addr, id string, local net.IP, filter string, qos byte, persisten
 	if persistent {
 		s.o.SessionExpiry = 86400
 	}
+	return s, s.connect()
+}
+
+// SubscribeRaw is Subscribe (clean session) handing every message to
+// f, from paho's goroutine, instead of to Recorders.
+func SubscribeRaw(addr, id, filter string, qos byte, f func(topic string, payload []byte)) (*Subscriber, error) {
+	s := &Subscriber{addr: addr, filter: filter, qos: qos, raw: f}
+	s.o = ClientOpts{ID: id, CleanStart: true, OnPublish: s.received}
 	return s, s.connect()
 }
 
@@ -385,6 +394,10 @@ func (s *Subscriber) Track(topic string) *Recorder {
 }
 
 func (s *Subscriber) received(p *paho.Publish) {
+	if s.raw != nil {
+		s.raw(p.Topic, p.Payload)
+		return
+	}
 	at := time.Now()
 	s.mu.Lock()
 	r := s.tracks[p.Topic]
