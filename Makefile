@@ -11,7 +11,7 @@ PKGS        := ./...
 
 export CGO_ENABLED := 0
 
-.PHONY: all build run test test-short stress lint pi footprint bench bench-uplink bench-broker torture clean
+.PHONY: all build run test test-short stress lint pi footprint bench bench-uplink bench-broker torture fleet clean
 
 all: build
 
@@ -102,6 +102,13 @@ ROUNDS      ?= 25
 torture: build
 	$(GO) build -tags edgedfailpoints -trimpath -o $(BIN)/edged-failpoints ./cmd/edged
 	$(GO) run ./cmd/torture -edged $(BIN)/edged -edged-failpoints $(BIN)/edged-failpoints -rounds $(ROUNDS) $(TORTURE_FLAGS)
+
+## fleet: N edged gateways on simulated sensors uplinking into one Mosquitto; checks every
+## gateway's stream is gapless per (gw, epoch, seq), prints broker ingress msg/s and RSS and CPU
+## per gateway. About 30 s.
+N           ?= 50
+fleet: build
+	$(GO) run ./cmd/fleet -edged $(BIN)/edged -n $(N) $(FLEET_FLAGS)
 
 clean:
 	rm -rf $(BIN) state
