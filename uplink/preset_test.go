@@ -20,12 +20,11 @@ func TestPresetChecksEachMessage(t *testing.T) {
 	p := Presets["aws-iot-core"]
 	// Opts.Validate asks for a client certificate; here only the
 	// per-message checks are under test.
-	u, err := newUplink(o, t.TempDir(), "gh-01", nil, nil, nil)
-	if err == nil {
+	if _, err := newUplink(o, t.TempDir(), "gh-01", nil, nil, nil); err == nil {
 		t.Fatal("aws-iot-core without a client certificate was accepted")
 	}
 	o.Preset = ""
-	u, err = newUplink(o, t.TempDir(), "gh-01", nil, nil, nil)
+	u, err := newUplink(o, t.TempDir(), "gh-01", nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,7 +107,6 @@ func (r *round) kill() string {
 type summary struct {
 	rounds     []*round
 	violations int
-	final      *round // the last restart, stopped cleanly
 }
 
 // edgedConfig is the gateway: two simulated sensors every 20 ms, a
