@@ -68,6 +68,7 @@ type torture struct {
 	copies   map[[3]string]string // (gw, epoch, seq) -> topic\x00payload of the first copy
 	seen     int                  // collector messages looked at
 	dups     int                  // copies of a (gw, epoch, seq) in the current window
+	allDups  int                  // ... in every window
 	reused   int                  // copies with another topic or payload (never allowed)
 }
 
@@ -264,6 +265,7 @@ func (t *torture) closeWindow(win []*round) {
 	t.absorb()
 	t.mu.Lock()
 	dups := t.dups
+	t.allDups += dups
 	t.dups = 0 // the next window's copies start here
 	t.mu.Unlock()
 	for _, r := range win {
@@ -511,7 +513,7 @@ func tail(s string) string {
 }
 
 func (t *torture) summarize(sum *summary) {
-	var random, points, reached, atStart, heaterOn, maxDups, totalDups int
+	var random, points, reached, atStart, heaterOn, maxDups int
 	var ready []time.Duration
 	byPoint := map[string]int{}
 	for _, r := range sum.rounds {
@@ -534,10 +536,7 @@ func (t *torture) summarize(sum *summary) {
 		ready = append(ready, r.ready)
 	}
 	t.mu.Lock()
-	totalDups, reused := 0, t.reused
-	for _, r := range sum.rounds {
-		totalDups += r.dups
-	}
+	totalDups, reused := t.allDups, t.reused
 	accepted, readings, missing := t.accepted, len(t.readings), len(t.missing)
 	t.mu.Unlock()
 	slices.Sort(ready)
