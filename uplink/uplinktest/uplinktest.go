@@ -145,6 +145,10 @@ func (m *Mosquitto) Start() error {
 	from := m.Log.Len() // a restart appends to the same log
 	m.logMu.Unlock()
 	m.cmd = exec.Command(m.bin, "-c", m.conf)
+	// It dies with us, even when a test binary times out and runs no
+	// cleanup: a mosquitto left behind holds its ports and, started
+	// under flock, the lock (it inherits the descriptor).
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	m.cmd.Stdout = lockedWriter{m.logMu, m.Log, m.wrote}
 	m.cmd.Stderr = lockedWriter{m.logMu, m.Log, m.wrote}
 	if err := m.cmd.Start(); err != nil {

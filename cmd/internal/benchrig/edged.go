@@ -90,6 +90,10 @@ func (e *Edged) start() error {
 	e.cmd = exec.Command(e.Bin, "run", "-c", e.cfg)
 	e.cmd.Stdout, e.cmd.Stderr = e.logs, e.logs
 	e.cmd.Env = append(append(os.Environ(), e.Env...), "NOTIFY_SOCKET="+name)
+	// It dies with us, even when a test binary times out and runs no
+	// cleanup: an edged left behind would hold ports, and under flock
+	// the lock.
+	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := e.cmd.Start(); err != nil {
 		return fmt.Errorf("benchrig: start edged: %w", err)
 	}
