@@ -40,8 +40,9 @@ type gateway struct {
 
 type result struct {
 	gws         []*gateway
-	ingress     float64 // msg/s at the broker over the window
-	bad         int     // gateways whose stream is not gapless, or that failed
+	ingress     float64       // msg/s at the broker over the window
+	brokerCPU   time.Duration // the broker's CPU over the window
+	bad         int           // gateways whose stream is not gapless, or that failed
 	startupTime time.Duration
 }
 
@@ -108,9 +109,18 @@ func (f *fleet) run() (*result, error) {
 			return nil, fmt.Errorf("fleet: %s: %w", g.id, err)
 		}
 	}
+	b0, err := benchrig.CPU(cloud.Pid())
+	if err != nil {
+		return nil, err
+	}
 	n0, w0 := col.Len(), time.Now()
 	time.Sleep(f.window)
 	n1, w1 := col.Len(), time.Now()
+	b1, err := benchrig.CPU(cloud.Pid())
+	if err != nil {
+		return nil, err
+	}
+	res.brokerCPU = b1 - b0
 	for i, g := range res.gws {
 		if err := g.e.Exited(); err != nil {
 			return nil, fmt.Errorf("fleet: %s: %w", g.id, err)
@@ -193,7 +203,8 @@ func (f *fleet) report(res *result) {
 	}
 	slices.Sort(rss)
 	slices.Sort(cpu)
-	fmt.Fprintf(f.out, "  broker ingress over %v: %.0f msg/s (%.1f per gateway)\n", f.window, res.ingress, res.ingress/float64(len(res.gws)))
+	fmt.Fprintf(f.out, "  broker ingress over %v: %.0f msg/s (%.1f per gateway); mosquitto used %.1f %% of a core\n",
+		f.window, res.ingress, res.ingress/float64(len(res.gws)), 100*res.brokerCPU.Seconds()/f.window.Seconds())
 	fmt.Fprintf(f.out, "  RSS per gateway: median %.1f MiB, max %.1f MiB\n", benchrig.Median(rss), rss[len(rss)-1])
 	fmt.Fprintf(f.out, "  CPU per gateway: median %.2f %%, max %.2f %% of a core (utime+stime from /proc, 10 ms ticks)\n", benchrig.Median(cpu), cpu[len(cpu)-1])
 	fmt.Fprintf(f.out, "  streams: %d of %d gapless per (gw, epoch, seq) from seq 1; %d messages, %d duplicates\n", len(res.gws)-res.bad, len(res.gws), arrived, dups)
