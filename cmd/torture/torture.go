@@ -40,7 +40,7 @@ const (
 )
 
 // hitRange is how many times each crash point may be passed before it
-// fires, for the rates of the config below: a commit per few appends at
+// fires, for the rates of the config below and a 4 s life: a commit per few appends at
 // ~450 appends a second, an fsync every 200 ms and per rotation, a 16 KiB
 // segment every ~100 records, the ack marker every 2 s, ack.live per ack.
 var hitRange = map[string]int{
@@ -177,7 +177,8 @@ func (t *torture) run() (*summary, error) {
 			r = &round{n: n}
 			if t.rng.IntN(3) > 0 {
 				r.point = wal.CrashPoints[t.rng.IntN(len(wal.CrashPoints))]
-				r.hit = 1 + t.rng.IntN(hitRange[r.point])
+				// The ranges suit 4 s lives; shorter lives get fewer hits.
+				r.hit = 1 + t.rng.IntN(max(1, int(int64(hitRange[r.point])*int64(t.maxLife)/int64(4*time.Second))))
 				t.e.Bin, t.e.Env = t.failpoints, []string{wal.CrashEnv + "=" + fmt.Sprintf("%s@%d", r.point, r.hit)}
 			}
 		}
