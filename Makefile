@@ -35,7 +35,7 @@ PKGS        := ./...
 
 export CGO_ENABLED := 0
 
-.PHONY: all build run test test-short stress lint pi dist package deploy footprint bench bench-uplink bench-broker clean
+.PHONY: all build run test test-short stress lint pi dist package deploy footprint bench bench-uplink bench-broker torture fleet clean
 
 all: build
 
@@ -59,6 +59,7 @@ test:
 ifneq ($(RACE),)
 	$(GO) test -count=1 -timeout 5m -run 'TestUplink(Outage|Crash)Integration' ./cmd/edged
 endif
+	$(GO) test -tags edgedfailpoints -count=1 -timeout 5m -run TestCrashPoints ./uplink/wal
 	GOARCH=386 $(GO) test -short -count=1 -timeout 5m $(PKGS)
 
 ## test-short: unit tests only, no processes started
@@ -88,7 +89,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	GOARCH=arm GOARM=7 $(GO) vet $(PKGS)
-	$(GO) vet -tags edgedfailpoints ./sensors/liveness ./cmd/edged
+	$(GO) vet -tags edgedfailpoints ./sensors/liveness ./cmd/edged ./uplink/wal
 	$(GO) run $(STATICCHECK) $(PKGS)
 	$(GO) test -count=1 -run TestDependencyDirection ./cmd/edged
 
@@ -147,6 +148,21 @@ bench-uplink: build
 ## QoS 0 and 1, 4 subscribers; RSS with 64 clients; about 3.5 minutes
 bench-broker: build
 	$(GO) run ./cmd/benchbroker -edged $(BIN)/edged $(BENCH_FLAGS)
+
+## torture: kill edged ROUNDS times (SIGKILL at random moments and at the uplink buffer's crash
+## points, -tags edgedfailpoints) while LAN clients feed it; after every restart check loss,
+## duplicates, readiness and the heater; exit 1 on a violation. About 3 s a round.
+ROUNDS      ?= 25
+torture: build
+	$(GO) build -tags edgedfailpoints -trimpath -o $(BIN)/edged-failpoints ./cmd/edged
+	$(GO) run ./cmd/torture -edged $(BIN)/edged -edged-failpoints $(BIN)/edged-failpoints -rounds $(ROUNDS) $(TORTURE_FLAGS)
+
+## fleet: N edged gateways on simulated sensors uplinking into one Mosquitto; checks every
+## gateway's stream is gapless per (gw, epoch, seq), prints broker ingress msg/s and RSS and CPU
+## per gateway. About 30 s.
+N           ?= 50
+fleet: build
+	$(GO) run ./cmd/fleet -edged $(BIN)/edged -n $(N) $(FLEET_FLAGS)
 
 clean:
 	rm -rf $(BIN) $(DIST) state

@@ -299,6 +299,7 @@ func parse(name string, data []byte, drv Drivers, env func(string) (string, bool
 	d.defaults[reflect.TypeOf(Sensor{})] = func() any { return Sensor{PollOpts: sensors.DefaultPollOpts()} }
 	d.custom[reflect.TypeOf(Sensor{})] = l.sensor
 	d.custom[reflect.TypeOf(Actuator{})] = l.actuator
+	d.custom[reflect.TypeOf(uplink.Opts{})] = l.uplink
 
 	top := root
 	if top.Kind == yaml.DocumentNode && len(top.Content) > 0 {
@@ -383,6 +384,22 @@ func (l *loader) sensor(n *yaml.Node, v reflect.Value) {
 
 func (l *loader) actuator(n *yaml.Node, v reflect.Value) {
 	l.device(n, v, true)
+}
+
+// uplink decodes the uplink section. Its preset is read first: it gives
+// the keys the file leaves out their defaults (an unknown preset is
+// reported by uplink.Opts.Validate).
+func (l *loader) uplink(n *yaml.Node, v reflect.Value) {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == "preset" {
+				if p, ok := uplink.Presets[n.Content[i+1].Value]; ok {
+					v.Set(reflect.ValueOf(p.Defaults()))
+				}
+			}
+		}
+	}
+	l.d.decodeStruct(n, v, field{})
 }
 
 // device decodes a sensor or actuator mapping: the common keys into v,

@@ -22,6 +22,9 @@ type Opts struct {
 	// URL is the cloud broker, "mqtts://host:port" (TLS) or
 	// "mqtt://host:port" (plain TCP). WebSocket URLs are not supported yet.
 	URL string `yaml:"url"`
+	// Preset names a cloud service (Presets): its documented limits are
+	// checked, and it gives the keys a config leaves out its defaults.
+	Preset string `yaml:"preset"`
 	// ClientID is the MQTT client identifier; empty means the device id
 	// (the config loader fills it in).
 	ClientID string `yaml:"client_id"`
@@ -111,6 +114,20 @@ const (
 
 // Validate reports the first problem with o; errors name the YAML key.
 func (o *Opts) Validate() error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	if o.Preset == "" {
+		return nil
+	}
+	p, ok := Presets[o.Preset]
+	if !ok {
+		return sensors.FieldErrorf("preset", "%q is not a preset (want one of %s)", o.Preset, strings.Join(PresetNames(), ", "))
+	}
+	return p.validate(o)
+}
+
+func (o *Opts) validate() error {
 	if err := validateURL(o.URL); err != nil {
 		return &sensors.FieldError{Field: "url", Err: err}
 	}

@@ -30,6 +30,9 @@ var (
 	// ErrFull means the buffer is at max_bytes under overflow reject_new.
 	// The local broker turns it into PUBACK 0x97 (quota exceeded).
 	ErrFull = errors.New("uplink: buffer full")
+	// ErrBadTopic means no valid cloud topic comes of the message's
+	// topic under its rule, or the preset's topic limits refuse it.
+	ErrBadTopic = errors.New("uplink: bad cloud topic")
 	// ErrTooLarge means the message does not fit one buffer record.
 	ErrTooLarge = errors.New("uplink: message too large for the buffer")
 	// ErrClosed is returned after Close.
@@ -100,6 +103,7 @@ type Uplink struct {
 	deadLetters   atomic.Uint64
 	noSubscribers atomic.Uint64
 	dropTooLarge  atomic.Uint64
+	preset        *Preset // uplink.preset's limits, checked per message; nil: none
 	dropBadTopic  atomic.Uint64
 	dropBadRecord atomic.Uint64
 	deadWarned    atomic.Bool
@@ -166,6 +170,9 @@ func newUplink(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.
 		done:           make(chan struct{}),
 		dir:            dir,
 		kick:           make(chan struct{}, 1),
+	}
+	if p, ok := Presets[opts.Preset]; ok {
+		u.preset = &p
 	}
 	st := opts.StatusTopic
 	if st == "" {
@@ -364,9 +371,18 @@ func (u *Uplink) Capture(topic string, payload []byte, qos byte, retain bool) (m
 		return false, nil
 	}
 	remote, err := r.remoteTopic(topic, u.device)
+	if err == nil && u.preset != nil {
+		if err = u.preset.checkTopic(remote); err != nil {
+			err = fmt.Errorf("uplink: cloud topic %q: %w", remote, err)
+		}
+	}
 	if err != nil {
 		u.dropBadTopic.Add(1)
-		return true, fmt.Errorf("%w: local topic %q", err, topic)
+		return true, fmt.Errorf("%w: %w: local topic %q", ErrBadTopic, err, topic)
+	}
+	if p := u.preset; p != nil && p.MaxPayload > 0 && len(payload) > p.MaxPayload {
+		u.dropTooLarge.Add(1)
+		return true, fmt.Errorf("%w: a payload of %d bytes on %q; %s allows at most %d (%s)", ErrTooLarge, len(payload), topic, p.Name, p.MaxPayload, p.Doc)
 	}
 	m := Message{Topic: remote, Payload: payload, QoS: byte(r.QoS), Retain: r.Retain}
 	if t := u.trust; t != nil {

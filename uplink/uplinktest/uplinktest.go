@@ -145,6 +145,10 @@ func (m *Mosquitto) Start() error {
 	from := m.Log.Len() // a restart appends to the same log
 	m.logMu.Unlock()
 	m.cmd = exec.Command(m.bin, "-c", m.conf)
+	// It dies with us, even when a test binary times out and runs no
+	// cleanup: a mosquitto left behind holds its ports and, started
+	// under flock, the lock (it inherits the descriptor).
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	m.cmd.Stdout = lockedWriter{m.logMu, m.Log, m.wrote}
 	m.cmd.Stderr = lockedWriter{m.logMu, m.Log, m.wrote}
 	if err := m.cmd.Start(); err != nil {
@@ -443,6 +447,13 @@ type Collector struct {
 
 // Collect connects to addr and subscribes to filter.
 func Collect(addr, filter string) (*Collector, error) {
+	return CollectSession(addr, filter, fmt.Sprintf("collector-%d", time.Now().UnixNano()), 0)
+}
+
+// CollectSession is Collect with a client id and, for expiry > 0 (s), a
+// persistent session the broker keeps queueing into while the collector
+// is away, as a cloud consumer has.
+func CollectSession(addr, filter, clientID string, expiry uint32) (*Collector, error) {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, err
@@ -472,7 +483,11 @@ func Collect(addr, filter string) (*Collector, error) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := col.c.Connect(ctx, &paho.Connect{ClientID: fmt.Sprintf("collector-%d", time.Now().UnixNano()), CleanStart: true, KeepAlive: 60}); err != nil {
+	cp := &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 60}
+	if expiry > 0 {
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	}
+	if _, err := col.c.Connect(ctx, cp); err != nil {
 		return nil, err
 	}
 	if _, err := col.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
@@ -487,6 +502,17 @@ func (c *Collector) Messages() []Received {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]Received(nil), c.msgs...)
+}
+
+// MessagesFrom returns a copy of the messages from the i-th on, so a
+// long run can look at what is new without copying everything again.
+func (c *Collector) MessagesFrom(i int) []Received {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i >= len(c.msgs) {
+		return nil
+	}
+	return append([]Received(nil), c.msgs[i:]...)
 }
 
 // Len returns how many messages arrived.

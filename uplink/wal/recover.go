@@ -506,6 +506,7 @@ func (l *Log) createSegment(first, gapFrom uint64) error {
 		return fmt.Errorf("wal: create segment: %w", err)
 	}
 	hdr := appendSegHeader(nil, segHeader{epoch: l.epoch, first: first, gapFrom: gapFrom})
+	crashTorn(CrashRotate, f, hdr)
 	if _, err = f.Write(hdr); err == nil {
 		err = f.Sync()
 	}

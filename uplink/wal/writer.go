@@ -246,6 +246,7 @@ func (l *Log) diskBytes() int64 {
 // seqs back, so the segment stays parseable and seqs stay dense.
 func (l *Log) writeActive(b []byte, count uint64, ns int64, mono time.Duration) error {
 	act := l.activeSeg()
+	crashTorn(CrashAppend, l.active, b)
 	_, err := l.active.Write(b)
 	if err != nil {
 		l.mu.Lock()
@@ -281,6 +282,7 @@ func (l *Log) syncActive(housekeep bool) error {
 	}
 	written := l.nextSeq - 1
 	l.mu.Unlock()
+	crashAt(CrashFsync)
 	err := l.active.Sync()
 	l.lastSync = l.clock.Now()
 	l.mu.Lock()
@@ -419,7 +421,9 @@ func (l *Log) writeMarker(now time.Time) {
 	l.mu.Lock()
 	acked, epoch := l.acked, l.epoch
 	l.mu.Unlock()
-	err := l.writeAtomic(markerName, encodeMarker(epoch, acked))
+	b := encodeMarker(epoch, acked)
+	crashTornFile(CrashAckMarker, l.fs, l.dir, markerName+statefile.TempSuffix, b)
+	err := l.writeAtomic(markerName, b)
 	l.lastMarker = now
 	if err == nil {
 		l.mu.Lock()
@@ -516,6 +520,7 @@ func (l *Log) writeLive(acked uint64) {
 	}
 	if err == nil {
 		putStamp(l.liveBuf[:], markerMagic, l.epoch, acked)
+		crashTornAt(CrashAckLive, l.live, l.liveBuf[:])
 		_, err = l.live.WriteAt(l.liveBuf[:], 0)
 		if err == nil && opened {
 			// A longer file (damage, a foreign file) would never

@@ -22,12 +22,17 @@ import (
 type Edged struct {
 	// LAN is the address of its plain MQTT listener.
 	LAN string
+	// Bin is the binary the next Start runs, and Env what it adds to
+	// this process's environment (the torture test arms a crash point
+	// for one start with it).
+	Bin string
+	Env []string
 
-	bin, cfg string
-	config   func(lan string) string
-	cmd      *exec.Cmd
-	logs     *lockedBuffer
-	done     chan struct{}
+	cfg    string
+	config func(lan string) string
+	cmd    *exec.Cmd
+	logs   *lockedBuffer
+	done   chan struct{}
 }
 
 var notifySockets atomic.Int64
@@ -44,8 +49,13 @@ const (
 // on it; it returns once edged has told $NOTIFY_SOCKET READY=1 (every
 // listener open). The config must keep its state under dir.
 func StartEdged(bin, dir string, config func(lan string) string) (*Edged, error) {
-	e := &Edged{bin: bin, cfg: filepath.Join(dir, "edged.yaml"), config: config}
+	e := NewEdged(bin, dir, config)
 	return e, e.Start()
+}
+
+// NewEdged is StartEdged without the start: set Env, then Start.
+func NewEdged(bin, dir string, config func(lan string) string) *Edged {
+	return &Edged{Bin: bin, cfg: filepath.Join(dir, "edged.yaml"), config: config}
 }
 
 // Start starts the process again (after Kill or Stop), on the same
@@ -77,9 +87,13 @@ func (e *Edged) start() error {
 	}
 	defer sock.Close()
 	e.logs = &lockedBuffer{}
-	e.cmd = exec.Command(e.bin, "run", "-c", e.cfg)
+	e.cmd = exec.Command(e.Bin, "run", "-c", e.cfg)
 	e.cmd.Stdout, e.cmd.Stderr = e.logs, e.logs
-	e.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+name)
+	e.cmd.Env = append(append(os.Environ(), e.Env...), "NOTIFY_SOCKET="+name)
+	// It dies with us, even when a test binary times out and runs no
+	// cleanup: an edged left behind would hold ports, and under flock
+	// the lock.
+	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := e.cmd.Start(); err != nil {
 		return fmt.Errorf("benchrig: start edged: %w", err)
 	}
@@ -151,6 +165,17 @@ func (e *Edged) exited() bool {
 	}
 }
 
+// Done is closed when the current process has exited.
+func (e *Edged) Done() <-chan struct{} { return e.done }
+
+// ExitState is how the current process ended; nil while it runs.
+func (e *Edged) ExitState() *os.ProcessState {
+	if e.cmd == nil || !e.exited() {
+		return nil
+	}
+	return e.cmd.ProcessState
+}
+
 // Exited reports an error if the process is no longer running.
 func (e *Edged) Exited() error {
 	if e.exited() {
@@ -179,13 +204,15 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// BuildEdged builds the edged binary of this tree into dir, for the
-// commands' smoke tests (`make bench-*` use bin/edged from `make build`).
-func BuildEdged(dir string) (string, error) {
-	bin := filepath.Join(dir, "edged")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/edged/edged/cmd/edged").CombinedOutput()
+// BuildEdged builds the edged binary of this tree into dir, with the
+// given build tags (e.g. "edgedfailpoints"), for the commands' tests
+// (`make bench-*` use bin/edged from `make build`).
+func BuildEdged(dir string, tags ...string) (string, error) {
+	name := strings.Join(append([]string{"edged"}, tags...), "-")
+	bin := filepath.Join(dir, name)
+	out, err := exec.Command("go", "build", "-tags", strings.Join(tags, ","), "-o", bin, "github.com/edged/edged/cmd/edged").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("benchrig: go build edged: %v\n%s", err, out)
+		return "", fmt.Errorf("benchrig: go build %s: %v\n%s", name, err, out)
 	}
 	return bin, nil
 }

@@ -109,6 +109,13 @@ func Disconnect(c *paho.Client) {
 // Publisher sends timed, numbered messages.
 type Publisher struct {
 	c *paho.Client
+	// ctx is the parent of every publish: Close cancels it, so a Send
+	// blocked on PUBACKs from a broker that died returns at once.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// OnAck, if set, is called with the seq of each QoS 1 message the
+	// broker accepted (PUBACK below 0x80), from Send's goroutines.
+	OnAck func(seq uint64)
 }
 
 // NewPublisher connects a publisher (clean session) to addr.
@@ -117,11 +124,16 @@ func NewPublisher(addr, id string, local net.IP) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Publisher{c: c}, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Publisher{c: c, ctx: ctx, cancel: cancel}, nil
 }
 
-// Close disconnects.
-func (p *Publisher) Close() { Disconnect(p.c) }
+// Close ends the publishes awaiting a PUBACK (Send returns) and
+// disconnects.
+func (p *Publisher) Close() {
+	p.cancel()
+	Disconnect(p.c)
+}
 
 // Sent is when a Send began and when its last publish returned (its
 // PUBACK, for QoS 1).
@@ -145,11 +157,14 @@ func (p *Publisher) Send(topic string, from uint64, n int, rate float64, qos byt
 		go func() {
 			defer wg.Done()
 			for seq := range next {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 				r, err := p.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: Payload(seq, time.Now())})
 				cancel()
 				if err == nil && r != nil && r.ReasonCode >= 0x80 {
 					err = fmt.Errorf("PUBACK %#x", r.ReasonCode)
+				}
+				if err == nil && qos == 1 && p.OnAck != nil {
+					p.OnAck(seq)
 				}
 				if err != nil {
 					mu.Lock()
@@ -309,6 +324,7 @@ type Subscriber struct {
 	mu     sync.Mutex
 	c      *paho.Client
 	tracks map[string]*Recorder
+	raw    func(topic string, payload []byte) // SubscribeRaw's
 }
 
 // Subscribe connects to addr and subscribes to filter. persistent makes
@@ -320,6 +336,14 @@ func Subscribe(addr, id string, local net.IP, filter string, qos byte, persisten
 	if persistent {
 		s.o.SessionExpiry = 86400
 	}
+	return s, s.connect()
+}
+
+// SubscribeRaw is Subscribe (clean session) handing every message to
+// f, from paho's goroutine, instead of to Recorders.
+func SubscribeRaw(addr, id, filter string, qos byte, f func(topic string, payload []byte)) (*Subscriber, error) {
+	s := &Subscriber{addr: addr, filter: filter, qos: qos, raw: f}
+	s.o = ClientOpts{ID: id, CleanStart: true, OnPublish: s.received}
 	return s, s.connect()
 }
 
@@ -370,6 +394,10 @@ func (s *Subscriber) Track(topic string) *Recorder {
 }
 
 func (s *Subscriber) received(p *paho.Publish) {
+	if s.raw != nil {
+		s.raw(p.Topic, p.Payload)
+		return
+	}
 	at := time.Now()
 	s.mu.Lock()
 	r := s.tracks[p.Topic]
