@@ -685,6 +685,7 @@ func TestPollerReadingsCarryMono(t *testing.T) {
 		}
 	}
 }
+
 // drain takes the sink calls made so far, grouped by sensor in the order
 // each sensor made them (sensors run concurrently, so only that order is
 // fixed). Call it when the poller is idle.
