@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edged/edged/sensors"
@@ -196,6 +197,9 @@ type Log struct {
 	rmu         sync.Mutex // guards cur and readFailing
 	cur         cursor
 	readFailing bool // a Read could not open a segment (logged)
+
+	onVisible atomic.Pointer[func()] // see OnVisible
+	told      atomic.Uint64          // the visible seq onVisible was last called for
 
 	lock io.Closer // directory lock, released by Close
 }

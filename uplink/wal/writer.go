@@ -29,14 +29,17 @@ func (l *Log) run() {
 			l.wmu.Lock()
 			l.housekeep(l.clock.Now(), false)
 			l.wmu.Unlock()
+			l.tellVisible()
 		case ch := <-l.syncReq:
 			l.wmu.Lock()
 			ch <- l.syncActive(true)
 			l.wmu.Unlock()
+			l.tellVisible()
 		case <-timer.C():
 			l.wmu.Lock()
 			l.housekeep(l.clock.Now(), false)
 			l.wmu.Unlock()
+			l.tellVisible()
 		case <-l.quit:
 			l.wmu.Lock()
 			l.shutdown()
@@ -53,7 +56,13 @@ func (l *Log) run() {
 // commit, without handing every Append to another goroutine and back.
 func (l *Log) lead() {
 	l.wmu.Lock()
-	defer l.wmu.Unlock()
+	l.commitQueue()
+	l.wmu.Unlock()
+	l.tellVisible()
+}
+
+// commitQueue is lead's work, under wmu.
+func (l *Log) commitQueue() {
 	l.qmu.Lock()
 	batch := l.queue
 	l.queue = l.spare[:0]
