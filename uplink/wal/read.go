@@ -82,6 +82,25 @@ type cursor struct {
 	f    File
 	next uint64 // seq of the frame at fr.off
 	fr   frameReader
+	mem  memAt // a copy of the writer's tail, when the reader is in it
+}
+
+// memAt reads bytes b, which stand at offset off of a file.
+type memAt struct {
+	b   []byte
+	off int64
+}
+
+func (m *memAt) ReadAt(p []byte, off int64) (int, error) {
+	i := off - m.off
+	if i < 0 || i >= int64(len(m.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[i:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 func (c *cursor) close() {
@@ -306,7 +325,18 @@ func (l *Log) readSeg(c *cursor, seg *segment, s, end uint64, size int64, max in
 		c.seg, c.f, c.next = seg, f, seg.first
 		c.fr.off = segHeaderSize
 	}
-	c.fr.reset(c.f, c.fr.off, size) // the segment may have grown
+	// The segment may have grown. What the reader has not read yet may
+	// all be in the tail the writer keeps: then no file read.
+	l.mu.Lock()
+	if l.tailSeg == seg && l.tailOff <= c.fr.off && c.fr.off < l.tailOff+int64(len(l.tail)) && c.fr.off < size {
+		c.mem.b = append(c.mem.b[:0], l.tail[c.fr.off-l.tailOff:size-l.tailOff]...)
+		c.mem.off = c.fr.off
+		l.mu.Unlock()
+		c.fr.reset(&c.mem, c.fr.off, size)
+	} else {
+		l.mu.Unlock()
+		c.fr.reset(c.f, c.fr.off, size)
+	}
 	var scratch []byte
 	for c.next < end && len(out) < max {
 		want := c.next >= s

@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -344,5 +345,45 @@ func TestOnVisibleEveryWayRecordsBecomeReadable(t *testing.T) {
 				t.Fatal("not told after the interval fsync made the records readable")
 			}
 		})
+	}
+}
+
+// A reader that has caught up gets each new record from the copy of the
+// last write the writer keeps, not from the file: a live message costs
+// no pread. A reader behind that write reads the file.
+func TestCaughtUpReadNeedsNoFileRead(t *testing.T) {
+	m := newMemFS(1)
+	lg, _ := newLogger()
+	l, err := Open("/buf", Opts{Sync: SyncInterval, FS: m, Log: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	reads := func() int {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.reads
+	}
+	for i := range 20 {
+		if _, err := l.Append(body(i)); err != nil {
+			t.Fatal(err)
+		}
+		before := reads()
+		recs, err := l.ReadReady(uint64(i), 10, nil)
+		if err != nil || len(recs) != 1 || recs[0].Seq != uint64(i+1) || !bytes.Equal(recs[0].Body, body(i)) {
+			t.Fatalf("record %d: %d records, %v", i+1, len(recs), err)
+		}
+		if i > 0 && reads() != before { // the first opens the segment (its header)
+			t.Fatalf("record %d: %d file reads, want none", i+1, reads()-before)
+		}
+	}
+	before := reads()
+	recs, err := l.ReadReady(0, 20, nil)
+	if err != nil || len(recs) != 20 {
+		t.Fatalf("reading all again: %d records, %v", len(recs), err)
+	}
+	checkSeqs(t, recs, 1, 0)
+	if reads() == before {
+		t.Fatal("records behind the last write came from memory")
 	}
 }

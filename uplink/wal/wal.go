@@ -174,6 +174,13 @@ type Log struct {
 	failed     error         // sticky: set when a sync failed
 	needRotate bool
 	st         Stats // counters only
+	// The last write, as written: tail holds tailSeg's bytes from
+	// tailOff to its end. A reader that has caught up decodes the new
+	// records from here, not from the file (a pread per live message);
+	// a reader behind it reads the file, where late damage is found.
+	tailSeg *segment
+	tailOff int64
+	tail    []byte
 
 	// Writer state, touched only under wmu (and by Open before the
 	// housekeeping goroutine starts).

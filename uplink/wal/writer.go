@@ -249,6 +249,10 @@ func (l *Log) diskBytes() int64 {
 	return l.disk
 }
 
+// maxTail bounds the bytes of the last write kept in memory for readers
+// (see Log.tail).
+const maxTail = 64 << 10
+
 // writeActive writes frames holding count records to the active segment.
 // On a failed write it truncates the partial frames away and takes their
 // seqs back, so the segment stays parseable and seqs stay dense.
@@ -265,6 +269,11 @@ func (l *Log) writeActive(b []byte, count uint64, ns int64) error {
 		return fmt.Errorf("wal: write %s: %w", l.path(act.name), err)
 	}
 	l.mu.Lock()
+	if len(b) <= maxTail {
+		l.tailSeg, l.tailOff, l.tail = act, act.size, append(l.tail[:0], b...)
+	} else {
+		l.tailSeg = nil
+	}
 	act.count += count
 	act.size += int64(len(b))
 	l.disk += int64(len(b))
