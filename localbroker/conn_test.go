@@ -115,3 +115,92 @@ func TestSendWindow(t *testing.T) {
 		t.Fatalf("after PUBACK 2: in flight %v held %v, want [1 3] and [4]", in, held)
 	}
 }
+
+// tcpPair returns both ends of a loopback TCP connection, the server's
+// as the gate admits it.
+func tcpPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		client.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); client.Close() })
+	return &gatedConn{Conn: s, release: func() {}}, client
+}
+
+// TestWriteGoesOutInline: on a TCP connection with room in its socket
+// buffer, Write puts the packet on the wire itself: no writer goroutine
+// runs here, and the client still gets it, byte for byte.
+func TestWriteGoesOutInline(t *testing.T) {
+	server, client := tcpPair(t)
+	c := &clientConn{Conn: server, raw: rawConn(server), maxQueued: 1 << 20, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	if c.raw == nil {
+		t.Fatal("no raw socket for a plain TCP connection")
+	}
+	pk := pubPkt(t, 1, 1, "inline")
+	if _, err := c.Write(pk); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.queue.Len(); n != 0 {
+		t.Fatalf("%d bytes left queued for a writer", n)
+	}
+	got := make([]byte, len(pk))
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(client, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, pk) {
+		t.Fatalf("got % x, want % x", got, pk)
+	}
+}
+
+// TestWriteOrderThroughBackpressure: a client that stops reading fills
+// its socket buffer; Write keeps returning at once (the rest queues for
+// the writer) and, once the client reads again, every packet arrives
+// once and in order, across the switches between inline writes and the
+// writer, and with the write deadline the accept set long past.
+func TestWriteOrderThroughBackpressure(t *testing.T) {
+	server, client := tcpPair(t)
+	_ = server.SetWriteDeadline(time.Now().Add(-time.Second)) // as an expired connect timeout
+	var shut atomic.Bool
+	c := newClientConn(server, func() {}, time.Minute, 8<<20, func(bool) { t.Error("reported slow") }, &shut)
+	defer func() { shut.Store(true); c.Close(); c.wait() }()
+	payload := string(bytes.Repeat([]byte("x"), 1000))
+	var want []byte
+	write := func(from, to int) {
+		for i := from; i < to; i++ {
+			pk := pubPkt(t, uint16(i%65535+1), 1, fmt.Sprintf("%06d%s", i, payload))
+			want = append(want, pk...)
+			if _, err := c.Write(pk); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	read := func(n int) {
+		got := make([]byte, n)
+		_ = client.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.ReadFull(client, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want[:n]) {
+			t.Fatalf("stream differs from what was written (%d bytes)", n)
+		}
+		want = want[n:]
+	}
+	write(0, 4000) // ~4 MB: far more than the socket buffers hold
+	read(len(want))
+	for round := 0; round < 50; round++ { // writer idle again: inline writes
+		write(4000+round*10, 4010+round*10)
+		read(len(want))
+	}
+}

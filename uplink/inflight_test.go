@@ -102,7 +102,7 @@ func TestPubackSplitAcrossTicks(t *testing.T) {
 	a, b := net.Pipe()
 	defer b.Close()
 	u := &Uplink{log: slog.New(slog.DiscardHandler), clock: sensors.SystemClock, ackTimeout: time.Minute}
-	s := &session{u: u, ws: newWalState(lg), nc: a, br: bufio.NewReader(a), ka: time.Second,
+	s := &session{u: u, ws: u.newWalState(lg), nc: a, br: bufio.NewReader(a), ka: time.Second,
 		win: newInflight(4), room: make(chan struct{}, 1), dead: make(chan struct{}), rdone: make(chan struct{}), quit: func() {}}
 	s.lastWrite.Store(time.Now().UnixNano())
 	s.win.add(1)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -65,12 +66,16 @@ type sessionEnd struct {
 	culprit    uint64 // the message the cloud refused, or the first unacknowledged one when it cut the connection; 0 if none
 }
 
-// session forwards buffer records over one connection. Two goroutines
-// share it: the writer (run) reads the buffer and writes PUBLISHes while
-// the window has room; the reader (readLoop) applies PUBACKs, acknowledges
-// the buffer and sends keep-alives. Neither hands messages to the other:
-// they share the window under mu, and the reader wakes a writer waiting
-// for room through a one-slot channel.
+// session forwards buffer records over one connection. The reader
+// (readLoop) applies PUBACKs, acknowledges the buffer and sends
+// keep-alives. Whoever holds fmu feeds: reads buffer records and writes
+// PUBLISHes while the window has room. On a plain TCP connection that is
+// mostly the goroutine that made a record readable (a capture's) or freed
+// room (the reader), inline, with non-blocking writes (see signal): a
+// message then leaves without waking any goroutine. The session's own
+// goroutine (feed) feeds at the start, and whenever an inline feed could
+// not finish without waiting: a write the socket would not take whole, a
+// buffer read that failed.
 type session struct {
 	u         *Uplink
 	ws        *walState
@@ -81,9 +86,11 @@ type session struct {
 	skip      uint64 // a seq to dead-letter instead of sending
 	restamped []byte // scratch for a corrected payload (appendPublish copies it)
 
-	wmu       sync.Mutex   // one writer on the socket at a time
-	lastWrite atomic.Int64 // unix ns of the last completed write
-	lastPing  time.Time    // when the reader last sent a PINGREQ; the reader's own
+	wmu       sync.Mutex      // one writer on the socket at a time
+	torn      bool            // under wmu: a packet was written in part; the rest is first in out
+	raw       syscall.RawConn // the TCP socket for inline writes; nil for TLS
+	lastWrite atomic.Int64    // unix ns of the last completed write
+	lastPing  time.Time       // when the reader last sent a PINGREQ; the reader's own
 
 	mu       sync.Mutex // guards win, end, refused, err, watchdog, over
 	win      *inflight
@@ -98,9 +105,18 @@ type session struct {
 	quit  context.CancelFunc
 	rdone chan struct{} // closed when the reader returned
 
-	props *props
-	out   []byte // PUBLISHes encoded, not yet written
-	outN  int    // how many
+	// The feed, under fmu.
+	fmu      sync.Mutex
+	next     uint64       // the last seq taken into the window
+	recs     []wal.Record // read buffer
+	inline   bool         // the holder must not wait: non-blocking writes only
+	feedOver bool         // the feed ended: nothing more is sent
+	props    *props
+	out      []byte // PUBLISHes encoded, not yet written
+	outN     int    // how many
+
+	pending atomic.Bool   // a record or room may be there for the feed
+	kick    chan struct{} // one slot: the feed needs the session's goroutine
 }
 
 // session sends buffer records after acked on one connection until it
@@ -110,7 +126,12 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca 
 	window := u.opts.MaxInflight
 	s := &session{u: u, ws: ws, nc: nc, br: br, ka: u.opts.KeepAlive, skip: skip,
 		end: sessionEnd{acked: acked}, room: make(chan struct{}, 1), dead: make(chan struct{}), rdone: make(chan struct{}),
-		props: newProps(u.device, ws.epoch)}
+		props: newProps(u.device, ws.epoch), kick: make(chan struct{}, 1)}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			s.raw = raw
+		}
+	}
 	if p := ca.Properties; p != nil {
 		if p.ReceiveMaximum != nil && int(*p.ReceiveMaximum) < window && *p.ReceiveMaximum > 0 {
 			window = int(*p.ReceiveMaximum)
@@ -188,59 +209,133 @@ func (s *session) armWatchdog() {
 }
 
 // feed sends buffer records while the window has room until ctx ends
-// (nil) or the session fails.
-func (s *session) feed(ctx context.Context, next uint64) error {
-	buf := make([]wal.Record, 0, min(s.win.room(), 256))
-	for {
-		room, err := s.waitRoom(ctx)
-		if room == 0 {
-			return err
+// (nil) or the session fails. It feeds itself when there is a backlog or
+// an inline feed kicks it, and lets signal feed otherwise.
+func (s *session) feed(ctx context.Context, next uint64) (err error) {
+	s.mu.Lock()
+	room := s.win.room()
+	s.mu.Unlock()
+	s.fmu.Lock()
+	s.next, s.recs = next, make([]wal.Record, 0, min(room, 256))
+	s.fmu.Unlock()
+	s.u.feeding.Store(s)
+	defer func() {
+		s.u.feeding.CompareAndSwap(s, nil)
+		s.fmu.Lock()
+		if err == nil && len(s.out) > 0 {
+			// The rest of an inline write goes before the goodbye.
+			s.inline = false
+			err = s.flush()
 		}
-		recs, err := s.ws.log.Read(ctx, next, min(room, cap(buf)), buf)
-		if err != nil {
-			if ctx.Err() != nil {
+		s.feedOver = true
+		s.fmu.Unlock()
+	}()
+	for {
+		s.fmu.Lock()
+		s.pending.Store(false)
+		s.inline = false
+		err := s.pump()
+		s.fmu.Unlock()
+		var retry <-chan time.Time
+		switch {
+		case errors.Is(err, wal.ErrUnavailable):
+			retry = time.After(readRetry)
+		case errors.Is(err, wal.ErrClosed):
+			// Being reopened: wait for the new buffer.
+			select {
+			case <-s.ws.swapped:
+				return errReopened
+			case <-ctx.Done():
 				return nil
 			}
-			if errors.Is(err, wal.ErrClosed) {
-				// Being reopened: wait for the new buffer.
-				select {
-				case <-s.ws.swapped:
-					return errReopened
-				case <-ctx.Done():
-					return nil
-				}
-			}
+		case err != nil:
 			return err
+		}
+		if s.pending.Load() {
+			continue
+		}
+		select {
+		case <-s.kick:
+		case <-retry:
+		case <-ctx.Done():
+			return nil
+		case <-s.ws.swapped:
+			return errReopened
+		}
+	}
+}
+
+// readRetry is how soon the feed reads again after the buffer could not
+// open a segment.
+const readRetry = 250 * time.Millisecond
+
+// signal tells the feed that a record became readable or the window
+// gained room. On a plain TCP connection it feeds right here if no one
+// else is feeding (whoever is sees pending and looks again), never
+// waiting: what cannot be sent without waiting is left to the session's
+// goroutine. So a live message goes from the capture to the socket in
+// the capturing goroutine, and the next one after a PUBACK in the
+// reader's.
+func (s *session) signal() {
+	if s.raw == nil {
+		s.wake()
+		return
+	}
+	s.pending.Store(true)
+	for s.pending.Load() && s.fmu.TryLock() {
+		s.pending.Store(false)
+		s.inline = true
+		err := s.pump()
+		handOff := err != nil || len(s.out) > 0
+		s.fmu.Unlock()
+		if handOff {
+			s.wake()
+			return
+		}
+	}
+}
+
+// wake has the session's goroutine feed.
+func (s *session) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// pump sends what an inline write left, then buffer records after
+// s.next while the window has room. Inline, it stops at the first write
+// the socket does not take whole. Call with fmu held.
+func (s *session) pump() error {
+	if s.feedOver {
+		return nil
+	}
+	if err := s.flush(); err != nil || len(s.out) > 0 {
+		return err
+	}
+	for {
+		s.mu.Lock()
+		room := s.win.room()
+		s.mu.Unlock()
+		if room == 0 {
+			return nil
+		}
+		recs, err := s.ws.log.ReadReady(s.next, min(room, cap(s.recs)), s.recs)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			return nil
 		}
 		for i := range recs {
 			if err := s.publish(&recs[i]); err != nil {
 				return err
 			}
-			next = recs[i].Seq
+			s.next = recs[i].Seq
 		}
-		if err := s.flush(); err != nil {
+		s.recs = recs
+		if err := s.flush(); err != nil || len(s.out) > 0 {
 			return err
-		}
-		buf = recs
-	}
-}
-
-// waitRoom waits for room in the window. It returns 0 when ctx ended
-// (with a nil error) or the buffer was reopened (errReopened).
-func (s *session) waitRoom(ctx context.Context) (int, error) {
-	for {
-		s.mu.Lock()
-		n := s.win.room()
-		s.mu.Unlock()
-		if n > 0 {
-			return n, nil
-		}
-		select {
-		case <-s.room:
-		case <-ctx.Done():
-			return 0, nil
-		case <-s.ws.swapped:
-			return 0, errReopened
 		}
 	}
 }
@@ -315,10 +410,16 @@ func (s *session) addDone(seq uint64) {
 
 // flush writes the encoded PUBLISHes, stamps them as sent and
 // acknowledges the buffer for QoS 0 and dead-lettered records at the
-// front.
+// front. Inline, what the socket does not take stays in out, and nothing
+// is stamped until all of it has left.
 func (s *session) flush() error {
 	if len(s.out) > 0 {
-		if err := s.write(s.out); err != nil {
+		if s.inline {
+			if n := s.writeInline(s.out); n < len(s.out) {
+				s.out = s.out[:copy(s.out, s.out[n:])]
+				return nil
+			}
+		} else if err := s.write(s.out); err != nil {
 			return err
 		}
 		if cap(s.out) > 256<<10 {
@@ -346,6 +447,11 @@ func (s *session) flush() error {
 func (s *session) write(b []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	return s.writeLocked(b)
+}
+
+// writeLocked is write with wmu held.
+func (s *session) writeLocked(b []byte) error {
 	_ = s.nc.SetWriteDeadline(time.Now().Add(max(s.ka, 10*time.Second) + time.Duration(len(b)>>13)*time.Second))
 	if _, err := s.nc.Write(b); err != nil {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -355,8 +461,38 @@ func (s *session) write(b []byte) error {
 		}
 		return err
 	}
+	s.torn = false
+	if s.raw != nil {
+		_ = s.nc.SetWriteDeadline(time.Time{}) // a deadline past fails inline writes
+	}
 	s.lastWrite.Store(time.Now().UnixNano())
 	return nil
+}
+
+// writeInline writes what the socket takes of b at once, without
+// waiting, and returns how much that was: 0 when another writer holds
+// the socket or the write failed (the session's goroutine then writes
+// the rest under a deadline, or meets the error).
+func (s *session) writeInline(b []byte) int {
+	if !s.wmu.TryLock() {
+		return 0
+	}
+	defer s.wmu.Unlock()
+	n := 0
+	// f returns true: one attempt, never a wait for the poller. The
+	// socket is non-blocking, as every socket Go opens.
+	_ = s.raw.Write(func(fd uintptr) bool {
+		k, err := syscall.Write(int(fd), b)
+		if err == nil && k > 0 {
+			n = k
+		}
+		return true
+	})
+	if n > 0 {
+		s.torn = n < len(b)
+		s.lastWrite.Store(time.Now().UnixNano())
+	}
+	return n
 }
 
 type writerTo interface {
@@ -546,12 +682,18 @@ func (s *session) onTick(now, lastRead time.Time) error {
 	quietW := now.Sub(time.Unix(0, s.lastWrite.Load())) >= s.ka/2
 	quietR := now.Sub(lastRead) >= s.ka/2 && now.Sub(s.lastPing) >= s.ka/2
 	if (quietW || quietR) && s.wmu.TryLock() {
-		s.wmu.Unlock()
+		defer s.wmu.Unlock()
+		if s.torn { // the rest of a packet must go first; its writer will
+			return nil
+		}
 		s.lastPing = now
-		return s.writePacket(&packets.Pingreq{})
+		return s.writeLocked(pingreq)
 	}
 	return nil
 }
+
+// pingreq is a PINGREQ packet.
+var pingreq = []byte{0xC0, 0x00}
 
 // onPubacks applies the PUBACK first, if not nil, else the one of n bytes
 // at the front of the reader, and every further one already buffered,
@@ -619,6 +761,9 @@ func (s *session) onPubacks(first []byte, n int, warned *bool) error {
 	select {
 	case s.room <- struct{}{}:
 	default:
+	}
+	if err == nil {
+		s.signal() // the room may take the next records, sent from here
 	}
 	return err
 }

@@ -64,9 +64,11 @@ type Uplink struct {
 	dir    string
 	walOpt wal.Opts
 	ws     atomic.Pointer[walState]
-	walMu  sync.Mutex // serialises reopening with Close
-	kick   chan struct{}
-	status string // cloud status topic
+	// feeding is the session that sends buffer records, while it does.
+	feeding atomic.Pointer[session]
+	walMu   sync.Mutex // serialises reopening with Close
+	kick    chan struct{}
+	status  string // cloud status topic
 
 	trust   Trust
 	restamp Restamper
@@ -191,11 +193,19 @@ func newUplink(opts Opts, dir, deviceID string, log *slog.Logger, clock sensors.
 	if err != nil {
 		return nil, fmt.Errorf("uplink: open buffer: %w", err)
 	}
-	u.ws.Store(newWalState(l))
+	u.ws.Store(u.newWalState(l))
 	return u, nil
 }
 
-func newWalState(l *wal.Log) *walState {
+// newWalState wraps a newly opened buffer; records it makes readable
+// are sent by the goroutine that made them so, when it can (see
+// session.signal).
+func (u *Uplink) newWalState(l *wal.Log) *walState {
+	l.OnVisible(func() {
+		if s := u.feeding.Load(); s != nil {
+			s.signal()
+		}
+	})
 	return &walState{log: l, epoch: fmt.Sprintf("%016x", l.Epoch()), swapped: make(chan struct{})}
 }
 
@@ -255,7 +265,7 @@ func (u *Uplink) reopenBuffer() error {
 		u.log.Warn("reopen buffer failed; retrying with backoff", "error", err)
 		return err
 	}
-	u.ws.Store(newWalState(l))
+	u.ws.Store(u.newWalState(l))
 	u.bufErr.Store(nil)
 	u.reopens.Add(1)
 	close(ws.swapped) // last: who waits on it sees the new stats

@@ -33,6 +33,7 @@ type memFS struct {
 	failOpen func(name string, flag int) error
 	// failTruncate, if set, is called before each truncate.
 	failTruncate func(name string) error
+	reads        int // ReadAt calls
 }
 
 type inode struct {
@@ -282,6 +283,7 @@ func (f *memFile) Read(p []byte) (int, error) {
 func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
+	f.fs.reads++
 	if err := f.check(); err != nil {
 		return 0, err
 	}

@@ -82,6 +82,25 @@ type cursor struct {
 	f    File
 	next uint64 // seq of the frame at fr.off
 	fr   frameReader
+	mem  memAt // a copy of the writer's tail, when the reader is in it
+}
+
+// memAt reads bytes b, which stand at offset off of a file.
+type memAt struct {
+	b   []byte
+	off int64
+}
+
+func (m *memAt) ReadAt(p []byte, off int64) (int, error) {
+	i := off - m.off
+	if i < 0 || i >= int64(len(m.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[i:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 func (c *cursor) close() {
@@ -97,6 +116,49 @@ func (c *cursor) close() {
 // `after` were dropped (caps, damage), it continues with the oldest one
 // left: the caller sees the gap in the seqs and in Stats.
 func (l *Log) Read(ctx context.Context, after uint64, max int, dst []Record) ([]Record, error) {
+	return l.read(ctx, after, max, dst, true)
+}
+
+// ReadReady is Read without any wait: with no record after `after`
+// readable yet it returns none, and while a segment cannot be opened it
+// returns ErrUnavailable (Read waits and retries). A reader that uses it
+// learns of new records from OnVisible.
+func (l *Log) ReadReady(after uint64, max int, dst []Record) ([]Record, error) {
+	return l.read(context.Background(), after, max, dst, false)
+}
+
+// ErrUnavailable is ReadReady's answer while a segment cannot be opened
+// (other than for its absence); try again a little later.
+var ErrUnavailable = errors.New("wal: segment unavailable; retry")
+
+// OnVisible has f called whenever records become readable: by the
+// goroutine that made them so (an Append's, or the housekeeper's), after
+// the log's locks are released, at most once per advance. f must not
+// block; it may call ReadReady.
+func (l *Log) OnVisible(f func()) {
+	if f == nil {
+		l.onVisible.Store(nil)
+		return
+	}
+	l.onVisible.Store(&f)
+}
+
+// tellVisible calls the OnVisible function if records became readable
+// since it was last called. Call with no lock held.
+func (l *Log) tellVisible() {
+	f := l.onVisible.Load()
+	if f == nil {
+		return
+	}
+	l.mu.Lock()
+	v := l.visible
+	l.mu.Unlock()
+	if old := l.told.Load(); v > old && l.told.CompareAndSwap(old, v) {
+		(*f)()
+	}
+}
+
+func (l *Log) read(ctx context.Context, after uint64, max int, dst []Record, wait bool) ([]Record, error) {
 	if max < 1 {
 		max = 1
 	}
@@ -107,6 +169,10 @@ func (l *Log) Read(ctx context.Context, after uint64, max int, dst []Record) ([]
 			return dst[:0], ErrClosed
 		}
 		visible := l.visible
+		if after >= visible && !wait {
+			l.mu.Unlock()
+			return dst[:0], nil
+		}
 		if after >= visible {
 			// publish closes notify only while someone waits, so a
 			// busy forwarder costs no channel per record.
@@ -136,6 +202,9 @@ func (l *Log) Read(ctx context.Context, after uint64, max int, dst []Record) ([]
 		if failing {
 			if len(recs) > 0 {
 				return recs, nil
+			}
+			if !wait {
+				return dst[:0], ErrUnavailable
 			}
 			if err := l.pause(ctx, readRetry); err != nil {
 				return dst[:0], err
@@ -256,7 +325,18 @@ func (l *Log) readSeg(c *cursor, seg *segment, s, end uint64, size int64, max in
 		c.seg, c.f, c.next = seg, f, seg.first
 		c.fr.off = segHeaderSize
 	}
-	c.fr.reset(c.f, c.fr.off, size) // the segment may have grown
+	// The segment may have grown. What the reader has not read yet may
+	// all be in the tail the writer keeps: then no file read.
+	l.mu.Lock()
+	if l.tailSeg == seg && l.tailOff <= c.fr.off && c.fr.off < l.tailOff+int64(len(l.tail)) && c.fr.off < size {
+		c.mem.b = append(c.mem.b[:0], l.tail[c.fr.off-l.tailOff:size-l.tailOff]...)
+		c.mem.off = c.fr.off
+		l.mu.Unlock()
+		c.fr.reset(&c.mem, c.fr.off, size)
+	} else {
+		l.mu.Unlock()
+		c.fr.reset(c.f, c.fr.off, size)
+	}
 	var scratch []byte
 	for c.next < end && len(out) < max {
 		want := c.next >= s

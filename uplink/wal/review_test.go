@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -283,4 +284,106 @@ func TestNeedRotateOnEmptyActiveSegment(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSeqs(t, readAll(t, l, 0), 1, 0)
+}
+
+// OnVisible is how the forwarder learns of records without waiting in
+// Read: it is called, with no lock held, by whichever goroutine made
+// records readable. An Append under a lease does so before it returns;
+// with the lease failing, records become readable only at the interval
+// fsync, and the housekeeper must call it then, or they would sit unsent.
+func TestOnVisibleEveryWayRecordsBecomeReadable(t *testing.T) {
+	for _, leaseFails := range []bool{false, true} {
+		t.Run(fmt.Sprintf("leaseFails=%v", leaseFails), func(t *testing.T) {
+			m := newMemFS(1)
+			lg, _ := newLogger()
+			clk := sensorstest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
+			if leaseFails {
+				m.failWrite = func(name string) error {
+					if filepath.Base(name) == leaseTmp {
+						return errors.New("no space left on device")
+					}
+					return nil
+				}
+			}
+			l, err := Open("/buf", Opts{Sync: SyncInterval, SyncInterval: time.Second, FS: m, Clock: clk, Log: lg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			told := make(chan int, 16)
+			l.OnVisible(func() {
+				recs, err := l.ReadReady(0, 10, nil) // allowed from within
+				if err != nil {
+					t.Error(err)
+				}
+				told <- len(recs)
+			})
+			for i := range 3 {
+				if _, err := l.Append(body(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !leaseFails {
+				if n := len(told); n != 3 {
+					t.Fatalf("told %d times during 3 Appends, want 3", n)
+				}
+				return
+			}
+			if n := len(told); n != 0 {
+				t.Fatalf("told %d times before the fsync, with nothing readable", n)
+			}
+			if recs, err := l.ReadReady(0, 10, nil); err != nil || len(recs) != 0 {
+				t.Fatalf("ReadReady before the fsync: %d records, %v", len(recs), err)
+			}
+			clk.Advance(2 * time.Second) // the interval fsync
+			select {
+			case n := <-told:
+				if n != 3 {
+					t.Fatalf("told with %d records readable, want 3", n)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("not told after the interval fsync made the records readable")
+			}
+		})
+	}
+}
+
+// A reader that has caught up gets each new record from the copy of the
+// last write the writer keeps, not from the file: a live message costs
+// no pread. A reader behind that write reads the file.
+func TestCaughtUpReadNeedsNoFileRead(t *testing.T) {
+	m := newMemFS(1)
+	lg, _ := newLogger()
+	l, err := Open("/buf", Opts{Sync: SyncInterval, FS: m, Log: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	reads := func() int {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.reads
+	}
+	for i := range 20 {
+		if _, err := l.Append(body(i)); err != nil {
+			t.Fatal(err)
+		}
+		before := reads()
+		recs, err := l.ReadReady(uint64(i), 10, nil)
+		if err != nil || len(recs) != 1 || recs[0].Seq != uint64(i+1) || !bytes.Equal(recs[0].Body, body(i)) {
+			t.Fatalf("record %d: %d records, %v", i+1, len(recs), err)
+		}
+		if i > 0 && reads() != before { // the first opens the segment (its header)
+			t.Fatalf("record %d: %d file reads, want none", i+1, reads()-before)
+		}
+	}
+	before := reads()
+	recs, err := l.ReadReady(0, 20, nil)
+	if err != nil || len(recs) != 20 {
+		t.Fatalf("reading all again: %d records, %v", len(recs), err)
+	}
+	checkSeqs(t, recs, 1, 0)
+	if reads() == before {
+		t.Fatal("records behind the last write came from memory")
+	}
 }

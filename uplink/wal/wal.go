@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edged/edged/sensors"
@@ -185,6 +186,13 @@ type Log struct {
 	failed     error         // sticky: set when a sync failed
 	needRotate bool
 	st         Stats // counters only
+	// The last write, as written: tail holds tailSeg's bytes from
+	// tailOff to its end. A reader that has caught up decodes the new
+	// records from here, not from the file (a pread per live message);
+	// a reader behind it reads the file, where late damage is found.
+	tailSeg *segment
+	tailOff int64
+	tail    []byte
 
 	// Writer state, touched only under wmu (and by Open before the
 	// housekeeping goroutine starts).
@@ -208,6 +216,9 @@ type Log struct {
 	rmu         sync.Mutex // guards cur and readFailing
 	cur         cursor
 	readFailing bool // a Read could not open a segment (logged)
+
+	onVisible atomic.Pointer[func()] // see OnVisible
+	told      atomic.Uint64          // the visible seq onVisible was last called for
 
 	lock io.Closer // directory lock, released by Close
 }

@@ -29,14 +29,17 @@ func (l *Log) run() {
 			l.wmu.Lock()
 			l.housekeep(l.clock.Now(), false)
 			l.wmu.Unlock()
+			l.tellVisible()
 		case ch := <-l.syncReq:
 			l.wmu.Lock()
 			ch <- l.syncActive(true)
 			l.wmu.Unlock()
+			l.tellVisible()
 		case <-timer.C():
 			l.wmu.Lock()
 			l.housekeep(l.clock.Now(), false)
 			l.wmu.Unlock()
+			l.tellVisible()
 		case <-l.quit:
 			l.wmu.Lock()
 			l.shutdown()
@@ -53,7 +56,13 @@ func (l *Log) run() {
 // commit, without handing every Append to another goroutine and back.
 func (l *Log) lead() {
 	l.wmu.Lock()
-	defer l.wmu.Unlock()
+	l.commitQueue()
+	l.wmu.Unlock()
+	l.tellVisible()
+}
+
+// commitQueue is lead's work, under wmu.
+func (l *Log) commitQueue() {
 	l.qmu.Lock()
 	batch := l.queue
 	l.queue = l.spare[:0]
@@ -241,6 +250,10 @@ func (l *Log) diskBytes() int64 {
 	return l.disk
 }
 
+// maxTail bounds the bytes of the last write kept in memory for readers
+// (see Log.tail).
+const maxTail = 64 << 10
+
 // writeActive writes frames holding count records to the active segment.
 // On a failed write it truncates the partial frames away and takes their
 // seqs back, so the segment stays parseable and seqs stay dense.
@@ -258,6 +271,11 @@ func (l *Log) writeActive(b []byte, count uint64, ns int64, mono time.Duration) 
 		return fmt.Errorf("wal: write %s: %w", l.path(act.name), err)
 	}
 	l.mu.Lock()
+	if len(b) <= maxTail {
+		l.tailSeg, l.tailOff, l.tail = act, act.size, append(l.tail[:0], b...)
+	} else {
+		l.tailSeg = nil
+	}
 	act.count += count
 	act.size += int64(len(b))
 	l.disk += int64(len(b))
