@@ -48,6 +48,7 @@ type fakeGot struct {
 	conn int
 	seq  uint64
 	body string
+	dup  bool // the PUBLISH's DUP flag
 }
 
 func newFakeCloud(t *testing.T, mode string) *fakeCloud {
@@ -136,7 +137,7 @@ func (f *fakeCloud) handle(n int, c net.Conn) {
 				continue // the status message
 			}
 			f.mu.Lock()
-			f.got = append(f.got, fakeGot{conn: n, seq: seq, body: string(pk.Payload)})
+			f.got = append(f.got, fakeGot{conn: n, seq: seq, body: string(pk.Payload), dup: pk.Duplicate})
 			f.mu.Unlock()
 			acks, cut := []fakeAck{{pid: pk.PacketID}}, false
 			if f.onPublish != nil {
@@ -198,6 +199,12 @@ func TestWindowBoundsResentAfterReconnect(t *testing.T) {
 	seen := map[uint64]int{}
 	for _, g := range f.received() {
 		perConn[g.conn]++
+		// A message sent before goes out again with DUP set (MQTT 5
+		// 3.3.1.1: the session is kept, Clean Start 0); a first send
+		// without.
+		if again := seen[g.seq] > 0; g.dup != again {
+			t.Errorf("seq %d on connection %d: DUP %v, want %v", g.seq, g.conn, g.dup, again)
+		}
 		seen[g.seq]++
 	}
 	if perConn[1] > window {

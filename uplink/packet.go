@@ -84,10 +84,13 @@ func publishRem(topic, payload, props int, qos byte) int {
 
 // appendPublish appends an MQTT 5 PUBLISH packet; pid is only written
 // for QoS 1.
-func appendPublish(b, topic, payload, props []byte, qos byte, retain bool, pid uint16) []byte {
+func appendPublish(b, topic, payload, props []byte, qos byte, retain, dup bool, pid uint16) []byte {
 	h := byte(0x30) | qos<<1
 	if retain {
 		h |= 1
+	}
+	if dup && qos > 0 {
+		h |= 0x08 // DUP: this message may have been sent before
 	}
 	b = append(b, h)
 	b = appendVBI(b, publishRem(len(topic), len(payload), len(props), qos))

@@ -181,8 +181,9 @@ func TestPublishEncoding(t *testing.T) {
 	for _, n := range []int{0, 1, 100, 127, 128, 16383, 16384, 70000} {
 		for _, qos := range []byte{0, 1} {
 			for _, retain := range []bool{false, true} {
+				dup := retain // both values of each flag, for each QoS
 				topic, payload := []byte("farms/gh-01/sensor/air/temperature"), bytes.Repeat([]byte("x"), n)
-				pub := &packets.Publish{Topic: string(topic), Payload: payload, QoS: qos, Retain: retain, PacketID: 7, Properties: &packets.Properties{User: user}}
+				pub := &packets.Publish{Topic: string(topic), Payload: payload, QoS: qos, Retain: retain, Duplicate: dup && qos > 0, PacketID: 7, Properties: &packets.Properties{User: user}}
 				if qos == 0 {
 					pub.PacketID = 0
 				}
@@ -191,7 +192,7 @@ func TestPublishEncoding(t *testing.T) {
 					t.Fatal(err)
 				}
 				props := pr.forMessage(seq, ts, false)
-				got := appendPublish([]byte("junk"), topic, payload, props, qos, retain, 7)[4:]
+				got := appendPublish([]byte("junk"), topic, payload, props, qos, retain, dup, 7)[4:]
 				if !bytes.Equal(got, want.Bytes()) {
 					t.Fatalf("payload %d qos %d retain %v: encoded\n%x\npaho\n%x", n, qos, retain, got[:min(len(got), 120)], want.Bytes()[:min(want.Len(), 120)])
 				}

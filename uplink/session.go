@@ -379,7 +379,10 @@ func (s *session) publish(r *wal.Record) error {
 	}
 	// Resent: a seq at or below the highest sent in this epoch goes out
 	// again (after a reconnect or a reopened buffer).
-	if s.ws.epoch == u.highEpoch && r.Seq <= u.highSeq {
+	// It carries DUP: the cloud keeps our session (Clean Start 0), and
+	// MQTT 5 (3.3.1.1) asks for DUP on a PUBLISH sent again.
+	dup := s.ws.epoch == u.highEpoch && r.Seq <= u.highSeq
+	if dup {
 		u.resent.Add(1)
 	} else {
 		u.highSeq, u.highEpoch = r.Seq, s.ws.epoch
@@ -392,7 +395,7 @@ func (s *session) publish(r *wal.Record) error {
 		s.win.addDone(r.Seq)
 	}
 	s.mu.Unlock()
-	s.out = appendPublish(s.out, b.topic, b.payload, props, b.qos, b.retain && !u.noRetain.Load(), pid)
+	s.out = appendPublish(s.out, b.topic, b.payload, props, b.qos, b.retain && !u.noRetain.Load(), dup, pid)
 	s.outN++
 	if len(s.out) >= 32<<10 {
 		return s.flush()
