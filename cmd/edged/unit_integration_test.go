@@ -84,6 +84,17 @@ func TestUnitVerifyAndExposureIntegration(t *testing.T) {
 	}
 }
 
+// unitFilters are the unit's SystemCallFilter= lines and the filter
+// ProtectClock=yes adds (systemd denies the @clock group with it, the
+// read-only adjtimex that judges the clock included).
+func unitFilters(keys map[string][]string) []string {
+	f := keys["SystemCallFilter"]
+	if v := keys["ProtectClock"]; len(v) > 0 && v[len(v)-1] == "yes" {
+		f = append(slices.Clone(f), "~@clock")
+	}
+	return f
+}
+
 // syscallSet expands the unit's SystemCallFilter= lines the way systemd
 // does (an allow list, then ~ lines that take groups away) with
 // `systemd-analyze syscall-filter`, which knows the groups of this
@@ -156,7 +167,7 @@ func TestUnitSandboxIntegration(t *testing.T) {
 		t.Skip("not root: the test mounts a /proc in a mount namespace")
 	}
 	_, keys := unitSettings(t)
-	allowed := syscallSet(t, analyze, keys["SystemCallFilter"])
+	allowed := syscallSet(t, analyze, unitFilters(keys))
 	procOpts := []string{}
 	if v := keys["ProtectProc"]; len(v) > 0 && v[len(v)-1] != "default" {
 		procOpts = append(procOpts, "hidepid="+v[len(v)-1])
@@ -195,7 +206,7 @@ func TestUnitSandboxIntegration(t *testing.T) {
 		t.Errorf("/metrics in the sandbox (%d) has no process_resident_memory_bytes: /proc/self unreadable?", code)
 	}
 	exerciseAndStop(t, d, mqttAddr)
-	checkCalls(t, tracedCalls(t, trace, bin), allowed, keys["SystemCallFilter"])
+	checkCalls(t, tracedCalls(t, trace, bin), allowed, unitFilters(keys))
 	// RestrictAddressFamilies=: every socket edged opened is of a family
 	// the unit allows (socket() fails with EAFNOSUPPORT otherwise).
 	data, err := os.ReadFile(trace)
@@ -226,7 +237,7 @@ func TestUnitSyscallsARMIntegration(t *testing.T) {
 	analyze := requireTool(t, "systemd-analyze", "EDGED_REQUIRE_SYSTEMD")
 	qemu := requireTool(t, "qemu-arm-static", "EDGED_REQUIRE_QEMU")
 	_, keys := unitSettings(t)
-	allowed := syscallSet(t, analyze, keys["SystemCallFilter"])
+	allowed := syscallSet(t, analyze, unitFilters(keys))
 	wrapper := filepath.Join(t.TempDir(), "traced-edged")
 	if err := os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\nexec %s -strace %s \"$@\"\n", qemu, bin)), 0o755); err != nil {
 		t.Fatal(err)
@@ -244,7 +255,7 @@ func TestUnitSyscallsARMIntegration(t *testing.T) {
 	}
 	exerciseAndStop(t, d, mqttAddr)
 	// qemu writes the trace to stderr, between edged's own lines.
-	checkCalls(t, callNames(d.logs.String(), regexp.MustCompile(`(?m)^\d+ ([a-z0-9_]+)\(`)), allowed, keys["SystemCallFilter"])
+	checkCalls(t, callNames(d.logs.String(), regexp.MustCompile(`(?m)^\d+ ([a-z0-9_]+)\(`)), allowed, unitFilters(keys))
 }
 
 // exerciseAndStop waits for a reading over MQTT, then stops edged with

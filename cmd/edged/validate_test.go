@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -29,7 +30,7 @@ func TestValidateUnsetEnv(t *testing.T) {
 	if code := realMain([]string{"validate", "-c", piExample}, &out, &errOut); code != 0 {
 		t.Fatalf("validate without the secret: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
-	want := piExample + ":134:13: warning: password: environment variable EDGED_CLOUD_PASSWORD is not set"
+	want := piExample + ":" + secretAt(t, piExample) + ": warning: password: environment variable EDGED_CLOUD_PASSWORD is not set"
 	if !strings.HasPrefix(out.String(), want) || strings.Count(out.String(), "\n") != 1 {
 		t.Errorf("stdout %q, want one line starting %q", out.String(), want)
 	}
@@ -42,7 +43,7 @@ func TestValidateUnsetEnv(t *testing.T) {
 	if code := realMain([]string{"validate", "--strict", "-c", piExample}, &out, &errOut); code != 1 {
 		t.Fatalf("validate --strict without the secret: exit %d, want 1\n%s%s", code, out.String(), errOut.String())
 	}
-	if got, want := out.String(), piExample+":134:13: password: environment variable EDGED_CLOUD_PASSWORD is not set\n"; got != want {
+	if got, want := out.String(), piExample+":"+secretAt(t, piExample)+": password: environment variable EDGED_CLOUD_PASSWORD is not set\n"; got != want {
 		t.Errorf("--strict stdout %q, want %q", got, want)
 	}
 
@@ -90,7 +91,25 @@ func TestRunRefusesUnsetEnvIntegration(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Fatalf("edged run without the secret: %v, want exit 1\n%s", err, out)
 	}
-	if want := piExample + ":134:13: password: environment variable EDGED_CLOUD_PASSWORD is not set"; !strings.Contains(string(out), want) || strings.Contains(string(out), "warning") {
+	if want := piExample + ":" + secretAt(t, piExample) + ": password: environment variable EDGED_CLOUD_PASSWORD is not set"; !strings.Contains(string(out), want) || strings.Contains(string(out), "warning") {
 		t.Errorf("output lacks %q (as an error):\n%s", want, out)
 	}
+}
+
+// secretAt is where the Pi example's ${EDGED_CLOUD_PASSWORD} value
+// stands, "LINE:COL", found in the file so that an edit above it does
+// not break the tests that expect the position.
+func secretAt(t *testing.T, file string) string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range strings.Split(string(data), "\n") {
+		if k := strings.Index(l, "password: "); k >= 0 && strings.Contains(l, "${EDGED_CLOUD_PASSWORD}") && !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			return fmt.Sprintf("%d:%d", i+1, k+len("password: ")+1)
+		}
+	}
+	t.Fatalf("%s: no password: ${EDGED_CLOUD_PASSWORD} line", file)
+	return ""
 }
