@@ -355,9 +355,10 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 		writeTimeout:   opts.WriteTimeout,
 		// Room for a new subscriber's retained messages, all written at
 		// once on SUBSCRIBE, and two of the largest packets.
-		maxQueued: int(opts.MaxRetainedBytes + 2*opts.MaxPacketSize),
-		stats:     &b.stats,
-		warn:      b.warn,
+		maxQueued:  int(opts.MaxRetainedBytes + 2*opts.MaxPacketSize),
+		stats:      &b.stats,
+		warn:       b.warn,
+		disconnect: b.disconnectListener,
 	}
 	accts, err := newAccounts(opts, b.warn)
 	if err != nil {
@@ -791,3 +792,18 @@ func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler {
 	return minLevel{m.h.WithAttrs(a), m.min, m.lim}
 }
 func (m minLevel) WithGroup(n string) slog.Handler { return minLevel{m.h.WithGroup(n), m.min, m.lim} }
+
+// disconnectListener ends the sessions of one listener's clients with
+// DISCONNECT 0x8B (server shutting down), as mochi's closeListenerClients
+// does, but without its Clients.GetByListener: that takes the clients'
+// read lock twice (mochi v2.7.9 clients.go:91-95), so a client leaving
+// at the same moment (Clients.Delete, waiting for the write lock between
+// the two) deadlocks the stop for good. Seen in make test: Close hung 8
+// minutes.
+func (b *Broker) disconnectListener(id string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener == id && !cl.Closed() {
+			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
+}

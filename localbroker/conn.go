@@ -509,6 +509,9 @@ type connPolicy struct {
 	shutdown       atomic.Bool
 	stats          *counters
 	warn           func(kind, remote, msg string, args ...any) // rate limited per kind and address
+	// disconnect ends the sessions of one listener's clients when it
+	// closes (Broker.disconnectListener).
+	disconnect func(listener string)
 }
 
 // wrap gives mochi its view of an admitted connection.

@@ -128,15 +128,15 @@ func (l *tcpListener) Address() string {
 	return l.addr
 }
 
-func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+func (l *tcpListener) Close(listeners.CloseFn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ln != nil {
 		_ = l.ln.Close()
 	}
 	l.handoff.closeWait()
-	closeClients(l.id)
-	l.wg.Wait() // every connection's socket is closed
+	l.policy.disconnect(l.id) // not mochi's closeClients: see disconnectListener
+	l.wg.Wait()               // every connection's socket is closed
 }
 
 // wsListener serves MQTT over WebSocket (subprotocol "mqtt", binary
@@ -298,7 +298,7 @@ func (l *wsListener) Address() string {
 	return l.addr
 }
 
-func (l *wsListener) Close(closeClients listeners.CloseFn) {
+func (l *wsListener) Close(listeners.CloseFn) {
 	if l.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if l.srv.Shutdown(ctx) != nil { // hijacked websocket conns are closed by closeClients
@@ -307,7 +307,7 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 		cancel()
 	}
 	l.handoff.closeWait()
-	closeClients(l.id)
+	l.policy.disconnect(l.id) // not mochi's closeClients: see disconnectListener
 }
 
 // wsConn turns a message-based websocket into the byte stream mochi reads
