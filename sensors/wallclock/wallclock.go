@@ -200,10 +200,11 @@ func (c *Clock) Now() (wall time.Time, sinceBoot time.Duration, unsynced bool) {
 // Correct maps a stamp (boot id, time since boot) to wall time, once the
 // clock is trusted and if the stamp is of this boot; ok is false otherwise
 // (a stamp of an earlier boot cannot be mapped: the monotonic clock
-// restarted).
+// restarted). A zero boot id (the kernel's could not be read) matches
+// none: stamps of an unknown boot stay unsynced.
 func (c *Clock) Correct(boot BootID, sinceBoot time.Duration) (time.Time, bool) {
 	s := c.state.Load()
-	if !s.synced || boot != c.opts.Boot {
+	if !s.synced || boot == (BootID{}) || boot != c.opts.Boot {
 		return time.Time{}, false
 	}
 	return time.Unix(0, int64(sinceBoot-c.opts.BootOffset)+s.offset).UTC(), true
