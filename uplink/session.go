@@ -340,6 +340,10 @@ func (s *session) pump() error {
 	}
 }
 
+// unsyncedMark is how a payload says its stamp was taken before the wall
+// clock was trusted (pipeline's readings).
+var unsyncedMark = []byte(`"clock":"unsynced"`)
+
 // publish encodes one buffer record into s.out, or dead-letters it when
 // it cannot be sent.
 func (s *session) publish(r *wal.Record) error {
@@ -369,6 +373,14 @@ func (s *session) publish(r *wal.Record) error {
 					s.restamped, b.payload = p, p
 				}
 			}
+		}
+	}
+	if !b.unsynced && u.restamp != nil && bytes.Contains(b.payload, unsyncedMark) {
+		// A reading sampled before the clock was trusted and captured
+		// after: its payload carries the reading's stamp, the record
+		// none (README "Clock").
+		if p, ok := u.restamp(s.restamped[:0], b.payload); ok {
+			s.restamped, b.payload = p, p
 		}
 	}
 	props := s.props.forMessage(r.Seq, captured, unsynced)

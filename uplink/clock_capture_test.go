@@ -11,21 +11,21 @@ import (
 	"github.com/edged/edged/sensors/wallclock"
 )
 
-type reviewPub struct{ u *Uplink }
+type capturePub struct{ u *Uplink }
 
-func (p reviewPub) Publish(topic string, payload []byte, retain bool) error {
+func (p capturePub) Publish(topic string, payload []byte, retain bool) error {
 	_, err := p.u.Capture(topic, payload, 1, retain)
 	return err
 }
 
-// TestReviewReadingSampledBeforeTrustCapturedAfter: a DS18B20 takes
+// TestReadingSampledBeforeTrustCapturedAfter: a DS18B20 takes
 // 750 ms to sense. Its sample starts (Reading.Mono) while the clock is
 // untrusted; the 5 s check trusts the clock before the Sense returns;
 // the pipeline marks the payload unsynced (by Reading.Mono) but the
 // uplink captures it as synced (by its own Now), so the forwarder never
 // restamps it: the cloud gets "ts":"1970-…","clock":"unsynced" forever
 // although this boot's stamp was mappable.
-func TestReviewReadingSampledBeforeTrustCapturedAfter(t *testing.T) {
+func TestReadingSampledBeforeTrustCapturedAfter(t *testing.T) {
 	c := newCloud(t, "", true)
 	o := testOpts(c.proxy.Addr)
 	clk := sensorstest.NewClock(time.Unix(0, 0).UTC())
@@ -39,7 +39,7 @@ func TestReviewReadingSampledBeforeTrustCapturedAfter(t *testing.T) {
 	u := openUplink(t, o, t.TempDir())
 	u.SetTrust(wc, pipeline.Restamper(wc))
 	u.Start()
-	p := pipeline.New("t", reviewPub{u}, nil)
+	p := pipeline.New("t", capturePub{u}, nil)
 	p.SetTrust(wc)
 
 	clk.Advance(20 * time.Second)
