@@ -585,10 +585,13 @@ func (a *accounts) mayPublish(id Identity, tree topics.Tree, topic string) bool 
 	if !mayPublish(id.Role, tree, topic) {
 		return false
 	}
+	d := a.dir.Load()
 	if id.Anonymous() {
-		return true
+		// A reload may have turned anonymous access off or changed its
+		// role: a connected anonymous client keeps the rights of now.
+		return d.anonymous && d.anonRole == id.Role
 	}
-	acc := a.dir.Load().byName[id.Name]
+	acc := d.byName[id.Name]
 	if acc == nil || acc.id != id {
 		return false // not one of ours (any more: a reload removed or changed the user)
 	}

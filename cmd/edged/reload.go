@@ -374,11 +374,18 @@ func (d *daemon) stopSensor(sc configs.Sensor) {
 		finish()
 	case <-t.C:
 		d.log.Warn("a sensor the reload removed ignores its read timeout; halting it when the read returns", "sensor", sc.ID)
+		// Offline now, not when the read returns: by then a reload may
+		// have started a sensor under the same id, which must not be
+		// said offline. The stopped worker makes no Sink call that says
+		// online (its context is done).
+		d.queue.Availability(sc.ID, false)
 		d.wg.Add(1) // stop waits for it: the Poller's Run does, too
 		go func() {
 			defer d.wg.Done()
 			<-done
-			finish()
+			if err := s.Halt(); err != nil {
+				d.log.Warn("a sensor the reload removed did not halt", "sensor", sc.ID, "error", err)
+			}
 		}()
 	}
 }

@@ -438,54 +438,56 @@ func TestInboxDoStopped(t *testing.T) {
 // go to the new loop; a removed controller is unknown. Submits racing
 // SetLoops each get exactly one answer (-race).
 func TestInboxSetLoops(t *testing.T) {
-	old := newHarness(t, testOpts(), "")
-	old.start()
-	repl := newHarness(t, testOpts(), "")
-	repl.start()
-	in := NewInbox(map[string]*Loop{"heat": old.l}, sensorstest.NewClock(t0), nil)
-	r := newReplies()
-	in.Submit(r.request("waiting", `{"setpoint":11}`))
-	in.SetLoops(map[string]*Loop{"heat": repl.l})
-	runInbox(t, in)
-	r.wait(t, 1)
-	if got := r.of("waiting"); len(got) != 1 || !strings.Contains(got[0], "restarted or removed by a config reload") {
-		t.Errorf("command waiting across the reload: replies %q, want ErrReplaced", got)
-	}
-	if old.l.State().Setpoint == 11 || repl.l.State().Setpoint == 11 {
-		t.Error("the command waiting across the reload was applied")
-	}
-	reply, err := in.Do(context.Background(), Request{Controller: "heat", Payload: []byte(`{"setpoint":12}`)})
-	if err != nil || repl.l.State().Setpoint != 12 || old.l.State().Setpoint == 12 {
-		t.Errorf("after the reload: %s %v, setpoints new %v old %v; want the new loop at 12", reply, err, repl.l.State().Setpoint, old.l.State().Setpoint)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		old := newHarness(t, testOpts(), "")
+		old.start()
+		repl := newHarness(t, testOpts(), "")
+		repl.start()
+		in := NewInbox(map[string]*Loop{"heat": old.l}, sensorstest.NewClock(t0), nil)
+		r := newReplies()
+		in.Submit(r.request("waiting", `{"setpoint":11}`))
+		in.SetLoops(map[string]*Loop{"heat": repl.l})
+		runInbox(t, in)
+		r.wait(t, 1)
+		if got := r.of("waiting"); len(got) != 1 || !strings.Contains(got[0], "restarted or removed by a config reload") {
+			t.Errorf("command waiting across the reload: replies %q, want ErrReplaced", got)
+		}
+		if old.l.State().Setpoint == 11 || repl.l.State().Setpoint == 11 {
+			t.Error("the command waiting across the reload was applied")
+		}
+		reply, err := in.Do(context.Background(), Request{Controller: "heat", Payload: []byte(`{"setpoint":12}`)})
+		if err != nil || repl.l.State().Setpoint != 12 || old.l.State().Setpoint == 12 {
+			t.Errorf("after the reload: %s %v, setpoints new %v old %v; want the new loop at 12", reply, err, repl.l.State().Setpoint, old.l.State().Setpoint)
+		}
 
-	// Submits racing reloads: one answer each.
-	const n = 200
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := range 50 {
-			if i%2 == 0 {
-				in.SetLoops(map[string]*Loop{"heat": old.l})
-			} else {
-				in.SetLoops(map[string]*Loop{"heat": repl.l})
+		// Submits racing reloads: one answer each.
+		const n = 200
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				if i%2 == 0 {
+					in.SetLoops(map[string]*Loop{"heat": old.l})
+				} else {
+					in.SetLoops(map[string]*Loop{"heat": repl.l})
+				}
+			}
+		}()
+		for i := range n {
+			in.Submit(r.request(fmt.Sprint("race", i), fmt.Sprintf(`{"setpoint":%d}`, 5+i%20)))
+		}
+		wg.Wait()
+		r.wait(t, n)
+		for i := range n {
+			if got := r.of(fmt.Sprint("race", i)); len(got) != 1 {
+				t.Fatalf("racing command %d: replies %q, want one", i, got)
 			}
 		}
-	}()
-	for i := range n {
-		in.Submit(r.request(fmt.Sprint("race", i), fmt.Sprintf(`{"setpoint":%d}`, 5+i%20)))
-	}
-	wg.Wait()
-	r.wait(t, n)
-	for i := range n {
-		if got := r.of(fmt.Sprint("race", i)); len(got) != 1 {
-			t.Fatalf("racing command %d: replies %q, want one", i, got)
-		}
-	}
 
-	in.SetLoops(map[string]*Loop{})
-	if _, err := in.Do(context.Background(), Request{Controller: "heat", Payload: []byte(`{"setpoint":13}`)}); err == nil || !strings.Contains(err.Error(), `no controller "heat"`) {
-		t.Errorf("command for a removed controller: %v, want no controller", err)
-	}
+		in.SetLoops(map[string]*Loop{})
+		if _, err := in.Do(context.Background(), Request{Controller: "heat", Payload: []byte(`{"setpoint":13}`)}); err == nil || !strings.Contains(err.Error(), `no controller "heat"`) {
+			t.Errorf("command for a removed controller: %v, want no controller", err)
+		}
+	})
 }
