@@ -57,12 +57,12 @@ func (s *reviewSensor) Sense(_ context.Context, dst []float64) error {
 	return nil
 }
 
-// TestReviewStuckSensorLateOffline: a changed sensor whose old driver
+// TestReloadStuckSensorLateOffline: a changed sensor whose old driver
 // ignores its read timeout is halted late by stopSensor's goroutine,
 // which then publishes availability offline under the id that the new,
 // running and online sensor now has: the new sensor shows offline
 // (MQTT retained, Home Assistant unavailable) while it samples.
-func TestReviewStuckSensorLateOffline(t *testing.T) {
+func TestReloadStuckSensorLateOffline(t *testing.T) {
 	sink := &reviewAvail{}
 	q := pipeline.NewQueue(sink, 64, nil)
 	go q.Run()

@@ -6,10 +6,10 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 )
 
-// TestReviewSetAccountsRevokesAnonymous: a reload that turns
+// TestSetAccountsRevokesAnonymous: a reload that turns
 // allow_anonymous off (or lowers anonymous_role) must stop a connected
 // anonymous client from commanding, as it does for a removed user.
-func TestReviewSetAccountsRevokesAnonymous(t *testing.T) {
+func TestSetAccountsRevokesAnonymous(t *testing.T) {
 	b := usersBroker(t, func(o *Opts) {
 		o.AllowAnonymous = true
 		o.AnonymousRole = RoleOperator
