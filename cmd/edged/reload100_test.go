@@ -14,10 +14,10 @@ import (
 	"time"
 )
 
-// TestReviewReload100: 100 in-process reloads that change a sensor, the
+// TestReload100: 100 in-process reloads that change a sensor, the
 // controller and its actuator, while HTTP clients and commands run:
 // no race, no goroutine or file descriptor growth, the heater ends safe.
-func TestReviewReload100(t *testing.T) {
+func TestReload100(t *testing.T) {
 	path, _, _, httpAddr := simConfig(t)
 	orig, err := os.ReadFile(path)
 	if err != nil {
