@@ -264,6 +264,31 @@ func LoadForCheck(path string, drv Drivers, env func(string) (string, bool)) (cf
 	return cfg, unset, nil
 }
 
+// LoadActuators reads the actuators section of the file at path and
+// nothing else, checked as Load checks it, into a config with no other
+// devices: for `edged safe`, which must find the outputs of a file whose
+// other sections have problems (a later edit a reload refused).
+func LoadActuators(path string, drv Drivers, env func(string) (string, bool)) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		Actuators yaml.Node `yaml:"actuators"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if doc.Actuators.Kind == 0 {
+		return nil, fmt.Errorf("%s: no actuators section", path)
+	}
+	out, err := yaml.Marshal(map[string]any{"device": map[string]string{"id": "safe"}, "actuators": &doc.Actuators})
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path+" (actuators only)", out, drv, env)
+}
+
 // Parse validates a config held in memory; name is used in messages and
 // stored as Config.Path. See Load.
 func Parse(name string, data []byte, drv Drivers, env func(string) (string, bool)) (*Config, error) {

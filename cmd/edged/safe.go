@@ -30,7 +30,12 @@ func cmdSafe(args []string, stdout, stderr io.Writer) error {
 	// config (an uplink password): only the actuators matter here.
 	cfg, err := configs.Load(path, drivers.Default, lookupOrPlaceholder)
 	if err != nil {
-		return &exitError{code: 1, err: fmt.Errorf("edged safe: %s: cannot tell which outputs to make safe, the config has problems:\n%w", path, err)}
+		// A file edited after edged started (a reload refused it) must
+		// not keep the outputs on: its actuators section alone will do.
+		fmt.Fprintf(stderr, "edged safe: %s has problems; using its actuators section only:\n%v\n", path, err)
+		if cfg, err = configs.LoadActuators(path, drivers.Default, lookupOrPlaceholder); err != nil {
+			return &exitError{code: 1, err: fmt.Errorf("edged safe: %s: cannot tell which outputs to make safe:\n%w", path, err)}
+		}
 	}
 	log := newLogger(cfg.Log, stderr)
 	env := drivers.NewEnv(log.With("component", "drivers"))
