@@ -53,16 +53,30 @@ fi
 remote=$(cat <<'REMOTE'
 set -eu
 new=$1 bin=$2 conf=$3 envfile=$4 svc=$5 timeout=$6 url=$7 systemctl=$8
-say() { echo "deploy: $*" >&2; }
+# A dropped ssh session (Ctrl-C, a closed lid) must not stop this half
+# way with the new binary installed and no rollback: ignore the hangup
+# and the broken pipe, and keep going without an audience.
+trap '' HUP PIPE INT
+say() { echo "deploy: $*" >&2 2>/dev/null || true; }
 S=
 [ "$(id -u)" = 0 ] || S="sudo -n"
 trap 'rm -f "$new"' EXIT
 chmod 0755 "$new"
 
 # 2. The new binary checks the Pi's config, with the service's secrets
-# (systemd's EnvironmentFile, read here as shell assignments).
-if ! $S sh -c 'set -a; if [ -f "$2" ]; then . "$2"; fi; set +a; exec "$3" validate --strict -c "$1"' \
-	sh "$conf" "$envfile" "$new"; then
+# (systemd's EnvironmentFile: KEY=VALUE lines, taken literally, one pair
+# of quotes around the value removed; never run as shell).
+if ! $S sh -c '
+	if [ -f "$2" ]; then
+		while IFS= read -r l || [ -n "$l" ]; do
+			case $l in ""|"#"*|";"*|[!A-Za-z_]*) continue ;; *=*) ;; *) continue ;; esac
+			k=${l%%=*} v=${l#*=}
+			case $k in *[!A-Za-z0-9_]*) continue ;; esac
+			case $v in \"*\") v=${v#\"} v=${v%\"} ;; \'"'"'*\'"'"') v=${v#?} v=${v%?} ;; esac
+			export "$k=$v"
+		done <"$2"
+	fi
+	exec "$3" validate --strict -c "$1"' sh "$conf" "$envfile" "$new"; then
 	say "rejected: the new binary does not run here or refuses $conf (above); nothing changed"
 	exit 3
 fi

@@ -301,10 +301,25 @@ func TestDeployIntegration(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer os.WriteFile(conf, good, 0o644)
+		// The secrets file is read as systemd reads it, literally: a
+		// value with & or ; runs nothing (it was sourced as shell, as root).
+		envFile := filepath.Join(root, "etc/edged/env")
+		envWas, err := os.ReadFile(envFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pwned := filepath.Join(root, "pwned")
+		if err := os.WriteFile(envFile, append(append([]byte{}, envWas...), "EDGED_SECRET=a&b;touch "+pwned+"\n"...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer os.WriteFile(envFile, envWas, 0o600)
 		pid := pidOf()
 		out, code := deploy(old)
 		if code != 3 || !strings.Contains(out, "no_such_key") || !strings.Contains(out, "rejected") {
 			t.Fatalf("exit %d, want 3 naming the unknown key:\n%s", code, out)
+		}
+		if _, err := os.Stat(pwned); err == nil {
+			t.Errorf("a ; in the secrets file ran a command on the Pi")
 		}
 		unchanged("refused config", pid)
 	})
