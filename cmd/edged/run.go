@@ -53,9 +53,15 @@ func cmdRun(args []string, stderr io.Writer) error {
 
 	// Signals are caught from here on, so a stop request during start-up
 	// is served by the clean stop below once start returns.
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	// SIGHUPs wait in a channel of their own that holds one: several sent
+	// during a slow reload make one more reload, and can never crowd out
+	// a stop signal (os/signal drops what a full channel cannot take).
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sig)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	if profile != "" {
 		stopProfile, err := startCPUProfile(profile)
@@ -77,13 +83,20 @@ func cmdRun(args []string, stderr io.Writer) error {
 		d.health.watch(watchCtx, log)
 	}()
 
-	for s := range sig {
-		if s == syscall.SIGHUP {
-			d.reload(path)
-			continue
+	for stop := false; !stop; {
+		select {
+		case s := <-sig:
+			log.Info("stopping", "signal", s.String())
+			stop = true
+		case <-hup:
+			select {
+			case s := <-sig: // a stop came with it: stop, do not reload
+				log.Info("stopping", "signal", s.String())
+				stop = true
+			default:
+				d.reload(path)
+			}
 		}
-		log.Info("stopping", "signal", s.String())
-		break
 	}
 	stopWatch()
 	<-watched // no WATCHDOG=1 or STATUS= after STOPPING=1
@@ -91,11 +104,9 @@ func cmdRun(args []string, stderr io.Writer) error {
 	go func() {
 		// A second SIGTERM/SIGINT means "now": outputs safe, then exit.
 		for s := range sig {
-			if s != syscall.SIGHUP {
-				log.Error("second stop signal: exiting at once", "signal", s.String())
-				_ = d.haltActuators()
-				os.Exit(1)
-			}
+			log.Error("second stop signal: exiting at once", "signal", s.String())
+			_ = d.haltActuators()
+			os.Exit(1)
 		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), stopBudget)
