@@ -188,6 +188,9 @@ func (d *daemon) applyReload(path string) reloadOutcome {
 		}
 		if diff.users {
 			o.Changes = append(o.Changes, "users")
+			if d.web != nil {
+				d.web.EndSessions() // a session keeps its login's identity
+			}
 		}
 	}
 	if diff.forward {

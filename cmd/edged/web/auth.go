@@ -149,6 +149,15 @@ func (s *sessions) watch(tok string) (ended <-chan struct{}, expires time.Time, 
 	return v.ended, v.expires, true
 }
 
+// clear ends every session (their SSE streams too).
+func (s *sessions) clear() {
+	s.mu.Lock()
+	for k := range s.m {
+		s.drop(k)
+	}
+	s.mu.Unlock()
+}
+
 func (s *sessions) remove(tok string) {
 	s.mu.Lock()
 	s.drop(sha256.Sum256([]byte(tok)))

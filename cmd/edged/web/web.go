@@ -383,3 +383,9 @@ type apiError struct {
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, apiError{msg})
 }
+
+// EndSessions ends every browser session and the event streams opened
+// with one: after a reload changes the users, a session keeps the
+// identity of its login, which may have been removed or demoted. Browsers
+// log in again.
+func (s *Server) EndSessions() { s.sessions.clear() }

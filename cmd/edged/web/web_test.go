@@ -371,6 +371,29 @@ func TestUserEvictsOtherUsersSessions(t *testing.T) {
 	}
 }
 
+// TestEndSessions: after a reload changed the users, no session made
+// before it works, and the streams opened with one are told to end.
+func TestEndSessions(t *testing.T) {
+	ss := newSessions(time.Hour, 8, time.Now)
+	tok, err := ss.create(Identity{Name: "gone", Role: RoleOperator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended, _, ok := ss.watch(tok)
+	if !ok {
+		t.Fatal("no session")
+	}
+	ss.clear()
+	if _, ok := ss.lookup(tok); ok {
+		t.Error("a session outlived clear")
+	}
+	select {
+	case <-ended:
+	default:
+		t.Error("the session's streams were not told to end")
+	}
+}
+
 func TestCORS(t *testing.T) {
 	opts := DefaultOpts()
 	opts.CORSOrigins = []string{"http://dash.lan:3000/"}
