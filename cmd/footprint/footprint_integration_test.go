@@ -16,7 +16,7 @@ const budgetWindow = 20 * time.Second
 func build(t *testing.T, dir, name string, env ...string) string {
 	t.Helper()
 	bin := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=budget", "-o", bin, "../edged")
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", "nethttpomithttp2", "-ldflags", "-s -w -X main.version=budget", "-o", bin, "../edged") // as the Makefile's TAGS
 	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %v: %v\n%s", env, err, out)
