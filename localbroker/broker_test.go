@@ -126,6 +126,15 @@ func TestRetainedPublishReachesLateSubscriber(t *testing.T) {
 	if err := b.Publish(gw.Sensor("air", sensors.Temperature), []byte(`{"value":21.5}`), true); err != nil {
 		t.Fatal(err)
 	}
+	// Publish queues to the fan-out: a subscriber that comes before the
+	// fan-out stored it gets it live (retain 0), not retained. Late
+	// means after it is stored.
+	for deadline := time.Now().Add(5 * time.Second); b.Stats().RetainedMessages == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the retained message was never stored")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	c := connect(t, dialTCP(t, b), "late")
 	c.subscribe(t, prefix+"/#")
 	m := c.next(t)
