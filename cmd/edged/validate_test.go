@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/configs"
+	"github.com/edged/edged/drivers"
 )
 
 const piExample = "../../configs/examples/pi-greenhouse.yaml"
@@ -96,20 +99,14 @@ func TestRunRefusesUnsetEnvIntegration(t *testing.T) {
 	}
 }
 
-// secretAt is where the Pi example's ${EDGED_CLOUD_PASSWORD} value
-// stands, "LINE:COL", found in the file so that an edit above it does
-// not break the tests that expect the position.
+// secretAt is where the Pi example's ${EDGED_CLOUD_PASSWORD} stands,
+// "LINE:COL", as configs finds it (configs' own test pins that position
+// against the file): an edit above it does not break these tests.
 func secretAt(t *testing.T, file string) string {
 	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
+	_, unset, err := configs.LoadForCheck(file, drivers.Default, func(string) (string, bool) { return "", false })
+	if err != nil || len(unset) != 1 {
+		t.Fatalf("%s: LoadForCheck: %v, unset %v: want the one cloud password", file, err, unset)
 	}
-	for i, l := range strings.Split(string(data), "\n") {
-		if k := strings.Index(l, "password: "); k >= 0 && strings.Contains(l, "${EDGED_CLOUD_PASSWORD}") && !strings.HasPrefix(strings.TrimSpace(l), "#") {
-			return fmt.Sprintf("%d:%d", i+1, k+len("password: ")+1)
-		}
-	}
-	t.Fatalf("%s: no password: ${EDGED_CLOUD_PASSWORD} line", file)
-	return ""
+	return fmt.Sprintf("%d:%d", unset[0].Line, unset[0].Col)
 }
