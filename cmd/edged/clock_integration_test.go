@@ -30,17 +30,7 @@ import (
 // corrected; nothing arrives unsynced.
 func TestClockUnsyncedThenCorrectedIntegration(t *testing.T) {
 	bin := failpointBinary(t)
-	mqBin := requireTool(t, "mosquitto", "EDGED_REQUIRE_MOSQUITTO")
-	mq, err := uplinktest.StartMosquitto(mqBin, t.TempDir(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mq.Stop)
-	proxy, err := uplinktest.NewProxy(mq.Addr, false) // the cloud is out of reach
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
+	mq, proxy := cloudBehindProxy(t) // the cloud is out of reach
 	col, err := uplinktest.Collect(mq.Addr, "cloud/#")
 	if err != nil {
 		t.Fatal(err)

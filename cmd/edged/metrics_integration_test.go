@@ -257,17 +257,7 @@ func TestMetricsIntegration(t *testing.T) {
 // /readyz is 200 again.
 func TestReadyzOldBacklogIntegration(t *testing.T) {
 	bin := edgedBinary(t)
-	mqBin := requireTool(t, "mosquitto", "EDGED_REQUIRE_MOSQUITTO")
-	mq, err := uplinktest.StartMosquitto(mqBin, t.TempDir(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mq.Stop)
-	proxy, err := uplinktest.NewProxy(mq.Addr, false) // the cloud is down
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
+	_, proxy := cloudBehindProxy(t) // the cloud is down
 	_, _, _, httpAddr := startSim(t, bin, fastSim(uplinkYAML(proxy.Addr, "  max_oldest_unsent: 1s\n")))
 
 	waitProbe := func(path string, want int, contains string, within time.Duration) string {

@@ -186,17 +186,7 @@ const (
 // RELOADING=1 with MONOTONIC_USEC, then READY=1.
 func TestReloadIntegration(t *testing.T) {
 	bin := edgedBinary(t)
-	mqBin := requireTool(t, "mosquitto", "EDGED_REQUIRE_MOSQUITTO")
-	mq, err := uplinktest.StartMosquitto(mqBin, t.TempDir(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mq.Stop)
-	proxy, err := uplinktest.NewProxy(mq.Addr, false) // the cloud is down
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
+	mq, proxy := cloudBehindProxy(t) // the cloud is down
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "edged.yaml")
 	var mqttAddr, httpAddr string

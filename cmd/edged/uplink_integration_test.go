@@ -29,9 +29,11 @@ type uplinkRig struct {
 	col                     *uplinktest.Collector
 }
 
-func newUplinkRig(t *testing.T) *uplinkRig {
+// cloudBehindProxy starts a Mosquitto as the cloud and a proxy to it
+// that starts closed (the cloud is down until the test opens it); both
+// stop with the test.
+func cloudBehindProxy(t *testing.T) (*uplinktest.Mosquitto, *uplinktest.Proxy) {
 	t.Helper()
-	bin := edgedBinary(t)
 	mqBin := requireTool(t, "mosquitto", "EDGED_REQUIRE_MOSQUITTO")
 	mq, err := uplinktest.StartMosquitto(mqBin, t.TempDir(), "")
 	if err != nil {
@@ -43,6 +45,13 @@ func newUplinkRig(t *testing.T) *uplinkRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
+	return mq, p
+}
+
+func newUplinkRig(t *testing.T) *uplinkRig {
+	t.Helper()
+	bin := edgedBinary(t)
+	mq, p := cloudBehindProxy(t)
 	r := &uplinkRig{bin: bin, mq: mq, proxy: p, dir: t.TempDir()}
 	r.cfg = filepath.Join(r.dir, "edged.yaml")
 	r.collect(t)
