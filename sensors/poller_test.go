@@ -576,6 +576,13 @@ func TestPollerRunCancel(t *testing.T) {
 	if err := h.clk.WaitTimers(3, capWait); err != nil {
 		t.Fatal(err)
 	}
+	// The timeouts are armed before Sense is called: wait until both
+	// Sense calls have begun, or the cancel may come before polite's.
+	for began := time.Now(); polite.Calls() == 0 || stuck.Calls() == 0; runtime.Gosched() {
+		if time.Since(began) > capWait {
+			t.Fatal("Sense was not called")
+		}
+	}
 	h.cancel()
 	select {
 	case <-h.done:
