@@ -103,12 +103,20 @@ func (r *reloads) lastOutcome() *reloadOutcome {
 }
 
 // reload handles one SIGHUP: it tells systemd it is reloading
-// (notifyReloading), applies the file, logs the outcome in one line and
-// tells systemd it is done, whatever the result, with the outcome in
-// STATUS=.
+// (notifyReloading), reads the file, applies it, logs the outcome in one
+// line and tells systemd it is done, whatever the result, with the
+// outcome in STATUS=. A stop that comes while the file is read (a slow
+// disk) drops the reload: nothing changes and systemd hears nothing
+// more; once the reload applies, the stop waits for it (d.gate).
 func (d *daemon) reload(path string) {
-	notifyReloading()
-	o := d.applyReload(path)
+	d.gate.notify(notifyReloading)
+	file, err := loadConfig(path)
+	if !d.gate.enter() {
+		d.log.Info("config reload dropped: edged is stopping")
+		return
+	}
+	defer d.gate.leave()
+	o := d.applyReload(file, err)
 	d.reloads.record(o)
 	d.logReload(o)
 	status := d.health.Status()
@@ -119,7 +127,7 @@ func (d *daemon) reload(path string) {
 		}
 		status = "reload " + why + "; " + status
 	}
-	notifyReloaded(status)
+	d.gate.notify(func() { notifyReloaded(status) })
 }
 
 func (d *daemon) logReload(o reloadOutcome) {
@@ -141,11 +149,10 @@ func (d *daemon) logReload(o reloadOutcome) {
 	}
 }
 
-// applyReload loads path and applies what changed against the running
-// config.
-func (d *daemon) applyReload(path string) reloadOutcome {
+// applyReload applies what changed from the running config to file,
+// the config file as loaded (err: its problems, which refuse it).
+func (d *daemon) applyReload(file *configs.Config, err error) reloadOutcome {
 	o := reloadOutcome{At: time.Now()}
-	file, err := loadConfig(path)
 	if err != nil {
 		o.Result = reloadRefused
 		o.Errors = strings.Split(err.Error(), "\n")
