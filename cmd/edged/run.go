@@ -76,6 +76,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return &exitError{code: 1}
 	}
 	sdNotify("READY=1")
+	armCrash() // a failpoint build's EDGED_CRASH_AFTER; nothing in a release build
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	watched := make(chan struct{})
 	go func() {
