@@ -147,6 +147,14 @@ func (e *Env) Shared(key string, open func() (any, error)) (any, error) {
 	return v, nil
 }
 
+// opened returns the resource stored under key, if it was opened.
+func (e *Env) opened(key string) (any, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v, ok := e.shared[key]
+	return v, ok
+}
+
 // Close closes the shared resources.
 func (e *Env) Close() error {
 	e.mu.Lock()

@@ -277,6 +277,43 @@ func openPCA9685(env *Env, id string, o pca9685.Opts) (*pca9685.Dev, error) {
 	return chip.Channel(id, o)
 }
 
+// RunningOpts returns opts as the device can open now in env, for a
+// reload, and the yaml names of the keys it had to keep: an option that
+// a shared resource fixed when it started keeps the running value. So
+// far that is a PCA9685's chip-wide frequency, written when the chip's
+// first channel opened; a channel of that chip asking for another one
+// gets the chip's (old's, when old is that channel on that chip at the
+// chip's rate, so that an unchanged entry stays equal). Opts that fit,
+// and other drivers', come back as they are. Neither opts nor old is
+// changed; old may be nil.
+func RunningOpts(env *Env, driver string, opts, old any) (any, []string) {
+	o, ok := opts.(*pca9685.Opts)
+	if driver != "pca9685" || !ok {
+		return opts, nil
+	}
+	v, started := env.opened(pca9685Key(o))
+	chip, ok := v.(*pca9685.Chip)
+	if !started || !ok {
+		return opts, nil
+	}
+	if p, err := pca9685.Prescale(o.Frequency); err == nil && p == chip.Prescale() {
+		return opts, nil
+	}
+	r := *o
+	r.Frequency = chip.StartedHz()
+	if was, ok := old.(*pca9685.Opts); ok && pca9685Key(was) == pca9685Key(o) {
+		if p, err := pca9685.Prescale(was.Frequency); err == nil && p == chip.Prescale() {
+			r.Frequency = was.Frequency
+		}
+	}
+	return &r, []string{"frequency"}
+}
+
+// pca9685Key is the Env key of the chip at o's bus and address.
+func pca9685Key(o *pca9685.Opts) string {
+	return fmt.Sprintf("pca9685/%s/%#x", o.I2C.Bus, o.I2C.Address)
+}
+
 // sharedPCA9685 returns the one Chip at o's bus and address, starting it
 // (all outputs off, o's frequency) the first time a channel asks for it.
 func sharedPCA9685(env *Env, o *pca9685.Opts) (*pca9685.Chip, error) {
@@ -284,7 +321,7 @@ func sharedPCA9685(env *Env, o *pca9685.Opts) (*pca9685.Chip, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := fmt.Sprintf("pca9685/%s/%#x", o.I2C.Bus, o.I2C.Address)
+	key := pca9685Key(o)
 	v, err := env.Shared(key, func() (any, error) {
 		return pca9685.NewChip(bus, env.Clock, o.I2C.Address, o.Frequency)
 	})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -154,6 +155,75 @@ func TestSysfsPWMOpen(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "duty_cycle")); string(b) != "1000000" || fan.Level() != 1 {
 		t.Errorf("after Halt duty %q level %v, want the safe full duty", b, fan.Level())
+	}
+}
+
+// TestRunningOptsPCA9685: once a chip is started, a channel asking for
+// another frequency gets the chip's (the old entry's value when it gives
+// the chip's rate), and "frequency" is named; a channel at the chip's
+// rate, one on a chip not started, and other drivers' options come back
+// as they are. The reload uses it so a frequency change is reported as
+// needing a restart instead of failing every reload.
+func TestRunningOptsPCA9685(t *testing.T) {
+	env := playbackEnv(t, &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+		{Addr: 0x40, W: []byte{0x00, 0x30}},
+		{Addr: 0x40, W: []byte{0xFA, 0x00, 0x00, 0x00, 0x10}},
+		{Addr: 0x40, W: []byte{0x01, 0x04}},
+		{Addr: 0x40, W: []byte{0xFE, 0x1E}},
+		{Addr: 0x40, W: []byte{0x00, 0x20}},
+		{Addr: 0x40, W: []byte{0x06, 0x00, 0x00, 0x00, 0x10}}, // channel 0 safe
+		{Addr: 0x40, W: []byte{0x06, 0x00, 0x00, 0x00, 0x10}}, // Halt
+	}})
+	heater := pca9685.DefaultOpts()
+	heater.Frequency = 199 // prescale 0x1E, as 200
+	unused := heater
+	unused.I2C.Address = 0x41
+	unused.Frequency = 1000
+	if got, keys := drivers.RunningOpts(env, "pca9685", &unused, nil); got != any(&unused) || keys != nil {
+		t.Errorf("chip not started: %+v %q, want the opts as they are", got, keys)
+	}
+	a, err := drivers.Default.OpenActuator(env, "pca9685", "heater", &heater)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast := heater
+	fast.Frequency = 1000
+	fast.SafeState = pca9685.On
+	for _, tc := range []struct {
+		name     string
+		opts     any
+		old      any
+		wantHz   float64
+		wantKeys []string
+	}{
+		{"same rate", &heater, nil, 199, nil},
+		{"200 Hz is the same prescale", &pca9685.Opts{I2C: heater.I2C, Frequency: 200}, nil, 200, nil},
+		{"another rate, a new entry: the chip's", &fast, nil, 199, []string{"frequency"}},
+		{"another rate, the old entry's", &fast, &pca9685.Opts{I2C: heater.I2C, Frequency: 200}, 200, []string{"frequency"}},
+		{"old entry on another chip", &fast, &unused, 199, []string{"frequency"}},
+		{"another chip", &unused, nil, 1000, nil},
+	} {
+		got, keys := drivers.RunningOpts(env, "pca9685", tc.opts, tc.old)
+		o := got.(*pca9685.Opts)
+		if o.Frequency != tc.wantHz || !slices.Equal(keys, tc.wantKeys) {
+			t.Errorf("%s: %v Hz %q, want %v Hz %q", tc.name, o.Frequency, keys, tc.wantHz, tc.wantKeys)
+		}
+		if keys == nil && got != tc.opts {
+			t.Errorf("%s: fitting opts were copied", tc.name)
+		}
+		if keys != nil && (o.SafeState != tc.opts.(*pca9685.Opts).SafeState || tc.opts.(*pca9685.Opts).Frequency == o.Frequency) {
+			t.Errorf("%s: %+v from %+v: only the frequency may change, and the input must not", tc.name, o, tc.opts)
+		}
+	}
+	so := sysfspwm.DefaultOpts()
+	if got, keys := drivers.RunningOpts(env, "sysfspwm", &so, nil); got != any(&so) || keys != nil {
+		t.Errorf("sysfspwm: %+v %q", got, keys)
+	}
+	if err := a.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Close(); err != nil {
+		t.Fatalf("env.Close (Playback checks every op was used, none added): %v", err)
 	}
 }
 

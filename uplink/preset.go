@@ -30,6 +30,9 @@ type Preset struct {
 	ReceiveMaximum int
 	// MaxSessionExpiry bounds session_expiry.
 	MaxSessionExpiry time.Duration
+	// MaxPublishRate is the most PUBLISHes a second the broker takes on
+	// one connection; the forwarder paces its sends to it (pacer).
+	MaxPublishRate int
 	// TLS: only mqtts:// (and Port, if set); ClientCert: mutual TLS
 	// (tls.cert_file and tls.key_file); Password: username and password
 	// (or password_file).
@@ -52,7 +55,9 @@ type Preset struct {
 // (the AWS IoT Device SDK's AwsIotCoreDefaults validation says the same:
 // https://aws.github.io/aws-iot-device-sdk-js-v2/node/enums/mqtt5.ClientExtendedValidationAndFlowControl.html);
 // payload 128 KB; keep-alive 30 to 1200 s; 100 unacknowledged
-// publishes per client; persistent sessions kept 1 h by default, at most
+// publishes per client; 100 publish requests per second per connection
+// (not adjustable: AWS throttles and disconnects above it, so a backlog
+// drains at that rate); persistent sessions kept 1 h by default, at most
 // 7 days. Devices authenticate with an X.509 client certificate on 8883
 // (https://docs.aws.amazon.com/iot/latest/developerguide/protocols.html;
 // 443 needs ALPN, which the uplink does not send).
@@ -76,7 +81,7 @@ var Presets = map[string]Preset{
 	"aws-iot-core": {
 		Name: "aws-iot-core", MaxClientID: 128, MaxTopic: 256, MaxTopicLevels: 8, MaxPayload: 128 << 10,
 		MinKeepAlive: 30 * time.Second, MaxKeepAlive: 1200 * time.Second, ReceiveMaximum: 100,
-		MaxSessionExpiry: 7 * 24 * time.Hour, TLS: true, ClientCert: true, Port: "8883",
+		MaxSessionExpiry: 7 * 24 * time.Hour, MaxPublishRate: 100, TLS: true, ClientCert: true, Port: "8883",
 		KeepAlive: 60 * time.Second, MaxInflight: 32, SessionExpiry: time.Hour,
 		Doc: "https://docs.aws.amazon.com/general/latest/gr/iot-core.html#message-broker-limits",
 	},

@@ -117,6 +117,14 @@ type session struct {
 
 	pending atomic.Bool   // a record or room may be there for the feed
 	kick    chan struct{} // one slot: the feed needs the session's goroutine
+
+	// pace keeps the publishes within the preset's rate (nil: no limit);
+	// under fmu, as paced: the last pump stopped for it. waitingPace is
+	// set while the session's goroutine waits for it: signal then leaves
+	// the record to that wait.
+	pace        *pacer
+	paced       bool
+	waitingPace atomic.Bool
 }
 
 // session sends buffer records after acked on one connection until it
@@ -148,6 +156,9 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca 
 	}
 	s.win = newInflight(window)
 	s.lastWrite.Store(time.Now().UnixNano())
+	if p := u.preset; p != nil && p.MaxPublishRate > 0 {
+		s.pace = newPacer(p.MaxPublishRate, u.clock.Now())
+	}
 
 	fctx, quit := context.WithCancel(ctx) // feeding ends on a stop or a failure
 	s.quit = quit
@@ -235,8 +246,16 @@ func (s *session) feed(ctx context.Context, next uint64) (err error) {
 		s.pending.Store(false)
 		s.inline = false
 		err := s.pump()
+		var pace sensors.Timer
+		if s.paced {
+			pace = s.u.clock.NewTimer(s.pace.wait())
+		}
 		s.fmu.Unlock()
-		var retry <-chan time.Time
+		var retry, paceC <-chan time.Time
+		if pace != nil {
+			paceC = pace.C()
+			s.waitingPace.Store(true)
+		}
 		switch {
 		case errors.Is(err, wal.ErrUnavailable):
 			retry = time.After(readRetry)
@@ -251,17 +270,27 @@ func (s *session) feed(ctx context.Context, next uint64) (err error) {
 		case err != nil:
 			return err
 		}
-		if s.pending.Load() {
+		if s.pending.Load() && pace == nil {
 			continue
+		}
+		stopPace := func() {
+			if pace != nil {
+				s.waitingPace.Store(false)
+				pace.Stop()
+			}
 		}
 		select {
 		case <-s.kick:
 		case <-retry:
+		case <-paceC:
 		case <-ctx.Done():
+			stopPace()
 			return nil
 		case <-s.ws.swapped:
+			stopPace()
 			return errReopened
 		}
+		stopPace()
 	}
 }
 
@@ -277,6 +306,10 @@ const readRetry = 250 * time.Millisecond
 // the capturing goroutine, and the next one after a PUBACK in the
 // reader's.
 func (s *session) signal() {
+	if s.waitingPace.Load() {
+		s.pending.Store(true) // the paced wait sends it
+		return
+	}
 	if s.raw == nil {
 		s.wake()
 		return
@@ -286,7 +319,7 @@ func (s *session) signal() {
 		s.pending.Store(false)
 		s.inline = true
 		err := s.pump()
-		handOff := err != nil || len(s.out) > 0
+		handOff := err != nil || len(s.out) > 0 || s.paced
 		s.fmu.Unlock()
 		if handOff {
 			s.wake()
@@ -307,6 +340,7 @@ func (s *session) wake() {
 // s.next while the window has room. Inline, it stops at the first write
 // the socket does not take whole. Call with fmu held.
 func (s *session) pump() error {
+	s.paced = false
 	if s.feedOver {
 		return nil
 	}
@@ -320,12 +354,23 @@ func (s *session) pump() error {
 		if room == 0 {
 			return nil
 		}
+		if s.pace != nil {
+			n := s.pace.available(s.u.clock.Now())
+			if n == 0 {
+				s.paced = true
+				return nil
+			}
+			room = min(room, n)
+		}
 		recs, err := s.ws.log.ReadReady(s.next, min(room, cap(s.recs)), s.recs)
 		if err != nil {
 			return err
 		}
 		if len(recs) == 0 {
 			return nil
+		}
+		if s.pace != nil {
+			s.pace.take(len(recs))
 		}
 		for i := range recs {
 			if err := s.publish(&recs[i]); err != nil {

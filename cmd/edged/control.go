@@ -28,7 +28,8 @@ type controlRoom struct {
 	wg    sync.WaitGroup // the loops' Run goroutines
 
 	// loops are the running loops; d.mu guards the map for the HTTP API,
-	// only the signal goroutine changes it.
+	// only the reloads (one at a time, off the signal goroutine) and then
+	// the stop change it.
 	loops map[string]*runningLoop
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -16,10 +18,14 @@ import (
 // fakeSystemctl is the service manager of the deploy test's "Pi": the
 // one service of systemd/edged.service (EnvironmentFile, ExecStartPre
 // validate --strict, ExecStart run) as a real edged process. There is no
-// systemd here to run it; everything else on the Pi side is real.
+// systemd here to run it; everything else on the Pi side is real. The
+// file etc/edged/execstart, if there, names another binary to run, as a
+// unit whose ExecStart was changed would.
 const fakeSystemctl = `#!/bin/sh
 root=ROOT
 pidf=$root/run/edged.pid log=$root/var/log/edged.log
+exe=$root/usr/bin/edged
+[ -f "$root/etc/edged/execstart" ] && exe=$(cat "$root/etc/edged/execstart")
 alive() {
 	[ -f "$pidf" ] || return 1
 	st=$(cut -d' ' -f3 "/proc/$(cat "$pidf")/stat" 2>/dev/null) || return 1
@@ -38,8 +44,8 @@ stop() {
 start() {
 	(
 		set -a; . "$root/etc/edged/env"; set +a
-		"$root/usr/bin/edged" validate --strict -c "$root/etc/edged/edged.yaml" >>"$log" 2>&1 || exit 0
-		setsid "$root/usr/bin/edged" run -c "$root/etc/edged/edged.yaml" </dev/null >>"$log" 2>&1 &
+		"$exe" validate --strict -c "$root/etc/edged/edged.yaml" >>"$log" 2>&1 || exit 0
+		setsid "$exe" run -c "$root/etc/edged/edged.yaml" </dev/null >>"$log" 2>&1 &
 		echo $! >"$pidf"
 	)
 }
@@ -60,7 +66,8 @@ esac
 // key made for the test.
 type sshHost struct {
 	ns       string // ip netns name
-	ssh, scp string // commands with the options that reach it
+	ssh, scp string // commands with the options that reach it (no timeouts: deploy.sh adds them)
+	sshd     *os.Process
 }
 
 // startSSHD starts /usr/sbin/sshd in a new network namespace (its own
@@ -127,11 +134,11 @@ LogLevel ERROR
 			t.Logf("sshd log:\n%s", logs.String())
 		}
 	})
-	opts := fmt.Sprintf("-i %s/client_key -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=5", dir)
-	h := &sshHost{ns: ns, ssh: "ssh " + opts, scp: "scp " + opts}
+	opts := fmt.Sprintf("-i %s/client_key -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR", dir)
+	h := &sshHost{ns: ns, ssh: "ssh " + opts, scp: "scp " + opts, sshd: cmd.Process}
 	// Up when a login works (bounded: 100 tries, 10 s).
 	for i := 0; ; i++ {
-		err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", h.ssh+" root@127.0.0.1 true").Run()
+		err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", h.ssh+" -o ConnectTimeout=5 root@127.0.0.1 true").Run()
 		if err == nil {
 			return h
 		}
@@ -150,18 +157,35 @@ LogLevel ERROR
 // inNS runs a command in the namespace and returns its output and exit code.
 func (h *sshHost) inNS(t *testing.T, env []string, dir string, name string, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", h.ns, name}, args...)...)
+	out, code, err := h.run(5*time.Minute, env, dir, name, args...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", name, err, out)
+	}
+	return out, code
+}
+
+// run runs a command in the namespace, in a process group of its own
+// that is killed (by the group's id, the PID we started) after within,
+// and returns its output and exit code; err is for anything but an exit
+// code. It may be called from any goroutine.
+func (h *sshHost) run(within time.Duration, env []string, dir string, name string, args ...string) (string, int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.ns, name}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return string(out), -1, fmt.Errorf("still running after %v: killed", within)
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return string(out), ee.ExitCode()
+		return string(out), ee.ExitCode(), nil
 	}
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	return string(out), 0
+	return string(out), 0, err
 }
 
 func sha(t *testing.T, path string) [32]byte {
@@ -192,7 +216,12 @@ func copyFile(t *testing.T, from, to string) {
 // becomes ready and runs with the old binary kept as BIN.prev; a build
 // that starts but never becomes ready (the failpoint build with the air
 // sensor's schedule stuck: /readyz 503 for ever) is rolled back and the
-// previous binary runs again.
+// previous binary runs again, while a second deploy to the same Pi is
+// refused by the Pi's deploy lock; a build that is ready and then
+// crashes (EDGED_CRASH_AFTER) is rolled back; a broken installed binary
+// (not ready) never becomes BIN.prev, through two failed deploys in a
+// row; a service that runs another path than BIN is not called deployed;
+// and a Pi whose sshd does not answer fails the deploy in seconds.
 func TestDeployIntegration(t *testing.T) {
 	old := edgedBinary(t)
 	stuck := failpointBinary(t)
@@ -246,6 +275,8 @@ func TestDeployIntegration(t *testing.T) {
 		"DEPLOY_SYSTEMCTL=" + systemctl,
 		"DEPLOY_READY_URL=http://" + httpAddr + "/readyz",
 		"DEPLOY_TIMEOUT=30",
+		"DEPLOY_SETTLE=2",
+		"DEPLOY_LOCK=" + filepath.Join(root, "run/edged-deploy.lock"),
 	}
 	deploy := func(binary string, extra ...string) (string, int) {
 		return h.inNS(t, append(env, extra...), repoRoot, "sh", "systemd/deploy.sh", "root@127.0.0.1", binary)
@@ -331,8 +362,11 @@ func TestDeployIntegration(t *testing.T) {
 		buildDir := t.TempDir()
 		pid := pidOf()
 		out, code := h.inNS(t, env, repoRoot, "make", "--no-print-directory", "deploy", "HOST=root@127.0.0.1", "ARCH=amd64", "BIN="+buildDir, "DEPLOY_TIMEOUT=30")
-		if code != 0 || !strings.Contains(out, "deploy: ready") {
+		if code != 0 || !strings.Contains(out, "deploy: ready: edged runs the new binary") {
 			t.Fatalf("make deploy: exit %d:\n%s", code, out)
+		}
+		if !strings.Contains(out, "kept "+bin+" as "+prev+": the running service is ready on it") {
+			t.Errorf("the deploy does not say it kept the proven binary:\n%s", out)
 		}
 		newSum = sha(t, filepath.Join(buildDir, "edged-linux-amd64"))
 		if sha(t, bin) != newSum || running() != newSum || pidOf() == pid {
@@ -349,23 +383,145 @@ func TestDeployIntegration(t *testing.T) {
 		}
 	})
 
-	t.Run("never ready is rolled back", func(t *testing.T) {
+	// rolledBack checks that the service runs want from bin again, the
+	// proven binary that BIN.prev still holds, and is ready.
+	rolledBack := func(t *testing.T, pid int, want [32]byte) {
+		t.Helper()
+		if sha(t, bin) != want || running() != want || pidOf() == pid {
+			t.Error("after the rollback the previous binary is not the one installed and running")
+		}
+		if sha(t, prev) != want {
+			t.Errorf("%s is not the proven binary that ran before", prev)
+		}
+		if !ready() {
+			t.Error("not ready after the rollback")
+		}
+	}
+	lock := filepath.Join(root, "run/edged-deploy.lock")
+
+	t.Run("never ready is rolled back; a second deploy meanwhile is refused", func(t *testing.T) {
 		if newSum == ([32]byte{}) {
 			t.Skip("needs the good deploy")
 		}
 		pid := pidOf()
-		out, code := deploy(stuck, "DEPLOY_TIMEOUT=10")
+		var out string
+		var code int
+		var err error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			out, code, err = h.run(5*time.Minute, append(env, "DEPLOY_TIMEOUT=10"), repoRoot, "sh", "systemd/deploy.sh", "root@127.0.0.1", stuck)
+		}()
+		// The second deploy comes once the first holds the Pi's lock
+		// (flock -n fails while it does; bounded: 30 s).
+		for i := 0; exec.Command("flock", "-n", lock, "true").Run() == nil; i++ {
+			if i == 300 {
+				t.Fatal("the first deploy never took the lock")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		out2, code2 := deploy(old)
+		if code2 != 6 || !strings.Contains(out2, "another deploy to this Pi is running") {
+			t.Errorf("second deploy: exit %d, want 6 (busy):\n%s", code2, out2)
+		}
+		<-done
+		if err != nil {
+			t.Fatal(err)
+		}
 		if code != 4 || !strings.Contains(out, "not ready within 10s") || !strings.Contains(out, "rolled back: edged runs the previous binary again") {
 			t.Fatalf("exit %d, want 4 (rolled back):\n%s", code, out)
 		}
-		if sha(t, bin) != newSum || running() != newSum || pidOf() == pid {
-			t.Error("after the rollback the previous binary is not the one installed and running")
+		rolledBack(t, pid, newSum)
+	})
+
+	t.Run("ready then crashes is rolled back", func(t *testing.T) {
+		if newSum == ([32]byte{}) {
+			t.Skip("needs the good deploy")
 		}
-		if sha(t, prev) != newSum {
-			t.Errorf("%s is not the binary that ran before this deploy", prev)
+		envFile := filepath.Join(root, "etc/edged/env")
+		envWas, err := os.ReadFile(envFile)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if !ready() {
-			t.Error("not ready after the rollback")
+		if err := os.WriteFile(envFile, []byte("EDGED_CRASH_AFTER=4s\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer os.WriteFile(envFile, envWas, 0o600)
+		pid := pidOf()
+		out, code := deploy(stuck, "DEPLOY_SETTLE=15")
+		if code != 4 || !strings.Contains(out, "ready, but did not stay up for 15s") || !strings.Contains(out, "rolled back: edged runs the previous binary again") {
+			t.Fatalf("exit %d, want 4 (rolled back after the crash):\n%s", code, out)
+		}
+		rolledBack(t, pid, newSum)
+	})
+
+	t.Run("a binary that is not good never becomes prev", func(t *testing.T) {
+		if newSum == ([32]byte{}) {
+			t.Skip("needs the good deploy")
+		}
+		// The installed binary does not become ready (as after a deploy
+		// whose rollback failed, or one put there by hand); BIN.prev is
+		// the proven one.
+		proven := sha(t, prev)
+		tmp := bin + ".test"
+		copyFile(t, stuck, tmp)
+		if err := os.Rename(tmp, bin); err != nil {
+			t.Fatal(err)
+		}
+		if out, code := h.inNS(t, nil, "", systemctl, "restart"); code != 0 {
+			t.Fatalf("restart: exit %d\n%s", code, out)
+		}
+		// Two failed deploys in a row: each must roll back to the proven
+		// binary, which stays BIN.prev.
+		for i, want := range []string{"is not proven good now (http://" + httpAddr + "/readyz does not answer 200): " + prev + " stays the rollback target", "kept " + bin + " as " + prev} {
+			pid := pidOf()
+			out, code := deploy(stuck, "DEPLOY_TIMEOUT=6")
+			if code != 4 || !strings.Contains(out, want) || !strings.Contains(out, "rolled back: edged runs the previous binary again") {
+				t.Fatalf("failed deploy %d: exit %d, want 4 (rolled back) and %q:\n%s", i+1, code, want, out)
+			}
+			rolledBack(t, pid, proven)
+		}
+	})
+
+	t.Run("the service runs another binary", func(t *testing.T) {
+		if newSum == ([32]byte{}) {
+			t.Skip("needs the good deploy")
+		}
+		other := filepath.Join(root, "usr/local/bin/edged")
+		if err := os.MkdirAll(filepath.Dir(other), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		copyFile(t, old, other)
+		execstart := filepath.Join(root, "etc/edged/execstart")
+		if err := os.WriteFile(execstart, []byte(other), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			os.Remove(execstart)
+			h.inNS(t, nil, "", systemctl, "restart")
+		}()
+		if out, code := h.inNS(t, nil, "", systemctl, "restart"); code != 0 {
+			t.Fatalf("restart: exit %d\n%s", code, out)
+		}
+		out, code := deploy(old)
+		if code != 4 || !strings.Contains(out, "runs "+other+", not "+bin) {
+			t.Fatalf("exit %d, want 4 naming %s:\n%s", code, other, out)
+		}
+		if sha(t, bin) != sha(t, prev) {
+			t.Errorf("%s is not %s after the rollback", bin, prev)
+		}
+	})
+
+	t.Run("a Pi that does not answer fails fast", func(t *testing.T) {
+		// A stopped sshd: the kernel still accepts the TCP connection,
+		// nothing answers on it, as on a wedged Pi.
+		if err := h.sshd.Signal(syscall.SIGSTOP); err != nil { // by PID: the sshd we started
+			t.Fatal(err)
+		}
+		defer h.sshd.Signal(syscall.SIGCONT)
+		out, code, err := h.run(60*time.Second, append(env, "DEPLOY_CONNECT_TIMEOUT=2"), repoRoot, "sh", "systemd/deploy.sh", "root@127.0.0.1", old)
+		if err != nil || code != 1 || !strings.Contains(out, "cannot reach root@127.0.0.1 over ssh") {
+			t.Fatalf("exit %d (%v), want 1 (cannot reach) within the hang guard:\n%s", code, err, out)
 		}
 	})
 }

@@ -52,7 +52,8 @@ func sdNotify(state string) {
 // its reload request; systemd 252 (Type=notify with ExecReload) shows the
 // unit as "reloading" until READY=1.
 //
-// The call contract for the reload (the SIGHUP handler in cmdRun): call
+// The call contract for the reload (d.reload, through d.gate, which
+// drops both once STOPPING=1 is sent): call
 // notifyReloading first, before the config file is read; then, whatever
 // the outcome, call notifyReloaded exactly once, with the status line of
 // the config that runs afterwards: d.health.Status() after a reload that

@@ -103,12 +103,20 @@ func (r *reloads) lastOutcome() *reloadOutcome {
 }
 
 // reload handles one SIGHUP: it tells systemd it is reloading
-// (notifyReloading), applies the file, logs the outcome in one line and
-// tells systemd it is done, whatever the result, with the outcome in
-// STATUS=.
+// (notifyReloading), reads the file, applies it, logs the outcome in one
+// line and tells systemd it is done, whatever the result, with the
+// outcome in STATUS=. A stop that comes while the file is read (a slow
+// disk) drops the reload: nothing changes and systemd hears nothing
+// more; once the reload applies, the stop waits for it (d.gate).
 func (d *daemon) reload(path string) {
-	notifyReloading()
-	o := d.applyReload(path)
+	d.gate.notify(notifyReloading)
+	file, err := loadConfig(path)
+	if !d.gate.enter() {
+		d.log.Info("config reload dropped: edged is stopping")
+		return
+	}
+	defer d.gate.leave()
+	o := d.applyReload(file, err)
 	d.reloads.record(o)
 	d.logReload(o)
 	status := d.health.Status()
@@ -119,7 +127,7 @@ func (d *daemon) reload(path string) {
 		}
 		status = "reload " + why + "; " + status
 	}
-	notifyReloaded(status)
+	d.gate.notify(func() { notifyReloaded(status) })
 }
 
 func (d *daemon) logReload(o reloadOutcome) {
@@ -141,11 +149,10 @@ func (d *daemon) logReload(o reloadOutcome) {
 	}
 }
 
-// applyReload loads path and applies what changed against the running
-// config.
-func (d *daemon) applyReload(path string) reloadOutcome {
+// applyReload applies what changed from the running config to file,
+// the config file as loaded (err: its problems, which refuse it).
+func (d *daemon) applyReload(file *configs.Config, err error) reloadOutcome {
 	o := reloadOutcome{At: time.Now()}
-	file, err := loadConfig(path)
 	if err != nil {
 		o.Result = reloadRefused
 		o.Errors = strings.Split(err.Error(), "\n")
@@ -154,6 +161,10 @@ func (d *daemon) applyReload(path string) reloadOutcome {
 	old := d.cfg
 	diff := diffConfigs(old, file)
 	run := runningConfig(old, file)
+	if keys := keepStartedOpts(d.env, old, run); len(keys) > 0 {
+		diff.restart = append(diff.restart, keys...)
+		diff.actuatorsAdded, diff.actuatorsRemoved, diff.actuatorsChanged = diffByID(old.Actuators, run.Actuators, actuatorID)
+	}
 	o.RestartNeeded = diff.restart
 	var errs []error
 
@@ -416,7 +427,7 @@ type configDiff struct {
 func diffConfigs(old, cur *configs.Config) configDiff {
 	var d configDiff
 	d.sensorsAdded, d.sensorsRemoved, d.sensorsChanged = diffByID(old.Sensors, cur.Sensors, func(s configs.Sensor) string { return s.ID })
-	d.actuatorsAdded, d.actuatorsRemoved, d.actuatorsChanged = diffByID(old.Actuators, cur.Actuators, func(a configs.Actuator) string { return a.ID })
+	d.actuatorsAdded, d.actuatorsRemoved, d.actuatorsChanged = diffByID(old.Actuators, cur.Actuators, actuatorID)
 	d.controllersAdded, d.controllersRemoved, d.controllersChanged = diffByID(old.Controllers, cur.Controllers, func(c control.Opts) string { return c.ID })
 	d.users = !reflect.DeepEqual(old.Users, cur.Users) ||
 		old.Broker.AllowAnonymous != cur.Broker.AllowAnonymous || old.Broker.AnonymousRole != cur.Broker.AnonymousRole
@@ -442,6 +453,33 @@ func diffConfigs(old, cur *configs.Config) configDiff {
 		d.restart = append(d.restart, changedKeys("uplink", *old.Uplink, *cur.Uplink, "forward")...)
 	}
 	return d
+}
+
+func actuatorID(a configs.Actuator) string { return a.ID }
+
+// keepStartedOpts gives run's actuators the options that a device
+// started before fixed (drivers.RunningOpts: a PCA9685's chip-wide
+// frequency), and returns those keys, as actuators[ID].KEY, to report
+// as needing a restart. Without it such a channel would not open again,
+// and every later reload would fail on it until a restart.
+func keepStartedOpts(env *drivers.Env, old, run *configs.Config) []string {
+	var keys []string
+	acts := slices.Clone(run.Actuators)
+	for i, a := range acts {
+		var was any
+		if j := slices.IndexFunc(old.Actuators, func(o configs.Actuator) bool { return o.ID == a.ID }); j >= 0 && old.Actuators[j].Driver == a.Driver {
+			was = old.Actuators[j].Opts
+		}
+		opts, kept := drivers.RunningOpts(env, a.Driver, a.Opts, was)
+		for _, k := range kept {
+			keys = append(keys, "actuators["+a.ID+"]."+k)
+		}
+		acts[i].Opts = opts
+	}
+	if len(keys) > 0 {
+		run.Actuators = acts
+	}
+	return keys
 }
 
 // diffByID compares two lists of entries by id: an entry whose id is in

@@ -76,6 +76,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return &exitError{code: 1}
 	}
 	sdNotify("READY=1")
+	armCrash() // a failpoint build's EDGED_CRASH_AFTER; nothing in a release build
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	watched := make(chan struct{})
 	go func() {
@@ -83,34 +84,34 @@ func cmdRun(args []string, stderr io.Writer) error {
 		d.health.watch(watchCtx, log)
 	}()
 
-	for stop := false; !stop; {
-		select {
-		case s := <-sig:
-			log.Info("stopping", "signal", s.String())
-			stop = true
-		case <-hup:
-			select {
-			case s := <-sig: // a stop came with it: stop, do not reload
-				log.Info("stopping", "signal", s.String())
-				stop = true
-			default:
-				d.reload(path)
-			}
-		}
-	}
+	s, _ := serveSignals(sig, hup, func() { d.reload(path) })
+	log.Info("stopping", "signal", s.String())
 	stopWatch()
-	<-watched // no WATCHDOG=1 or STATUS= after STOPPING=1
+	<-watched                  // no WATCHDOG=1 or STATUS= after STOPPING=1
+	applying := d.gate.close() // nor a reload's RELOADING=1 or READY=1
 	sdNotify("STOPPING=1\nSTATUS=stopping: actuators to their safe state, status offline, flushing the uplink")
 	go func() {
 		// A second SIGTERM/SIGINT means "now": outputs safe, then exit.
 		for s := range sig {
 			log.Error("second stop signal: exiting at once", "signal", s.String())
-			_ = d.haltActuators()
+			_ = d.haltActuatorsNow()
 			os.Exit(1)
 		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), stopBudget)
 	defer cancel()
+	if applying != nil {
+		// The stop must not run on a half-applied config: it waits for
+		// the reload, within the one stop budget.
+		log.Info("stopping once the reload in progress has ended")
+		select {
+		case <-applying:
+		case <-ctx.Done():
+			log.Error("the reload in progress did not end within the stop budget: outputs to their safe state, exiting", "error", ctx.Err())
+			_ = d.haltActuatorsNow()
+			return &exitError{code: 1}
+		}
+	}
 	if err := d.stop(ctx); err != nil {
 		log.Error("unclean stop", "error", err)
 		return &exitError{code: 1}
@@ -158,10 +159,12 @@ type daemon struct {
 	actOpts []configs.Actuator // the opened actuators' entries, for the API
 
 	// cfg is the running config: the file as last applied, with the
-	// sections a reload cannot change kept as they were at start. Only
-	// the goroutine that handles signals (start, reload, stop) uses it.
+	// sections a reload cannot change kept as they were at start. Start,
+	// then each reload in turn, then stop use it; gate orders a reload
+	// with the stop.
 	cfg     *configs.Config
 	reloads reloads
+	gate    reloadGate
 	ctx     context.Context // ends at stop; what a reload starts runs under it
 
 	cancel context.CancelFunc
@@ -366,6 +369,14 @@ const stopWaitBudget = 5 * time.Second
 // device.
 func (d *daemon) closeDevices() error {
 	return errors.Join(d.haltActuators(), d.haltSensors())
+}
+
+// haltActuatorsNow is haltActuators while a reload may still change the
+// actuators (an exit that does not wait for it).
+func (d *daemon) haltActuatorsNow() error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.haltActuators()
 }
 
 // haltActuators puts every actuator in its safe state and releases it.

@@ -144,6 +144,7 @@ func Frequency(prescale byte) float64 { return oscHz / (steps * (float64(prescal
 type Chip struct {
 	dev      i2c.Dev
 	name     string
+	hz       float64 // as asked at start
 	prescale byte
 
 	mu   sync.Mutex
@@ -163,7 +164,7 @@ func NewChip(bus i2c.Bus, clock sensors.Clock, addr uint16, hz float64) (*Chip, 
 	if err != nil {
 		return nil, fmt.Errorf("pca9685: frequency: %w", err)
 	}
-	c := &Chip{dev: i2c.Dev{Bus: bus, Addr: addr}, name: fmt.Sprintf("pca9685(%s, %#x)", bus, addr), prescale: p}
+	c := &Chip{dev: i2c.Dev{Bus: bus, Addr: addr}, name: fmt.Sprintf("pca9685(%s, %#x)", bus, addr), hz: hz, prescale: p}
 	steps := []struct {
 		what string
 		w    []byte
@@ -198,6 +199,10 @@ func (c *Chip) String() string { return c.name }
 
 // Prescale returns the PRE_SCALE value the chip runs at.
 func (c *Chip) Prescale() byte { return c.prescale }
+
+// StartedHz returns the frequency the chip was started with, as asked
+// (it runs at Frequency(c.Prescale())). Only a new start changes it.
+func (c *Chip) StartedHz() float64 { return c.hz }
 
 // ErrHalted is returned by Set after Halt.
 var ErrHalted = errors.New("pca9685: halted")
