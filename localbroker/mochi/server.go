@@ -129,6 +129,16 @@ type Options struct {
 	// Enable Inline client to allow direct subscribing and publishing from the parent codebase,
 	// with negligible performance difference (disabled by default to prevent confusion in statistics).
 	InlineClient bool `yaml:"inline_client" json:"inline_client"`
+
+	// DirectWrites makes publishToClient write a delivery from the
+	// publishing goroutine, under the client's lock, instead of handing it
+	// to the client's WriteLoop through the outbound channel: no goroutine
+	// wake per delivery. Set it only when every listener's net.Conn never
+	// blocks in Write (edged's localbroker queues in its conn and
+	// disconnects a client that does not read); with a conn that can
+	// block, one stuck subscriber would stall every publisher. Patch
+	// added by edged, see localbroker/mochi/PATCHES.md.
+	DirectWrites bool `yaml:"-" json:"-"`
 }
 
 // Server is an MQTT broker server. It should be created with server.New()
@@ -407,7 +417,9 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	defer s.Listeners.ClientsWg.Done()
 	s.Listeners.ClientsWg.Add(1)
 
-	go cl.WriteLoop()
+	if !s.Options.DirectWrites { // edged: no queue to serve, no goroutine
+		go cl.WriteLoop()
+	}
 	defer cl.Stop(nil)
 
 	pk, err := s.readConnectionPacket(cl)
@@ -1095,6 +1107,15 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 	if cl.Net.Conn == nil || cl.Closed() {
 		return out, packets.CodeDisconnect
+	}
+
+	if s.Options.DirectWrites {
+		// As WriteLoop does: a failed write is the connection's end, seen
+		// by its read loop; the packet stays inflight for a resumed session.
+		if err := cl.WritePacket(out); err != nil {
+			s.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", out)
+		}
+		return out, nil
 	}
 
 	select {
