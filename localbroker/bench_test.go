@@ -23,7 +23,6 @@ func BenchmarkBrokerFanout(b *testing.B) {
 	br, err := New(func() Opts {
 		o := DefaultOpts()
 		o.MQTT, o.WebSocket, o.AnonymousRole = "127.0.0.1:0", "", RolePublisher
-		o.MaxPendingWrites = 1024
 		return o
 	}(), prefix, nil)
 	if err != nil {

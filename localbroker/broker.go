@@ -126,7 +126,6 @@ type counters struct {
 	retainedRefused atomic.Uint64
 	retainedFull    atomic.Uint64 // publishes only; retainedRefused has the Wills too
 	localDropped    atomic.Uint64
-	queueFull       atomic.Uint64
 	notAuthorized   atomic.Uint64
 	uplinkFull      atomic.Uint64
 	uplinkFailed    atomic.Uint64
@@ -182,9 +181,6 @@ type Stats struct {
 // Drops counts messages not delivered to a subscriber, once per
 // subscriber that missed it (Fanout once per message).
 type Drops struct {
-	// QueueFull: mochi's queue for the client's writer held
-	// max_pending_writes packets (any QoS).
-	QueueFull uint64 `json:"queue_full"`
 	// InflightFull: the client had 1,024 QoS 1/2 messages unacknowledged
 	// (in flight, or kept for it while away), as Mosquitto's
 	// max_queued_messages.
@@ -267,7 +263,6 @@ func (b *Broker) Stats() Stats {
 		BytesSent:               atomic.LoadInt64(&b.srv.Info.BytesSent),
 		Subscriptions:           atomic.LoadInt64(&b.srv.Info.Subscriptions),
 		Dropped: Drops{
-			QueueFull: c.queueFull.Load(),
 			// mochi counts these itself (and packet id exhaustion, which
 			// cannot come first: 1,024 in flight is far below 65,535).
 			InflightFull: uint64(atomic.LoadInt64(&b.srv.Info.InflightDropped)),
@@ -324,7 +319,9 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	log = sensors.LogOrDiscard(log)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(opts.MaxPacketSize)
-	caps.MaximumClientWritesPending = int32(opts.MaxPendingWrites)
+	// Deliveries are written by the publishing goroutine (DirectWrites):
+	// mochi's per-client queue for a writer goroutine is never used.
+	caps.MaximumClientWritesPending = 1
 	caps.ReceiveMaximum = uint16(opts.MaxInflight)
 	caps.MaximumInflight = maxStoredInflight
 	caps.MaximumClients = int64(opts.MaxClients)
@@ -338,8 +335,13 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	limiter := ratelog.New(warnEvery, warnBurst, nil)
 	srv := mqtt.New(&mqtt.Options{
-		Capabilities:           caps,
-		InlineClient:           true,
+		Capabilities: caps,
+		InlineClient: true,
+		// edged's patch (localbroker/mochi/PATCHES.md): a publish is
+		// written to each subscriber from the publishing goroutine, not
+		// handed to a writer goroutine per client. Safe because every
+		// connection is a clientConn, whose Write never blocks.
+		DirectWrites:           true,
 		SysTopicResendInterval: int64(opts.SysInterval.Seconds()),
 		// mochi logs every hook and listener at info; keep its voice
 		// down to warnings unless we are debugging.

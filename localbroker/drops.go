@@ -13,11 +13,6 @@ import (
 //
 // Where a message to a client can be lost, and what edged does:
 //
-//   - mochi's queue for the client's writer goroutine (max_pending_writes
-//     packets) is full: mochi drops the message, whatever its QoS
-//     (OnPublishDropped; Drops.QueueFull). The writer only copies into
-//     clientConn's queue, which never blocks, so this is CPU falling
-//     behind a burst, not a client that stopped reading.
 //   - 1,024 QoS 1/2 messages to the client are unacknowledged: mochi
 //     drops the next (Drops.InflightFull, mochi's own count; it logs
 //     "client store quota reached", at most once a minute per client
@@ -36,13 +31,7 @@ type dropHook struct {
 func (h *dropHook) ID() string { return "edged-drops" }
 
 func (h *dropHook) Provides(b byte) bool {
-	return b == mqtt.OnPublishDropped || b == mqtt.OnDisconnect
-}
-
-func (h *dropHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
-	h.b.stats.queueFull.Add(1)
-	h.b.warn("dropped", cl.ID, "dropped a message for a client: its send queue is full (max_pending_writes)",
-		"client", cl.ID, "remote", cl.Net.Remote, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos)
+	return b == mqtt.OnDisconnect
 }
 
 // OnDisconnect counts the clients mochi cut off for what they sent.

@@ -51,12 +51,10 @@ type Opts struct {
 	MaxPacketSize int64 `yaml:"max_packet_size" edged:"size"`
 	// MaxInflight caps unacknowledged QoS 1/2 messages per client.
 	MaxInflight int `yaml:"max_inflight"`
-	// MaxPendingWrites caps the packets waiting for a client's writer
-	// goroutine (which only copies them into the connection's queue);
-	// messages beyond it are dropped (mochi) and counted
-	// (Stats.Dropped.QueueFull). 1,024, as many as may be unacknowledged,
-	// so that a burst, not only a client that stops acknowledging, is
-	// what it takes.
+	// MaxPendingWrites is accepted so that older files still load, and
+	// has no effect: deliveries are written straight into the
+	// connection's queue (DirectWrites), with no per-client queue of
+	// packets in front of it to fill. Deprecated.
 	MaxPendingWrites int `yaml:"max_pending_writes"`
 	// MaxClients caps concurrent client connections.
 	MaxClients int `yaml:"max_clients"`
@@ -101,7 +99,6 @@ func DefaultOpts() Opts {
 		MaxLoginFailures: 5,
 		MaxPacketSize:    256 << 10,
 		MaxInflight:      64,
-		MaxPendingWrites: 1024,
 		MaxClients:       64,
 		SessionExpiry:    time.Hour,
 		MessageExpiry:    0,
@@ -152,9 +149,6 @@ func (o *Opts) Validate() error {
 	}
 	if o.MaxInflight < 1 || o.MaxInflight > 65535 {
 		return sensors.FieldErrorf("max_inflight", "%d is out of range (1..65535)", o.MaxInflight)
-	}
-	if o.MaxPendingWrites < 1 {
-		return sensors.FieldErrorf("max_pending_writes", "must be at least 1")
 	}
 	if o.MaxClients < 1 {
 		return sensors.FieldErrorf("max_clients", "must be at least 1")

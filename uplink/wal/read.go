@@ -32,6 +32,19 @@ func (r *frameReader) reset(f io.ReaderAt, off, size int64) {
 	}
 }
 
+// resume extends the reader to size when it goes on in f from where its
+// last reads stopped, keeping what it has buffered, and reports whether
+// it could. A forwarder draining a backlog reads a record or a few per
+// call (each PUBACK frees a slot): a fresh buffer fill for each would
+// read up to 64 KiB of the file for one record.
+func (r *frameReader) resume(f io.ReaderAt, off, size int64) bool {
+	if r.br == nil || r.src.f != f || off != r.off || size < r.size || r.src.off-int64(r.br.Buffered()) != off {
+		return false
+	}
+	r.size, r.src.end = size, size
+	return true
+}
+
 // sectionReader is io.SectionReader without its allocation per reset: the
 // forwarder resets its reader on every Read.
 type sectionReader struct {
@@ -108,6 +121,7 @@ func (c *cursor) close() {
 		c.f.Close()
 	}
 	c.seg, c.f = nil, nil
+	c.fr.src.f = nil // a file opened later at the same address is not resumed
 }
 
 // Read returns up to max records with seq > after, in seq order, appending
@@ -335,7 +349,9 @@ func (l *Log) readSeg(c *cursor, seg *segment, s, end uint64, size int64, max in
 		c.fr.reset(&c.mem, c.fr.off, size)
 	} else {
 		l.mu.Unlock()
-		c.fr.reset(c.f, c.fr.off, size)
+		if !c.fr.resume(c.f, c.fr.off, size) {
+			c.fr.reset(c.f, c.fr.off, size)
+		}
 	}
 	var scratch []byte
 	for c.next < end && len(out) < max {

@@ -387,3 +387,49 @@ func TestCaughtUpReadNeedsNoFileRead(t *testing.T) {
 		t.Fatal("records behind the last write came from memory")
 	}
 }
+
+// A reader draining a backlog one record per call (a PUBACK frees one
+// slot of the window) reads the file a buffer at a time, not once per
+// call: before, each call reset the reader and read up to 64 KiB again
+// for one 100-byte record.
+func TestDrainOneAtATimeReadsFileOncePerBuffer(t *testing.T) {
+	m := newMemFS(1)
+	lg, _ := newLogger()
+	l, err := Open("/buf", Opts{Sync: SyncAlways, FS: m, Log: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	for i := range n {
+		if _, err := l.Append(body(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Reopened, nothing is in the writer's copy: every record comes
+	// from the file.
+	if l, err = Open("/buf", Opts{Sync: SyncAlways, FS: m, Log: lg}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	m.mu.Lock()
+	m.reads = 0
+	m.mu.Unlock()
+	var recs []Record
+	for i := range n {
+		recs, err = l.ReadReady(uint64(i), 1, recs)
+		if err != nil || len(recs) != 1 || recs[0].Seq != uint64(i+1) || !bytes.Equal(recs[0].Body, body(i)) {
+			t.Fatalf("record %d: %d records, %v", i+1, len(recs), err)
+		}
+	}
+	m.mu.Lock()
+	reads := m.reads
+	m.mu.Unlock()
+	// 2,000 frames of about 40 bytes fit in two 64 KiB reads; allow
+	// for the segment header and a few more.
+	if reads > 10 {
+		t.Fatalf("%d file reads to drain %d records one at a time, want a few", reads, n)
+	}
+}

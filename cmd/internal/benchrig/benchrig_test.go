@@ -21,6 +21,10 @@ func TestPayloadIs64BytesAndRoundTrips(t *testing.T) {
 			t.Errorf("seq %d: parsed %d, %v, %v from %s", seq, got, sent, err, p)
 		}
 	}
+	// Not in Payload's order: encoding/json reads it.
+	if got, sent, err := ParsePayload([]byte(`{"t":5, "seq":3}`)); err != nil || got != 3 || sent.UnixNano() != 5 {
+		t.Errorf("reordered payload: %d, %v, %v", got, sent, err)
+	}
 	if _, _, err := ParsePayload([]byte(`{"t":1}`)); err == nil {
 		t.Error("a payload without seq parsed")
 	}
