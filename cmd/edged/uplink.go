@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/edged/edged/configs"
 	"github.com/edged/edged/localbroker"
 	"github.com/edged/edged/pipeline"
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/ratelog"
 	"github.com/edged/edged/sensors/topics"
 	"github.com/edged/edged/sensors/wallclock"
 	"github.com/edged/edged/uplink"
@@ -27,6 +29,10 @@ type uplinkCapturer struct {
 	// reports and cause the next one (a buffer write and a cloud
 	// message every 5 s forever).
 	stateTopic string
+	// log, through limit (one line per topic a minute), says which
+	// messages the cloud cannot take; nil: not logged.
+	log   *slog.Logger
+	limit *ratelog.Limiter
 }
 
 var _ localbroker.Capturer = uplinkCapturer{}
@@ -44,6 +50,19 @@ func (c uplinkCapturer) Capture(m localbroker.Message) error {
 		// the message (dropped.unavailable). A reading of the
 		// in-process pipeline still reaches LAN subscribers; a LAN
 		// publisher gets a refusal instead, so it keeps its message.
+		return nil
+	case errors.Is(err, uplink.ErrBadTopic), errors.Is(err, uplink.ErrTooLarge):
+		// The cloud can never take this one: its cloud topic or its
+		// size breaks the uplink's or the preset's limits. The uplink
+		// counted it (dropped.bad_topic, dropped.too_large); the LAN is
+		// not bound by the cloud's limits and gets it as usual. Refusing
+		// it would lose it for LAN subscribers too, and an MQTT 3.1.1
+		// publisher, which gets no negative PUBACK, would resend it for
+		// ever.
+		if c.log != nil {
+			c.limit.Log(c.log, slog.LevelWarn, m.Topic, "not forwarding a message the cloud cannot take; LAN subscribers still get it",
+				"topic", m.Topic, "client", m.Client, "error", err)
+		}
 		return nil
 	}
 	return err
@@ -81,7 +100,7 @@ func openUplink(cfg *configs.Config, b *localbroker.Broker, clk sensors.Clock, w
 	// leave, readings' payloads too (README "Clock").
 	u.SetTrust(wall, pipeline.Restamper(wall))
 	stateTopic := tree.UplinkState()
-	b.SetCapturer(uplinkCapturer{u: u, stateTopic: stateTopic})
+	b.SetCapturer(uplinkCapturer{u: u, stateTopic: stateTopic, log: log, limit: ratelog.New(time.Minute, 1, clk)})
 	u.SetStatePublisher(brokerState{b: b, topic: stateTopic})
 	u.Start()
 	st := u.Stats()

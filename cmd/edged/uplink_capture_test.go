@@ -67,6 +67,8 @@ func (f *fakeCapture) Capture(topic string, _ []byte, _ byte, _ bool) (bool, err
 // be captured.
 func TestCaptureErrorMapping(t *testing.T) {
 	unavailable := fmt.Errorf("%w: fsync: EIO", uplink.ErrUnavailable)
+	badTopic := fmt.Errorf("%w: cloud topic %q: 9 levels; aws-iot-core allows at most 8", uplink.ErrBadTopic, "a/b/c/d/e/f/g/h/i")
+	tooLarge := fmt.Errorf("%w: a payload of 200000 bytes", uplink.ErrTooLarge)
 	for _, tc := range []struct {
 		name      string
 		m         localbroker.Message
@@ -79,6 +81,11 @@ func TestCaptureErrorMapping(t *testing.T) {
 		{"LAN publisher, buffer failed", localbroker.Message{Topic: "p/s", Client: "lan1"}, unavailable, uplink.ErrUnavailable, true, false},
 		{"pipeline, buffer full", localbroker.Message{Topic: "p/s"}, uplink.ErrFull, uplink.ErrFull, true, true},
 		{"pipeline, closed", localbroker.Message{Topic: "p/s"}, uplink.ErrClosed, uplink.ErrClosed, true, false},
+		// The cloud can never take these (review: the LAN lost them too,
+		// and an MQTT 3.1.1 publisher resent them for ever): LAN
+		// subscribers still get them, the uplink counts them.
+		{"LAN publisher, cloud topic refused", localbroker.Message{Topic: "p/s", Client: "lan1"}, badTopic, nil, true, false},
+		{"pipeline reading, too large for the cloud", localbroker.Message{Topic: "p/s"}, tooLarge, nil, true, false},
 		{"own state topic", localbroker.Message{Topic: "p/uplink/state"}, nil, nil, false, false},
 		{"LAN client on the state topic", localbroker.Message{Topic: "p/uplink/state", Client: "lan1"}, nil, nil, true, false},
 	} {
