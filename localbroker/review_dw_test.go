@@ -2,8 +2,17 @@ package localbroker
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"math/big"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -86,5 +95,92 @@ func TestReconnectGetsConnackFirst(t *testing.T) {
 	wg.Wait()
 	if bad > 0 {
 		t.Fatalf("%d of 300 resumed sessions got another packet before the CONNACK (first: % x)", bad, first[:min(len(first), 16)])
+	}
+}
+
+// selfSigned returns a throwaway certificate for 127.0.0.1.
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestTLSWriteNeverWaitsOnClose (review of DirectWrites): with
+// DirectWrites, clientConn.Write runs on the publisher's goroutine (the
+// fan-out carrying sensor readings, another client's read loop), under
+// mochi's lock of the subscriber. When a client's queue overflows, Write
+// closes the connection itself (conn.go Write: c.Conn.Close()); on an
+// mqtts or wss connection that is tls.Conn.Close, which, when the writer
+// goroutine is not inside a Write at that moment, sends a close_notify
+// alert with a 5 s deadline: to a client that does not read, Write then
+// blocks 5 s. Here the writer is idle because the client's Receive
+// Maximum (1) holds every later QoS 1 message in the connection; the
+// client read the first and nothing after (net.Pipe stands for a full
+// socket buffer). Every Write must return at once, the overflowing one
+// included.
+func TestTLSWriteNeverWaitsOnClose(t *testing.T) {
+	sp, cp := net.Pipe()
+	srv := tls.Server(sp, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
+	cli := tls.Client(cp, &tls.Config{InsecureSkipVerify: true})
+	hs := make(chan error, 1)
+	go func() { hs <- cli.Handshake() }()
+	if err := srv.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-hs; err != nil {
+		t.Fatal(err)
+	}
+	var shut atomic.Bool // a normal close: send what is queued first
+	c := newClientConn(srv, func() {}, time.Minute, 4<<10, func(bool) {}, &shut)
+	defer func() { cli.Close(); c.Close(); c.wait() }() // mochi closes the conn when its read fails
+	c.setReceiveMaximum(1)
+	first := pubPkt(t, 1, 1, "first")
+	read := make(chan error, 1)
+	go func() {
+		buf := make([]byte, len(first))
+		_, err := io.ReadFull(cli, buf)
+		read <- err // and read nothing more
+	}()
+	if _, err := c.Write(first); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	idle := false
+	for range 500 { // the writer is back waiting for work
+		c.mu.Lock()
+		idle = !c.busy && c.queue.Len() == 0
+		c.mu.Unlock()
+		if idle {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if !idle {
+		t.Fatal("the writer did not become idle")
+	}
+	var worst time.Duration
+	overflowed := false
+	for i := uint16(2); i < 1000 && !overflowed; i++ {
+		start := time.Now()
+		_, err := c.Write(pubPkt(t, i, 1, strings.Repeat("x", 200)))
+		worst = max(worst, time.Since(start))
+		overflowed = err != nil
+	}
+	if !overflowed {
+		t.Fatal("the queue never overflowed")
+	}
+	if worst > 2*time.Second {
+		t.Fatalf("a Write to a TLS client that stopped reading took %v (the publisher waited on the close_notify alert)", worst.Round(time.Millisecond))
 	}
 }
