@@ -319,9 +319,11 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	log = sensors.LogOrDiscard(log)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(opts.MaxPacketSize)
-	// Deliveries are written by the publishing goroutine (DirectWrites):
-	// mochi's per-client queue for a writer goroutine is never used.
-	caps.MaximumClientWritesPending = 1
+	// Deliveries are written by the publishing goroutine (DirectWrites);
+	// mochi's per-client queue only holds those that come for a resumed
+	// session before its CONNACK is written (QoS 0 beyond it are dropped,
+	// QoS 1/2 are resent after the CONNACK anyway).
+	caps.MaximumClientWritesPending = 256
 	caps.ReceiveMaximum = uint16(opts.MaxInflight)
 	caps.MaximumInflight = maxStoredInflight
 	caps.MaximumClients = int64(opts.MaxClients)

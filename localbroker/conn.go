@@ -382,7 +382,11 @@ func (c *clientConn) Write(p []byte) (int, error) {
 		c.err = errSlow
 		c.mu.Unlock()
 		c.slow(true)
-		_ = c.Conn.Close() // the writer's blocked write ends; it sees err and stops
+		// The writer's blocked write ends; it sees err and stops. Not on
+		// this goroutine, a publisher's: closing a TLS connection with
+		// no write in flight first sends close_notify, which waits up to
+		// 5 s on a client that does not read.
+		go c.Conn.Close()
 		return 0, errSlow
 	}
 	c.enqueue(p)

@@ -157,6 +157,12 @@ type ClientState struct {
 	outboundQty     int32                // number of messages currently in the outbound queue
 	Keepalive       uint16               // the number of seconds the connection can wait
 	ServerKeepalive bool                 // keepalive was set by the server
+
+	// edged's DirectWrites (PATCHES.md): until the CONNACK is written,
+	// deliveries wait in outbound; directReady is set, under directMu,
+	// once they are sent and writes go straight to the connection.
+	directMu    sync.Mutex
+	directReady atomic.Bool
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -202,6 +208,56 @@ func (cl *Client) WriteLoop() {
 			atomic.AddInt32(&cl.State.outboundQty, -1)
 		case <-cl.State.open.Done():
 			return
+		}
+	}
+}
+
+// holdUntilConnack queues pk in outbound while the client's CONNACK has
+// not been written (DirectWrites): a resumed session's subscriptions are
+// live before it [MQTT-3.2.0-1]. It reports false, queuing nothing, once
+// the client writes directly. A full queue drops pk, as upstream does.
+func (cl *Client) holdUntilConnack(pk *packets.Packet) (held, dropped bool) {
+	cl.State.directMu.Lock()
+	defer cl.State.directMu.Unlock()
+	if cl.State.directReady.Load() {
+		return false, false
+	}
+	select {
+	case cl.State.outbound <- pk:
+		atomic.AddInt32(&cl.State.outboundQty, 1)
+		return true, false
+	default:
+		return true, true
+	}
+}
+
+// startDirectWrites runs once the CONNACK is written (DirectWrites): it
+// resends a resumed session's inflight messages, then what
+// holdUntilConnack queued, in order, and switches the client to direct
+// writes, all under directMu, so no delivery overtakes them. A queued
+// QoS 1/2 message was inflight before the resend began, so the resend
+// sent it: only QoS 0 ones are written from the queue then.
+func (cl *Client) startDirectWrites(resend bool) error {
+	cl.State.directMu.Lock()
+	defer cl.State.directMu.Unlock()
+	defer cl.State.directReady.Store(true)
+	if resend {
+		if err := cl.ResendInflightMessages(true); err != nil {
+			return err
+		}
+	}
+	for {
+		select {
+		case pk := <-cl.State.outbound:
+			atomic.AddInt32(&cl.State.outboundQty, -1)
+			if resend && pk.FixedHeader.Qos > 0 {
+				continue
+			}
+			if err := cl.WritePacket(*pk); err != nil {
+				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+			}
+		default:
+			return nil
 		}
 	}
 }

@@ -21,6 +21,7 @@ func TestPublishToClientDirectWrites(t *testing.T) {
 	r, w := net.Pipe()
 	defer r.Close()
 	cl := s.NewClient(w, "tcp1", "direct", false) // no WriteLoop started
+	cl.State.directReady.Store(true)              // its CONNACK was written
 	s.Clients.Add(cl)
 
 	want := packets.TPacketData[packets.Publish].Get(packets.TPublishBasic)
@@ -39,6 +40,51 @@ func TestPublishToClientDirectWrites(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("not delivered")
 	}
+}
+
+// Before its CONNACK is written, a client's deliveries wait (a resumed
+// session's subscriptions are live then) [MQTT-3.2.0-1];
+// startDirectWrites, after the CONNACK, resends the session's inflight
+// messages, then sends the QoS 0 ones that waited, in order, and later
+// deliveries are written directly. The QoS 1 one that waited went out
+// with the resend, once.
+func TestDirectWritesWaitForConnack(t *testing.T) {
+	s := newServer()
+	s.Options.DirectWrites = true
+	r, w := net.Pipe()
+	defer r.Close()
+	cl := s.NewClient(w, "tcp1", "resumed", false)
+	cl.Properties.ProtocolVersion = 4
+	s.Clients.Add(cl)
+
+	basic := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
+	_, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c"}, basic) // QoS 0
+	require.NoError(t, err)
+	qos1 := basic
+	qos1.FixedHeader.Qos = 1
+	_, err = s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 1}, qos1)
+	require.NoError(t, err)
+	require.Len(t, cl.State.outbound, 2, "held until the CONNACK")
+
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	require.NoError(t, cl.startDirectWrites(true))
+	_, err = s.publishToClient(cl, packets.Subscription{Filter: "a/b/c"}, basic) // direct now
+	require.NoError(t, err)
+	require.Empty(t, cl.State.outbound)
+	_ = w.Close()
+	b := <-got
+	// The inflight QoS 1 (resent, DUP set), then the held QoS 0, then the
+	// later one; no second copy of the QoS 1.
+	var types []byte
+	for len(b) >= 2 {
+		types = append(types, b[0])
+		b = b[2+int(b[1]):]
+	}
+	require.Equal(t, []byte{0x3a, 0x30, 0x30}, types)
 }
 
 // Without it, the delivery waits in the outbound queue for WriteLoop, as

@@ -476,7 +476,11 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
 
-	if sessionPresent {
+	if s.Options.DirectWrites { // edged: see PATCHES.md
+		if err = cl.startDirectWrites(sessionPresent); err != nil {
+			return fmt.Errorf("resend inflight: %w", err)
+		}
+	} else if sessionPresent {
 		err = cl.ResendInflightMessages(true)
 		if err != nil {
 			return fmt.Errorf("resend inflight: %w", err)
@@ -1110,6 +1114,15 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	if s.Options.DirectWrites {
+		if !cl.State.directReady.Load() {
+			if held, dropped := cl.holdUntilConnack(&out); dropped {
+				atomic.AddInt64(&s.Info.MessagesDropped, 1)
+				cl.ops.hooks.OnPublishDropped(cl, pk)
+				return out, packets.ErrPendingClientWritesExceeded // QoS 1/2: still inflight, resent after the CONNACK
+			} else if held {
+				return out, nil
+			}
+		}
 		// As WriteLoop does: a failed write is the connection's end, seen
 		// by its read loop; the packet stays inflight for a resumed session.
 		if err := cl.WritePacket(out); err != nil {
