@@ -201,7 +201,9 @@ func (cl *Client) WriteLoop() {
 	for {
 		select {
 		case pk := <-cl.State.outbound:
-			if err := cl.WritePacket(*pk); err != nil {
+			if err := cl.WritePacket(*pk); errors.Is(err, packets.ErrPacketTooLarge) {
+				cl.discardTooLarge(*pk) // edged: PATCHES.md
+			} else if err != nil {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
@@ -253,7 +255,9 @@ func (cl *Client) startDirectWrites(resend bool) error {
 			if resend && pk.FixedHeader.Qos > 0 {
 				continue
 			}
-			if err := cl.WritePacket(*pk); err != nil {
+			if err := cl.WritePacket(*pk); errors.Is(err, packets.ErrPacketTooLarge) {
+				cl.discardTooLarge(*pk)
+			} else if err != nil {
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
 		default:
@@ -369,6 +373,10 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
+		if errors.Is(err, packets.ErrPacketTooLarge) {
+			cl.discardTooLarge(tk) // edged: PATCHES.md
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -382,6 +390,19 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	}
 
 	return nil
+}
+
+// discardTooLarge drops a message larger than the client's Maximum
+// Packet Size: the server discards it and behaves as if it had completed
+// sending it [MQTT-3.1.2-25], so it must not stay inflight, where it
+// held a slot for good and failed every resend. Patch (edged).
+func (cl *Client) discardTooLarge(pk packets.Packet) {
+	if pk.FixedHeader.Qos > 0 && cl.State.Inflight.Delete(pk.PacketID) {
+		cl.State.Inflight.IncreaseSendQuota()
+		atomic.AddInt64(&cl.ops.info.Inflight, -1)
+	}
+	atomic.AddInt64(&cl.ops.info.MessagesDropped, 1)
+	cl.ops.hooks.OnPublishDropped(cl, pk)
 }
 
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.

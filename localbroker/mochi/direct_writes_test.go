@@ -100,3 +100,56 @@ func TestPublishToClientQueuedWithoutDirectWrites(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, cl.State.outbound, 1)
 }
+
+// A delivery larger than the client's Maximum Packet Size is discarded
+// as if sent [MQTT-3.1.2-25]: it must not stay inflight, where it used a
+// slot for good and made every resumption's resend fail (and with it the
+// connection).
+func TestDirectWritesDiscardTooLarge(t *testing.T) {
+	s := newServer()
+	s.Options.DirectWrites = true
+	r, w := net.Pipe()
+	defer r.Close()
+	cl := s.NewClient(w, "tcp1", "small", false)
+	cl.Properties.ProtocolVersion = 5
+	cl.Properties.Props.MaximumPacketSize = 16
+	cl.State.directReady.Store(true)
+	s.Clients.Add(cl)
+	go func() { _, _ = io.Copy(io.Discard, r) }()
+
+	pk := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet // 20 bytes
+	pk.FixedHeader.Qos = 1
+	_, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 1}, pk)
+	require.NoError(t, err)
+	require.Equal(t, 0, cl.State.Inflight.Len(), "kept inflight")
+	require.Equal(t, int64(1), s.Info.MessagesDropped)
+	require.NoError(t, cl.ResendInflightMessages(true))
+}
+
+// Resending a session whose inflight store holds a message too large
+// for the client (stored before it reconnected with a smaller Maximum
+// Packet Size) discards it and sends the rest, instead of failing.
+func TestPatchResendDiscardsTooLarge(t *testing.T) {
+	s := newServer()
+	r, w := net.Pipe()
+	defer r.Close()
+	cl := s.NewClient(w, "tcp1", "small", false)
+	cl.Properties.ProtocolVersion = 5
+	cl.Properties.Props.MaximumPacketSize = 16
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	big := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
+	big.FixedHeader.Qos, big.PacketID = 1, 1
+	small := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "a", PacketID: 2, Created: big.Created + 1}
+	cl.State.Inflight.Set(big)
+	cl.State.Inflight.Set(small)
+	require.NoError(t, cl.ResendInflightMessages(true))
+	_ = w.Close()
+	b := <-got
+	require.Equal(t, []byte{0x3a, 6, 0, 1, 'a', 0, 2, 0}, b, "only the small one, resent (MQTT 5: no properties)")
+	_, ok := cl.State.Inflight.Get(1)
+	require.False(t, ok, "the large one kept")
+}

@@ -1125,7 +1125,9 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 		// As WriteLoop does: a failed write is the connection's end, seen
 		// by its read loop; the packet stays inflight for a resumed session.
-		if err := cl.WritePacket(out); err != nil {
+		if err := cl.WritePacket(out); errors.Is(err, packets.ErrPacketTooLarge) {
+			cl.discardTooLarge(out)
+		} else if err != nil {
 			s.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", out)
 		}
 		return out, nil
