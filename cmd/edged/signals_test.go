@@ -32,6 +32,22 @@ func sendSignal(c chan os.Signal, s os.Signal) {
 	}
 }
 
+type served struct {
+	s       os.Signal
+	running <-chan struct{}
+}
+
+// serve runs serveSignals on a goroutine of its own; what it returns
+// comes on the channel.
+func serve(sig, hup chan os.Signal, f *fakeReloads) <-chan served {
+	out := make(chan served, 1)
+	go func() {
+		s, running := serveSignals(sig, hup, f.reload)
+		out <- served{s, running}
+	}()
+	return out
+}
+
 // TestServeSignalsStopDuringReload: a stop signal that comes while a
 // reload is stuck is returned at once, with the running reload's
 // channel, which closes only when that reload returns; SIGHUPs that came
@@ -39,15 +55,7 @@ func sendSignal(c chan os.Signal, s os.Signal) {
 func TestServeSignalsStopDuringReload(t *testing.T) {
 	sig, hup := make(chan os.Signal, 2), make(chan os.Signal, 1)
 	f := newFakeReloads()
-	type result struct {
-		s       os.Signal
-		running <-chan struct{}
-	}
-	out := make(chan result)
-	go func() {
-		s, running := serveSignals(sig, hup, f.reload)
-		out <- result{s, running}
-	}()
+	out := serve(sig, hup, f)
 	sendSignal(hup, syscall.SIGHUP)
 	<-f.began // stuck until released
 	sendSignal(hup, syscall.SIGHUP)
@@ -74,15 +82,7 @@ func TestServeSignalsStopDuringReload(t *testing.T) {
 func TestServeSignalsCoalesce(t *testing.T) {
 	sig, hup := make(chan os.Signal, 2), make(chan os.Signal, 1)
 	f := newFakeReloads()
-	type result struct {
-		s       os.Signal
-		running <-chan struct{}
-	}
-	out := make(chan result)
-	go func() {
-		s, running := serveSignals(sig, hup, f.reload)
-		out <- result{s, running}
-	}()
+	out := serve(sig, hup, f)
 	sendSignal(hup, syscall.SIGHUP)
 	<-f.began
 	for range 5 {
