@@ -102,6 +102,7 @@ func (l *loader) check(c *Config, root *yaml.Node) {
 		l.checkID(root, "actuators", i, a.ID, actuatorAt)
 	}
 	l.checkI2C(c, root)
+	l.checkSharedChips(c, root)
 	l.checkControllers(c, root, sensorAt, actuatorAt)
 	if c.Uplink != nil && c.Uplink.ClientID == "" {
 		c.Uplink.ClientID = c.Device.ID
@@ -225,6 +226,33 @@ func (l *loader) checkI2C(c *Config, root *yaml.Node) {
 	}
 	for i, a := range c.Actuators {
 		visit("actuators", i, a.ID, a.Opts)
+	}
+}
+
+// checkSharedChips refuses channels of one chip that ask for different
+// chip-wide settings: the chip can run at one only, so such a file would
+// fail when the chip starts (and a reload could not apply it).
+func (l *loader) checkSharedChips(c *Config, root *yaml.Node) {
+	type first struct {
+		i, value int
+		id       string
+	}
+	seen := map[string]first{}
+	for i, a := range c.Actuators {
+		s, ok := a.Opts.(chipSharer)
+		if !ok {
+			continue
+		}
+		chip, key, value := s.ChipSetting()
+		f, dup := seen[chip]
+		if !dup {
+			seen[chip] = first{i, value, a.ID}
+			continue
+		}
+		if f.value != value {
+			l.d.errorf(locate(root, "actuators", i, key), "%s: %s is shared by every channel of %s, and actuator %q (line %d) asks for another; set one %s for all of them",
+				key, key, chip, f.id, locate(root, "actuators", f.i, "id").Line, key)
+		}
 	}
 }
 

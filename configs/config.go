@@ -199,6 +199,13 @@ type (
 	i2cAddresser interface {
 		I2CAddr() (bus string, addr uint16)
 	}
+	// chipSharer is implemented by options of an output that shares its
+	// chip, and a chip-wide setting, with other channels (a PCA9685's
+	// PWM frequency): chip names the chip, key the setting's key, value
+	// what the chip would run at; the channels of one chip must agree.
+	chipSharer interface {
+		ChipSetting() (chip, key string, value int)
+	}
 	// onOffDrivers is implemented by a Drivers that knows which actuator
 	// drivers only switch on and off, so a controller that would pass a
 	// level straight to a relay is caught.

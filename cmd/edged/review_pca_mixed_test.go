@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -61,6 +62,11 @@ func TestReloadPCA9685NewChannelOtherFrequency(t *testing.T) {
 	o := d.reloads.lastOutcome()
 	stop(d)
 	t.Logf("reload: result %s, changes %q, restart needed %q, errors %q", o.Result, o.Changes, o.RestartNeeded, o.Errors)
+	// The file is refused as a whole, naming the other channel, as edged's start
+	// and `edged validate` refuse it.
+	if fmt.Sprint(o.Result) != "refused" || len(o.Errors) != 1 || !strings.Contains(o.Errors[0], `actuator "fan"`) || !strings.Contains(o.Errors[0], "set one frequency") {
+		t.Errorf("reload of a file with two frequencies on one chip: %s, %q; want refused, naming the fan it conflicts with", o.Result, o.Errors)
+	}
 	if !slices.Contains(o.RestartNeeded, "actuators[servo].frequency") {
 		return // the reload did not promise that a restart applies it
 	}

@@ -123,6 +123,13 @@ func (o *Opts) Validate() error {
 	return nil
 }
 
+// ChipSetting names o's chip and the prescale its frequency makes:
+// channels of one chip must run at one (the configs check).
+func (o *Opts) ChipSetting() (chip, key string, value int) {
+	p, _ := Prescale(o.Frequency)
+	return fmt.Sprintf("the PCA9685 at I2C bus %q address %#02x", o.I2C.Bus, o.I2C.Address), "frequency", int(p)
+}
+
 // Prescale returns the PRE_SCALE value for a frequency in Hz (7.3.5,
 // equation 1): round(25 MHz / (4096 * hz)) - 1, which must be 3..255.
 func Prescale(hz float64) (byte, error) {
