@@ -29,8 +29,9 @@ type uplinkCapturer struct {
 	// reports and cause the next one (a buffer write and a cloud
 	// message every 5 s forever).
 	stateTopic string
-	// log, through limit (one line per topic a minute), says which
-	// messages the cloud cannot take; nil: not logged.
+	// log, through limit (a line per topic a minute, at most 10 a minute
+	// in all), says which messages the cloud cannot take; nil: not
+	// logged.
 	log   *slog.Logger
 	limit *ratelog.Limiter
 }
@@ -100,7 +101,7 @@ func openUplink(cfg *configs.Config, b *localbroker.Broker, clk sensors.Clock, w
 	// leave, readings' payloads too (README "Clock").
 	u.SetTrust(wall, pipeline.Restamper(wall))
 	stateTopic := tree.UplinkState()
-	b.SetCapturer(uplinkCapturer{u: u, stateTopic: stateTopic, log: log, limit: ratelog.New(time.Minute, 1, clk)})
+	b.SetCapturer(uplinkCapturer{u: u, stateTopic: stateTopic, log: log, limit: ratelog.New(time.Minute, 10, clk)})
 	u.SetStatePublisher(brokerState{b: b, topic: stateTopic})
 	u.Start()
 	st := u.Stats()
