@@ -46,6 +46,13 @@ func serveSignals(sig, hup <-chan os.Signal, reload func()) (os.Signal, <-chan s
 		case <-running: // a nil channel never receives
 			running = nil
 			if pending {
+				// A stop that came with the reload's end wins, as above:
+				// select picks among ready cases at random.
+				select {
+				case s := <-sig:
+					return s, nil
+				default:
+				}
 				pending = false
 				begin()
 			}
