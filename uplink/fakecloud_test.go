@@ -37,6 +37,7 @@ type fakeCloud struct {
 	conns    []net.Conn
 	got      []fakeGot
 	connects []*packets.Connect
+	statuses []string // payloads of the status messages (no seq)
 }
 
 type fakeAck struct {
@@ -133,8 +134,11 @@ func (f *fakeCloud) handle(n int, c net.Conn) {
 					seq, _ = strconv.ParseUint(u.Value, 10, 64)
 				}
 			}
-			if seq == 0 {
-				continue // the status message
+			if seq == 0 { // the status message
+				f.mu.Lock()
+				f.statuses = append(f.statuses, string(pk.Payload))
+				f.mu.Unlock()
+				continue
 			}
 			f.mu.Lock()
 			f.got = append(f.got, fakeGot{conn: n, seq: seq, body: string(pk.Payload), dup: pk.Duplicate})

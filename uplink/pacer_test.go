@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -80,6 +81,59 @@ func TestPacerWait(t *testing.T) {
 // Core's 100 publishes per second per connection), a backlog leaves in
 // paced batches on the injected clock, captures made meanwhile return at
 // once and leave in turn, and every message arrives once.
+// TestPacedGoodbye: the "offline" status at a stop counts against the
+// preset's rate like any publish (review: a stop during a full-rate
+// drain sent a 101st in one second): with the bucket spent, it waits on
+// the clock for one publish's credit.
+func TestPacedGoodbye(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
+	clk := sensorstest.NewClock(t0)
+	f := newFakeCloud(t, "")
+	o := testOpts(f.addr())
+	o.Buffer.Sync = wal.SyncNone
+	o.MaxInflight = 64
+	u, err := New(o, t.TempDir(), "gh-01", nil, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.preset = &Preset{Name: "paced", MaxPublishRate: 100}
+	for range 9 { // the bucket of 10, less the "online" status
+		if _, err := u.Capture("t/a", []byte("x"), 1, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u.Start()
+	deadline := time.Now().Add(10 * time.Second) // a hang guard
+	for len(f.received()) < 9 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cloud got %d messages, want 9", len(f.received()))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- u.Close(context.Background()) }()
+	per := (time.Second + 89) / 90
+	if err := clk.WaitTimerAt(t0.Add(per), 10*time.Second); err != nil {
+		t.Fatalf("the goodbye did not wait for the pacer: %v", err)
+	}
+	f.mu.Lock()
+	statuses := slices.Clone(f.statuses)
+	f.mu.Unlock()
+	if slices.Contains(statuses, "offline") {
+		t.Fatalf("offline sent before the pacer allowed it (statuses %q)", statuses)
+	}
+	clk.AdvanceTo(t0.Add(per))
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	statuses = slices.Clone(f.statuses)
+	f.mu.Unlock()
+	if !slices.Equal(statuses, []string{"online", "offline"}) {
+		t.Errorf("statuses %q, want online then offline", statuses)
+	}
+}
+
 func TestPresetRateLimitPacesDrain(t *testing.T) {
 	t0 := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
 	clk := sensorstest.NewClock(t0)

@@ -572,10 +572,40 @@ func (s *session) writePacket(p writerTo) error {
 // which tells the broker not to publish the will. The status is QoS 0:
 // the will covers the case that matters, a lost connection.
 func (s *session) goodbye() error {
+	if err := s.paceGoodbye(); err != nil {
+		return err
+	}
 	if err := s.writePacket(&packets.Publish{Topic: s.u.status, Payload: []byte("offline"), Retain: !s.u.noRetain.Load(), Properties: &packets.Properties{}}); err != nil {
 		return err
 	}
 	return s.writePacket(&packets.Disconnect{ReasonCode: 0, Properties: &packets.Properties{}})
+}
+
+// paceGoodbye waits, under a preset's rate limit, until the "offline"
+// status may go: it counts like any publish ("online" is budgeted in
+// newPacer). At most one publish's worth; the stop's watchdog ends the
+// connection, and the wait, if the stop runs out of time.
+func (s *session) paceGoodbye() error {
+	if s.pace == nil {
+		return nil
+	}
+	s.fmu.Lock() // the feed is over; an inline signal may still look
+	var d time.Duration
+	if s.pace.available(s.u.clock.Now()) == 0 {
+		d = s.pace.per - s.pace.credit
+	}
+	s.fmu.Unlock()
+	if d <= 0 {
+		return nil
+	}
+	t := s.u.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return nil
+	case <-s.dead:
+		return s.failed()
+	}
 }
 
 func (s *session) outstanding() int {
