@@ -119,11 +119,17 @@ func (d *daemon) startControllers(ctx context.Context, cfg *configs.Config) erro
 	return nil
 }
 
-// start runs l under ctx until it or the loop's own stop ends.
+// start runs l under ctx until it or the loop's own stop ends; after
+// haltActuatorsNow it starts nothing.
 func (r *controlRoom) start(ctx context.Context, id string, l *control.Loop) {
 	lctx, stop := context.WithCancel(ctx)
 	rl := &runningLoop{l: l, stop: stop, done: make(chan struct{})}
 	r.d.mu.Lock()
+	if r.d.halted {
+		r.d.mu.Unlock()
+		stop()
+		return
+	}
 	r.loops[id] = rl
 	r.d.mu.Unlock()
 	r.wg.Add(1)

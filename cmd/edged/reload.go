@@ -315,6 +315,12 @@ func (d *daemon) applyControl(old, run *configs.Config, diff configDiff, errs *[
 			continue
 		}
 		d.mu.Lock()
+		if d.halted { // edged is exiting past its stop budget
+			d.mu.Unlock()
+			_ = a.Halt() // to its safe state, as haltActuatorsNow left the others
+			*errs = append(*errs, fmt.Errorf("actuator %q: not opened: edged is exiting", id))
+			continue
+		}
 		d.actuators[id] = a
 		d.mu.Unlock()
 	}

@@ -155,6 +155,7 @@ type daemon struct {
 	// mu guards actuators and control.loops, which a reload changes,
 	// for the HTTP API's goroutines.
 	mu      sync.RWMutex
+	halted  bool               // haltActuatorsNow ran: nothing opens or starts any more
 	ctlOpts []control.Opts     // the running controllers, for the API
 	actOpts []configs.Actuator // the opened actuators' entries, for the API
 
@@ -372,10 +373,12 @@ func (d *daemon) closeDevices() error {
 }
 
 // haltActuatorsNow is haltActuators while a reload may still change the
-// actuators (an exit that does not wait for it).
+// actuators (an exit that does not wait for it): after it, an actuator
+// the reload opens is halted at once, and no control loop starts.
 func (d *daemon) haltActuatorsNow() error {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.halted = true
 	return d.haltActuators()
 }
 
