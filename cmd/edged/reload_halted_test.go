@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -25,15 +22,7 @@ func TestReloadAfterHaltOpensNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), stopBudget)
-		defer cancel()
-		_ = d.stop(ctx)
-	}()
+	d := startInProcess(t, cfg)
 	more := strings.Replace(string(data), "\ncontrollers:\n",
 		"\n  - {id: heater2, driver: sim_relay, plant: greenhouse}\n\ncontrollers:\n"+
 			"  - {id: heat2, input: air/temperature, output: heater2, setpoint: 20, pid: {kp: 0.4}, cycle: 60s, stale_after: 30s}\n", 1)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/edged/edged/configs"
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2creg"
 	"periph.io/x/conn/v3/i2c/i2ctest"
@@ -97,17 +98,7 @@ func TestReloadPCA9685Frequency(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := prescaleWrites(rec)
-	d, err := start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), stopBudget)
-		defer cancel()
-		if err := d.stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	}()
+	d := startInProcess(t, cfg)
 	if n := prescaleWrites(rec) - before; n != 1 {
 		t.Fatalf("%d chip starts, want 1", n)
 	}
@@ -142,4 +133,22 @@ func TestReloadPCA9685Frequency(t *testing.T) {
 	if n := prescaleWrites(rec) - before; n != 1 {
 		t.Errorf("%d chip starts, want 1: the chip is started once", n)
 	}
+}
+
+// startInProcess starts the daemon of cfg in this process; the test's
+// cleanup stops it, and a failed stop fails the test.
+func startInProcess(t *testing.T, cfg *configs.Config) *daemon {
+	t.Helper()
+	d, err := start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stopBudget)
+		defer cancel()
+		if err := d.stop(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return d
 }

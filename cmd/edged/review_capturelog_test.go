@@ -1,34 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/edged/edged/localbroker"
 )
-
-// lockedBuffer is a log sink the uplink's goroutines may write to.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestUncloudableMessagesLoggedPerTopic (review of 4cbcf57): the capturer
 // openUplink installs says which messages the cloud cannot take "once a
@@ -48,7 +28,7 @@ uplink:
   preset: emqx
   forward: [{local: "lan/#"}]
 `, dir))
-	var logs lockedBuffer
+	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	clk, wall, err := openClock(cfg.Clock.Trust, log)
 	if err != nil {
