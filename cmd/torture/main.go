@@ -48,6 +48,7 @@ func main() {
 	flag.Float64Var(&c.rate, "rate", 300, "LAN QoS 1 publishes a second")
 	flag.IntVar(&c.maxInflight, "max-inflight", 32, "uplink max_inflight, the bound on duplicates per round")
 	flag.DurationVar(&c.maxLife, "max-life", 4*time.Second, "the longest one round runs before a SIGKILL, when its crash point is not reached")
+	flag.StringVar(&c.point, "point", "", "crash point and hit, e.g. append@1: every round dies there (default: random kills)")
 	flag.Parse()
 	if c.seed == 0 {
 		c.seed = time.Now().UnixNano()

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +30,7 @@ type config struct {
 	rate                         float64
 	maxInflight                  int
 	maxLife                      time.Duration
+	point                        string // "point@hit": every round dies there (replays one crash point)
 }
 
 // Bounds of the checks.
@@ -142,6 +144,16 @@ uplink:
 
 func (t *torture) run() (*summary, error) {
 	t.rng = rand.New(rand.NewPCG(uint64(t.seed), 0x70727475))
+	var point string
+	var hit int
+	if t.point != "" {
+		p, h, _ := strings.Cut(t.point, "@")
+		n, err := strconv.Atoi(h)
+		if !slices.Contains(wal.CrashPoints, p) || err != nil || n < 1 {
+			return nil, fmt.Errorf("torture: -point %q: want one of %s, @ and a hit from 1", t.point, strings.Join(wal.CrashPoints, ", "))
+		}
+		point, hit = p, n
+	}
 	t.readings, t.missing, t.inCloud, t.copies = map[string]bool{}, map[string]bool{}, map[string]bool{}, map[[3]string]string{}
 	dir := filepath.Join(t.rig.Dir, "cloud")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -175,7 +187,10 @@ func (t *torture) run() (*summary, error) {
 		t.e.Bin, t.e.Env = t.edged, nil
 		if n <= t.rounds {
 			r = &round{n: n}
-			if t.rng.IntN(3) > 0 {
+			if t.point != "" {
+				r.point, r.hit = point, hit
+				t.e.Bin, t.e.Env = t.failpoints, []string{wal.CrashEnv + "=" + t.point}
+			} else if t.rng.IntN(3) > 0 {
 				r.point = wal.CrashPoints[t.rng.IntN(len(wal.CrashPoints))]
 				// The ranges suit 4 s lives; shorter lives get fewer hits.
 				r.hit = 1 + t.rng.IntN(max(1, int(int64(hitRange[r.point])*int64(t.maxLife)/int64(4*time.Second))))
@@ -196,9 +211,19 @@ func (t *torture) run() (*summary, error) {
 			sum.rounds = append(sum.rounds, r)
 			continue
 		}
+		c := t.checkRestart(t0)
+		if r != nil && r.point != "" && c.failed() && killed(t.e.ExitState()) {
+			// The crash point fired after READY=1, before the checks were
+			// done: a death at the start too. The failed checks are its,
+			// and the next start checks the pending rounds again.
+			r.diedAtStart, r.reached, r.after = true, true, time.Since(t0)
+			pending = append(pending, r)
+			sum.rounds = append(sum.rounds, r)
+			continue
+		}
 		win = pending
 		pending = nil
-		t.restarted(win, t0)
+		c.apply(win)
 		if r == nil {
 			break
 		}
@@ -232,26 +257,45 @@ func killed(ps *os.ProcessState) bool {
 	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
-// restarted checks a start after the rounds in win were killed: ready in
-// time, heater safe, everything accepted so far in the cloud.
-func (t *torture) restarted(win []*round, t0 time.Time) {
-	ready, err := t.waitReady(t0)
-	heater, mode, serr := t.heater()
-	lost := t.drain()
+// restartCheck is what a start after kills found: ready in time, heater
+// safe, everything accepted so far in the cloud.
+type restartCheck struct {
+	ready     time.Duration
+	readyErr  error
+	heater    float64
+	mode      string
+	heaterErr error
+	lost      int
+}
+
+func (t *torture) checkRestart(t0 time.Time) restartCheck {
+	var c restartCheck
+	c.ready, c.readyErr = t.waitReady(t0)
+	c.heater, c.mode, c.heaterErr = t.heater()
+	c.lost = t.drain()
+	return c
+}
+
+func (c restartCheck) failed() bool {
+	return c.readyErr != nil || c.heaterErr != nil || c.lost > 0
+}
+
+// apply records the check on the rounds killed since the last start.
+func (c restartCheck) apply(win []*round) {
 	for _, r := range win {
-		r.ready, r.heater, r.mode, r.lost = ready, heater, mode, lost
-		if err != nil {
-			r.violate("not ready: %v", err)
-		} else if ready > readyBound {
-			r.violate("ready after %v (bound %v)", ready.Round(time.Millisecond), readyBound)
+		r.ready, r.heater, r.mode, r.lost = c.ready, c.heater, c.mode, c.lost
+		if c.readyErr != nil {
+			r.violate("not ready: %v", c.readyErr)
+		} else if c.ready > readyBound {
+			r.violate("ready after %v (bound %v)", c.ready.Round(time.Millisecond), readyBound)
 		}
-		if serr != nil {
-			r.violate("heater: %v", serr)
-		} else if heater != 0 || mode == "manual" {
-			r.violate("heater at %v, loop in %s after the restart (want 0, not manual)", heater, mode)
+		if c.heaterErr != nil {
+			r.violate("heater: %v", c.heaterErr)
+		} else if c.heater != 0 || c.mode == "manual" {
+			r.violate("heater at %v, loop in %s after the restart (want 0, not manual)", c.heater, c.mode)
 		}
-		if lost > 0 {
-			r.violate("%d accepted messages not in the cloud %v after the restart", lost, drainBound)
+		if c.lost > 0 {
+			r.violate("%d accepted messages not in the cloud %v after the restart", c.lost, drainBound)
 		}
 	}
 }
@@ -341,6 +385,13 @@ func (t *torture) drain() int {
 		if n == 0 || time.Now().After(deadline) {
 			return n
 		}
+		select {
+		case <-t.e.Done(): // a crash point fired: nothing more comes
+			if soon := time.Now().Add(time.Second); soon.Before(deadline) {
+				deadline = soon
+			}
+		default:
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
@@ -384,6 +435,11 @@ func (t *torture) waitReady(t0 time.Time) (time.Duration, error) {
 		}
 		if time.Now().After(deadline) {
 			return time.Since(t0), err
+		}
+		select {
+		case <-t.e.Done(): // a crash point fired
+			return time.Since(t0), err
+		default:
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
