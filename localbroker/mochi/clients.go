@@ -163,6 +163,13 @@ type ClientState struct {
 	// once they are sent and writes go straight to the connection.
 	directMu    sync.Mutex
 	directReady atomic.Bool
+
+	// edged (PATCHES.md, takeover): a resumed session's inflight clone
+	// and client table swap hold takeoverMu; a QoS 1/2 delivery's inflight
+	// store holds it for reading, and a delivery that finds takenOverBy
+	// set goes to the client that took the session over.
+	takeoverMu  sync.RWMutex
+	takenOverBy atomic.Pointer[Client]
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server

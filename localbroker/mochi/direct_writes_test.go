@@ -153,3 +153,34 @@ func TestPatchResendDiscardsTooLarge(t *testing.T) {
 	_, ok := cl.State.Inflight.Get(1)
 	require.False(t, ok, "the large one kept")
 }
+
+// A QoS 1 delivery that picked the old client of a session just taken
+// over (it read the client table before the swap) is stored for the
+// client that took the session over, not for the old one, whose inflight
+// messages were cloned already and are cleared [MQTT-3.1.2-5].
+func TestPatchTakeoverRedirectsDeliveries(t *testing.T) {
+	s := newServer()
+	s.Options.DirectWrites = true
+	existing := s.NewClient(nil, "tcp1", "sess", false)
+	existing.Properties.ProtocolVersion = 4
+	s.Clients.Add(existing)
+	old := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
+	old.FixedHeader.Qos, old.PacketID = 1, 7
+	existing.State.Inflight.Set(old)
+
+	_, w := net.Pipe()
+	cl := s.NewClient(w, "tcp1", "sess", false)
+	cl.Properties.ProtocolVersion = 4
+	require.True(t, s.inheritClientSession(packets.Packet{Connect: packets.ConnectParams{ClientIdentifier: "sess"}}, cl))
+	got, ok := s.Clients.Get("sess")
+	require.True(t, ok)
+	require.Same(t, cl, got, "the takeover swaps the table before it lets deliveries in")
+
+	late := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
+	late.FixedHeader.Qos = 1
+	_, err := s.publishToClient(existing, packets.Subscription{Filter: "a/b/c", Qos: 1}, late)
+	require.NoError(t, err)
+	require.Equal(t, 0, existing.State.Inflight.Len(), "stored for the old client")
+	require.Equal(t, 2, cl.State.Inflight.Len(), "the inherited one and the late one")
+	require.Len(t, cl.State.outbound, 1, "held for the new client's CONNACK")
+}

@@ -585,6 +585,9 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 			return false                           // [MQTT-3.2.2-3]
 		}
 
+		// edged (PATCHES.md, takeover): no delivery may land in the old
+		// client's inflight messages between the clone and the swap.
+		existing.State.takeoverMu.Lock()
 		existing.State.isTakenOver.Store(true)
 		if existing.State.Inflight.Len() > 0 {
 			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
@@ -593,6 +596,9 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 				cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
 			}
 		}
+		s.Clients.Add(cl)
+		existing.State.takenOverBy.Store(cl)
+		existing.State.takeoverMu.Unlock()
 
 		for _, sub := range existing.State.Subscriptions.GetAll() {
 			existed := !s.Topics.Subscribe(cl.ID, sub) // [MQTT-3.8.4-3]
@@ -1078,7 +1084,13 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	if out.FixedHeader.Qos > 0 {
+		cl.State.takeoverMu.RLock() // edged: see PATCHES.md (takeover)
+		if next := cl.State.takenOverBy.Load(); next != nil {
+			cl.State.takeoverMu.RUnlock()
+			return s.publishToClient(next, sub, pk)
+		}
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
+			cl.State.takeoverMu.RUnlock()
 			// add hook?
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
 			s.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
@@ -1087,6 +1099,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 		i, err := cl.NextPacketID() // [MQTT-4.3.2-1] [MQTT-4.3.3-1]
 		if err != nil {
+			cl.State.takeoverMu.RUnlock()
 			s.hooks.OnPacketIDExhausted(cl, pk)
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
 			s.Log.Warn("packet ids exhausted", "error", err, "client", cl.ID, "listener", cl.Net.Listener)
@@ -1105,8 +1118,10 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
 			out.Expiry = -1
 			cl.State.Inflight.Set(out)
+			cl.State.takeoverMu.RUnlock()
 			return out, nil
 		}
+		cl.State.takeoverMu.RUnlock()
 	}
 
 	if cl.Net.Conn == nil || cl.Closed() {

@@ -1235,6 +1235,10 @@ func TestInheritClientSession(t *testing.T) {
 	require.True(t, b)
 	require.Equal(t, 2, cl.State.Inflight.Len())
 	require.Equal(t, 1, cl.State.Subscriptions.Len())
+	got, ok := s.Clients.Get("mochi") // edged: the takeover puts cl in the table (PATCHES.md)
+	require.True(t, ok)
+	require.Same(t, cl, got)
+	s.Clients.Add(existing) // the clean case below takes over a client without a connection
 
 	// On clean, clear existing properties
 	cl, _, _ = newTestClient()
