@@ -3,8 +3,10 @@
 package mqtt
 
 import (
+	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -183,4 +185,50 @@ func TestPatchTakeoverRedirectsDeliveries(t *testing.T) {
 	require.Equal(t, 0, existing.State.Inflight.Len(), "stored for the old client")
 	require.Equal(t, 2, cl.State.Inflight.Len(), "the inherited one and the late one")
 	require.Len(t, cl.State.outbound, 1, "held for the new client's CONNACK")
+}
+
+// A session taken over again while the first takeover still copies its
+// subscriptions (two connections with one client id fighting) keeps them
+// all: the second takeover must not find the first's client in the table
+// before it holds the session's subscriptions. Without that, the last
+// client lacks some, and a later Clean Start session still receives the
+// old session's messages (its subscriptions stay in the topic index).
+func TestPatchTakeoverChainKeepsSubscriptions(t *testing.T) {
+	const subs = 300
+	for round := 0; round < 20; round++ {
+		s := newServer()
+		s.Options.DirectWrites = true
+		a := s.NewClient(nil, "tcp1", "sess", false)
+		a.Properties.ProtocolVersion = 4
+		s.Clients.Add(a)
+		for i := 0; i < subs; i++ {
+			sub := packets.Subscription{Filter: fmt.Sprintf("t/%d", i), Qos: 1}
+			s.Topics.Subscribe(a.ID, sub)
+			a.State.Subscriptions.Add(sub.Filter, sub)
+		}
+
+		resume := packets.Packet{Connect: packets.ConnectParams{ClientIdentifier: "sess"}}
+		b := s.NewClient(nil, "tcp1", "sess", false)
+		b.Properties.ProtocolVersion = 4
+		c := s.NewClient(nil, "tcp1", "sess", false)
+		c.Properties.ProtocolVersion = 4
+		done := make(chan bool)
+		go func() { done <- s.inheritClientSession(resume, b) }()
+		for i := 0; i < 10_000_000; i++ { // c connects as soon as b is in the table
+			if got, ok := s.Clients.Get("sess"); ok && got == b {
+				break
+			}
+			runtime.Gosched()
+		}
+		require.True(t, s.inheritClientSession(resume, c))
+		require.True(t, <-done)
+		require.Equal(t, subs, c.State.Subscriptions.Len(), "round %d: the last client's subscriptions", round)
+
+		d := s.NewClient(nil, "tcp1", "sess", false)
+		d.Properties.ProtocolVersion = 4
+		require.False(t, s.inheritClientSession(packets.Packet{Connect: packets.ConnectParams{ClientIdentifier: "sess", Clean: true}}, d))
+		for i := 0; i < subs; i++ {
+			require.Empty(t, s.Topics.Subscribers(fmt.Sprintf("t/%d", i)).Subscriptions, "round %d: a Clean Start session inherits t/%d", round, i)
+		}
+	}
 }

@@ -596,10 +596,8 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 				cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
 			}
 		}
-		s.Clients.Add(cl)
-		existing.State.takenOverBy.Store(cl)
-		existing.State.takeoverMu.Unlock()
-
+		// edged: cl holds the session's subscriptions before it is in
+		// the table, where another takeover may find it.
 		for _, sub := range existing.State.Subscriptions.GetAll() {
 			existed := !s.Topics.Subscribe(cl.ID, sub) // [MQTT-3.8.4-3]
 			if !existed {
@@ -607,6 +605,10 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 			}
 			cl.State.Subscriptions.Add(sub.Filter, sub)
 		}
+
+		s.Clients.Add(cl)
+		existing.State.takenOverBy.Store(cl)
+		existing.State.takeoverMu.Unlock()
 
 		// Clean the state of the existing client to prevent sequential take-overs
 		// from increasing memory usage by inflights + subs * client-id.
