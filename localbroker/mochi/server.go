@@ -1091,6 +1091,13 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 			cl.State.takeoverMu.RUnlock()
 			return s.publishToClient(next, sub, pk)
 		}
+		// edged (PATCHES.md, DirectWrites): until the delivery is queued,
+		// the resend after the CONNACK waits; it sends what is inflight
+		// then, so a message stored before it is not written again after.
+		if s.Options.DirectWrites && !cl.State.directReady.Load() {
+			cl.State.directMu.RLock()
+			defer cl.State.directMu.RUnlock()
+		}
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
 			cl.State.takeoverMu.RUnlock()
 			// add hook?
@@ -1132,7 +1139,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 	if s.Options.DirectWrites {
 		if !cl.State.directReady.Load() {
-			if held, dropped := cl.holdUntilConnack(&out); dropped {
+			if held, dropped := cl.holdUntilConnack(&out, out.FixedHeader.Qos > 0); dropped {
 				atomic.AddInt64(&s.Info.MessagesDropped, 1)
 				cl.ops.hooks.OnPublishDropped(cl, pk)
 				return out, packets.ErrPendingClientWritesExceeded // QoS 1/2: still inflight, resent after the CONNACK
