@@ -2,13 +2,16 @@ package localbroker
 
 import (
 	"bufio"
-	"encoding/binary"
+	"bytes"
+	"fmt"
 	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // TestTakeoverKeepsQoS1: a persistent session (Clean Session 0) taken
@@ -18,96 +21,174 @@ import (
 // put the new client in its table: a delivery in between went to the old
 // client, whose inflight messages are then cleared, and was lost.
 func TestTakeoverKeepsQoS1(t *testing.T) {
+	takeoverRun(t, 4, 1, false, 20000, 2000)
+}
+
+// TestTakeoverKeepsSession: TestTakeoverKeepsQoS1 for MQTT 5 (Clean Start
+// 0, a session expiry), QoS 2 (exactly once: no message lost or delivered
+// twice, the client keeping its unreleased packet ids across
+// connections) and sessions taken over while offline.
+func TestTakeoverKeepsSession(t *testing.T) {
+	for _, tc := range []struct {
+		version, qos byte
+		offline      bool
+	}{
+		// QoS 2 with the old connection open is left out: its reader may
+		// still apply a PUBREC to the old client after the inflight clone,
+		// and the new connection then resends the PUBLISH (upstream's, see
+		// PATCHES.md).
+		{5, 1, false}, {4, 1, true}, {4, 2, true}, {5, 2, true},
+	} {
+		t.Run(fmt.Sprintf("v%d_qos%d_offline=%v", tc.version, tc.qos, tc.offline), func(t *testing.T) {
+			takeoverRun(t, tc.version, tc.qos, tc.offline, 5000, 500)
+		})
+	}
+}
+
+// takeoverRun subscribes a session at qos, then takes it over again and
+// again (after closing the old connection when offline) while n
+// messages are published, and checks that each arrives (once at QoS 2).
+func takeoverRun(t *testing.T, version, qos byte, offline bool, n, maxTakeovers int) {
 	b := startBroker(t, func(o *Opts) {
 		o.MaxConnectsPerMinute, o.MaxClientsPerAddress = 100000, 64
 	})
-	// CONNECT, MQTT 3.1.1, Clean Session 0, keep-alive 0, id "takeover".
-	connect := []byte{0x10, 20, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x00, 0, 0, 0, 8, 't', 'a', 'k', 'e', 'o', 'v', 'e', 'r'}
-	subscribe := []byte{0x82, 11, 0, 1, 0, 6, 'l', 'a', 'n', '/', 't', 'k', 1}
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "takeover"}}
+	if version == 5 {
+		connect.Properties.SessionExpiryInterval, connect.Properties.SessionExpiryIntervalFlag = 3600, true
+	}
+	sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: version, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "lan/tk", Qos: qos}}}
+	var sb bytes.Buffer
+	if err := sub.SubscribeEncode(&sb); err != nil {
+		t.Fatal(err)
+	}
 
 	var mu sync.Mutex
-	got := map[int]bool{}
-	// session reads one connection until it ends, PUBACKing every QoS 1
-	// PUBLISH and noting its sequence number.
-	session := func(conn net.Conn, r *bufio.Reader) {
+	got := map[int]int{}          // deliveries per sequence number
+	awaiting := map[uint16]bool{} // QoS 2: received, PUBREL not yet
+	// The client abandons a connection once it has the next one's
+	// CONNACK, as one client with one session state does.
+	var gen int64
+	session := func(conn net.Conn, r *bufio.Reader, g int64) {
 		for {
-			pk := readPkt(r)
-			if pk == nil {
-				return
-			}
-			if pk[0]>>4 != 3 {
-				continue
-			}
-			qos := pk[0] >> 1 & 3
-			n := int(binary.BigEndian.Uint16(pk[1:3]))
-			body := pk[3+n:]
-			if qos > 0 {
-				_, _ = conn.Write([]byte{0x40, 2, body[0], body[1]})
-				body = body[2:]
-			}
-			seq, err := strconv.Atoi(string(body))
-			if err != nil {
-				t.Errorf("payload %q", body)
+			raw := readPkt(r)
+			if raw == nil {
 				return
 			}
 			mu.Lock()
-			got[seq] = true
+			stale := gen != g
+			mu.Unlock()
+			if stale {
+				return
+			}
+			switch raw[0] >> 4 {
+			case packets.Pubrel:
+				mu.Lock()
+				delete(awaiting, uint16(raw[1])<<8|uint16(raw[2]))
+				mu.Unlock()
+				_, _ = conn.Write([]byte{0x70, 2, raw[1], raw[2]})
+				continue
+			case packets.Publish:
+			default:
+				continue
+			}
+			fh := packets.FixedHeader{}
+			if err := fh.Decode(raw[0]); err != nil {
+				t.Error(err)
+				return
+			}
+			pk := packets.Packet{FixedHeader: fh, ProtocolVersion: version}
+			if err := pk.PublishDecode(raw[1:]); err != nil {
+				t.Error(err)
+				return
+			}
+			seq, err := strconv.Atoi(string(pk.Payload))
+			if err != nil {
+				t.Errorf("payload %q", pk.Payload)
+				return
+			}
+			mu.Lock()
+			switch pk.FixedHeader.Qos {
+			case 1:
+				got[seq]++
+				_, _ = conn.Write([]byte{0x40, 2, byte(pk.PacketID >> 8), byte(pk.PacketID)})
+			case 2:
+				if !awaiting[pk.PacketID] {
+					awaiting[pk.PacketID] = true
+					got[seq]++
+				}
+				_, _ = conn.Write([]byte{0x50, 2, byte(pk.PacketID >> 8), byte(pk.PacketID)})
+			default:
+				t.Errorf("QoS %d delivery", pk.FixedHeader.Qos)
+			}
 			mu.Unlock()
 		}
 	}
-	dial := func() (net.Conn, *bufio.Reader) {
+	dial := func() (net.Conn, *bufio.Reader, int64) {
 		conn, err := net.Dial("tcp", b.MQTTAddr())
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { conn.Close() })
-		if _, err := conn.Write(connect); err != nil {
+		if _, err := conn.Write(enc(t, connect)); err != nil {
 			t.Fatal(err)
 		}
 		r := bufio.NewReader(conn)
 		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if ack := readPkt(r); len(ack) < 1 || ack[0] != 0x20 {
+		if ack := readPkt(r); len(ack) < 3 || ack[0] != 0x20 || ack[2] != 0 {
 			t.Fatalf("CONNACK % x", ack)
 		}
 		_ = conn.SetReadDeadline(time.Time{})
-		return conn, r
+		mu.Lock()
+		defer mu.Unlock()
+		gen++
+		return conn, r, gen
 	}
-	conn, r := dial()
-	if _, err := conn.Write(subscribe); err != nil {
+	conn, r, g := dial()
+	if _, err := conn.Write(sb.Bytes()); err != nil {
 		t.Fatal(err)
 	}
 	if pk := readPkt(r); len(pk) == 0 || pk[0] != 0x90 {
 		t.Fatalf("SUBACK % x", pk)
 	}
 
-	const n = 20000
 	var published atomic.Int64
 	pubDone := make(chan struct{})
 	go func() {
 		defer close(pubDone)
 		for i := 0; i < n; i++ {
-			if err := b.Publish("lan/tk", []byte(strconv.Itoa(i)), false); err != nil {
+			var err error
+			if qos == 1 {
+				err = b.Publish("lan/tk", []byte(strconv.Itoa(i)), false) // the gateway's own path
+			} else {
+				err = b.srv.Publish("lan/tk", []byte(strconv.Itoa(i)), false, qos)
+			}
+			if err != nil {
 				t.Errorf("publish %d: %v", i, err)
 				return
 			}
 			published.Add(1)
 			if i%8 == 0 {
-				time.Sleep(time.Millisecond) // let the fan-out and the subscriber keep up
+				time.Sleep(time.Millisecond)
 			}
 		}
 	}()
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func(conn net.Conn, r *bufio.Reader) { defer wg.Done(); session(conn, r) }(conn, r)
+	go func(conn net.Conn, r *bufio.Reader, g int64) { defer wg.Done(); session(conn, r, g) }(conn, r, g)
 	takeovers := 0
-	for published.Load() < n && takeovers < 2000 {
-		// The new connection takes the session over from the open one.
-		next, nr := dial()
+	for published.Load() < int64(n) && takeovers < maxTakeovers {
+		if offline {
+			conn.Close()
+			time.Sleep(time.Millisecond)
+		}
+		next, nr, ng := dial()
 		takeovers++
 		conn.Close()
 		conn = next
 		wg.Add(1)
-		go func(conn net.Conn, r *bufio.Reader) { defer wg.Done(); session(conn, r) }(next, nr)
+		go func(conn net.Conn, r *bufio.Reader, g int64) { defer wg.Done(); session(conn, r, g) }(next, nr, ng)
 		time.Sleep(time.Millisecond)
 	}
 	<-pubDone
@@ -123,15 +204,19 @@ func TestTakeoverKeepsQoS1(t *testing.T) {
 	}
 	conn.Close()
 	wg.Wait()
-	var missing []int
+	var missing, twice []int
 	for i := 0; i < n; i++ {
-		if !got[i] {
+		if got[i] == 0 {
 			missing = append(missing, i)
+		} else if got[i] > 1 && qos == 2 {
+			twice = append(twice, i)
 		}
 	}
-	st := b.Stats()
 	t.Logf("%d takeovers, %d of %d received", takeovers, n-len(missing), n)
 	if len(missing) > 0 {
-		t.Errorf("%d QoS 1 messages lost across %d takeovers (first: %v; stats %+v)", len(missing), takeovers, missing[:min(10, len(missing))], st)
+		t.Errorf("%d lost across %d takeovers (first: %v; stats %+v)", len(missing), takeovers, missing[:min(10, len(missing))], b.Stats())
+	}
+	if len(twice) > 0 {
+		t.Errorf("%d QoS 2 messages delivered twice (first: %v)", len(twice), twice[:min(10, len(twice))])
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -74,3 +75,34 @@ func TestTortureIntegration(t *testing.T) {
 		}
 	})
 }
+
+// A crash point that fires during a restart's checks makes the start a
+// death at the start (the loss and the failed requests are its), but what
+// the live daemon showed before it died still counts: a heater left on or
+// a loop in manual after the restart, a ready past the bound.
+func TestDiedDuringChecksKeepsWhatTheDaemonShowed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    restartCheck
+		want string
+	}{
+		{"heater on", restartCheck{ready: time.Second, heater: 0.6, mode: "auto", lost: 3}, "heater at 0.6"},
+		{"manual", restartCheck{ready: time.Second, mode: "manual", lost: 3}, "in manual"},
+		{"slow ready", restartCheck{ready: 2 * readyBound, mode: "auto", lost: 3}, "ready after"},
+		{"dead early", restartCheck{ready: time.Second, readyErr: errNotReady, heaterErr: errNotReady, lost: 3}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &round{n: 1, point: "wal.append", hit: 1}
+			tc.c.diedDuringChecks(r, 2*time.Second)
+			if !r.diedAtStart || !r.reached {
+				t.Errorf("not a death at the start: %+v", r)
+			}
+			got := strings.Join(r.violations, "; ")
+			if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+				t.Errorf("violations %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+var errNotReady = errors.New("connection refused")

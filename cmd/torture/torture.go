@@ -216,7 +216,7 @@ func (t *torture) run() (*summary, error) {
 			// The crash point fired after READY=1, before the checks were
 			// done: a death at the start too. The failed checks are its,
 			// and the next start checks the pending rounds again.
-			r.diedAtStart, r.reached, r.after = true, true, time.Since(t0)
+			c.diedDuringChecks(r, time.Since(t0))
 			pending = append(pending, r)
 			sum.rounds = append(sum.rounds, r)
 			continue
@@ -280,20 +280,37 @@ func (c restartCheck) failed() bool {
 	return c.readyErr != nil || c.heaterErr != nil || c.lost > 0
 }
 
+// observed records what a live daemon answered that breaks the
+// contract: a ready past the bound, the heater on or its loop in manual.
+func (c restartCheck) observed(r *round, prefix string) {
+	if c.readyErr == nil && c.ready > readyBound {
+		r.violate("%sready after %v (bound %v)", prefix, c.ready.Round(time.Millisecond), readyBound)
+	}
+	if c.heaterErr == nil && (c.heater != 0 || c.mode == "manual") {
+		r.violate("%sheater at %v, loop in %s after the restart (want 0, not manual)", prefix, c.heater, c.mode)
+	}
+}
+
+// diedDuringChecks records a start whose crash point fired during the
+// checks as round r's death at the start, after the given time. A loss
+// or a failed request is the crash's; what the daemon answered before it
+// died still counts.
+func (c restartCheck) diedDuringChecks(r *round, after time.Duration) {
+	r.diedAtStart, r.reached, r.after = true, true, after
+	c.observed(r, "at its own start, before the crash point fired: ")
+}
+
 // apply records the check on the rounds killed since the last start.
 func (c restartCheck) apply(win []*round) {
 	for _, r := range win {
 		r.ready, r.heater, r.mode, r.lost = c.ready, c.heater, c.mode, c.lost
 		if c.readyErr != nil {
 			r.violate("not ready: %v", c.readyErr)
-		} else if c.ready > readyBound {
-			r.violate("ready after %v (bound %v)", c.ready.Round(time.Millisecond), readyBound)
 		}
 		if c.heaterErr != nil {
 			r.violate("heater: %v", c.heaterErr)
-		} else if c.heater != 0 || c.mode == "manual" {
-			r.violate("heater at %v, loop in %s after the restart (want 0, not manual)", c.heater, c.mode)
 		}
+		c.observed(r, "")
 		if c.lost > 0 {
 			r.violate("%d accepted messages not in the cloud %v after the restart", c.lost, drainBound)
 		}

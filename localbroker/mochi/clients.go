@@ -161,7 +161,7 @@ type ClientState struct {
 	// edged's DirectWrites (PATCHES.md): until the CONNACK is written,
 	// deliveries wait in outbound; directReady is set, under directMu,
 	// once they are sent and writes go straight to the connection.
-	directMu    sync.Mutex
+	directMu    sync.RWMutex
 	directReady atomic.Bool
 
 	// edged (PATCHES.md, takeover): a resumed session's inflight clone
@@ -225,9 +225,12 @@ func (cl *Client) WriteLoop() {
 // not been written (DirectWrites): a resumed session's subscriptions are
 // live before it [MQTT-3.2.0-1]. It reports false, queuing nothing, once
 // the client writes directly. A full queue drops pk, as upstream does.
-func (cl *Client) holdUntilConnack(pk *packets.Packet) (held, dropped bool) {
-	cl.State.directMu.Lock()
-	defer cl.State.directMu.Unlock()
+// locked: the caller holds directMu for reading (a QoS 1/2 delivery).
+func (cl *Client) holdUntilConnack(pk *packets.Packet, locked bool) (held, dropped bool) {
+	if !locked {
+		cl.State.directMu.Lock()
+		defer cl.State.directMu.Unlock()
+	}
 	if cl.State.directReady.Load() {
 		return false, false
 	}
@@ -268,7 +271,11 @@ func (cl *Client) startDirectWrites(resend bool) error {
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
 		default:
-			return nil
+			// The resend ran while deliveries were queued: WritePacket
+			// buffered it for a WriteLoop that does not run here.
+			cl.Lock()
+			defer cl.Unlock()
+			return cl.flushOutbuf()
 		}
 	}
 }

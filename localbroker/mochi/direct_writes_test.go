@@ -3,8 +3,11 @@
 package mqtt
 
 import (
+	"fmt"
 	"io"
 	"net"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,4 +186,142 @@ func TestPatchTakeoverRedirectsDeliveries(t *testing.T) {
 	require.Equal(t, 0, existing.State.Inflight.Len(), "stored for the old client")
 	require.Equal(t, 2, cl.State.Inflight.Len(), "the inherited one and the late one")
 	require.Len(t, cl.State.outbound, 1, "held for the new client's CONNACK")
+}
+
+// A session taken over again while the first takeover still copies its
+// subscriptions (two connections with one client id fighting) keeps them
+// all: the second takeover must not find the first's client in the table
+// before it holds the session's subscriptions. Without that, the last
+// client lacks some, and a later Clean Start session still receives the
+// old session's messages (its subscriptions stay in the topic index).
+func TestPatchTakeoverChainKeepsSubscriptions(t *testing.T) {
+	const subs = 300
+	for round := 0; round < 20; round++ {
+		s := newServer()
+		s.Options.DirectWrites = true
+		a := s.NewClient(nil, "tcp1", "sess", false)
+		a.Properties.ProtocolVersion = 4
+		s.Clients.Add(a)
+		for i := 0; i < subs; i++ {
+			sub := packets.Subscription{Filter: fmt.Sprintf("t/%d", i), Qos: 1}
+			s.Topics.Subscribe(a.ID, sub)
+			a.State.Subscriptions.Add(sub.Filter, sub)
+		}
+
+		resume := packets.Packet{Connect: packets.ConnectParams{ClientIdentifier: "sess"}}
+		b := s.NewClient(nil, "tcp1", "sess", false)
+		b.Properties.ProtocolVersion = 4
+		c := s.NewClient(nil, "tcp1", "sess", false)
+		c.Properties.ProtocolVersion = 4
+		done := make(chan bool)
+		go func() { done <- s.inheritClientSession(resume, b) }()
+		for i := 0; i < 10_000_000; i++ { // c connects as soon as b is in the table
+			if got, ok := s.Clients.Get("sess"); ok && got == b {
+				break
+			}
+			runtime.Gosched()
+		}
+		require.True(t, s.inheritClientSession(resume, c))
+		require.True(t, <-done)
+		require.Equal(t, subs, c.State.Subscriptions.Len(), "round %d: the last client's subscriptions", round)
+
+		d := s.NewClient(nil, "tcp1", "sess", false)
+		d.Properties.ProtocolVersion = 4
+		require.False(t, s.inheritClientSession(packets.Packet{Connect: packets.ConnectParams{ClientIdentifier: "sess", Clean: true}}, d))
+		for i := 0; i < subs; i++ {
+			require.Empty(t, s.Topics.Subscribers(fmt.Sprintf("t/%d", i)).Subscriptions, "round %d: a Clean Start session inherits t/%d", round, i)
+		}
+	}
+}
+
+// resendHook runs the client's startDirectWrites (the CONNACK just
+// written) at the moment a delivery has stored its message inflight,
+// unless the delivery holds off the resend until it is queued.
+type resendHook struct {
+	HookBase
+	fired atomic.Bool
+	ready chan error
+}
+
+func (h *resendHook) ID() string { return "resend-at-store" }
+
+func (h *resendHook) Provides(b byte) bool { return b == OnQosPublish }
+
+func (h *resendHook) OnQosPublish(cl *Client, _ packets.Packet, _ int64, _ int) {
+	if h.fired.Swap(true) {
+		return // the resend's own
+	}
+	if cl.State.directMu.TryLock() {
+		cl.State.directMu.Unlock()
+		h.ready <- cl.startDirectWrites(true)
+		return
+	}
+	go func() { h.ready <- cl.startDirectWrites(true) }()
+}
+
+// A QoS 1/2 delivery stored inflight just before a resumed session's
+// resend (startDirectWrites) is sent once: by the resend. It was written
+// again after it (the delivery found the client writing directly), so a
+// QoS 2 message whose exchange had completed in between was delivered
+// twice, and its id, free by then, collided with the next message's.
+func TestPatchDeliveryStoredBeforeResendSentOnce(t *testing.T) {
+	s := newServer()
+	s.Options.DirectWrites = true
+	h := &resendHook{ready: make(chan error, 1)}
+	require.NoError(t, s.AddHook(h, nil))
+	r, w := net.Pipe()
+	defer r.Close()
+	cl := s.NewClient(w, "tcp1", "resumed", false)
+	cl.Properties.ProtocolVersion = 4
+	s.Clients.Add(cl)
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+
+	qos2 := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
+	qos2.FixedHeader.Qos = 2
+	_, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 2}, qos2)
+	require.NoError(t, err)
+	require.NoError(t, <-h.ready)
+	_ = w.Close()
+	b := <-got
+	var types []byte
+	for len(b) >= 2 {
+		types = append(types, b[0])
+		b = b[2+int(b[1]):]
+	}
+	require.Equal(t, []byte{0x3c}, types, "PUBLISH QoS 2 DUP, once")
+}
+
+// A resumed session whose only deliveries before the CONNACK were QoS 1/2
+// gets its resend at once: the resend ran while they were still queued,
+// so WritePacket only buffered it (upstream's coalescing for a WriteLoop
+// with more to write), and nothing flushed the buffer until the client's
+// next write (a delivery, a PINGRESP).
+func TestPatchResendFlushedWhenOnlyQoS12Waited(t *testing.T) {
+	s := newServer()
+	s.Options.DirectWrites = true
+	r, w := net.Pipe()
+	defer r.Close()
+	cl := s.NewClient(w, "tcp1", "resumed", false)
+	cl.Properties.ProtocolVersion = 4
+	s.Clients.Add(cl)
+	qos1 := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
+	qos1.FixedHeader.Qos = 1
+	_, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 1}, qos1)
+	require.NoError(t, err)
+	require.Len(t, cl.State.outbound, 1, "held until the CONNACK")
+
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	require.NoError(t, cl.startDirectWrites(true))
+	_ = w.Close()
+	b := <-got
+	require.NotEmpty(t, b, "the resend left in the write buffer")
+	require.Equal(t, byte(0x3a), b[0], "PUBLISH QoS 1 DUP")
 }

@@ -596,10 +596,8 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 				cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
 			}
 		}
-		s.Clients.Add(cl)
-		existing.State.takenOverBy.Store(cl)
-		existing.State.takeoverMu.Unlock()
-
+		// edged: cl holds the session's subscriptions before it is in
+		// the table, where another takeover may find it.
 		for _, sub := range existing.State.Subscriptions.GetAll() {
 			existed := !s.Topics.Subscribe(cl.ID, sub) // [MQTT-3.8.4-3]
 			if !existed {
@@ -607,6 +605,10 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 			}
 			cl.State.Subscriptions.Add(sub.Filter, sub)
 		}
+
+		s.Clients.Add(cl)
+		existing.State.takenOverBy.Store(cl)
+		existing.State.takeoverMu.Unlock()
 
 		// Clean the state of the existing client to prevent sequential take-overs
 		// from increasing memory usage by inflights + subs * client-id.
@@ -1089,6 +1091,13 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 			cl.State.takeoverMu.RUnlock()
 			return s.publishToClient(next, sub, pk)
 		}
+		// edged (PATCHES.md, DirectWrites): until the delivery is queued,
+		// the resend after the CONNACK waits; it sends what is inflight
+		// then, so a message stored before it is not written again after.
+		if s.Options.DirectWrites && !cl.State.directReady.Load() {
+			cl.State.directMu.RLock()
+			defer cl.State.directMu.RUnlock()
+		}
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
 			cl.State.takeoverMu.RUnlock()
 			// add hook?
@@ -1130,7 +1139,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 	if s.Options.DirectWrites {
 		if !cl.State.directReady.Load() {
-			if held, dropped := cl.holdUntilConnack(&out); dropped {
+			if held, dropped := cl.holdUntilConnack(&out, out.FixedHeader.Qos > 0); dropped {
 				atomic.AddInt64(&s.Info.MessagesDropped, 1)
 				cl.ops.hooks.OnPublishDropped(cl, pk)
 				return out, packets.ErrPendingClientWritesExceeded // QoS 1/2: still inflight, resent after the CONNACK
