@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -106,3 +107,22 @@ func TestDiedDuringChecksKeepsWhatTheDaemonShowed(t *testing.T) {
 }
 
 var errNotReady = errors.New("connection refused")
+
+// A window that holds the copies of starts that died early is bounded by
+// a max_inflight for each process in it, and no more.
+func TestBlameBoundsEachStart(t *testing.T) {
+	for _, tc := range []struct {
+		dups, procs int
+		violation   bool
+	}{
+		{32, 1, false}, {33, 1, true}, {64, 2, false}, {65, 2, true}, {0, 0, false},
+	} {
+		tt := &torture{config: config{maxInflight: 32}, out: io.Discard}
+		tt.dups = tc.dups
+		r := &round{n: 1}
+		tt.blame([]*round{r}, tc.procs)
+		if got := len(r.violations) > 0; got != tc.violation || r.dups != tc.dups || tt.dups != 0 || tt.allDups != tc.dups {
+			t.Errorf("%d copies over %d starts: violations %q, dups %d (want a violation: %v)", tc.dups, tc.procs, r.violations, r.dups, tc.violation)
+		}
+	}
+}
