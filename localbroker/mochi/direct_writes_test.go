@@ -52,13 +52,7 @@ func TestPublishToClientDirectWrites(t *testing.T) {
 // deliveries are written directly. The QoS 1 one that waited went out
 // with the resend, once.
 func TestDirectWritesWaitForConnack(t *testing.T) {
-	s := newServer()
-	s.Options.DirectWrites = true
-	r, w := net.Pipe()
-	defer r.Close()
-	cl := s.NewClient(w, "tcp1", "resumed", false)
-	cl.Properties.ProtocolVersion = 4
-	s.Clients.Add(cl)
+	s, cl, r := resumedClient(t)
 
 	basic := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
 	_, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c"}, basic) // QoS 0
@@ -69,24 +63,16 @@ func TestDirectWritesWaitForConnack(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, cl.State.outbound, 2, "held until the CONNACK")
 
-	got := make(chan []byte, 1)
-	go func() {
-		b, _ := io.ReadAll(r)
-		got <- b
-	}()
+	got := readAll(r)
 	require.NoError(t, cl.startDirectWrites(true))
 	_, err = s.publishToClient(cl, packets.Subscription{Filter: "a/b/c"}, basic) // direct now
 	require.NoError(t, err)
 	require.Empty(t, cl.State.outbound)
-	_ = w.Close()
+	_ = cl.Net.Conn.Close()
 	b := <-got
 	// The inflight QoS 1 (resent, DUP set), then the held QoS 0, then the
 	// later one; no second copy of the QoS 1.
-	var types []byte
-	for len(b) >= 2 {
-		types = append(types, b[0])
-		b = b[2+int(b[1]):]
-	}
+	types := packetTypes(b)
 	require.Equal(t, []byte{0x3a, 0x30, 0x30}, types)
 }
 
@@ -139,11 +125,7 @@ func TestPatchResendDiscardsTooLarge(t *testing.T) {
 	cl := s.NewClient(w, "tcp1", "small", false)
 	cl.Properties.ProtocolVersion = 5
 	cl.Properties.Props.MaximumPacketSize = 16
-	got := make(chan []byte, 1)
-	go func() {
-		b, _ := io.ReadAll(r)
-		got <- b
-	}()
+	got := readAll(r)
 	big := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
 	big.FixedHeader.Qos, big.PacketID = 1, 1
 	small := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "a", PacketID: 2, Created: big.Created + 1}
@@ -265,33 +247,19 @@ func (h *resendHook) OnQosPublish(cl *Client, _ packets.Packet, _ int64, _ int) 
 // QoS 2 message whose exchange had completed in between was delivered
 // twice, and its id, free by then, collided with the next message's.
 func TestPatchDeliveryStoredBeforeResendSentOnce(t *testing.T) {
-	s := newServer()
-	s.Options.DirectWrites = true
+	s, cl, r := resumedClient(t)
 	h := &resendHook{ready: make(chan error, 1)}
 	require.NoError(t, s.AddHook(h, nil))
-	r, w := net.Pipe()
-	defer r.Close()
-	cl := s.NewClient(w, "tcp1", "resumed", false)
-	cl.Properties.ProtocolVersion = 4
-	s.Clients.Add(cl)
-	got := make(chan []byte, 1)
-	go func() {
-		b, _ := io.ReadAll(r)
-		got <- b
-	}()
+	got := readAll(r)
 
 	qos2 := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
 	qos2.FixedHeader.Qos = 2
 	_, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 2}, qos2)
 	require.NoError(t, err)
 	require.NoError(t, <-h.ready)
-	_ = w.Close()
+	_ = cl.Net.Conn.Close()
 	b := <-got
-	var types []byte
-	for len(b) >= 2 {
-		types = append(types, b[0])
-		b = b[2+int(b[1]):]
-	}
+	types := packetTypes(b)
 	require.Equal(t, []byte{0x3c}, types, "PUBLISH QoS 2 DUP, once")
 }
 
@@ -301,27 +269,52 @@ func TestPatchDeliveryStoredBeforeResendSentOnce(t *testing.T) {
 // with more to write), and nothing flushed the buffer until the client's
 // next write (a delivery, a PINGRESP).
 func TestPatchResendFlushedWhenOnlyQoS12Waited(t *testing.T) {
-	s := newServer()
-	s.Options.DirectWrites = true
-	r, w := net.Pipe()
-	defer r.Close()
-	cl := s.NewClient(w, "tcp1", "resumed", false)
-	cl.Properties.ProtocolVersion = 4
-	s.Clients.Add(cl)
+	s, cl, r := resumedClient(t)
 	qos1 := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
 	qos1.FixedHeader.Qos = 1
 	_, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 1}, qos1)
 	require.NoError(t, err)
 	require.Len(t, cl.State.outbound, 1, "held until the CONNACK")
 
+	got := readAll(r)
+	require.NoError(t, cl.startDirectWrites(true))
+	_ = cl.Net.Conn.Close()
+	b := <-got
+	require.NotEmpty(t, b, "the resend left in the write buffer")
+	require.Equal(t, byte(0x3a), b[0], "PUBLISH QoS 1 DUP")
+}
+
+// resumedClient returns a DirectWrites server with an MQTT 3.1.1 client
+// in its table whose CONNACK is not written yet, and the client's end of
+// its connection (closed when the test ends).
+func resumedClient(t *testing.T) (*Server, *Client, net.Conn) {
+	s := newServer()
+	s.Options.DirectWrites = true
+	r, w := net.Pipe()
+	t.Cleanup(func() { r.Close() })
+	cl := s.NewClient(w, "tcp1", "resumed", false)
+	cl.Properties.ProtocolVersion = 4
+	s.Clients.Add(cl)
+	return s, cl, r
+}
+
+// readAll returns what arrives at r until the connection closes.
+func readAll(r net.Conn) <-chan []byte {
 	got := make(chan []byte, 1)
 	go func() {
 		b, _ := io.ReadAll(r)
 		got <- b
 	}()
-	require.NoError(t, cl.startDirectWrites(true))
-	_ = w.Close()
-	b := <-got
-	require.NotEmpty(t, b, "the resend left in the write buffer")
-	require.Equal(t, byte(0x3a), b[0], "PUBLISH QoS 1 DUP")
+	return got
+}
+
+// packetTypes lists the first byte of each packet in b (each under 128
+// bytes: a one-byte remaining length).
+func packetTypes(b []byte) []byte {
+	var types []byte
+	for len(b) >= 2 {
+		types = append(types, b[0])
+		b = b[2+int(b[1]):]
+	}
+	return types
 }
