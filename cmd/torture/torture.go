@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -145,14 +144,12 @@ uplink:
 func (t *torture) run() (*summary, error) {
 	t.rng = rand.New(rand.NewPCG(uint64(t.seed), 0x70727475))
 	var point string
-	var hit int
+	var hit int64
 	if t.point != "" {
-		p, h, _ := strings.Cut(t.point, "@")
-		n, err := strconv.Atoi(h)
-		if !slices.Contains(wal.CrashPoints, p) || err != nil || n < 1 {
-			return nil, fmt.Errorf("torture: -point %q: want one of %s, @ and a hit from 1", t.point, strings.Join(wal.CrashPoints, ", "))
+		var err error
+		if point, hit, err = wal.ParseCrash(t.point); err != nil {
+			return nil, fmt.Errorf("torture: -point: %w", err)
 		}
-		point, hit = p, n
 	}
 	t.readings, t.missing, t.inCloud, t.copies = map[string]bool{}, map[string]bool{}, map[string]bool{}, map[[3]string]string{}
 	dir := filepath.Join(t.rig.Dir, "cloud")
@@ -190,7 +187,7 @@ func (t *torture) run() (*summary, error) {
 		if n <= t.rounds {
 			r = &round{n: n}
 			if t.point != "" {
-				r.point, r.hit = point, hit
+				r.point, r.hit = point, int(hit)
 				t.e.Bin, t.e.Env = t.failpoints, []string{wal.CrashEnv + "=" + t.point}
 			} else if t.rng.IntN(3) > 0 {
 				r.point = wal.CrashPoints[t.rng.IntN(len(wal.CrashPoints))]

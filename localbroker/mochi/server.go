@@ -585,19 +585,10 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 			return false                           // [MQTT-3.2.2-3]
 		}
 
-		// edged (PATCHES.md, takeover): no delivery may land in the old
-		// client's inflight messages between the clone and the swap.
-		existing.State.takeoverMu.Lock()
 		existing.State.isTakenOver.Store(true)
-		if existing.State.Inflight.Len() > 0 {
-			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
-			if cl.State.Inflight.maximumReceiveQuota == 0 && cl.ops.options.Capabilities.ReceiveMaximum != 0 {
-				cl.State.Inflight.ResetReceiveQuota(int32(cl.ops.options.Capabilities.ReceiveMaximum)) // server receive max per client
-				cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
-			}
-		}
 		// edged: cl holds the session's subscriptions before it is in
-		// the table, where another takeover may find it.
+		// the table, where another takeover may find it. Copied before
+		// takeoverMu, so deliveries to the session never wait for it.
 		for _, sub := range existing.State.Subscriptions.GetAll() {
 			existed := !s.Topics.Subscribe(cl.ID, sub) // [MQTT-3.8.4-3]
 			if !existed {
@@ -606,6 +597,16 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 			cl.State.Subscriptions.Add(sub.Filter, sub)
 		}
 
+		// edged (PATCHES.md, takeover): no delivery may land in the old
+		// client's inflight messages between the clone and the swap.
+		existing.State.takeoverMu.Lock()
+		if existing.State.Inflight.Len() > 0 {
+			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
+			if cl.State.Inflight.maximumReceiveQuota == 0 && cl.ops.options.Capabilities.ReceiveMaximum != 0 {
+				cl.State.Inflight.ResetReceiveQuota(int32(cl.ops.options.Capabilities.ReceiveMaximum)) // server receive max per client
+				cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
+			}
+		}
 		s.Clients.Add(cl)
 		existing.State.takenOverBy.Store(cl)
 		existing.State.takeoverMu.Unlock()
@@ -1085,6 +1086,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 	}
 
+	directRead := false // edged: directMu is held for reading
 	if out.FixedHeader.Qos > 0 {
 		cl.State.takeoverMu.RLock() // edged: see PATCHES.md (takeover)
 		if next := cl.State.takenOverBy.Load(); next != nil {
@@ -1097,6 +1099,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		if s.Options.DirectWrites && !cl.State.directReady.Load() {
 			cl.State.directMu.RLock()
 			defer cl.State.directMu.RUnlock()
+			directRead = true
 		}
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
 			cl.State.takeoverMu.RUnlock()
@@ -1139,7 +1142,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 	if s.Options.DirectWrites {
 		if !cl.State.directReady.Load() {
-			if held, dropped := cl.holdUntilConnack(&out, out.FixedHeader.Qos > 0); dropped {
+			if held, dropped := cl.holdUntilConnack(&out, directRead); dropped {
 				atomic.AddInt64(&s.Info.MessagesDropped, 1)
 				cl.ops.hooks.OnPublishDropped(cl, pk)
 				return out, packets.ErrPendingClientWritesExceeded // QoS 1/2: still inflight, resent after the CONNACK

@@ -1,5 +1,12 @@
 package wal
 
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
 // CrashEnv names the environment variable of the failpoint build (-tags
 // edgedfailpoints): POINT@N makes the process kill itself with SIGKILL
 // the Nth time it reaches POINT, one of CrashPoints, as a crash or an OOM
@@ -28,3 +35,14 @@ const (
 
 // CrashPoints lists every crash point.
 var CrashPoints = []string{CrashAppend, CrashFsync, CrashRotate, CrashAckMarker, CrashAckLive}
+
+// ParseCrash reads a CrashEnv value, POINT@N: one of CrashPoints and a
+// hit from 1.
+func ParseCrash(s string) (point string, hit int64, err error) {
+	point, at, _ := strings.Cut(s, "@")
+	hit, err = strconv.ParseInt(at, 10, 64)
+	if !slices.Contains(CrashPoints, point) || err != nil || hit < 1 {
+		return "", 0, fmt.Errorf("wal: crash point %q: want POINT@N, POINT one of %s, N from 1", s, strings.Join(CrashPoints, ", "))
+	}
+	return point, hit, nil
+}

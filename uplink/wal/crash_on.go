@@ -5,19 +5,17 @@ package wal
 import (
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 )
 
 // crashPoint is the point and hit count CrashEnv asks for, read once.
+// Unset or malformed: no point is due.
 var crashPoint = sync.OnceValues(func() (string, int64) {
-	name, at, _ := strings.Cut(os.Getenv(CrashEnv), "@")
-	n, err := strconv.ParseInt(at, 10, 64)
-	if err != nil || n < 1 {
-		n = 1
+	name, n, err := ParseCrash(os.Getenv(CrashEnv))
+	if err != nil {
+		return "", 0
 	}
 	return name, n
 })
