@@ -80,6 +80,9 @@ type Broker struct {
 	retained *retainedStore
 	limiter  *ratelog.Limiter
 	stats    counters
+	// hooks are edged's mochi hooks, in order (limits.end runs their
+	// OnClientExpired as mochi's expiry does).
+	hooks []mqtt.Hook
 
 	mu      sync.RWMutex
 	capture Capturer
@@ -131,6 +134,10 @@ type counters struct {
 	uplinkFailed    atomic.Uint64
 	receiveMaximum  atomic.Uint64
 	tooLarge        atomic.Uint64
+	subsRefused     atomic.Uint64
+	sessionsEnded   atomic.Uint64 // by max_sessions
+	sessionsExpired atomic.Uint64
+	sessionDropped  atomic.Uint64 // messages queued for the sessions ended
 }
 
 // Stats are what the broker has counted since it started.
@@ -176,6 +183,27 @@ type Stats struct {
 	PublishesRefused PublishRefusals `json:"publishes_refused"`
 	ConnectsRefused  ConnectRefusals `json:"connects_refused"`
 	SlowClients      SlowDisconnects `json:"slow_clients"`
+	// SubscriptionsRefused counts SUBSCRIBE filters refused; SessionsEnded
+	// the sessions of absent clients the broker ended.
+	SubscriptionsRefused SubscribeRefusals `json:"subscriptions_refused"`
+	SessionsEnded        SessionEnds       `json:"sessions_ended"`
+}
+
+// SubscribeRefusals counts filters of SUBSCRIBE packets refused, by
+// reason.
+type SubscribeRefusals struct {
+	// MaxSubscriptions: the session held max_subscriptions already
+	// (0x97; 3.1.1: 0x80).
+	MaxSubscriptions uint64 `json:"max_subscriptions"`
+}
+
+// SessionEnds counts sessions of absent clients that ended, by why.
+type SessionEnds struct {
+	// Expired: the client stayed away for its session expiry.
+	Expired uint64 `json:"expired"`
+	// MaxSessions: max_sessions were kept; the one whose client left
+	// first ended (its queued messages in Dropped.SessionEnded).
+	MaxSessions uint64 `json:"max_sessions"`
 }
 
 // Drops counts messages not delivered to a subscriber, once per
@@ -188,6 +216,9 @@ type Drops struct {
 	// Fanout: an in-process message found the local fan-out queue full
 	// (LocalDropped; the uplink still has it).
 	Fanout uint64 `json:"fanout"`
+	// SessionEnded: queued for an absent client whose session ended to
+	// keep max_sessions.
+	SessionEnded uint64 `json:"session_ended"`
 }
 
 // PublishRefusals counts LAN publishes the broker refused (MQTT 5: a
@@ -267,7 +298,10 @@ func (b *Broker) Stats() Stats {
 			// cannot come first: 1,024 in flight is far below 65,535).
 			InflightFull: uint64(atomic.LoadInt64(&b.srv.Info.InflightDropped)),
 			Fanout:       c.localDropped.Load(),
+			SessionEnded: c.sessionDropped.Load(),
 		},
+		SubscriptionsRefused: SubscribeRefusals{MaxSubscriptions: c.subsRefused.Load()},
+		SessionsEnded:        SessionEnds{Expired: c.sessionsExpired.Load(), MaxSessions: c.sessionsEnded.Load()},
 		PublishesRefused: PublishRefusals{
 			NotAuthorized:  c.notAuthorized.Load(),
 			RetainedFull:   c.retainedFull.Load(),
@@ -325,7 +359,7 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	// QoS 1/2 are resent after the CONNACK anyway).
 	caps.MaximumClientWritesPending = 256
 	caps.ReceiveMaximum = uint16(opts.MaxInflight)
-	caps.MaximumInflight = maxStoredInflight
+	caps.MaximumInflight = uint16(opts.MaxQueuedMessages)
 	caps.MaximumClients = int64(opts.MaxClients)
 	caps.MaximumSessionExpiryInterval = uint32(opts.SessionExpiry.Seconds())
 	caps.MaximumMessageExpiryInterval = int64(opts.MessageExpiry.Seconds())
@@ -383,7 +417,8 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 		warn:         b.warn,
 		ids:          map[*mqtt.Client]Identity{},
 	}
-	for _, h := range []mqtt.Hook{b.access, b.retained, &captureHook{b: b}, &dropHook{b: b}, &conformance{maxPacketSize: uint32(opts.MaxPacketSize)}} {
+	b.hooks = []mqtt.Hook{b.access, b.retained, &captureHook{b: b}, &dropHook{b: b}, &conformance{maxPacketSize: uint32(opts.MaxPacketSize), maxQueued: opts.MaxQueuedMessages}, newLimits(b, opts)}
+	for _, h := range b.hooks {
 		if err := srv.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("localbroker: %w", err)
 		}
@@ -395,9 +430,6 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 // maxTopicAliases caps the MQTT 5 topic aliases a client may set up.
 const maxTopicAliases = 32
 
-// maxStoredInflight caps the QoS 1/2 messages mochi keeps per client for
-// delivery (also while a persistent client is away).
-const maxStoredInflight = 1024
 
 // SetCapturer installs the capturer; call it before Start.
 func (b *Broker) SetCapturer(c Capturer) {

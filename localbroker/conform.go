@@ -49,6 +49,7 @@ import (
 type conformance struct {
 	mqtt.HookBase
 	maxPacketSize uint32
+	maxQueued     int         // max_queued_messages
 	owner         sync.Map    // client id -> *mqtt.Client holding it last (admitted)
 	swaps         sync.Map    // client id -> *idSwaps, for the session's life (redelivered PUBRECs keep swapped ids)
 	anySwaps      atomic.Bool // swaps has held an entry: only then is it looked at per packet
@@ -92,7 +93,7 @@ func (h *conformance) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	cl.State.Inflight.ResetSendQuota(0)
 	if cc, ok := cl.Net.Conn.(*clientConn); ok {
-		cc.setReceiveMaximum(int(cl.Properties.Props.ReceiveMaximum))
+		cc.setReceiveMaximum(int(cl.Properties.Props.ReceiveMaximum), h.maxQueued)
 	}
 }
 

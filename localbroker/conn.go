@@ -126,10 +126,10 @@ func (c *clientConn) Read(p []byte) (int, error) {
 
 // setReceiveMaximum opens the send window: at most n unacknowledged QoS
 // 1/2 PUBLISHes. Only the first call counts; 0 (the client gave none,
-// so 65535) or at least maxStoredInflight (mochi never has more) leaves
-// the connection without a window.
-func (c *clientConn) setReceiveMaximum(n int) {
-	if n <= 0 || n >= maxStoredInflight {
+// so 65535) or at least stored (max_queued_messages: mochi never has
+// more) leaves the connection without a window.
+func (c *clientConn) setReceiveMaximum(n, stored int) {
+	if n <= 0 || n >= stored {
 		return
 	}
 	c.mu.Lock()

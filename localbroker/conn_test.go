@@ -81,7 +81,7 @@ func TestSendWindow(t *testing.T) {
 	shut.Store(true) // Close closes at once
 	c := newClientConn(server, func() {}, time.Minute, 1<<20, func(bool) {}, &shut)
 	defer func() { c.Close(); c.wait(); client.Close(); <-drained }()
-	c.setReceiveMaximum(2)
+	c.setReceiveMaximum(2, DefaultOpts().MaxQueuedMessages)
 	var all []byte
 	for i := uint16(1); i <= 4; i++ {
 		all = append(all, pubPkt(t, i, 1, "q1")...)

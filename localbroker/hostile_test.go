@@ -209,6 +209,12 @@ func enc(t *testing.T, pk packets.Packet) []byte {
 		err = pk.PublishEncode(&buf)
 	case packets.Pingreq:
 		err = pk.PingreqEncode(&buf)
+	case packets.Subscribe:
+		err = pk.SubscribeEncode(&buf)
+	case packets.Unsubscribe:
+		err = pk.UnsubscribeEncode(&buf)
+	case packets.Disconnect:
+		err = pk.DisconnectEncode(&buf)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -220,13 +226,19 @@ func enc(t *testing.T, pk packets.Packet) []byte {
 // connection, its reader and the first packet back (the CONNACK).
 func rawSession(t *testing.T, addr string, version byte, id string, keepalive uint16) (net.Conn, *bufio.Reader, []byte) {
 	t.Helper()
+	return rawConnect(t, addr, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: id, Clean: true, Keepalive: keepalive}})
+}
+
+// rawConnect sends the CONNECT pk and returns the connection, its
+// reader and the first packet back (the CONNACK).
+func rawConnect(t *testing.T, addr string, pk packets.Packet) (net.Conn, *bufio.Reader, []byte) {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: id, Clean: true, Keepalive: keepalive}}
 	if _, err := conn.Write(enc(t, pk)); err != nil {
 		t.Fatal(err)
 	}

@@ -87,6 +87,16 @@ type Opts struct {
 	// client's retained publish that does not fit is refused.
 	MaxRetained      int   `yaml:"max_retained"`
 	MaxRetainedBytes int64 `yaml:"max_retained_bytes" edged:"size"`
+	// MaxSubscriptions caps the subscriptions one session holds; a
+	// SUBSCRIBE's new filters beyond it are refused (0x97, 3.1.1: 0x80).
+	MaxSubscriptions int `yaml:"max_subscriptions"`
+	// MaxQueuedMessages caps the QoS 1/2 messages kept for one client
+	// unacknowledged: in flight, or queued while a persistent client is
+	// away. Newer ones are dropped.
+	MaxQueuedMessages int `yaml:"max_queued_messages"`
+	// MaxSessions caps the sessions kept for absent persistent clients;
+	// beyond it the one whose client left first ends.
+	MaxSessions int `yaml:"max_sessions"`
 }
 
 // DefaultOpts are safe on a Pi 2: loopback listeners, small buffers.
@@ -111,6 +121,9 @@ func DefaultOpts() Opts {
 		WriteTimeout:         10 * time.Second,
 		MaxRetained:          1000,
 		MaxRetainedBytes:     4 << 20,
+		MaxSubscriptions:     256,
+		MaxQueuedMessages:    1000,
+		MaxSessions:          32,
 	}
 }
 
@@ -186,6 +199,19 @@ func (o *Opts) Validate() error {
 	}
 	if o.MaxRetainedBytes < 1024 {
 		return sensors.FieldErrorf("max_retained_bytes", "%d bytes is below 1KiB", o.MaxRetainedBytes)
+	}
+	for _, c := range []struct {
+		key      string
+		v        int
+		min, max int
+	}{
+		{"max_subscriptions", o.MaxSubscriptions, 1, 100000},
+		{"max_queued_messages", o.MaxQueuedMessages, 1, 16384}, // well below the 65,535 packet ids
+		{"max_sessions", o.MaxSessions, 1, 100000},
+	} {
+		if c.v < c.min || c.v > c.max {
+			return sensors.FieldErrorf(c.key, "%d is out of range (%d..%d)", c.v, c.min, c.max)
+		}
 	}
 	if o.MQTT == "" && o.WebSocket == "" && o.MQTTS == "" && o.WSS == "" {
 		return fmt.Errorf("no listener: set mqtt, websocket, mqtts or wss (local apps could not reach the readings)")

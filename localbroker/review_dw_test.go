@@ -142,7 +142,7 @@ func TestTLSWriteNeverWaitsOnClose(t *testing.T) {
 	var shut atomic.Bool // a normal close: send what is queued first
 	c := newClientConn(srv, func() {}, time.Minute, 4<<10, func(bool) {}, &shut)
 	defer func() { cli.Close(); c.Close(); c.wait() }() // mochi closes the conn when its read fails
-	c.setReceiveMaximum(1)
+	c.setReceiveMaximum(1, DefaultOpts().MaxQueuedMessages)
 	first := pubPkt(t, 1, 1, "first")
 	read := make(chan error, 1)
 	go func() {
