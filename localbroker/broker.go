@@ -430,7 +430,6 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 // maxTopicAliases caps the MQTT 5 topic aliases a client may set up.
 const maxTopicAliases = 32
 
-
 // SetCapturer installs the capturer; call it before Start.
 func (b *Broker) SetCapturer(c Capturer) {
 	b.mu.Lock()
