@@ -109,6 +109,21 @@ func TestBrokenGolden(t *testing.T) {
 	}
 }
 
+// TestBrokerLimitsLoad: the bounds on what a client leaves in the broker
+// have their defaults and take values.
+func TestBrokerLimitsLoad(t *testing.T) {
+	if d := configs.Default().Broker; d.MaxSubscriptions != 256 || d.MaxQueuedMessages != 1000 || d.MaxSessions != 32 {
+		t.Errorf("defaults %d subscriptions, %d queued, %d sessions; want 256, 1000, 32", d.MaxSubscriptions, d.MaxQueuedMessages, d.MaxSessions)
+	}
+	c, err := configs.Parse("limits.yaml", []byte("device: {id: gh-01}\nbroker: {max_subscriptions: 50, max_queued_messages: 200, max_sessions: 5}\n"), drivers.Default, testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.Broker; b.MaxSubscriptions != 50 || b.MaxQueuedMessages != 200 || b.MaxSessions != 5 {
+		t.Errorf("got %d subscriptions, %d queued, %d sessions; want 50, 200, 5", b.MaxSubscriptions, b.MaxQueuedMessages, b.MaxSessions)
+	}
+}
+
 func TestLoadMissingFile(t *testing.T) {
 	_, err := configs.Load(filepath.Join(t.TempDir(), "nope.yaml"), drivers.Default, testEnv)
 	if !errors.Is(err, os.ErrNotExist) {

@@ -209,9 +209,9 @@ type SessionEnds struct {
 // Drops counts messages not delivered to a subscriber, once per
 // subscriber that missed it (Fanout once per message).
 type Drops struct {
-	// InflightFull: the client had 1,024 QoS 1/2 messages unacknowledged
-	// (in flight, or kept for it while away), as Mosquitto's
-	// max_queued_messages.
+	// InflightFull: the client had max_queued_messages QoS 1/2 messages
+	// unacknowledged (in flight, or kept for it while away), as
+	// Mosquitto's max_queued_messages.
 	InflightFull uint64 `json:"inflight_full"`
 	// Fanout: an in-process message found the local fan-out queue full
 	// (LocalDropped; the uplink still has it).
@@ -295,7 +295,7 @@ func (b *Broker) Stats() Stats {
 		Subscriptions:           atomic.LoadInt64(&b.srv.Info.Subscriptions),
 		Dropped: Drops{
 			// mochi counts these itself (and packet id exhaustion, which
-			// cannot come first: 1,024 in flight is far below 65,535).
+			// cannot come first: max_queued_messages is at most 16,384).
 			InflightFull: uint64(atomic.LoadInt64(&b.srv.Info.InflightDropped)),
 			Fanout:       c.localDropped.Load(),
 			SessionEnded: c.sessionDropped.Load(),
@@ -790,7 +790,7 @@ var demoted = map[string]bool{
 
 // perClient are mochi's warnings about one client, limited per client
 // rather than per message: a message dropped because the client has
-// 1,024 unacknowledged (counted in Stats.Dropped.InflightFull).
+// max_queued_messages unacknowledged (counted in Stats.Dropped.InflightFull).
 var perClient = map[string]bool{
 	"client store quota reached": true,
 	"packet ids exhausted":       true,

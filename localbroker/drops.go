@@ -13,12 +13,15 @@ import (
 //
 // Where a message to a client can be lost, and what edged does:
 //
-//   - 1,024 QoS 1/2 messages to the client are unacknowledged: mochi
-//     drops the next (Drops.InflightFull, mochi's own count; it logs
-//     "client store quota reached", at most once a minute per client
-//     here). This is Mosquitto's max_queued_messages: a connected
-//     subscriber that does not acknowledge, or a persistent one that is
-//     away, loses the newest messages, not its session.
+//   - max_queued_messages QoS 1/2 messages to the client are
+//     unacknowledged: mochi drops the next (Drops.InflightFull, mochi's
+//     own count; it logs "client store quota reached", at most once a
+//     minute per client here). This is Mosquitto's max_queued_messages:
+//     a connected subscriber that does not acknowledge, or a persistent
+//     one that is away, loses the newest messages, not its session.
+//   - The client is away and max_sessions sessions of absent clients
+//     are kept: the session whose client left first ends, with what was
+//     queued for it (Drops.SessionEnded, counted in limits.end).
 //   - clientConn's byte queue outgrows its bound, or a write blocks for
 //     write_timeout: the client is disconnected as slow
 //     (SlowDisconnects); its unacknowledged QoS 1/2 messages stay in a

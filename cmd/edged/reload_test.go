@@ -65,6 +65,8 @@ func TestDiffConfigs(t *testing.T) {
 		{name: "a filter is part of the sensor", cur: edit("filters: [{delta: 5}]", "filters: [{delta: 6}]"), change: []string{"keep"}},
 		{name: "users", cur: edit("name: op, role: operator", "name: op, role: viewer"), users: true},
 		{name: "anonymous", cur: edit(`websocket: ""}`, `websocket: "", allow_anonymous: false}`), users: true},
+		{name: "broker limits", cur: edit(`websocket: ""}`, `websocket: "", max_subscriptions: 10, max_sessions: 4, max_queued_messages: 50}`),
+			restart: []string{"broker.max_subscriptions", "broker.max_queued_messages", "broker.max_sessions"}},
 		{name: "forward rules", cur: edit(`local: "edged/gw/sensor/#"`, `local: "edged/gw/#"`), forward: true},
 		{name: "listeners", cur: edit(`mqtt: "127.0.0.1:1883"`, `mqtt: "127.0.0.1:1884"`, `listen: "127.0.0.1:8080"`, `listen: "127.0.0.1:8081"`),
 			restart: []string{"broker.mqtt", "http.listen"}},

@@ -201,6 +201,8 @@ var brokerReasons = []struct {
 	{"edged_broker_publishes_refused_total", "LAN publishes the broker refused, by reason.", func(s localbroker.Stats) any { return s.PublishesRefused }},
 	{"edged_broker_connections_refused_total", "Connections refused at accept or at CONNECT, by reason.", func(s localbroker.Stats) any { return s.ConnectsRefused }},
 	{"edged_broker_slow_clients_disconnected_total", "Clients disconnected because they stopped reading, by what showed it.", func(s localbroker.Stats) any { return s.SlowClients }},
+	{"edged_broker_subscriptions_refused_total", "SUBSCRIBE filters the broker refused, by reason.", func(s localbroker.Stats) any { return s.SubscriptionsRefused }},
+	{"edged_broker_sessions_ended_total", "Sessions of absent persistent clients that ended, by why (expired, or the oldest beyond max_sessions).", func(s localbroker.Stats) any { return s.SessionsEnded }},
 }
 
 // reasons calls f with each uint64 field of the struct v and its JSON name.
