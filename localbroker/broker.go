@@ -213,6 +213,9 @@ type Drops struct {
 	// unacknowledged (in flight, or kept for it while away), as
 	// Mosquitto's max_queued_messages.
 	InflightFull uint64 `json:"inflight_full"`
+	// QueuedBytesFull: those messages held max_queued_bytes of payload
+	// and topic, as Mosquitto's max_queued_bytes.
+	QueuedBytesFull uint64 `json:"queued_bytes_full"`
 	// Fanout: an in-process message found the local fan-out queue full
 	// (LocalDropped; the uplink still has it).
 	Fanout uint64 `json:"fanout"`
@@ -296,9 +299,10 @@ func (b *Broker) Stats() Stats {
 		Dropped: Drops{
 			// mochi counts these itself (and packet id exhaustion, which
 			// cannot come first: max_queued_messages is at most 16,384).
-			InflightFull: uint64(atomic.LoadInt64(&b.srv.Info.InflightDropped)),
-			Fanout:       c.localDropped.Load(),
-			SessionEnded: c.sessionDropped.Load(),
+			InflightFull:    uint64(atomic.LoadInt64(&b.srv.Info.InflightDropped)),
+			QueuedBytesFull: uint64(atomic.LoadInt64(&b.srv.Info.InflightBytesDropped)),
+			Fanout:          c.localDropped.Load(),
+			SessionEnded:    c.sessionDropped.Load(),
 		},
 		SubscriptionsRefused: SubscribeRefusals{MaxSubscriptions: c.subsRefused.Load()},
 		SessionsEnded:        SessionEnds{Expired: c.sessionsExpired.Load(), MaxSessions: c.sessionsEnded.Load()},
@@ -360,6 +364,7 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	caps.MaximumClientWritesPending = 256
 	caps.ReceiveMaximum = uint16(opts.MaxInflight)
 	caps.MaximumInflight = uint16(opts.MaxQueuedMessages)
+	caps.MaximumInflightBytes = opts.MaxQueuedBytes // edged's patch (PATCHES.md)
 	caps.MaximumClients = int64(opts.MaxClients)
 	caps.MaximumSessionExpiryInterval = uint32(opts.SessionExpiry.Seconds())
 	caps.MaximumMessageExpiryInterval = int64(opts.MessageExpiry.Seconds())
@@ -792,8 +797,9 @@ var demoted = map[string]bool{
 // rather than per message: a message dropped because the client has
 // max_queued_messages unacknowledged (counted in Stats.Dropped.InflightFull).
 var perClient = map[string]bool{
-	"client store quota reached": true,
-	"packet ids exhausted":       true,
+	"client store quota reached":       true,
+	"client store bytes quota reached": true,
+	"packet ids exhausted":             true,
 }
 
 // Handle passes records at or above the level, at most once a minute

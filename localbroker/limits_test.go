@@ -479,3 +479,39 @@ func TestOfflineQueueBounded(t *testing.T) {
 		t.Errorf("got %d queued messages back, want 20", len(got))
 	}
 }
+
+// TestOfflineQueueBytesBounded: the messages kept for a client hold at
+// most max_queued_bytes of payload and topic; the rest are dropped and
+// counted; a client with nothing kept takes a message of any size.
+func TestOfflineQueueBytesBounded(t *testing.T) {
+	b := startBroker(t, func(o *Opts) { o.MaxQueuedBytes = 4 << 10 })
+	conn, r, _ := rawPersistent(t, b.MQTTAddr(), 5, "away")
+	rawSubscribe(t, conn, r, 5, 1, "load/#")
+	conn.Close()
+	waitFor(t, "the session offline", func() bool { return b.Stats().Clients == 0 })
+	payload := strings.Repeat("x", 1000)
+	for i := range 10 {
+		if err := b.Publish("load/x", []byte(fmt.Sprint(i, payload)), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 1,007 bytes each (topic and payload): 4 fit in 4 KiB.
+	waitFor(t, "10 kept or dropped", func() bool {
+		cl, _ := b.srv.Clients.Get("away")
+		return cl.State.Inflight.Len()+int(b.Stats().Dropped.QueuedBytesFull) == 10
+	})
+	if d := b.Stats().Dropped; d.QueuedBytesFull != 6 || d.InflightFull != 0 {
+		t.Errorf("dropped %+v, want 6 past max_queued_bytes 4KiB", d)
+	}
+	conn, r, _ = rawPersistent(t, b.MQTTAddr(), 5, "away")
+	if got := rawPublishes(t, conn, r, 5, 300*time.Millisecond); len(got) != 4 {
+		t.Errorf("got %d kept messages back, want 4", len(got))
+	}
+	big := strings.Repeat("y", 8<<10)
+	if err := b.Publish("load/big", []byte(big), false); err != nil {
+		t.Fatal(err)
+	}
+	if got := rawPublishes(t, conn, r, 5, 300*time.Millisecond); len(got) != 1 || got[0] != big {
+		t.Errorf("a message over max_queued_bytes to a client with none kept: got %d messages", len(got))
+	}
+}

@@ -94,6 +94,9 @@ type Opts struct {
 	// unacknowledged: in flight, or queued while a persistent client is
 	// away. Newer ones are dropped.
 	MaxQueuedMessages int `yaml:"max_queued_messages"`
+	// MaxQueuedBytes caps the payload and topic bytes of those messages
+	// ("1MiB"); a client with none takes one message of any size.
+	MaxQueuedBytes int64 `yaml:"max_queued_bytes" edged:"size"`
 	// MaxSessions caps the sessions kept for absent persistent clients;
 	// beyond it the one whose client left first ends.
 	MaxSessions int `yaml:"max_sessions"`
@@ -122,7 +125,8 @@ func DefaultOpts() Opts {
 		MaxRetained:          1000,
 		MaxRetainedBytes:     4 << 20,
 		MaxSubscriptions:     256,
-		MaxQueuedMessages:    1000,
+		MaxQueuedMessages:    1024,
+		MaxQueuedBytes:       1 << 20,
 		MaxSessions:          32,
 	}
 }
@@ -212,6 +216,9 @@ func (o *Opts) Validate() error {
 		if c.v < c.min || c.v > c.max {
 			return sensors.FieldErrorf(c.key, "%d is out of range (%d..%d)", c.v, c.min, c.max)
 		}
+	}
+	if o.MaxQueuedBytes < 1024 || o.MaxQueuedBytes > 1<<30 {
+		return sensors.FieldErrorf("max_queued_bytes", "%d bytes is out of range (1KiB..1GiB)", o.MaxQueuedBytes)
 	}
 	if o.MQTT == "" && o.WebSocket == "" && o.MQTTS == "" && o.WSS == "" {
 		return fmt.Errorf("no listener: set mqtt, websocket, mqtts or wss (local apps could not reach the readings)")

@@ -197,3 +197,21 @@ func TestNextImmediate(t *testing.T) {
 	_, ok = cl.State.Inflight.NextImmediate()
 	require.False(t, ok)
 }
+
+// TestPatchInflightBytes: edged's byte count of the inflight packets
+// (PATCHES.md, MaximumInflightBytes) follows Set, a Set that replaces
+// (a PUBLISH by its PUBREL), Delete and Clone.
+func TestPatchInflightBytes(t *testing.T) {
+	i := NewInflights()
+	i.Set(packets.Packet{PacketID: 1, TopicName: "a/b", Payload: []byte("hello")})
+	i.Set(packets.Packet{PacketID: 2, TopicName: "a", Payload: make([]byte, 100)})
+	require.Equal(t, int64(8+101), i.Bytes())
+	i.Set(packets.Packet{PacketID: 1, FixedHeader: packets.FixedHeader{Type: packets.Pubrel}})
+	require.Equal(t, int64(101), i.Bytes())
+	c := i.Clone()
+	require.Equal(t, int64(101), c.Bytes())
+	require.True(t, i.Delete(2))
+	require.False(t, i.Delete(2))
+	require.Equal(t, int64(0), i.Bytes())
+	require.Equal(t, int64(101), c.Bytes())
+}

@@ -53,6 +53,7 @@ type Capabilities struct {
 	maximumPacketID              uint32          // unexported, used for testing only
 	ReceiveMaximum               uint16          `yaml:"receive_maximum" json:"receive_maximum"`                   // maximum number of concurrent qos messages per client
 	MaximumInflight              uint16          `yaml:"maximum_inflight" json:"maximum_inflight"`                 // maximum number of qos > 0 messages can be stored, 0(=8192)-65535
+	MaximumInflightBytes         int64           `yaml:"maximum_inflight_bytes" json:"maximum_inflight_bytes"`     // edged (PATCHES.md): payload and topic bytes of the qos > 0 messages stored per client, no limit if 0
 	TopicAliasMaximum            uint16          `yaml:"topic_alias_maximum" json:"topic_alias_maximum"`           // maximum topic alias value
 	SharedSubAvailable           byte            `yaml:"shared_sub_available" json:"shared_sub_available"`         // support of shared subscriptions
 	MinimumProtocolVersion       byte            `yaml:"minimum_protocol_version" json:"minimum_protocol_version"` // minimum supported mqtt version
@@ -1107,6 +1108,17 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
 			s.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
 			return out, packets.ErrQuotaExceeded
+		}
+		// edged (PATCHES.md): a byte bound as well; a client with nothing
+		// stored takes any message, so one larger than the bound still
+		// reaches it.
+		if max := s.Options.Capabilities.MaximumInflightBytes; max > 0 {
+			if held := cl.State.Inflight.Bytes(); held > 0 && held+packetBytes(out) > max {
+				cl.State.takeoverMu.RUnlock()
+				atomic.AddInt64(&s.Info.InflightBytesDropped, 1)
+				s.Log.Warn("client store bytes quota reached", "client", cl.ID, "listener", cl.Net.Listener)
+				return out, packets.ErrQuotaExceeded
+			}
 		}
 
 		i, err := cl.NextPacketID() // [MQTT-4.3.2-1] [MQTT-4.3.3-1]
