@@ -28,7 +28,7 @@ import (
 // first packet back must be the CONNACK every time.
 func TestReconnectGetsConnackFirst(t *testing.T) {
 	b := startBroker(t, func(o *Opts) {
-		o.MaxConnectsPerMinute, o.MaxClientsPerAddress = 100000, 64
+		o.MaxConnectsPerMinute, o.MaxClientsPerAddress, o.MaxClients = 100000, 1000, 1000
 	})
 	// CONNECT, MQTT 3.1.1, Clean Session 0, keep-alive 0, id "resume".
 	connect := []byte{0x10, 18, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x00, 0, 0, 0, 6, 'r', 'e', 's', 'u', 'm', 'e'}
