@@ -112,15 +112,17 @@ func TestBrokenGolden(t *testing.T) {
 // TestBrokerLimitsLoad: the bounds on what a client leaves in the broker
 // have their defaults and take values.
 func TestBrokerLimitsLoad(t *testing.T) {
-	if d := configs.Default().Broker; d.MaxSubscriptions != 256 || d.MaxQueuedMessages != 1024 || d.MaxQueuedBytes != 1<<20 || d.MaxSessions != 32 {
-		t.Errorf("defaults %d subscriptions, %d queued of %d bytes, %d sessions; want 256, 1024, 1MiB, 32", d.MaxSubscriptions, d.MaxQueuedMessages, d.MaxQueuedBytes, d.MaxSessions)
+	if d := configs.Default().Broker; d.MaxSubscriptions != 128 || d.MaxTopicLevels != 16 || d.MaxQueuedMessages != 1024 || d.MaxQueuedBytes != 1<<20 || d.MaxSessions != 32 {
+		t.Errorf("defaults %d subscriptions of %d levels, %d queued of %d bytes, %d sessions; want 128, 16, 1024, 1MiB, 32",
+			d.MaxSubscriptions, d.MaxTopicLevels, d.MaxQueuedMessages, d.MaxQueuedBytes, d.MaxSessions)
 	}
-	c, err := configs.Parse("limits.yaml", []byte("device: {id: gh-01}\nbroker: {max_subscriptions: 50, max_queued_messages: 200, max_queued_bytes: 64KiB, max_sessions: 5}\n"), drivers.Default, testEnv)
+	c, err := configs.Parse("limits.yaml", []byte("device: {id: gh-01}\nbroker: {max_subscriptions: 50, max_topic_levels: 8, max_queued_messages: 200, max_queued_bytes: 64KiB, max_sessions: 5}\n"), drivers.Default, testEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := c.Broker; b.MaxSubscriptions != 50 || b.MaxQueuedMessages != 200 || b.MaxQueuedBytes != 64<<10 || b.MaxSessions != 5 {
-		t.Errorf("got %d subscriptions, %d queued of %d bytes, %d sessions; want 50, 200, 64KiB, 5", b.MaxSubscriptions, b.MaxQueuedMessages, b.MaxQueuedBytes, b.MaxSessions)
+	if b := c.Broker; b.MaxSubscriptions != 50 || b.MaxTopicLevels != 8 || b.MaxQueuedMessages != 200 || b.MaxQueuedBytes != 64<<10 || b.MaxSessions != 5 {
+		t.Errorf("got %d subscriptions of %d levels, %d queued of %d bytes, %d sessions; want 50, 8, 200, 64KiB, 5",
+			b.MaxSubscriptions, b.MaxTopicLevels, b.MaxQueuedMessages, b.MaxQueuedBytes, b.MaxSessions)
 	}
 }
 

@@ -283,7 +283,11 @@ func (a *access) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 		code = packets.ErrNotAuthorized
 		a.stats.notAuthorized.Add(1)
 		a.warn("retain", cl.ID, "refused a retained publish", "client", cl.ID, "topic", pk.TopicName, "reason", why)
-	} else if err := a.retained.fits(pk.TopicName, len(pk.Payload)); err != nil {
+	} else if err := a.retained.fits(pk.TopicName, len(pk.Payload)); errors.Is(err, errTooDeep) {
+		code = packets.ErrTopicNameInvalid // 0x90; 3.1.1: disconnected
+		a.stats.tooDeepPublish.Add(1)
+		a.warn("too-deep", cl.ID, "refused a retained publish", "client", cl.ID, "error", err)
+	} else if err != nil {
 		code = packets.ErrQuotaExceeded
 		a.stats.retainedRefused.Add(1)
 		a.stats.retainedFull.Add(1)

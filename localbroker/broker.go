@@ -135,6 +135,8 @@ type counters struct {
 	receiveMaximum  atomic.Uint64
 	tooLarge        atomic.Uint64
 	subsRefused     atomic.Uint64
+	tooDeepSub      atomic.Uint64
+	tooDeepPublish  atomic.Uint64
 	sessionsEnded   atomic.Uint64 // by max_sessions
 	sessionsExpired atomic.Uint64
 	sessionDropped  atomic.Uint64 // messages queued for the sessions ended
@@ -195,6 +197,9 @@ type SubscribeRefusals struct {
 	// MaxSubscriptions: the session held max_subscriptions already
 	// (0x97; 3.1.1: 0x80).
 	MaxSubscriptions uint64 `json:"max_subscriptions"`
+	// MaxTopicLevels: the filter has more than max_topic_levels levels
+	// (0x8F; 3.1.1: 0x80).
+	MaxTopicLevels uint64 `json:"max_topic_levels"`
 }
 
 // SessionEnds counts sessions of absent clients that ended, by why.
@@ -243,6 +248,9 @@ type PublishRefusals struct {
 	// TooLarge: a client sent a packet over max_packet_size and was
 	// disconnected.
 	TooLarge uint64 `json:"packet_too_large"`
+	// MaxTopicLevels: a retained publish whose topic has more than
+	// max_topic_levels levels (0x90).
+	MaxTopicLevels uint64 `json:"max_topic_levels"`
 }
 
 // ConnectRefusals counts connections refused, at accept (the first
@@ -304,7 +312,7 @@ func (b *Broker) Stats() Stats {
 			Fanout:          c.localDropped.Load(),
 			SessionEnded:    c.sessionDropped.Load(),
 		},
-		SubscriptionsRefused: SubscribeRefusals{MaxSubscriptions: c.subsRefused.Load()},
+		SubscriptionsRefused: SubscribeRefusals{MaxSubscriptions: c.subsRefused.Load(), MaxTopicLevels: c.tooDeepSub.Load()},
 		SessionsEnded:        SessionEnds{Expired: c.sessionsExpired.Load(), MaxSessions: c.sessionsEnded.Load()},
 		PublishesRefused: PublishRefusals{
 			NotAuthorized:  c.notAuthorized.Load(),
@@ -313,6 +321,7 @@ func (b *Broker) Stats() Stats {
 			UplinkFailed:   c.uplinkFailed.Load(),
 			ReceiveMaximum: c.receiveMaximum.Load(),
 			TooLarge:       c.tooLarge.Load(),
+			MaxTopicLevels: c.tooDeepPublish.Load(),
 		},
 		ConnectsRefused: ConnectRefusals{
 			MaxClients:           c.refusedTotal.Load(),
@@ -389,7 +398,7 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 		Logger: slog.New(minLevel{log.Handler(), slog.LevelWarn, limiter}).With("library", "mochi"),
 	})
 	b := &Broker{opts: opts, log: log, srv: srv, limiter: limiter,
-		retained: newRetainedStore(opts.MaxRetained, opts.MaxRetainedBytes, time.Now),
+		retained: newRetainedStore(opts.MaxRetained, opts.MaxRetainedBytes, opts.MaxTopicLevels, time.Now),
 		out:      make(chan outbound, fanoutQueue), fanDone: make(chan struct{}), beat: liveness.New("broker/fanout")}
 	b.inline, _ = srv.Clients.Get(mqtt.InlineClientId)
 	b.policy = &connPolicy{

@@ -1,6 +1,8 @@
 package localbroker
 
 import (
+	"errors"
+	"strings"
 	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -18,6 +20,10 @@ import (
 //     subscriptions, so an unsubscribe frees a slot and a resumed or
 //     taken-over session keeps its count. (100,000 distinct filters from
 //     one client cost 131 MiB of heap before.)
+//   - max_topic_levels per filter (0x8F Topic Filter invalid; 3.1.1:
+//     0x80); retained topics are checked by retainedStore. Each level is
+//     a node of mochi's topic tree, about 630 bytes: two SUBSCRIBE
+//     packets of four 16,001-level filters cost 77 MiB before.
 //   - max_sessions kept for absent persistent clients. Beyond it the
 //     session whose client left first ends, as if it had expired: its
 //     subscriptions and queued messages go (counted), and its client
@@ -33,9 +39,10 @@ import (
 // max_queued_messages (Capabilities.MaximumInflight; Drops.InflightFull).
 type limits struct {
 	mqtt.HookBase
-	b       *Broker
-	maxSubs int
-	maxKept int
+	b         *Broker
+	maxSubs   int
+	maxLevels int
+	maxKept   int
 
 	mu   sync.Mutex
 	kept map[string]keptSession // client id -> its absent session
@@ -53,8 +60,26 @@ type keptSession struct {
 // (0x8F) without touching its index, and OnSubscribed makes that 0x97.
 const overQuota = "#/edged/max_subscriptions"
 
+// tooDeep replaces a filter refused for max_topic_levels: mochi refuses
+// it with 0x8F (Topic Filter invalid), the code for it.
+const tooDeep = "#/edged/max_topic_levels"
+
+// errTooDeep: a topic or filter has more than max_topic_levels levels.
+var errTooDeep = errors.New("localbroker: too many topic levels")
+
+// topicLevels counts the levels of a topic or filter; a shared
+// subscription's by its filter ($share/group/ not counted).
+func topicLevels(t string) int {
+	if mqtt.IsSharedFilter(t) {
+		if parts := strings.SplitN(t, "/", 3); len(parts) == 3 {
+			t = parts[2]
+		}
+	}
+	return strings.Count(t, "/") + 1
+}
+
 func newLimits(b *Broker, o Opts) *limits {
-	return &limits{b: b, maxSubs: o.MaxSubscriptions, maxKept: o.MaxSessions, kept: map[string]keptSession{}}
+	return &limits{b: b, maxSubs: o.MaxSubscriptions, maxLevels: o.MaxTopicLevels, maxKept: o.MaxSessions, kept: map[string]keptSession{}}
 }
 
 func (h *limits) ID() string { return "edged-limits" }
@@ -78,10 +103,15 @@ func (h *limits) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet 
 	}
 	n := cl.State.Subscriptions.Len()
 	var added map[string]bool
-	refused := 0
+	refused, deep := 0, 0
 	for i, s := range pk.Filters {
 		if !mqtt.IsValidFilter(s.Filter, false) || (s.NoLocal && mqtt.IsSharedFilter(s.Filter)) {
 			continue // mochi refuses it itself
+		}
+		if topicLevels(s.Filter) > h.maxLevels {
+			pk.Filters[i].Filter = tooDeep
+			deep++
+			continue
 		}
 		if _, held := cl.State.Subscriptions.Get(s.Filter); held || added[s.Filter] {
 			continue // replaces a subscription, takes no new slot
@@ -96,6 +126,11 @@ func (h *limits) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet 
 		}
 		pk.Filters[i].Filter = overQuota
 		refused++
+	}
+	if deep > 0 {
+		h.b.stats.tooDeepSub.Add(uint64(deep))
+		h.b.warn("too-deep", cl.ID, "refused subscriptions over max_topic_levels",
+			"client", cl.ID, "remote", cl.Net.Remote, "refused", deep, "max_topic_levels", h.maxLevels)
 	}
 	if refused > 0 {
 		h.b.stats.subsRefused.Add(uint64(refused))

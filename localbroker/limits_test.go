@@ -515,3 +515,77 @@ func TestOfflineQueueBytesBounded(t *testing.T) {
 		t.Errorf("a message over max_queued_bytes to a client with none kept: got %d messages", len(got))
 	}
 }
+
+// TestTopicLevelsCapped: a filter or a retained topic deeper than
+// max_topic_levels is refused (SUBACK 0x8F, 3.1.1 0x80; PUBACK 0x90),
+// counted and logged once; a shared subscription counts its filter's
+// levels; a plain publish to a deep topic, which stores nothing, goes
+// through.
+func TestTopicLevelsCapped(t *testing.T) {
+	for _, version := range []byte{5, 4} {
+		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
+			logs := &lockedBuffer{}
+			b := startBrokerLog(t, slog.New(slog.NewTextHandler(logs, nil)), func(o *Opts) {
+				o.MaxTopicLevels, o.AnonymousRole = 4, RolePublisher
+			})
+			invalid := packets.ErrTopicFilterInvalid.Code
+			if version < 5 {
+				invalid = 0x80
+			}
+			conn, r, _ := rawSession(t, b.MQTTAddr(), version, "deep", 60)
+			got := rawSubscribe(t, conn, r, version, 1, "a/b/c/d", "a/b/c/d/e", "$share/g/a/b/c/#", "a/+/+/+/#", "a/b/c/d/e")
+			if want := []byte{1, invalid, 1, invalid, invalid}; string(got) != string(want) {
+				t.Fatalf("SUBACK % x, want % x", got, want)
+			}
+			if s := b.Stats(); s.Subscriptions != 2 || s.SubscriptionsRefused.MaxTopicLevels != 3 {
+				t.Errorf("%d subscriptions, %d refused; want 2 and 3", s.Subscriptions, s.SubscriptionsRefused.MaxTopicLevels)
+			}
+			if n := strings.Count(logs.String(), "refused subscriptions over max_topic_levels"); n != 1 {
+				t.Errorf("logged %d times, want once", n)
+			}
+		})
+	}
+	b := startBroker(t, func(o *Opts) { o.MaxTopicLevels, o.AnonymousRole = 4, RolePublisher })
+	c := connect(t, dialTCP(t, b), "pub")
+	if code, err := c.publishRetained("a/b/c/d/e", "x"); code != packets.ErrTopicNameInvalid.Code {
+		t.Errorf("a retained publish 5 levels deep: PUBACK %#x %v, want 0x90", code, err)
+	}
+	if code, err := c.publishRetained("a/b/c/d", "x"); code != 0 || err != nil {
+		t.Errorf("a retained publish 4 levels deep: PUBACK %#x %v", code, err)
+	}
+	if code, err := c.publish("a/b/c/d/e", "x"); code != 0 || err != nil {
+		t.Errorf("a plain publish 5 levels deep: PUBACK %#x %v", code, err)
+	}
+	if s := b.Stats(); s.PublishesRefused.MaxTopicLevels != 1 || s.RetainedMessages != 1 {
+		t.Errorf("refused %d, %d retained; want 1 and 1", s.PublishesRefused.MaxTopicLevels, s.RetainedMessages)
+	}
+}
+
+// TestDeepFilterMemoryBounded: a filter's every level is a node of
+// mochi's topic tree. Before max_topic_levels one SUBSCRIBE of four
+// filters of 16,001 levels (128 KiB, within max_packet_size) took +38.7
+// MiB of heap, and max_subscriptions let a client hold 32 such packets.
+func TestDeepFilterMemoryBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("deep filters")
+	}
+	b := startBroker(t, nil)
+	before := heapInUse()
+	conn, r, _ := rawSession(t, b.MQTTAddr(), 5, "deep", 60)
+	deep := strings.Repeat("a/", 16000) + "a"
+	refused := 0
+	for p := range 2 {
+		for _, c := range rawSubscribe(t, conn, r, 5, uint16(p+1), fmt.Sprint(p, "w/", deep), fmt.Sprint(p, "x/", deep), fmt.Sprint(p, "y/", deep), fmt.Sprint(p, "z/", deep)) {
+			if c == packets.ErrTopicFilterInvalid.Code {
+				refused++
+			}
+		}
+	}
+	after := heapInUse()
+	s := b.Stats()
+	t.Logf("2 SUBSCRIBEs of 4 filters of 16,001 levels: %d held, %d refused; heap in use %.1f MiB -> %.1f MiB (+%.1f MiB)",
+		s.Subscriptions, refused, float64(before)/(1<<20), float64(after)/(1<<20), (float64(after)-float64(before))/(1<<20))
+	if s.Subscriptions != 0 || refused != 8 {
+		t.Fatalf("%d deep filters held, %d refused; want 0 and 8", s.Subscriptions, refused)
+	}
+}

@@ -90,6 +90,10 @@ type Opts struct {
 	// MaxSubscriptions caps the subscriptions one session holds; a
 	// SUBSCRIBE's new filters beyond it are refused (0x97, 3.1.1: 0x80).
 	MaxSubscriptions int `yaml:"max_subscriptions"`
+	// MaxTopicLevels caps the levels of a subscription's filter and of a
+	// retained message's topic: each level is a node of mochi's topic
+	// tree (about 630 bytes), so one 64 KiB filter "a/a/a/..." held 20 MB.
+	MaxTopicLevels int `yaml:"max_topic_levels"`
 	// MaxQueuedMessages caps the QoS 1/2 messages kept for one client
 	// unacknowledged: in flight, or queued while a persistent client is
 	// away. Newer ones are dropped.
@@ -124,7 +128,8 @@ func DefaultOpts() Opts {
 		WriteTimeout:         10 * time.Second,
 		MaxRetained:          1000,
 		MaxRetainedBytes:     4 << 20,
-		MaxSubscriptions:     256,
+		MaxSubscriptions:     128,
+		MaxTopicLevels:       16,
 		MaxQueuedMessages:    1024,
 		MaxQueuedBytes:       1 << 20,
 		MaxSessions:          32,
@@ -210,6 +215,7 @@ func (o *Opts) Validate() error {
 		min, max int
 	}{
 		{"max_subscriptions", o.MaxSubscriptions, 1, 100000},
+		{"max_topic_levels", o.MaxTopicLevels, 4, 128},
 		{"max_queued_messages", o.MaxQueuedMessages, 1, 16384}, // well below the 65,535 packet ids
 		{"max_sessions", o.MaxSessions, 1, 100000},
 	} {

@@ -15,8 +15,9 @@ import (
 // refusal is the access hook's.
 type retainedStore struct {
 	mqtt.HookBase
-	maxCount int
-	maxBytes int64
+	maxCount  int
+	maxBytes  int64
+	maxLevels int // of a topic (max_topic_levels)
 
 	now func() time.Time
 
@@ -39,8 +40,8 @@ type reservation struct {
 // publish a delayed Will after its delay.
 const reserveGrace = 3 * time.Second
 
-func newRetainedStore(maxCount int, maxBytes int64, now func() time.Time) *retainedStore {
-	return &retainedStore{maxCount: maxCount, maxBytes: maxBytes, now: now, sizes: map[string]int64{}}
+func newRetainedStore(maxCount int, maxBytes int64, maxLevels int, now func() time.Time) *retainedStore {
+	return &retainedStore{maxCount: maxCount, maxBytes: maxBytes, maxLevels: maxLevels, now: now, sizes: map[string]int64{}}
 }
 
 func (r *retainedStore) ID() string { return "edged-retained" }
@@ -63,6 +64,9 @@ func (r *retainedStore) fits(topic string, payloadLen int) error {
 
 // fitsLocked counts every unexpired reservation as an extra message.
 func (r *retainedStore) fitsLocked(topic string, size int64) error {
+	if n := topicLevels(topic); n > r.maxLevels {
+		return fmt.Errorf("%w: %d levels, over max_topic_levels %d", errTooDeep, n, r.maxLevels)
+	}
 	now := r.now()
 	for len(r.reserved) > 0 && now.After(r.reserved[0].until) {
 		r.reserved = r.reserved[1:]
