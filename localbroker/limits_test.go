@@ -150,8 +150,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // TestSubscriptionFloodBounded is the hostile client of the issue: one
 // connection sends 100 SUBSCRIBE packets of 1,000 distinct filters each.
-// Before max_subscriptions the broker held all 100,000 (heap in use +69
-// MiB); now it holds max_subscriptions and refuses the rest.
+// Before max_subscriptions the broker held all 100,000 (heap in use
+// +131.5 MiB); now it holds max_subscriptions and refuses the rest (+0.4
+// MiB).
 func TestSubscriptionFloodBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 100,000-filter flood")
@@ -386,8 +387,9 @@ func sessionsKept(b *Broker) int {
 // TestOfflineSessionMemoryBounded is the other hostile client of the
 // issue: 300 persistent sessions under new client ids, each subscribed
 // to everything and gone, while the gateway publishes 100 readings of 1
-// KiB. Before max_sessions all 300 were kept with 100 messages each;
-// now max_sessions (the oldest end first).
+// KiB. Before max_sessions all 300 were kept with 100 messages each
+// (+71.4 MiB of heap); now max_sessions, 32 (+8.2 MiB; the oldest end
+// first).
 func TestOfflineSessionMemoryBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("300 sessions")
