@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -192,20 +193,24 @@ func (h *limits) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 }
 
 // end ends the session of an absent client as mochi's expiry does
-// (clearExpiredClients: the hooks' OnClientExpired, then out of the
-// client table), and drops what was queued for it.
+// (clearExpiredClients: out of the client table, and the hooks'
+// OnClientExpired), and drops what was queued for it. It is out of the
+// table first, so a client coming back with its id from then on starts
+// a new session. (mochi's client table has no compare-and-delete: one
+// coming back between the check and the delete is a race mochi's own
+// expiry has too.)
 func (h *limits) end(cl *mqtt.Client) {
 	srv := h.b.srv
 	if cur, ok := srv.Clients.Get(cl.ID); !ok || cur != cl || !cl.Closed() {
 		return // back, taken over or gone meanwhile
 	}
 	queued := cl.State.Inflight.Len()
+	srv.Clients.Delete(cl.ID)
 	for _, hk := range h.b.hooks {
 		if hk.Provides(mqtt.OnClientExpired) {
 			hk.OnClientExpired(cl)
 		}
 	}
-	srv.Clients.Delete(cl.ID)
 	h.b.stats.sessionsEnded.Add(1)
 	h.b.stats.sessionDropped.Add(uint64(queued))
 	h.b.warn("max-sessions", "", "ended the session of the absent client that left first: max_sessions are kept",
@@ -214,8 +219,9 @@ func (h *limits) end(cl *mqtt.Client) {
 
 // OnClientExpired takes the expired session's subscriptions out of the
 // topic index and its messages out of the inflight count (mochi v2.7.9
-// does neither), unless a client with its id is in the table in its
-// place already.
+// does neither). The index is keyed by client id: when another client
+// has the id already (it came back as the session ended), the filters
+// it holds stay, and so do the messages, which it may have taken over.
 func (h *limits) OnClientExpired(cl *mqtt.Client) {
 	h.mu.Lock()
 	if k, ok := h.kept[cl.ID]; ok && k.cl == cl {
@@ -223,9 +229,16 @@ func (h *limits) OnClientExpired(cl *mqtt.Client) {
 		h.b.stats.sessionsExpired.Add(1)
 	}
 	h.mu.Unlock()
-	if cur, ok := h.b.srv.Clients.Get(cl.ID); ok && cur != cl {
+	srv := h.b.srv
+	cur, ok := srv.Clients.Get(cl.ID)
+	if !ok || cur == cl {
+		srv.UnsubscribeClient(cl)
+		cl.ClearInflights()
 		return
 	}
-	h.b.srv.UnsubscribeClient(cl)
-	cl.ClearInflights()
+	for f := range cl.State.Subscriptions.GetAll() {
+		if _, held := cur.State.Subscriptions.Get(f); !held && srv.Topics.Unsubscribe(f, cl.ID) {
+			atomic.AddInt64(&srv.Info.Subscriptions, -1)
+		}
+	}
 }

@@ -591,3 +591,41 @@ func TestDeepFilterMemoryBounded(t *testing.T) {
 		t.Fatalf("%d deep filters held, %d refused; want 0 and 8", s.Subscriptions, refused)
 	}
 }
+
+// TestSessionEndedAsClientReturns: a session that ends (expired, or
+// beyond max_sessions) while its client comes back under the same id
+// takes out of the topic index, which mochi keys by client id, only the
+// filters the new session does not hold: the new session keeps its own,
+// and gets nothing for the old one's.
+func TestSessionEndedAsClientReturns(t *testing.T) {
+	b := startBroker(t, nil)
+	conn, r, _ := rawPersistent(t, b.MQTTAddr(), 4, "dup")
+	rawSubscribe(t, conn, r, 4, 1, "lan/both", "lan/old")
+	conn.Close()
+	waitFor(t, "the session offline", func() bool { return b.Stats().Clients == 0 })
+	old, _ := b.srv.Clients.Get("dup")
+	b.srv.Clients.Delete("dup") // as limits.end and mochi's expiry do first
+	conn, r, ack := rawSession(t, b.MQTTAddr(), 4, "dup", 60)
+	if len(ack) < 3 || ack[1]&1 != 0 || ack[2] != 0 {
+		t.Fatalf("CONNACK % x, want a new session", ack)
+	}
+	rawSubscribe(t, conn, r, 4, 2, "lan/both", "lan/new")
+	var h *limits
+	for _, hk := range b.hooks {
+		if l, ok := hk.(*limits); ok {
+			h = l
+		}
+	}
+	h.OnClientExpired(old)
+	if s := b.Stats().Subscriptions; s != 2 {
+		t.Errorf("%d subscriptions in the index, want the new session's 2", s)
+	}
+	for _, topic := range []string{"lan/old", "lan/both", "lan/new"} {
+		if err := b.Publish(topic, []byte(topic), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := rawPublishes(t, conn, r, 4, 300*time.Millisecond); strings.Join(got, " ") != "lan/both lan/new" {
+		t.Errorf("the new session got %q, want lan/both and lan/new only", got)
+	}
+}
