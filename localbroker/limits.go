@@ -37,7 +37,9 @@ import (
 //     (even with Clean Start) got messages for them.
 //
 // The queue of an absent client is mochi's inflight store, capped at
-// max_queued_messages (Capabilities.MaximumInflight; Drops.InflightFull).
+// max_queued_messages (Capabilities.MaximumInflight; Drops.InflightFull)
+// and max_queued_bytes (edged's mochi patch 5, MaximumInflightBytes;
+// Drops.QueuedBytesFull).
 type limits struct {
 	mqtt.HookBase
 	b         *Broker
