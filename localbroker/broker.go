@@ -218,8 +218,9 @@ type Drops struct {
 	// unacknowledged (in flight, or kept for it while away), as
 	// Mosquitto's max_queued_messages.
 	InflightFull uint64 `json:"inflight_full"`
-	// QueuedBytesFull: those messages held max_queued_bytes of payload
-	// and topic, as Mosquitto's max_queued_bytes.
+	// QueuedBytesFull: the client was away and those messages held
+	// max_queued_bytes of payload and topic (as Mosquitto's
+	// max_queued_bytes), or held more when it left (the newest went).
 	QueuedBytesFull uint64 `json:"queued_bytes_full"`
 	// Fanout: an in-process message found the local fan-out queue full
 	// (LocalDropped; the uplink still has it).
@@ -373,7 +374,7 @@ func New(opts Opts, prefix string, log *slog.Logger) (*Broker, error) {
 	caps.MaximumClientWritesPending = 256
 	caps.ReceiveMaximum = uint16(opts.MaxInflight)
 	caps.MaximumInflight = uint16(opts.MaxQueuedMessages)
-	caps.MaximumInflightBytes = opts.MaxQueuedBytes // edged's patch (PATCHES.md)
+	caps.MaximumOfflineInflightBytes = opts.MaxQueuedBytes // edged's patch (PATCHES.md)
 	caps.MaximumClients = int64(opts.MaxClients)
 	caps.MaximumSessionExpiryInterval = uint32(opts.SessionExpiry.Seconds())
 	caps.MaximumMessageExpiryInterval = int64(opts.MessageExpiry.Seconds())

@@ -2,6 +2,7 @@ package localbroker
 
 import (
 	"errors"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,7 +39,7 @@ import (
 //
 // The queue of an absent client is mochi's inflight store, capped at
 // max_queued_messages (Capabilities.MaximumInflight; Drops.InflightFull)
-// and max_queued_bytes (edged's mochi patch 5, MaximumInflightBytes;
+// and max_queued_bytes (edged's mochi patch 5, MaximumOfflineInflightBytes;
 // Drops.QueuedBytesFull).
 type limits struct {
 	mqtt.HookBase
@@ -46,6 +47,7 @@ type limits struct {
 	maxSubs   int
 	maxLevels int
 	maxKept   int
+	maxBytes  int64 // max_queued_bytes
 
 	mu   sync.Mutex
 	kept map[string]keptSession // client id -> its absent session
@@ -82,7 +84,8 @@ func topicLevels(t string) int {
 }
 
 func newLimits(b *Broker, o Opts) *limits {
-	return &limits{b: b, maxSubs: o.MaxSubscriptions, maxLevels: o.MaxTopicLevels, maxKept: o.MaxSessions, kept: map[string]keptSession{}}
+	return &limits{b: b, maxSubs: o.MaxSubscriptions, maxLevels: o.MaxTopicLevels, maxKept: o.MaxSessions,
+		maxBytes: o.MaxQueuedBytes, kept: map[string]keptSession{}}
 }
 
 func (h *limits) ID() string { return "edged-limits" }
@@ -174,6 +177,7 @@ func (h *limits) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if cur, ok := h.b.srv.Clients.Get(cl.ID); !ok || cur != cl {
 		return // taken over meanwhile: the session is the new client's
 	}
+	h.trim(cl)
 	var oldest []*mqtt.Client
 	h.mu.Lock()
 	h.seq++
@@ -191,6 +195,37 @@ func (h *limits) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	h.mu.Unlock()
 	for _, old := range oldest {
 		h.end(old)
+	}
+}
+
+// trim holds what a client that just left had unacknowledged to
+// max_queued_bytes, which mochi applies to absent clients only (a
+// connected one is bounded by max_queued_messages, and disconnected if
+// it stops reading): the newest messages go, counted as
+// Drops.QueuedBytesFull, the oldest always stays. A QoS 2 message
+// whose PUBREL is pending holds no payload and stays.
+func (h *limits) trim(cl *mqtt.Client) {
+	if cl.State.Inflight.Bytes() <= h.maxBytes {
+		return
+	}
+	held := cl.State.Inflight.GetAll(false)
+	sort.Slice(held, func(i, j int) bool {
+		if held[i].Created != held[j].Created {
+			return held[i].Created < held[j].Created
+		}
+		return held[i].PacketID < held[j].PacketID
+	})
+	dropped := 0
+	for i := len(held) - 1; i > 0 && cl.State.Inflight.Bytes() > h.maxBytes; i-- {
+		if held[i].FixedHeader.Type == packets.Publish && cl.State.Inflight.Delete(held[i].PacketID) {
+			atomic.AddInt64(&h.b.srv.Info.Inflight, -1)
+			atomic.AddInt64(&h.b.srv.Info.InflightBytesDropped, 1)
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		h.b.warn("queued-bytes", cl.ID, "dropped messages a client left unacknowledged over max_queued_bytes",
+			"client", cl.ID, "remote", cl.Net.Remote, "dropped", dropped, "max_queued_bytes", h.maxBytes)
 	}
 }
 

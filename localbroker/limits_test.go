@@ -629,3 +629,45 @@ func TestSessionEndedAsClientReturns(t *testing.T) {
 		t.Errorf("the new session got %q, want lan/both and lan/new only", got)
 	}
 }
+
+// TestQueueTrimmedWhenClientLeaves: a connected client is not held to
+// max_queued_bytes (it is disconnected if it stops reading), so what it
+// left unacknowledged when it goes is cut to max_queued_bytes, the
+// newest first, counted; it gets the oldest back.
+func TestQueueTrimmedWhenClientLeaves(t *testing.T) {
+	b := startBroker(t, func(o *Opts) { o.MaxQueuedBytes = 4 << 10 })
+	conn, r, _ := rawPersistent(t, b.MQTTAddr(), 4, "leaving")
+	rawSubscribe(t, conn, r, 4, 1, "load/#")
+	payload := strings.Repeat("x", 1000)
+	for i := range 10 {
+		if err := b.Publish("load/x", []byte(fmt.Sprint(i, payload)), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "10 unacknowledged", func() bool {
+		cl, _ := b.srv.Clients.Get("leaving")
+		return cl.State.Inflight.Len() == 10
+	})
+	if d := b.Stats().Dropped.QueuedBytesFull; d != 0 {
+		t.Fatalf("dropped %d for a connected client", d)
+	}
+	conn.Close()
+	waitFor(t, "the session offline", func() bool { return b.Stats().Clients == 0 })
+	if d := b.Stats().Dropped.QueuedBytesFull; d != 6 {
+		t.Errorf("dropped %d as the client left, want the 6 newest past max_queued_bytes 4KiB", d)
+	}
+	conn, r, _ = rawPersistent(t, b.MQTTAddr(), 4, "leaving")
+	got := rawPublishes(t, conn, r, 4, 300*time.Millisecond)
+	if len(got) != 4 {
+		t.Fatalf("got %d messages back, want 4", len(got))
+	}
+	// mochi resends in no particular order within a second (it sorts
+	// by the second the message came), so the set is checked.
+	kept := map[string]bool{}
+	for _, m := range got {
+		kept[m[:1]] = true
+	}
+	if !kept["0"] || !kept["1"] || !kept["2"] || !kept["3"] {
+		t.Errorf("got back %v (first characters), want the oldest four, 0 to 3", kept)
+	}
+}

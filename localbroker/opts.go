@@ -99,7 +99,8 @@ type Opts struct {
 	// away. Newer ones are dropped.
 	MaxQueuedMessages int `yaml:"max_queued_messages"`
 	// MaxQueuedBytes caps the payload and topic bytes of those messages
-	// ("1MiB"); a client with none takes one message of any size.
+	// while the client is away ("1MiB"); a client with none takes one
+	// message of any size.
 	MaxQueuedBytes int64 `yaml:"max_queued_bytes" edged:"size"`
 	// MaxSessions caps the sessions kept for absent persistent clients;
 	// beyond it the one whose client left first ends.

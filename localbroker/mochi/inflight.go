@@ -30,7 +30,7 @@ func packetBytes(pk packets.Packet) int64 {
 }
 
 // Bytes returns the payload and topic bytes of the inflight packets
-// (edged, PATCHES.md: Capabilities.MaximumInflightBytes).
+// (edged, PATCHES.md: Capabilities.MaximumOfflineInflightBytes).
 func (i *Inflight) Bytes() int64 {
 	i.RLock()
 	defer i.RUnlock()

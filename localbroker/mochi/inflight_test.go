@@ -199,7 +199,7 @@ func TestNextImmediate(t *testing.T) {
 }
 
 // TestPatchInflightBytes: edged's byte count of the inflight packets
-// (PATCHES.md, MaximumInflightBytes) follows Set, a Set that replaces
+// (PATCHES.md, MaximumOfflineInflightBytes) follows Set, a Set that replaces
 // (a PUBLISH by its PUBREL), Delete and Clone.
 func TestPatchInflightBytes(t *testing.T) {
 	i := NewInflights()

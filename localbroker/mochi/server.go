@@ -51,17 +51,17 @@ type Capabilities struct {
 	MaximumSessionExpiryInterval uint32          `yaml:"maximum_session_expiry_interval" json:"maximum_session_expiry_interval"` // maximum number of seconds to keep disconnected sessions
 	MaximumPacketSize            uint32          `yaml:"maximum_packet_size" json:"maximum_packet_size"`                         // maximum packet size, no limit if 0
 	maximumPacketID              uint32          // unexported, used for testing only
-	ReceiveMaximum               uint16          `yaml:"receive_maximum" json:"receive_maximum"`                   // maximum number of concurrent qos messages per client
-	MaximumInflight              uint16          `yaml:"maximum_inflight" json:"maximum_inflight"`                 // maximum number of qos > 0 messages can be stored, 0(=8192)-65535
-	MaximumInflightBytes         int64           `yaml:"maximum_inflight_bytes" json:"maximum_inflight_bytes"`     // edged (PATCHES.md): payload and topic bytes of the qos > 0 messages stored per client, no limit if 0
-	TopicAliasMaximum            uint16          `yaml:"topic_alias_maximum" json:"topic_alias_maximum"`           // maximum topic alias value
-	SharedSubAvailable           byte            `yaml:"shared_sub_available" json:"shared_sub_available"`         // support of shared subscriptions
-	MinimumProtocolVersion       byte            `yaml:"minimum_protocol_version" json:"minimum_protocol_version"` // minimum supported mqtt version
-	Compatibilities              Compatibilities `yaml:"compatibilities" json:"compatibilities"`                   // version compatibilities the server provides
-	MaximumQos                   byte            `yaml:"maximum_qos" json:"maximum_qos"`                           // maximum qos value available to clients
-	RetainAvailable              byte            `yaml:"retain_available" json:"retain_available"`                 // support of retain messages
-	WildcardSubAvailable         byte            `yaml:"wildcard_sub_available" json:"wildcard_sub_available"`     // support of wildcard subscriptions
-	SubIDAvailable               byte            `yaml:"sub_id_available" json:"sub_id_available"`                 // support of subscription identifiers
+	ReceiveMaximum               uint16          `yaml:"receive_maximum" json:"receive_maximum"`                               // maximum number of concurrent qos messages per client
+	MaximumInflight              uint16          `yaml:"maximum_inflight" json:"maximum_inflight"`                             // maximum number of qos > 0 messages can be stored, 0(=8192)-65535
+	MaximumOfflineInflightBytes  int64           `yaml:"maximum_offline_inflight_bytes" json:"maximum_offline_inflight_bytes"` // edged (PATCHES.md): payload and topic bytes of the qos > 0 messages stored for a client whose connection is closed, no limit if 0
+	TopicAliasMaximum            uint16          `yaml:"topic_alias_maximum" json:"topic_alias_maximum"`                       // maximum topic alias value
+	SharedSubAvailable           byte            `yaml:"shared_sub_available" json:"shared_sub_available"`                     // support of shared subscriptions
+	MinimumProtocolVersion       byte            `yaml:"minimum_protocol_version" json:"minimum_protocol_version"`             // minimum supported mqtt version
+	Compatibilities              Compatibilities `yaml:"compatibilities" json:"compatibilities"`                               // version compatibilities the server provides
+	MaximumQos                   byte            `yaml:"maximum_qos" json:"maximum_qos"`                                       // maximum qos value available to clients
+	RetainAvailable              byte            `yaml:"retain_available" json:"retain_available"`                             // support of retain messages
+	WildcardSubAvailable         byte            `yaml:"wildcard_sub_available" json:"wildcard_sub_available"`                 // support of wildcard subscriptions
+	SubIDAvailable               byte            `yaml:"sub_id_available" json:"sub_id_available"`                             // support of subscription identifiers
 }
 
 // NewDefaultServerCapabilities defines the default features and capabilities provided by the server.
@@ -1109,10 +1109,10 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 			s.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
 			return out, packets.ErrQuotaExceeded
 		}
-		// edged (PATCHES.md): a byte bound as well; a client with nothing
-		// stored takes any message, so one larger than the bound still
-		// reaches it.
-		if max := s.Options.Capabilities.MaximumInflightBytes; max > 0 {
+		// edged (PATCHES.md): a byte bound as well while the client is
+		// away; a client with nothing stored takes any message, so one
+		// larger than the bound still reaches it.
+		if max := s.Options.Capabilities.MaximumOfflineInflightBytes; max > 0 && cl.Closed() {
 			if held := cl.State.Inflight.Bytes(); held > 0 && held+packetBytes(out) > max {
 				cl.State.takeoverMu.RUnlock()
 				atomic.AddInt64(&s.Info.InflightBytesDropped, 1)

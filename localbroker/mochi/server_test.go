@@ -2196,24 +2196,34 @@ func TestPublishToClientExceedMaximumInflight(t *testing.T) {
 	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.InflightDropped))
 }
 
-// TestPatchPublishToClientExceedMaximumInflightBytes: edged's byte
-// bound (PATCHES.md 5) drops a QoS 1/2 delivery that would take the
-// client's stored bytes past MaximumInflightBytes, and counts it apart
-// from the count bound; a client with nothing stored takes any size.
-func TestPatchPublishToClientExceedMaximumInflightBytes(t *testing.T) {
+// TestPatchPublishToClientExceedMaximumOfflineInflightBytes: edged's
+// byte bound (PATCHES.md 5) drops a QoS 1/2 delivery that would take the
+// stored bytes of a client whose connection is closed past
+// MaximumOfflineInflightBytes, and counts it apart from the count
+// bound; a connected client is not held to it, and a client with nothing
+// stored takes any size.
+func TestPatchPublishToClientExceedMaximumOfflineInflightBytes(t *testing.T) {
 	s := newServer()
 	cl, _, _ := newTestClient()
-	s.Options.Capabilities.MaximumInflightBytes = 10
+	s.Options.Capabilities.MaximumOfflineInflightBytes = 10
 	pk := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
 	pk.TopicName, pk.Payload = "a/b/c", []byte("0123456789") // 15 bytes
-	_, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 1}, pk)
-	require.NoError(t, err)
-	require.Equal(t, int64(15), cl.State.Inflight.Bytes())
-	_, err = s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 1}, pk)
+	for i := 0; i < 2; i++ {
+		_, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 1}, pk)
+		require.NoError(t, err)
+	}
+	require.Equal(t, int64(30), cl.State.Inflight.Bytes())
+
+	away, _, _ := newTestClient()
+	away.Stop(packets.ErrServerShuttingDown)
+	_, err := s.publishToClient(away, packets.Subscription{Filter: "a/b/c", Qos: 1}, pk)
+	require.ErrorIs(t, err, packets.CodeDisconnect) // stored for when it is back
+	require.Equal(t, int64(15), away.State.Inflight.Bytes())
+	_, err = s.publishToClient(away, packets.Subscription{Filter: "a/b/c", Qos: 1}, pk)
 	require.ErrorIs(t, err, packets.ErrQuotaExceeded)
 	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.InflightBytesDropped))
 	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.InflightDropped))
-	require.Equal(t, 1, cl.State.Inflight.Len())
+	require.Equal(t, 1, away.State.Inflight.Len())
 }
 
 func TestPublishToClientExhaustedPacketID(t *testing.T) {

@@ -26,7 +26,7 @@ type Info struct {
 	Retained             int64  `json:"retained"`               // total number of retained messages active on the broker
 	Inflight             int64  `json:"inflight"`               // the number of messages currently in-flight
 	InflightDropped      int64  `json:"inflight_dropped"`       // the number of inflight messages which were dropped
-	InflightBytesDropped int64  `json:"inflight_bytes_dropped"` // edged (PATCHES.md): dropped for MaximumInflightBytes
+	InflightBytesDropped int64  `json:"inflight_bytes_dropped"` // edged (PATCHES.md): dropped for MaximumOfflineInflightBytes
 	Subscriptions        int64  `json:"subscriptions"`          // total number of subscriptions active on the broker
 	PacketsReceived      int64  `json:"packets_received"`       // the total number of publish messages received
 	PacketsSent          int64  `json:"packets_sent"`           // total number of messages of any type sent since the broker started
