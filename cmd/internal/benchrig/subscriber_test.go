@@ -101,7 +101,7 @@ func TestReadPublishAgainstPaho(t *testing.T) {
 		Properties: &packets.Properties{PayloadFormat: &one, MessageExpiry: &four, TopicAlias: &two,
 			ResponseTopic: "r/t", CorrelationData: []byte{1, 2}, ContentType: "application/json",
 			SubscriptionIdentifier: func() *int { i := 300; return &i }(),
-			User: []packets.User{{Key: "gw", Value: "gh-01"}, {Key: "epoch", Value: "17"}, {Key: "seq", Value: "99"}}}}
+			User:                   []packets.User{{Key: "gw", Value: "gh-01"}, {Key: "epoch", Value: "17"}, {Key: "seq", Value: "99"}}}}
 	var b bytes.Buffer
 	if _, err := p.WriteTo(&b); err != nil {
 		t.Fatal(err)
