@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/gorilla/websocket"
 
 	"github.com/edged/edged/cmd/internal/benchrig"
 	"github.com/edged/edged/uplink/uplinktest"
@@ -52,9 +54,11 @@ func raceBinary(t *testing.T) string {
 // once, for a few seconds: sensors sampling and forwarded; a LAN QoS 1
 // and QoS 2 publisher on forwarded topics; a persistent QoS 1 session
 // taken over again and again by a new connection while messages are
-// delivered to it; retained messages; HTTP scrapes of /metrics and the
-// API; a reload; and the cloud stopping and coming back under all of
-// it. Then a clean stop: exit 0, no race reported.
+// delivered to it; retained messages; a WebSocket subscriber; control
+// commands over HTTP and MQTT; clients that vanish, leaving Wills; HTTP
+// scrapes of /metrics and the API; a reload; and the cloud stopping and
+// coming back under all of it. Then a clean stop: exit 0, no race
+// reported.
 func TestRaceUnderTrafficIntegration(t *testing.T) {
 	bin := raceBinary(t)
 	mqBin := requireTool(t, "mosquitto", "EDGED_REQUIRE_MOSQUITTO")
@@ -63,7 +67,17 @@ func TestRaceUnderTrafficIntegration(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(mq.Stop)
-	d, mqttAddr, _, httpAddr := startSim(t, bin, fastSim(uplinkYAML(mq.Addr, "")))
+	operator := func(c string) string {
+		return strings.Replace(fastSim(uplinkYAML(mq.Addr, ""))(c), "anonymous_role: publisher ", "anonymous_role: operator ", 1)
+	}
+	d, mqttAddr, wsAddr, httpAddr := startSim(t, bin, operator)
+	// A browser's client: everything over WebSocket, all along.
+	dialer := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second}
+	ws, _, err := dialer.Dial("ws://"+wsAddr+"/mqtt", map[string][]string{"Origin": {"http://" + wsAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readings := mqttClient(t, &wsNetConn{Conn: ws.UnderlyingConn(), ws: ws}, "#")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 	defer cancel()
@@ -76,7 +90,7 @@ func TestRaceUnderTrafficIntegration(t *testing.T) {
 		}
 	}
 	var published [3]atomic.Int64
-	var takeovers, scrapes atomic.Int64
+	var takeovers, scrapes, commands, wills atomic.Int64
 	run := func(f func()) {
 		wg.Add(1)
 		go func() { defer wg.Done(); f() }()
@@ -146,6 +160,79 @@ func TestRaceUnderTrafficIntegration(t *testing.T) {
 			scrapes.Add(1)
 		}
 	})
+	// Control: commands over HTTP and over MQTT, alternating.
+	run(func() {
+		c, err := benchrig.Dial(mqttAddr, benchrig.ClientOpts{ID: "race-control", CleanStart: true})
+		if err != nil {
+			report(err)
+			return
+		}
+		defer benchrig.Disconnect(c)
+		for i := 0; ctx.Err() == nil && i < 20000; i++ {
+			body := `{"mode":"manual","output":1}`
+			if i%2 == 1 {
+				body = fmt.Sprintf(`{"mode":"auto","setpoint":%d}`, 18+i%5)
+			}
+			if i%4 < 2 {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPatch, "http://"+httpAddr+"/api/v1/controllers/heat", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := httpClient.Do(req)
+				if err != nil {
+					if ctx.Err() == nil {
+						report(err)
+					}
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					report(fmt.Errorf("PATCH %s: HTTP %d", body, resp.StatusCode))
+					return
+				}
+			} else {
+				pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+				_, err := c.Publish(pctx, &paho.Publish{Topic: "edged/sim-01/control/heat/set", QoS: 1, Payload: []byte(body)})
+				pcancel()
+				if err != nil {
+					if ctx.Err() == nil {
+						report(err)
+					}
+					return
+				}
+			}
+			commands.Add(1)
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	// Clients that vanish without DISCONNECT: their Wills are published.
+	run(func() {
+		for i := 0; ctx.Err() == nil && i < 30; i++ {
+			// From addresses of their own (max_connects_per_minute).
+			dialer := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(20+i%8))}}
+			conn, err := dialer.DialContext(ctx, "tcp", mqttAddr)
+			if err != nil {
+				report(err)
+				return
+			}
+			c := paho.NewClient(paho.ClientConfig{Conn: conn, OnClientError: func(error) {}})
+			cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err = c.Connect(cctx, &paho.Connect{ClientID: fmt.Sprintf("race-will-%d", i), CleanStart: true, KeepAlive: 30,
+				WillMessage: &paho.WillMessage{Topic: "lan/race/will", QoS: 1, Payload: []byte("gone")}})
+			ccancel()
+			conn.Close()
+			if err != nil {
+				if ctx.Err() == nil {
+					report(fmt.Errorf("will client %d: %w", i, err))
+				}
+				return
+			}
+			wills.Add(1)
+			select {
+			case <-ctx.Done():
+			case <-time.After(150 * time.Millisecond):
+			}
+		}
+	})
 	// The cloud goes away and comes back; a reload comes in between.
 	run(func() {
 		time.Sleep(1500 * time.Millisecond)
@@ -163,8 +250,10 @@ func TestRaceUnderTrafficIntegration(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	t.Logf("%d QoS 1 and %d QoS 2 publishes, %d takeovers, %d HTTP requests", published[1].Load(), published[2].Load(), takeovers.Load(), scrapes.Load())
-	if published[1].Load() < 100 || published[2].Load() < 100 || takeovers.Load() < 10 || scrapes.Load() < 10 {
+	t.Logf("%d QoS 1 and %d QoS 2 publishes, %d takeovers, %d HTTP requests, %d commands, %d Wills, %d messages over WebSocket",
+		published[1].Load(), published[2].Load(), takeovers.Load(), scrapes.Load(), commands.Load(), wills.Load(), len(readings))
+	if published[1].Load() < 100 || published[2].Load() < 100 || takeovers.Load() < 10 || scrapes.Load() < 10 ||
+		commands.Load() < 10 || wills.Load() < 5 || len(readings) == 0 {
 		t.Error("too little traffic to look for races")
 	}
 
