@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,33 +19,6 @@ import (
 	"github.com/edged/edged/cmd/internal/benchrig"
 	"github.com/edged/edged/uplink/uplinktest"
 )
-
-var (
-	raceOnce sync.Once
-	raceBin  string
-	raceErr  error
-)
-
-// raceBinary builds cmd/edged with the race detector, once per test run:
-// the other integration tests run a plain build, so a data race inside
-// the daemon (the patched mochi, the uplink's inline writes) shows only
-// here. A race found makes the binary print "DATA RACE" and exit 66.
-func raceBinary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("integration test: skipped under -short")
-	}
-	raceOnce.Do(func() {
-		raceBin = filepath.Join(filepath.Dir(edgedBinary(t)), "edged-race")
-		if out, err := exec.Command("go", "build", "-race", "-o", raceBin, ".").CombinedOutput(); err != nil {
-			raceErr = fmt.Errorf("go build -race: %v\n%s", err, out)
-		}
-	})
-	if raceErr != nil {
-		t.Fatal(raceErr)
-	}
-	return raceBin
-}
 
 // TestRaceUnderTrafficIntegration runs edged built with the race
 // detector through the traffic that exercises its concurrent paths at
