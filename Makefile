@@ -64,7 +64,7 @@ ifneq ($(RACE),)
 	$(GO) test -count=1 -timeout 5m -run 'TestUplink(Outage|Crash)Integration' ./cmd/edged
 endif
 	$(GO) test -tags edgedfailpoints -count=1 -timeout 5m -run TestCrashPoints ./uplink/wal
-	cd localbroker/mochi && $(GO) test -count=1 -run 'DirectWrites|QueuedWithout|Patch' .
+	cd localbroker/mochi && CGO_ENABLED=$(if $(RACE),1,0) $(GO) test $(RACE) -count=1 -run 'DirectWrites|QueuedWithout|Patch' .
 	GOARCH=386 $(GO) test -short -count=1 -timeout 5m $(PKGS)
 
 ## test-mochi: the upstream test suite of the patched mochi in localbroker/mochi (its own

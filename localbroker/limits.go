@@ -39,7 +39,7 @@ import (
 //
 // The queue of an absent client is mochi's inflight store, capped at
 // max_queued_messages (Capabilities.MaximumInflight; Drops.InflightFull)
-// and max_queued_bytes (edged's mochi patch 5, MaximumOfflineInflightBytes;
+// and max_queued_bytes (edged's mochi patch 6, MaximumOfflineInflightBytes;
 // Drops.QueuedBytesFull).
 type limits struct {
 	mqtt.HookBase

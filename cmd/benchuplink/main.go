@@ -109,8 +109,13 @@ type figures struct {
 	maxRate, maxP50                []float64 // msg/s, ms
 	drain, reconnect, rssHold, wpm []float64 // msg/s, s, MiB, B/msg
 	rssIdle                        []float64
-	outageLost, outageDups         float64 // sums over the rounds
-	killLost, killDups, killRetag  float64
+	// CPU per drained message of the gateway and of the cloud Mosquitto
+	// (from the cloud's return to the last message): on this machine the
+	// cloud shares the cores, so what a gateway costs the cloud bounds
+	// its drain.
+	drainCPU, cloudCPU            []float64 // µs
+	outageLost, outageDups        float64   // sums over the rounds
+	killLost, killDups, killRetag float64
 }
 
 var systems = []string{"mosquitto", "edged"}
@@ -323,7 +328,15 @@ func (b *bench) outage(s string, f *figures, kill bool, n int) error {
 		}
 	}
 	up := time.Now()
+	gw0, err := benchrig.CPU(l.pid())
+	if err != nil {
+		return err
+	}
 	if err := b.cloud.Start(); err != nil {
+		return err
+	}
+	cloud0, err := benchrig.CPU(b.cloud.Pid())
+	if err != nil {
 		return err
 	}
 	if err := b.sub.Reconnect(); err != nil {
@@ -339,6 +352,13 @@ func (b *bench) outage(s string, f *figures, kill bool, n int) error {
 		if !rec.WaitDistinct(n, drainTimeout) {
 			return fmt.Errorf("%d of %d arrived within %v of the cloud's return", rec.Distinct(), n, drainTimeout)
 		}
+		gw1, err1 := benchrig.CPU(l.pid())
+		cloud1, err2 := benchrig.CPU(b.cloud.Pid())
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
+		f.drainCPU = append(f.drainCPU, float64((gw1-gw0).Microseconds())/float64(n))
+		f.cloudCPU = append(f.cloudCPU, float64((cloud1-cloud0).Microseconds())/float64(n))
 		rec.WaitQuiet(time.Second, 10*time.Second) // any duplicates
 	}
 	rep := rec.Report(0, n)
@@ -355,8 +375,8 @@ func (b *bench) outage(s string, f *figures, kill bool, n int) error {
 	f.reconnect = append(f.reconnect, rep.First.Sub(up).Seconds())
 	f.outageLost += float64(rep.Lost)
 	f.outageDups += float64(rep.Dups)
-	fmt.Fprintf(b.out, "  %-9s outage of %d messages: RSS %.1f MiB holding (%.1f idle), %.0f B written/msg; cloud back: first after %.1f s, drain %.0f msg/s, %d lost, %d duplicates\n",
-		s, n, last(f.rssHold), last(f.rssIdle), last(f.wpm), last(f.reconnect), last(f.drain), rep.Lost, rep.Dups)
+	fmt.Fprintf(b.out, "  %-9s outage of %d messages: RSS %.1f MiB holding (%.1f idle), %.0f B written/msg; cloud back: first after %.1f s, drain %.0f msg/s (CPU/msg: %.1f µs %s, %.1f µs cloud), %d lost, %d duplicates\n",
+		s, n, last(f.rssHold), last(f.rssIdle), last(f.wpm), last(f.reconnect), last(f.drain), last(f.drainCPU), s, last(f.cloudCPU), rep.Lost, rep.Dups)
 	return nil
 }
 
@@ -376,6 +396,8 @@ func (b *bench) table(res map[string]*figures) {
 		n := benchrig.Group(fmt.Sprint(b.outageN))
 		rows = append(rows,
 			benchrig.Row{Figure: fmt.Sprintf("drain of a %s-message backlog after the cloud returns", n), Ref: med(m.drain), Edged: med(e.drain), Format: "%.0f msg/s"},
+			benchrig.Row{Figure: "same, CPU of the local process per drained message", Ref: med(m.drainCPU), Edged: med(e.drainCPU), Format: "%.1f µs"},
+			benchrig.Row{Figure: "same, CPU of the cloud Mosquitto per drained message", Ref: med(m.cloudCPU), Edged: med(e.cloudCPU), Format: "%.1f µs"},
 			benchrig.Row{Figure: "first message after the cloud returns", Ref: med(m.reconnect), Edged: med(e.reconnect), Format: "%.1f s", Note: "(reconnect backoff, random)"},
 			benchrig.Row{Figure: fmt.Sprintf("RSS holding the %s backlog", n), Ref: med(m.rssHold), Edged: med(e.rssHold), Format: "%.1f MiB"},
 			benchrig.Row{Figure: "bytes written to disk per message during the outage", Ref: med(m.wpm), Edged: med(e.wpm), Format: "%.0f B"},

@@ -66,6 +66,50 @@ func edgedBinary(t *testing.T) string {
 	return binPath
 }
 
+// variant is a build of cmd/edged other than edgedBinary's, made once per
+// test run, beside it.
+type variant struct {
+	name string   // file name
+	args []string // go build flags
+	env  []string // added to the environment
+	once sync.Once
+	path string
+	err  error
+}
+
+var (
+	// failpointBuild's loops can be stalled by liveness.StallEnv.
+	failpointBuild = &variant{name: "edged-failpoints", args: []string{"-tags", "edgedfailpoints"}}
+	// armv7Build is the Pi 2 build (README "On the Raspberry Pi", `make pi`).
+	armv7Build = &variant{name: "edged-armv7", args: []string{"-trimpath", "-ldflags", "-s -w"},
+		env: []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=7"}}
+	// raceBuild has the race detector: the other builds would not show a
+	// data race inside the daemon (the patched mochi, the uplink's inline
+	// writes). A race found makes it print "DATA RACE" and exit 66.
+	raceBuild = &variant{name: "edged-race", args: []string{"-race"}}
+)
+
+func (v *variant) binary(t *testing.T) string {
+	t.Helper()
+	edgedBinary(t) // the skip under -short, and binPath's temp dir
+	v.once.Do(func() {
+		v.path = filepath.Join(filepath.Dir(binPath), v.name)
+		build := exec.Command("go", append(append([]string{"build"}, v.args...), "-o", v.path, ".")...)
+		build.Env = append(os.Environ(), v.env...)
+		if out, err := build.CombinedOutput(); err != nil {
+			v.err = fmt.Errorf("go build %s: %v\n%s", strings.Join(v.args, " "), err, out)
+		}
+	})
+	if v.err != nil {
+		t.Fatal(v.err)
+	}
+	return v.path
+}
+
+func failpointBinary(t *testing.T) string { return failpointBuild.binary(t) }
+func armv7Binary(t *testing.T) string     { return armv7Build.binary(t) }
+func raceBinary(t *testing.T) string      { return raceBuild.binary(t) }
+
 // requireTool skips when a tool is missing, unless the environment
 // variable says CI installed it (uplinktest.RequireTool).
 func requireTool(t *testing.T, tool, requireVar string) string {

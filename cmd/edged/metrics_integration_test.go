@@ -7,11 +7,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -287,30 +285,6 @@ func TestReadyzOldBacklogIntegration(t *testing.T) {
 	proxy.SetUp(true)
 	// The forwarder retries with backoff (at most a minute).
 	waitProbe("/readyz", 200, `"status":"ok"`, 90*time.Second)
-}
-
-var (
-	failpointOnce sync.Once
-	failpointBin  string
-	failpointErr  error
-)
-
-// failpointBinary builds edged with -tags edgedfailpoints once per run:
-// the build whose loops can be stalled by liveness.StallEnv.
-func failpointBinary(t *testing.T) string {
-	t.Helper()
-	edgedBinary(t) // the skip under -short, and binPath's temp dir
-	failpointOnce.Do(func() {
-		failpointBin = filepath.Join(filepath.Dir(binPath), "edged-failpoints")
-		out, err := exec.Command("go", "build", "-tags", "edgedfailpoints", "-o", failpointBin, ".").CombinedOutput()
-		if err != nil {
-			failpointErr = fmt.Errorf("go build -tags edgedfailpoints: %v\n%s", err, out)
-		}
-	})
-	if failpointErr != nil {
-		t.Fatal(failpointErr)
-	}
-	return failpointBin
 }
 
 // TestStuckLoopStopsWatchdogIntegration stalls one loop of a running

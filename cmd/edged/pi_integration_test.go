@@ -2,41 +2,14 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-var (
-	armv7Once sync.Once
-	armv7Bin  string
-	armv7Err  error
-)
-
-// armv7Binary cross-compiles the Pi 2 build (README "On the Raspberry
-// Pi", `make pi`) once per test run, beside edgedBinary's.
-func armv7Binary(t *testing.T) string {
-	t.Helper()
-	edgedBinary(t) // the skip under -short, and binPath's temp dir
-	armv7Once.Do(func() {
-		armv7Bin = filepath.Join(filepath.Dir(binPath), "edged-armv7")
-		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", armv7Bin, ".")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=7")
-		if out, err := build.CombinedOutput(); err != nil {
-			armv7Err = fmt.Errorf("cross-compile: %v\n%s", err, out)
-		}
-	})
-	if armv7Err != nil {
-		t.Fatal(armv7Err)
-	}
-	return armv7Bin
-}
 
 // piConfig writes the Pi example with free loopback ports and a temp
 // state dir; if sensorsOnly, without its actuators and controllers.

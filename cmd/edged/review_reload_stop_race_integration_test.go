@@ -2,8 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,13 +15,7 @@ import (
 // after. Every run must stop cleanly (a race found makes the binary
 // exit 66), and send no RELOADING=1 or READY=1 after STOPPING=1.
 func TestReloadStopRaceIntegration(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: skipped under -short")
-	}
-	bin := filepath.Join(t.TempDir(), "edged-race")
-	if out, err := exec.Command("go", "build", "-race", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build -race: %v\n%s", err, out)
-	}
+	bin := raceBinary(t)
 	for i := range 10 {
 		delay := time.Duration(i*3) * time.Millisecond
 		d, _, _, _ := startSim(t, bin, nil)

@@ -2197,7 +2197,7 @@ func TestPublishToClientExceedMaximumInflight(t *testing.T) {
 }
 
 // TestPatchPublishToClientExceedMaximumOfflineInflightBytes: edged's
-// byte bound (PATCHES.md 5) drops a QoS 1/2 delivery that would take the
+// byte bound (PATCHES.md 6) drops a QoS 1/2 delivery that would take the
 // stored bytes of a client whose connection is closed past
 // MaximumOfflineInflightBytes, and counts it apart from the count
 // bound; a connected client is not held to it, and a client with nothing

@@ -168,6 +168,22 @@ func (c *Clock) Pending() int {
 	return len(c.armed)
 }
 
+// ArmedFor reports the number of armed timers and whether every one of
+// them is due at t, in one look: with Pending and Next apart, a timer
+// armed and stopped in between (code makes a stopped timer that way,
+// NewTimer(time.Hour) then Stop) can make a busy set of goroutines look
+// idle.
+func (c *Clock) ArmedFor(t time.Time) (n int, all bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, tm := range c.armed {
+		if !tm.when.Equal(t) {
+			return len(c.armed), false
+		}
+	}
+	return len(c.armed), true
+}
+
 // Next returns the deadline of the earliest armed timer; ok is false when
 // no timer is armed.
 func (c *Clock) Next() (next time.Time, ok bool) {

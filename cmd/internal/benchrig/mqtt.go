@@ -243,27 +243,38 @@ type Arrival struct {
 	Tag string
 }
 
-// Recorder keeps the arrivals on one topic.
+// Recorder keeps the arrivals on one topic. It wakes its waiter only
+// when what it waits for happened, not at every arrival: at a drain's
+// rate a wake-up per message cost the bench (which shares the machine
+// with what it measures) a good part of a core.
 type Recorder struct {
-	mu     sync.Mutex
-	arr    []Arrival
-	seen   map[uint64]bool
-	notify chan struct{}
+	mu   sync.Mutex
+	arr  []Arrival
+	seen map[uint64]bool
+	last time.Time // of the latest arrival
+	// want is WaitDistinct's target, 0 when nobody waits; reached is
+	// signalled when it is.
+	want    int
+	reached chan struct{}
 }
 
 func newRecorder() *Recorder {
-	return &Recorder{seen: map[uint64]bool{}, notify: make(chan struct{}, 1)}
+	return &Recorder{seen: map[uint64]bool{}, reached: make(chan struct{}, 1)}
 }
 
 func (r *Recorder) add(a Arrival) {
 	r.mu.Lock()
 	r.arr = append(r.arr, a)
 	r.seen[a.Seq] = true
-	r.mu.Unlock()
-	select {
-	case r.notify <- struct{}{}:
-	default:
+	r.last = a.At
+	if r.want > 0 && len(r.seen) >= r.want {
+		r.want = 0
+		select {
+		case r.reached <- struct{}{}:
+		default:
+		}
 	}
+	r.mu.Unlock()
 }
 
 // Distinct returns how many distinct seqs arrived.
@@ -281,29 +292,49 @@ func (r *Recorder) Arrivals() []Arrival {
 }
 
 // WaitDistinct waits until n distinct seqs arrived or timeout passed,
-// and reports whether they did.
+// and reports whether they did. One goroutine at a time may wait.
 func (r *Recorder) WaitDistinct(n int, timeout time.Duration) bool {
+	r.mu.Lock()
+	if len(r.seen) >= n {
+		r.mu.Unlock()
+		return true
+	}
+	select {
+	case <-r.reached: // a stale signal
+	default:
+	}
+	r.want = n
+	r.mu.Unlock()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	for r.Distinct() < n {
-		select {
-		case <-r.notify:
-		case <-deadline.C:
-			return r.Distinct() >= n
-		}
+	select {
+	case <-r.reached:
+		return true
+	case <-deadline.C:
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.want = 0
+		return len(r.seen) >= n
 	}
-	return true
 }
 
-// WaitQuiet waits until nothing arrived for quiet, or timeout passed.
+// WaitQuiet waits until nothing arrived for quiet, or timeout passed,
+// looking every tenth of quiet.
 func (r *Recorder) WaitQuiet(quiet, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		select {
-		case <-r.notify:
-		case <-time.After(quiet):
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for {
+		r.mu.Lock()
+		from := r.last
+		r.mu.Unlock()
+		if from.Before(start) {
+			from = start
+		}
+		now := time.Now()
+		if now.Sub(from) >= quiet || !now.Before(deadline) {
 			return
 		}
+		time.Sleep(min(quiet/10, deadline.Sub(now)))
 	}
 }
 
@@ -343,115 +374,4 @@ func (r *Recorder) Report(from uint64, n int) Report {
 	rep.Lost = n - len(firstTag)
 	sortDurations(rep.Latency)
 	return rep
-}
-
-// Subscriber is a QoS 0/1 subscriber whose messages go to a Recorder per
-// topic.
-type Subscriber struct {
-	addr   string
-	o      ClientOpts
-	filter string
-	qos    byte
-
-	mu     sync.Mutex
-	c      *paho.Client
-	tracks map[string]*Recorder
-	raw    func(topic string, payload []byte) // SubscribeRaw's
-}
-
-// Subscribe connects to addr and subscribes to filter. persistent makes
-// the session outlive the connection (CleanStart on the first connect
-// only, a day's session expiry), so Reconnect gets what was queued.
-func Subscribe(addr, id string, local net.IP, filter string, qos byte, persistent bool) (*Subscriber, error) {
-	s := &Subscriber{addr: addr, filter: filter, qos: qos, tracks: map[string]*Recorder{}}
-	s.o = ClientOpts{ID: id, Local: local, CleanStart: true, OnPublish: s.received}
-	if persistent {
-		s.o.SessionExpiry = 86400
-	}
-	return s, s.connect()
-}
-
-// SubscribeRaw is Subscribe (clean session) handing every message to
-// f, from paho's goroutine, instead of to Recorders.
-func SubscribeRaw(addr, id, filter string, qos byte, f func(topic string, payload []byte)) (*Subscriber, error) {
-	s := &Subscriber{addr: addr, filter: filter, qos: qos, raw: f}
-	s.o = ClientOpts{ID: id, CleanStart: true, OnPublish: s.received}
-	return s, s.connect()
-}
-
-func (s *Subscriber) connect() error {
-	c, err := Dial(s.addr, s.o)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: s.filter, QoS: s.qos}}})
-	if err == nil && (len(sa.Reasons) != 1 || sa.Reasons[0] >= 0x80) {
-		err = fmt.Errorf("SUBACK %v", sa.Reasons)
-	}
-	if err != nil {
-		Disconnect(c)
-		return fmt.Errorf("benchrig: subscribe %s to %s: %w", s.o.ID, s.filter, err)
-	}
-	s.mu.Lock()
-	s.c = c
-	s.mu.Unlock()
-	return nil
-}
-
-// Reconnect connects again, resuming the session (after the broker
-// restarted, say).
-func (s *Subscriber) Reconnect() error {
-	s.mu.Lock()
-	old := s.c
-	s.mu.Unlock()
-	_ = old.Disconnect(&paho.Disconnect{}) // keeps the session
-	<-old.Done()
-	s.o.CleanStart = false
-	return s.connect()
-}
-
-// Track returns the Recorder of topic, made on first use. Messages on
-// topics nobody tracks are dropped.
-func (s *Subscriber) Track(topic string) *Recorder {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.tracks[topic]
-	if r == nil {
-		r = newRecorder()
-		s.tracks[topic] = r
-	}
-	return r
-}
-
-func (s *Subscriber) received(p *paho.Publish) {
-	if s.raw != nil {
-		s.raw(p.Topic, p.Payload)
-		return
-	}
-	at := time.Now()
-	s.mu.Lock()
-	r := s.tracks[p.Topic]
-	s.mu.Unlock()
-	if r == nil {
-		return
-	}
-	seq, sent, err := ParsePayload(p.Payload)
-	if err != nil {
-		return
-	}
-	a := Arrival{Seq: seq, Sent: sent, At: at}
-	if p.Properties != nil && p.Properties.User.Get("seq") != "" {
-		a.Tag = p.Properties.User.Get("epoch") + "/" + p.Properties.User.Get("seq")
-	}
-	r.add(a)
-}
-
-// Close disconnects, ending the session.
-func (s *Subscriber) Close() {
-	s.mu.Lock()
-	c := s.c
-	s.mu.Unlock()
-	Disconnect(c)
 }

@@ -32,7 +32,7 @@ type Info struct {
 	MemoryAlloc         int64  `json:"memory_alloc"`         // memory currently allocated
 	Threads             int64  `json:"threads"`              // number of active goroutines, named as threads for platform ambiguity
 
-	// edged (PATCHES.md 5): dropped for MaximumOfflineInflightBytes.
+	// edged (PATCHES.md 6): dropped for MaximumOfflineInflightBytes.
 	InflightBytesDropped int64 `json:"inflight_bytes_dropped"`
 }
 
