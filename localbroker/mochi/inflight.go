@@ -21,6 +21,10 @@ type Inflight struct {
 	maximumReceiveQuota int32                     // maximum allowed receive quota
 	maximumSendQuota    int32                     // maximum allowed send quota
 	bytes               int64                     // edged: payload and topic bytes held (PATCHES.md)
+	// edged (PATCHES.md, resend order): the order packets were first set
+	// in, by packet id, and the last number given.
+	order map[uint16]uint64
+	last  uint64
 }
 
 // packetBytes is what Bytes counts of a packet: its payload and topic
@@ -41,6 +45,7 @@ func (i *Inflight) Bytes() int64 {
 func NewInflights() *Inflight {
 	return &Inflight{
 		internal: map[uint16]packets.Packet{},
+		order:    map[uint16]uint64{},
 	}
 }
 
@@ -52,6 +57,9 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	old, ok := i.internal[m.PacketID]
 	if ok {
 		i.bytes -= packetBytes(old)
+	} else {
+		i.last++ // a PUBREC or PUBREL replacing its PUBLISH keeps its place
+		i.order[m.PacketID] = i.last
 	}
 	i.internal[m.PacketID] = m
 	i.bytes += packetBytes(m)
@@ -85,8 +93,9 @@ func (i *Inflight) Clone() *Inflight {
 	defer i.RUnlock()
 	for k, v := range i.internal {
 		c.internal[k] = v
+		c.order[k] = i.order[k]
 	}
-	c.bytes = i.bytes
+	c.bytes, c.last = i.bytes, i.last
 	return c
 }
 
@@ -102,8 +111,12 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 		}
 	}
 
-	sort.Slice(m, func(i, j int) bool {
-		return uint16(m[i].Created) < uint16(m[j].Created)
+	// edged (PATCHES.md, resend order): in the order they were first
+	// set [MQTT-4.6.0-1]; upstream sorted by uint16(Created), the second
+	// they were made in cut to 16 bits: any order within a second, and
+	// wrong across every 65,536th.
+	sort.Slice(m, func(a, b int) bool {
+		return i.order[m[a].PacketID] < i.order[m[b].PacketID]
 	})
 
 	return m
@@ -134,6 +147,7 @@ func (i *Inflight) Delete(id uint16) bool {
 		i.bytes -= packetBytes(old)
 	}
 	delete(i.internal, id)
+	delete(i.order, id)
 
 	return ok
 }

@@ -215,3 +215,30 @@ func TestPatchInflightBytes(t *testing.T) {
 	require.Equal(t, int64(0), i.Bytes())
 	require.Equal(t, int64(101), c.Bytes())
 }
+
+// TestPatchInflightResendOrder (edged, resend order): GetAll returns the
+// packets in the order they were first set [MQTT-4.6.0-1], within one
+// second and across the 16-bit wrap of Created upstream sorted by; a
+// PUBREL replacing its PUBLISH keeps the place; a clone keeps the order.
+func TestPatchInflightResendOrder(t *testing.T) {
+	i := NewInflights()
+	ids := []uint16{9, 3, 7, 1, 12, 5, 2, 8}
+	for n, id := range ids {
+		created := int64(1_000_000) // one second for all but the last two
+		if n >= 6 {
+			created = 65536 * 16 // after uint16(Created) wrapped to 0
+		}
+		i.Set(packets.Packet{PacketID: id, Created: created, FixedHeader: packets.FixedHeader{Type: packets.Publish}})
+	}
+	i.Set(packets.Packet{PacketID: 7, FixedHeader: packets.FixedHeader{Type: packets.Pubrel}})
+	i.Delete(1)
+	i.Set(packets.Packet{PacketID: 1, FixedHeader: packets.FixedHeader{Type: packets.Publish}}) // a new message: last
+	want := []uint16{9, 3, 7, 12, 5, 2, 8, 1}
+	for _, in := range []*Inflight{i, i.Clone()} {
+		var got []uint16
+		for _, pk := range in.GetAll(false) {
+			got = append(got, pk.PacketID)
+		}
+		require.Equal(t, want, got)
+	}
+}
