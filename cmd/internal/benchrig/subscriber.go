@@ -34,6 +34,8 @@ type Subscriber struct {
 	qos    byte
 	expiry uint32 // session expiry: 0 ends the session with the connection
 	clean  bool   // Clean Start of the next connect
+	// present is the Session Present flag of the latest CONNACK.
+	present bool
 
 	mu     sync.Mutex
 	conn   net.Conn
@@ -58,6 +60,19 @@ func Subscribe(addr, id string, local net.IP, filter string, qos byte, persisten
 	}
 	return s, s.connect()
 }
+
+// Resume is Subscribe with a persistent session resumed from the
+// start (Clean Start off): the broker's session of id, if it has one,
+// and a takeover if that session is connected. SessionPresent tells
+// whether it had one.
+func Resume(addr, id string, local net.IP, filter string, qos byte) (*Subscriber, error) {
+	s := &Subscriber{addr: addr, id: id, local: local, filter: filter, qos: qos, expiry: 86400, tracks: map[string]*Recorder{}}
+	return s, s.connect()
+}
+
+// SessionPresent reports whether the broker resumed a session at the
+// latest connect.
+func (s *Subscriber) SessionPresent() bool { return s.present }
 
 // SubscribeRaw is Subscribe (clean session) handing every message to
 // f, from the reading goroutine, instead of to Recorders; payload is
@@ -109,6 +124,7 @@ func (s *Subscriber) connect() error {
 	if ca.ReasonCode >= 0x80 {
 		return fail(fmt.Errorf("CONNACK %#x", ca.ReasonCode))
 	}
+	s.present = ca.SessionPresent
 	ka := keepAlive
 	if ca.Properties != nil && ca.Properties.ServerKeepAlive != nil { // [MQTT-3.2.2-21]
 		ka = time.Duration(*ca.Properties.ServerKeepAlive) * time.Second

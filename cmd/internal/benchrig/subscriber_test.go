@@ -168,3 +168,48 @@ func TestSubscribeRefusesQoS2(t *testing.T) {
 		}
 	}
 }
+
+// Resume takes over a connected persistent session (Session Present):
+// the broker sends the old connection a DISCONNECT, after which it
+// closes without waiting on anything, and the new one gets what follows.
+func TestResumeTakesOverIntegration(t *testing.T) {
+	bin := uplinktest.MosquittoBin(t)
+	m, err := uplinktest.StartMosquitto(bin, t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	old, err := Subscribe(m.Addr, "bench-sub", nil, "t/#", 1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.SessionPresent() {
+		t.Error("a clean start reported Session Present")
+	}
+	s, err := Resume(m.Addr, "bench-sub", nil, "t/#", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !s.SessionPresent() {
+		t.Error("Resume of a connected session: no Session Present")
+	}
+	select {
+	case <-old.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the taken-over connection's reader still runs")
+	}
+	old.Close()
+	rec := s.Track("t/a")
+	p, err := NewPublisher(m.Addr, "bench-pub", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Send("t/a", 0, 10, 0, 1, 4); err != nil {
+		t.Fatal(err)
+	}
+	if !rec.WaitDistinct(10, 10*time.Second) {
+		t.Fatalf("%d of 10 arrived on the session taken over", rec.Distinct())
+	}
+}
