@@ -85,8 +85,10 @@ var (
 		env: []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=7"}}
 	// raceBuild has the race detector: the other builds would not show a
 	// data race inside the daemon (the patched mochi, the uplink's inline
-	// writes). A race found makes it print "DATA RACE" and exit 66.
-	raceBuild = &variant{name: "edged-race", args: []string{"-race"}}
+	// writes). A race found makes it print "DATA RACE" and exit 66. It
+	// needs cgo whatever the environment says (make exports
+	// CGO_ENABLED=0, and make stress runs the suite with it).
+	raceBuild = &variant{name: "edged-race", args: []string{"-race"}, env: []string{"CGO_ENABLED=1"}}
 )
 
 func (v *variant) binary(t *testing.T) string {

@@ -61,7 +61,7 @@ func TestRaceUnderTrafficIntegration(t *testing.T) {
 		}
 	}
 	var published [3]atomic.Int64
-	var takeovers, scrapes, commands, wills atomic.Int64
+	var takeovers, resumed, scrapes, commands, wills atomic.Int64
 	run := func(f func()) {
 		wg.Add(1)
 		go func() { defer wg.Done(); f() }()
@@ -105,13 +105,18 @@ func TestRaceUnderTrafficIntegration(t *testing.T) {
 		for i := 0; ctx.Err() == nil && i < 110; i++ {
 			// From 8 addresses: max_connects_per_minute admits bursts of
 			// 16 from one.
-			s, err := benchrig.Subscribe(mqttAddr, "race-session", net.IPv4(127, 0, 0, byte(10+i%8)), "lan/race/#", 1, true)
+			// Resumed (Clean Start off), so the takeover hands the
+			// session's messages in flight to the new connection.
+			s, err := benchrig.Resume(mqttAddr, "race-session", net.IPv4(127, 0, 0, byte(10+i%8)), "lan/race/#", 1)
 			if err != nil {
 				report(fmt.Errorf("takeover %d: %w", i, err))
 				return
 			}
 			subs = append(subs, s)
 			takeovers.Add(1)
+			if s.SessionPresent() {
+				resumed.Add(1) // the session's messages in flight go to the new connection
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(50 * time.Millisecond):
@@ -223,9 +228,9 @@ func TestRaceUnderTrafficIntegration(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	t.Logf("%d QoS 1 and %d QoS 2 publishes, %d takeovers, %d HTTP requests, %d commands, %d Wills, %d messages over WebSocket",
-		published[1].Load(), published[2].Load(), takeovers.Load(), scrapes.Load(), commands.Load(), wills.Load(), len(readings))
-	if published[1].Load() < 100 || published[2].Load() < 100 || takeovers.Load() < 10 || scrapes.Load() < 10 ||
+	t.Logf("%d QoS 1 and %d QoS 2 publishes, %d takeovers (%d resuming the session), %d HTTP requests, %d commands, %d Wills, %d messages over WebSocket",
+		published[1].Load(), published[2].Load(), takeovers.Load(), resumed.Load(), scrapes.Load(), commands.Load(), wills.Load(), len(readings))
+	if published[1].Load() < 100 || published[2].Load() < 100 || resumed.Load() < 10 || scrapes.Load() < 10 ||
 		commands.Load() < 10 || wills.Load() < 5 || len(readings) == 0 {
 		t.Error("too little traffic to look for races")
 	}

@@ -34,6 +34,8 @@ type Subscriber struct {
 	qos    byte
 	expiry uint32 // session expiry: 0 ends the session with the connection
 	clean  bool   // Clean Start of the next connect
+	// present is the Session Present flag of the latest CONNACK.
+	present bool
 
 	mu     sync.Mutex
 	conn   net.Conn
@@ -43,7 +45,9 @@ type Subscriber struct {
 	raw    func(topic string, payload []byte) // SubscribeRaw's
 }
 
-// keepAlive is the subscriber's MQTT keep-alive; it pings at half of it.
+// keepAlive is the keep-alive the subscriber asks for; it pings at half
+// of the one in effect, which the broker may set in the CONNACK (edged's
+// max_keepalive).
 const keepAlive = 60 * time.Second
 
 // Subscribe connects to addr and subscribes to filter. persistent makes
@@ -57,6 +61,19 @@ func Subscribe(addr, id string, local net.IP, filter string, qos byte, persisten
 	return s, s.connect()
 }
 
+// Resume is Subscribe with a persistent session resumed from the
+// start (Clean Start off): the broker's session of id, if it has one,
+// and a takeover if that session is connected. SessionPresent tells
+// whether it had one.
+func Resume(addr, id string, local net.IP, filter string, qos byte) (*Subscriber, error) {
+	s := &Subscriber{addr: addr, id: id, local: local, filter: filter, qos: qos, expiry: 86400, tracks: map[string]*Recorder{}}
+	return s, s.connect()
+}
+
+// SessionPresent reports whether the broker resumed a session at the
+// latest connect.
+func (s *Subscriber) SessionPresent() bool { return s.present }
+
 // SubscribeRaw is Subscribe (clean session) handing every message to
 // f, from the reading goroutine, instead of to Recorders; payload is
 // valid only during the call.
@@ -69,6 +86,11 @@ func SubscribeRaw(addr, id, filter string, qos byte, f func(topic string, payloa
 // which reports the CONNACK and the SUBACK: a resumed session's queued
 // messages may come before the SUBACK. All of it bounded to 10 s.
 func (s *Subscriber) connect() error {
+	if s.qos > 1 {
+		// QoS 2 would need PUBREC/PUBREL/PUBCOMP, which read does not
+		// answer: the broker would stop after its Receive Maximum.
+		return fmt.Errorf("benchrig: subscribe %s to %s: QoS %d (0 or 1 only)", s.id, s.filter, s.qos)
+	}
 	d := net.Dialer{Timeout: 10 * time.Second}
 	if s.local != nil {
 		d.LocalAddr = &net.TCPAddr{IP: s.local}
@@ -102,6 +124,11 @@ func (s *Subscriber) connect() error {
 	if ca.ReasonCode >= 0x80 {
 		return fail(fmt.Errorf("CONNACK %#x", ca.ReasonCode))
 	}
+	s.present = ca.SessionPresent
+	ka := keepAlive
+	if ca.Properties != nil && ca.Properties.ServerKeepAlive != nil { // [MQTT-3.2.2-21]
+		ka = time.Duration(*ca.Properties.ServerKeepAlive) * time.Second
+	}
 	sp := &packets.Subscribe{PacketID: 1, Properties: &packets.Properties{},
 		Subscriptions: []packets.SubOptions{{Topic: s.filter, QoS: s.qos}}}
 	if _, err := sp.WriteTo(conn); err != nil {
@@ -114,7 +141,7 @@ func (s *Subscriber) connect() error {
 	s.mu.Lock()
 	s.conn, s.done = conn, done
 	s.mu.Unlock()
-	go s.read(conn, br, suback, done)
+	go s.read(conn, br, ka, suback, done)
 	select {
 	case reasons := <-suback:
 		if len(reasons) != 1 || reasons[0] >= 0x80 {
@@ -132,8 +159,8 @@ func (s *Subscriber) connect() error {
 
 // read handles every packet of conn until it closes: PUBLISHes are
 // recorded and their PUBACKs written once nothing more is buffered; it
-// also pings while the connection is idle.
-func (s *Subscriber) read(conn net.Conn, br *bufio.Reader, suback chan<- []byte, done chan struct{}) {
+// also pings at half the keep-alive ka (none if 0).
+func (s *Subscriber) read(conn net.Conn, br *bufio.Reader, ka time.Duration, suback chan<- []byte, done chan struct{}) {
 	stop := make(chan struct{})
 	var pinger sync.WaitGroup
 	defer func() {
@@ -144,7 +171,10 @@ func (s *Subscriber) read(conn net.Conn, br *bufio.Reader, suback chan<- []byte,
 	pinger.Add(1)
 	go func() {
 		defer pinger.Done()
-		t := time.NewTicker(keepAlive / 2)
+		if ka <= 0 {
+			return
+		}
+		t := time.NewTicker(ka / 2)
 		defer t.Stop()
 		for {
 			select {

@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edged/edged/localbroker"
 	"github.com/edged/edged/uplink/uplinktest"
 )
 
@@ -118,5 +120,96 @@ func TestReadPublishAgainstPaho(t *testing.T) {
 		if _, _, err := readPublish(bufio.NewReader(bytes.NewReader(b.Bytes()[:n])), nil); err == nil {
 			t.Fatalf("a PUBLISH cut to %d of %d bytes was read", n, b.Len())
 		}
+	}
+}
+
+// A broker's Server Keep Alive replaces the keep-alive the subscriber
+// asked for [MQTT-3.2.2-21]: edged's broker with max_keepalive 1s tells
+// it 1 s and cuts a client silent for 1.5 s; the subscriber pings in
+// time and still gets a message published after 3 s of quiet.
+func TestSubscriberKeepsServerKeepAlive(t *testing.T) {
+	o := localbroker.DefaultOpts()
+	o.MQTT, o.WebSocket, o.MaxKeepalive, o.AnonymousRole = "127.0.0.1:0", "", time.Second, localbroker.RolePublisher
+	b, err := localbroker.New(o, "edged/t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	s, err := Subscribe(b.MQTTAddr(), "bench-sub", nil, "t/#", 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rec := s.Track("t/a")
+	time.Sleep(3 * time.Second)
+	p, err := NewPublisher(b.MQTTAddr(), "bench-pub", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Send("t/a", 0, 1, 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if !rec.WaitDistinct(1, 5*time.Second) {
+		t.Fatal("a message published after 3 s of quiet did not arrive: the broker cut the subscriber")
+	}
+}
+
+// The subscriber acknowledges QoS 0 and 1 only: a QoS 2 subscription
+// would get PUBLISHes it never answers with PUBREC, and the broker would
+// stop sending after its Receive Maximum, so it is refused.
+func TestSubscribeRefusesQoS2(t *testing.T) {
+	for _, qos := range []byte{2, 3} {
+		if _, err := Subscribe("127.0.0.1:1", "bench-sub", nil, "t/#", qos, false); err == nil || !strings.Contains(err.Error(), "QoS") {
+			t.Errorf("Subscribe at QoS %d: %v, want an error naming the QoS", qos, err)
+		}
+	}
+}
+
+// Resume takes over a connected persistent session (Session Present):
+// the broker sends the old connection a DISCONNECT, after which it
+// closes without waiting on anything, and the new one gets what follows.
+func TestResumeTakesOverIntegration(t *testing.T) {
+	bin := uplinktest.MosquittoBin(t)
+	m, err := uplinktest.StartMosquitto(bin, t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	old, err := Subscribe(m.Addr, "bench-sub", nil, "t/#", 1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.SessionPresent() {
+		t.Error("a clean start reported Session Present")
+	}
+	s, err := Resume(m.Addr, "bench-sub", nil, "t/#", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !s.SessionPresent() {
+		t.Error("Resume of a connected session: no Session Present")
+	}
+	select {
+	case <-old.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the taken-over connection's reader still runs")
+	}
+	old.Close()
+	rec := s.Track("t/a")
+	p, err := NewPublisher(m.Addr, "bench-pub", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Send("t/a", 0, 10, 0, 1, 4); err != nil {
+		t.Fatal(err)
+	}
+	if !rec.WaitDistinct(10, 10*time.Second) {
+		t.Fatalf("%d of 10 arrived on the session taken over", rec.Distinct())
 	}
 }
