@@ -45,6 +45,9 @@ type Subscriber struct {
 	raw    func(topic string, payload []byte) // SubscribeRaw's
 }
 
+// maxAcks bounds the PUBACKs the reader holds back before writing them.
+const maxAcks = 256
+
 // keepAlive is the keep-alive the subscriber asks for; it pings at half
 // of the one in effect, which the broker may set in the CONNACK (edged's
 // max_keepalive).
@@ -208,7 +211,10 @@ func (s *Subscriber) read(conn net.Conn, br *bufio.Reader, ka time.Duration, sub
 			conn.Close()
 			return
 		}
-		if len(acks) > 0 && br.Buffered() == 0 {
+		// Written once the read buffer is empty, or every maxAcks: a
+		// subscriber that stays behind must not hold back its
+		// acknowledgements (edged's broker may have 65,535 in flight).
+		if len(acks) > 0 && (br.Buffered() == 0 || len(acks) >= 4*maxAcks) {
 			if s.write(conn, acks) != nil {
 				conn.Close()
 				return
