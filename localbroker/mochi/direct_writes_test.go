@@ -318,3 +318,68 @@ func packetTypes(b []byte) []byte {
 	}
 	return types
 }
+
+// TestPatchInboundPublishKeepsOurDelivery (edged patch 8): a client's
+// QoS 1 PUBLISH numbered like a message the server sent it and awaits
+// the PUBACK of leaves that message alone: client and server number
+// their packets independently [MQTT-2.2.1-3]. Upstream deleted it (and
+// wrote the client's PUBACK over it first): a resumed session never got
+// it again, and the client's PUBACK for it, ignored, never gave back the
+// send quota, so deliveries stopped after Receive Maximum such numbers.
+func TestPatchInboundPublishKeepsOurDelivery(t *testing.T) {
+	s := newServer()
+	cl, r, w := newTestClient()
+	ours := packets.Packet{PacketID: 7, TopicName: "a/b", Payload: []byte("ours"), FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}}
+	cl.State.Inflight.Set(ours)
+	cl.State.Inflight.DecreaseSendQuota() // as publishToClient does
+	atomic.StoreInt64(&s.Info.Inflight, 1)
+	quota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
+
+	var kept packets.Packet
+	var keptOK bool
+	errs := make(chan error, 2)
+	go func() {
+		defer w.Close()
+		// The client's own QoS 1 PUBLISH, packet id 7 too, then its
+		// PUBACK for our 7.
+		errs <- s.processPacket(cl, *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet)
+		kept, keptOK = cl.State.Inflight.Get(7)
+		errs <- s.processPacket(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: 7})
+	}()
+	buf, err := io.ReadAll(r)
+	require.NoError(t, err)
+	require.Equal(t, packets.TPacketData[packets.Puback].Get(packets.TPuback).RawBytes, buf) // the client's PUBLISH acknowledged
+	require.NoError(t, <-errs)
+	require.NoError(t, <-errs)
+	require.True(t, keptOK, "our message awaiting its PUBACK was dropped by the client's PUBLISH with the same number")
+	require.Equal(t, packets.Publish, kept.FixedHeader.Type)
+	require.Equal(t, []byte("ours"), kept.Payload)
+	_, ok := cl.State.Inflight.Get(7)
+	require.False(t, ok, "our message still inflight after its PUBACK")
+	require.Equal(t, quota+1, atomic.LoadInt32(&cl.State.Inflight.sendQuota), "the PUBACK gave the send quota back")
+	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
+}
+
+// TestPatchSubscribeNumberedLikeOurDelivery (edged patch 8): a SUBSCRIBE
+// with the number of a message the server has queued for the client (a
+// resumed session's, typically: both count from 1) is granted; upstream
+// answered 0x91 Packet Identifier in use for every filter.
+func TestPatchSubscribeNumberedLikeOurDelivery(t *testing.T) {
+	s := newServer()
+	cl, r, w := newTestClient()
+	cl.Properties.ProtocolVersion = 5
+	cl.State.Inflight.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}})
+	pkx := *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeMqtt5).Packet
+	pkx.PacketID = 15
+	errs := make(chan error, 1)
+	go func() {
+		defer w.Close()
+		errs <- s.processPacket(cl, pkx)
+	}()
+	buf, err := io.ReadAll(r)
+	require.NoError(t, err)
+	require.NoError(t, <-errs)
+	want := packets.TPacketData[packets.Suback].Get(packets.TSubackMqtt5).RawBytes
+	require.Equal(t, len(want), len(buf))
+	require.Equal(t, want[4:], buf[4:], "the reason codes (after the packet id)")
+}

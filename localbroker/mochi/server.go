@@ -916,14 +916,24 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		pk.Expiry = pk.Created + expiry
 	}
 
+	// edged (PATCHES.md, packet ids): a message of ours awaiting the
+	// client's PUBACK, PUBREC or PUBCOMP may have the number of the
+	// client's PUBLISH: the two sides number their packets independently
+	// [MQTT-2.2.1-3]. It is left alone (upstream deleted it), and a QoS 1
+	// acknowledgement is not stored over it.
+	ours := false
 	if !cl.Net.Inline {
 		if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok {
-			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
+			switch pki.FixedHeader.Type {
+			case packets.Pubrec: // [MQTT-4.3.3-10]
 				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
 				return cl.WritePacket(ack)
-			}
-			if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
-				atomic.AddInt64(&s.Info.Inflight, -1)
+			case packets.Publish, packets.Pubrel:
+				ours = true
+			default: // an acknowledgement of the client's that was not written
+				if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
+					atomic.AddInt64(&s.Info.Inflight, -1)
+				}
 			}
 		}
 	}
@@ -970,9 +980,14 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
 
-	if ok := cl.State.Inflight.Set(ack); ok {
-		atomic.AddInt64(&s.Info.Inflight, 1)
-		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
+	// edged: a QoS 2 PUBREC still goes over a message of ours with its
+	// number (one store holds both sides' packets: PATCHES.md).
+	stored := !ours || pk.FixedHeader.Qos == 2
+	if stored {
+		if ok := cl.State.Inflight.Set(ack); ok {
+			atomic.AddInt64(&s.Info.Inflight, 1)
+			s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
+		}
 	}
 
 	err = cl.WritePacket(ack)
@@ -981,7 +996,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	}
 
 	if pk.FixedHeader.Qos == 1 {
-		if ok := cl.State.Inflight.Delete(ack.PacketID); ok {
+		if ok := stored && cl.State.Inflight.Delete(ack.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
 		cl.State.Inflight.IncreaseReceiveQuota()
@@ -1316,7 +1331,7 @@ func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 	pk = s.hooks.OnSubscribe(cl, pk)
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	if clientPacketInUse(cl, pk.PacketID) {
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1387,10 +1402,22 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 	return nil
 }
 
+// clientPacketInUse reports whether the client has an exchange of its own
+// open under id: a QoS 2 PUBLISH of its awaiting PUBREL (the server holds
+// its PUBREC). edged (PATCHES.md, packet ids): upstream counted the
+// server's own messages awaiting the client's acknowledgement too, and
+// refused a resumed session's SUBSCRIBE with 0x91 when it had the number
+// of a message queued for it; the two sides number their packets
+// independently [MQTT-2.2.1-3].
+func clientPacketInUse(cl *Client, id uint16) bool {
+	pk, ok := cl.State.Inflight.Get(id)
+	return ok && pk.FixedHeader.Type == packets.Pubrec
+}
+
 // processUnsubscribe processes an unsubscribe packet.
 func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	if clientPacketInUse(cl, pk.PacketID) {
 		code = packets.ErrPacketIdentifierInUse
 	}
 
