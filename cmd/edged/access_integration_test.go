@@ -93,13 +93,20 @@ const opToken = "edged-test-token-for-op"
 // WebSocket and HTTP.
 type accessRig struct {
 	d                                *daemonProc
+	cfg                              string
 	mqtt, mqtts, wss, http, httpsURL string
 	ca, otherCA                      string
 }
 
 func startAccess(t *testing.T) *accessRig {
 	t.Helper()
-	bin := edgedBinary(t)
+	return startAccessOn(t, edgedBinary(t), nil)
+}
+
+// startAccessOn is startAccess with binary bin, and the config changed
+// by edit unless it is nil.
+func startAccessOn(t *testing.T, bin string, edit func(config string) string) *accessRig {
+	t.Helper()
 	ca, cert, key, other := testPKI(t)
 	r := &accessRig{ca: ca, otherCA: other}
 	var users strings.Builder
@@ -134,10 +141,13 @@ func startAccess(t *testing.T) *accessRig {
 		}
 		s := strings.Replace(string(data), "allow_anonymous: true", "allow_anonymous: false", 1)
 		s = strings.Replace(s, "\nhttp:\n", "\nhttp:\n  listen_tls: "+httpsAddr+"\n  "+tlsKeys+"\n", 1)
+		if edit != nil {
+			s = edit(s)
+		}
 		if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		r.httpsURL = "https://" + httpsAddr
+		r.cfg, r.httpsURL = cfg, "https://"+httpsAddr
 		return cfg, []string{r.mqtt, r.mqtts, r.wss, httpsAddr}
 	})
 	return r
@@ -148,24 +158,37 @@ func startAccess(t *testing.T) *accessRig {
 // messages, or nil and the CONNACK code.
 func login(t *testing.T, conn net.Conn, id, user string, will *paho.WillMessage) (*paho.Client, chan *paho.Publish, byte) {
 	t.Helper()
-	msgs := make(chan *paho.Publish, 256)
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-		func(pr paho.PublishReceived) (bool, error) { msgs <- pr.Packet; return true, nil }}})
-	cp := &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30, WillMessage: will}
-	if user != "" {
-		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = user, true, []byte("pw-"+user), true
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ca, err := c.Connect(ctx, cp)
-	if ca != nil && ca.ReasonCode != 0 {
-		return nil, nil, ca.ReasonCode
+	c, msgs, code, err := loginAs(conn, id, user, "pw-"+user, will)
+	if code != 0 {
+		return nil, nil, code
 	}
 	if err != nil {
 		t.Fatalf("connect %s as %q: %v", id, user, err)
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	return c, msgs, 0
+}
+
+// loginAs is login for any goroutine, with the password given: an
+// error instead of a failed test, and the caller disconnects.
+func loginAs(conn net.Conn, id, user, password string, will *paho.WillMessage) (*paho.Client, chan *paho.Publish, byte, error) {
+	msgs := make(chan *paho.Publish, 256)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) { msgs <- pr.Packet; return true, nil }}})
+	cp := &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30, WillMessage: will}
+	if user != "" {
+		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = user, true, []byte(password), true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ca, err := c.Connect(ctx, cp)
+	if ca != nil && ca.ReasonCode != 0 {
+		return nil, nil, ca.ReasonCode, nil
+	}
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return c, msgs, 0, nil
 }
 
 // publish sends one message and returns the PUBACK/PUBREC reason code.

@@ -241,14 +241,6 @@ func TestHomeAssistantIntegration(t *testing.T) {
 func TestHomeAssistantRemovalIntegration(t *testing.T) {
 	bin := edgedBinary(t)
 	stateDir := filepath.Join(t.TempDir(), "state")
-	noLight := func(s string) string {
-		start := strings.Index(s, "  - id: light\n")
-		end := strings.Index(s, "  # Temperature and humidity")
-		if start < 0 || end < start {
-			t.Fatal("sim.yaml's light sensor is not where the test expects it; update the test")
-		}
-		return s[:start] + s[end:]
-	}
 	keepState := func(s string) string {
 		i := strings.Index(s, "state_dir: ")
 		j := strings.Index(s[i:], "\n")
@@ -271,7 +263,7 @@ func TestHomeAssistantRemovalIntegration(t *testing.T) {
 		t.Fatalf("state file after the first run: %+v", rec)
 	}
 
-	_, mqttAddr, _, _ = startSim(t, bin, func(s string) string { return noLight(keepState(asOperator(s))) })
+	_, mqttAddr, _, _ = startSim(t, bin, func(s string) string { return withoutLight(t, keepState(asOperator(s))) })
 	c, msgs := haClient(t, mqttAddr)
 	gone := "homeassistant/sensor/sim-01/light_illuminance/config"
 	kept := slices.DeleteFunc(slices.Clone(simDiscovery), func(s string) bool { return s == gone })
@@ -300,6 +292,17 @@ func TestHomeAssistantRemovalIntegration(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// withoutLight removes the sim example's light sensor from config s.
+func withoutLight(t *testing.T, s string) string {
+	t.Helper()
+	start := strings.Index(s, "  - id: light\n")
+	end := strings.Index(s, "  # Temperature and humidity")
+	if start < 0 || end < start {
+		t.Fatal("sim.yaml's light sensor is not where the test expects it; update the test")
+	}
+	return s[:start] + s[end:]
 }
 
 type hassRecord struct {
