@@ -275,7 +275,12 @@ type accounts struct {
 	addrSlot map[string]*addrSlot // one check at a time per source address
 	cacheKey [32]byte             // HMAC key of cache: a leaked map does not give fast-hashed passwords
 	cache    map[[32]byte]cached  // recent successful password checks
-	warn     func(kind, key, msg string, args ...any)
+	// running holds the password checks under way by cacheKeyOf: a
+	// login with the same name and password (a user's devices coming back
+	// together after a reload forgot the cache) waits for that check
+	// instead of running its own.
+	running map[[32]byte]*runningCheck
+	warn    func(kind, key, msg string, args ...any)
 
 	failed  atomic.Uint64 // credentials checked and wrong
 	limited atomic.Uint64 // refused without a check
@@ -294,6 +299,15 @@ const (
 	cacheTTL    = 30 * time.Second
 	cacheMax    = 256
 )
+
+// runningCheck is a password check others may wait for: done is closed
+// once ok and err are set.
+type runningCheck struct {
+	d    *directory // checked against this directory's hash
+	done chan struct{}
+	ok   bool
+	err  error
+}
 
 type addrSlot struct {
 	ch   chan struct{}
@@ -345,6 +359,7 @@ func newAccounts(o Opts, warn func(kind, key, msg string, args ...any)) (*accoun
 		now:        time.Now,
 		addrSlot:   map[string]*addrSlot{},
 		cache:      map[[32]byte]cached{},
+		running:    map[[32]byte]*runningCheck{},
 		warn:       warn,
 	}
 	if _, err := rand.Read(a.cacheKey[:]); err != nil {
@@ -469,7 +484,7 @@ func (a *accounts) password(ctx context.Context, user string, password []byte, r
 	ok := false
 	if hash != nil {
 		var err error
-		if ok, err = a.check(ctx, sourceOf(remote), hash, password); err != nil {
+		if ok, err = a.checkOnce(ctx, d, key, sourceOf(remote), hash, password); err != nil {
 			a.succeeded(remote) // not checked: no failure to charge
 			return Identity{}, err
 		}
@@ -481,6 +496,40 @@ func (a *accounts) password(ctx context.Context, user string, password []byte, r
 	a.succeeded(remote)
 	a.remember(d, key, acc.id)
 	return acc.id, nil
+}
+
+// checkOnce is check, shared: while a check of the same name and password
+// against d runs, it waits for that one's answer (bounded by ctx and
+// bcryptWait) instead of taking a bcrypt slot of its own.
+func (a *accounts) checkOnce(ctx context.Context, d *directory, key [32]byte, source string, hash, password []byte) (bool, error) {
+	a.mu.Lock()
+	if r := a.running[key]; r != nil && r.d == d {
+		a.mu.Unlock()
+		t := time.NewTimer(bcryptWait)
+		defer t.Stop()
+		select {
+		case <-r.done:
+			if r.err == nil {
+				return r.ok, nil
+			}
+			return a.check(ctx, source, hash, password) // that one did not run (no slot, its caller gave up)
+		case <-ctx.Done():
+			return false, ErrBusy
+		case <-t.C:
+			return false, ErrBusy
+		}
+	}
+	r := &runningCheck{d: d, done: make(chan struct{})}
+	a.running[key] = r
+	a.mu.Unlock()
+	r.ok, r.err = a.check(ctx, source, hash, password)
+	a.mu.Lock()
+	if a.running[key] == r {
+		delete(a.running, key)
+	}
+	a.mu.Unlock()
+	close(r.done)
+	return r.ok, r.err
 }
 
 // check runs one bcrypt comparison when source's turn and a slot come,
