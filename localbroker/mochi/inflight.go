@@ -103,7 +103,12 @@ func (i *Inflight) Clone() *Inflight {
 func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 	i.RLock()
 	defer i.RUnlock()
+	return i.getAll(immediate)
+}
 
+// getAll is GetAll for a caller holding the lock (edged, PATCHES.md: read
+// lock).
+func (i *Inflight) getAll(immediate bool) []packets.Packet {
 	m := []packets.Packet{}
 	for _, v := range i.internal {
 		if !immediate || (immediate && v.Expiry < 0) {
@@ -129,7 +134,9 @@ func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 	i.RLock()
 	defer i.RUnlock()
 
-	m := i.GetAll(true)
+	// edged (PATCHES.md, read lock): not GetAll, which read-locked again:
+	// a Set waiting between the two locks stopped both for good.
+	m := i.getAll(true)
 	if len(m) > 0 {
 		return m[0], true
 	}

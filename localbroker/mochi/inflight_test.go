@@ -7,6 +7,7 @@ package mqtt
 import (
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
@@ -241,4 +242,48 @@ func TestPatchInflightResendOrder(t *testing.T) {
 		}
 		require.Equal(t, want, got)
 	}
+}
+
+// TestPatchInflightNextImmediateWithWriter (edged, read lock): NextImmediate
+// (the client's read loop, after every packet) and Set (the publishing
+// goroutine delivering to that client) at once. Upstream's NextImmediate
+// took the read lock and then GetAll took it again: a Set waiting for the
+// lock between the two blocked the second read lock, and both goroutines
+// stopped for good (sync.RWMutex forbids recursive read locking).
+func TestPatchInflightNextImmediateWithWriter(t *testing.T) {
+	i := NewInflights()
+	i.Set(packets.Packet{PacketID: 1, Expiry: -1})
+	stop := make(chan struct{})
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			i.Set(packets.Packet{PacketID: uint16(2 + n%100)})
+			i.Delete(uint16(2 + n%100))
+		}
+	}()
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		for n := 0; n < 200000; n++ {
+			if _, ok := i.NextImmediate(); !ok {
+				t.Error("NextImmediate lost packet 1")
+				return
+			}
+		}
+	}()
+	select {
+	case <-read:
+	case <-time.After(20 * time.Second):
+		t.Error("NextImmediate and Set stuck on the inflight lock")
+		close(stop)
+		return // the goroutines are stuck for good
+	}
+	close(stop)
+	<-wrote
 }
