@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -382,4 +383,51 @@ func TestPatchSubscribeNumberedLikeOurDelivery(t *testing.T) {
 	want := packets.TPacketData[packets.Suback].Get(packets.TSubackMqtt5).RawBytes
 	require.Equal(t, len(want), len(buf))
 	require.Equal(t, want[4:], buf[4:], "the reason codes (after the packet id)")
+}
+
+// qosHook records the OnQosPublish and OnQosComplete calls, as a storage
+// hook keys its inflight records: client and packet id.
+type qosHook struct {
+	HookBase
+	mu     sync.Mutex
+	events []string
+}
+
+func (h *qosHook) ID() string { return "qos-record" }
+func (h *qosHook) Provides(b byte) bool {
+	return b == OnQosPublish || b == OnQosComplete
+}
+func (h *qosHook) OnQosPublish(cl *Client, pk packets.Packet, sent int64, resends int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.events = append(h.events, fmt.Sprintf("publish %d", pk.PacketID))
+}
+func (h *qosHook) OnQosComplete(cl *Client, pk packets.Packet) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.events = append(h.events, fmt.Sprintf("complete %d", pk.PacketID))
+}
+
+// TestPatchInboundPublishOurNumberHooks (edged patch 8): a client's QoS 1
+// PUBLISH numbered like our message awaiting its PUBACK, whose PUBACK is
+// not stored, does not tell the hooks the exchange under that number
+// completed: a storage hook (keyed by client and packet id) would delete
+// the record of our message, which a restart then no longer resends.
+func TestPatchInboundPublishOurNumberHooks(t *testing.T) {
+	s := newServer()
+	h := new(qosHook)
+	require.NoError(t, s.AddHook(h, nil))
+	cl, r, w := newTestClient()
+	cl.State.Inflight.Set(packets.Packet{PacketID: 7, TopicName: "a/b", Payload: []byte("ours"), FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}})
+	errs := make(chan error, 1)
+	go func() {
+		defer w.Close()
+		errs <- s.processPacket(cl, *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet)
+	}()
+	_, err := io.ReadAll(r)
+	require.NoError(t, err)
+	require.NoError(t, <-errs)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Empty(t, h.events, "hooks told of an exchange under our message's number")
 }

@@ -1000,7 +1000,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
 		cl.State.Inflight.IncreaseReceiveQuota()
-		s.hooks.OnQosComplete(cl, ack)
+		if stored { // else no OnQosPublish: a storage hook would drop our message's record
+			s.hooks.OnQosComplete(cl, ack)
+		}
 	}
 
 	s.publishToSubscribers(pk)
