@@ -670,7 +670,7 @@ func TestConcurrentSameLoginsShareOneCheck(t *testing.T) {
 			}
 			runtime.Gosched()
 		}
-		time.Sleep(200 * time.Millisecond) // the others reach the wait (a shared check, or a slot of their own)
+		time.Sleep(time.Second) // the others reach the wait (a shared check, or a slot of their own); one that came after the release would start its own check and fail the count
 		close(release)
 		for range n {
 			err := <-errs
