@@ -303,10 +303,11 @@ const (
 // runningCheck is a password check others may wait for: done is closed
 // once ok and err are set.
 type runningCheck struct {
-	d    *directory // checked against this directory's hash
-	done chan struct{}
-	ok   bool
-	err  error
+	d      *directory // checked against this directory's hash
+	joined int        // logins waiting for it (guarded by accounts.mu)
+	done   chan struct{}
+	ok     bool
+	err    error
 }
 
 type addrSlot struct {
@@ -504,6 +505,7 @@ func (a *accounts) password(ctx context.Context, user string, password []byte, r
 func (a *accounts) checkOnce(ctx context.Context, d *directory, key [32]byte, source string, hash, password []byte) (bool, error) {
 	a.mu.Lock()
 	if r := a.running[key]; r != nil && r.d == d {
+		r.joined++
 		a.mu.Unlock()
 		t := time.NewTimer(bcryptWait)
 		defer t.Stop()
