@@ -14,6 +14,10 @@
 // Mosquitto runs with its default limits (max_inflight_messages 20,
 // max_queued_messages 1000, persistence off); edged as `edged run` with
 // defaults and the broker only (no sensors, no uplink, no HTTP).
+// Between them runs the Go floor (benchrig.ServeFloor, this command with
+// -serve-floor): a goroutine per connection and no broker logic, so the
+// floor against Mosquitto is what Go's runtime costs here, and edged
+// against the floor is what edged and mochi add.
 // `edged run` exposes no pprof endpoint, so no profile is taken here; use
 // `go test -cpuprofile` on the localbroker benchmarks.
 package main
@@ -49,6 +53,7 @@ type point struct {
 }
 
 func main() {
+	serveFloor := flag.Bool(benchrig.FloorFlag, false, "serve the Go floor on a free port (the bench starts it so itself)")
 	edged := flag.String("edged", "bin/edged", "edged binary (`make build`)")
 	mosquitto := flag.String("mosquitto", "mosquitto", "mosquitto binary")
 	rates := flag.String("rates", "1000,2000", "publish rates, messages a second")
@@ -58,6 +63,9 @@ func main() {
 	rounds := flag.Int("rounds", 5, "rounds (medians are reported)")
 	clients := flag.Int("clients", 64, "clients connected for the RSS figure (0 skips it)")
 	flag.Parse()
+	if *serveFloor {
+		benchrig.ServeFloorMain()
+	}
 
 	var points []point
 	for _, r := range strings.Split(*rates, ",") {
@@ -117,6 +125,12 @@ http: {listen: ""}
 			return nil, err
 		}
 		b = &broker{name: name, addr: e.LAN, pid: e.Pid(), stop: e.Stop}
+	case "floor":
+		f, err := benchrig.StartFloor()
+		if err != nil {
+			return nil, err
+		}
+		b = &broker{name: name, addr: f.Addr, pid: f.Pid(), stop: f.Stop}
 	}
 	rig.Defer(b.stop)
 	return b, nil
@@ -127,7 +141,7 @@ type figures struct {
 	rssIdle, rssClient float64             // MiB
 }
 
-var names = []string{"mosquitto", "edged"}
+var names = []string{"mosquitto", "floor", "edged"}
 
 // run measures and prints; it returns the figures by broker name.
 func run(out io.Writer, rig *benchrig.Rig, mosquitto, edged string, points []point, nsubs, seconds, rounds, clients int) (map[string]*figures, error) {
@@ -224,22 +238,25 @@ func run(out io.Writer, rig *benchrig.Rig, mosquitto, edged string, points []poi
 			}
 		}
 	}
-	m, e := res["mosquitto"], res["edged"]
+	m, fl, e := res["mosquitto"], res["floor"], res["edged"]
 	var rows []benchrig.Row
 	for _, p := range points {
 		rows = append(rows, benchrig.Row{
 			Figure: fmt.Sprintf("CPU per message, %s msg/s QoS %d, %d subscribers", benchrig.Group(fmt.Sprint(p.rate)), p.qos, nsubs),
-			Ref:    benchrig.Median(m.cpu[p]), Edged: benchrig.Median(e.cpu[p]), Format: "%.1f µs",
+			Ref:    benchrig.Median(m.cpu[p]), Edged: benchrig.Median(e.cpu[p]), Floor: benchrig.Median(fl.cpu[p]), Format: "%.1f µs",
 		})
 	}
 	if clients > 0 {
 		rows = append(rows,
-			benchrig.Row{Figure: "RSS, no client", Ref: m.rssIdle, Edged: e.rssIdle, Format: "%.1f MiB"},
-			benchrig.Row{Figure: fmt.Sprintf("RSS, %d clients connected and subscribed", clients), Ref: m.rssClient, Edged: e.rssClient, Format: "%.1f MiB"},
+			benchrig.Row{Figure: "RSS, no client", Ref: m.rssIdle, Edged: e.rssIdle, Floor: fl.rssIdle, Format: "%.1f MiB"},
+			benchrig.Row{Figure: fmt.Sprintf("RSS, %d clients connected and subscribed", clients), Ref: m.rssClient, Edged: e.rssClient, Floor: fl.rssClient, Format: "%.1f MiB"},
 		)
 	}
 	fmt.Fprintf(out, "\nCPU: medians of %d rounds; ratio = edged / Mosquitto.\n\n", rounds)
 	benchrig.Table(out, "Mosquitto", rows)
+	fmt.Fprintln(out, "\nThe Go floor (a goroutine per connection, no broker logic: benchrig.ServeFloor) in the same run:")
+	fmt.Fprintln(out)
+	benchrig.FloorTable(out, "Mosquitto", rows)
 	return res, nil
 }
 

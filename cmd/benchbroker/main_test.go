@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 
@@ -9,8 +10,17 @@ import (
 	"github.com/edged/edged/uplink/uplinktest"
 )
 
+// TestMain serves the Go floor when the bench starts this test binary as
+// its floor (benchrig.StartFloor runs the executable with -serve-floor).
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "-"+benchrig.FloorFlag {
+		benchrig.ServeFloorMain()
+	}
+	os.Exit(m.Run())
+}
+
 // TestBenchBrokerSmokeIntegration runs `make bench-broker` at a small
-// size (about 10 s): both brokers take 64 clients from 8 addresses
+// size (about 15 s): Mosquitto, the Go floor and edged take 64 clients from 8 addresses
 // (within edged's default per-address limits) and every QoS 1 message
 // reaches every subscriber. Timings are printed, never checked.
 func TestBenchBrokerSmokeIntegration(t *testing.T) {
@@ -39,5 +49,8 @@ func TestBenchBrokerSmokeIntegration(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "| figure | Mosquitto | edged | ratio |") {
 		t.Error("no table printed")
+	}
+	if !strings.Contains(out.String(), "| figure | Mosquitto | Go floor | edged |") {
+		t.Error("no floor table printed")
 	}
 }

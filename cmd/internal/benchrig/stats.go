@@ -41,6 +41,8 @@ type Row struct {
 	Format             string
 	RefText, EdgedText string
 	Note               string
+	// Floor is the Go floor's figure (ServeFloor), for FloorTable.
+	Floor float64
 }
 
 // Table writes rows as a markdown table with the ratio edged / ref.
@@ -56,6 +58,21 @@ func Table(w io.Writer, ref string, rows []Row) {
 			ref, edged = Group(fmt.Sprintf(r.Format, r.Ref)), Group(fmt.Sprintf(r.Format, r.Edged))
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", r.Figure, ref, edged, ratio)
+	}
+}
+
+// FloorTable writes rows (those with a Format) as a markdown table with
+// the Go floor between the reference and edged: what the floor costs
+// against the reference is what Go itself costs here, and edged against
+// the floor is what edged adds.
+func FloorTable(w io.Writer, ref string, rows []Row) {
+	fmt.Fprintf(w, "| figure | %s | Go floor | edged | floor / %s | edged / floor |\n|---|---|---|---|---|---|\n", ref, ref)
+	for _, r := range rows {
+		if r.Format == "" {
+			continue
+		}
+		f := func(v float64) string { return Group(fmt.Sprintf(r.Format, v)) }
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.Figure, f(r.Ref), f(r.Floor), f(r.Edged), Ratio(r.Floor, r.Ref), Ratio(r.Edged, r.Floor))
 	}
 }
 

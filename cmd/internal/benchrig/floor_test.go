@@ -1,0 +1,86 @@
+package benchrig
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// The Go floor is a measuring stick only if it does the bench's work:
+// every QoS 1 message reaches every matching subscriber, acknowledged,
+// and nothing reaches a subscriber whose filter does not match.
+func TestFloorDelivers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- ServeFloor(ln) }()
+	defer func() {
+		ln.Close()
+		<-served
+	}()
+	addr := ln.Addr().String()
+	var recs []*Recorder
+	for i, filter := range []string{"f/#", "f/+/x", "f/a/x"} {
+		s, err := Subscribe(addr, "sub"+string(rune('0'+i)), nil, filter, 1, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		recs = append(recs, s.Track("f/a/x"))
+	}
+	other, err := Subscribe(addr, "other", nil, "g/#", 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	stray := other.Track("f/a/x")
+	p, err := NewPublisher(addr, "pub", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const n = 500
+	if _, err := p.Send("f/a/x", 0, n, 0, 1, 16); err != nil {
+		t.Fatal(err) // a PUBACK missing fails within 30 s
+	}
+	for i, rec := range recs {
+		if !rec.WaitDistinct(n, 10*time.Second) {
+			t.Errorf("subscriber %d got %d of %d", i, rec.Distinct(), n)
+		}
+		if r := rec.Report(0, n); r.Lost != 0 || r.Dups != 0 {
+			t.Errorf("subscriber %d: %d lost, %d duplicates", i, r.Lost, r.Dups)
+		}
+	}
+	if got := stray.Distinct(); got != 0 {
+		t.Errorf("a subscriber of g/# got %d messages of f/a/x", got)
+	}
+}
+
+func TestFloorMatch(t *testing.T) {
+	for _, c := range []struct {
+		filter, topic string
+		want          bool
+	}{
+		{"a/b", "a/b", true},
+		{"a/b", "a/c", false},
+		{"a/b", "a/b/c", false},
+		{"a/b/c", "a/b", false},
+		{"#", "a/b", true},
+		{"a/#", "a", true},
+		{"a/#", "a/b/c", true},
+		{"a/#", "b/c", false},
+		{"a/+", "a/b", true},
+		{"a/+", "a/b/c", false},
+		{"+/+", "a/b", true},
+		{"a/+/c", "a/b/c", true},
+		{"a/+/c", "a/b/d", false},
+		{"+", "", true},
+		{"a/+", "a/", true},
+	} {
+		if got := match(c.filter, c.topic); got != c.want {
+			t.Errorf("match(%q, %q) = %v, want %v", c.filter, c.topic, got, c.want)
+		}
+	}
+}
