@@ -8,12 +8,12 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edged/edged/sensors/ratelog"
+	"github.com/edged/edged/sensors/sockwrite"
 )
 
 // clientConn is the net.Conn mochi reads and writes for one LAN
@@ -51,7 +51,7 @@ type clientConn struct {
 	maxQueued    int
 	onSlow       func(overflow bool) // called at most once: the queue overflowed, or a write timed out
 	shutdown     *atomic.Bool        // the broker is closing: Close does not wait to send
-	raw          syscall.RawConn     // the TCP socket for inline writes; nil for TLS and websockets
+	sock         *sockwrite.Writer   // the TCP socket for inline writes; nil for TLS and websockets
 
 	slowOnce sync.Once
 	kick     chan struct{} // a Write or Close has something for the writer
@@ -88,27 +88,18 @@ var errSlow = errors.New("localbroker: client not reading: disconnected")
 
 func newClientConn(c net.Conn, started func(), writeTimeout time.Duration, maxQueued int, onSlow func(overflow bool), shutdown *atomic.Bool) *clientConn {
 	cc := &clientConn{Conn: c, started: started, writeTimeout: writeTimeout, maxQueued: maxQueued, onSlow: onSlow,
-		shutdown: shutdown, raw: rawConn(c), kick: make(chan struct{}, 1), done: make(chan struct{})}
+		shutdown: shutdown, sock: socket(c), kick: make(chan struct{}, 1), done: make(chan struct{})}
 	go cc.writer()
 	return cc
 }
 
-// rawConn returns the socket of a plain TCP connection (as the gate
-// admits it), nil for anything else: a TLS connection must encrypt
-// through its own Write, a websocket frame through its library's.
-func rawConn(c net.Conn) syscall.RawConn {
+// socket returns the socket of a plain TCP connection (as the gate
+// admits it), nil for anything else (sockwrite.For).
+func socket(c net.Conn) *sockwrite.Writer {
 	if g, ok := c.(*gatedConn); ok {
 		c = g.Conn
 	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return raw
+	return sockwrite.For(c)
 }
 
 func (c *clientConn) Read(p []byte) (int, error) {
@@ -405,21 +396,10 @@ func (c *clientConn) Write(p []byte) (int, error) {
 // queued: the writer waits for room under its deadline, or meets the
 // error and ends the connection. The caller holds c.mu.
 func (c *clientConn) sendInline() (left bool) {
-	if c.raw == nil || c.busy || c.queue.Len() == 0 {
+	if c.sock == nil || c.busy || c.queue.Len() == 0 {
 		return c.queue.Len() > 0
 	}
-	b := c.queue.Bytes()
-	n := 0
-	// f returns true: one attempt, never a wait for the poller. The
-	// socket is non-blocking, as every socket Go opens.
-	_ = c.raw.Write(func(fd uintptr) bool {
-		k, err := syscall.Write(int(fd), b)
-		if err == nil && k > 0 {
-			n = k
-		}
-		return true
-	})
-	c.queue.Next(n)
+	c.queue.Next(c.sock.Try(c.queue.Bytes()))
 	return c.queue.Len() > 0
 }
 

@@ -143,8 +143,8 @@ func tcpPair(t *testing.T) (server, client net.Conn) {
 // runs here, and the client still gets it, byte for byte.
 func TestWriteGoesOutInline(t *testing.T) {
 	server, client := tcpPair(t)
-	c := &clientConn{Conn: server, raw: rawConn(server), maxQueued: 1 << 20, kick: make(chan struct{}, 1), done: make(chan struct{})}
-	if c.raw == nil {
+	c := &clientConn{Conn: server, sock: socket(server), maxQueued: 1 << 20, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	if c.sock == nil {
 		t.Fatal("no raw socket for a plain TCP connection")
 	}
 	pk := pubPkt(t, 1, 1, "inline")

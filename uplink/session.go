@@ -11,12 +11,12 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sockwrite"
 	"github.com/edged/edged/uplink/wal"
 )
 
@@ -86,11 +86,11 @@ type session struct {
 	skip      uint64 // a seq to dead-letter instead of sending
 	restamped []byte // scratch for a corrected payload (appendPublish copies it)
 
-	wmu       sync.Mutex      // one writer on the socket at a time
-	torn      bool            // under wmu: a packet was written in part; the rest is first in out
-	raw       syscall.RawConn // the TCP socket for inline writes; nil for TLS
-	lastWrite atomic.Int64    // unix ns of the last completed write
-	lastPing  time.Time       // when the reader last sent a PINGREQ; the reader's own
+	wmu       sync.Mutex        // one writer on the socket at a time
+	torn      bool              // under wmu: a packet was written in part; the rest is first in out
+	sock      *sockwrite.Writer // the TCP socket for inline writes; nil for TLS
+	lastWrite atomic.Int64      // unix ns of the last completed write
+	lastPing  time.Time         // when the reader last sent a PINGREQ; the reader's own
 
 	mu       sync.Mutex // guards win, end, refused, err, watchdog, over
 	win      *inflight
@@ -135,11 +135,7 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca 
 	s := &session{u: u, ws: ws, nc: nc, br: br, ka: u.opts.KeepAlive, skip: skip,
 		end: sessionEnd{acked: acked}, room: make(chan struct{}, 1), dead: make(chan struct{}), rdone: make(chan struct{}),
 		props: newProps(u.device, ws.epoch), kick: make(chan struct{}, 1)}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		if raw, err := tc.SyscallConn(); err == nil {
-			s.raw = raw
-		}
-	}
+	s.sock = sockwrite.For(nc)
 	if p := ca.Properties; p != nil {
 		if p.ReceiveMaximum != nil && int(*p.ReceiveMaximum) < window && *p.ReceiveMaximum > 0 {
 			window = int(*p.ReceiveMaximum)
@@ -310,7 +306,7 @@ func (s *session) signal() {
 		s.pending.Store(true) // the paced wait sends it
 		return
 	}
-	if s.raw == nil {
+	if s.sock == nil {
 		s.wake()
 		return
 	}
@@ -522,7 +518,7 @@ func (s *session) writeLocked(b []byte) error {
 		return err
 	}
 	s.torn = false
-	if s.raw != nil {
+	if s.sock != nil {
 		_ = s.nc.SetWriteDeadline(time.Time{}) // a deadline past fails inline writes
 	}
 	s.lastWrite.Store(time.Now().UnixNano())
@@ -538,16 +534,7 @@ func (s *session) writeInline(b []byte) int {
 		return 0
 	}
 	defer s.wmu.Unlock()
-	n := 0
-	// f returns true: one attempt, never a wait for the poller. The
-	// socket is non-blocking, as every socket Go opens.
-	_ = s.raw.Write(func(fd uintptr) bool {
-		k, err := syscall.Write(int(fd), b)
-		if err == nil && k > 0 {
-			n = k
-		}
-		return true
-	})
+	n := s.sock.Try(b)
 	if n > 0 {
 		s.torn = n < len(b)
 		s.lastWrite.Store(time.Now().UnixNano())

@@ -1,0 +1,92 @@
+package sockwrite
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+func pair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// Try writes what the socket takes, in order, and allocates nothing.
+func TestTryWritesWithoutAllocating(t *testing.T) {
+	client, server := pair(t)
+	w := For(client)
+	if w == nil {
+		t.Fatal("no Writer for a TCP connection")
+	}
+	msg := []byte("0123456789abcdef")
+	const runs = 100
+	allocs := testing.AllocsPerRun(runs, func() {
+		if n := w.Try(msg); n != len(msg) {
+			t.Fatalf("Try wrote %d of %d", n, len(msg))
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Try allocates %.1f times a call", allocs)
+	}
+	got := make([]byte, (runs+1)*len(msg)) // AllocsPerRun runs once more to warm up
+	_ = server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(server, got); err != nil {
+		t.Fatal(err)
+	}
+	if want := bytes.Repeat(msg, runs+1); !bytes.Equal(got, want) {
+		t.Error("the bytes read are not the bytes written")
+	}
+}
+
+// A socket whose peer does not read takes part of a write, then
+// nothing, and Try returns at once each time.
+func TestTryNeverWaits(t *testing.T) {
+	client, _ := pair(t)
+	w := For(client)
+	big := make([]byte, 1<<20)
+	total, zero := 0, false
+	for range 256 { // the kernel's buffers hold a few MiB at most
+		n := w.Try(big)
+		total += n
+		if n == 0 {
+			zero = true
+			break
+		}
+	}
+	if !zero || total == 0 {
+		t.Fatalf("wrote %d bytes, a full buffer seen: %v", total, zero)
+	}
+	client.Close()
+	if n := w.Try(big); n != 0 {
+		t.Errorf("Try on a closed connection wrote %d", n)
+	}
+}
+
+func TestForNonTCP(t *testing.T) {
+	client, _ := pair(t)
+	if w := For(tls.Client(client, &tls.Config{})); w != nil {
+		t.Error("a Writer for a TLS connection: it would bypass the encryption")
+	}
+}
