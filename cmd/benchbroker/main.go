@@ -64,7 +64,7 @@ func main() {
 	clients := flag.Int("clients", 64, "clients connected for the RSS figure (0 skips it)")
 	flag.Parse()
 	if *serveFloor {
-		benchrig.ServeFloorMain()
+		benchrig.ServeFloorMain(benchrig.ServeFloor)
 	}
 
 	var points []point

@@ -14,7 +14,7 @@ import (
 // its floor (benchrig.StartFloor runs the executable with -serve-floor).
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "-"+benchrig.FloorFlag {
-		benchrig.ServeFloorMain()
+		benchrig.ServeFloorMain(benchrig.ServeFloor)
 	}
 	os.Exit(m.Run())
 }

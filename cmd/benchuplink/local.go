@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -67,6 +68,12 @@ uplink:
 			return nil, err
 		}
 		l = edgedLocal{e}
+	case "floor":
+		f, err := benchrig.StartFloor("-floor-cloud", b.cloud.Addr, "-floor-dir", dir, "-floor-window", "32")
+		if err != nil {
+			return nil, err
+		}
+		l = floorLocal{f}
 	default:
 		return nil, fmt.Errorf("unknown system %q", s)
 	}
@@ -94,3 +101,14 @@ func (l edgedLocal) pid() int       { return l.e.Pid() }
 func (l edgedLocal) kill()          { l.e.Kill() }
 func (l edgedLocal) restart() error { return l.e.Start() }
 func (l edgedLocal) stop()          { l.e.Stop() }
+
+// floorLocal is the Go relay floor; it takes part in the live rounds
+// only, so it has no restart.
+type floorLocal struct{ f *benchrig.Floor }
+
+func (l floorLocal) name() string   { return "floor" }
+func (l floorLocal) addr() string   { return l.f.Addr }
+func (l floorLocal) pid() int       { return l.f.Pid() }
+func (l floorLocal) kill()          { l.f.Stop() }
+func (l floorLocal) restart() error { return errors.New("benchuplink: the floor does not restart") }
+func (l floorLocal) stop()          { l.f.Stop() }

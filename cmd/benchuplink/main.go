@@ -21,6 +21,12 @@
 // from /proc/PID/io), and kill -9 of the local process during such an
 // outage (lost, duplicates). It prints a markdown table, edged / Mosquitto.
 //
+// The steady and max-rate rounds also run the Go relay floor
+// (benchrig.ServeRelayFloor, this command with -serve-floor): a
+// goroutine per connection, a log write per message and no uplink
+// logic, so the floor against Mosquitto + bridge is what Go's runtime
+// costs here, and edged against the floor is what edged adds.
+//
 // -drain-baseline and -hold add the older in-process figures (inprocess.go).
 package main
 
@@ -29,6 +35,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,7 +72,16 @@ func main() {
 	baseline := flag.Bool("drain-baseline", false, "also: in-process drain of -n messages vs a bare paho QoS 1 publisher")
 	n := flag.Int("n", 50000, "with -drain-baseline: backlog messages")
 	hold := flag.Int("hold", 0, "also: RSS holding a backlog of this many messages, in-process and in `edged run` (e.g. 1000000)")
+	serveFloor := flag.Bool(benchrig.FloorFlag, false, "serve the Go relay floor (the bench starts it so itself)")
+	floorCloud := flag.String("floor-cloud", "", "with -serve-floor: the cloud broker's address")
+	floorDir := flag.String("floor-dir", "", "with -serve-floor: the directory of its log")
+	floorWindow := flag.Int("floor-window", 32, "with -serve-floor: messages in flight to the cloud (edged's max_inflight)")
 	flag.Parse()
+	if *serveFloor {
+		benchrig.ServeFloorMain(func(ln net.Listener) error {
+			return benchrig.ServeRelayFloor(ln, *floorCloud, *floorDir, *floorWindow)
+		})
+	}
 
 	rig, err := benchrig.New("benchuplink")
 	if err != nil {
@@ -120,6 +136,11 @@ type figures struct {
 
 var systems = []string{"mosquitto", "edged"}
 
+// liveSystems take part in the steady and max-rate rounds: the Go relay
+// floor between the two (benchrig.ServeRelayFloor) has no outage or
+// restart to offer.
+var liveSystems = []string{"mosquitto", "floor", "edged"}
+
 func (b *bench) next() int { b.seq++; return b.seq }
 
 func (b *bench) run() error {
@@ -148,7 +169,7 @@ func (b *bench) run() error {
 	fmt.Fprintf(b.out, "bench-uplink: cloud mosquitto (persistence on) at %s; LAN payloads %d B, QoS 1; bridge %s\n", cloud.Addr, benchrig.PayloadSize, b.bridgeProtocol)
 	fmt.Fprintln(b.out, "(the machine may be shared: compare the two columns, measured in the same run, not figures of different runs)")
 
-	res := map[string]*figures{"mosquitto": {}, "edged": {}}
+	res := map[string]*figures{"mosquitto": {}, "floor": {}, "edged": {}}
 	b.res = res
 	if err := b.live(res); err != nil {
 		return err
@@ -176,7 +197,7 @@ func (b *bench) run() error {
 func (b *bench) live(res map[string]*figures) error {
 	locals := map[string]local{}
 	pubs := map[string]*benchrig.Publisher{}
-	for _, s := range systems {
+	for _, s := range liveSystems {
 		l, err := b.start(s)
 		if err != nil {
 			return err
@@ -189,14 +210,14 @@ func (b *bench) live(res map[string]*figures) error {
 		pubs[s] = p
 	}
 	defer func() {
-		for _, s := range systems {
+		for _, s := range liveSystems {
 			pubs[s].Close()
 			locals[s].stop()
 		}
 	}()
 	n := int(b.rate * float64(b.seconds))
 	for r := 1; r <= b.rounds; r++ {
-		for _, s := range systems {
+		for _, s := range liveSystems {
 			l, f := locals[s], res[s]
 			topic := fmt.Sprintf("bench/%s/steady-%d", s, b.next())
 			rec := b.sub.Track(topic)
@@ -411,6 +432,13 @@ func (b *bench) table(res map[string]*figures) {
 				EdgedText: benchrig.Group(fmt.Sprintf("%.0f", e.killLost)) + " / " + benchrig.Group(fmt.Sprintf("%.0f", e.killDups)), Note: "-"},
 		)
 	}
+	fl := res["floor"]
+	for i, v := range [][]float64{fl.p50, fl.p99, fl.cpuPerMsg, fl.maxRate, fl.maxP50} {
+		rows[i].Floor = med(v)
+	}
 	fmt.Fprintf(b.out, "\nMedians of %d rounds (steady, max rate) and %d (outage); one kill -9; ratio = edged / Mosquitto.\n\n", b.rounds, b.outageRounds)
 	benchrig.Table(b.out, "Mosquitto + bridge", rows)
+	fmt.Fprintln(b.out, "\nThe Go relay floor (a goroutine per connection, a log write per message, an ack stamp per PUBACK read, no uplink logic: benchrig.ServeRelayFloor) in the same run:")
+	fmt.Fprintln(b.out)
+	benchrig.FloorTable(b.out, "Mosquitto + bridge", rows[:5])
 }

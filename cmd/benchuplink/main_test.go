@@ -2,12 +2,36 @@ package main
 
 import (
 	"bytes"
+	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/edged/edged/cmd/internal/benchrig"
 	"github.com/edged/edged/uplink/uplinktest"
 )
+
+// TestMain serves the Go relay floor when the bench starts this test
+// binary as its floor (benchrig.StartFloor).
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "-"+benchrig.FloorFlag {
+		var cloud, dir string
+		window := 32
+		for i := 2; i+1 < len(os.Args); i += 2 {
+			switch os.Args[i] {
+			case "-floor-cloud":
+				cloud = os.Args[i+1]
+			case "-floor-dir":
+				dir = os.Args[i+1]
+			case "-floor-window":
+				window, _ = strconv.Atoi(os.Args[i+1])
+			}
+		}
+		benchrig.ServeFloorMain(func(ln net.Listener) error { return benchrig.ServeRelayFloor(ln, cloud, dir, window) })
+	}
+	os.Exit(m.Run())
+}
 
 // TestBenchUplinkSmokeIntegration runs every scenario of `make
 // bench-uplink` at a small size (about 30 s) and checks the harness
@@ -54,5 +78,11 @@ func TestBenchUplinkSmokeIntegration(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "| figure | Mosquitto + bridge | edged | ratio |") {
 		t.Error("no table printed")
+	}
+	if f := b.res["floor"]; len(f.cpuPerMsg) != 1 || len(f.maxRate) != 1 || f.maxRate[0] <= 0 {
+		t.Errorf("floor: a live figure is missing: %+v", *f)
+	}
+	if !strings.Contains(out.String(), "| figure | Mosquitto + bridge | Go floor | edged |") {
+		t.Error("no floor table printed")
 	}
 }

@@ -42,8 +42,9 @@ func ServeFloor(ln net.Listener) error {
 }
 
 type floor struct {
-	mu   sync.RWMutex
-	subs map[*floorConn][]floorSub
+	mu    sync.RWMutex
+	subs  map[*floorConn][]floorSub
+	relay *relay // ServeRelayFloor's: every PUBLISH is also relayed
 }
 
 type floorSub struct {
@@ -108,6 +109,11 @@ func (f *floor) serve(c *floorConn) {
 				return append(o, 0x20, 2, 0, 0)
 			})
 		case 3: // PUBLISH
+			if f.relay != nil {
+				if err := f.relay.publish(c, h, b); err != nil {
+					return
+				}
+			}
 			if err := f.publish(c, h, b); err != nil {
 				return
 			}
@@ -260,26 +266,26 @@ func match(filter, topic string) bool {
 	}
 }
 
-// FloorFlag is the flag with which a bench command serves the floor
-// (ServeFloor) instead of measuring, for StartFloor.
+// FloorFlag is the flag with which a bench command serves its floor
+// instead of measuring, for StartFloor.
 const FloorFlag = "serve-floor"
 
-// Floor is the Go floor running in a process of its own, so that its CPU
+// Floor is a Go floor running in a process of its own, so that its CPU
 // is counted apart from the bench's.
 type Floor struct {
 	Addr string
 	cmd  *exec.Cmd
 }
 
-// StartFloor starts this executable with -FloorFlag (the command's main
-// must call ServeFloorMain for it) and waits for its address. The
-// environment is the bench's, GODEBUG included.
-func StartFloor() (*Floor, error) {
+// StartFloor starts this executable with -FloorFlag and args (its main
+// must then call ServeFloorMain) and waits for the address it prints.
+// The environment is the bench's, GODEBUG included.
+func StartFloor(args ...string) (*Floor, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "-"+FloorFlag)
+	cmd := exec.Command(self, append([]string{"-" + FloorFlag}, args...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -316,14 +322,15 @@ func (fl *Floor) Stop() {
 }
 
 // ServeFloorMain listens on a free loopback port, prints its address
-// and serves the floor until killed.
-func ServeFloorMain() {
+// and serves it with serve (ServeFloor, or ServeRelayFloor bound to its
+// cloud) until killed.
+func ServeFloorMain(serve func(net.Listener) error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	fmt.Println(ln.Addr())
-	fmt.Fprintln(os.Stderr, ServeFloor(ln))
+	fmt.Fprintln(os.Stderr, serve(ln))
 	os.Exit(1)
 }
