@@ -62,14 +62,14 @@ type relay struct {
 	br       *bufio.Reader
 	window   int
 
-	mu       sync.Mutex
-	seq      uint64
-	id       uint16
-	inflight int
-	waiting  [][]byte // encoded PUBLISHes beyond the window, oldest first
-	rec, props, out []byte // scratch, under mu
-	stamp    [8]byte
-	acked    uint64
+	mu              sync.Mutex
+	seq             uint64
+	id              uint16
+	inflight        int
+	waiting         [][]byte // encoded PUBLISHes beyond the window, oldest first
+	rec, props, out []byte   // scratch, under mu
+	stamp           [8]byte
+	acked           uint64
 }
 
 func dialRelay(cloud, dir string, window int) (*relay, error) {
