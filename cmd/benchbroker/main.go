@@ -138,6 +138,7 @@ http: {listen: ""}
 
 type figures struct {
 	cpu                map[point][]float64 // µs per published message
+	switches           map[point][]float64 // context switches per published message
 	rssIdle, rssClient float64             // MiB
 }
 
@@ -152,7 +153,7 @@ func run(out io.Writer, rig *benchrig.Rig, mosquitto, edged string, points []poi
 		if err != nil {
 			return nil, err
 		}
-		brokers[name], res[name] = b, &figures{cpu: map[point][]float64{}}
+		brokers[name], res[name] = b, &figures{cpu: map[point][]float64{}, switches: map[point][]float64{}}
 	}
 	fmt.Fprintf(out, "bench-broker: %d subscribers (QoS 1), one publisher, %d B payloads, %d s per measurement, %d rounds\n", nsubs, benchrig.PayloadSize, seconds, rounds)
 	fmt.Fprintln(out, "(the machine may be shared: compare the two columns, measured in the same run, not figures of different runs)")
@@ -231,10 +232,12 @@ func run(out io.Writer, rig *benchrig.Rig, mosquitto, edged string, points []poi
 					return nil, err
 				}
 				cpu := float64(u1.Sub(u0).CPU.Microseconds()) / float64(n)
+				sw := float64(u1.Sub(u0).Switches) / float64(n)
 				res[name].cpu[p] = append(res[name].cpu[p], cpu)
+				res[name].switches[p] = append(res[name].switches[p], sw)
 				slices.Sort(lat)
-				fmt.Fprintf(out, "  round %d %-9s %5.0f msg/s QoS %d: CPU %6.1f µs/msg  delivered %6.2f %%  p50 %6.2f ms  p99 %6.2f ms\n",
-					r, name, p.rate, p.qos, cpu, 100*float64(delivered)/float64(n*len(recs)), ms(benchrig.Percentile(lat, 50)), ms(benchrig.Percentile(lat, 99)))
+				fmt.Fprintf(out, "  round %d %-9s %5.0f msg/s QoS %d: CPU %6.1f µs/msg  %4.1f context switches/msg  delivered %6.2f %%  p50 %6.2f ms  p99 %6.2f ms\n",
+					r, name, p.rate, p.qos, cpu, sw, 100*float64(delivered)/float64(n*len(recs)), ms(benchrig.Percentile(lat, 50)), ms(benchrig.Percentile(lat, 99)))
 			}
 		}
 	}
@@ -244,6 +247,12 @@ func run(out io.Writer, rig *benchrig.Rig, mosquitto, edged string, points []poi
 		rows = append(rows, benchrig.Row{
 			Figure: fmt.Sprintf("CPU per message, %s msg/s QoS %d, %d subscribers", benchrig.Group(fmt.Sprint(p.rate)), p.qos, nsubs),
 			Ref:    benchrig.Median(m.cpu[p]), Edged: benchrig.Median(e.cpu[p]), Floor: benchrig.Median(fl.cpu[p]), Format: "%.1f µs",
+		})
+	}
+	for _, p := range points {
+		rows = append(rows, benchrig.Row{
+			Figure: fmt.Sprintf("context switches per message, %s msg/s QoS %d", benchrig.Group(fmt.Sprint(p.rate)), p.qos),
+			Ref:    benchrig.Median(m.switches[p]), Edged: benchrig.Median(e.switches[p]), Floor: benchrig.Median(fl.switches[p]), Format: "%.1f",
 		})
 	}
 	if clients > 0 {

@@ -121,7 +121,7 @@ type bench struct {
 
 // figures are one system's results.
 type figures struct {
-	p50, p99, cpuPerMsg            []float64 // ms, ms, µs
+	p50, p99, cpuPerMsg, switches  []float64 // ms, ms, µs, per message
 	maxRate, maxP50                []float64 // msg/s, ms
 	drain, reconnect, rssHold, wpm []float64 // msg/s, s, MiB, B/msg
 	rssIdle                        []float64
@@ -239,8 +239,9 @@ func (b *bench) live(res map[string]*figures) error {
 			f.p50 = append(f.p50, ms(benchrig.Percentile(rep.Latency, 50)))
 			f.p99 = append(f.p99, ms(benchrig.Percentile(rep.Latency, 99)))
 			f.cpuPerMsg = append(f.cpuPerMsg, float64(u1.Sub(u0).CPU.Microseconds())/float64(n))
-			fmt.Fprintf(b.out, "  round %d %-9s steady %4.0f msg/s x %d s: p50 %8.2f ms  p99 %8.2f ms  CPU %6.1f µs/msg\n",
-				r, s, b.rate, b.seconds, f.p50[len(f.p50)-1], f.p99[len(f.p99)-1], f.cpuPerMsg[len(f.cpuPerMsg)-1])
+			f.switches = append(f.switches, float64(u1.Sub(u0).Switches)/float64(n))
+			fmt.Fprintf(b.out, "  round %d %-9s steady %4.0f msg/s x %d s: p50 %8.2f ms  p99 %8.2f ms  CPU %6.1f µs/msg  %4.1f context switches/msg\n",
+				r, s, b.rate, b.seconds, f.p50[len(f.p50)-1], f.p99[len(f.p99)-1], f.cpuPerMsg[len(f.cpuPerMsg)-1], f.switches[len(f.switches)-1])
 
 			if b.maxN == 0 {
 				continue
@@ -410,6 +411,7 @@ func (b *bench) table(res map[string]*figures) {
 		{Figure: fmt.Sprintf("LAN publish → cloud subscriber at %s msg/s, p50", benchrig.Group(fmt.Sprint(b.rate))), Ref: med(m.p50), Edged: med(e.p50), Format: "%.2f ms"},
 		{Figure: "same, p99", Ref: med(m.p99), Edged: med(e.p99), Format: "%.2f ms"},
 		{Figure: fmt.Sprintf("CPU of the local process per message at %s msg/s", benchrig.Group(fmt.Sprint(b.rate))), Ref: med(m.cpuPerMsg), Edged: med(e.cpuPerMsg), Format: "%.1f µs"},
+		{Figure: "same, context switches of the local process per message", Ref: med(m.switches), Edged: med(e.switches), Format: "%.1f"},
 		{Figure: fmt.Sprintf("%s messages as fast as PUBACKs allow: e2e", benchrig.Group(fmt.Sprint(b.maxN))), Ref: med(m.maxRate), Edged: med(e.maxRate), Format: "%.0f msg/s"},
 		{Figure: "same, p50", Ref: med(m.maxP50), Edged: med(e.maxP50), Format: "%.1f ms"},
 	}
@@ -433,12 +435,13 @@ func (b *bench) table(res map[string]*figures) {
 		)
 	}
 	fl := res["floor"]
-	for i, v := range [][]float64{fl.p50, fl.p99, fl.cpuPerMsg, fl.maxRate, fl.maxP50} {
+	live := [][]float64{fl.p50, fl.p99, fl.cpuPerMsg, fl.switches, fl.maxRate, fl.maxP50}
+	for i, v := range live {
 		rows[i].Floor = med(v)
 	}
 	fmt.Fprintf(b.out, "\nMedians of %d rounds (steady, max rate) and %d (outage); one kill -9; ratio = edged / Mosquitto.\n\n", b.rounds, b.outageRounds)
 	benchrig.Table(b.out, "Mosquitto + bridge", rows)
 	fmt.Fprintln(b.out, "\nThe Go relay floor (a goroutine per connection, a log write per message, an ack stamp per PUBACK read, no uplink logic: benchrig.ServeRelayFloor) in the same run:")
 	fmt.Fprintln(b.out)
-	benchrig.FloorTable(b.out, "Mosquitto + bridge", rows[:5])
+	benchrig.FloorTable(b.out, "Mosquitto + bridge", rows[:len(live)])
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -83,19 +84,47 @@ func procField(path, key string) (int64, error) {
 type Usage struct {
 	CPU        time.Duration
 	WriteBytes int64
+	// Switches counts the context switches of pid's threads, voluntary
+	// (a thread went to sleep: a futex, epoll or nanosleep) and not.
+	// Those of threads that ended are gone, so a delta may undercount.
+	Switches int64
 }
 
-// Sample reads pid's CPU time and write_bytes.
+// Sample reads pid's CPU time, write_bytes and context switches.
 func Sample(pid int) (Usage, error) {
 	c, err := CPU(pid)
 	if err != nil {
 		return Usage{}, err
 	}
 	w, err := WriteBytes(pid)
-	return Usage{CPU: c, WriteBytes: w}, err
+	if err != nil {
+		return Usage{}, err
+	}
+	sw, err := Switches(pid)
+	return Usage{CPU: c, WriteBytes: w, Switches: sw}, err
+}
+
+// Switches returns the context switches of pid's threads (the sum of
+// voluntary_ctxt_switches and nonvoluntary_ctxt_switches in
+// /proc/PID/task/*/status).
+func Switches(pid int) (int64, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, fmt.Errorf("benchrig: threads of %d: %v", pid, err)
+	}
+	var sum int64
+	for _, t := range tasks {
+		v, err1 := procField(t, "voluntary_ctxt_switches:")
+		n, err2 := procField(t, "nonvoluntary_ctxt_switches:")
+		if errors.Join(err1, err2) != nil {
+			continue // the thread ended between the glob and the read
+		}
+		sum += v + n
+	}
+	return sum, nil
 }
 
 // Sub returns u - v.
 func (u Usage) Sub(v Usage) Usage {
-	return Usage{CPU: u.CPU - v.CPU, WriteBytes: u.WriteBytes - v.WriteBytes}
+	return Usage{CPU: u.CPU - v.CPU, WriteBytes: u.WriteBytes - v.WriteBytes, Switches: u.Switches - v.Switches}
 }
