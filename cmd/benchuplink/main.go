@@ -129,7 +129,11 @@ type figures struct {
 	// (from the cloud's return to the last message): on this machine the
 	// cloud shares the cores, so what a gateway costs the cloud bounds
 	// its drain.
-	drainCPU, cloudCPU            []float64 // µs
+	drainCPU, cloudCPU []float64 // µs
+	// bare is the floor of a drain (the "floor" system's only): a bare
+	// paho QoS 1 publisher in the bench, with edged's tags and window,
+	// sending the outage's messages into the same cloud.
+	bare                          []float64 // msg/s
 	outageLost, outageDups        float64   // sums over the rounds
 	killLost, killDups, killRetag float64
 }
@@ -179,6 +183,9 @@ func (b *bench) run() error {
 			if err := b.outage(s, res[s], false, b.outageN); err != nil {
 				return fmt.Errorf("%s outage: %w", s, err)
 			}
+		}
+		if err := b.bare(res["floor"], b.outageN); err != nil {
+			return fmt.Errorf("bare publisher: %w", err)
 		}
 	}
 	for _, s := range systems {
@@ -402,6 +409,32 @@ func (b *bench) outage(s string, f *figures, kill bool, n int) error {
 	return nil
 }
 
+// bare sends n messages into the cloud from a bare paho QoS 1 publisher
+// with edged's tags and window (max_inflight 32), as fast as the PUBACKs
+// allow, and records the rate at which they arrive, measured as a
+// drain is: what a Go MQTT client can send into this cloud, on this
+// machine, with nothing behind it.
+func (b *bench) bare(f *figures, n int) error {
+	p, err := benchrig.NewPublisher(b.cloud.Addr, fmt.Sprintf("bare-%d", b.next()), nil)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	p.Tags = "bare"
+	topic := fmt.Sprintf("bench/bare/drain-%d", b.next())
+	rec := b.sub.Track(topic)
+	if _, err := p.Send(topic, 0, n, 0, 1, 32); err != nil {
+		return err
+	}
+	if !rec.WaitDistinct(n, 180*time.Second) {
+		return fmt.Errorf("%d of %d arrived within 180 s", rec.Distinct(), n)
+	}
+	rep := rec.Report(0, n)
+	f.bare = append(f.bare, float64(n-1)/rep.Last.Sub(rep.First).Seconds())
+	fmt.Fprintf(b.out, "  bare paho publisher, edged's tags, window 32, %d messages into the cloud: %.0f msg/s\n", n, f.bare[len(f.bare)-1])
+	return nil
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func (b *bench) table(res map[string]*figures) {
@@ -439,9 +472,14 @@ func (b *bench) table(res map[string]*figures) {
 	for i, v := range live {
 		rows[i].Floor = med(v)
 	}
+	floorRows := rows[:len(live):len(live)]
+	if b.outageN > 0 {
+		rows[len(live)].Floor = med(fl.bare) // the drain row
+		floorRows = append(floorRows, rows[len(live)])
+	}
 	fmt.Fprintf(b.out, "\nMedians of %d rounds (steady, max rate) and %d (outage); one kill -9; ratio = edged / Mosquitto.\n\n", b.rounds, b.outageRounds)
 	benchrig.Table(b.out, "Mosquitto + bridge", rows)
-	fmt.Fprintln(b.out, "\nThe Go relay floor (a goroutine per connection, a log write per message, an ack stamp per PUBACK read, no uplink logic: benchrig.ServeRelayFloor) in the same run:")
+	fmt.Fprintln(b.out, "\nThe Go floor in the same run: for the live rows the relay floor (a goroutine per connection, a log write per message, an ack stamp per PUBACK read, no uplink logic: benchrig.ServeRelayFloor); for the drain a bare paho QoS 1 publisher with edged's tags and window:")
 	fmt.Fprintln(b.out)
-	benchrig.FloorTable(b.out, "Mosquitto + bridge", rows[:len(live)])
+	benchrig.FloorTable(b.out, "Mosquitto + bridge", floorRows)
 }

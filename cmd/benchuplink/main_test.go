@@ -79,7 +79,7 @@ func TestBenchUplinkSmokeIntegration(t *testing.T) {
 	if !strings.Contains(out.String(), "| figure | Mosquitto + bridge | edged | ratio |") {
 		t.Error("no table printed")
 	}
-	if f := b.res["floor"]; len(f.cpuPerMsg) != 1 || len(f.maxRate) != 1 || f.maxRate[0] <= 0 {
+	if f := b.res["floor"]; len(f.cpuPerMsg) != 1 || len(f.maxRate) != 1 || f.maxRate[0] <= 0 || len(f.bare) != 1 || f.bare[0] <= 0 {
 		t.Errorf("floor: a live figure is missing: %+v", *f)
 	}
 	if !strings.Contains(out.String(), "| figure | Mosquitto + bridge | Go floor | edged |") {

@@ -148,6 +148,10 @@ type Publisher struct {
 	// OnAck, if set, is called with the seq of each QoS 1 message the
 	// broker accepted (PUBACK below 0x80), from Send's goroutines.
 	OnAck func(seq uint64)
+	// Tags, if set, puts edged's user properties on every message (gw
+	// Tags, epoch 1, seq, ts), so a broker and its subscribers do for
+	// them what they do for edged's uplink.
+	Tags string
 }
 
 // NewPublisher connects a publisher (clean session) to addr.
@@ -190,7 +194,15 @@ func (p *Publisher) Send(topic string, from uint64, n int, rate float64, qos byt
 			defer wg.Done()
 			for seq := range next {
 				ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
-				r, err := p.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: Payload(seq, time.Now())})
+				now := time.Now()
+				pb := &paho.Publish{Topic: topic, QoS: qos, Payload: Payload(seq, now)}
+				if p.Tags != "" {
+					pb.Properties = &paho.PublishProperties{User: paho.UserProperties{
+						{Key: "gw", Value: p.Tags}, {Key: "epoch", Value: "1"},
+						{Key: "seq", Value: strconv.FormatUint(seq, 10)}, {Key: "ts", Value: strconv.FormatInt(now.UnixMilli(), 10)},
+					}}
+				}
+				r, err := p.c.Publish(ctx, pb)
 				cancel()
 				if err == nil && r != nil && r.ReasonCode >= 0x80 {
 					err = fmt.Errorf("PUBACK %#x", r.ReasonCode)
