@@ -78,6 +78,16 @@ func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
 	return packets.Packet{}, false
 }
 
+// Has reports whether a packet with id is in flight, without copying
+// it out as Get does (a Packet is 800 bytes): for the callers that only
+// ask.
+func (i *Inflight) Has(id uint16) bool {
+	i.RLock()
+	_, ok := i.internal[id]
+	i.RUnlock()
+	return ok
+}
+
 // Len returns the size of the inflight messages map.
 func (i *Inflight) Len() int {
 	i.RLock()
