@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/edged/edged/uplink"
 )
 
 // ServeFloor serves the benches' Go floor on ln until ln is closed: the
@@ -170,7 +172,7 @@ func (f *floor) publish(c *floorConn, h byte, b []byte) error {
 	for s, filters := range f.subs {
 		sq, any := byte(0), false
 		for _, sub := range filters {
-			if match(sub.filter, t) {
+			if uplink.MatchFilter(sub.filter, t) {
 				sq, any = max(sq, min(qos, sub.qos)), true
 			}
 		}
@@ -243,27 +245,6 @@ func (f *floor) subscribe(c *floorConn, b []byte) error {
 		return append(o, granted...)
 	})
 	return nil
-}
-
-// match reports whether topic matches the MQTT filter (+ and #).
-func match(filter, topic string) bool {
-	for {
-		fl, frest, fmore := strings.Cut(filter, "/")
-		if fl == "#" {
-			return true
-		}
-		tl, trest, tmore := strings.Cut(topic, "/")
-		if fl != "+" && fl != tl {
-			return false
-		}
-		switch {
-		case !fmore:
-			return !tmore
-		case !tmore:
-			return frest == "#" // "a/#" matches "a"
-		}
-		filter, topic = frest, trest
-	}
 }
 
 // FloorFlag is the flag with which a bench command serves its floor

@@ -63,33 +63,6 @@ func TestFloorDelivers(t *testing.T) {
 	}
 }
 
-func TestFloorMatch(t *testing.T) {
-	for _, c := range []struct {
-		filter, topic string
-		want          bool
-	}{
-		{"a/b", "a/b", true},
-		{"a/b", "a/c", false},
-		{"a/b", "a/b/c", false},
-		{"a/b/c", "a/b", false},
-		{"#", "a/b", true},
-		{"a/#", "a", true},
-		{"a/#", "a/b/c", true},
-		{"a/#", "b/c", false},
-		{"a/+", "a/b", true},
-		{"a/+", "a/b/c", false},
-		{"+/+", "a/b", true},
-		{"a/+/c", "a/b/c", true},
-		{"a/+/c", "a/b/d", false},
-		{"+", "", true},
-		{"a/+", "a/", true},
-	} {
-		if got := match(c.filter, c.topic); got != c.want {
-			t.Errorf("match(%q, %q) = %v, want %v", c.filter, c.topic, got, c.want)
-		}
-	}
-}
-
 // The relay floor is a measuring stick only if it does the live path's
 // work: every QoS 1 message is logged, reaches the cloud with edged's
 // tags through a window smaller than the burst, and the last PUBACK is
