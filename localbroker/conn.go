@@ -571,15 +571,32 @@ func (c *gatedConn) Close() error {
 // GateListener admits ln's connections as the broker's own listeners do
 // at accept: at most maxTotal open at once, perAddr from one source
 // address, and perMinute new ones a minute from one address. A refused
-// connection is closed at once, before a byte is read, and logged to log
-// at most once a minute per address.
-func GateListener(ln net.Listener, maxTotal, perAddr, perMinute int, log *slog.Logger) net.Listener {
+// connection is closed at once, before a byte is read, logged to log
+// at most once a minute per address, and counted in what refused
+// returns.
+func GateListener(ln net.Listener, maxTotal, perAddr, perMinute int, log *slog.Logger) (gated net.Listener, refused func() AcceptRefusals) {
 	limiter := ratelog.New(warnEvery, warnBurst, nil)
+	stats := &counters{}
 	return &gatedListener{Listener: ln, p: &connPolicy{
-		gate:  newGate(maxTotal, perAddr, perMinute, time.Now),
-		stats: &counters{},
-		warn: func(kind, key, msg string, args ...any) {
-			limiter.Log(log, slog.LevelWarn, kind+"|"+key, msg, args...)
-		},
-	}}
+			gate:  newGate(maxTotal, perAddr, perMinute, time.Now),
+			stats: stats,
+			warn: func(kind, key, msg string, args ...any) {
+				limiter.Log(log, slog.LevelWarn, kind+"|"+key, msg, args...)
+			},
+		}}, func() AcceptRefusals {
+			return AcceptRefusals{MaxConnections: stats.refusedTotal.Load(), PerAddress: stats.refusedPerAddr.Load(), PerMinute: stats.refusedRate.Load()}
+		}
+}
+
+// AcceptRefusals counts the connections a gated listener closed at
+// accept, by the limit that refused them.
+type AcceptRefusals struct {
+	MaxConnections uint64 `json:"max_connections"`
+	PerAddress     uint64 `json:"max_connections_per_address"`
+	PerMinute      uint64 `json:"max_connects_per_minute"`
+}
+
+// Add returns the sum of r and o.
+func (r AcceptRefusals) Add(o AcceptRefusals) AcceptRefusals {
+	return AcceptRefusals{r.MaxConnections + o.MaxConnections, r.PerAddress + o.PerAddress, r.PerMinute + o.PerMinute}
 }

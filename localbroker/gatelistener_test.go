@@ -9,13 +9,13 @@ import (
 )
 
 // TestGateListenerRefusesPastCap: GateListener closes a connection past
-// its per-address cap at once.
+// its per-address cap at once, and counts it by that limit.
 func TestGateListenerRefusesPastCap(t *testing.T) {
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := GateListener(raw, 10, 2, 100, slog.New(slog.DiscardHandler))
+	ln, refused := GateListener(raw, 10, 2, 100, slog.New(slog.DiscardHandler))
 	accepted := make(chan net.Conn, 10)
 	done := make(chan struct{})
 	go func() {
@@ -46,6 +46,9 @@ func TestGateListenerRefusesPastCap(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("third connection from one address: read %v, want EOF (closed at accept)", err)
+	}
+	if got, want := refused(), (AcceptRefusals{PerAddress: 1}); got != want {
+		t.Errorf("refusals %+v, want %+v", got, want)
 	}
 	for _, h := range held {
 		h.Close()

@@ -246,6 +246,12 @@ func (d *daemon) metricsHandler(cfg *configs.Config) (http.Handler, *metrics.Con
 		Beats:        d.health.Beats,
 		Clock:        d.wall,
 		Reloads:      d.reloads.metrics,
+		HTTPRefused: func() localbroker.AcceptRefusals {
+			if d.httpRefused == nil {
+				return localbroker.AcceptRefusals{}
+			}
+			return d.httpRefused()
+		},
 	}
 	if d.uplink != nil {
 		src.Uplink = d.uplink.Stats

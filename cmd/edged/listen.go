@@ -25,16 +25,18 @@ const (
 // listenHTTP binds the HTTP listeners of c: the plain one and the HTTPS
 // one (its certificate and key read now, so a new certificate takes a
 // restart), and returns them with the host names requests to them may
-// carry. With users configured, a plain listener reachable from the LAN
-// is logged as a warning: passwords and tokens would cross it readable.
-func listenHTTP(c configs.HTTP, users int, log *slog.Logger) (lns []net.Listener, hosts map[string]struct{}, err error) {
+// carry, and the count of the connections their gates refused. With
+// users configured, a plain listener reachable from the LAN is logged as
+// a warning: passwords and tokens would cross it readable.
+func listenHTTP(c configs.HTTP, users int, log *slog.Logger) (lns []net.Listener, hosts map[string]struct{}, refused func() localbroker.AcceptRefusals, err error) {
 	var conf *tls.Config
 	if c.ListenTLS != "" {
 		if conf, err = c.TLS.ServerConfig(); err != nil {
-			return nil, nil, fmt.Errorf("http: %w", err)
+			return nil, nil, nil, fmt.Errorf("http: %w", err)
 		}
 	}
 	hosts = map[string]struct{}{}
+	var counts []func() localbroker.AcceptRefusals
 	for _, l := range []struct {
 		addr string
 		tls  *tls.Config
@@ -47,10 +49,12 @@ func listenHTTP(c configs.HTTP, users int, log *slog.Logger) (lns []net.Listener
 			for _, o := range lns {
 				o.Close()
 			}
-			return nil, nil, fmt.Errorf("http listener %s: %w", l.addr, err)
+			return nil, nil, nil, fmt.Errorf("http listener %s: %w", l.addr, err)
 		}
 		maps.Copy(hosts, localbroker.OwnHosts(ln.Addr()))
-		ln = localbroker.GateListener(ln, httpMaxConns, httpMaxConnsPerAddr, httpConnectsPerMinute, log.With("listener", l.addr))
+		var count func() localbroker.AcceptRefusals
+		ln, count = localbroker.GateListener(ln, httpMaxConns, httpMaxConnsPerAddr, httpConnectsPerMinute, log.With("listener", l.addr))
+		counts = append(counts, count)
 		if l.tls != nil {
 			ln = tls.NewListener(ln, l.tls)
 		} else if users > 0 && !localbroker.IsLoopback(l.addr) {
@@ -59,5 +63,11 @@ func listenHTTP(c configs.HTTP, users int, log *slog.Logger) (lns []net.Listener
 		}
 		lns = append(lns, ln)
 	}
-	return lns, hosts, nil
+	return lns, hosts, func() localbroker.AcceptRefusals {
+		var sum localbroker.AcceptRefusals
+		for _, count := range counts {
+			sum = sum.Add(count())
+		}
+		return sum
+	}, nil
 }

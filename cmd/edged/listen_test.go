@@ -8,13 +8,15 @@ import (
 	"time"
 
 	"github.com/edged/edged/configs"
+	"github.com/edged/edged/localbroker"
 )
 
 // TestAPIListenerConnectionCap pins the bug where the HTTP listener took
 // any number of connections from one host (each holding a login in the
-// bcrypt queue): past httpMaxConnsPerAddr, one is closed at accept.
+// bcrypt queue): past httpMaxConnsPerAddr, one is closed at accept, and
+// counted for edged_http_connections_refused_total.
 func TestAPIListenerConnectionCap(t *testing.T) {
-	lns, _, err := listenHTTP(configs.HTTP{Listen: "127.0.0.1:0"}, 0, slog.New(slog.DiscardHandler))
+	lns, _, refused, err := listenHTTP(configs.HTTP{Listen: "127.0.0.1:0"}, 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,5 +51,8 @@ func TestAPIListenerConnectionCap(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("connection %d from one address: read %v, want EOF (closed at accept)", httpMaxConnsPerAddr+1, err)
+	}
+	if got, want := refused(), (localbroker.AcceptRefusals{PerAddress: 1}); got != want {
+		t.Errorf("refusals %+v, want %+v", got, want)
 	}
 }

@@ -142,8 +142,11 @@ type daemon struct {
 	queue     *pipeline.Queue
 	poller    *sensors.Poller
 	http      *http.Server
-	web       *web.Server
-	readings  *metrics.Readings // nil without HTTP
+	// httpRefused counts the connections the HTTP listeners' gates
+	// refused (set before they serve, read by /metrics).
+	httpRefused func() localbroker.AcceptRefusals
+	web         *web.Server
+	readings    *metrics.Readings // nil without HTTP
 	// ctlMetrics is the controllers' table of /metrics; nil without HTTP.
 	ctlMetrics *metrics.Controllers
 	control    *controlRoom
@@ -254,10 +257,11 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	}
 	var httpLns []net.Listener
 	if cfg.HTTP.Listen != "" || cfg.HTTP.ListenTLS != "" {
-		lns, hosts, err := listenHTTP(cfg.HTTP, len(cfg.Users), log)
+		lns, hosts, refused, err := listenHTTP(cfg.HTTP, len(cfg.Users), log)
 		if err != nil {
 			return nil, err
 		}
+		d.httpRefused = refused
 		d.http = d.web.HTTPServer(hosts)
 		// A client's failed TLS handshake is its mistake: debug, not a
 		// line on stderr per attempt.

@@ -104,6 +104,9 @@ type Sources struct {
 	// metrics.
 	Clock   *wallclock.Clock
 	Reloads func() Reloads
+	// HTTPRefused counts the connections the HTTP listeners refused at
+	// accept; nil: no such metric.
+	HTTPRefused func() localbroker.AcceptRefusals
 }
 
 // Reloads are the config reloads (SIGHUP) of a running edged, which
@@ -270,6 +273,7 @@ type collector struct {
 	lastSample, queueDropped, uplinkDropped, lastPuback *prometheus.Desc
 	controlInput, loopOverdue, clockSynced, clockSteps  *prometheus.Desc
 	reloads, reloadOK, reloadTime, restartNeeded        *prometheus.Desc
+	httpRefused                                         *prometheus.Desc
 	uplinkRows                                          []metric[uplink.Stats]
 	sensorRows                                          []metric[sensors.SensorStats]
 	controlRows                                         []metric[control.State]
@@ -310,6 +314,7 @@ func newCollector(src Sources) *collector {
 		reloads:       prometheus.NewDesc("edged_config_reloads_total", "Config reloads (SIGHUP), by result: applied, failed (applied in part, a device did not open), refused (the file did not validate; nothing changed).", []string{"result"}, nil),
 		reloadOK:      prometheus.NewDesc("edged_config_last_reload_successful", "1 if the last config reload was applied in full (or none was tried), 0 if it failed or was refused.", nil, nil),
 		reloadTime:    prometheus.NewDesc("edged_config_last_reload_success_timestamp_seconds", "When the running config was last applied in full: the start, then each applied reload (Unix seconds).", nil, nil),
+		httpRefused:   prometheus.NewDesc("edged_http_connections_refused_total", "Connections the HTTP listeners closed at accept, by the limit that refused them (128 open, 16 from one address, 240 a minute from one address).", []string{"reason"}, nil),
 		restartNeeded: prometheus.NewDesc("edged_config_restart_needed", "1 while the config file asks for changes only a restart applies (listener addresses, state_dir, device id, ...).", nil, nil),
 	}
 }
@@ -318,7 +323,7 @@ func newCollector(src Sources) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.readingValue, c.readingTime, c.senseTime, c.lastSample,
 		c.queueDropped, c.uplinkDropped, c.lastPuback, c.controlInput, c.loopOverdue, c.clockSynced, c.clockSteps,
-		c.reloads, c.reloadOK, c.reloadTime, c.restartNeeded} {
+		c.reloads, c.reloadOK, c.reloadTime, c.restartNeeded, c.httpRefused} {
 		ch <- d
 	}
 	for _, m := range c.broker {
@@ -373,6 +378,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for i, r := range brokerReasons {
 		reasons(r.get(bs), func(reason string, n uint64) {
 			ch <- prometheus.MustNewConstMetric(c.brokerReasons[i], counter, float64(n), reason)
+		})
+	}
+	if src.HTTPRefused != nil {
+		reasons(src.HTTPRefused(), func(reason string, n uint64) {
+			ch <- prometheus.MustNewConstMetric(c.httpRefused, counter, float64(n), reason)
 		})
 	}
 	if src.Uplink != nil {

@@ -40,7 +40,8 @@ func sources(bs *localbroker.Stats, us *uplink.Stats, ss *[]sensors.SensorStats,
 		Reloads: func() Reloads {
 			return Reloads{Applied: 2, Refused: 1, LastSuccess: time.Unix(1700000002, 0), RestartNeeded: true}
 		},
-		Clock: trustedClock(),
+		Clock:       trustedClock(),
+		HTTPRefused: func() localbroker.AcceptRefusals { return localbroker.AcceptRefusals{PerAddress: 4, PerMinute: 6} },
 	}
 }
 
@@ -188,6 +189,9 @@ func TestExposition(t *testing.T) {
 		{"edged_config_last_reload_successful", nil, 0},
 		{"edged_config_last_reload_success_timestamp_seconds", nil, 1700000002},
 		{"edged_config_restart_needed", nil, 1},
+		{"edged_http_connections_refused_total", map[string]string{"reason": "max_connections"}, 0},
+		{"edged_http_connections_refused_total", map[string]string{"reason": "max_connections_per_address"}, 4},
+		{"edged_http_connections_refused_total", map[string]string{"reason": "max_connects_per_minute"}, 6},
 	} {
 		got, ok := value(fams, c.name, c.labels)
 		if !ok || math.Abs(got-c.want) > 1e-9 {
