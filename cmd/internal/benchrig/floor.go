@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/edged/edged/uplink"
@@ -256,6 +257,7 @@ const FloorFlag = "serve-floor"
 type Floor struct {
 	Addr string
 	cmd  *exec.Cmd
+	out  chan struct{} // closed once its stdout is read to the end
 }
 
 // StartFloor starts this executable with -FloorFlag and args (its main
@@ -268,20 +270,25 @@ func StartFloor(args ...string) (*Floor, error) {
 	}
 	cmd := exec.Command(self, append([]string{"-" + FloorFlag}, args...)...)
 	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	// It dies with us, as StartEdged's edged does: a floor left behind
+	// by a bench that panicked or a test that timed out would serve on,
+	// and under flock hold the lock.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
+	fl := &Floor{cmd: cmd, out: make(chan struct{})}
 	addr := make(chan string, 1)
 	go func() {
-		line, _ := bufio.NewReader(out).ReadString('\n')
+		defer close(fl.out)
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
 		addr <- strings.TrimSpace(line)
-		_, _ = io.Copy(io.Discard, out)
+		_, _ = io.Copy(io.Discard, stdout)
 	}()
-	fl := &Floor{cmd: cmd}
 	select {
 	case fl.Addr = <-addr:
 	case <-time.After(10 * time.Second):
@@ -296,9 +303,11 @@ func StartFloor(args ...string) (*Floor, error) {
 // Pid returns the floor's process id.
 func (fl *Floor) Pid() int { return fl.cmd.Process.Pid }
 
-// Stop kills the floor and waits for it.
+// Stop kills the floor and waits for it (its stdout read to the end
+// first, as os/exec asks of a pipe's reader).
 func (fl *Floor) Stop() {
 	_ = fl.cmd.Process.Kill()
+	<-fl.out
 	_ = fl.cmd.Wait()
 }
 

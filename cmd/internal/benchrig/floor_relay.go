@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -72,6 +73,9 @@ type relay struct {
 	acked           uint64
 }
 
+// relays numbers the relay floors of this process, for their client ids.
+var relays atomic.Int64
+
 func dialRelay(cloud, dir string, window int) (*relay, error) {
 	log, err := os.OpenFile(filepath.Join(dir, "floor.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -79,28 +83,35 @@ func dialRelay(cloud, dir string, window int) (*relay, error) {
 	}
 	ack, err := os.OpenFile(filepath.Join(dir, "floor.ack"), os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
+		log.Close()
+		return nil, err
+	}
+	fail := func(err error) (*relay, error) {
+		log.Close()
+		ack.Close()
 		return nil, err
 	}
 	c, err := net.DialTimeout("tcp", cloud, 10*time.Second)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
-	// CONNECT, MQTT 5, clean start, no keep-alive, client id
-	// "floor-relay", no properties.
-	id := "floor-relay"
+	// CONNECT, MQTT 5, clean start, no keep-alive, no properties; a
+	// client id of its own, so that two floors on one cloud do not take
+	// over each other's session.
+	id := fmt.Sprintf("floor-relay-%d-%d", os.Getpid(), relays.Add(1))
 	body := append([]byte{0, 4, 'M', 'Q', 'T', 'T', 5, 0x02, 0, 0, 0}, byte(len(id)>>8), byte(len(id)))
 	body = append(body, id...)
 	pk := append(binary.AppendUvarint([]byte{0x10}, uint64(len(body))), body...)
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Write(pk); err != nil {
 		c.Close()
-		return nil, err
+		return fail(err)
 	}
 	br := bufio.NewReaderSize(c, 64<<10)
 	h, b, err := readPacket(br, nil)
 	if err != nil || h>>4 != 2 || len(b) < 2 || b[1] >= 0x80 {
 		c.Close()
-		return nil, fmt.Errorf("benchrig: relay floor: no CONNACK from %s (% x, %v)", cloud, b, err)
+		return fail(fmt.Errorf("benchrig: relay floor: no CONNACK from %s (% x, %v)", cloud, b, err))
 	}
 	_ = c.SetDeadline(time.Time{})
 	return &relay{log: log, ack: ack, cloud: c, br: br, window: window}, nil
