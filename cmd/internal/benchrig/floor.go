@@ -84,21 +84,11 @@ func (f *floor) serve(c *floorConn) {
 	br := bufio.NewReaderSize(c.c, 4096)
 	var buf []byte
 	for {
-		h, err := br.ReadByte()
+		h, b, err := readPacket(br, buf)
 		if err != nil {
 			return
 		}
-		n, err := binary.ReadUvarint(br) // MQTT's variable byte integer is a uvarint
-		if err != nil || n > 1<<20 {
-			return
-		}
-		if uint64(cap(buf)) < n {
-			buf = make([]byte, n)
-		}
-		b := buf[:n]
-		if _, err := io.ReadFull(br, b); err != nil {
-			return
-		}
+		buf = b[:0]
 		switch h >> 4 {
 		case 1: // CONNECT
 			if len(b) < 7 {
