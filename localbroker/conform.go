@@ -41,6 +41,9 @@ import (
 //     messages in flight to it got 0x91, and a QoS 1/2 PUBLISH with such
 //     an id deleted that message from redelivery. A clashing id is
 //     swapped for a free one on the way in and back on the way out.
+//     (mochi patch 12, localbroker/mochi/PATCHES.md, now keeps the
+//     client's exchanges in a store of their own, which makes the swap
+//     redundant; it is kept until it is removed on its own.)
 //   - Receive Maximum towards the client is kept by the connection
 //     (clientConn's send window), not by mochi, whose held messages were
 //     sent without being kept for their acknowledgement, so each used
@@ -162,7 +165,7 @@ func (h *conformance) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.
 		if _, used := sw.client[id]; used {
 			continue
 		}
-		if _, used := cl.State.Inflight.Get(id); used {
+		if _, used := cl.State.Inflight.Get(id); used || cl.State.InboundInflight.Has(id) { // the client's own open ids too (mochi patch 12)
 			continue
 		}
 		sw.client[id], sw.swap[pk.PacketID] = pk.PacketID, id

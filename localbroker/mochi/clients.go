@@ -170,6 +170,15 @@ type ClientState struct {
 	// set goes to the client that took the session over.
 	takeoverMu  sync.RWMutex
 	takenOverBy atomic.Pointer[Client]
+
+	// InboundInflight holds the client's own QoS 1/2 exchanges, by the
+	// client's packet ids: chiefly the PUBRECs of its QoS 2 PUBLISHes,
+	// awaiting its PUBREL. Inflight holds the server's messages to the
+	// client, by the server's ids; the two sides number their packets
+	// independently [MQTT-2.2.1-3]. edged (PATCHES.md 12): upstream kept
+	// both in Inflight, where one overwrote the other. The quotas of both
+	// directions stay on Inflight.
+	InboundInflight *Inflight
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -185,6 +194,8 @@ func newClient(c net.Conn, o *ops) *Client {
 			cancelOpen:    cancel,
 			Keepalive:     defaultKeepalive,
 			outbound:      make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending),
+
+			InboundInflight: NewInflights(), // edged (PATCHES.md 12)
 		},
 		Properties: ClientProperties{
 			ProtocolVersion: defaultClientProtocolVersion, // default protocol version
@@ -367,7 +378,10 @@ func (cl *Client) NextPacketID() (i uint32, err error) {
 
 		i++
 
-		if !cl.State.Inflight.Has(uint16(i)) {
+		// edged (PATCHES.md 12): an id of one of the client's open
+		// exchanges is skipped too, as upstream's one store did: a
+		// storage hook keys both sides' records by client and id alone.
+		if !cl.State.Inflight.Has(uint16(i)) && !cl.State.InboundInflight.Has(uint16(i)) {
 			atomic.StoreUint32(&cl.State.packetID, i)
 			return i, nil
 		}
@@ -375,35 +389,56 @@ func (cl *Client) NextPacketID() (i uint32, err error) {
 }
 
 // ResendInflightMessages attempts to resend any pending inflight messages to connected clients.
+// edged (PATCHES.md 12): the server's messages (PUBLISH, PUBREL), then, as
+// upstream did, the PUBRECs of the client's exchanges (it resends its
+// PUBLISH or PUBREL too [MQTT-4.4.0-1]).
 func (cl *Client) ResendInflightMessages(force bool) error {
-	if cl.State.Inflight.Len() == 0 {
+	if cl.State.Inflight.Len() == 0 && cl.State.InboundInflight.Len() == 0 {
 		return nil
 	}
 
-	for _, tk := range cl.State.Inflight.GetAll(false) {
-		if tk.FixedHeader.Type == packets.Publish {
-			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
-		}
+	for _, store := range []*Inflight{cl.State.Inflight, cl.State.InboundInflight} {
+		inbound := store == cl.State.InboundInflight
+		for _, tk := range store.GetAll(false) {
+			if tk.FixedHeader.Type == packets.Publish {
+				tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			}
 
-		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
-		err := cl.WritePacket(tk)
-		if errors.Is(err, packets.ErrPacketTooLarge) {
-			cl.discardTooLarge(tk) // edged: PATCHES.md
-			continue
-		}
-		if err != nil {
-			return err
-		}
+			hooked := !inbound || cl.inboundHooked(tk.PacketID)
+			if hooked {
+				cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
+			}
+			err := cl.WritePacket(tk)
+			if errors.Is(err, packets.ErrPacketTooLarge) {
+				if !inbound {
+					cl.discardTooLarge(tk) // edged: PATCHES.md
+				}
+				continue
+			}
+			if err != nil {
+				return err
+			}
 
-		if tk.FixedHeader.Type == packets.Puback || tk.FixedHeader.Type == packets.Pubcomp {
-			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
-				cl.ops.hooks.OnQosComplete(cl, tk)
-				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+			if tk.FixedHeader.Type == packets.Puback || tk.FixedHeader.Type == packets.Pubcomp {
+				if ok := store.Delete(tk.PacketID); ok {
+					if hooked {
+						cl.ops.hooks.OnQosComplete(cl, tk)
+					}
+					atomic.AddInt64(&cl.ops.info.Inflight, -1)
+				}
 			}
 		}
 	}
 
 	return nil
+}
+
+// inboundHooked reports whether the hooks hear of the client's exchange
+// under id: not while a message of ours has that id, as a storage hook
+// keys its records by client and packet id alone, and would overwrite
+// or delete our message's. edged (PATCHES.md 12).
+func (cl *Client) inboundHooked(id uint16) bool {
+	return !cl.State.Inflight.Has(id)
 }
 
 // discardTooLarge drops a message larger than the client's Maximum
@@ -421,6 +456,14 @@ func (cl *Client) discardTooLarge(pk packets.Packet) {
 
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.
 func (cl *Client) ClearInflights() {
+	for _, tk := range cl.State.InboundInflight.GetAll(false) { // edged (PATCHES.md 12)
+		if ok := cl.State.InboundInflight.Delete(tk.PacketID); ok {
+			if cl.inboundHooked(tk.PacketID) {
+				cl.ops.hooks.OnQosDropped(cl, tk)
+			}
+			atomic.AddInt64(&cl.ops.info.Inflight, -1)
+		}
+	}
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
 			cl.ops.hooks.OnQosDropped(cl, tk)
@@ -431,6 +474,22 @@ func (cl *Client) ClearInflights() {
 
 // ClearExpiredInflights deletes any inflight messages which have expired.
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
+	// edged (PATCHES.md 12): the client's exchanges end as upstream's did
+	// in Inflight (their acks expire with MaximumMessageExpiryInterval),
+	// but are not among the ids returned, which the server hands to
+	// OnQosDropped again, whatever store holds them.
+	for _, tk := range cl.State.InboundInflight.GetAll(false) {
+		if maximumExpiry > 0 && now-tk.Created > maximumExpiry || tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now {
+			if ok := cl.State.InboundInflight.Delete(tk.PacketID); ok {
+				if cl.inboundHooked(tk.PacketID) {
+					cl.ops.hooks.OnQosDropped(cl, tk)
+				}
+				cl.State.Inflight.IncreaseReceiveQuota() // the exchange ended
+				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+			}
+		}
+	}
+
 	deleted := []uint16{}
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]

@@ -431,3 +431,190 @@ func TestPatchInboundPublishOurNumberHooks(t *testing.T) {
 	defer h.mu.Unlock()
 	require.Empty(t, h.events, "hooks told of an exchange under our message's number")
 }
+
+// packetIDs lists the packets in b (MQTT 3.1.1, each under 128 bytes) by
+// type and packet id, "publish 7 dup" for a resent PUBLISH.
+func packetIDs(b []byte) []string {
+	var out []string
+	for len(b) >= 2 {
+		pk, rest := b[2:2+int(b[1])], b[2+int(b[1]):]
+		switch b[0] >> 4 {
+		case packets.Publish:
+			n := 2 + (int(pk[0])<<8 | int(pk[1]))
+			s := fmt.Sprintf("publish %d", int(pk[n])<<8|int(pk[n+1]))
+			if b[0]&0x08 != 0 {
+				s += " dup"
+			}
+			out = append(out, s)
+		default:
+			out = append(out, fmt.Sprintf("%s %d", packets.PacketNames[b[0]>>4], int(pk[0])<<8|int(pk[1])))
+		}
+		b = rest
+	}
+	return out
+}
+
+// qos12Client returns an MQTT 3.1.1 client of s, not in its table, with
+// receive and send quotas of 10, and the client's end of its connection.
+func qos12Client(s *Server) (*Client, net.Conn) {
+	r, w := net.Pipe()
+	cl := s.NewClient(w, "tcp1", "qos2ids", false)
+	cl.Properties.ProtocolVersion = 4
+	cl.State.Inflight.ResetReceiveQuota(10)
+	cl.State.Inflight.ResetSendQuota(10)
+	return cl, r
+}
+
+// TestPatchInboundQoS2KeepsOurDelivery (edged patch 12): a client's QoS 2
+// PUBLISH numbered like a QoS 1 or 2 message the server sent it and
+// awaits the acknowledgement of leaves that message alone: client and
+// server number their packets independently [MQTT-2.2.1-3]. Upstream (and
+// patch 8) stored the client's PUBREC over it in the one store both
+// directions shared: a resumed session never got it again, the client's
+// PUBACK (or PUBREC, PUBCOMP) for it found the client's exchange instead,
+// its send quota never came back, and the client's PUBREL found no
+// exchange (PUBCOMP 0x92).
+func TestPatchInboundQoS2KeepsOurDelivery(t *testing.T) {
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("ours qos %d", qos), func(t *testing.T) {
+			s := newServer()
+			cl, r := qos12Client(s)
+			ours := packets.Packet{PacketID: 7, TopicName: "a/b", Payload: []byte("ours"), FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}}
+			cl.State.Inflight.Set(ours)
+			cl.State.Inflight.DecreaseSendQuota() // as publishToClient does
+			atomic.StoreInt64(&s.Info.Inflight, 1)
+			sendQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
+			recvQuota := atomic.LoadInt32(&cl.State.Inflight.receiveQuota)
+
+			theirs := packets.Packet{PacketID: 7, TopicName: "c/d", Payload: []byte("theirs"), FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}}
+			ack := func(typ byte) packets.Packet {
+				return packets.Packet{FixedHeader: packets.FixedHeader{Type: typ, Qos: map[byte]byte{packets.Pubrel: 1}[typ]}, PacketID: 7}
+			}
+			got := readAll(r)
+			var kept packets.Packet
+			var keptOK bool
+			var steps []error
+			steps = append(steps, s.processPacket(cl, theirs))
+			kept, keptOK = cl.State.Inflight.Get(7)
+			steps = append(steps, cl.ResendInflightMessages(true)) // as on resumption
+			if qos == 1 {
+				steps = append(steps, s.processPacket(cl, ack(packets.Puback)))
+			} else {
+				steps = append(steps, s.processPacket(cl, ack(packets.Pubrec)), s.processPacket(cl, ack(packets.Pubcomp)))
+			}
+			steps = append(steps, s.processPacket(cl, ack(packets.Pubrel))) // the client's own exchange
+			_ = cl.Net.Conn.Close()
+			b := <-got
+			for _, err := range steps {
+				require.NoError(t, err)
+			}
+
+			require.True(t, keptOK, "our message dropped by the client's QoS 2 PUBLISH with its number")
+			require.Equal(t, packets.Publish, kept.FixedHeader.Type, "the client's PUBREC stored over our message")
+			require.Equal(t, []byte("ours"), kept.Payload)
+			want := []string{"Pubrec 7", "publish 7 dup", "Pubrec 7"}
+			if qos == 2 {
+				want = append(want, "Pubrel 7")
+			}
+			want = append(want, "Pubcomp 7")
+			require.Equal(t, want, packetIDs(b), "the client's PUBREC, the resend (ours, then its PUBREC), our PUBREL, its PUBCOMP")
+			require.Equal(t, sendQuota+1, atomic.LoadInt32(&cl.State.Inflight.sendQuota), "the client's acknowledgement gave our send quota back")
+			require.Equal(t, recvQuota, atomic.LoadInt32(&cl.State.Inflight.receiveQuota), "the client's PUBREL gave its receive quota back")
+			require.Equal(t, 0, cl.State.Inflight.Len())
+			require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
+		})
+	}
+}
+
+// publishedHook counts the messages the server published.
+type publishedHook struct {
+	HookBase
+	n atomic.Int32
+}
+
+func (h *publishedHook) ID() string                                { return "published" }
+func (h *publishedHook) Provides(b byte) bool                      { return b == OnPublished }
+func (h *publishedHook) OnPublished(cl *Client, pk packets.Packet) { h.n.Add(1) }
+
+// TestPatchInboundQoS2DupRecognised (edged patch 12): with the client's
+// exchanges in a store of their own, a resent QoS 2 PUBLISH (DUP) whose
+// PUBREL has not come is still answered with a PUBREC and not published
+// again [MQTT-4.3.3-10], also when a message of ours has its number (and
+// that message stays). Before: passed for the DUP, but our message was
+// gone.
+func TestPatchInboundQoS2DupRecognised(t *testing.T) {
+	s := newServer()
+	h := new(publishedHook)
+	require.NoError(t, s.AddHook(h, nil))
+	cl, r := qos12Client(s)
+	cl.State.Inflight.Set(packets.Packet{PacketID: 7, TopicName: "a/b", Payload: []byte("ours"), FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}})
+
+	theirs := packets.Packet{PacketID: 7, TopicName: "c/d", Payload: []byte("theirs"), FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}}
+	got := readAll(r)
+	err1 := s.processPacket(cl, theirs)
+	theirs.FixedHeader.Dup = true
+	err2 := s.processPacket(cl, theirs)
+	_ = cl.Net.Conn.Close()
+	b := <-got
+	require.NoError(t, err1)
+	require.NoError(t, err2)
+	require.Equal(t, []string{"Pubrec 7", "Pubrec 7"}, packetIDs(b))
+	require.Equal(t, int32(1), h.n.Load(), "the resent PUBLISH was published again")
+	kept, ok := cl.State.Inflight.Get(7)
+	require.True(t, ok, "our message dropped")
+	require.Equal(t, packets.Publish, kept.FixedHeader.Type)
+}
+
+// TestPatchInboundQoS2OurNumberHooks (edged patch 12): the client's QoS 2
+// exchange under the number of a message of ours does not reach the
+// hooks, which a storage hook keys by client and packet id: its
+// OnQosPublish would overwrite our message's record, and its
+// OnQosComplete (at the PUBREL) delete it. Our message's completion does.
+func TestPatchInboundQoS2OurNumberHooks(t *testing.T) {
+	s := newServer()
+	h := new(qosHook)
+	require.NoError(t, s.AddHook(h, nil))
+	cl, r := qos12Client(s)
+	cl.State.Inflight.Set(packets.Packet{PacketID: 7, TopicName: "a/b", Payload: []byte("ours"), FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}})
+	got := readAll(r)
+	err1 := s.processPacket(cl, packets.Packet{PacketID: 7, TopicName: "c/d", FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}})
+	err2 := s.processPacket(cl, packets.Packet{PacketID: 7, FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}})
+	h.mu.Lock()
+	afterPubrel := append([]string(nil), h.events...)
+	h.mu.Unlock()
+	err3 := s.processPacket(cl, packets.Packet{PacketID: 7, FixedHeader: packets.FixedHeader{Type: packets.Puback}})
+	_ = cl.Net.Conn.Close()
+	<-got
+	require.NoError(t, err1)
+	require.NoError(t, err2)
+	require.NoError(t, err3)
+	require.Empty(t, afterPubrel, "hooks told of the client's exchange under our message's number")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Equal(t, []string{"complete 7"}, h.events, "our message's PUBACK")
+}
+
+// TestPatchTakeoverKeepsInboundQoS2 (edged patch 12): a session taken
+// over keeps the client's open QoS 2 exchanges, in their own store, as it
+// keeps our messages [MQTT-3.1.2-5]: the new connection's PUBREL
+// completes the exchange.
+func TestPatchTakeoverKeepsInboundQoS2(t *testing.T) {
+	s := newServer()
+	existing, r1 := qos12Client(s)
+	existing.ID = "sess"
+	s.Clients.Add(existing)
+	got1 := readAll(r1)
+	require.NoError(t, s.processPacket(existing, packets.Packet{PacketID: 5, TopicName: "c/d", FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}}))
+	_ = existing.Net.Conn.Close()
+	<-got1
+
+	cl, r := qos12Client(s)
+	cl.ID = "sess"
+	require.True(t, s.inheritClientSession(packets.Packet{Connect: packets.ConnectParams{ClientIdentifier: "sess"}}, cl))
+	got := readAll(r)
+	err := s.processPacket(cl, packets.Packet{PacketID: 5, FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}})
+	_ = cl.Net.Conn.Close()
+	require.NoError(t, err)
+	require.Equal(t, []string{"Pubcomp 5"}, packetIDs(<-got))
+	require.False(t, clientPacketInUse(cl, 5), "the exchange completed")
+}

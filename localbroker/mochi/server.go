@@ -601,6 +601,9 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		// edged (PATCHES.md, takeover): no delivery may land in the old
 		// client's inflight messages between the clone and the swap.
 		existing.State.takeoverMu.Lock()
+		if existing.State.InboundInflight.Len() > 0 { // edged (PATCHES.md 12)
+			cl.State.InboundInflight = existing.State.InboundInflight.Clone() // [MQTT-3.1.2-5]
+		}
 		if existing.State.Inflight.Len() > 0 {
 			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
 			if cl.State.Inflight.maximumReceiveQuota == 0 && cl.ops.options.Capabilities.ReceiveMaximum != 0 {
@@ -916,24 +919,19 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		pk.Expiry = pk.Created + expiry
 	}
 
-	// edged (PATCHES.md, packet ids): a message of ours awaiting the
-	// client's PUBACK, PUBREC or PUBCOMP may have the number of the
-	// client's PUBLISH: the two sides number their packets independently
-	// [MQTT-2.2.1-3]. It is left alone (upstream deleted it), and a QoS 1
-	// acknowledgement is not stored over it.
-	ours := false
+	// edged (PATCHES.md 8, 12): only the client's own exchanges are
+	// looked at; a message of ours with the same number is another
+	// exchange [MQTT-2.2.1-3] (upstream deleted it, or stored the
+	// client's PUBREC over it).
 	if !cl.Net.Inline {
-		if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok {
-			switch pki.FixedHeader.Type {
-			case packets.Pubrec: // [MQTT-4.3.3-10]
+		if pki, ok := cl.State.InboundInflight.Get(pk.PacketID); ok {
+			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
 				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
 				return cl.WritePacket(ack)
-			case packets.Publish, packets.Pubrel:
-				ours = true
-			default: // an acknowledgement of the client's that was not written
-				if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
-					atomic.AddInt64(&s.Info.Inflight, -1)
-				}
+			}
+			// an acknowledgement of the client's that was not written
+			if ok := cl.State.InboundInflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
+				atomic.AddInt64(&s.Info.Inflight, -1)
 			}
 		}
 	}
@@ -980,12 +978,13 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
 
-	// edged: a QoS 2 PUBREC still goes over a message of ours with its
-	// number (one store holds both sides' packets: PATCHES.md).
-	stored := !ours || pk.FixedHeader.Qos == 2
-	if stored {
-		if ok := cl.State.Inflight.Set(ack); ok {
-			atomic.AddInt64(&s.Info.Inflight, 1)
+	// edged (PATCHES.md 12): the client's own store, and no hook calls
+	// under the number of a message of ours (a storage hook would drop
+	// its record).
+	hooked := cl.inboundHooked(ack.PacketID)
+	if ok := cl.State.InboundInflight.Set(ack); ok {
+		atomic.AddInt64(&s.Info.Inflight, 1)
+		if hooked {
 			s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 		}
 	}
@@ -996,11 +995,11 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	}
 
 	if pk.FixedHeader.Qos == 1 {
-		if ok := stored && cl.State.Inflight.Delete(ack.PacketID); ok {
+		if ok := cl.State.InboundInflight.Delete(ack.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
 		cl.State.Inflight.IncreaseReceiveQuota()
-		if stored { // else no OnQosPublish: a storage hook would drop our message's record
+		if hooked {
 			s.hooks.OnQosComplete(cl, ack)
 		}
 	}
@@ -1272,45 +1271,55 @@ func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
 
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-4]
 		if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+			cl.State.Inflight.IncreaseSendQuota() // edged (PATCHES.md 12): the exchange ended
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
 		cl.ops.hooks.OnQosDropped(cl, pk)
 		return nil // as per MQTT5 Section 4.13.2 paragraph 2
 	}
 
+	// edged (PATCHES.md 12): our message's exchange takes none of the
+	// client's receive quota (upstream took one until the PUBCOMP).
 	ack := s.buildAck(pk.PacketID, packets.Pubrel, 1, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.3-4] ![MQTT-4.3.3-6]
-	cl.State.Inflight.DecreaseReceiveQuota()                                              // -1 RECV QUOTA
 	cl.State.Inflight.Set(ack)                                                            // [MQTT-4.3.3-5]
 	return cl.WritePacket(ack)
 }
 
 // processPubrel processes a Pubrel packet, denoting completion of a QOS 2 packet sent from the client.
+// edged (PATCHES.md 12): the exchange is the client's, in InboundInflight,
+// and gives back the receive quota only (upstream's took a send quota
+// slot too, from our messages).
 func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
-	if !cl.State.Inflight.Has(pk.PacketID) { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
+	if !cl.State.InboundInflight.Has(pk.PacketID) { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
 		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.ErrPacketIdentifierNotFound))
 	}
 
+	hooked := cl.inboundHooked(pk.PacketID)
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-9]
-		if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+		if ok := cl.State.InboundInflight.Delete(pk.PacketID); ok {
+			cl.State.Inflight.IncreaseReceiveQuota() // the exchange ended
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
-		cl.ops.hooks.OnQosDropped(cl, pk)
+		if hooked {
+			cl.ops.hooks.OnQosDropped(cl, pk)
+		}
 		return nil
 	}
 
 	ack := s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.3-11]
-	cl.State.Inflight.Set(ack)
+	cl.State.InboundInflight.Set(ack)
 
 	err := cl.WritePacket(ack)
 	if err != nil {
 		return err
 	}
 
-	cl.State.Inflight.IncreaseReceiveQuota()             // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()                // +1 SENT QUOTA
-	if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.3-12]
+	cl.State.Inflight.IncreaseReceiveQuota()                    // +1 RECV QUOTA
+	if ok := cl.State.InboundInflight.Delete(pk.PacketID); ok { // [MQTT-4.3.3-12]
 		atomic.AddInt64(&s.Info.Inflight, -1)
-		s.hooks.OnQosComplete(cl, pk)
+		if hooked {
+			s.hooks.OnQosComplete(cl, pk)
+		}
 	}
 
 	return nil
@@ -1319,8 +1328,8 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 // processPubcomp processes a Pubcomp packet, denoting completion of a QOS 2 packet sent from the server.
 func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 	// regardless of whether the pubcomp is a success or failure, we end the qos flow, delete inflight, and restore the quotas.
-	cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()    // +1 SENT QUOTA
+	// edged (PATCHES.md 12): the send quota only; our PUBREC took no receive quota.
+	cl.State.Inflight.IncreaseSendQuota() // +1 SENT QUOTA
 	if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
@@ -1412,8 +1421,7 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 // of a message queued for it; the two sides number their packets
 // independently [MQTT-2.2.1-3].
 func clientPacketInUse(cl *Client, id uint16) bool {
-	pk, ok := cl.State.Inflight.Get(id)
-	return ok && pk.FixedHeader.Type == packets.Pubrec
+	return cl.State.InboundInflight.Has(id) // edged (PATCHES.md 12): only the client's exchanges are there
 }
 
 // processUnsubscribe processes an unsubscribe packet.
@@ -1784,7 +1792,14 @@ func (s *Server) loadClients(v []storage.Client) {
 func (s *Server) loadInflight(v []storage.Message) {
 	for _, msg := range v {
 		if client, ok := s.Clients.Get(msg.Client); ok {
-			client.State.Inflight.Set(msg.ToPacket())
+			// edged (PATCHES.md 12): the acknowledgements we sent belong
+			// to the client's exchanges.
+			switch pk := msg.ToPacket(); pk.FixedHeader.Type {
+			case packets.Puback, packets.Pubrec, packets.Pubcomp:
+				client.State.InboundInflight.Set(pk)
+			default:
+				client.State.Inflight.Set(pk)
+			}
 		}
 	}
 }
