@@ -21,7 +21,7 @@ func BenchmarkPatchPublishEncode(b *testing.B) {
 	}
 	var buf bytes.Buffer
 	b.ReportAllocs()
-	for b.Loop() {
+	for i := 0; i < b.N; i++ {
 		buf.Reset()
 		if err := pk.PublishEncode(&buf); err != nil {
 			b.Fatal(err)
