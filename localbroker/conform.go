@@ -2,7 +2,6 @@ package localbroker
 
 import (
 	"sync"
-	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -36,14 +35,10 @@ import (
 //     published it when the old connection's end was noticed after the
 //     new one had arrived (always so on session takeover).
 //   - Packet identifiers are per direction (MQTT 5.0 section 2.2.1):
-//     mochi keeps the client's and its own in one table, so a client's
-//     SUBSCRIBE or UNSUBSCRIBE whose id equals one of the broker's
-//     messages in flight to it got 0x91, and a QoS 1/2 PUBLISH with such
-//     an id deleted that message from redelivery. A clashing id is
-//     swapped for a free one on the way in and back on the way out.
-//     (mochi patch 12, localbroker/mochi/PATCHES.md, now keeps the
-//     client's exchanges in a store of their own, which makes the swap
-//     redundant; it is kept until it is removed on its own.)
+//     mochi kept the client's and its own in one table. That is fixed in
+//     mochi itself (patches 8 and 12, localbroker/mochi/PATCHES.md:
+//     the client's exchanges have a store of their own); this hook
+//     swapped clashing ids before them.
 //   - Receive Maximum towards the client is kept by the connection
 //     (clientConn's send window), not by mochi, whose held messages were
 //     sent without being kept for their acknowledgement, so each used
@@ -52,18 +47,8 @@ import (
 type conformance struct {
 	mqtt.HookBase
 	maxPacketSize uint32
-	maxQueued     int         // max_queued_messages
-	owner         sync.Map    // client id -> *mqtt.Client holding it last (admitted)
-	swaps         sync.Map    // client id -> *idSwaps, for the session's life (redelivered PUBRECs keep swapped ids)
-	anySwaps      atomic.Bool // swaps has held an entry: only then is it looked at per packet
-}
-
-// idSwaps are a client's packet ids that clashed with the broker's own
-// in mochi's table, and the ids they are handled under.
-type idSwaps struct {
-	mu     sync.Mutex
-	client map[uint16]uint16 // swapped id -> the client's
-	swap   map[uint16]uint16 // the client's -> swapped id
+	maxQueued     int      // max_queued_messages
+	owner         sync.Map // client id -> *mqtt.Client holding it last (admitted)
 }
 
 func (h *conformance) ID() string { return "edged-conformance" }
@@ -71,7 +56,7 @@ func (h *conformance) ID() string { return "edged-conformance" }
 func (h *conformance) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnWill,
-		mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribe, mqtt.OnClientExpired:
+		mqtt.OnPacketEncode, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribe:
 		return true
 	}
 	return false
@@ -86,9 +71,6 @@ func (h *conformance) Provides(b byte) bool {
 // send quota off.
 func (h *conformance) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	h.owner.Store(cl.ID, cl)
-	if pk.Connect.Clean {
-		h.swaps.Delete(cl.ID) // a new session: nothing of the old one is acknowledged
-	}
 	// Never alias topics towards the client (see the type's comment).
 	cl.Properties.Props.TopicAliasMaximum = 0
 	if cl.Properties.ProtocolVersion < 5 {
@@ -109,94 +91,8 @@ func (h *conformance) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	cl.State.Inflight.ResetSendQuota(0)
 }
 
-func (h *conformance) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
-	if cur, ok := h.owner.Load(cl.ID); expire && (!ok || cur == cl) {
-		h.swaps.Delete(cl.ID)
-	}
+func (h *conformance) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.owner.CompareAndDelete(cl.ID, cl)
-}
-
-func (h *conformance) OnClientExpired(cl *mqtt.Client) { h.swaps.Delete(cl.ID) }
-
-// OnPacketRead gives a client's packet a free id when its own is one of
-// the broker's messages in flight to the client (a PUBLISH awaiting
-// PUBACK/PUBREC, or a PUBREL awaiting PUBCOMP), and a PUBREL the id its
-// PUBLISH got.
-func (h *conformance) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	switch pk.FixedHeader.Type {
-	case packets.Publish:
-		if pk.FixedHeader.Qos == 0 {
-			return pk, nil
-		}
-	case packets.Subscribe, packets.Unsubscribe, packets.Pubrel:
-	default:
-		return pk, nil
-	}
-	var v any
-	swapped := false
-	if h.anySwaps.Load() {
-		v, swapped = h.swaps.Load(cl.ID)
-	}
-	if swapped {
-		sw := v.(*idSwaps)
-		sw.mu.Lock()
-		id, ok := sw.swap[pk.PacketID]
-		sw.mu.Unlock()
-		if ok { // a PUBREL, or a resent QoS 2 PUBLISH, of a swapped id
-			pk.PacketID = id
-			return pk, nil
-		}
-	}
-	if pk.FixedHeader.Type == packets.Pubrel {
-		return pk, nil
-	}
-	if own, ok := cl.State.Inflight.Get(pk.PacketID); !ok || (own.FixedHeader.Type != packets.Publish && own.FixedHeader.Type != packets.Pubrel) {
-		return pk, nil
-	}
-	if !swapped {
-		h.anySwaps.Store(true)
-		v, _ = h.swaps.LoadOrStore(cl.ID, &idSwaps{client: map[uint16]uint16{}, swap: map[uint16]uint16{}})
-	}
-	sw := v.(*idSwaps)
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	// mochi numbers its own packets upwards from 1; take ids from the top.
-	for id := uint16(65535); id > 0; id-- {
-		if _, used := sw.client[id]; used {
-			continue
-		}
-		if _, used := cl.State.Inflight.Get(id); used || cl.State.InboundInflight.Has(id) { // the client's own open ids too (mochi patch 12)
-			continue
-		}
-		sw.client[id], sw.swap[pk.PacketID] = pk.PacketID, id
-		pk.PacketID = id
-		break
-	}
-	return pk, nil
-}
-
-// unswap gives an acknowledgement of a swapped id the client's id back;
-// the swap ends with the flow (not at PUBREC, which a PUBREL follows).
-func (h *conformance) unswap(cl *mqtt.Client, pk *packets.Packet) {
-	if !h.anySwaps.Load() {
-		return
-	}
-	v, ok := h.swaps.Load(cl.ID)
-	if !ok {
-		return
-	}
-	sw := v.(*idSwaps)
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	id, ok := sw.client[pk.PacketID]
-	if !ok {
-		return
-	}
-	if pk.FixedHeader.Type != packets.Pubrec || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
-		delete(sw.client, pk.PacketID)
-		delete(sw.swap, id)
-	}
-	pk.PacketID = id
 }
 
 // OnWill voids a delayed Will when a newer connection holds the client
@@ -237,10 +133,6 @@ func (h *conformance) OnUnsubscribe(_ *mqtt.Client, pk packets.Packet) packets.P
 }
 
 func (h *conformance) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	switch pk.FixedHeader.Type {
-	case packets.Suback, packets.Unsuback, packets.Puback, packets.Pubrec, packets.Pubcomp:
-		h.unswap(cl, &pk)
-	}
 	if cl.Properties.ProtocolVersion < 5 {
 		return pk
 	}
