@@ -413,10 +413,19 @@ func TestDeployIntegration(t *testing.T) {
 			out, code, err = h.run(5*time.Minute, append(env, "DEPLOY_TIMEOUT=10"), repoRoot, "sh", "systemd/deploy.sh", "root@127.0.0.1", stuck)
 		}()
 		// The second deploy comes once the first holds the Pi's lock
-		// (flock -n fails while it does; bounded: 30 s).
+		// (flock -n fails while it does). The first copies the binary
+		// over ssh before it takes the lock, which took over 30 s once
+		// in CI under the -race run of every package (at 580589e): bounded
+		// at 2 minutes, and a first deploy that ended without the lock
+		// fails with what it said.
 		for i := 0; exec.Command("flock", "-n", lock, "true").Run() == nil; i++ {
-			if i == 300 {
-				t.Fatal("the first deploy never took the lock")
+			select {
+			case <-done:
+				t.Fatalf("the first deploy ended (exit %d, %v) before it took the lock:\n%s", code, err, out)
+			default:
+			}
+			if i == 1200 {
+				t.Fatal("the first deploy did not take the lock within 2 minutes")
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
