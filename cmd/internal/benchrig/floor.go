@@ -32,9 +32,13 @@ import (
 // stalls its publishers. What it costs per message against Mosquitto,
 // in the same run, is what a Go program built on goroutines and the
 // netpoller pays before any broker logic: the part of edged's figures
-// that no change inside edged can remove.
+// that no change keeping that I/O model (mochi's) can remove.
 func ServeFloor(ln net.Listener) error {
-	f := &floor{subs: map[*floorConn][]floorSub{}}
+	return (&floor{subs: map[*floorConn][]floorSub{}}).accept(ln)
+}
+
+// accept serves every connection ln accepts, until it fails.
+func (f *floor) accept(ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -139,26 +143,11 @@ func (f *floor) serve(c *floorConn) {
 // with a matching filter, at the lower of the two QoS (0 or 1), and
 // acknowledges a QoS 1 PUBLISH after the deliveries were written.
 func (f *floor) publish(c *floorConn, h byte, b []byte) error {
-	qos := h >> 1 & 3
-	topic, rest, ok := cutString(b)
-	if !ok || qos > 1 {
-		return errFloorPacket
+	qos, topic, id, payload, err := parsePublish(c, h, b)
+	if err != nil {
+		return err
 	}
-	var id []byte
-	if qos == 1 {
-		if len(rest) < 2 {
-			return errFloorPacket
-		}
-		id, rest = rest[:2], rest[2:]
-	}
-	if c.v5 {
-		pl, k := binary.Uvarint(rest)
-		if k <= 0 || pl > uint64(len(rest)-k) {
-			return errFloorPacket
-		}
-		rest = rest[k+int(pl):]
-	}
-	payload, t := rest, string(topic)
+	t := string(topic)
 	f.mu.RLock()
 	for s, filters := range f.subs {
 		sq, any := byte(0), false
@@ -197,6 +186,30 @@ func (f *floor) publish(c *floorConn, h byte, b []byte) error {
 		c.write(func(o []byte) []byte { return append(o, 0x40, 2, id[0], id[1]) })
 	}
 	return nil
+}
+
+// parsePublish cuts the PUBLISH (header h, body b) that c sent into its
+// parts; id is nil at QoS 0, and QoS 2 is refused.
+func parsePublish(c *floorConn, h byte, b []byte) (qos byte, topic, id, payload []byte, err error) {
+	qos = h >> 1 & 3
+	topic, rest, ok := cutString(b)
+	if !ok || qos > 1 {
+		return 0, nil, nil, nil, errFloorPacket
+	}
+	if qos == 1 {
+		if len(rest) < 2 {
+			return 0, nil, nil, nil, errFloorPacket
+		}
+		id, rest = rest[:2], rest[2:]
+	}
+	if c.v5 {
+		pl, k := binary.Uvarint(rest)
+		if k <= 0 || pl > uint64(len(rest)-k) {
+			return 0, nil, nil, nil, errFloorPacket
+		}
+		rest = rest[k+int(pl):]
+	}
+	return qos, topic, id, rest, nil
 }
 
 func (f *floor) subscribe(c *floorConn, b []byte) error {

@@ -43,18 +43,12 @@ func ServeRelayFloor(ln net.Listener, cloud, dir string, window int) error {
 		cloudErr <- r.readAcks()
 		ln.Close() // the floor serves no more without its cloud
 	}()
-	f := &floor{subs: map[*floorConn][]floorSub{}, relay: r}
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			r.cloud.Close()
-			if cerr := <-cloudErr; !errors.Is(cerr, net.ErrClosed) {
-				return fmt.Errorf("benchrig: relay floor: cloud: %w", cerr)
-			}
-			return err
-		}
-		go f.serve(&floorConn{c: c})
+	err = (&floor{subs: map[*floorConn][]floorSub{}, relay: r}).accept(ln)
+	r.cloud.Close()
+	if cerr := <-cloudErr; !errors.Is(cerr, net.ErrClosed) {
+		return fmt.Errorf("benchrig: relay floor: cloud: %w", cerr)
 	}
+	return err
 }
 
 type relay struct {
@@ -139,26 +133,10 @@ func readPacket(br *bufio.Reader, buf []byte) (byte, []byte, error) {
 // publish logs and relays one PUBLISH the LAN client c sent (QoS 0 or
 // 1); the floor's own publish then acknowledges it.
 func (r *relay) publish(c *floorConn, h byte, b []byte) error {
-	qos := h >> 1 & 3
-	topic, rest, ok := cutString(b)
-	if !ok || qos > 1 {
-		return errFloorPacket
+	_, topic, _, payload, err := parsePublish(c, h, b)
+	if err != nil {
+		return err
 	}
-	if qos == 1 {
-		if len(rest) < 2 {
-			return errFloorPacket
-		}
-		rest = rest[2:]
-	}
-	if c.v5 {
-		pl, k := binary.Uvarint(rest)
-		if k <= 0 || pl > uint64(len(rest)-k) {
-			return errFloorPacket
-		}
-		rest = rest[k+int(pl):]
-	}
-	payload := rest
-
 	r.mu.Lock()
 	r.seq++
 	// The log record: length, seq, topic, payload.
@@ -166,7 +144,7 @@ func (r *relay) publish(c *floorConn, h byte, b []byte) error {
 	rec = binary.BigEndian.AppendUint64(rec, r.seq)
 	rec = append(binary.BigEndian.AppendUint16(rec, uint16(len(topic))), topic...)
 	r.rec = append(rec, payload...)
-	_, err := r.log.Write(r.rec)
+	_, err = r.log.Write(r.rec)
 	if err == nil {
 		r.id++
 		if r.id == 0 {
