@@ -338,6 +338,22 @@ func TestRaceTLSAccessReloadIntegration(t *testing.T) {
 	from := func(n int) *net.Dialer {
 		return &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(n))}}
 	}
+	// dialMQTT dials the plain MQTT listener from 127.0.0.n, and once
+	// more if the dial timed out: once in CI (at 74caf26) a loopback
+	// connect from 127.0.0.77 got no answer within 5 s under the -race
+	// build's load, with no accept error in edged's log and every other
+	// worker going on. The test looks for data races; a second timeout
+	// still fails it. dialRetries counts the retries (logged).
+	var dialRetries atomic.Int64
+	dialMQTT := func(ctx context.Context, n int) (net.Conn, error) {
+		conn, err := from(n).DialContext(ctx, "tcp", r.mqtt)
+		var ne net.Error
+		if err != nil && errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			dialRetries.Add(1)
+			conn, err = from(n).DialContext(ctx, "tcp", r.mqtt)
+		}
+		return conn, err
+	}
 	httpsFrom := func(n int, jar http.CookieJar) *http.Client {
 		return &http.Client{Timeout: 10 * time.Second, Jar: jar, Transport: &http.Transport{DialContext: from(n).DialContext, TLSClientConfig: tlsConf}}
 	}
@@ -416,7 +432,7 @@ func TestRaceTLSAccessReloadIntegration(t *testing.T) {
 	// every password check is busy (CONNACK 0x89), until ctx ends.
 	connectAs := func(n int, id, user string) (*paho.Client, chan *paho.Publish, error) {
 		for ctx.Err() == nil {
-			conn, err := from(n).DialContext(ctx, "tcp", r.mqtt)
+			conn, err := dialMQTT(ctx, n)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -541,7 +557,7 @@ func TestRaceTLSAccessReloadIntegration(t *testing.T) {
 					resp.Body.Close()
 					code = map[int]int{401: 0x86, 429: 0x9f, 503: 0x89}[resp.StatusCode]
 				} else {
-					conn, err := from(100+a).DialContext(ctx, "tcp", r.mqtt)
+					conn, err := dialMQTT(ctx, 100+a)
 					if err != nil {
 						report(err)
 						return
@@ -599,7 +615,7 @@ func TestRaceTLSAccessReloadIntegration(t *testing.T) {
 		}
 		for i := 0; ctx.Err() == nil && i < 5000; i++ {
 			if i%50 == 49 {
-				conn, err := from(74+i/50%8).DialContext(ctx, "tcp", r.mqtt)
+				conn, err := dialMQTT(ctx, 74+i/50%8)
 				if err != nil {
 					report(err)
 					return
@@ -824,7 +840,7 @@ func TestRaceTLSAccessReloadIntegration(t *testing.T) {
 	run(func() {
 		u16, u32 := func(v uint16) *uint16 { return &v }, func(v uint32) *uint32 { return &v }
 		for i := 0; ctx.Err() == nil && i < 300; i++ {
-			conn, err := from(110+i%8).DialContext(ctx, "tcp", r.mqtt)
+			conn, err := dialMQTT(ctx, 110+i%8)
 			if err != nil {
 				report(err)
 				return
@@ -937,6 +953,7 @@ func TestRaceTLSAccessReloadIntegration(t *testing.T) {
 	h1 := getHealth(t, r.http)
 	slow := h1.Broker.SlowClients - h0.Broker.SlowClients
 	applied := strings.Count(r.d.logs.String(), "config reloaded")
+	t.Logf("%d MQTT dials retried after a timeout", dialRetries.Load())
 	t.Logf("%d mqtts and %d wss sessions cut (%d publishes, %d received), logins: %d wrong, %d limited, %d busy; %d refused by the rules; "+
 		"Home Assistant: %d configs, %d removals, %d announced again; %d event streams (%d events, %d ended by logout), %d API calls; "+
 		"%d MQTT 5 sessions (%d publishes, %d received); %d bulk messages, %d stuck clients disconnected; %d uplink cuts, %d uplink connections, %d messages in the cloud; %d reloads sent, %d applied",
