@@ -412,13 +412,14 @@ func TestDeployIntegration(t *testing.T) {
 			defer close(done)
 			out, code, err = h.run(5*time.Minute, append(env, "DEPLOY_TIMEOUT=10"), repoRoot, "sh", "systemd/deploy.sh", "root@127.0.0.1", stuck)
 		}()
-		// The second deploy comes once the first holds the Pi's lock
-		// (flock -n fails while it does). The first copies the binary
-		// over ssh before it takes the lock, which took over 30 s once
-		// in CI under the -race run of every package (at 580589e): bounded
-		// at 2 minutes, and a first deploy that ended without the lock
-		// fails with what it said.
-		for i := 0; exec.Command("flock", "-n", lock, "true").Run() == nil; i++ {
+		// The second deploy comes once the first holds the Pi's lock,
+		// seen in /proc/locks: a probe with flock -n would take the lock
+		// itself for an instant, and a first deploy trying it then
+		// fails at once as busy (exit 6; seen in CI at 023d853, and
+		// likely the "never took the lock" of 580589e). The first copies
+		// the binary over ssh before it locks: bounded at 2 minutes, and
+		// a first deploy that ends without the lock fails with its output.
+		for i := 0; !flocked(lock); i++ {
 			select {
 			case <-done:
 				t.Fatalf("the first deploy ended (exit %d, %v) before it took the lock:\n%s", code, err, out)
@@ -533,4 +534,30 @@ func TestDeployIntegration(t *testing.T) {
 			t.Fatalf("exit %d (%v), want 1 (cannot reach) within the hang guard:\n%s", code, err, out)
 		}
 	})
+}
+
+// flocked reports whether a process holds a flock on path, from
+// /proc/locks (whose sixth field is MAJOR:MINOR:INODE), without taking
+// it.
+func flocked(path string) bool {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return false
+	}
+	suffix := ":" + strconv.FormatUint(st.Ino, 10)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[1] == "FLOCK" && strings.HasSuffix(f[5], suffix) {
+			return true
+		}
+	}
+	return false
 }
