@@ -92,6 +92,12 @@ type fakeAPI struct {
 	stopped     sync.WaitGroup
 	srv         *httptest.Server
 	historyBase time.Time
+
+	// beforeAnswer, when set, runs in a PATCH that succeeded, after its
+	// controller event went out and before the answer: a test holds the
+	// answer there to send other events first. It must return once stop
+	// is closed.
+	beforeAnswer func()
 }
 
 // newFakeAPI starts the double with the page mounted at / and readings
@@ -366,7 +372,11 @@ func (f *fakeAPI) patch(w http.ResponseWriter, r *http.Request, role string) {
 	f.patches = append(f.patches, string(body))
 	ev, _ := json.Marshal(map[string]any{"id": f.ctl.ID, "state": st})
 	f.broadcastLocked("controller", ev)
+	hold := f.beforeAnswer
 	f.mu.Unlock()
+	if hold != nil {
+		hold()
+	}
 	writeJSON(w, 200, map[string]any{"state": st})
 }
 

@@ -14,6 +14,7 @@
     me: null,
     sensors: new Map(), // id -> sensor (as /sensors), quantities by name in .q
     controllers: new Map(), // id -> controller (as /controllers)
+    statesIn: new Map(), // controller id -> states the event stream brought so far
     uplink: null,
     history: new Map(), // "sensor/quantity" -> [{t: ms, v}]
     es: null,
@@ -380,14 +381,27 @@
     return box;
   }
 
+  // stateIn counts a state of controller id that the event stream
+  // brought, for command.
+  function stateIn(id) {
+    st.statesIn.set(id, (st.statesIn.get(id) || 0) + 1);
+  }
+
   async function command(id, cmd, msg, form) {
     for (const b of form.querySelectorAll('button')) b.disabled = true;
     msg.textContent = 'Sending…';
     msg.className = 'cmd-msg';
+    const statesBefore = st.statesIn.get(id) || 0;
     try {
       const r = await call('PATCH', `/controllers/${encodeURIComponent(id)}`, cmd);
       const c = st.controllers.get(id);
-      if (c && r && r.state) c.state = r.state;
+      // The answer is the state right after this command. When the event
+      // stream brought a state while the answer was on its way, the stream
+      // is live and sends states in order, so it brings this command's
+      // state or a newer one too: the answer must not replace what it
+      // brought, which may be newer (another operator's setpoint, shown
+      // and then undone by this older answer until the next change).
+      if (c && r && r.state && (st.statesIn.get(id) || 0) === statesBefore) c.state = r.state;
       replaceController(id, 'Done.');
     } catch (e) {
       msg.textContent = e.status === 403 ? `Not allowed: ${e.message}` : `Refused: ${e.message}`;
@@ -431,6 +445,7 @@
     const c = st.controllers.get(ev.id);
     if (!c) return;
     c.state = ev.state;
+    stateIn(ev.id);
     replaceController(ev.id);
   }
 
