@@ -121,10 +121,14 @@ type bench struct {
 
 // figures are one system's results.
 type figures struct {
-	p50, p99, cpuPerMsg, switches  []float64 // ms, ms, µs, per message
-	maxRate, maxP50                []float64 // msg/s, ms
-	drain, reconnect, rssHold, wpm []float64 // msg/s, s, MiB, B/msg
-	rssIdle                        []float64
+	p50, p99, cpuPerMsg, switches []float64 // ms, ms, µs, per message
+	maxRate, maxP50               []float64 // msg/s, ms
+	// CPU per message at max rate of the gateway, the cloud Mosquitto
+	// and the bench itself (the LAN publisher and the cloud subscriber):
+	// the two cores are shared, so the max rate is bounded by their sum.
+	maxCPU, maxCloudCPU, maxBenchCPU []float64 // µs
+	drain, reconnect, rssHold, wpm   []float64 // msg/s, s, MiB, B/msg
+	rssIdle                          []float64
 	// CPU per drained message of the gateway and of the cloud Mosquitto
 	// (from the cloud's return to the last message): on this machine the
 	// cloud shares the cores, so what a gateway costs the cloud bounds
@@ -255,6 +259,11 @@ func (b *bench) live(res map[string]*figures) error {
 			}
 			topic = fmt.Sprintf("bench/%s/max-%d", s, b.next())
 			rec = b.sub.Track(topic)
+			pids := []int{l.pid(), b.cloud.Pid(), os.Getpid()}
+			before, err := sampleAll(pids)
+			if err != nil {
+				return err
+			}
 			sent, err := pubs[s].Send(topic, 0, b.maxN, 0, 1, b.window)
 			if err != nil {
 				return err
@@ -262,14 +271,35 @@ func (b *bench) live(res map[string]*figures) error {
 			if !rec.WaitDistinct(b.maxN, 120*time.Second) {
 				return fmt.Errorf("%s max rate: %d of %d arrived within 120 s", s, rec.Distinct(), b.maxN)
 			}
+			after, err := sampleAll(pids)
+			if err != nil {
+				return err
+			}
+			perMsg := func(i int) float64 { return float64((after[i] - before[i]).Microseconds()) / float64(b.maxN) }
+			f.maxCPU = append(f.maxCPU, perMsg(0))
+			f.maxCloudCPU = append(f.maxCloudCPU, perMsg(1))
+			f.maxBenchCPU = append(f.maxBenchCPU, perMsg(2))
 			rep = rec.Report(0, b.maxN)
 			f.maxRate = append(f.maxRate, float64(b.maxN)/rep.Last.Sub(sent.Start).Seconds())
 			f.maxP50 = append(f.maxP50, ms(benchrig.Percentile(rep.Latency, 50)))
-			fmt.Fprintf(b.out, "  round %d %-9s max rate %d msgs: %8.0f msg/s e2e (LAN side %8.0f msg/s)  p50 %8.2f ms\n",
-				r, s, b.maxN, f.maxRate[len(f.maxRate)-1], float64(b.maxN)/sent.End.Sub(sent.Start).Seconds(), f.maxP50[len(f.maxP50)-1])
+			fmt.Fprintf(b.out, "  round %d %-9s max rate %d msgs: %8.0f msg/s e2e (LAN side %8.0f msg/s)  p50 %8.2f ms  CPU µs/msg: local %5.1f cloud %5.1f bench %5.1f\n",
+				r, s, b.maxN, f.maxRate[len(f.maxRate)-1], float64(b.maxN)/sent.End.Sub(sent.Start).Seconds(), f.maxP50[len(f.maxP50)-1],
+				perMsg(0), perMsg(1), perMsg(2))
 		}
 	}
 	return nil
+}
+
+// sampleAll reads the CPU time of each pid.
+func sampleAll(pids []int) ([]time.Duration, error) {
+	t := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		var err error
+		if t[i], err = benchrig.CPU(pid); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
 }
 
 // ready waits until a message from the LAN reaches the cloud subscriber
@@ -447,6 +477,9 @@ func (b *bench) table(res map[string]*figures) {
 		{Figure: "same, context switches of the local process per message", Ref: med(m.switches), Edged: med(e.switches), Format: "%.1f"},
 		{Figure: fmt.Sprintf("%s messages as fast as PUBACKs allow: e2e", benchrig.Group(fmt.Sprint(b.maxN))), Ref: med(m.maxRate), Edged: med(e.maxRate), Format: "%.0f msg/s"},
 		{Figure: "same, p50", Ref: med(m.maxP50), Edged: med(e.maxP50), Format: "%.1f ms"},
+		{Figure: "same, CPU per message of the local process", Ref: med(m.maxCPU), Edged: med(e.maxCPU), Format: "%.1f µs"},
+		{Figure: "same, of the cloud Mosquitto", Ref: med(m.maxCloudCPU), Edged: med(e.maxCloudCPU), Format: "%.1f µs"},
+		{Figure: "same, of the LAN publisher and the cloud subscriber (the bench)", Ref: med(m.maxBenchCPU), Edged: med(e.maxBenchCPU), Format: "%.1f µs"},
 	}
 	if b.outageN > 0 {
 		n := benchrig.Group(fmt.Sprint(b.outageN))
@@ -468,14 +501,14 @@ func (b *bench) table(res map[string]*figures) {
 		)
 	}
 	fl := res["floor"]
-	// The live rows, in the order of rows above; the max rate's p50 is
-	// left out of the floor table: a queue's length at a window, not a
-	// cost.
-	live := [][]float64{fl.p50, fl.p99, fl.cpuPerMsg, fl.switches, fl.maxRate, fl.maxP50}
+	// The live rows, in the order of rows above; the max rate's p50
+	// (row 5) is left out of the floor table: a queue's length at a
+	// window, not a cost.
+	live := [][]float64{fl.p50, fl.p99, fl.cpuPerMsg, fl.switches, fl.maxRate, fl.maxP50, fl.maxCPU, fl.maxCloudCPU, fl.maxBenchCPU}
 	for i, v := range live {
 		rows[i].Floor = med(v)
 	}
-	floorRows := rows[: len(live)-1 : len(live)-1]
+	floorRows := append(append([]benchrig.Row{}, rows[:5]...), rows[6:len(live)]...)
 	if b.outageN > 0 {
 		rows[len(live)].Floor = med(fl.bare) // the drain row
 		floorRows = append(floorRows, rows[len(live)])

@@ -66,6 +66,9 @@ func TestBenchUplinkSmokeIntegration(t *testing.T) {
 		if len(f.p50) != 1 || f.p50[0] <= 0 || f.p99[0] < f.p50[0] || f.maxRate[0] <= 0 || len(f.drain) != 1 || f.drain[0] <= 0 || f.rssHold[0] <= 0 {
 			t.Errorf("%s: a figure is missing: %+v", s, *f)
 		}
+		if len(f.maxCPU) != 1 || len(f.maxCloudCPU) != 1 || len(f.maxBenchCPU) != 1 || f.maxCPU[0] < 0 || f.maxCloudCPU[0] < 0 || f.maxBenchCPU[0] < 0 {
+			t.Errorf("%s: max rate's CPU per process missing or negative: %v %v %v", s, f.maxCPU, f.maxCloudCPU, f.maxBenchCPU)
+		}
 		if f.outageLost != 0 {
 			t.Errorf("%s: %v of %d lost across a plain outage", s, f.outageLost, n)
 		}
@@ -81,6 +84,9 @@ func TestBenchUplinkSmokeIntegration(t *testing.T) {
 	}
 	if f := b.res["floor"]; len(f.cpuPerMsg) != 1 || len(f.maxRate) != 1 || f.maxRate[0] <= 0 || len(f.bare) != 1 || f.bare[0] <= 0 {
 		t.Errorf("floor: a live figure is missing: %+v", *f)
+	}
+	if !strings.Contains(out.String(), "| same, of the cloud Mosquitto |") {
+		t.Error("no max-rate CPU of the cloud printed")
 	}
 	if !strings.Contains(out.String(), "| figure | Mosquitto + bridge | Go floor | edged |") {
 		t.Error("no floor table printed")
