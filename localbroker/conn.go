@@ -76,6 +76,15 @@ type clientConn struct {
 
 	in    inScan // the client's packets, for their acknowledgements; only Read uses it
 	inErr error  // a packet mochi must not decode came: every later Read fails
+
+	// Acknowledgements are corked while mochi works through what the
+	// last Read returned: a PUBACK, PUBREC, PUBREL or PUBCOMP written then
+	// waits in queue (corked, under mu) until mochi calls Read again or
+	// anything else is written, so the acks of a burst of packets go out
+	// in one write, not one each. reading is set while mochi waits in Read,
+	// when nothing is corked.
+	reading atomic.Bool
+	corked  bool
 }
 
 // writeChunk is the most one socket write sends, so that writeTimeout is
@@ -107,12 +116,46 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	if c.inErr != nil {
 		return 0, c.inErr
 	}
+	c.uncork()
 	n, err := c.Conn.Read(p)
+	c.reading.Store(false)
 	if keep, ok := c.in.scan(p[:n], c.acked); !ok {
 		c.inErr = errMalformed
 		return keep, errMalformed
 	}
 	return n, err
+}
+
+// uncork sends the acknowledgements written since the last Read: mochi
+// has handled every packet it read and is about to wait for more.
+func (c *clientConn) uncork() {
+	c.mu.Lock()
+	c.reading.Store(true)
+	left := false
+	if c.corked {
+		c.corked = false
+		left = c.sendInline()
+	}
+	c.mu.Unlock()
+	if left {
+		c.wake()
+	}
+}
+
+// corks reports whether p is one acknowledgement that may wait for the
+// next Read: mochi is working through packets it has read (not waiting
+// in Read, which would leave it there), and p is a single PUBACK,
+// PUBREC, PUBREL or PUBCOMP, which mochi writes only in answer to them.
+// Deliveries and everything else go out at once.
+func (c *clientConn) corks(p []byte) bool {
+	if c.reading.Load() || len(p) == 0 || packetLen(p) != len(p) {
+		return false
+	}
+	switch p[0] >> 4 {
+	case packets.Puback, packets.Pubrec, packets.Pubrel, packets.Pubcomp:
+		return true
+	}
+	return false
 }
 
 // setReceiveMaximum opens the send window: at most n unacknowledged QoS
@@ -381,6 +424,12 @@ func (c *clientConn) Write(p []byte) (int, error) {
 		return 0, errSlow
 	}
 	c.enqueue(p)
+	if c.corks(p) {
+		c.corked = true
+		c.mu.Unlock()
+		return len(p), nil
+	}
+	c.corked = false
 	left := c.sendInline()
 	c.mu.Unlock()
 	if left {

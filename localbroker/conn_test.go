@@ -164,6 +164,85 @@ func TestWriteGoesOutInline(t *testing.T) {
 	}
 }
 
+// TestAcksCorkedUntilNextRead: the acknowledgements mochi writes while it
+// works through what one Read returned wait until it reads again or
+// writes anything else, then go out together and in order; one written
+// while mochi waits in Read goes out at once.
+func TestAcksCorkedUntilNextRead(t *testing.T) {
+	server, client := tcpPair(t)
+	c := &clientConn{Conn: server, started: func() {}, sock: socket(server), maxQueued: 1 << 20, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	ack := func(id uint16) []byte {
+		return encPkt(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id})
+	}
+	write := func(p []byte) {
+		t.Helper()
+		if _, err := c.Write(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(want []byte) {
+		t.Helper()
+		got := make([]byte, len(want))
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(client, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("client got % x, want % x", got, want)
+		}
+	}
+	queued := func() int { c.mu.Lock(); defer c.mu.Unlock(); return c.queue.Len() }
+
+	// The client's burst, read by mochi; its acks wait.
+	burst := append(append(pubPkt(t, 1, 1, "a"), pubPkt(t, 2, 1, "b")...), pubPkt(t, 3, 1, "c")...)
+	if _, err := client.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for got := 0; got < len(burst); {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += n
+	}
+	var acks []byte
+	for id := uint16(1); id <= 3; id++ {
+		write(ack(id))
+		acks = append(acks, ack(id)...)
+	}
+	if n := queued(); n != len(acks) {
+		t.Fatalf("%d bytes queued after 3 acks while mochi works, want them all (%d) corked", n, len(acks))
+	}
+	// Anything else takes them along, in order.
+	pub := pubPkt(t, 9, 1, "delivery")
+	write(pub)
+	if n := queued(); n != 0 {
+		t.Fatalf("%d bytes left queued after a delivery", n)
+	}
+	expect(append(acks, pub...))
+
+	// An ack waits for the next Read, which sends it before it waits.
+	write(ack(4))
+	if n := queued(); n == 0 {
+		t.Fatal("an ack written while mochi works went out alone")
+	}
+	read := make(chan error, 1)
+	go func() { _, err := c.Read(buf); read <- err }()
+	expect(ack(4))
+	// And one written while mochi waits in Read goes out at once.
+	for i := 0; !c.reading.Load(); i++ {
+		if i == 1000 {
+			t.Fatal("Read never started waiting")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	write(ack(5))
+	expect(ack(5))
+	client.Close()
+	<-read
+}
+
 // TestWriteOrderThroughBackpressure: a client that stops reading fills
 // its socket buffer; Write keeps returning at once (the rest queues for
 // the writer) and, once the client reads again, every packet arrives
