@@ -82,10 +82,20 @@ type clientConn struct {
 	// waits in queue (corked, under mu) until mochi calls Read again or
 	// anything else is written, so the acks of a burst of packets go out
 	// in one write, not one each. reading is set while mochi waits in Read,
-	// when nothing is corked.
-	reading atomic.Bool
-	corked  bool
+	// when nothing is corked. slowCapture (mochi's reader only) says the
+	// last capture of this client's messages took slowCapture or more (an
+	// fsync under sync: always): corked acks are sent before the next one
+	// starts, so an ack waits for the fan-out and the quick captures of
+	// the packets read with it, not for a slow one.
+	reading     atomic.Bool
+	corked      bool
+	slowCapture bool
 }
+
+// slowCapture is how long a capture may take and still have the acks
+// corked before it wait for the next: a buffer write takes microseconds,
+// an fsync hundreds of them or more.
+const slowCapture = 100 * time.Microsecond
 
 // writeChunk is the most one socket write sends, so that writeTimeout is
 // a bound on a client's throughput (64 KiB in 10 s by default), not on
@@ -131,22 +141,39 @@ func (c *clientConn) Read(p []byte) (int, error) {
 func (c *clientConn) uncork() {
 	c.mu.Lock()
 	c.reading.Store(true)
-	left := false
-	if c.corked {
-		c.corked = false
-		left = c.sendInline()
-	}
+	left := c.uncorked()
 	c.mu.Unlock()
 	if left {
 		c.wake()
 	}
 }
 
+// flushAcks sends the corked acknowledgements now.
+func (c *clientConn) flushAcks() {
+	c.mu.Lock()
+	left := c.uncorked()
+	c.mu.Unlock()
+	if left {
+		c.wake()
+	}
+}
+
+// uncorked sends the corked acknowledgements inline and reports whether
+// bytes are left for the writer. The caller holds c.mu.
+func (c *clientConn) uncorked() (left bool) {
+	if !c.corked {
+		return false
+	}
+	c.corked = false
+	return c.sendInline()
+}
+
 // corks reports whether p is one acknowledgement that may wait for the
 // next Read: mochi is working through packets it has read (not waiting
 // in Read, which would leave it there), and p is a single PUBACK,
-// PUBREC, PUBREL or PUBCOMP, which mochi writes only in answer to them.
-// Deliveries and everything else go out at once.
+// PUBREC, PUBREL or PUBCOMP, which mochi writes in answer to them (or
+// resends to a resumed session just before its first Read). Deliveries
+// and everything else go out at once.
 func (c *clientConn) corks(p []byte) bool {
 	if c.reading.Load() || len(p) == 0 || packetLen(p) != len(p) {
 		return false

@@ -16,25 +16,7 @@ import (
 // encPkt encodes pk as MQTT 5.
 func encPkt(t *testing.T, pk packets.Packet) []byte {
 	t.Helper()
-	pk.ProtocolVersion = 5
-	var b bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Publish:
-		err = pk.PublishEncode(&b)
-	case packets.Puback:
-		err = pk.PubackEncode(&b)
-	case packets.Pubrec:
-		err = pk.PubrecEncode(&b)
-	case packets.Pubcomp:
-		err = pk.PubcompEncode(&b)
-	case packets.Pingreq:
-		err = pk.PingreqEncode(&b)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return encV(t, 5, pk)
 }
 
 func pubPkt(t *testing.T, id uint16, qos byte, payload string) []byte {

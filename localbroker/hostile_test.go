@@ -207,6 +207,14 @@ func enc(t *testing.T, pk packets.Packet) []byte {
 		err = pk.ConnectEncode(&buf)
 	case packets.Publish:
 		err = pk.PublishEncode(&buf)
+	case packets.Puback:
+		err = pk.PubackEncode(&buf)
+	case packets.Pubrec:
+		err = pk.PubrecEncode(&buf)
+	case packets.Pubrel:
+		err = pk.PubrelEncode(&buf)
+	case packets.Pubcomp:
+		err = pk.PubcompEncode(&buf)
 	case packets.Pingreq:
 		err = pk.PingreqEncode(&buf)
 	case packets.Subscribe:
@@ -215,11 +223,20 @@ func enc(t *testing.T, pk packets.Packet) []byte {
 		err = pk.UnsubscribeEncode(&buf)
 	case packets.Disconnect:
 		err = pk.DisconnectEncode(&buf)
+	default:
+		t.Fatalf("no encoder for packet type %d", pk.FixedHeader.Type)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// encV encodes a packet as a client of MQTT version v would send it.
+func encV(t *testing.T, v byte, pk packets.Packet) []byte {
+	t.Helper()
+	pk.ProtocolVersion = v
+	return enc(t, pk)
 }
 
 // rawSession connects with a hand-made CONNECT and returns the
