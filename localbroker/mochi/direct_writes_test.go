@@ -618,3 +618,44 @@ func TestPatchTakeoverKeepsInboundQoS2(t *testing.T) {
 	require.Equal(t, []string{"Pubcomp 5"}, packetIDs(<-got))
 	require.False(t, clientPacketInUse(cl, 5), "the exchange completed")
 }
+
+// TestPatchQoS1AckNotStored (edged patch 13): a client's QoS 1 PUBLISH is
+// answered and its receive quota given back without its PUBACK passing
+// through the client's store when no hook is told of QoS exchanges; a
+// PUBACK that could not be written is not left there for a resumed
+// session to send later (upstream left it, and resent it on resumption,
+// where it may acknowledge the client's next message under that number
+// before the broker has it). With such a hook, the exchange is stored and
+// reported as before.
+func TestPatchQoS1AckNotStored(t *testing.T) {
+	pub := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
+
+	s := newServer()
+	cl, r := qos12Client(s)
+	errs := make(chan error, 1)
+	go func() { errs <- s.processPacket(cl, pub) }()
+	got := make([]byte, 4)
+	_, err := io.ReadFull(r, got)
+	require.NoError(t, err)
+	require.NoError(t, <-errs)
+	require.Equal(t, []string{"Puback 7"}, packetIDs(got))
+	require.Equal(t, 0, cl.State.InboundInflight.Len())
+	require.Equal(t, int32(10), cl.State.Inflight.receiveQuota)
+
+	cl, r = qos12Client(s)
+	r.Close() // the PUBACK cannot be written
+	require.Error(t, s.processPacket(cl, pub))
+	require.Equal(t, 0, cl.State.InboundInflight.Len(), "an unwritten PUBACK kept for a resumed session")
+
+	s = newServer()
+	h := new(qosHook)
+	require.NoError(t, s.AddHook(h, nil))
+	cl, r = qos12Client(s)
+	go func() { errs <- s.processPacket(cl, pub) }()
+	_, err = io.ReadFull(r, got)
+	require.NoError(t, err)
+	require.NoError(t, <-errs)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Equal(t, []string{"publish 7", "complete 7"}, h.events)
+}

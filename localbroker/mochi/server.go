@@ -974,6 +974,17 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 
 	cl.State.Inflight.DecreaseReceiveQuota()
 	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.QosCodes[pk.FixedHeader.Qos]) // [MQTT-4.3.2-4]
+	if pk.FixedHeader.Qos == 1 && !s.hooks.Provides(OnQosPublish, OnQosComplete) {
+		// edged (PATCHES.md 13): a QoS 1 exchange ends with this PUBACK;
+		// it is stored in between only for hooks that are told of it.
+		if err = cl.WritePacket(ack); err != nil {
+			return err
+		}
+		cl.State.Inflight.IncreaseReceiveQuota()
+		s.publishToSubscribers(pk)
+		s.hooks.OnPublished(cl, pk)
+		return nil
+	}
 	if pk.FixedHeader.Qos == 2 {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
