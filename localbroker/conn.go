@@ -85,8 +85,9 @@ type clientConn struct {
 	// when nothing is corked. slowCapture (mochi's reader only) says the
 	// last capture of this client's messages took slowCapture or more (an
 	// fsync under sync: always): corked acks are sent before the next one
-	// starts, so an ack waits for the fan-out and the quick captures of
-	// the packets read with it, not for a slow one.
+	// starts, so in a run of slow captures an ack waits for one at most.
+	// The first slow one after quick ones (the append that fsyncs once
+	// per sync_interval) holds the acks corked before it.
 	reading     atomic.Bool
 	corked      bool
 	slowCapture bool

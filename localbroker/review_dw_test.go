@@ -99,6 +99,23 @@ func TestReconnectGetsConnackFirst(t *testing.T) {
 }
 
 // selfSigned returns a throwaway certificate for 127.0.0.1.
+// tlsPair runs a TLS handshake over the two ends of a connection and
+// returns the server's and the client's side.
+func tlsPair(t *testing.T, server, client net.Conn) (*tls.Conn, *tls.Conn) {
+	t.Helper()
+	srv := tls.Server(server, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
+	cli := tls.Client(client, &tls.Config{InsecureSkipVerify: true})
+	hs := make(chan error, 1)
+	go func() { hs <- cli.Handshake() }()
+	if err := srv.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-hs; err != nil {
+		t.Fatal(err)
+	}
+	return srv, cli
+}
+
 func selfSigned(t *testing.T) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -129,16 +146,7 @@ func selfSigned(t *testing.T) tls.Certificate {
 // included.
 func TestTLSWriteNeverWaitsOnClose(t *testing.T) {
 	sp, cp := net.Pipe()
-	srv := tls.Server(sp, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
-	cli := tls.Client(cp, &tls.Config{InsecureSkipVerify: true})
-	hs := make(chan error, 1)
-	go func() { hs <- cli.Handshake() }()
-	if err := srv.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-hs; err != nil {
-		t.Fatal(err)
-	}
+	srv, cli := tlsPair(t, sp, cp)
 	var shut atomic.Bool // a normal close: send what is queued first
 	c := newClientConn(srv, func() {}, time.Minute, 4<<10, func(bool) {}, &shut)
 	defer func() { cli.Close(); c.Close(); c.wait() }() // mochi closes the conn when its read fails

@@ -5,7 +5,6 @@ package dashboard
 // not installed, unless EDGED_REQUIRE_CHROMIUM is set (CI sets it).
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -99,11 +98,7 @@ func TestPageOperator(t *testing.T) {
 	}
 
 	// A controller event from elsewhere (another user, MQTT) shows up.
-	f.mu.Lock()
-	f.ctl.State.Setpoint = 23
-	ev, _ := json.Marshal(map[string]any{"id": "heat", "state": f.ctl.State})
-	f.broadcastLocked("controller", ev)
-	f.mu.Unlock()
+	f.setpointFromElsewhere(23)
 	b.WaitText(10*time.Second, heatSP, func(s string) bool { return s == "23" })
 
 	// The stream drops; the page reconnects and values move again.
@@ -159,11 +154,7 @@ func TestPageCommandAnswerAfterNewerState(t *testing.T) {
 	// The command's own event, then another operator's, both before the
 	// answer.
 	b.WaitText(10*time.Second, heatSP, func(s string) bool { return s == "19.5" })
-	f.mu.Lock()
-	f.ctl.State.Setpoint = 23
-	ev, _ := json.Marshal(map[string]any{"id": "heat", "state": f.ctl.State})
-	f.broadcastLocked("controller", ev)
-	f.mu.Unlock()
+	f.setpointFromElsewhere(23)
 	b.WaitText(10*time.Second, heatSP, func(s string) bool { return s == "23" })
 	close(release)
 	b.WaitText(10*time.Second, "#msg-heat", has("Done."))

@@ -420,6 +420,16 @@ func (f *fakeAPI) events(w http.ResponseWriter, r *http.Request, role string) {
 	}
 }
 
+// setpointFromElsewhere changes the controller's setpoint as another
+// user or an MQTT command would, and sends its event.
+func (f *fakeAPI) setpointFromElsewhere(sp float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ctl.State.Setpoint = sp
+	ev, _ := json.Marshal(map[string]any{"id": f.ctl.ID, "state": f.ctl.State})
+	f.broadcastLocked("controller", ev)
+}
+
 // broadcastLocked sends an event to every stream; one that is too far
 // behind is dropped (its client reconnects and reloads).
 func (f *fakeAPI) broadcastLocked(name string, data []byte) {
