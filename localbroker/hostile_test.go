@@ -466,3 +466,49 @@ func TestStuckClientDoesNotDelayOthers(t *testing.T) {
 		t.Errorf("slow_clients_disconnected = %d, want 1 (its queue overflowed)", s.SlowClientsDisconnected)
 	}
 }
+
+// TestQoS2NeverReleasedBoundedAcrossSessions: a client that opens QoS 2
+// exchanges and never sends their PUBREL is held to max_inflight of them
+// for its session, not per connection. Before mochi patch 14 the receive
+// quota started full with each connection while the open exchanges of
+// the resumed session stayed, so reconnecting opened max_inflight more
+// each time, up to 65,535 stored. Now the first new QoS 2 PUBLISH over
+// the bound ends the connection with 0x93, counted once.
+func TestQoS2NeverReleasedBoundedAcrossSessions(t *testing.T) {
+	const maxIn = 4
+	b := corkBroker(t, func(o *Opts) { o.MaxInflight = maxIn })
+	pub := func(id uint16) packets.Packet {
+		return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, TopicName: "lan/q2", PacketID: id, Payload: []byte("x")}
+	}
+	c, _ := rawClient(t, b, "tcp", 5, "hoarder", true)
+	for id := uint16(1); id <= maxIn; id++ {
+		c.send(pub(id))
+		c.expect(packets.Pubrec, id)
+	}
+	c.conn.Close()
+	c, present := rawClient(t, b, "tcp", 5, "hoarder", true)
+	if !present {
+		t.Fatal("session not resumed")
+	}
+	for id := uint16(1); id <= maxIn; id++ {
+		c.expect(packets.Pubrec, id) // resent with the session
+	}
+	c.send(pub(maxIn + 1))
+	fh, body := c.next(ackWait)
+	if fh.Type != packets.Disconnect || len(body) < 1 || body[0] != packets.ErrReceiveMaximum.Code {
+		t.Fatalf("a QoS 2 PUBLISH over max_inflight open exchanges of the session: got type %d % x, want DISCONNECT 0x93", fh.Type, body)
+	}
+	if n := b.Stats().PublishesRefused.ReceiveMaximum; n != 1 {
+		t.Errorf("receive_maximum_exceeded %d, want 1", n)
+	}
+
+	// Completing one makes room again.
+	c, _ = rawClient(t, b, "tcp", 5, "hoarder", true)
+	for id := uint16(1); id <= maxIn; id++ {
+		c.expect(packets.Pubrec, id)
+	}
+	c.send(ackPk(packets.Pubrel, 1))
+	c.expect(packets.Pubcomp, 1)
+	c.send(pub(maxIn + 1))
+	c.expect(packets.Pubrec, maxIn+1)
+}

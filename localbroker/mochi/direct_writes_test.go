@@ -659,3 +659,39 @@ func TestPatchQoS1AckNotStored(t *testing.T) {
 	defer h.mu.Unlock()
 	require.Equal(t, []string{"publish 7", "complete 7"}, h.events)
 }
+
+// TestPatchInboundQoS2BoundAcrossSessions (edged patch 14): a client's
+// QoS 2 exchanges awaiting its PUBREL stay with a resumed session while
+// the receive quota starts full with each connection, so a client that
+// never sends PUBREL could open Receive Maximum of them per connection,
+// up to 65,535 stored. A new QoS 2 PUBLISH with Receive Maximum of them
+// open now ends the connection (0x93); one of them completed makes room.
+func TestPatchInboundQoS2BoundAcrossSessions(t *testing.T) {
+	s := newServer()
+	s.Options.Capabilities.ReceiveMaximum = 2
+	cl, r := qos12Client(s) // a resumed session: quota full
+	cl.Properties.ProtocolVersion = 5
+	for id := uint16(1); id <= 2; id++ {
+		cl.State.InboundInflight.Set(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: id})
+	}
+	pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, TopicName: "a/b", PacketID: 3, Payload: []byte("x")}
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(r); got <- b }()
+	err := s.processPacket(cl, pub)
+	require.ErrorIs(t, err, packets.ErrReceiveMaximum)
+	cl.Stop(err)
+	b := <-got
+	require.NotEmpty(t, b)
+	require.Equal(t, byte(packets.Disconnect<<4), b[0], "% x", b)
+	require.Equal(t, 2, cl.State.InboundInflight.Len(), "the refused exchange stored")
+
+	cl, r = qos12Client(s)
+	cl.State.InboundInflight.Set(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 1})
+	errs := make(chan error, 1)
+	go func() { errs <- s.processPacket(cl, pub) }()
+	ack := make([]byte, 4)
+	_, err = io.ReadFull(r, ack)
+	require.NoError(t, err)
+	require.NoError(t, <-errs)
+	require.Equal(t, []string{"Pubrec 3"}, packetIDs(ack))
+}

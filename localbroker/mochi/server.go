@@ -934,6 +934,13 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 				atomic.AddInt64(&s.Info.Inflight, -1)
 			}
 		}
+		// edged (PATCHES.md 14): the client's QoS 2 exchanges awaiting
+		// its PUBREL count against the Receive Maximum across
+		// connections too: the receive quota starts full with each
+		// connection, the open exchanges of a resumed session stay.
+		if maxIn := int(s.Options.Capabilities.ReceiveMaximum); pk.FixedHeader.Qos == 2 && maxIn > 0 && cl.State.InboundInflight.Len() >= maxIn {
+			return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-8]
+		}
 	}
 
 	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
