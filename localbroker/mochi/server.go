@@ -889,10 +889,6 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		return nil
 	}
 
-	if atomic.LoadInt32(&cl.State.Inflight.receiveQuota) == 0 {
-		return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-7] ~[MQTT-3.3.4-8]
-	}
-
 	if !cl.Net.Inline && !s.hooks.OnACLCheck(cl, pk.TopicName, true) {
 		if pk.FixedHeader.Qos == 0 {
 			return nil
@@ -934,12 +930,19 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 				atomic.AddInt64(&s.Info.Inflight, -1)
 			}
 		}
-		// edged (PATCHES.md 14): the client's QoS 2 exchanges awaiting
-		// its PUBREL count against the Receive Maximum across
-		// connections too: the receive quota starts full with each
-		// connection, the open exchanges of a resumed session stay.
-		if maxIn := int(s.Options.Capabilities.ReceiveMaximum); pk.FixedHeader.Qos == 2 && maxIn > 0 && cl.State.InboundInflight.Len() >= maxIn {
-			return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-8]
+		// edged (PATCHES.md 14): the Receive Maximum bounds new QoS 1/2
+		// exchanges only (a QoS 0 PUBLISH, or a resend of an open
+		// exchange answered above, may come with the quota used up
+		// [MQTT-4.9.0-3]); and the client's QoS 2 exchanges awaiting its
+		// PUBREL count against it across connections too: the receive
+		// quota starts full with each connection, the open exchanges of
+		// a resumed session stay.
+		if pk.FixedHeader.Qos > 0 {
+			maxIn := int(s.Options.Capabilities.ReceiveMaximum)
+			if atomic.LoadInt32(&cl.State.Inflight.receiveQuota) == 0 ||
+				pk.FixedHeader.Qos == 2 && maxIn > 0 && cl.State.InboundInflight.Len() >= maxIn {
+				return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-7] ~[MQTT-3.3.4-8]
+			}
 		}
 	}
 
