@@ -763,10 +763,13 @@ func (h *captureHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		return pk, nil
 	}
 	cc, _ := cl.Net.Conn.(*clientConn)
-	if cc != nil && cc.slowCapture {
-		cc.flushAcks() // they must not wait for another slow capture
+	var start time.Time
+	if cc != nil {
+		if cc.slowCapture {
+			cc.flushAcks(false) // they must not wait for another slow capture
+		}
+		start = time.Now()
 	}
-	start := time.Now()
 	err := c.Capture(Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Retain: pk.FixedHeader.Retain, Client: cl.ID})
 	if cc != nil {
 		cc.slowCapture = time.Since(start) >= slowCapture

@@ -127,7 +127,7 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	if c.inErr != nil {
 		return 0, c.inErr
 	}
-	c.uncork()
+	c.flushAcks(true)
 	n, err := c.Conn.Read(p)
 	c.reading.Store(false)
 	if keep, ok := c.in.scan(p[:n], c.acked); !ok {
@@ -137,36 +137,23 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// uncork sends the acknowledgements written since the last Read: mochi
-// has handled every packet it read and is about to wait for more.
-func (c *clientConn) uncork() {
+// flushAcks sends the corked acknowledgements now. reading: mochi has
+// handled every packet it read and is about to wait in Read for more,
+// where nothing may be corked.
+func (c *clientConn) flushAcks(reading bool) {
 	c.mu.Lock()
-	c.reading.Store(true)
-	left := c.uncorked()
+	if reading {
+		c.reading.Store(true)
+	}
+	left := false
+	if c.corked {
+		c.corked = false
+		left = c.sendInline()
+	}
 	c.mu.Unlock()
 	if left {
 		c.wake()
 	}
-}
-
-// flushAcks sends the corked acknowledgements now.
-func (c *clientConn) flushAcks() {
-	c.mu.Lock()
-	left := c.uncorked()
-	c.mu.Unlock()
-	if left {
-		c.wake()
-	}
-}
-
-// uncorked sends the corked acknowledgements inline and reports whether
-// bytes are left for the writer. The caller holds c.mu.
-func (c *clientConn) uncorked() (left bool) {
-	if !c.corked {
-		return false
-	}
-	c.corked = false
-	return c.sendInline()
 }
 
 // corks reports whether p is one acknowledgement that may wait for the

@@ -984,29 +984,23 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 
 	cl.State.Inflight.DecreaseReceiveQuota()
 	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.QosCodes[pk.FixedHeader.Qos]) // [MQTT-4.3.2-4]
-	if pk.FixedHeader.Qos == 1 && !s.hooks.Provides(OnQosPublish, OnQosComplete) {
-		// edged (PATCHES.md 13): a QoS 1 exchange ends with this PUBACK;
-		// it is stored in between only for hooks that are told of it.
-		if err = cl.WritePacket(ack); err != nil {
-			return err
-		}
-		cl.State.Inflight.IncreaseReceiveQuota()
-		s.publishToSubscribers(pk)
-		s.hooks.OnPublished(cl, pk)
-		return nil
-	}
 	if pk.FixedHeader.Qos == 2 {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
 
+	// edged (PATCHES.md 13): a QoS 1 exchange ends with its PUBACK below;
+	// it is stored in between only for hooks that are told of it.
+	stored := pk.FixedHeader.Qos == 2 || s.hooks.Provides(OnQosPublish, OnQosComplete)
 	// edged (PATCHES.md 12): the client's own store, and no hook calls
 	// under the number of a message of ours (a storage hook would drop
 	// its record).
-	hooked := cl.inboundHooked(ack.PacketID)
-	if ok := cl.State.InboundInflight.Set(ack); ok {
-		atomic.AddInt64(&s.Info.Inflight, 1)
-		if hooked {
-			s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
+	hooked := stored && cl.inboundHooked(ack.PacketID)
+	if stored {
+		if ok := cl.State.InboundInflight.Set(ack); ok {
+			atomic.AddInt64(&s.Info.Inflight, 1)
+			if hooked {
+				s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
+			}
 		}
 	}
 
@@ -1016,7 +1010,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	}
 
 	if pk.FixedHeader.Qos == 1 {
-		if ok := cl.State.InboundInflight.Delete(ack.PacketID); ok {
+		if ok := stored && cl.State.InboundInflight.Delete(ack.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
 		cl.State.Inflight.IncreaseReceiveQuota()
