@@ -86,8 +86,9 @@ type clientConn struct {
 	// last capture of this client's messages took slowCapture or more (an
 	// fsync under sync: always): corked acks are sent before the next one
 	// starts, so in a run of slow captures an ack waits for one at most.
-	// The first slow one after quick ones (the append that fsyncs once
-	// per sync_interval) holds the acks corked before it.
+	// The first slow one after quick ones (under sync: interval, the
+	// append that rotates a segment, which fsyncs it) holds the acks
+	// corked before it.
 	reading     atomic.Bool
 	corked      bool
 	slowCapture bool

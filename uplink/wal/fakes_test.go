@@ -33,7 +33,10 @@ type memFS struct {
 	failOpen func(name string, flag int) error
 	// failTruncate, if set, is called before each truncate.
 	failTruncate func(name string) error
-	reads        int // ReadAt calls
+	// beforeSync, if set, is called at the start of each file Sync,
+	// without the lock: it may block, as a slow card's fsync does.
+	beforeSync func(name string)
+	reads      int // ReadAt calls
 }
 
 type inode struct {
@@ -338,6 +341,9 @@ func (f *memFile) writeAt(p []byte, off int64) (int, error) {
 }
 
 func (f *memFile) Sync() error {
+	if f.fs.beforeSync != nil {
+		f.fs.beforeSync(f.name)
+	}
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
 	if err := f.check(); err != nil {

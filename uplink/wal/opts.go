@@ -20,8 +20,9 @@ const (
 	// share one write and one fsync (group commit). Survives a power cut.
 	SyncAlways SyncMode = iota + 1
 	// SyncInterval returns from Append after write(2) and fsyncs at most
-	// every SyncInterval. Survives a process crash; a power cut loses at
-	// most the last interval.
+	// every SyncInterval, in the background: no Append waits for it but
+	// the one that rotates. Survives a process crash; a power cut loses at
+	// most the last interval and what was appended while its fsync ran.
 	SyncInterval
 	// SyncNone never fsyncs data except on rotation, Sync and Close (and,
 	// while the lease cannot be written, before records are shown).

@@ -184,6 +184,10 @@ type Log struct {
 	notify     chan struct{} // closed by publish while waiting
 	waiting    bool          // a Read waits on notify
 	failed     error         // sticky: set when a sync failed
+	lastSync   time.Time     // when the last fsync began: it covers what was written before
+	// syncing is closed when the housekeeper's interval fsync, made
+	// without wmu (see syncBehind), ends; nil when none runs.
+	syncing    chan struct{}
 	needRotate bool
 	st         Stats // counters only
 	// The last write, as written: tail holds tailSeg's bytes from
@@ -198,7 +202,6 @@ type Log struct {
 	// housekeeping goroutine starts).
 	active      File
 	buf         []byte
-	lastSync    time.Time
 	lastMarker  time.Time
 	markerSeq   uint64
 	nextAgeScan time.Duration // on monoNow
@@ -281,7 +284,7 @@ func Open(dir string, opts Opts) (*Log, error) {
 	// at once too.
 	_ = l.writeLease(l.nextSeq - 1 + l.opts.leaseBlock)
 	now := l.clock.Now()
-	l.lastSync, l.lastMarker = now, now
+	l.lastSync, l.lastMarker = now, now // before run: no lock needed
 	l.nextAgeScan = l.monoNow()
 	go l.run()
 	return l, nil

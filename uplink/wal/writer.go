@@ -13,9 +13,10 @@ import (
 // buffer and readers see progress under sustained load.
 const maxBatchBytes = 1 << 20
 
-// run is the housekeeping goroutine: the interval sync, the ack marker,
-// reclaiming and expiring segments, Sync and Close. Appends do not pass
-// through it: their leader commits them (see lead).
+// run is the housekeeping goroutine: the interval sync (without wmu, see
+// syncBehind), the ack marker, reclaiming and expiring segments, Sync and
+// Close. Appends do not pass through it: their leader commits them (see
+// lead).
 func (l *Log) run() {
 	defer close(l.done)
 	timer := l.clock.NewTimer(time.Hour)
@@ -26,6 +27,7 @@ func (l *Log) run() {
 		l.wmu.Unlock()
 		select {
 		case <-l.wake:
+			l.syncBehind()
 			l.wmu.Lock()
 			l.housekeep(l.clock.Now(), false)
 			l.wmu.Unlock()
@@ -36,6 +38,7 @@ func (l *Log) run() {
 			l.wmu.Unlock()
 			l.tellVisible()
 		case <-timer.C():
+			l.syncBehind()
 			l.wmu.Lock()
 			l.housekeep(l.clock.Now(), false)
 			l.wmu.Unlock()
@@ -113,9 +116,10 @@ func (l *Log) armTimer(t interface{ Reset(time.Duration) bool }) {
 	written := l.nextSeq - 1
 	unsynced := written > l.synced
 	ackDirty := l.acked > l.markerSeq
+	lastSync := l.lastSync
 	l.mu.Unlock()
 	if unsynced && l.opts.Sync == SyncInterval {
-		consider(l.lastSync.Add(l.opts.SyncInterval))
+		consider(lastSync.Add(l.opts.SyncInterval))
 	}
 	if ackDirty {
 		consider(l.lastMarker.Add(l.opts.AckInterval))
@@ -131,7 +135,8 @@ func (l *Log) armTimer(t interface{ Reset(time.Duration) bool }) {
 
 // commit writes one batch: rotation and caps are applied per record, then
 // one write, then the records are shown to readers, then (SyncAlways) one
-// fsync, then every Append is answered.
+// fsync, then every Append is answered. Under SyncInterval no Append
+// waits for an fsync, except one that rotates.
 func (l *Log) commit(batch []*appendReq) {
 	now := l.clock.Now()
 	ns := now.UnixNano()
@@ -164,6 +169,7 @@ func (l *Log) commit(batch []*appendReq) {
 	}
 	failed, needRotate := l.failed, l.needRotate
 	wasClean := l.nextSeq-1 <= l.synced
+	syncDue := now.Sub(l.lastSync) >= l.opts.SyncInterval
 	l.mu.Unlock()
 	for i, r := range batch {
 		if failed != nil {
@@ -225,10 +231,10 @@ func (l *Log) commit(batch []*appendReq) {
 			if err := l.syncActive(false); err != nil {
 				fail(err)
 			}
-		case l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval:
-			_ = l.syncActive(false) // Appends already count as written
-		case l.opts.Sync == SyncInterval && wasClean:
-			l.poke() // the housekeeper arms the interval sync
+		case l.opts.Sync == SyncInterval && (wasClean || syncDue):
+			// The housekeeper arms the interval sync, or makes it
+			// now, without holding up Appends (see syncBehind).
+			l.poke()
 		}
 	}
 	for _, r := range batch {
@@ -288,10 +294,10 @@ func (l *Log) writeActive(b []byte, count uint64, ns int64, mono time.Duration) 
 	return nil
 }
 
-// syncActive fsyncs the active segment and publishes what it covered. An
-// fsync error is sticky: after it the page cache cannot be trusted
-// ("fsyncgate"), so the log refuses appends until reopened.
+// syncActive fsyncs the active segment and publishes what it covered.
+// Call with wmu held.
 func (l *Log) syncActive(housekeep bool) error {
+	began := l.clock.Now()
 	l.mu.Lock()
 	if l.failed != nil {
 		err := l.failed
@@ -300,28 +306,81 @@ func (l *Log) syncActive(housekeep bool) error {
 	}
 	written := l.nextSeq - 1
 	l.mu.Unlock()
-	crashAt(CrashFsync)
-	err := l.active.Sync()
-	l.lastSync = l.clock.Now()
+	err := l.fsync(l.active, written, began)
+	if housekeep && err == nil {
+		l.housekeep(l.clock.Now(), false)
+	}
+	return err
+}
+
+// syncBehind makes the interval fsync when it is due, holding no lock
+// while the card syncs (tens of milliseconds on an SD card, seconds when
+// it is busy): Appends go on being written and shown to the forwarder,
+// and no capture waits for it. Only the housekeeper calls it, so at most
+// one runs; a rotation waits for it (waitSync) before it closes the
+// segment.
+func (l *Log) syncBehind() {
+	if l.opts.Sync != SyncInterval {
+		return
+	}
+	l.wmu.Lock()
+	began := l.clock.Now()
+	f := l.active
 	l.mu.Lock()
+	written := l.nextSeq - 1
+	due := l.failed == nil && written > l.synced && began.Sub(l.lastSync) >= l.opts.SyncInterval
+	if due {
+		l.syncing = make(chan struct{})
+	}
+	l.mu.Unlock()
+	l.wmu.Unlock()
+	if !due {
+		return
+	}
+	_ = l.fsync(f, written, began) // a failure is sticky, Appends see it
+	l.mu.Lock()
+	close(l.syncing)
+	l.syncing = nil
+	l.mu.Unlock()
+}
+
+// waitSync waits for the interval fsync syncBehind runs, if any. Call
+// with wmu held, so no other begins.
+func (l *Log) waitSync() {
+	l.mu.Lock()
+	ch := l.syncing
+	l.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+// fsync syncs f, which held the records up to written when the fsync
+// began (at began), and publishes them. An fsync error is sticky: after
+// it the page cache cannot be trusted ("fsyncgate"), so the log refuses
+// appends until reopened.
+func (l *Log) fsync(f File, written uint64, began time.Time) error {
+	crashAt(CrashFsync)
+	err := f.Sync()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.st.Fsyncs++
 	if err != nil {
 		l.failed = fmt.Errorf("%w: fsync failed: %w", ErrFailed, err)
-		err = l.failed
-	} else {
-		l.synced = max(l.synced, written)
-		l.publish(written)
+		return l.failed
 	}
-	l.mu.Unlock()
-	if housekeep && err == nil {
-		l.housekeep(l.lastSync, false)
+	if began.After(l.lastSync) {
+		l.lastSync = began
 	}
-	return err
+	l.synced = max(l.synced, written)
+	l.publish(written)
+	return nil
 }
 
 // rotate seals the active segment (synced in every mode, so a sealed
 // segment is always complete on disk) and starts the next one.
 func (l *Log) rotate() error {
+	l.waitSync() // it is about to be closed
 	if err := l.syncActive(false); err != nil {
 		return err
 	}
@@ -401,11 +460,10 @@ func (l *Log) expire(mono time.Duration) {
 	}
 }
 
-// housekeep reclaims acked segments, syncs an overdue interval, expires
-// old segments and writes the marker when it is due.
+// housekeep reclaims acked segments, expires old segments and writes the
+// marker when it is due. The interval sync is syncBehind's.
 func (l *Log) housekeep(now time.Time, closing bool) {
 	l.mu.Lock()
-	unsynced := l.nextSeq-1 > l.synced
 	due := l.acked > l.markerSeq && (closing || l.ackPending >= l.opts.AckEvery || now.Sub(l.lastMarker) >= l.opts.AckInterval)
 	needRotate := l.needRotate
 	acked := l.acked
@@ -415,9 +473,6 @@ func (l *Log) housekeep(now time.Time, closing bool) {
 	// ack.live must not lag it.
 	l.writeLive(acked)
 	l.reclaim()
-	if unsynced && l.opts.Sync == SyncInterval && now.Sub(l.lastSync) >= l.opts.SyncInterval {
-		_ = l.syncActive(false)
-	}
 	if mono := l.monoNow(); l.opts.MaxAge > 0 && mono >= l.nextAgeScan {
 		l.expire(mono)
 	}
