@@ -695,3 +695,40 @@ func TestPatchInboundQoS2BoundAcrossSessions(t *testing.T) {
 	require.NoError(t, <-errs)
 	require.Equal(t, []string{"Pubrec 3"}, packetIDs(ack))
 }
+
+// TestPatchInboundQoS2ResendAcknowledged (edged patch 15): a QoS 2
+// PUBLISH with the number of the client's exchange awaiting its PUBREL
+// (a resend after a lost PUBREC, DUP set) is answered with a PUBREC of
+// success and not published again, and the exchange stays open until the
+// PUBREL [MQTT-4.3.3-10]. Upstream answered PUBREC 0x91 Packet Identifier
+// in use, with which an MQTT 5 sender ends the exchange [MQTT-4.3.3-4]
+// [MQTT-4.4.0-2]: it takes a message published once as refused, and sends
+// no PUBREL for the exchange the server keeps open.
+func TestPatchInboundQoS2ResendAcknowledged(t *testing.T) {
+	s := newServer()
+	h := new(publishedHook)
+	require.NoError(t, s.AddHook(h, nil))
+	cl, r := qos12Client(s)
+	cl.Properties.ProtocolVersion = 5
+	pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, TopicName: "a/b", PacketID: 7, Payload: []byte("once")}
+	got := readAll(r)
+	err1 := s.processPacket(cl, pub)
+	pub.FixedHeader.Dup = true
+	err2 := s.processPacket(cl, pub)
+	kept, keptOK := cl.State.InboundInflight.Get(7)
+	err3 := s.processPacket(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 7})
+	_ = cl.Net.Conn.Close()
+	b := <-got
+	require.NoError(t, err1)
+	require.NoError(t, err2)
+	require.NoError(t, err3)
+	require.Equal(t, []string{"Pubrec 7", "Pubrec 7", "Pubcomp 7"}, packetIDs(b))
+	// Success, with no properties, leaves the reason code out: 2 bytes each.
+	require.Equal(t, []byte{packets.Pubrec << 4, 2, 0, 7, packets.Pubrec << 4, 2, 0, 7, packets.Pubcomp << 4, 2, 0, 7}, b,
+		"the resend's PUBREC is not one of success, or the PUBREL found no exchange")
+	require.Equal(t, int32(1), h.n.Load(), "the resent PUBLISH was published again")
+	require.True(t, keptOK, "the exchange ended by the resend")
+	require.Equal(t, packets.Pubrec, kept.FixedHeader.Type)
+	require.Equal(t, 0, cl.State.InboundInflight.Len())
+	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
+}

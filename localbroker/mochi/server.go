@@ -922,7 +922,12 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	if !cl.Net.Inline {
 		if pki, ok := cl.State.InboundInflight.Get(pk.PacketID); ok {
 			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
-				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
+				// edged (PATCHES.md 15): a PUBREC of success, not 0x91
+				// Packet Identifier in use, with which the client ends the
+				// exchange the server keeps open [MQTT-4.3.3-4]: a resend
+				// after a lost PUBREC is not published again, and the
+				// exchange stays open until the client's PUBREL.
+				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess)
 				return cl.WritePacket(ack)
 			}
 			// an acknowledgement of the client's that was not written

@@ -1813,8 +1813,11 @@ func TestServerProcessPacketPublishQos2PacketIDInUse(t *testing.T) {
 
 	buf, err := io.ReadAll(r)
 	require.NoError(t, err)
-	require.Equal(t, packets.TPacketData[packets.Pubrec].Get(packets.TPubrecMqtt5IDInUse).RawBytes, buf)
+	// edged (PATCHES.md 15): a PUBREC of success, not 0x91, and the
+	// exchange stays open for its PUBREL [MQTT-4.3.3-10].
+	require.Equal(t, packets.TPacketData[packets.Pubrec].Get(packets.TPubrecMqtt5).RawBytes, buf)
 	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.Inflight))
+	require.True(t, cl.State.InboundInflight.Has(7))
 }
 
 func TestServerProcessPacketPublishQos1(t *testing.T) {
