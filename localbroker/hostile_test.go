@@ -554,3 +554,72 @@ func TestAtReceiveMaximumStillAllowed(t *testing.T) {
 		t.Errorf("receive_maximum_exceeded %d, want 0", n)
 	}
 }
+
+// TestQoS2ResendAfterDropAcknowledged: a phone whose connection drops
+// after the broker wrote the PUBREC of its QoS 2 PUBLISH but before the
+// phone read it resumes its session and resends the PUBLISH with DUP set
+// [MQTT-4.4.0-1]. Until the PUBREL the broker must answer such a PUBLISH
+// with a PUBREC and not publish it again [MQTT-4.3.3-10]. Before mochi
+// patch 15 the MQTT 5 answer was PUBREC 0x91 (Packet Identifier in use),
+// with which a client ends the exchange as refused and sends no PUBREL
+// [MQTT-4.3.3-4] [MQTT-4.4.0-2]: told the message failed though it was
+// delivered, while the broker kept the exchange open; max_inflight such
+// drops and the client's next QoS 2 PUBLISH ended its connection (0x93).
+// The client here answers the PUBREC of its resend as the specification
+// says; the PUBREC mochi sends by itself after the CONNACK of a resumed
+// session (patch 12) it reads and leaves unanswered (a client that
+// answers it with PUBREL completes the exchange before the resend is
+// answered: paho.golang did, and still reported 0x91).
+func TestQoS2ResendAfterDropAcknowledged(t *testing.T) {
+	const maxIn = 4
+	b := corkBroker(t, func(o *Opts) { o.MaxInflight = maxIn })
+	sub := connect(t, dialTCP(t, b), "sub")
+	sub.subscribe(t, "lan/resent")
+	for _, v := range []byte{5, 4} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			phone := fmt.Sprintf("phone-%d", v)
+			pub := func(id uint16, dup bool) packets.Packet {
+				return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2, Dup: dup}, TopicName: "lan/resent", PacketID: id, Payload: []byte("once")}
+			}
+			for id := uint16(1); id <= maxIn+1; id++ {
+				c, _ := rawClient(t, b, "tcp", v, phone, true)
+				c.send(pub(id, false))
+				select {
+				case <-sub.msgs: // published; its PUBREC is never read
+				case <-time.After(ackWait):
+					fh, body := c.next(ackWait)
+					for fh.Type == packets.Pubrec { // mochi's own, for open exchanges
+						fh, body = c.next(ackWait)
+					}
+					t.Fatalf("a new QoS 2 PUBLISH after %d drops not published: got type %d % x", id-1, fh.Type, body)
+				}
+				c.conn.Close()
+				c, present := rawClient(t, b, "tcp", v, phone, true)
+				if !present {
+					t.Fatal("session not resumed")
+				}
+				c.send(pub(id, true))
+				// mochi's own PUBRECs for the session's open exchanges come
+				// first, after the CONNACK: the answer is the second for id.
+				var body []byte
+				for seen := 0; seen < 2; {
+					fh, b := c.next(ackWait)
+					if fh.Type != packets.Pubrec || len(b) < 2 {
+						t.Fatalf("drop %d: got type %d % x, want PUBREC", id, fh.Type, b)
+					}
+					if uint16(b[0])<<8|uint16(b[1]) == id {
+						seen, body = seen+1, b
+					}
+				}
+				if len(body) > 2 && body[2] >= 0x80 {
+					t.Errorf("drop %d: the resend answered PUBREC %#x: the client takes a delivered message as refused", id, body[2])
+				} else {
+					c.send(ackPk(packets.Pubrel, id))
+					c.expect(packets.Pubcomp, id)
+				}
+				c.conn.Close()
+			}
+			sub.none(t, 200*time.Millisecond) // no resend published again
+		})
+	}
+}
