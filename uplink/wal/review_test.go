@@ -289,8 +289,9 @@ func TestNeedRotateOnEmptyActiveSegment(t *testing.T) {
 // OnVisible is how the forwarder learns of records without waiting in
 // Read: it is called, with no lock held, by whichever goroutine made
 // records readable. An Append under a lease does so before it returns;
-// with the lease failing, records become readable only at the interval
-// fsync, and the housekeeper must call it then, or they would sit unsent.
+// with the lease failing, the Append fsyncs what the lease does not cover
+// (it used to wait for the interval fsync, up to a second) and does so
+// too.
 func TestOnVisibleEveryWayRecordsBecomeReadable(t *testing.T) {
 	for _, leaseFails := range []bool{false, true} {
 		t.Run(fmt.Sprintf("leaseFails=%v", leaseFails), func(t *testing.T) {
@@ -322,27 +323,21 @@ func TestOnVisibleEveryWayRecordsBecomeReadable(t *testing.T) {
 				if _, err := l.Append(body(i)); err != nil {
 					t.Fatal(err)
 				}
-			}
-			if !leaseFails {
-				if n := len(told); n != 3 {
-					t.Fatalf("told %d times during 3 Appends, want 3", n)
+				if n := len(told); n != i+1 {
+					t.Fatalf("told %d times after %d Appends, want %d", n, i+1, i+1)
 				}
-				return
 			}
-			if n := len(told); n != 0 {
-				t.Fatalf("told %d times before the fsync, with nothing readable", n)
-			}
-			if recs, err := l.ReadReady(0, 10, nil); err != nil || len(recs) != 0 {
-				t.Fatalf("ReadReady before the fsync: %d records, %v", len(recs), err)
-			}
-			clk.Advance(2 * time.Second) // the interval fsync
-			select {
-			case n := <-told:
-				if n != 3 {
-					t.Fatalf("told with %d records readable, want 3", n)
+			for i := range 3 {
+				if n := <-told; n != i+1 {
+					t.Fatalf("told with %d records readable after Append %d", n, i+1)
 				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("not told after the interval fsync made the records readable")
+			}
+			synced := l.Stats().SyncedSeq
+			if leaseFails && synced != 3 {
+				t.Fatalf("synced seq %d with the lease failing, want 3: each Append fsyncs what the lease does not cover", synced)
+			}
+			if !leaseFails && synced != 0 {
+				t.Fatalf("synced seq %d under a lease before the interval, want 0", synced)
 			}
 		})
 	}

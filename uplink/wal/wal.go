@@ -205,9 +205,13 @@ type Log struct {
 	lastMarker  time.Time
 	markerSeq   uint64
 	nextAgeScan time.Duration // on monoNow
-	leaseWarned bool          // a lease write failed and was logged
 	seqFloor    uint64        // recovery: no seq below this may be issued
 	tailFloor   uint64        // recovery: the part of seqFloor a truncation line already named
+
+	// lmu serializes lease writes: the housekeeper's, ahead of need, and
+	// a commit's when a burst used the lease up (see showWritten).
+	lmu         sync.Mutex
+	leaseWarned bool // a lease write failed and was logged; under lmu
 
 	// liveMu guards markerLive, kept open and rewritten in place by Ack.
 	liveMu     sync.Mutex

@@ -13,10 +13,9 @@ import (
 // buffer and readers see progress under sustained load.
 const maxBatchBytes = 1 << 20
 
-// run is the housekeeping goroutine: the interval sync (without wmu, see
-// syncBehind), the ack marker, reclaiming and expiring segments, Sync and
-// Close. Appends do not pass through it: their leader commits them (see
-// lead).
+// run is the housekeeping goroutine: the interval sync, the lease, the
+// ack marker, reclaiming and expiring segments, Sync and Close (see tend).
+// Appends do not pass through it: their leader commits them (see lead).
 func (l *Log) run() {
 	defer close(l.done)
 	timer := l.clock.NewTimer(time.Hour)
@@ -27,22 +26,15 @@ func (l *Log) run() {
 		l.wmu.Unlock()
 		select {
 		case <-l.wake:
-			l.syncBehind()
-			l.wmu.Lock()
-			l.housekeep(l.clock.Now(), false)
-			l.wmu.Unlock()
-			l.tellVisible()
+			l.tend()
 		case ch := <-l.syncReq:
 			l.wmu.Lock()
-			ch <- l.syncActive(true)
+			err := l.syncActive()
 			l.wmu.Unlock()
-			l.tellVisible()
+			l.tend()
+			ch <- err
 		case <-timer.C():
-			l.syncBehind()
-			l.wmu.Lock()
-			l.housekeep(l.clock.Now(), false)
-			l.wmu.Unlock()
-			l.tellVisible()
+			l.tend()
 		case <-l.quit:
 			l.wmu.Lock()
 			l.shutdown()
@@ -50,6 +42,23 @@ func (l *Log) run() {
 			return
 		}
 	}
+}
+
+// tend is one round of housekeeping. What fsyncs (the interval sync, the
+// lease, the ack marker: tens of milliseconds each on an SD card, seconds
+// when it is busy) runs holding no lock, so no Append waits for it; the
+// rest is quick and runs under wmu.
+func (l *Log) tend() {
+	l.syncBehind()
+	now := l.clock.Now()
+	l.wmu.Lock()
+	l.housekeep()
+	l.wmu.Unlock()
+	l.leaseBehind()
+	if l.markerDue(now, false) {
+		l.writeMarker(now)
+	}
+	l.tellVisible()
 }
 
 // lead commits what is queued. Only one goroutine leads at a time: the
@@ -135,8 +144,8 @@ func (l *Log) armTimer(t interface{ Reset(time.Duration) bool }) {
 
 // commit writes one batch: rotation and caps are applied per record, then
 // one write, then the records are shown to readers, then (SyncAlways) one
-// fsync, then every Append is answered. Under SyncInterval no Append
-// waits for an fsync, except one that rotates.
+// fsync, then every Append is answered. Under SyncInterval and SyncNone
+// no Append waits for an fsync, except one that rotates.
 func (l *Log) commit(batch []*appendReq) {
 	now := l.clock.Now()
 	ns := now.UnixNano()
@@ -225,10 +234,11 @@ func (l *Log) commit(batch []*appendReq) {
 	} else if len(pending) > 0 {
 		// The forwarder may send them now, while the fsync runs: the
 		// lease keeps their seqs from coming back after a power cut.
-		l.showWritten()
-		switch {
+		switch err := l.showWritten(); {
+		case err != nil:
+			fail(err)
 		case l.opts.Sync == SyncAlways:
-			if err := l.syncActive(false); err != nil {
+			if err := l.syncActive(); err != nil {
 				fail(err)
 			}
 		case l.opts.Sync == SyncInterval && (wasClean || syncDue):
@@ -296,7 +306,7 @@ func (l *Log) writeActive(b []byte, count uint64, ns int64, mono time.Duration) 
 
 // syncActive fsyncs the active segment and publishes what it covered.
 // Call with wmu held.
-func (l *Log) syncActive(housekeep bool) error {
+func (l *Log) syncActive() error {
 	began := l.clock.Now()
 	l.mu.Lock()
 	if l.failed != nil {
@@ -306,11 +316,7 @@ func (l *Log) syncActive(housekeep bool) error {
 	}
 	written := l.nextSeq - 1
 	l.mu.Unlock()
-	err := l.fsync(l.active, written, began)
-	if housekeep && err == nil {
-		l.housekeep(l.clock.Now(), false)
-	}
-	return err
+	return l.fsync(l.active, written, began)
 }
 
 // syncBehind makes the interval fsync when it is due, holding no lock
@@ -381,7 +387,7 @@ func (l *Log) fsync(f File, written uint64, began time.Time) error {
 // segment is always complete on disk) and starts the next one.
 func (l *Log) rotate() error {
 	l.waitSync() // it is about to be closed
-	if err := l.syncActive(false); err != nil {
+	if err := l.syncActive(); err != nil {
 		return err
 	}
 	if err := l.active.Close(); err != nil {
@@ -460,16 +466,15 @@ func (l *Log) expire(mono time.Duration) {
 	}
 }
 
-// housekeep reclaims acked segments, expires old segments and writes the
-// marker when it is due. The interval sync is syncBehind's.
-func (l *Log) housekeep(now time.Time, closing bool) {
+// housekeep reclaims acked segments, expires old segments and makes the
+// rotation a reader asked for. Call with wmu held.
+func (l *Log) housekeep() {
 	l.mu.Lock()
-	due := l.acked > l.markerSeq && (closing || l.ackPending >= l.opts.AckEvery || now.Sub(l.lastMarker) >= l.opts.AckInterval)
 	needRotate := l.needRotate
 	acked := l.acked
 	l.mu.Unlock()
 	// Ack wrote ack.live already; this matters on close: the fsynced
-	// marker written below may be the file a crash later damages, and
+	// marker written next may be the file a crash later damages, and
 	// ack.live must not lag it.
 	l.writeLive(acked)
 	l.reclaim()
@@ -483,13 +488,19 @@ func (l *Log) housekeep(now time.Time, closing bool) {
 		l.needRotate = false // see commit
 		l.mu.Unlock()
 	}
-	if due {
-		l.writeMarker(now)
-	}
+}
+
+// markerDue says whether the ack marker is to be written: AckEvery acks
+// or AckInterval after the last, or on close.
+func (l *Log) markerDue(now time.Time, closing bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.acked > l.markerSeq && (closing || l.ackPending >= l.opts.AckEvery || now.Sub(l.lastMarker) >= l.opts.AckInterval)
 }
 
 // writeMarker persists the acked prefix. A failure only means more
-// redelivery after a crash.
+// redelivery after a crash. Only the housekeeper calls it (lastMarker is
+// its own), holding no lock but at shutdown.
 func (l *Log) writeMarker(now time.Time) {
 	l.mu.Lock()
 	acked, epoch := l.acked, l.epoch
@@ -528,7 +539,8 @@ func (f stateFS) OpenFile(name string, flag int, perm fs.FileMode) (statefile.Fi
 
 // writeLease durably moves the lease to seq (see leaseName). On failure
 // the old lease stands: records past it become visible only once
-// fsynced, so a failing lease write costs latency, never safety.
+// fsynced, so a failing lease write costs latency, never safety. Call
+// with lmu held (or before run starts).
 func (l *Log) writeLease(seq uint64) error {
 	l.mu.Lock()
 	epoch := l.epoch
@@ -553,26 +565,57 @@ func (l *Log) writeLease(seq uint64) error {
 
 // showWritten makes written records visible to readers at once, in every
 // sync mode (SyncAlways too: before the group's fsync): whatever is
-// fsynced, and beyond that whatever the lease covers, extending the lease
-// first when less than half a block is left.
-func (l *Log) showWritten() {
+// fsynced, and beyond that whatever the lease covers. When less than half
+// a block is left the housekeeper extends the lease (leaseBehind), while
+// Appends go on under the half left; only a burst that outruns it waits
+// for the lease here. When the lease cannot be written (disk full, EIO)
+// what it does not cover is fsynced here: it leaves at once, and no
+// Append returns a seq that is neither leased nor synced; an error is
+// that fsync's. Call with wmu held.
+func (l *Log) showWritten() error {
 	l.mu.Lock()
 	written, synced, leased := l.nextSeq-1, l.synced, l.leased
 	l.mu.Unlock()
-	block := l.opts.leaseBlock
-	if written > synced && written+block/2 > leased {
-		if l.writeLease(written+block) == nil {
-			leased = written + block
-		} else if written > leased && l.opts.Sync == SyncNone {
-			// Nothing else fsyncs before a rotation: without this
-			// the forwarder would wait for a segment to fill.
-			_ = l.syncActive(false) // publishes what it synced
-			return
+	switch {
+	case written <= synced:
+	case written > leased:
+		if l.extendLease(written) != nil && l.opts.Sync != SyncAlways { // SyncAlways fsyncs next
+			return l.syncActive() // publishes what it synced
 		}
+	case written+l.opts.leaseBlock/2 > leased:
+		l.poke()
 	}
 	l.mu.Lock()
-	l.publish(max(l.synced, min(written, leased)))
+	l.publish(max(l.synced, min(written, l.leased)))
 	l.mu.Unlock()
+	return nil
+}
+
+// leaseBehind extends the lease when less than half a block is left,
+// holding no lock but lmu while it is written (two fsyncs). Only the
+// housekeeper calls it.
+func (l *Log) leaseBehind() {
+	l.mu.Lock()
+	written, synced := l.nextSeq-1, l.synced
+	l.mu.Unlock()
+	if written > synced {
+		_ = l.extendLease(written) // a failure is logged; showWritten fsyncs
+	}
+}
+
+// extendLease durably moves the lease a block past written, unless it
+// reaches more than half a block past it already (another extension got
+// there first).
+func (l *Log) extendLease(written uint64) error {
+	l.lmu.Lock()
+	defer l.lmu.Unlock()
+	l.mu.Lock()
+	leased := l.leased
+	l.mu.Unlock()
+	if written+l.opts.leaseBlock/2 <= leased {
+		return nil
+	}
+	return l.writeLease(written + l.opts.leaseBlock)
 }
 
 // writeLive overwrites markerLive in place with the acked seq, through a
@@ -634,15 +677,20 @@ func (l *Log) shutdown() {
 	l.queue = nil
 	l.qmu.Unlock()
 	l.commitAll(batch)
-	err := l.syncActive(false)
-	l.housekeep(l.clock.Now(), true)
+	err := l.syncActive()
+	l.housekeep()
+	if now := l.clock.Now(); l.markerDue(now, true) {
+		l.writeMarker(now)
+	}
 	l.mu.Lock()
 	last, leased := l.nextSeq-1, l.leased
 	l.mu.Unlock()
 	if err == nil && leased > last {
 		// Everything is on disk: take the lease back so a clean
 		// restart continues the seqs without a gap.
+		l.lmu.Lock()
 		_ = l.writeLease(last)
+		l.lmu.Unlock()
 	}
 	l.closeLive()
 	if cerr := l.active.Close(); err == nil {

@@ -1,30 +1,34 @@
 package wal
 
 import (
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/edged/edged/sensors/sensorstest"
+	"github.com/edged/edged/sensors/statefile"
 )
 
-// blockSegSyncs makes every fsync of a segment file wait until release is
-// closed once hold is set, as a slow SD card's fsync does (tens of
-// milliseconds, seconds when the card is busy). entered receives a value
-// as each blocked fsync begins.
-func blockSegSyncs(m *memFS) (hold *atomic.Bool, entered chan string, release chan struct{}) {
+// blockSyncs makes every fsync of a file match accepts wait until
+// release is closed once hold is set, as a slow SD card's fsync does
+// (tens of milliseconds, seconds when the card is busy). entered receives
+// the file's name as each blocked fsync begins.
+func blockSyncs(m *memFS, match func(name string) bool) (hold *atomic.Bool, entered chan string, release chan struct{}) {
 	hold = new(atomic.Bool)
 	entered = make(chan string, 16)
 	release = make(chan struct{})
 	m.beforeSync = func(name string) {
-		if hold.Load() && strings.HasSuffix(name, segSuffix) {
+		if hold.Load() && match(name) {
 			entered <- name
 			<-release
 		}
 	}
 	return hold, entered, release
 }
+
+func isSeg(name string) bool { return strings.HasSuffix(name, segSuffix) }
 
 // waitFor polls cond for up to 10 s of real time, for state another
 // goroutine sets.
@@ -47,7 +51,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // the fsync runs, and the fsync covers what was written before it began.
 func TestIntervalFsyncDoesNotHoldAppends(t *testing.T) {
 	m := newMemFS(1)
-	hold, entered, release := blockSegSyncs(m)
+	hold, entered, release := blockSyncs(m, isSeg)
 	lg, _ := newLogger()
 	clk := sensorstest.NewClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
 	l, err := Open("/buf", Opts{Sync: SyncInterval, SyncInterval: time.Second, FS: m, Clock: clk, Log: lg})
@@ -117,7 +121,7 @@ func TestIntervalFsyncDoesNotHoldAppends(t *testing.T) {
 // the segment (its own fsync seals it), and loses nothing.
 func TestRotationWaitsForIntervalFsync(t *testing.T) {
 	m := newMemFS(1)
-	hold, entered, release := blockSegSyncs(m)
+	hold, entered, release := blockSyncs(m, isSeg)
 	lg, _ := newLogger()
 	clk := sensorstest.NewClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
 	l, err := Open("/buf", Opts{Sync: SyncInterval, SyncInterval: time.Second, SegmentBytes: 1024, FS: m, Clock: clk, Log: lg})
@@ -173,5 +177,84 @@ func TestRotationWaitsForIntervalFsync(t *testing.T) {
 		if string(r.Body) != string(body(i)) {
 			t.Fatalf("record %d is %q, want %q", i, r.Body, body(i))
 		}
+	}
+}
+
+// The housekeeper's other durable writes, the lease (every half lease
+// block of appends) and the ack marker (every AckEvery acks or
+// AckInterval), fsync twice each (the file and the directory); they hold
+// no Append up either.
+func TestLeaseAndMarkerWritesDoNotHoldAppends(t *testing.T) {
+	for _, file := range []string{leaseName, markerName} {
+		t.Run(file, func(t *testing.T) {
+			m := newMemFS(1)
+			tmp := file + statefile.TempSuffix
+			hold, entered, release := blockSyncs(m, func(name string) bool { return filepath.Base(name) == tmp })
+			lg, _ := newLogger()
+			clk := sensorstest.NewClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
+			const block = 16
+			l, err := Open("/buf", Opts{Sync: SyncInterval, SyncInterval: time.Second, AckEvery: 4, FS: m, Clock: clk, Log: lg, leaseBlock: block})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			released := false
+			defer func() { // before Close, which waits for the write
+				if !released {
+					close(release)
+				}
+			}()
+			hold.Store(true)
+			// Appends (and for the marker, acks) until the write falls
+			// due (the lease: half a block left); it blocks, and under
+			// the old code so did an Append. The Appends after it stay
+			// within the lease (a burst past it waits for the write:
+			// no Append returns a seq the lease does not cover).
+			triggered := make(chan error, 1)
+			go func() {
+				for i := range block/2 + 1 {
+					if _, err := l.Append(body(i)); err != nil {
+						triggered <- err
+						return
+					}
+					if file == markerName {
+						l.Ack(uint64(i + 1)) // AckEvery: the marker falls due
+					}
+				}
+				triggered <- nil
+			}()
+			select {
+			case <-entered:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no %s write began", file)
+			}
+			appended := make(chan error, 1)
+			go func() {
+				for i := range 4 {
+					if _, err := l.Append(body(100 + i)); err != nil {
+						appended <- err
+						return
+					}
+				}
+				appended <- nil
+			}()
+			select {
+			case err := <-appended:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("Appends waited for the %s write", file)
+			}
+			hold.Store(false)
+			close(release)
+			released = true
+			if err := <-triggered; err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
