@@ -593,12 +593,15 @@ func (l *Log) showWritten() error {
 
 // leaseBehind extends the lease when less than half a block is left,
 // holding no lock but lmu while it is written (two fsyncs). Only the
-// housekeeper calls it.
+// housekeeper calls it. Under SyncAlways every commit has fsynced before
+// the housekeeper looks, so it renews whatever the synced seq; otherwise
+// it skips while all is synced (a failing lease: each commit has fsynced
+// what the lease does not cover, and tries the lease itself).
 func (l *Log) leaseBehind() {
 	l.mu.Lock()
 	written, synced := l.nextSeq-1, l.synced
 	l.mu.Unlock()
-	if written > synced {
+	if written > synced || l.opts.Sync == SyncAlways {
 		_ = l.extendLease(written) // a failure is logged; showWritten fsyncs
 	}
 }

@@ -185,15 +185,19 @@ func TestRotationWaitsForIntervalFsync(t *testing.T) {
 // AckInterval), fsync twice each (the file and the directory); they hold
 // no Append up either.
 func TestLeaseAndMarkerWritesDoNotHoldAppends(t *testing.T) {
-	for _, file := range []string{leaseName, markerName} {
-		t.Run(file, func(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		mode SyncMode
+	}{{leaseName, SyncInterval}, {markerName, SyncInterval}, {leaseName, SyncNone}, {leaseName, SyncAlways}} {
+		file := tc.file
+		t.Run(file+"/"+tc.mode.String(), func(t *testing.T) {
 			m := newMemFS(1)
 			tmp := file + statefile.TempSuffix
 			hold, entered, release := blockSyncs(m, func(name string) bool { return filepath.Base(name) == tmp })
 			lg, _ := newLogger()
 			clk := sensorstest.NewClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
 			const block = 16
-			l, err := Open("/buf", Opts{Sync: SyncInterval, SyncInterval: time.Second, AckEvery: 4, FS: m, Clock: clk, Log: lg, leaseBlock: block})
+			l, err := Open("/buf", Opts{Sync: tc.mode, SyncInterval: time.Second, AckEvery: 4, FS: m, Clock: clk, Log: lg, leaseBlock: block})
 			if err != nil {
 				t.Fatal(err)
 			}
