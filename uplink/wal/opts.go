@@ -21,8 +21,10 @@ const (
 	SyncAlways SyncMode = iota + 1
 	// SyncInterval returns from Append after write(2) and fsyncs at most
 	// every SyncInterval, in the background: no Append waits for it but
-	// the one that rotates. Survives a process crash; a power cut loses at
-	// most the last interval and what was appended while its fsync ran.
+	// the one that rotates (and, while the lease cannot be written, each
+	// fsyncs what it wrote before records are shown). Survives a process
+	// crash; a power cut loses at most the last interval and what was
+	// appended while its fsync ran.
 	SyncInterval
 	// SyncNone never fsyncs data except on rotation, Sync and Close (and,
 	// while the lease cannot be written, before records are shown).

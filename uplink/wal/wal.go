@@ -199,7 +199,8 @@ type Log struct {
 	tail    []byte
 
 	// Writer state, touched only under wmu (and by Open before the
-	// housekeeping goroutine starts).
+	// housekeeping goroutine starts), but lastMarker, the housekeeper's
+	// own (it writes the marker without wmu), and markerSeq, under mu.
 	active      File
 	buf         []byte
 	lastMarker  time.Time
