@@ -503,7 +503,7 @@ func (l *Log) markerDue(now time.Time, closing bool) bool {
 // its own), holding no lock but at shutdown.
 func (l *Log) writeMarker(now time.Time) {
 	l.mu.Lock()
-	acked, epoch := l.acked, l.epoch
+	acked, epoch, pending := l.acked, l.epoch, l.ackPending
 	l.mu.Unlock()
 	b := encodeMarker(epoch, acked)
 	crashTornFile(CrashAckMarker, l.fs, l.dir, markerName+statefile.TempSuffix, b)
@@ -512,7 +512,7 @@ func (l *Log) writeMarker(now time.Time) {
 	if err == nil {
 		l.mu.Lock()
 		l.markerSeq = acked
-		l.ackPending = 0
+		l.ackPending -= pending // Acks during the write count towards the next
 		l.mu.Unlock()
 	} else {
 		l.log.Warn("write ack marker", "error", err)

@@ -262,3 +262,59 @@ func TestLeaseAndMarkerWritesDoNotHoldAppends(t *testing.T) {
 		})
 	}
 }
+
+// Acks that come while the ack marker is being written count towards the
+// next one: the write covers the acked seq it began with, and AckEvery
+// more acks make the marker due again at once, not AckInterval later.
+// (The write reset the count when it ended, forgetting them; it takes
+// tens of milliseconds on an SD card, and runs beside Acks.)
+func TestAcksDuringMarkerWriteCount(t *testing.T) {
+	m := newMemFS(1)
+	tmp := markerName + statefile.TempSuffix
+	hold, entered, release := blockSyncs(m, func(name string) bool { return filepath.Base(name) == tmp })
+	lg, _ := newLogger()
+	clk := sensorstest.NewClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
+	l, err := Open("/buf", Opts{Sync: SyncInterval, AckEvery: 4, AckInterval: time.Hour, FS: m, Clock: clk, Log: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	released := false
+	defer func() { // before Close, which waits for the write
+		if !released {
+			close(release)
+		}
+	}()
+	for i := range 12 {
+		if _, err := l.Append(body(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hold.Store(true)
+	for s := uint64(1); s <= 4; s++ {
+		l.Ack(s)
+	}
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no marker write began after AckEvery acks")
+	}
+	hold.Store(false)
+	for s := uint64(5); s <= 12; s++ { // twice AckEvery, during the write
+		l.Ack(s)
+	}
+	close(release)
+	released = true
+	marker := func() uint64 {
+		b, ok := m.get(filepath.Join("/buf", markerName))
+		if !ok {
+			return 0
+		}
+		_, acked, err := decodeMarker(b)
+		if err != nil {
+			return 0
+		}
+		return acked
+	}
+	waitFor(t, "marker with the acks made during the first write", func() bool { return marker() == 12 })
+}
