@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 )
@@ -33,14 +34,35 @@ type memFS struct {
 	failOpen func(name string, flag int) error
 	// failTruncate, if set, is called before each truncate.
 	failTruncate func(name string) error
+	// tearWrite, if set, is called before each write; an error fails
+	// it after its first n bytes, as a disk that fills in the middle
+	// of a write(2) leaves them.
+	tearWrite func(name string, p []byte) (n int, err error)
+	// beforeWrite, if set, is called at the start of each Write, without
+	// the lock: it may block.
+	beforeWrite func(name string)
 	// beforeSync, if set, is called at the start of each file Sync,
 	// without the lock: it may block, as a slow card's fsync does.
 	beforeSync func(name string)
+	// syncMoment, if set, picks what a file Sync made durable (see
+	// memFile.Sync) among moments, oldest first; otherwise the rng does.
+	syncMoment func(name string, moments [][]byte) int
 	reads      int // ReadAt calls
 }
 
 type inode struct {
 	data, synced []byte
+	// syncs are the Syncs of this file running, each with the contents
+	// the file had from when it began.
+	syncs []*[][]byte
+}
+
+// changed records a write or truncate for the Syncs running. Call with
+// the memFS lock held.
+func (in *inode) changed() {
+	for _, mo := range in.syncs {
+		*mo = append(*mo, append([]byte(nil), in.data...))
+	}
 }
 
 func newMemFS(seed uint64) *memFS {
@@ -301,6 +323,9 @@ func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (f *memFile) Write(p []byte) (int, error) {
+	if f.fs.beforeWrite != nil {
+		f.fs.beforeWrite(f.name)
+	}
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
 	if f.flag&os.O_APPEND != 0 {
@@ -330,6 +355,13 @@ func (f *memFile) writeAt(p []byte, off int64) (int, error) {
 			return 0, err
 		}
 	}
+	var torn error
+	if f.fs.tearWrite != nil {
+		var n int
+		if n, torn = f.fs.tearWrite(f.name, p); torn != nil {
+			p = p[:n]
+		}
+	}
 	end := off + int64(len(p))
 	if end > int64(len(f.in.data)) {
 		nd := make([]byte, end)
@@ -337,22 +369,44 @@ func (f *memFile) writeAt(p []byte, off int64) (int, error) {
 		f.in.data = nd
 	}
 	copy(f.in.data[off:], p)
-	return len(p), nil
+	f.in.changed()
+	return len(p), torn
 }
 
+// Sync makes durable the file as it was at one moment while it ran: from
+// when it began (all an fsync promises) to when it ended, after any write
+// or truncate made meanwhile (the log's interval fsync runs beside
+// Appends; the kernel writes back whatever is dirty when it gets to it).
 func (f *memFile) Sync() error {
+	f.fs.mu.Lock()
+	if err := f.check(); err != nil {
+		f.fs.mu.Unlock()
+		return err
+	}
+	moments := &[][]byte{append([]byte(nil), f.in.data...)}
+	f.in.syncs = append(f.in.syncs, moments)
+	f.fs.mu.Unlock()
 	if f.fs.beforeSync != nil {
 		f.fs.beforeSync(f.name)
 	}
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
+	f.in.syncs = slices.DeleteFunc(f.in.syncs, func(mo *[][]byte) bool { return mo == moments })
 	if err := f.check(); err != nil {
 		return err
 	}
 	if err := f.fs.sync(); err != nil {
 		return err
 	}
-	f.in.synced = append([]byte(nil), f.in.data...)
+	i := 0
+	if n := len(*moments); n > 1 {
+		if f.fs.syncMoment != nil {
+			i = f.fs.syncMoment(f.name, *moments)
+		} else {
+			i = f.fs.rng.IntN(n)
+		}
+	}
+	f.in.synced = (*moments)[i]
 	return nil
 }
 
@@ -374,6 +428,7 @@ func (f *memFile) Truncate(size int64) error {
 		copy(nd, f.in.data)
 		f.in.data = nd
 	}
+	f.in.changed()
 	return nil
 }
 

@@ -557,3 +557,122 @@ func TestPowerCutInBackgroundLeaseWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestPowerCutDuringIntervalFsync cuts the power while the housekeeper's
+// interval fsync runs (held, as a slow card's) with Appends going on
+// beside it, renewing a short lease, or at a sync after it: each of the
+// first syncs from the one that holds in turn. The fsync covers what was
+// written before it began, no more (SyncedSeq says exactly that; a
+// SyncedSeq taken when it ends would count the Appends beside it, which
+// the cut can take), what it covered survives, and no seq the forwarder
+// was shown is issued again for another record.
+func TestPowerCutDuringIntervalFsync(t *testing.T) {
+	seeds := uint64(6)
+	if testing.Short() {
+		seeds = 2
+	}
+	for seed := uint64(1); seed <= seeds; seed++ {
+		for k := 1; k <= 14; k++ {
+			t.Run(fmt.Sprintf("seed%d/sync%d", seed, k), func(t *testing.T) {
+				powerCutDuringIntervalFsync(t, seed, k)
+			})
+		}
+	}
+}
+
+// powerCutDuringIntervalFsync is one run: the power goes at the k-th sync
+// counted from when the interval fsync begins (it holds until released;
+// the syncs of the lease renewals beside it count first).
+func powerCutDuringIntervalFsync(t *testing.T, seed uint64, k int) {
+	const dir, before, beside = "/buf", 3, 12
+	m := newMemFS(seed)
+	hold, entered, release := blockSyncs(m, isSeg)
+	clk := sensorstest.NewClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
+	lg, _ := newLogger()
+	opts := Opts{Sync: SyncInterval, SyncInterval: time.Second, FS: m, Clock: clk, Log: lg, leaseBlock: 8}
+	sn := &seen{bodies: map[[2]uint64]string{}, tried: map[string]bool{}}
+	returned := map[uint64]string{}
+	l, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	unhold := func() {
+		if !released {
+			released = true
+			hold.Store(false)
+			close(release)
+		}
+	}
+	defer func() { unhold(); l.Close() }() // Close waits for the held fsync
+	epoch := l.Epoch()
+	var after uint64 // the forwarder's position: it reads after each Append
+	appendSome := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			b := string(body(i))
+			sn.tried[b] = true
+			s, err := l.Append([]byte(b))
+			if err != nil {
+				return // the power is gone
+			}
+			sn.note(t, "Append returned it for", epoch, s, b)
+			returned[s] = b
+			if recs, err := l.ReadReady(after, 100, nil); err == nil && len(recs) > 0 {
+				sn.shown(t, "the forwarder read", l, epoch, recs)
+				after = recs[len(recs)-1].Seq
+			}
+		}
+	}
+	crashed := func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.crashed
+	}
+	appendSome(0, before)
+	hold.Store(true)
+	clk.Advance(time.Second)
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no interval fsync began")
+	}
+	m.mu.Lock()
+	m.crashAt = m.syncs + k // the held fsync has not counted yet
+	m.mu.Unlock()
+	appendSome(before, beside)
+	fsyncs := l.Stats().Fsyncs
+	unhold()
+	waitFor(t, "the interval fsync to end", func() bool { return l.Stats().Fsyncs > fsyncs })
+	if st := l.Stats(); !crashed() && st.SyncedSeq != before {
+		t.Errorf("the interval fsync covers up to seq %d, want %d: it began before the %d Appends beside it", st.SyncedSeq, before, beside)
+	}
+	if st := l.Stats(); l.Err() == nil && st.SyncedSeq < st.LastSeq {
+		// The next interval fsync, which covers the rest.
+		fsyncs = l.Stats().Fsyncs
+		clk.Advance(time.Second)
+		waitFor(t, "the next interval fsync", func() bool { return l.Stats().Fsyncs > fsyncs })
+	}
+	if err := l.Close(); err != nil && !crashed() {
+		t.Fatalf("Close without a cut: %v", err)
+	}
+	if !crashed() {
+		return // the cut falls after the end
+	}
+	checkAfterCut(t, SyncInterval, m.image, opts, dir, l.Stats(), returned, sn)
+	// checkAfterCut's Append is no record the forwarder was shown; nor
+	// are the next ones.
+	opts.FS = m.image.clone()
+	l2, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	for i := range before + beside {
+		b := fmt.Sprintf("after the cut %d", i)
+		s, err := l2.Append([]byte(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sn.note(t, "after the cut Append returned it for", l2.Epoch(), s, b)
+	}
+}
