@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -675,4 +677,150 @@ func powerCutDuringIntervalFsync(t *testing.T, seed uint64, k int) {
 		}
 		sn.note(t, "after the cut Append returned it for", l2.Epoch(), s, b)
 	}
+}
+
+// A write that fails in the middle (the disk fills) while the interval
+// fsync runs beside it: its frames are cut off again and its seqs go to
+// the next records, which the forwarder is shown. That fsync may have
+// made the failed frames durable (it covers the file as it was at some
+// moment while it ran, and the kernel writes back what it finds dirty),
+// so the cut must be durable before the seqs are issued again: otherwise
+// a power cut brings back, under seqs the cloud has seen with the next
+// records, the records whose Appends failed.
+func TestWriteFailureBesideIntervalFsync(t *testing.T) {
+	for seed := uint64(1); seed <= 32; seed++ {
+		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+			writeFailureBesideIntervalFsync(t, seed)
+		})
+	}
+}
+
+func writeFailureBesideIntervalFsync(t *testing.T, seed uint64) {
+	const dir, n = "/buf", 5
+	m := newMemFS(seed)
+	hold, entered, release := blockSyncs(m, isSeg)
+	clk := sensorstest.NewClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
+	lg, _ := newLogger()
+	opts := Opts{Sync: SyncInterval, SyncInterval: time.Second, FS: m, Clock: clk, Log: lg}
+	sn := &seen{bodies: map[[2]uint64]string{}, tried: map[string]bool{}}
+	returned := map[uint64]string{}
+	l, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	unhold := func() {
+		if !released {
+			released = true
+			hold.Store(false)
+			close(release)
+		}
+	}
+	defer func() { unhold(); l.Close() }()
+	epoch := l.Epoch()
+	add := func(b string) error {
+		sn.mu.Lock()
+		sn.tried[b] = true
+		sn.mu.Unlock()
+		s, err := l.Append([]byte(b))
+		if err == nil {
+			sn.note(t, "Append returned it for", epoch, s, b)
+			sn.mu.Lock()
+			returned[s] = b
+			sn.mu.Unlock()
+		}
+		return err
+	}
+	if err := add("first"); err != nil {
+		t.Fatal(err)
+	}
+	hold.Store(true)
+	clk.Advance(time.Second)
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no interval fsync began")
+	}
+	// One Append's write waits while n more queue behind it: they go
+	// in one write, which fails after all but a few of its bytes.
+	gate, gated := make(chan struct{}), make(chan struct{})
+	var gating atomic.Bool
+	gating.Store(true)
+	m.beforeWrite = func(name string) {
+		if strings.HasSuffix(name, segSuffix) && gating.CompareAndSwap(true, false) {
+			close(gated)
+			<-gate
+		}
+	}
+	full := errors.New("no space left on device")
+	torn := make(chan struct{})
+	m.mu.Lock()
+	m.tearWrite = func(name string, p []byte) (int, error) {
+		if strings.HasSuffix(name, segSuffix) && strings.Contains(string(p), "failed-0") {
+			close(torn)
+			return len(p) - 3, full
+		}
+		return 0, nil
+	}
+	m.mu.Unlock()
+	errs := make(chan error, n+1)
+	go func() { errs <- add("gated") }()
+	<-gated
+	for i := range n {
+		go func() { errs <- add(fmt.Sprintf("failed-%d", i)) }()
+	}
+	waitFor(t, "the Appends to queue", func() bool {
+		l.qmu.Lock()
+		defer l.qmu.Unlock()
+		return len(l.queue) == n
+	})
+	close(gate)
+	<-torn
+	// The interval fsync made the file durable as it was when the
+	// failed write had reached it.
+	m.mu.Lock()
+	m.syncMoment = func(name string, moments [][]byte) int {
+		for i, mo := range moments {
+			if strings.Contains(string(mo), "failed-0") {
+				return i
+			}
+		}
+		return 0
+	}
+	m.mu.Unlock()
+	fsyncs := l.Stats().Fsyncs
+	unhold()
+	failed := 0
+	for range n + 1 {
+		if err := <-errs; errors.Is(err, full) {
+			failed++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if failed != n {
+		t.Fatalf("%d Appends failed, want %d", failed, n)
+	}
+	waitFor(t, "the interval fsync to end", func() bool { return l.Stats().Fsyncs > fsyncs })
+	m.mu.Lock()
+	m.syncMoment = nil
+	m.mu.Unlock()
+	// Their seqs go to the next records, which the forwarder sends.
+	for i := range n {
+		if err := add(fmt.Sprintf("next-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := l.ReadReady(0, 100, nil)
+	if err != nil || len(recs) != n+2 {
+		t.Fatalf("the forwarder reads %d records (%v), want %d", len(recs), err, n+2)
+	}
+	sn.shown(t, "the forwarder read", l, epoch, recs)
+	m.mu.Lock()
+	m.crashAt = m.syncs + 1 // Close's
+	m.mu.Unlock()
+	if err := l.Close(); err == nil {
+		t.Fatal("Close made its fsync: no power cut")
+	}
+	checkAfterCut(t, SyncInterval, m.image, opts, dir, l.Stats(), returned, sn)
 }

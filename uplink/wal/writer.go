@@ -276,11 +276,25 @@ const maxTail = 64 << 10
 func (l *Log) writeActive(b []byte, count uint64, ns int64, mono time.Duration) error {
 	act := l.activeSeg()
 	crashTorn(CrashAppend, l.active, b)
-	_, err := l.active.Write(b)
+	n, err := l.active.Write(b)
 	if err != nil {
+		terr := l.active.Truncate(act.size)
+		synced := false
+		if terr == nil && n > 0 {
+			// The seqs go to the next records. The interval fsync
+			// running beside this write (syncBehind) may have made
+			// part of it durable, the kernel's writeback too: the cut
+			// must be durable before a power cut can bring the failed
+			// records back under seqs the forwarder sent with others.
+			l.waitSync()
+			terr, synced = l.active.Sync(), true
+		}
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if terr := l.active.Truncate(act.size); terr != nil {
+		if synced {
+			l.st.Fsyncs++
+		}
+		if terr != nil {
 			l.failed = fmt.Errorf("%w: write failed and the segment could not be repaired: %w", ErrFailed, err)
 		}
 		l.nextSeq -= count
