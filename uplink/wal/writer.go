@@ -123,7 +123,9 @@ func (l *Log) armTimer(t interface{ Reset(time.Duration) bool }) {
 	}
 	l.mu.Lock()
 	written := l.nextSeq - 1
-	unsynced := written > l.synced
+	// A failed log makes no interval sync (syncBehind): with the sync
+	// left due, the timer would fire at once, again and again.
+	unsynced := written > l.synced && l.failed == nil
 	ackDirty := l.acked > l.markerSeq
 	lastSync := l.lastSync
 	l.mu.Unlock()

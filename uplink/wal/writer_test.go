@@ -318,3 +318,35 @@ func TestAcksDuringMarkerWriteCount(t *testing.T) {
 	}
 	waitFor(t, "marker with the acks made during the first write", func() bool { return marker() == 12 })
 }
+
+// Once the interval fsync has failed, the housekeeper does not spin.
+// The sync it could no longer make stayed due, so it armed its timer at
+// zero, woke, found nothing it could do and armed it again: a core at
+// 100% until the uplink reopened the log (up to 5 s without captures).
+func TestFailedIntervalFsyncDoesNotSpin(t *testing.T) {
+	m := newMemFS(1)
+	lg, _ := newLogger()
+	clk := sensorstest.NewClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
+	l, err := Open("/buf", Opts{Sync: SyncInterval, SyncInterval: time.Second, FS: m, Clock: clk, Log: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.Append(body(0)); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	m.crashAt = m.syncs + 1 // the interval fsync fails
+	m.mu.Unlock()
+	clk.Advance(2 * time.Second)
+	waitFor(t, "the interval fsync to fail", func() bool { return l.Err() != nil })
+	// Every arm from here is after the failure (the housekeeper arms
+	// before it syncs); a poke makes sure there is one. It is for the
+	// next deadline (none but the hourly one), not at once.
+	n0, _, _ := clk.Waits()
+	l.poke()
+	waitFor(t, "the timer armed after the failure", func() bool { n, _, _ := clk.Waits(); return n > n0 })
+	if _, last, _ := clk.Waits(); last <= 0 {
+		t.Fatalf("after the failed fsync the housekeeper arms its timer for %v: it spins", last)
+	}
+}
