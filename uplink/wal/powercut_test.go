@@ -633,6 +633,7 @@ func powerCutDuringIntervalFsync(t *testing.T, seed uint64, k int) {
 	appendSome(0, before)
 	hold.Store(true)
 	clk.Advance(time.Second)
+	l.poke() // the housekeeper may have armed its timer from a Now before the Advance
 	select {
 	case <-entered:
 	case <-time.After(10 * time.Second):
@@ -652,6 +653,7 @@ func powerCutDuringIntervalFsync(t *testing.T, seed uint64, k int) {
 		// The next interval fsync, which covers the rest.
 		fsyncs = l.Stats().Fsyncs
 		clk.Advance(time.Second)
+		l.poke()
 		waitFor(t, "the next interval fsync", func() bool { return l.Stats().Fsyncs > fsyncs })
 	}
 	if err := l.Close(); err != nil && !crashed() {
@@ -736,6 +738,7 @@ func writeFailureBesideIntervalFsync(t *testing.T, seed uint64) {
 	}
 	hold.Store(true)
 	clk.Advance(time.Second)
+	l.poke() // the housekeeper may have armed its timer from a Now before the Advance
 	select {
 	case <-entered:
 	case <-time.After(10 * time.Second):
