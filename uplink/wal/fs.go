@@ -28,7 +28,10 @@ type Locker interface {
 	Lock(dir string) (io.Closer, error)
 }
 
-// File is an open file of an FS.
+// File is an open file of an FS. Sync may run while another goroutine
+// calls Write or Truncate on the same file (the log's interval fsync runs
+// beside appends); it must make durable at least what was written before
+// it began.
 type File interface {
 	io.Reader
 	io.ReaderAt

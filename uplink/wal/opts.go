@@ -23,8 +23,9 @@ const (
 	// every SyncInterval, in the background: no Append waits for it but
 	// the one that rotates (and, while the lease cannot be written, each
 	// fsyncs what it wrote before records are shown). Survives a process
-	// crash; a power cut loses at most the last interval and what was
-	// appended while its fsync ran.
+	// crash; a power cut loses what was appended since the last
+	// completed fsync began: the last interval and the next fsync's run,
+	// more while an fsync takes longer than the interval.
 	SyncInterval
 	// SyncNone never fsyncs data except on rotation, Sync and Close (and,
 	// while the lease cannot be written, before records are shown).

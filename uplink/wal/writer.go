@@ -388,7 +388,9 @@ func (l *Log) fsync(f File, written uint64, began time.Time) error {
 	defer l.mu.Unlock()
 	l.st.Fsyncs++
 	if err != nil {
-		l.failed = fmt.Errorf("%w: fsync failed: %w", ErrFailed, err)
+		if l.failed == nil { // the first error is the one Appends saw
+			l.failed = fmt.Errorf("%w: fsync failed: %w", ErrFailed, err)
+		}
 		return l.failed
 	}
 	if began.After(l.lastSync) {

@@ -70,9 +70,12 @@ func TestIntervalFsyncDoesNotHoldAppends(t *testing.T) {
 	}
 	before := l.Stats()
 	hold.Store(true)
-	// The fsync falls due: the housekeeper's timer fires, and the next
-	// Append finds it overdue too; whichever makes it, it blocks.
+	// The fsync falls due: the housekeeper's timer fires (the poke:
+	// it may have armed the timer from a Now read before the Advance),
+	// and the next Append finds it overdue and pokes it too. Before, the
+	// Append made it inline, or waited for the housekeeper's.
 	clk.Advance(2 * time.Second)
+	l.poke()
 	appended := make(chan error, 1)
 	go func() {
 		for i := 1; i <= 3; i++ {
@@ -134,6 +137,7 @@ func TestRotationWaitsForIntervalFsync(t *testing.T) {
 	}
 	hold.Store(true)
 	clk.Advance(2 * time.Second)
+	l.poke() // the timer may have been armed from a Now before the Advance
 	select {
 	case <-entered:
 	case <-time.After(10 * time.Second):
