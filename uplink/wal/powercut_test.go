@@ -433,13 +433,7 @@ func TestPowerCutInBackgroundLeaseWrite(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			released := false
-			defer func() {
-				if !released {
-					close(release)
-				}
-				l.Close()
-			}()
+			defer func() { release(); l.Close() }() // Close waits for the held fsync
 			epoch := l.Epoch()
 			bodies := map[uint64]string{}
 			var exposed uint64
@@ -511,8 +505,7 @@ func TestPowerCutInBackgroundLeaseWrite(t *testing.T) {
 				t.Fatal(err)
 			}
 			hold.Store(false)
-			close(release)
-			released = true
+			release()
 			if waited {
 				burstDone(<-burst) // a failure (the power is gone) or a seq
 			}
@@ -598,15 +591,7 @@ func powerCutDuringIntervalFsync(t *testing.T, seed uint64, k int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	released := false
-	unhold := func() {
-		if !released {
-			released = true
-			hold.Store(false)
-			close(release)
-		}
-	}
-	defer func() { unhold(); l.Close() }() // Close waits for the held fsync
+	defer func() { release(); l.Close() }() // Close waits for the held fsync
 	epoch := l.Epoch()
 	var after uint64 // the forwarder's position: it reads after each Append
 	appendSome := func(from, n int) {
@@ -644,7 +629,7 @@ func powerCutDuringIntervalFsync(t *testing.T, seed uint64, k int) {
 	m.mu.Unlock()
 	appendSome(before, beside)
 	fsyncs := l.Stats().Fsyncs
-	unhold()
+	release()
 	waitFor(t, "the interval fsync to end", func() bool { return l.Stats().Fsyncs > fsyncs })
 	if st := l.Stats(); !crashed() && st.SyncedSeq != before {
 		t.Errorf("the interval fsync covers up to seq %d, want %d: it began before the %d Appends beside it", st.SyncedSeq, before, beside)
@@ -710,15 +695,7 @@ func writeFailureBesideIntervalFsync(t *testing.T, seed uint64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	released := false
-	unhold := func() {
-		if !released {
-			released = true
-			hold.Store(false)
-			close(release)
-		}
-	}
-	defer func() { unhold(); l.Close() }()
+	defer func() { release(); l.Close() }()
 	epoch := l.Epoch()
 	add := func(b string) error {
 		sn.mu.Lock()
@@ -792,7 +769,7 @@ func writeFailureBesideIntervalFsync(t *testing.T, seed uint64) {
 	}
 	m.mu.Unlock()
 	fsyncs := l.Stats().Fsyncs
-	unhold()
+	release()
 	failed := 0
 	for range n + 1 {
 		if err := <-errs; errors.Is(err, full) {

@@ -3,6 +3,7 @@ package wal
 import (
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,20 +13,28 @@ import (
 )
 
 // blockSyncs makes every fsync of a file match accepts wait until
-// release is closed once hold is set, as a slow SD card's fsync does
+// release is called once hold is set, as a slow SD card's fsync does
 // (tens of milliseconds, seconds when the card is busy). entered receives
-// the file's name as each blocked fsync begins.
-func blockSyncs(m *memFS, match func(name string) bool) (hold *atomic.Bool, entered chan string, release chan struct{}) {
+// the file's name as each blocked fsync begins. release lets every held
+// fsync go and holds no more; it may be called again (deferred before a
+// Close, which waits for a held fsync).
+func blockSyncs(m *memFS, match func(name string) bool) (hold *atomic.Bool, entered chan string, release func()) {
 	hold = new(atomic.Bool)
 	entered = make(chan string, 16)
-	release = make(chan struct{})
+	gate := make(chan struct{})
+	var once sync.Once
 	m.beforeSync = func(name string) {
 		if hold.Load() && match(name) {
 			entered <- name
-			<-release
+			<-gate
 		}
 	}
-	return hold, entered, release
+	return hold, entered, func() {
+		once.Do(func() {
+			hold.Store(false)
+			close(gate)
+		})
+	}
 }
 
 func isSeg(name string) bool { return strings.HasSuffix(name, segSuffix) }
@@ -59,12 +68,7 @@ func TestIntervalFsyncDoesNotHoldAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	released := false
-	defer func() { // before Close, which waits for the fsync
-		if !released {
-			close(release)
-		}
-	}()
+	defer release() // before Close, which waits for the fsync
 	if _, err := l.Append(body(0)); err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +110,7 @@ func TestIntervalFsyncDoesNotHoldAppends(t *testing.T) {
 		t.Fatalf("during the fsync: synced %d, fsyncs %d; want 0, %d", st.SyncedSeq, st.Fsyncs, before.Fsyncs)
 	}
 	hold.Store(false)
-	close(release)
-	released = true
+	release()
 	waitFor(t, "fsync counted", func() bool { return l.Stats().Fsyncs > before.Fsyncs })
 	if st := l.Stats(); st.SyncedSeq < 1 {
 		t.Fatalf("after the fsync synced seq %d, want at least 1 (written before it began)", st.SyncedSeq)
@@ -129,7 +132,7 @@ func TestRotationWaitsForIntervalFsync(t *testing.T) {
 	clk := sensorstest.NewClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
 	l, err := Open("/buf", Opts{Sync: SyncInterval, SyncInterval: time.Second, SegmentBytes: 1024, FS: m, Clock: clk, Log: lg})
 	if err != nil {
-		close(release)
+		release()
 		t.Fatal(err)
 	}
 	if _, err := l.Append(body(0)); err != nil {
@@ -141,7 +144,7 @@ func TestRotationWaitsForIntervalFsync(t *testing.T) {
 	select {
 	case <-entered:
 	case <-time.After(10 * time.Second):
-		close(release)
+		release()
 		t.Fatal("no interval fsync began")
 	}
 	hold.Store(false) // the rotation's own fsync runs through
@@ -161,7 +164,7 @@ func TestRotationWaitsForIntervalFsync(t *testing.T) {
 	// a segment closed under the running fsync would fail it, and the
 	// log with it.
 	time.Sleep(100 * time.Millisecond)
-	close(release)
+	release()
 	if err := <-appended; err != nil {
 		t.Fatal(err)
 	}
@@ -206,12 +209,7 @@ func TestLeaseAndMarkerWritesDoNotHoldAppends(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			released := false
-			defer func() { // before Close, which waits for the write
-				if !released {
-					close(release)
-				}
-			}()
+			defer release() // before Close, which waits for the write
 			hold.Store(true)
 			// Appends (and for the marker, acks) until the write falls
 			// due (the lease: half a block left); it blocks, and under
@@ -255,8 +253,7 @@ func TestLeaseAndMarkerWritesDoNotHoldAppends(t *testing.T) {
 				t.Fatalf("Appends waited for the %s write", file)
 			}
 			hold.Store(false)
-			close(release)
-			released = true
+			release()
 			if err := <-triggered; err != nil {
 				t.Fatal(err)
 			}
@@ -283,12 +280,7 @@ func TestAcksDuringMarkerWriteCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	released := false
-	defer func() { // before Close, which waits for the write
-		if !released {
-			close(release)
-		}
-	}()
+	defer release() // before Close, which waits for the write
 	for i := range 12 {
 		if _, err := l.Append(body(i)); err != nil {
 			t.Fatal(err)
@@ -307,8 +299,7 @@ func TestAcksDuringMarkerWriteCount(t *testing.T) {
 	for s := uint64(5); s <= 12; s++ { // twice AckEvery, during the write
 		l.Ack(s)
 	}
-	close(release)
-	released = true
+	release()
 	marker := func() uint64 {
 		b, ok := m.get(filepath.Join("/buf", markerName))
 		if !ok {
