@@ -2212,7 +2212,11 @@ func TestPublishToClientExceedMaximumInflight(t *testing.T) {
 // stored takes any size.
 func TestPatchPublishToClientExceedMaximumOfflineInflightBytes(t *testing.T) {
 	s := newServer()
-	cl, _, _ := newTestClient()
+	cl, r, _ := newTestClient()
+	// The deliveries go to a net.Pipe: unread, the write loop blocks in
+	// a write holding the client's lock, and the next publishToClient
+	// waits for it for good (seen under qemu-arm).
+	go func() { _, _ = io.Copy(io.Discard, r) }()
 	s.Options.Capabilities.MaximumOfflineInflightBytes = 10
 	pk := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
 	pk.TopicName, pk.Payload = "a/b/c", []byte("0123456789") // 15 bytes
