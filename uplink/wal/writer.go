@@ -180,7 +180,6 @@ func (l *Log) commit(batch []*appendReq) {
 	}
 	failed, needRotate := l.failed, l.needRotate
 	wasClean := l.nextSeq-1 <= l.synced
-	syncDue := now.Sub(l.lastSync) >= l.opts.SyncInterval
 	l.mu.Unlock()
 	for i, r := range batch {
 		if failed != nil {
@@ -243,9 +242,9 @@ func (l *Log) commit(batch []*appendReq) {
 			if err := l.syncActive(); err != nil {
 				fail(err)
 			}
-		case l.opts.Sync == SyncInterval && (wasClean || syncDue):
-			// The housekeeper arms the interval sync, or makes it
-			// now, without holding up Appends (see syncBehind).
+		case l.opts.Sync == SyncInterval && wasClean:
+			// The housekeeper arms the interval sync and makes it,
+			// without holding up Appends (see syncBehind).
 			l.poke()
 		}
 	}

@@ -75,9 +75,9 @@ func TestIntervalFsyncDoesNotHoldAppends(t *testing.T) {
 	before := l.Stats()
 	hold.Store(true)
 	// The fsync falls due: the housekeeper's timer fires (the poke:
-	// it may have armed the timer from a Now read before the Advance),
-	// and the next Append finds it overdue and pokes it too. Before, the
-	// Append made it inline, or waited for the housekeeper's.
+	// it may have armed the timer from a Now read before the Advance).
+	// Before, the next Append made it inline, or waited for the
+	// housekeeper's.
 	clk.Advance(2 * time.Second)
 	l.poke()
 	appended := make(chan error, 1)
