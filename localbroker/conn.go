@@ -13,7 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edged/edged/sensors/ratelog"
-	"github.com/edged/edged/sensors/sockwrite"
+	"github.com/edged/edged/sensors/sockio"
 )
 
 // clientConn is the net.Conn mochi reads and writes for one LAN
@@ -51,7 +51,7 @@ type clientConn struct {
 	maxQueued    int
 	onSlow       func(overflow bool) // called at most once: the queue overflowed, or a write timed out
 	shutdown     *atomic.Bool        // the broker is closing: Close does not wait to send
-	sock         *sockwrite.Writer   // the TCP socket for inline writes; nil for TLS and websockets
+	sock         *sockio.Writer   // the TCP socket for inline writes; nil for TLS and websockets
 
 	slowOnce sync.Once
 	kick     chan struct{} // a Write or Close has something for the writer
@@ -115,12 +115,12 @@ func newClientConn(c net.Conn, started func(), writeTimeout time.Duration, maxQu
 }
 
 // socket returns the socket of a plain TCP connection (as the gate
-// admits it), nil for anything else (sockwrite.For).
-func socket(c net.Conn) *sockwrite.Writer {
+// admits it), nil for anything else (sockio.For).
+func socket(c net.Conn) *sockio.Writer {
 	if g, ok := c.(*gatedConn); ok {
 		c = g.Conn
 	}
-	return sockwrite.For(c)
+	return sockio.For(c)
 }
 
 func (c *clientConn) Read(p []byte) (int, error) {

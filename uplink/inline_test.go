@@ -13,7 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 
 	"github.com/edged/edged/sensors"
-	"github.com/edged/edged/sensors/sockwrite"
+	"github.com/edged/edged/sensors/sockio"
 	"github.com/edged/edged/uplink/wal"
 )
 
@@ -46,7 +46,7 @@ func inlineRig(t *testing.T, window int) (*session, *wal.Log, net.Conn) {
 	s := &session{u: u, ws: ws, nc: nc, br: bufio.NewReader(nc), ka: time.Minute,
 		win: newInflight(window), room: make(chan struct{}, 1), dead: make(chan struct{}), rdone: make(chan struct{}), quit: func() {},
 		props: newProps("gh-01", ws.epoch), kick: make(chan struct{}, 1), recs: make([]wal.Record, 0, window)}
-	s.sock = sockwrite.For(nc)
+	s.sock = sockio.For(nc)
 	u.feeding.Store(s)
 	return s, lg, cloud
 }

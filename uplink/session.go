@@ -16,7 +16,7 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 
 	"github.com/edged/edged/sensors"
-	"github.com/edged/edged/sensors/sockwrite"
+	"github.com/edged/edged/sensors/sockio"
 	"github.com/edged/edged/uplink/wal"
 )
 
@@ -88,7 +88,7 @@ type session struct {
 
 	wmu       sync.Mutex        // one writer on the socket at a time
 	torn      bool              // under wmu: a packet was written in part; the rest is first in out
-	sock      *sockwrite.Writer // the TCP socket for inline writes; nil for TLS
+	sock      *sockio.Writer // the TCP socket for inline writes; nil for TLS
 	lastWrite atomic.Int64      // unix ns of the last completed write
 	lastPing  time.Time         // when the reader last sent a PINGREQ; the reader's own
 
@@ -135,7 +135,7 @@ func (u *Uplink) session(ctx context.Context, nc net.Conn, br *bufio.Reader, ca 
 	s := &session{u: u, ws: ws, nc: nc, br: br, ka: u.opts.KeepAlive, skip: skip,
 		end: sessionEnd{acked: acked}, room: make(chan struct{}, 1), dead: make(chan struct{}), rdone: make(chan struct{}),
 		props: newProps(u.device, ws.epoch), kick: make(chan struct{}, 1)}
-	s.sock = sockwrite.For(nc)
+	s.sock = sockio.For(nc)
 	if p := ca.Properties; p != nil {
 		if p.ReceiveMaximum != nil && int(*p.ReceiveMaximum) < window && *p.ReceiveMaximum > 0 {
 			window = int(*p.ReceiveMaximum)

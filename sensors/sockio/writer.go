@@ -1,15 +1,9 @@
-// Package sockwrite writes to a TCP socket without waiting and without
-// allocating: one write(2) on the non-blocking descriptor under a
-// *net.TCPConn, for the broker's and the uplink's inline writes (a
-// delivery or a message written by the goroutine that has it, instead of
-// a hand-off to a writer goroutine). What the socket does not take at
-// once is the caller's to queue; the package never waits for the
-// poller, and it owns no goroutine.
-package sockwrite
+package sockio
 
 import (
 	"net"
 	"syscall"
+	"unsafe"
 )
 
 // Writer makes the attempts on one socket. It is not safe for
@@ -22,9 +16,14 @@ type Writer struct {
 }
 
 // For returns a Writer for c's socket, nil when c is not a
-// *net.TCPConn: a TLS connection must encrypt through its own Write, a
-// websocket frame through its library's.
+// *net.TCPConn or a Conn: a TLS connection must encrypt through its own
+// Write, a websocket frame through its library's. What is written goes
+// out in order with c's own writes only while its caller holds the lock
+// that orders them.
 func For(c net.Conn) *Writer {
+	if rc, ok := c.(*Conn); ok {
+		return newWriter(rc.raw)
+	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return nil
@@ -33,6 +32,10 @@ func For(c net.Conn) *Writer {
 	if err != nil {
 		return nil
 	}
+	return newWriter(raw)
+}
+
+func newWriter(raw syscall.RawConn) *Writer {
 	w := &Writer{raw: raw}
 	w.f = w.write
 	return w
@@ -42,6 +45,9 @@ func For(c net.Conn) *Writer {
 // that was: 0 when it took nothing (its buffer is full) or the write
 // failed, which the caller's next blocking write meets.
 func (w *Writer) Try(b []byte) int {
+	if len(b) == 0 {
+		return 0
+	}
 	w.b, w.n = b, 0
 	_ = w.raw.Write(w.f)
 	w.b = nil
@@ -51,9 +57,9 @@ func (w *Writer) Try(b []byte) int {
 // write makes the one attempt; true tells RawConn.Write not to wait for
 // the poller.
 func (w *Writer) write(fd uintptr) bool {
-	k, err := syscall.Write(int(fd), w.b)
-	if err == nil && k > 0 {
-		w.n = k
+	k, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.b[0])), uintptr(len(w.b)))
+	if errno == 0 && int(k) > 0 {
+		w.n = int(k)
 	}
 	return true
 }

@@ -1,4 +1,4 @@
-package sockwrite
+package sockio
 
 import (
 	"bytes"
