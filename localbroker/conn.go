@@ -616,7 +616,7 @@ func (l *gatedListener) Accept() (net.Conn, error) {
 			_ = c.Close()
 			continue
 		}
-		return &gatedConn{Conn: c, release: release}, nil
+		return &gatedConn{Conn: sockio.Wrap(c), release: release}, nil
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+	"github.com/edged/edged/sensors/sockio"
 
 	"github.com/edged/edged/sensors"
 )
@@ -104,22 +105,41 @@ func (u *Uplink) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// handshake runs TLS over nc as tls.Dialer would over its own
+// connection: the server's name taken from addr unless conf names one.
+// nc is closed when the handshake fails.
+func handshake(ctx context.Context, nc net.Conn, conf *tls.Config, addr string) (net.Conn, error) {
+	if conf.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		conf = conf.Clone()
+		conf.ServerName = host
+	}
+	tc := tls.Client(nc, conf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
 // dial opens the connection and does the CONNECT/CONNACK exchange.
 func (u *Uplink) dial(ctx context.Context) (net.Conn, *bufio.Reader, *packets.Connack, error) {
 	connectTimeout := u.connectTimeout
 	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	var nc net.Conn
-	var err error
-	if u.tlsConf != nil {
-		d := tls.Dialer{Config: u.tlsConf}
-		nc, err = d.DialContext(dctx, "tcp", u.addr)
-	} else {
-		var d net.Dialer
-		nc, err = d.DialContext(dctx, "tcp", u.addr)
-	}
+	var d net.Dialer
+	nc, err := d.DialContext(dctx, "tcp", u.addr)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("uplink: dial %s: %w", u.addr, err)
+	}
+	nc = sockio.Wrap(nc)
+	if u.tlsConf != nil {
+		if nc, err = handshake(dctx, nc, u.tlsConf, u.addr); err != nil {
+			return nil, nil, nil, fmt.Errorf("uplink: dial %s: %w", u.addr, err)
+		}
 	}
 	_ = nc.SetDeadline(time.Now().Add(connectTimeout))
 	// A stop must not wait for a cloud that accepts TCP and never
