@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/sensors/sockio"
 )
 
 // TestGateListenerRefusesPastCap: GateListener closes a connection past
@@ -52,5 +54,45 @@ func TestGateListenerRefusesPastCap(t *testing.T) {
 	}
 	for _, h := range held {
 		h.Close()
+	}
+}
+
+// TestGateListenerHandsOutSockioConns: every admitted connection reads
+// and writes through sockio.Conn (raw socket calls that do not wake the
+// runtime's sysmon), and an inline Writer can be had for it.
+func TestGateListenerHandsOutSockioConns(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := GateListener(raw, 10, 2, 100, slog.New(slog.DiscardHandler))
+	defer ln.Close()
+	c, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	g, ok := got.(*gatedConn)
+	if !ok {
+		t.Fatalf("Accept returned %T, want *gatedConn", got)
+	}
+	if _, ok := g.Conn.(*sockio.Conn); !ok {
+		t.Errorf("admitted connection is %T, want *sockio.Conn", g.Conn)
+	}
+	if socket(got) == nil {
+		t.Error("no inline Writer for an admitted TCP connection")
+	}
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	_ = got.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(got, b); err != nil || string(b) != "ping" {
+		t.Errorf("read %q, %v", b, err)
 	}
 }
