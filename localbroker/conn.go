@@ -51,7 +51,7 @@ type clientConn struct {
 	maxQueued    int
 	onSlow       func(overflow bool) // called at most once: the queue overflowed, or a write timed out
 	shutdown     *atomic.Bool        // the broker is closing: Close does not wait to send
-	sock         *sockio.Writer   // the TCP socket for inline writes; nil for TLS and websockets
+	sock         *sockio.Writer      // the TCP socket for inline writes; nil for TLS and websockets
 
 	slowOnce sync.Once
 	kick     chan struct{} // a Write or Close has something for the writer

@@ -86,11 +86,11 @@ type session struct {
 	skip      uint64 // a seq to dead-letter instead of sending
 	restamped []byte // scratch for a corrected payload (appendPublish copies it)
 
-	wmu       sync.Mutex        // one writer on the socket at a time
-	torn      bool              // under wmu: a packet was written in part; the rest is first in out
+	wmu       sync.Mutex     // one writer on the socket at a time
+	torn      bool           // under wmu: a packet was written in part; the rest is first in out
 	sock      *sockio.Writer // the TCP socket for inline writes; nil for TLS
-	lastWrite atomic.Int64      // unix ns of the last completed write
-	lastPing  time.Time         // when the reader last sent a PINGREQ; the reader's own
+	lastWrite atomic.Int64   // unix ns of the last completed write
+	lastPing  time.Time      // when the reader last sent a PINGREQ; the reader's own
 
 	mu       sync.Mutex // guards win, end, refused, err, watchdog, over
 	win      *inflight
