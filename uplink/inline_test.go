@@ -3,6 +3,7 @@ package uplink
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -143,5 +144,26 @@ func TestInlineFeedNeverWaits(t *testing.T) {
 	_ = cloud.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if n, _ := io.ReadFull(cloud, make([]byte, 1)); n != 0 {
 		t.Fatal("bytes after the last PUBLISH")
+	}
+}
+
+// TestDialUsesSockio: the cloud connection reads and writes through
+// sockio.Conn (raw socket calls that do not wake the runtime's sysmon),
+// and the session's inline Writer can be had for it.
+func TestDialUsesSockio(t *testing.T) {
+	f := newFakeCloud(t, "")
+	u := startFake(t, f, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nc, _, _, err := u.dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, ok := nc.(*sockio.Conn); !ok {
+		t.Errorf("cloud connection is %T, want *sockio.Conn", nc)
+	}
+	if sockio.For(nc) == nil {
+		t.Error("no inline Writer for the cloud connection")
 	}
 }
