@@ -33,7 +33,7 @@ type Conn struct {
 var _ net.Conn = (*Conn)(nil)
 
 // Wrap returns c as a Conn when it is a *net.TCPConn, and c itself
-// otherwise.
+// otherwise (a Conn included).
 func Wrap(c net.Conn) net.Conn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {

@@ -21,18 +21,10 @@ type Writer struct {
 // out in order with c's own writes only while its caller holds the lock
 // that orders them.
 func For(c net.Conn) *Writer {
-	if rc, ok := c.(*Conn); ok {
+	if rc, ok := Wrap(c).(*Conn); ok {
 		return newWriter(rc.raw)
 	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return newWriter(raw)
+	return nil
 }
 
 func newWriter(raw syscall.RawConn) *Writer {
