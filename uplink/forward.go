@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
-	"github.com/edged/edged/sensors/sockio"
 
 	"github.com/edged/edged/sensors"
+	"github.com/edged/edged/sensors/sockio"
 )
 
 // The forwarder speaks MQTT 5 through paho.golang's packet layer and keeps

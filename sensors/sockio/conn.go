@@ -6,15 +6,20 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"unsafe"
+	"time"
 )
 
 // Conn is a TCP connection whose Read and Write make raw system calls
 // (see the package doc). It behaves as the *net.TCPConn it wraps:
 // deadlines, Close, and net.OpError values that errors.Is matches
 // against os.ErrDeadlineExceeded and net.ErrClosed.
+//
+// It offers net.Conn's methods only. The TCPConn's others stay hidden:
+// File in particular, whose descriptor's Fd makes the socket blocking,
+// and a raw read of a blocking socket would hold its thread, and every
+// stop-the-world of the garbage collector, until data came.
 type Conn struct {
-	*net.TCPConn
+	tc  *net.TCPConn
 	raw syscall.RawConn
 
 	rmu  sync.Mutex // one Read at a time owns rb, rn and rerr
@@ -43,7 +48,7 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	rc := &Conn{TCPConn: tc, raw: raw}
+	rc := &Conn{tc: tc, raw: raw}
 	rc.rf, rc.wf = rc.read, rc.write // made once: a method value per call allocates
 	return rc
 }
@@ -51,9 +56,6 @@ func Wrap(c net.Conn) net.Conn {
 // Read reads what the socket holds, waiting in the poller until it holds
 // something, the peer closes (io.EOF) or the read deadline passes.
 func (c *Conn) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.rb, c.rn, c.rerr = p, 0, 0
@@ -65,7 +67,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, c.opError("read", err)
 	case errno != 0:
 		return 0, c.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
+	case n == 0 && len(p) > 0:
 		return 0, io.EOF
 	}
 	return n, nil
@@ -74,11 +76,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 // read makes one attempt; false asks RawConn.Read to wait until the
 // socket is readable and call it again.
 func (c *Conn) read(fd uintptr) bool {
+	if len(c.rb) == 0 {
+		return true // as internal/poll: the socket's state, not its data
+	}
 	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rb[0])), uintptr(len(c.rb)))
+		n, errno := sysRead(fd, c.rb)
 		switch errno {
 		case 0:
-			c.rn = int(n)
+			c.rn = n
 			return true
 		case syscall.EINTR:
 			continue
@@ -93,9 +98,6 @@ func (c *Conn) read(fd uintptr) bool {
 // Write writes all of p, waiting in the poller while the socket's buffer
 // is full, until the write deadline passes.
 func (c *Conn) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wb, c.wn, c.werr = p, 0, 0
@@ -115,11 +117,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 // until it is writable and call it again.
 func (c *Conn) write(fd uintptr) bool {
 	for c.wn < len(c.wb) {
-		b := c.wb[c.wn:]
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		n, errno := sysWrite(fd, c.wb[c.wn:])
 		switch errno {
 		case 0:
-			c.wn += int(n)
+			c.wn += n
 			continue
 		case syscall.EINTR:
 			continue
@@ -141,3 +142,22 @@ func (c *Conn) opError(op string, err error) error {
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
+
+// Close closes the connection; a Read or Write waiting returns
+// net.ErrClosed.
+func (c *Conn) Close() error { return c.tc.Close() }
+
+// LocalAddr returns the local address.
+func (c *Conn) LocalAddr() net.Addr { return c.tc.LocalAddr() }
+
+// RemoteAddr returns the peer's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.tc.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines, as net.Conn's.
+func (c *Conn) SetDeadline(t time.Time) error { return c.tc.SetDeadline(t) }
+
+// SetReadDeadline sets the deadline of a waiting and of future Reads.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.tc.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the deadline of a waiting and of future Writes.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.tc.SetWriteDeadline(t) }

@@ -96,7 +96,7 @@ func TestConnWriteToResetPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	_ = c2.(*Conn).SetLinger(0) // close with RST
+	_ = c2.(*Conn).tc.SetLinger(0) // close with RST
 	c2.Close()
 	_ = c1.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	big := make([]byte, 64<<10)

@@ -3,7 +3,6 @@ package sockio
 import (
 	"net"
 	"syscall"
-	"unsafe"
 )
 
 // Writer makes the attempts on one socket. It is not safe for
@@ -49,9 +48,9 @@ func (w *Writer) Try(b []byte) int {
 // write makes the one attempt; true tells RawConn.Write not to wait for
 // the poller.
 func (w *Writer) write(fd uintptr) bool {
-	k, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.b[0])), uintptr(len(w.b)))
-	if errno == 0 && int(k) > 0 {
-		w.n = int(k)
+	k, errno := sysWrite(fd, w.b)
+	if errno == 0 && k > 0 {
+		w.n = k
 	}
 	return true
 }
