@@ -62,6 +62,8 @@ test:
 	CGO_ENABLED=$(if $(RACE),1,0) $(GO) test $(RACE) -count=1 -timeout 12m $(PKGS)
 ifneq ($(RACE),)
 	$(GO) test -count=1 -timeout 5m -run 'TestUplink(Outage|Crash)Integration' ./cmd/edged
+	# a race build keeps ordinary socket calls (sensors/sockio/sys_race.go): test the raw ones too
+	CGO_ENABLED=0 $(GO) test -count=1 ./sensors/sockio ./localbroker ./uplink
 endif
 	$(GO) test -tags edgedfailpoints -count=1 -timeout 5m -run TestCrashPoints ./uplink/wal
 	cd localbroker/mochi && CGO_ENABLED=$(if $(RACE),1,0) $(GO) test $(RACE) -count=1 -run 'DirectWrites|QueuedWithout|Patch' .

@@ -15,6 +15,11 @@
 // device, and a thread in a raw call holds up the garbage collector's
 // stop-the-world until it returns.
 //
+// A race build keeps the ordinary calls (sys_race.go): the race
+// detector learns of the ordering through a socket from them. So `make
+// test`, which builds with -race, also runs this package's, the broker's
+// and the uplink's tests without it.
+//
 // It owns: Conn, the net.Conn the listeners and the uplink hand out, and
 // Writer, the one attempt to write without waiting of the broker's and
 // the uplink's inline writes (a delivery or a message written by the
