@@ -12,11 +12,11 @@ import (
 	"golang.org/x/net/nettest"
 )
 
-// wrappedPipe is a loopback TCP pair, each end a Conn.
-func wrappedPipe() (c1, c2 net.Conn, stop func(), err error) {
+// loopback is a connected pair of plain TCP connections on 127.0.0.1.
+func loopback() (d, a net.Conn, err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	defer ln.Close()
 	type result struct {
@@ -28,16 +28,25 @@ func wrappedPipe() (c1, c2 net.Conn, stop func(), err error) {
 		c, err := ln.Accept()
 		accepted <- result{c, err}
 	}()
-	d, err := net.Dial("tcp", ln.Addr().String())
+	d, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	r := <-accepted
 	if r.err != nil {
 		d.Close()
-		return nil, nil, nil, r.err
+		return nil, nil, r.err
 	}
-	c1, c2 = Wrap(d), Wrap(r.c)
+	return d, r.c, nil
+}
+
+// wrappedPipe is a loopback TCP pair, each end a Conn.
+func wrappedPipe() (c1, c2 net.Conn, stop func(), err error) {
+	d, a, err := loopback()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c1, c2 = Wrap(d), Wrap(a)
 	if _, ok := c1.(*Conn); !ok {
 		return nil, nil, nil, errors.New("Wrap did not wrap a TCP connection")
 	}

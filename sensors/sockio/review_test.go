@@ -21,23 +21,9 @@ import (
 // tcpPair is a loopback TCP pair; wrap selects which ends are Conns.
 func tcpPair(t *testing.T, wrapDial, wrapAccept bool) (d, a net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	d, a, err := loopback()
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	d, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a = <-ch
-	if a == nil {
-		t.Fatal("accept failed")
 	}
 	if wrapDial {
 		d = Wrap(d)

@@ -4,38 +4,13 @@ import (
 	"bytes"
 	"crypto/tls"
 	"io"
-	"net"
 	"testing"
 	"time"
 )
 
-func pair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-accepted
-	if server == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
-}
-
 // Try writes what the socket takes, in order, and allocates nothing.
 func TestTryWritesWithoutAllocating(t *testing.T) {
-	client, server := pair(t)
+	client, server := tcpPair(t, false, false)
 	w := For(client)
 	if w == nil {
 		t.Fatal("no Writer for a TCP connection")
@@ -63,7 +38,7 @@ func TestTryWritesWithoutAllocating(t *testing.T) {
 // A socket whose peer does not read takes part of a write, then
 // nothing, and Try returns at once each time.
 func TestTryNeverWaits(t *testing.T) {
-	client, _ := pair(t)
+	client, _ := tcpPair(t, false, false)
 	w := For(client)
 	big := make([]byte, 1<<20)
 	total, zero := 0, false
@@ -85,7 +60,7 @@ func TestTryNeverWaits(t *testing.T) {
 }
 
 func TestForNonTCP(t *testing.T) {
-	client, _ := pair(t)
+	client, _ := tcpPair(t, false, false)
 	if w := For(tls.Client(client, &tls.Config{})); w != nil {
 		t.Error("a Writer for a TLS connection: it would bypass the encryption")
 	}
