@@ -105,18 +105,10 @@ func (u *Uplink) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// handshake runs TLS over nc as tls.Dialer would over its own
-// connection: the server's name taken from addr unless conf names one.
-// nc is closed when the handshake fails.
-func handshake(ctx context.Context, nc net.Conn, conf *tls.Config, addr string) (net.Conn, error) {
-	if conf.ServerName == "" {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			host = addr
-		}
-		conf = conf.Clone()
-		conf.ServerName = host
-	}
+// handshake runs TLS over nc, which it closes when the handshake fails.
+// conf names the server (the uplink's TLS config always does: its
+// server_name, else the URL's host).
+func handshake(ctx context.Context, nc net.Conn, conf *tls.Config) (net.Conn, error) {
 	tc := tls.Client(nc, conf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
@@ -137,7 +129,7 @@ func (u *Uplink) dial(ctx context.Context) (net.Conn, *bufio.Reader, *packets.Co
 	}
 	nc = sockio.Wrap(nc)
 	if u.tlsConf != nil {
-		if nc, err = handshake(dctx, nc, u.tlsConf, u.addr); err != nil {
+		if nc, err = handshake(dctx, nc, u.tlsConf); err != nil {
 			return nil, nil, nil, fmt.Errorf("uplink: dial %s: %w", u.addr, err)
 		}
 	}

@@ -73,7 +73,12 @@ func dialNew(ctx context.Context, addr string, conf *tls.Config) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	return handshake(ctx, sockio.Wrap(nc), conf, addr)
+	if conf.ServerName == "" { // as the uplink's TLS config names it (uplink.go): the URL's host
+		host, _, _ := net.SplitHostPort(addr)
+		conf = conf.Clone()
+		conf.ServerName = host
+	}
+	return handshake(ctx, sockio.Wrap(nc), conf)
 }
 
 func TestReviewHandshakeMatchesTLSDialer(t *testing.T) {
