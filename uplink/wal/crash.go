@@ -23,8 +23,9 @@ const (
 	// CrashFsync: written and shown to the forwarder, the active
 	// segment's fsync not yet made.
 	CrashFsync = "fsync"
-	// CrashRotate: the sealed segment synced and closed, the next one
-	// created with half its header.
+	// CrashRotate: the active segment sealed (under SyncAlways and
+	// SyncNone also synced and closed), the next one created with half
+	// its header.
 	CrashRotate = "rotate"
 	// CrashAckMarker: half of the fsynced ack marker's temporary file
 	// written, before its fsync and rename.

@@ -41,7 +41,8 @@ type memFS struct {
 	// beforeWrite, if set, is called at the start of each Write, without
 	// the lock: it may block.
 	beforeWrite func(name string)
-	// beforeSync, if set, is called at the start of each file Sync,
+	// beforeSync, if set, is called at the start of each file Sync
+	// (with the file's name) and directory sync (with the directory's),
 	// without the lock: it may block, as a slow card's fsync does.
 	beforeSync func(name string)
 	// syncMoment, if set, picks what a file Sync made durable (see
@@ -265,7 +266,10 @@ func (m *memFS) Remove(name string) error {
 
 func (m *memFS) MkdirAll(string, fs.FileMode) error { return nil }
 
-func (m *memFS) SyncDir(string) error {
+func (m *memFS) SyncDir(dir string) error {
+	if m.beforeSync != nil {
+		m.beforeSync(dir)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.sync(); err != nil {

@@ -20,9 +20,11 @@ const (
 	// share one write and one fsync (group commit). Survives a power cut.
 	SyncAlways SyncMode = iota + 1
 	// SyncInterval returns from Append after write(2) and fsyncs at most
-	// every SyncInterval, in the background: no Append waits for it but
-	// the one that rotates (and, while the lease cannot be written, each
-	// fsyncs what it wrote before records are shown). Survives a process
+	// every SyncInterval, in the background, also the segments a
+	// rotation sealed and the directory: no Append waits for an fsync
+	// (but, while the lease cannot be written, each fsyncs what it wrote
+	// before records are shown, and one whose write failed partway
+	// fsyncs its cut). Survives a process
 	// crash; a power cut loses what was appended since the last
 	// completed fsync began: the last interval and the next fsync's run,
 	// more while an fsync takes longer than the interval.
@@ -111,7 +113,8 @@ func (o *Overflow) UnmarshalText(b []byte) error {
 type Opts struct {
 	// SegmentBytes is the size at which the active segment is sealed and
 	// a new one started. Smaller segments reclaim space sooner; larger
-	// ones mean fewer files and fewer rotation fsyncs.
+	// ones mean fewer files (and, under SyncAlways and SyncNone, fewer
+	// rotation fsyncs).
 	SegmentBytes int64 `yaml:"segment_bytes" edged:"size"`
 	// MaxBytes caps the disk use of the segments. Disk use stays at most
 	// MaxBytes + one segment. At least 2 * SegmentBytes.

@@ -132,7 +132,7 @@ func (l *Log) recover() error {
 		if last != nil && last.end() < l.nextSeq {
 			gap = last.end()
 		}
-		if err := l.createSegment(l.nextSeq, gap); err != nil {
+		if err := l.createSegment(l.nextSeq, gap, true); err != nil {
 			return err
 		}
 		dirty = false // createSegment synced the directory
@@ -223,7 +223,8 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 	off := fr.off
 	seg.size = off
 	skipTo := uint64(0)
-	if off < size && last && !tornTail(f, off, size, ferr) {
+	torn := off < size && tornTail(f, off, size, ferr)
+	if off < size && last && !torn {
 		// A damaged (not merely unfinished) frame: the bytes from off
 		// may have been whole synced records that a reader was handed
 		// and the cloud received. Never issue those seqs again in this
@@ -247,10 +248,16 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 			}
 		}
 		seg.truncated = true
-		if !last {
+		switch {
+		case !last && torn:
+			// Under sync: interval a rotation leaves the sealed
+			// segment's tail to the next interval fsync (see rotate).
+			l.log.Warn("truncated the unfinished tail of a sealed segment (a power cut before its fsync); its records from first_lost to the next segment are lost",
+				"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "first_lost", seg.end(), "reason", ferr)
+		case !last:
 			l.log.Warn("truncated damaged segment; its records from first_lost to the next segment are lost",
 				"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "first_lost", seg.end(), "reason", ferr)
-		} else {
+		default:
 			if skipTo > seg.end() {
 				l.log.Warn("truncated damaged tail; the seqs it may have held are not reused",
 					"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "last_good_seq", seg.end()-1, "next_seq", skipTo, "reason", ferr)
@@ -495,10 +502,11 @@ func tornTail(f File, off, size int64, ferr error) bool {
 	return true
 }
 
-// createSegment starts a new active segment at first: header written,
-// file and directory synced, so a rotation is durable before any record
-// lands in it.
-func (l *Log) createSegment(first, gapFrom uint64) error {
+// createSegment starts a new active segment at first with its header
+// written; durable also fsyncs the file and the directory, so the segment
+// exists on disk before any record lands in it (see rotate for when it
+// need not).
+func (l *Log) createSegment(first, gapFrom uint64, durable bool) error {
 	name := segName(first)
 	p := l.path(name)
 	f, err := l.fs.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
@@ -507,10 +515,11 @@ func (l *Log) createSegment(first, gapFrom uint64) error {
 	}
 	hdr := appendSegHeader(nil, segHeader{epoch: l.epoch, first: first, gapFrom: gapFrom})
 	crashTorn(CrashRotate, f, hdr)
-	if _, err = f.Write(hdr); err == nil {
+	_, err = f.Write(hdr)
+	if err == nil && durable {
 		err = f.Sync()
 	}
-	if err == nil {
+	if err == nil && durable {
 		err = l.fs.SyncDir(l.dir)
 	}
 	if err != nil {
@@ -519,7 +528,9 @@ func (l *Log) createSegment(first, gapFrom uint64) error {
 		return fmt.Errorf("wal: create segment %s: %w", p, err)
 	}
 	l.mu.Lock()
-	l.st.Fsyncs += 2
+	if durable {
+		l.st.Fsyncs += 2
+	}
 	l.st.BytesWritten += segHeaderSize
 	l.segs = append(l.segs, &segment{first: first, size: segHeaderSize, name: name})
 	l.disk += segHeaderSize

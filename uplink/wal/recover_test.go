@@ -389,3 +389,50 @@ func TestNoSeqReuseAfterDamagedTail(t *testing.T) {
 		})
 	}
 }
+
+// A power cut before the interval fsync after a rotation can leave the
+// sealed segment without its tail (see rotate): recovery cuts it off,
+// counts the seqs up to the next segment as lost and says it was a power
+// cut, not damage; damage in the same place is still called damage.
+func TestRecoverTornSealedSegment(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(b []byte) []byte
+		says   string
+	}{
+		{"cut mid-frame", func(b []byte) []byte { return b[:segHeaderSize+10*fixFrame+20] }, "unfinished tail of a sealed segment (a power cut before its fsync)"},
+		{"zeroed", func(b []byte) []byte {
+			clear(b[segHeaderSize+10*fixFrame:])
+			return b
+		}, "unfinished tail of a sealed segment (a power cut before its fsync)"},
+		{"bit flip", func(b []byte) []byte {
+			b[segHeaderSize+10*fixFrame+20] ^= 0x10
+			return b
+		}, "truncated damaged segment"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, suiteConfig{mode: SyncInterval, fs: memDir})
+			e.opts.SegmentBytes = 1032
+			l := e.open()
+			appendN(t, l, 0, fixRecords)
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(e.dir, fixSecond)
+			writeFileFS(t, e.fs, p, tc.damage(readFileFS(t, e.fs, p)))
+			before := len(e.logs.warnings())
+			l = e.open()
+			defer l.Close()
+			w := e.logs.warnings()[before:]
+			if len(w) != 1 || !strings.Contains(w[0], tc.says) || !strings.Contains(w[0], "first_lost=45") {
+				t.Errorf("Open logged %q, want one line saying %q from seq 45", w, tc.says)
+			}
+			if st := l.Stats(); st.DroppedCorrupt != 24 {
+				t.Errorf("DroppedCorrupt %d, want 24 (seqs 45-68)", st.DroppedCorrupt)
+			}
+			if recs := readAll(t, l, 0); len(recs) != fixRecords-24 {
+				t.Errorf("%d records after recovery, want %d", len(recs), fixRecords-24)
+			}
+		})
+	}
+}

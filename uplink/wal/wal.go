@@ -187,7 +187,17 @@ type Log struct {
 	lastSync   time.Time     // when the last fsync began: it covers what was written before
 	// syncing is closed when the housekeeper's interval fsync, made
 	// without wmu (see syncBehind), ends; nil when none runs.
-	syncing    chan struct{}
+	syncing chan struct{}
+	// sealed are the segments a rotation under SyncInterval sealed
+	// that no completed fsync has covered yet, still open; once one has,
+	// they move to sealedDone, closed by the housekeeper between fsyncs
+	// (an fsync under wmu may run beside the housekeeper's; see rotate).
+	// dirGen counts the segments created, dirSynced how many of them a
+	// completed directory sync covered.
+	sealed     []File
+	sealedDone []File
+	dirGen     uint64
+	dirSynced  uint64
 	needRotate bool
 	st         Stats // counters only
 	// The last write, as written: tail holds tailSeg's bytes from

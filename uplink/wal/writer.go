@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/edged/edged/sensors/statefile"
@@ -319,8 +320,9 @@ func (l *Log) writeActive(b []byte, count uint64, ns int64, mono time.Duration) 
 	return nil
 }
 
-// syncActive fsyncs the active segment and publishes what it covered.
-// Call with wmu held.
+// syncActive fsyncs what holds the records written so far (the segments
+// sealed since the last fsync, the active one, the directory) and
+// publishes them. Call with wmu held.
 func (l *Log) syncActive() error {
 	began := l.clock.Now()
 	l.mu.Lock()
@@ -330,8 +332,41 @@ func (l *Log) syncActive() error {
 		return err
 	}
 	written := l.nextSeq - 1
+	u := l.unsynced()
 	l.mu.Unlock()
-	return l.fsync(l.active, written, began)
+	return l.fsync(l.active, u, written, began)
+}
+
+// unsyncedFiles is what an fsync must cover besides the active segment.
+type unsyncedFiles struct {
+	sealed []File // segments sealed since the last completed fsync
+	dirGen uint64 // the directory as of this many segments created
+	dir    bool   // the directory needs a sync
+}
+
+// unsynced says what an fsync beginning now covers besides the active
+// segment. Call with mu held.
+func (l *Log) unsynced() unsyncedFiles {
+	u := unsyncedFiles{dirGen: l.dirGen, dir: l.dirGen > l.dirSynced}
+	if len(l.sealed) > 0 {
+		u.sealed = slices.Clone(l.sealed)
+	}
+	return u
+}
+
+// closeSealed closes the sealed segments a completed fsync covered. Call
+// with wmu held from the housekeeper, so no fsync runs that may still be
+// syncing one of them.
+func (l *Log) closeSealed() {
+	l.mu.Lock()
+	done := l.sealedDone
+	l.sealedDone = nil
+	l.mu.Unlock()
+	for _, f := range done {
+		if err := f.Close(); err != nil {
+			l.log.Warn("close sealed segment", "error", err)
+		}
+	}
 }
 
 // syncBehind makes the interval fsync when it is due, holding no lock
@@ -350,15 +385,17 @@ func (l *Log) syncBehind() {
 	l.mu.Lock()
 	written := l.nextSeq - 1
 	due := l.failed == nil && written > l.synced && began.Sub(l.lastSync) >= l.opts.SyncInterval
+	var u unsyncedFiles
 	if due {
 		l.syncing = make(chan struct{})
+		u = l.unsynced()
 	}
 	l.mu.Unlock()
 	l.wmu.Unlock()
 	if !due {
 		return
 	}
-	_ = l.fsync(f, written, began) // a failure is sticky, Appends see it
+	_ = l.fsync(f, u, written, began) // a failure is sticky, Appends see it
 	l.mu.Lock()
 	close(l.syncing)
 	l.syncing = nil
@@ -376,16 +413,33 @@ func (l *Log) waitSync() {
 	}
 }
 
-// fsync syncs f, which held the records up to written when the fsync
-// began (at began), and publishes them. An fsync error is sticky: after
-// it the page cache cannot be trusted ("fsyncgate"), so the log refuses
-// appends until reopened.
-func (l *Log) fsync(f File, written uint64, began time.Time) error {
+// fsync makes durable the records up to written, which were written when
+// the fsync began (at began), and publishes them: the segments sealed
+// since the last fsync, f (the active segment then), and the directory if
+// a segment was created since its last sync. An fsync error is sticky:
+// after it the page cache cannot be trusted ("fsyncgate"), so the log
+// refuses appends until reopened.
+func (l *Log) fsync(f File, u unsyncedFiles, written uint64, began time.Time) error {
 	crashAt(CrashFsync)
-	err := f.Sync()
+	var err error
+	n := uint64(0)
+	for _, s := range u.sealed {
+		if err == nil {
+			err = s.Sync()
+			n++
+		}
+	}
+	if err == nil {
+		err = f.Sync()
+		n++
+	}
+	if err == nil && u.dir {
+		err = l.fs.SyncDir(l.dir)
+		n++
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.st.Fsyncs++
+	l.st.Fsyncs += n
 	if err != nil {
 		if l.failed == nil { // the first error is the one Appends saw
 			l.failed = fmt.Errorf("%w: fsync failed: %w", ErrFailed, err)
@@ -395,31 +449,68 @@ func (l *Log) fsync(f File, written uint64, began time.Time) error {
 	if began.After(l.lastSync) {
 		l.lastSync = began
 	}
+	for _, s := range u.sealed {
+		if i := slices.Index(l.sealed, s); i >= 0 { // not yet done by an fsync beside this one
+			l.sealed = slices.Delete(l.sealed, i, i+1)
+			l.sealedDone = append(l.sealedDone, s)
+		}
+	}
+	if u.dir {
+		l.dirSynced = max(l.dirSynced, u.dirGen)
+	}
 	l.synced = max(l.synced, written)
 	l.publish(written)
 	return nil
 }
 
-// rotate seals the active segment (synced in every mode, so a sealed
-// segment is always complete on disk) and starts the next one.
+// rotate seals the active segment and starts the next one.
+//
+// Under SyncInterval nothing here waits for the card: the new segment's
+// header is written but not fsynced, and the sealed segment stays open
+// for the next interval fsync, which syncs it, the new one and the
+// directory before it reports any of their records synced (see fsync). A
+// power cut before then may leave the sealed segment without its tail and
+// the new one empty, torn or missing: recovery cuts the tail off, removes
+// or moves aside the new segment and counts the seqs between as lost,
+// which that mode allows for records no completed fsync covered; the
+// lease keeps those seqs from being issued again. Before, the rotating
+// Append made three fsyncs, once per segment: tens of milliseconds on an
+// SD card, seconds when it is busy.
+//
+// Under SyncAlways and SyncNone the sealed segment, the new one's header
+// and the directory are fsynced here, so a sealed segment is complete on
+// disk: SyncAlways promises that before Append returns, and under
+// SyncNone (tmpfs, tests) no interval fsync would ever close the file.
 func (l *Log) rotate() error {
-	l.waitSync() // it is about to be closed
-	if err := l.syncActive(); err != nil {
-		return err
-	}
-	if err := l.active.Close(); err != nil {
-		l.log.Warn("close sealed segment", "error", err)
+	lazy := l.opts.Sync == SyncInterval
+	if !lazy {
+		if err := l.syncActive(); err != nil {
+			return err
+		}
 	}
 	l.mu.Lock()
 	first := l.nextSeq
-	l.needRotate = false
 	l.mu.Unlock()
-	if err := l.createSegment(first, 0); err != nil {
+	old := l.active
+	if err := l.createSegment(first, 0, !lazy); err != nil {
 		l.mu.Lock()
 		l.failed = fmt.Errorf("%w: rotation failed: %w", ErrFailed, err)
 		err = l.failed
 		l.mu.Unlock()
 		return err
+	}
+	l.mu.Lock()
+	l.needRotate = false
+	if lazy {
+		l.sealed = append(l.sealed, old)
+		l.dirGen++
+		old = nil
+	}
+	l.mu.Unlock()
+	if old != nil {
+		if err := old.Close(); err != nil {
+			l.log.Warn("close sealed segment", "error", err)
+		}
 	}
 	return nil
 }
@@ -486,6 +577,7 @@ func (l *Log) expire(mono time.Duration) {
 // housekeep reclaims acked segments, expires old segments and makes the
 // rotation a reader asked for. Call with wmu held.
 func (l *Log) housekeep() {
+	l.closeSealed()
 	l.mu.Lock()
 	needRotate := l.needRotate
 	acked := l.acked
@@ -713,6 +805,11 @@ func (l *Log) shutdown() {
 		l.lmu.Unlock()
 	}
 	l.closeLive()
+	l.mu.Lock()
+	l.sealedDone = append(l.sealedDone, l.sealed...) // a failed fsync left them
+	l.sealed = nil
+	l.mu.Unlock()
+	l.closeSealed()
 	if cerr := l.active.Close(); err == nil {
 		err = cerr
 	}
