@@ -732,3 +732,31 @@ func TestPatchInboundQoS2ResendAcknowledged(t *testing.T) {
 	require.Equal(t, 0, cl.State.InboundInflight.Len())
 	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
 }
+
+// MQTT 3.1.1 has no DISCONNECT from the server: it is the client's last
+// packet (3.1.1 section 3.14). A 3.1.1 client the server stops (session
+// taken over, shutdown, a refused packet) has its connection closed and
+// is sent nothing, as Mosquitto does. Upstream wrote E0 00, which a 3.1.1
+// client takes as a protocol violation: mosquitto_sub -V mqttv311 exits
+// with "A network protocol error occurred" instead of reconnecting, and
+// paho's Python client (Home Assistant's) logs "Unrecognised command
+// 224". An MQTT 5 client still gets DISCONNECT with the reason code.
+func TestPatchNoDisconnectToMQTT311(t *testing.T) {
+	for _, version := range []byte{3, 4, 5} {
+		t.Run(fmt.Sprint(version), func(t *testing.T) {
+			s := newServer()
+			cl, r, _ := newTestClient()
+			cl.Properties.ProtocolVersion = version
+			got := readAll(r)
+			err := s.DisconnectClient(cl, packets.ErrSessionTakenOver)
+			require.ErrorIs(t, err, packets.ErrSessionTakenOver)
+			b := <-got
+			if version < 5 {
+				require.Empty(t, b, "a DISCONNECT to an MQTT %d client", version)
+				return
+			}
+			require.GreaterOrEqual(t, len(b), 3)
+			require.Equal(t, []byte{packets.Disconnect << 4, packets.ErrSessionTakenOver.Code}, []byte{b[0], b[2]})
+		})
+	}
+}

@@ -1558,7 +1558,14 @@ func (s *Server) DisconnectClient(cl *Client, code packets.Code) error {
 
 	// We already have a code we are using to disconnect the client, so we are not
 	// interested if the write packet fails due to a closed connection (as we are closing it).
-	err := cl.WritePacket(out)
+	// edged patch 16: only MQTT 5 has a DISCONNECT from the server; in
+	// MQTT 3.1.1 it is the client's last packet, and a 3.1.1 client takes
+	// one as a protocol violation. Mosquitto closes their connections
+	// without it too.
+	var err error
+	if cl.Properties.ProtocolVersion == 5 {
+		err = cl.WritePacket(out)
+	}
 	if !s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
 		cl.Stop(code)
 		if code.Code >= packets.ErrUnspecifiedError.Code {
