@@ -112,8 +112,16 @@ func (l *Log) recover() error {
 		l.readLive()
 	}
 	l.liveSeq = l.acked
-	if len(l.segs) > 0 {
-		l.readLease(hasLease)
+	if len(l.segs) > 0 && !l.readLease(hasLease) {
+		// Under sync: interval a rotation leaves the sealed segment
+		// to the next interval fsync (see rotate): after a crash
+		// (kill -9) the segments the crashed process sealed may be in
+		// the page cache only, and their names not in the directory on
+		// disk. Make them durable before they count as synced.
+		for _, sg := range l.segs {
+			l.syncSegment(sg.name)
+		}
+		dirty = true
 	}
 	l.leased = l.nextSeq - 1
 
@@ -279,6 +287,22 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 	return seg, h.epoch, true
 }
 
+// syncSegment fsyncs a recovered segment. A failure is logged: the data
+// is still read from the page cache, and a failing disk fails the next
+// append's fsync.
+func (l *Log) syncSegment(name string) {
+	p := l.path(name)
+	f, err := l.fs.OpenFile(p, os.O_RDONLY, 0)
+	if err == nil {
+		err = f.Sync()
+		l.st.Fsyncs++
+		f.Close()
+	}
+	if err != nil {
+		l.log.Warn("sync segment", "segment", p, "error", err)
+	}
+}
+
 // readFrame reads one frame from r into body's storage. remain is the
 // number of bytes left in the file, so a damaged length cannot make it
 // allocate more than the file holds.
@@ -430,7 +454,10 @@ func (l *Log) readLive() {
 // lease mean damage (fsck, a deletion), a buffer of an edged before the
 // lease, or a crash before Open's first lease write; only the first may
 // have shown unsynced records, and nothing tells them apart.
-func (l *Log) readLease(exists bool) {
+//
+// It reports whether the log was closed cleanly: a Close that had synced
+// everything gave the lease back to the last seq.
+func (l *Log) readLease(exists bool) (clean bool) {
 	p := l.path(leaseName)
 	var b []byte
 	err := fs.ErrNotExist
@@ -441,6 +468,7 @@ func (l *Log) readLease(exists bool) {
 	if err == nil {
 		epoch, leased, err = decodeLease(b)
 	}
+	clean = err == nil && epoch == l.epoch && leased < l.nextSeq
 	switch {
 	case err != nil:
 		// Written atomically, so only damage to the medium gets here:
@@ -459,6 +487,7 @@ func (l *Log) readLease(exists bool) {
 			"from", l.nextSeq, "to", leased)
 		l.nextSeq = leased + 1
 	}
+	return clean
 }
 
 // recoveredMono places a recovered segment's newest record (appended at

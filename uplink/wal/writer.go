@@ -208,12 +208,19 @@ func (l *Log) commit(batch []*appendReq) {
 			l.dropOldest(int64(len(l.buf)) + grow)
 		}
 		if rotateFirst {
+			// Under SyncInterval the records written so far stay
+			// pending: the rotation did not fsync them, so they share
+			// the batch's outcome (showWritten's fsync when the lease
+			// fails). Otherwise rotate synced them, and a rotation that
+			// failed after they were written leaves them written:
+			// under SyncInterval that is all an Append promises.
 			err := flush()
-			if err == nil {
-				err = l.rotate()
-			}
 			if err != nil {
 				fail(err)
+			} else if err = l.rotate(); err != nil && l.opts.Sync != SyncInterval {
+				fail(err)
+			}
+			if err != nil {
 				for _, rr := range batch[i:] {
 					rr.err = err
 				}
@@ -221,7 +228,9 @@ func (l *Log) commit(batch []*appendReq) {
 				break
 			}
 			needRotate = false
-			pending = pending[:0] // rotate synced them
+			if l.opts.Sync != SyncInterval {
+				pending = pending[:0] // rotate synced them
+			}
 		}
 		l.mu.Lock()
 		r.seq = l.nextSeq
@@ -502,9 +511,15 @@ func (l *Log) rotate() error {
 	l.mu.Lock()
 	l.needRotate = false
 	if lazy {
-		l.sealed = append(l.sealed, old)
 		l.dirGen++
-		old = nil
+		// A segment whose records are all synced needs no fsync (a
+		// max_age rotation of an idle buffer); with none running it
+		// is closed now, not left open, perhaps deleted, until the
+		// next record makes an fsync due.
+		if l.syncing != nil || l.synced < l.nextSeq-1 {
+			l.sealed = append(l.sealed, old)
+			old = nil
+		}
 	}
 	l.mu.Unlock()
 	if old != nil {
