@@ -192,12 +192,19 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 		err = fmt.Errorf("header says first seq %d", h.first)
 	}
 	if err != nil {
+		// All zeros: a header never written to the disk, as a power cut
+		// leaves a segment a rotation created under sync: interval
+		// before the fsync that covers it (see rotate).
+		unwritten := tornTail(f, 0, min(size, segHeaderSize), nil)
 		f.Close()
 		l.st.CorruptRecovered++
 		if size > segHeaderSize {
 			l.seqFloor = max(l.seqFloor, nameFirst+uint64(size-segHeaderSize)/frameHeaderSize)
 		}
 		switch {
+		case unwritten:
+			l.moveAside(name, "corrupt", fmt.Sprintf("has an unwritten header (zeros, %d bytes: a power cut before the new segment was fsynced)", size),
+				"its records were never fsynced and are lost; delete it", dirty)
 		case errors.Is(err, errMagic):
 			l.moveAside(name, "alien", "is not an edged buffer segment (bad magic)",
 				"it does not belong in the buffer directory; move it elsewhere", dirty)
