@@ -56,11 +56,14 @@ type inode struct {
 	// syncs are the Syncs of this file running, each with the contents
 	// the file had from when it began.
 	syncs []*[][]byte
+	// ver counts writes and truncates; syncedVer is the ver of synced.
+	ver, syncedVer uint64
 }
 
 // changed records a write or truncate for the Syncs running. Call with
 // the memFS lock held.
 func (in *inode) changed() {
+	in.ver++
 	for _, mo := range in.syncs {
 		*mo = append(*mo, append([]byte(nil), in.data...))
 	}
@@ -388,6 +391,7 @@ func (f *memFile) Sync() error {
 		return err
 	}
 	moments := &[][]byte{append([]byte(nil), f.in.data...)}
+	ver := f.in.ver // of (*moments)[0]; each later one is one more
 	f.in.syncs = append(f.in.syncs, moments)
 	f.fs.mu.Unlock()
 	if f.fs.beforeSync != nil {
@@ -410,7 +414,12 @@ func (f *memFile) Sync() error {
 			i = f.fs.rng.IntN(n)
 		}
 	}
-	f.in.synced = (*moments)[i]
+	// Durable bytes never go back: an fsync that began before another
+	// one and ends after it leaves what that one made durable, when it
+	// picked an earlier moment.
+	if v := ver + uint64(i); v >= f.in.syncedVer {
+		f.in.synced, f.in.syncedVer = (*moments)[i], v
+	}
 	return nil
 }
 

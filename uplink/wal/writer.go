@@ -126,7 +126,7 @@ func (l *Log) armTimer(t interface{ Reset(time.Duration) bool }) {
 	written := l.nextSeq - 1
 	// A failed log makes no interval sync (syncBehind): with the sync
 	// left due, the timer would fire at once, again and again.
-	unsynced := written > l.synced && l.failed == nil
+	unsynced := (written > l.synced || len(l.sealed) > 0) && l.failed == nil
 	ackDirty := l.acked > l.markerSeq
 	lastSync := l.lastSync
 	l.mu.Unlock()
@@ -393,7 +393,10 @@ func (l *Log) syncBehind() {
 	f := l.active
 	l.mu.Lock()
 	written := l.nextSeq - 1
-	due := l.failed == nil && written > l.synced && began.Sub(l.lastSync) >= l.opts.SyncInterval
+	// Sealed segments are due too: one a rotation sealed beside a
+	// running fsync, with nothing unsynced since, is closed only by an
+	// fsync (and, if deleted, keeps its blocks until then).
+	due := l.failed == nil && (written > l.synced || len(l.sealed) > 0) && began.Sub(l.lastSync) >= l.opts.SyncInterval
 	var u unsyncedFiles
 	if due {
 		l.syncing = make(chan struct{})
@@ -492,6 +495,12 @@ func (l *Log) fsync(f File, u unsyncedFiles, written uint64, began time.Time) er
 // SyncNone (tmpfs, tests) no interval fsync would ever close the file.
 func (l *Log) rotate() error {
 	lazy := l.opts.Sync == SyncInterval
+	l.mu.Lock()
+	failed := l.failed
+	l.mu.Unlock()
+	if failed != nil { // its first error stays the one Appends see
+		return failed
+	}
 	if !lazy {
 		if err := l.syncActive(); err != nil {
 			return err
