@@ -569,22 +569,33 @@ func TestPowerCutDuringIntervalFsync(t *testing.T) {
 	for seed := uint64(1); seed <= seeds; seed++ {
 		for k := 1; k <= 14; k++ {
 			t.Run(fmt.Sprintf("seed%d/sync%d", seed, k), func(t *testing.T) {
-				powerCutDuringIntervalFsync(t, seed, k)
+				powerCutDuringIntervalFsync(t, seed, k, cutRun{before: 3, beside: 12, leaseBlock: 8})
 			})
 		}
 	}
 }
 
+// cutRun shapes a powerCutDuringIntervalFsync run: before Appends, then
+// beside more while the interval fsync is held, in segments of segBytes
+// (0: the default), with a lease block of leaseBlock seqs.
+type cutRun struct {
+	before, beside int
+	segBytes       int64
+	leaseBlock     uint64
+}
+
 // powerCutDuringIntervalFsync is one run: the power goes at the k-th sync
 // counted from when the interval fsync begins (it holds until released;
-// the syncs of the lease renewals beside it count first).
-func powerCutDuringIntervalFsync(t *testing.T, seed uint64, k int) {
-	const dir, before, beside = "/buf", 3, 12
+// the syncs of the lease renewals and rotations beside it count first),
+// through the next interval fsyncs, which cover the rest, and Close.
+func powerCutDuringIntervalFsync(t *testing.T, seed uint64, k int, run cutRun) {
+	const dir = "/buf"
+	before, beside := run.before, run.beside
 	m := newMemFS(seed)
 	hold, entered, release := blockSyncs(m, isSeg)
 	clk := sensorstest.NewClock(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
 	lg, _ := newLogger()
-	opts := Opts{Sync: SyncInterval, SyncInterval: time.Second, FS: m, Clock: clk, Log: lg, leaseBlock: 8}
+	opts := Opts{Sync: SyncInterval, SyncInterval: time.Second, SegmentBytes: run.segBytes, FS: m, Clock: clk, Log: lg, leaseBlock: run.leaseBlock}
 	sn := &seen{bodies: map[[2]uint64]string{}, tried: map[string]bool{}}
 	returned := map[uint64]string{}
 	l, err := Open(dir, opts)
@@ -603,6 +614,7 @@ func powerCutDuringIntervalFsync(t *testing.T, seed uint64, k int) {
 				return // the power is gone
 			}
 			sn.note(t, "Append returned it for", epoch, s, b)
+			sn.expose(s)
 			returned[s] = b
 			if recs, err := l.ReadReady(after, 100, nil); err == nil && len(recs) > 0 {
 				sn.shown(t, "the forwarder read", l, epoch, recs)
@@ -628,18 +640,22 @@ func powerCutDuringIntervalFsync(t *testing.T, seed uint64, k int) {
 	m.crashAt = m.syncs + k // the held fsync has not counted yet
 	m.mu.Unlock()
 	appendSome(before, beside)
+	if st := l.Stats(); run.segBytes > 0 && st.Segments < 3 && !crashed() {
+		t.Fatalf("%d segments: no two rotations beside the held fsync", st.Segments)
+	}
 	fsyncs := l.Stats().Fsyncs
 	release()
-	waitFor(t, "the interval fsync to end", func() bool { return l.Stats().Fsyncs > fsyncs })
-	if st := l.Stats(); !crashed() && st.SyncedSeq != before {
+	waitFor(t, "the interval fsync to end", func() bool { return l.Stats().Fsyncs > fsyncs || crashed() })
+	if st := l.Stats(); !crashed() && st.SyncedSeq != uint64(before) {
 		t.Errorf("the interval fsync covers up to seq %d, want %d: it began before the %d Appends beside it", st.SyncedSeq, before, beside)
 	}
-	if st := l.Stats(); l.Err() == nil && st.SyncedSeq < st.LastSeq {
-		// The next interval fsync, which covers the rest.
-		fsyncs = l.Stats().Fsyncs
-		clk.Advance(time.Second)
-		l.poke()
-		waitFor(t, "the next interval fsync", func() bool { return l.Stats().Fsyncs > fsyncs })
+	for range 3 { // the next interval fsyncs, which cover the rest
+		if st := l.Stats(); l.Err() == nil && st.SyncedSeq < st.LastSeq {
+			fsyncs = l.Stats().Fsyncs
+			clk.Advance(time.Second)
+			l.poke()
+			waitFor(t, "the next interval fsync", func() bool { return l.Stats().Fsyncs > fsyncs || crashed() })
+		}
 	}
 	if err := l.Close(); err != nil && !crashed() {
 		t.Fatalf("Close without a cut: %v", err)

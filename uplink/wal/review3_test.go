@@ -456,102 +456,11 @@ func TestReview3ExpiredSegmentStaysOpenWhileIdle(t *testing.T) {
 func TestReview3PowerCutAcrossLazyRotations(t *testing.T) {
 	for seed := uint64(1); seed <= 8; seed++ {
 		for k := 1; k <= 30; k++ {
-			t.Run(fmt.Sprintf("seed%d/sync%d", seed, k), func(t *testing.T) { r3CutAcrossRotations(t, seed, k) })
+			t.Run(fmt.Sprintf("seed%d/sync%d", seed, k), func(t *testing.T) {
+				// 70 records: two rotations at 1 KiB
+				powerCutDuringIntervalFsync(t, seed, k, cutRun{before: 5, beside: 70, segBytes: 1024, leaseBlock: 64})
+			})
 		}
-	}
-}
-
-func r3CutAcrossRotations(t *testing.T, seed uint64, k int) {
-	const dir, before, beside = "/buf", 5, 70 // 70 records: two rotations at 1 KiB
-	m := newMemFS(seed)
-	hold, entered, release := blockSyncs(m, isSeg)
-	clk := sensorstest.NewClock(time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC))
-	lg, _ := newLogger()
-	opts := Opts{Sync: SyncInterval, SyncInterval: time.Second, SegmentBytes: 1024, FS: m, Clock: clk, Log: lg, leaseBlock: 64}
-	sn := &seen{bodies: map[[2]uint64]string{}, tried: map[string]bool{}}
-	returned := map[uint64]string{}
-	l, err := Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { release(); l.Close() }()
-	epoch := l.Epoch()
-	var after uint64
-	appendSome := func(from, n int) {
-		for i := from; i < from+n; i++ {
-			b := string(body(i))
-			sn.tried[b] = true
-			s, err := l.Append([]byte(b))
-			if err != nil {
-				return
-			}
-			sn.note(t, "Append returned it for", epoch, s, b)
-			sn.expose(s)
-			returned[s] = b
-			if recs, err := l.ReadReady(after, 100, nil); err == nil && len(recs) > 0 {
-				sn.shown(t, "the forwarder read", l, epoch, recs)
-				after = recs[len(recs)-1].Seq
-			}
-		}
-	}
-	crashed := func() bool {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		return m.crashed
-	}
-	appendSome(0, before)
-	hold.Store(true)
-	clk.Advance(time.Second)
-	l.poke()
-	select {
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no interval fsync began")
-	}
-	m.mu.Lock()
-	m.crashAt = m.syncs + k
-	m.mu.Unlock()
-	appendSome(before, beside)
-	if st := l.Stats(); st.Segments < 3 && !crashed() {
-		t.Fatalf("%d segments: no two rotations", st.Segments)
-	}
-	fsyncs := l.Stats().Fsyncs
-	m.mu.Lock()
-	atRelease := m.syncs
-	m.mu.Unlock()
-	if !crashed() {
-		t.Logf("released at sync %d of the cut's %d", atRelease, k)
-	}
-	release()
-	waitFor(t, "the interval fsync to end", func() bool { return l.Stats().Fsyncs > fsyncs || crashed() })
-	for range 3 {
-		if st := l.Stats(); l.Err() == nil && st.SyncedSeq < st.LastSeq {
-			fsyncs = l.Stats().Fsyncs
-			clk.Advance(time.Second)
-			l.poke()
-			waitFor(t, "the next interval fsync", func() bool { return l.Stats().Fsyncs > fsyncs || crashed() })
-		}
-	}
-	if err := l.Close(); err != nil && !crashed() {
-		t.Fatalf("Close without a cut: %v", err)
-	}
-	if !crashed() {
-		return
-	}
-	checkAfterCut(t, SyncInterval, m.image, opts, dir, l.Stats(), returned, sn)
-	opts.FS = m.image.clone()
-	l2, err := Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l2.Close()
-	for i := range before + beside {
-		b := fmt.Sprintf("after the cut %d", i)
-		s, err := l2.Append([]byte(b))
-		if err != nil {
-			t.Fatal(err)
-		}
-		sn.note(t, "after the cut Append returned it for", l2.Epoch(), s, b)
 	}
 }
 
