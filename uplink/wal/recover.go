@@ -48,7 +48,9 @@ func (l *Log) recover() error {
 	}
 	sort.Strings(segNames)
 
-	dirty := false
+	// The directory is synced too: the names of segments a crashed
+	// process created under sync: interval may not be on disk yet.
+	dirty := len(segNames) > 0
 	var body []byte
 	for i, name := range segNames {
 		seg, epoch, ok := l.scanSegment(name, i == len(segNames)-1, &body, &dirty)
@@ -112,16 +114,8 @@ func (l *Log) recover() error {
 		l.readLive()
 	}
 	l.liveSeq = l.acked
-	if len(l.segs) > 0 && !l.readLease(hasLease) {
-		// Under sync: interval a rotation leaves the sealed segment
-		// to the next interval fsync (see rotate): after a crash
-		// (kill -9) the segments the crashed process sealed may be in
-		// the page cache only, and their names not in the directory on
-		// disk. Make them durable before they count as synced.
-		for _, sg := range l.segs {
-			l.syncSegment(sg.name)
-		}
-		dirty = true
+	if len(l.segs) > 0 {
+		l.readLease(hasLease)
 	}
 	l.leased = l.nextSeq - 1
 
@@ -281,33 +275,18 @@ func (l *Log) scanSegment(name string, last bool, body *[]byte, dirty *bool) (se
 					"segment", p, "offset", off, "bytes", size-off, "copy", copyPath, "last_good_seq", seg.end()-1, "reason", ferr)
 			}
 		}
-		last = true // sync it below
 	}
-	if last {
-		// Data a crashed process wrote is in the page cache only; make
-		// it durable before it is reported as synced.
-		if err := f.Sync(); err != nil {
-			l.log.Warn("sync segment", "segment", p, "error", err)
-		}
-		l.st.Fsyncs++
-	}
-	return seg, h.epoch, true
-}
-
-// syncSegment fsyncs a recovered segment. A failure is logged: the data
-// is still read from the page cache, and a failing disk fails the next
-// append's fsync.
-func (l *Log) syncSegment(name string) {
-	p := l.path(name)
-	f, err := l.fs.OpenFile(p, os.O_RDONLY, 0)
-	if err == nil {
-		err = f.Sync()
-		l.st.Fsyncs++
-		f.Close()
-	}
-	if err != nil {
+	// Data a crashed process wrote is in the page cache only; make it
+	// durable before it is reported as synced. Under sync: interval
+	// that is not only the last segment: a rotation leaves the sealed
+	// one to the next interval fsync (see rotate). An fsync of a clean
+	// file writes nothing (50 of 4 MiB took 4 ms on this machine's
+	// ext4); the scan has read every byte already.
+	if err := f.Sync(); err != nil {
 		l.log.Warn("sync segment", "segment", p, "error", err)
 	}
+	l.st.Fsyncs++
+	return seg, h.epoch, true
 }
 
 // readFrame reads one frame from r into body's storage. remain is the
@@ -461,10 +440,7 @@ func (l *Log) readLive() {
 // lease mean damage (fsck, a deletion), a buffer of an edged before the
 // lease, or a crash before Open's first lease write; only the first may
 // have shown unsynced records, and nothing tells them apart.
-//
-// It reports whether the log was closed cleanly: a Close that had synced
-// everything gave the lease back to the last seq.
-func (l *Log) readLease(exists bool) (clean bool) {
+func (l *Log) readLease(exists bool) {
 	p := l.path(leaseName)
 	var b []byte
 	err := fs.ErrNotExist
@@ -475,7 +451,6 @@ func (l *Log) readLease(exists bool) (clean bool) {
 	if err == nil {
 		epoch, leased, err = decodeLease(b)
 	}
-	clean = err == nil && epoch == l.epoch && leased < l.nextSeq
 	switch {
 	case err != nil:
 		// Written atomically, so only damage to the medium gets here:
@@ -494,7 +469,6 @@ func (l *Log) readLease(exists bool) (clean bool) {
 			"from", l.nextSeq, "to", leased)
 		l.nextSeq = leased + 1
 	}
-	return clean
 }
 
 // recoveredMono places a recovered segment's newest record (appended at
