@@ -205,7 +205,8 @@ func TestHugeMaximumPacketSize(t *testing.T) {
 	u := openUplink(t, testOpts(rc.addr()), t.TempDir())
 	capture(t, u, "t/a", 3)
 	u.Start()
-	waitFor(t, func() bool { return u.Stats().Backlog == 0 }, "backlog 0")
+	// The buffer's ack lands a moment before the Acked counter moves.
+	waitFor(t, func() bool { st := u.Stats(); return st.Backlog == 0 && st.Acked+st.DeadLetters == 3 }, "backlog 0, 3 answered")
 	if st := u.Stats(); st.Acked != 3 || st.DeadLetters != 0 {
 		t.Errorf("acked %d dead-lettered %d, want 3 and 0", st.Acked, st.DeadLetters)
 	}
