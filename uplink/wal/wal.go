@@ -136,6 +136,7 @@ type segment struct {
 	truncated   bool   // recovery cut a damaged tail off
 	untrimmed   bool   // recovery could not cut it off: no appends here
 	gapFrom     uint64 // from the header: seqs gapFrom..first-1 never existed
+	syncFailed  bool   // recovery's fsync of it failed (see recover)
 }
 
 func (s *segment) end() uint64 { return s.first + s.count } // seq after the last

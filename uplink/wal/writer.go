@@ -157,21 +157,41 @@ func (l *Log) commit(batch []*appendReq) {
 		l.expire(mono)
 	}
 	l.buf = l.buf[:0]
-	var pending []*appendReq // written, waiting for the batch's outcome
+	// pending are written (or in buf, the last pendingCount of them) and
+	// wait for the batch's outcome. Under SyncInterval a rotation does
+	// not fsync them (see rotate), so they stay pending across it and
+	// share that outcome (showWritten's fsync when the lease cannot be
+	// written); otherwise a rotation synced them and they leave pending.
+	lazy := l.opts.Sync == SyncInterval
+	var pending []*appendReq
 	var pendingCount uint64
+	fail := func(rs []*appendReq, err error) {
+		for _, r := range rs {
+			r.seq, r.err = 0, err
+		}
+	}
+	// flush writes buf. A failed write takes its own records' seqs back
+	// (writeActive) and fails them; under SyncInterval the records
+	// written before it stay pending, stored, and take the outcome with
+	// the others: failing them would have a publisher resend what the
+	// log still delivers.
 	flush := func() error {
 		if len(l.buf) == 0 {
 			return nil
 		}
+		n := int(pendingCount)
 		err := l.writeActive(l.buf, pendingCount, ns, mono)
 		l.buf = l.buf[:0]
 		pendingCount = 0
-		return err
-	}
-	fail := func(err error) {
-		for _, r := range pending {
-			r.seq, r.err = 0, err
+		if err != nil {
+			fail(pending[len(pending)-n:], err)
+			pending = pending[:len(pending)-n]
+			if !lazy {
+				fail(pending, err)
+				pending = pending[:0]
+			}
 		}
+		return err
 	}
 	l.mu.Lock()
 	if l.needRotate && l.segs[len(l.segs)-1].count == 0 {
@@ -208,27 +228,23 @@ func (l *Log) commit(batch []*appendReq) {
 			l.dropOldest(int64(len(l.buf)) + grow)
 		}
 		if rotateFirst {
-			// Under SyncInterval the records written so far stay
-			// pending: the rotation did not fsync them, so they share
-			// the batch's outcome (showWritten's fsync when the lease
-			// fails). Otherwise rotate synced them, and a rotation that
-			// failed after they were written leaves them written:
-			// under SyncInterval that is all an Append promises.
 			err := flush()
-			if err != nil {
-				fail(err)
-			} else if err = l.rotate(); err != nil && l.opts.Sync != SyncInterval {
-				fail(err)
+			if err == nil {
+				if err = l.rotate(); err != nil && !lazy {
+					fail(pending, err)
+					pending = pending[:0]
+				}
 			}
 			if err != nil {
+				// The rest of the batch is not written; what is
+				// (SyncInterval) takes the outcome below.
 				for _, rr := range batch[i:] {
 					rr.err = err
 				}
-				pending = pending[:0]
 				break
 			}
 			needRotate = false
-			if l.opts.Sync != SyncInterval {
+			if !lazy {
 				pending = pending[:0] // rotate synced them
 			}
 		}
@@ -240,17 +256,16 @@ func (l *Log) commit(batch []*appendReq) {
 		pendingCount++
 		pending = append(pending, r)
 	}
-	if err := flush(); err != nil {
-		fail(err)
-	} else if len(pending) > 0 {
+	_ = flush() // a failure failed its records, and under SyncAlways and SyncNone all of them
+	if len(pending) > 0 {
 		// The forwarder may send them now, while the fsync runs: the
 		// lease keeps their seqs from coming back after a power cut.
 		switch err := l.showWritten(); {
 		case err != nil:
-			fail(err)
+			fail(pending, err)
 		case l.opts.Sync == SyncAlways:
 			if err := l.syncActive(); err != nil {
-				fail(err)
+				fail(pending, err)
 			}
 		case l.opts.Sync == SyncInterval && wasClean:
 			// The housekeeper arms the interval sync and makes it,
