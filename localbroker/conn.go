@@ -470,10 +470,15 @@ func (c *clientConn) sendInline() (left bool) {
 
 // Close lets the writer send what is queued (a refusing CONNACK, a
 // DISCONNECT) within writeTimeout, then close the socket; reads end at
-// once. While the broker shuts down it closes the socket at once.
+// once. While the broker shuts down it closes the socket at once, after
+// one non-blocking write of what is queued (corked acknowledgements: an
+// MQTT 3.1.1 client is sent no DISCONNECT that would carry them out).
 func (c *clientConn) Close() error {
 	c.mu.Lock()
 	c.closing = true
+	if c.shutdown.Load() {
+		c.sendInline()
+	}
 	c.mu.Unlock()
 	c.wake()
 	if c.shutdown.Load() {

@@ -321,6 +321,39 @@ func TestCorkedAckSentOnClose(t *testing.T) {
 	}
 }
 
+// TestCorkedAckSentOnShutdownClose: while the broker stops, a closed
+// client's socket closes at once (a stuck client must not hold the stop
+// up), but a corked ack the socket takes at once still goes out first.
+// Before, an MQTT 5 client got it only because mochi's DISCONNECT
+// flushed it; a 3.1.1 client, sent no DISCONNECT (mochi patch 16), lost
+// it and resent the message after reconnecting: a duplicate upstream
+// (a reviewer's finding). Plain TCP only: over TLS the writer goroutine
+// sends, and the stop does not wait for it.
+func TestCorkedAckSentOnShutdownClose(t *testing.T) {
+	server, client := tcpPair(t)
+	var shut atomic.Bool
+	c := newClientConn(server, func() {}, 5*time.Second, 1<<20, func(bool) {}, &shut)
+	if _, err := client.Write(pubPkt(t, 1, 1, "a")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if _, err := c.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	ack := encPkt(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: 1})
+	if _, err := c.Write(ack); err != nil {
+		t.Fatal(err)
+	}
+	shut.Store(true)
+	c.Close()
+	got := make([]byte, len(ack))
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(client, got); err != nil || !bytes.Equal(got, ack) {
+		t.Fatalf("corked ack on a close during the stop: got % x, %v; want % x", got, err, ack)
+	}
+	c.wait()
+}
+
 // slowGate is a capturer whose capture of "slow" takes 2 ms (an fsync)
 // and whose capture of "block" waits for open.
 type slowGate struct {

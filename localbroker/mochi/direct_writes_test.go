@@ -3,9 +3,11 @@
 package mqtt
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -758,5 +760,31 @@ func TestPatchNoDisconnectToMQTT311(t *testing.T) {
 			require.GreaterOrEqual(t, len(b), 3)
 			require.Equal(t, []byte{packets.Disconnect << 4, packets.ErrSessionTakenOver.Code}, []byte{b[0], b[2]})
 		})
+	}
+}
+
+// Patch 16 under Compatibilities.PassiveClientDisconnect: DisconnectClient
+// neither writes DISCONNECT (the client is 3.1.1) nor stops the client
+// (passive), so it does nothing at all: a session takeover
+// (inheritClientSession) or a server shutdown (closeListenerClients)
+// leaves the old 3.1.1 connection open and reading, with nothing that
+// tells the client to go (a reviewer's test). Upstream wrote DISCONNECT
+// and let the client close; Mosquitto closes a 3.1.1 connection. Under
+// patch 16 a 3.1.1 connection is closed whatever the passive option says.
+func TestPatchPassiveDisconnectClosesMQTT311(t *testing.T) {
+	for _, version := range []byte{3, 4} {
+		s := newServer()
+		s.Options.Capabilities.Compatibilities.PassiveClientDisconnect = true
+		cl, r, _ := newTestClient()
+		cl.Properties.ProtocolVersion = version
+		_ = s.DisconnectClient(cl, packets.ErrSessionTakenOver)
+		_ = r.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		b := make([]byte, 16)
+		n, err := r.Read(b)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("MQTT %d, passive disconnect: nothing written and the connection left open (StopCause %v)", version, cl.StopCause())
+		} else {
+			t.Logf("MQTT %d: read %d bytes, %v", version, n, err)
+		}
 	}
 }

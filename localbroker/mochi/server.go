@@ -1561,12 +1561,14 @@ func (s *Server) DisconnectClient(cl *Client, code packets.Code) error {
 	// edged patch 16: only MQTT 5 has a DISCONNECT from the server; in
 	// MQTT 3.1.1 it is the client's last packet, and a 3.1.1 client takes
 	// one as a protocol violation. Mosquitto closes their connections
-	// without it too.
+	// without it too. With nothing sent, the connection is closed here
+	// whatever PassiveClientDisconnect says: a 3.1.1 client cannot be
+	// asked to close it.
 	var err error
 	if cl.Properties.ProtocolVersion == 5 {
 		err = cl.WritePacket(out)
 	}
-	if !s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
+	if !s.Options.Capabilities.Compatibilities.PassiveClientDisconnect || cl.Properties.ProtocolVersion != 5 {
 		cl.Stop(code)
 		if code.Code >= packets.ErrUnspecifiedError.Code {
 			return code
