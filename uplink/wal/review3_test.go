@@ -98,6 +98,72 @@ func TestReview3KillNineLeavesSealedSegmentsUnsynced(t *testing.T) {
 	}
 }
 
+// r3Res is one Append's outcome.
+type r3Res struct {
+	seq  uint64
+	body string
+	err  error
+}
+
+// r3BatchAcrossRotation fills l's active segment until three more records
+// need a rotation, then has four Appends commit so that the last three
+// go as one batch that rotates after its first record: the first Append
+// (body 1000) leads, and its write is held until the three others
+// (1001-1003) have queued behind it. ready, called before the held write
+// goes on, arms what the test breaks; next is the seq the batch's first
+// record gets. It returns the four outcomes.
+func r3BatchAcrossRotation(t *testing.T, l *Log, m *memFS, ready func(next uint64)) []r3Res {
+	t.Helper()
+	fsz := int64(frameHeaderSize + len(body(0)))
+	for i := 0; ; i++ {
+		act := l.activeSeg()
+		l.mu.Lock()
+		size := act.size
+		l.mu.Unlock()
+		if size+3*fsz > l.opts.SegmentBytes {
+			break
+		}
+		if _, err := l.Append(body(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gate := make(chan struct{})
+	var once sync.Once
+	armed := make(chan struct{})
+	m.mu.Lock()
+	m.beforeWrite = func(name string) {
+		if isSeg(name) {
+			once.Do(func() { close(armed); <-gate })
+		}
+	}
+	m.mu.Unlock()
+	out := make(chan r3Res, 4)
+	app := func(b []byte) {
+		s, err := l.Append(b)
+		out <- r3Res{s, string(b), err}
+	}
+	go app(body(1000))
+	<-armed
+	l.mu.Lock()
+	next := l.nextSeq // the leader has its seq already
+	l.mu.Unlock()
+	for k := 1; k <= 3; k++ {
+		go app(body(1000 + k))
+	}
+	waitFor(t, "three queued Appends", func() bool {
+		l.qmu.Lock()
+		defer l.qmu.Unlock()
+		return len(l.queue) == 3
+	})
+	ready(next)
+	close(gate)
+	var rs []r3Res
+	for range 4 {
+		rs = append(rs, <-out)
+	}
+	return rs
+}
+
 // The lease-failure fallback (showWritten fsyncs what the lease does not
 // cover) fails with the fsync, and commit fails only the records written
 // after the batch's rotation: those before it were dropped from pending
@@ -124,70 +190,19 @@ func TestReview3RotationInBatchWithFailedFallbackFsync(t *testing.T) {
 		return nil
 	}
 	m.mu.Unlock()
-	// Fill the segment until exactly one more record fits after the next.
-	fsz := int64(frameHeaderSize + len(body(0)))
-	i := 0
-	for {
-		act := l.activeSeg()
-		l.mu.Lock()
-		size := act.size
-		l.mu.Unlock()
-		if size+3*fsz > opts.SegmentBytes {
-			break
-		}
-		if _, err := l.Append(body(i)); err != nil {
-			t.Fatal(err)
-		}
-		i++
-	}
-	// X leads; its write is held until three more Appends queue, so
-	// they commit as one batch: the first fits, the rest rotate.
-	gate := make(chan struct{})
-	var once sync.Once
-	armed := make(chan struct{})
-	m.mu.Lock()
-	m.beforeWrite = func(name string) {
-		if isSeg(name) {
-			once.Do(func() { close(armed); <-gate })
-		}
-	}
-	m.mu.Unlock()
-	type res struct {
-		seq  uint64
-		body string
-		err  error
-	}
-	out := make(chan res, 4)
-	app := func(b []byte) {
-		s, err := l.Append(b)
-		out <- res{s, string(b), err}
-	}
-	go app(body(1000))
-	<-armed
-	for k := 1; k <= 3; k++ {
-		go app(body(1000 + k))
-	}
-	waitFor(t, "three queued Appends", func() bool {
-		l.qmu.Lock()
-		defer l.qmu.Unlock()
-		return len(l.queue) == 3
+	rs := r3BatchAcrossRotation(t, l, m, func(uint64) {
+		// The leader's commit makes one fsync (the fallback's); the
+		// batch's first fsync is the power cut.
+		m.mu.Lock()
+		m.crashAt = m.syncs + 2
+		m.mu.Unlock()
 	})
-	// X's commit makes one fsync (the fallback's); the batch's first
-	// fsync is the power cut.
-	m.mu.Lock()
-	m.crashAt = m.syncs + 2
-	m.mu.Unlock()
-	close(gate)
-	var rs []res
-	for range 4 {
-		rs = append(rs, <-out)
-	}
 	img := syncedImage(m) // the kindest case of the cut
 	synced := l.Stats().SyncedSeq
 	l.mu.Lock()
 	leased := l.leased
 	l.mu.Unlock()
-	var exposed []res
+	var exposed []r3Res
 	for _, r := range rs {
 		if r.err == nil && r.seq > leased && r.seq > synced {
 			exposed = append(exposed, r)

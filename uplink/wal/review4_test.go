@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -128,66 +127,18 @@ func TestReview4FailedLazyRotationReturnsUnleasedUnsyncedInvisible(t *testing.T)
 		return nil
 	}
 	m.mu.Unlock()
-	fsz := int64(frameHeaderSize + len(body(0)))
-	i := 0
-	for {
-		act := l.activeSeg()
-		l.mu.Lock()
-		size := act.size
-		l.mu.Unlock()
-		if size+3*fsz > opts.SegmentBytes {
-			break
+	rs := r3BatchAcrossRotation(t, l, m, func(uint64) {
+		// The rotation's segment cannot be created (EMFILE, ENOSPC on the
+		// directory's block, EIO).
+		m.mu.Lock()
+		m.failOpen = func(name string, flag int) error {
+			if isSeg(name) && flag&os.O_CREATE != 0 {
+				return syscall.ENOSPC
+			}
+			return nil
 		}
-		if _, err := l.Append(body(i)); err != nil {
-			t.Fatal(err)
-		}
-		i++
-	}
-	gate := make(chan struct{})
-	var once sync.Once
-	armed := make(chan struct{})
-	m.mu.Lock()
-	m.beforeWrite = func(name string) {
-		if isSeg(name) {
-			once.Do(func() { close(armed); <-gate })
-		}
-	}
-	m.mu.Unlock()
-	type res struct {
-		seq  uint64
-		body string
-		err  error
-	}
-	out := make(chan res, 4)
-	app := func(b []byte) {
-		s, err := l.Append(b)
-		out <- res{s, string(b), err}
-	}
-	go app(body(1000))
-	<-armed
-	for k := 1; k <= 3; k++ {
-		go app(body(1000 + k))
-	}
-	waitFor(t, "three queued Appends", func() bool {
-		l.qmu.Lock()
-		defer l.qmu.Unlock()
-		return len(l.queue) == 3
+		m.mu.Unlock()
 	})
-	// The rotation's segment cannot be created (EMFILE, ENOSPC on the
-	// directory's block, EIO).
-	m.mu.Lock()
-	m.failOpen = func(name string, flag int) error {
-		if isSeg(name) && flag&os.O_CREATE != 0 {
-			return syscall.ENOSPC
-		}
-		return nil
-	}
-	m.mu.Unlock()
-	close(gate)
-	var rs []res
-	for range 4 {
-		rs = append(rs, <-out)
-	}
 	for range 5 {
 		l.poke()
 		time.Sleep(10 * time.Millisecond)
@@ -291,74 +242,23 @@ func TestReview4WriteFailureAfterLazyRotationFailsStoredRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	fsz := int64(frameHeaderSize + len(body(0)))
-	i := 0
-	for {
-		act := l.activeSeg()
-		l.mu.Lock()
-		size := act.size
-		l.mu.Unlock()
-		if size+3*fsz > opts.SegmentBytes {
-			break
-		}
-		if _, err := l.Append(body(i)); err != nil {
-			t.Fatal(err)
-		}
-		i++
-	}
-	gate := make(chan struct{})
-	var once sync.Once
-	armed := make(chan struct{})
-	m.mu.Lock()
-	m.beforeWrite = func(name string) {
-		if isSeg(name) {
-			once.Do(func() { close(armed); <-gate })
-		}
-	}
-	m.mu.Unlock()
-	type res struct {
-		seq  uint64
-		body string
-		err  error
-	}
-	out := make(chan res, 4)
-	app := func(b []byte) {
-		s, err := l.Append(b)
-		out <- res{s, string(b), err}
-	}
-	go app(body(1000))
-	<-armed
-	l.mu.Lock()
-	next := l.nextSeq // X's seq is next-1... X has its seq already
-	l.mu.Unlock()
-	for k := 1; k <= 3; k++ {
-		go app(body(1000 + k))
-	}
-	waitFor(t, "three queued Appends", func() bool {
-		l.qmu.Lock()
-		defer l.qmu.Unlock()
-		return len(l.queue) == 3
-	})
-	// The batch's first record gets next, the rotation creates the
-	// segment of next+1; its header goes in, the records' write fails.
-	newSeg := segName(next + 1)
-	writes := 0
-	m.mu.Lock()
-	m.failWrite = func(name string) error {
-		if filepath.Base(name) == newSeg {
-			writes++
-			if writes == 2 {
-				return syscall.ENOSPC
+	rs := r3BatchAcrossRotation(t, l, m, func(next uint64) {
+		// The batch's first record gets next, the rotation creates the
+		// segment of next+1; its header goes in, the records' write fails.
+		newSeg := segName(next + 1)
+		writes := 0
+		m.mu.Lock()
+		m.failWrite = func(name string) error {
+			if filepath.Base(name) == newSeg {
+				writes++
+				if writes == 2 {
+					return syscall.ENOSPC
+				}
 			}
+			return nil
 		}
-		return nil
-	}
-	m.mu.Unlock()
-	close(gate)
-	var rs []res
-	for range 4 {
-		rs = append(rs, <-out)
-	}
+		m.mu.Unlock()
+	})
 	t.Logf("results %+v; log error %v", rs, l.Err())
 	m.mu.Lock()
 	m.failWrite, m.beforeWrite = nil, nil
