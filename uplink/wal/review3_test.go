@@ -98,6 +98,19 @@ func TestReview3KillNineLeavesSealedSegmentsUnsynced(t *testing.T) {
 	}
 }
 
+// r3FailLeaseWrites makes every lease write fail, as on a full disk.
+func r3FailLeaseWrites(m *memFS) {
+	full := errors.New("no space left on device")
+	m.mu.Lock()
+	m.failWrite = func(name string) error {
+		if filepath.Base(name) == leaseTmp {
+			return full
+		}
+		return nil
+	}
+	m.mu.Unlock()
+}
+
 // r3Res is one Append's outcome.
 type r3Res struct {
 	seq  uint64
@@ -181,15 +194,7 @@ func TestReview3RotationInBatchWithFailedFallbackFsync(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	full := errors.New("no space left on device")
-	m.mu.Lock()
-	m.failWrite = func(name string) error {
-		if filepath.Base(name) == leaseTmp {
-			return full
-		}
-		return nil
-	}
-	m.mu.Unlock()
+	r3FailLeaseWrites(m)
 	rs := r3BatchAcrossRotation(t, l, m, func(uint64) {
 		// The leader's commit makes one fsync (the fallback's); the
 		// batch's first fsync is the power cut.

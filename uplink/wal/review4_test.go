@@ -1,7 +1,6 @@
 package wal
 
 import (
-	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -118,15 +117,7 @@ func TestReview4FailedLazyRotationReturnsUnleasedUnsyncedInvisible(t *testing.T)
 		t.Fatal(err)
 	}
 	defer l.Close()
-	full := errors.New("no space left on device")
-	m.mu.Lock()
-	m.failWrite = func(name string) error {
-		if filepath.Base(name) == leaseTmp {
-			return full
-		}
-		return nil
-	}
-	m.mu.Unlock()
+	r3FailLeaseWrites(m)
 	rs := r3BatchAcrossRotation(t, l, m, func(uint64) {
 		// The rotation's segment cannot be created (EMFILE, ENOSPC on the
 		// directory's block, EIO).
