@@ -156,18 +156,22 @@ func (l *Log) recover() error {
 		if !sg.syncFailed {
 			continue
 		}
+		l.synced = min(l.synced, sg.first-1)
 		f, err := l.fs.OpenFile(l.path(sg.name), os.O_RDONLY, 0)
 		if err != nil {
 			l.failed = fmt.Errorf("%w: segment %s could not be fsynced: %w", ErrFailed, l.path(sg.name), err)
 			break
 		}
 		l.sealed = append(l.sealed, f)
-		l.synced = min(l.synced, sg.first-1)
 	}
 	if dirFailed && len(l.segs) > 0 {
 		l.dirGen++
 		l.synced = min(l.synced, l.segs[0].first-1)
 	}
+	// Records not synced are not shown before a lease covers them (the
+	// first commit's, once one is written) or an fsync does.
+	l.visible = l.synced
+	l.leased = min(l.leased, l.synced)
 	l.disk = 0
 	for _, sg := range l.segs {
 		l.disk += sg.size

@@ -147,8 +147,10 @@ func (l *Log) armTimer(t interface{ Reset(time.Duration) bool }) {
 
 // commit writes one batch: rotation and caps are applied per record, then
 // one write, then the records are shown to readers, then (SyncAlways) one
-// fsync, then every Append is answered. Under SyncInterval and SyncNone
-// no Append waits for an fsync, except one that rotates.
+// fsync, then every Append is answered. Under SyncInterval no Append
+// waits for an fsync but when the lease cannot be written (showWritten)
+// or a write failed partway (writeActive); under SyncNone also one that
+// rotates.
 func (l *Log) commit(batch []*appendReq) {
 	now := l.clock.Now()
 	ns := now.UnixNano()
@@ -193,6 +195,28 @@ func (l *Log) commit(batch []*appendReq) {
 		}
 		return err
 	}
+	// outcome shows the pending records to readers and, under
+	// SyncAlways, fsyncs them: what their Appends return.
+	var wasClean bool // nothing unsynced before this batch
+	outcome := func() {
+		if len(pending) == 0 {
+			return
+		}
+		// The forwarder may send them now, while the fsync runs: the
+		// lease keeps their seqs from coming back after a power cut.
+		switch err := l.showWritten(); {
+		case err != nil:
+			fail(pending, err)
+		case l.opts.Sync == SyncAlways:
+			if err := l.syncActive(); err != nil {
+				fail(pending, err)
+			}
+		case l.opts.Sync == SyncInterval && wasClean:
+			// The housekeeper arms the interval sync and makes it,
+			// without holding up Appends (see syncBehind).
+			l.poke()
+		}
+	}
 	l.mu.Lock()
 	if l.needRotate && l.segs[len(l.segs)-1].count == 0 {
 		// A reader asked for it as a rotation ran: the damaged
@@ -200,7 +224,7 @@ func (l *Log) commit(batch []*appendReq) {
 		l.needRotate = false
 	}
 	failed, needRotate := l.failed, l.needRotate
-	wasClean := l.nextSeq-1 <= l.synced
+	wasClean = l.nextSeq-1 <= l.synced
 	l.mu.Unlock()
 	for i, r := range batch {
 		if failed != nil {
@@ -229,24 +253,39 @@ func (l *Log) commit(batch []*appendReq) {
 		}
 		if rotateFirst {
 			err := flush()
-			if err == nil {
-				if err = l.rotate(); err != nil && !lazy {
+			if err == nil && !lazy {
+				// The sealed segment is synced before the next one
+				// starts: that is these records' outcome, whatever
+				// happens to the new segment.
+				if err = l.syncActive(); err != nil {
 					fail(pending, err)
-					pending = pending[:0]
 				}
+				pending = pending[:0]
+			}
+			var rotErr error
+			if err == nil {
+				err = l.startSegment()
+				rotErr = err
 			}
 			if err != nil {
-				// The rest of the batch is not written; what is
-				// (SyncInterval) takes the outcome below.
+				// The rest of the batch is not written. What is
+				// (SyncInterval) takes its outcome now, while the log
+				// can still lease or fsync it: a failed rotation
+				// leaves the written segments as they are.
 				for _, rr := range batch[i:] {
 					rr.err = err
 				}
+				outcome()
+				if rotErr != nil {
+					err = l.failRotation(rotErr)
+					for _, rr := range batch[i:] {
+						rr.err = err
+					}
+				}
+				pending = pending[:0]
 				break
 			}
 			needRotate = false
-			if !lazy {
-				pending = pending[:0] // rotate synced them
-			}
 		}
 		l.mu.Lock()
 		r.seq = l.nextSeq
@@ -257,22 +296,7 @@ func (l *Log) commit(batch []*appendReq) {
 		pending = append(pending, r)
 	}
 	_ = flush() // a failure failed its records, and under SyncAlways and SyncNone all of them
-	if len(pending) > 0 {
-		// The forwarder may send them now, while the fsync runs: the
-		// lease keeps their seqs from coming back after a power cut.
-		switch err := l.showWritten(); {
-		case err != nil:
-			fail(pending, err)
-		case l.opts.Sync == SyncAlways:
-			if err := l.syncActive(); err != nil {
-				fail(pending, err)
-			}
-		case l.opts.Sync == SyncInterval && wasClean:
-			// The housekeeper arms the interval sync and makes it,
-			// without holding up Appends (see syncBehind).
-			l.poke()
-		}
-	}
+	outcome()
 	for _, r := range batch {
 		r.done <- false
 	}
@@ -509,27 +533,45 @@ func (l *Log) fsync(f File, u unsyncedFiles, written uint64, began time.Time) er
 // disk: SyncAlways promises that before Append returns, and under
 // SyncNone (tmpfs, tests) no interval fsync would ever close the file.
 func (l *Log) rotate() error {
-	lazy := l.opts.Sync == SyncInterval
 	l.mu.Lock()
 	failed := l.failed
 	l.mu.Unlock()
 	if failed != nil { // its first error stays the one Appends see
 		return failed
 	}
-	if !lazy {
+	if l.opts.Sync != SyncInterval {
 		if err := l.syncActive(); err != nil {
 			return err
 		}
 	}
+	if err := l.startSegment(); err != nil {
+		return l.failRotation(err)
+	}
+	return nil
+}
+
+// failRotation makes a failed rotation the log's failure (no segment to
+// append to) and returns it. Call with wmu held.
+func (l *Log) failRotation(err error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed == nil {
+		l.failed = fmt.Errorf("%w: rotation failed: %w", ErrFailed, err)
+	}
+	return l.failed
+}
+
+// startSegment is rotate's second half, after the sealed segment was
+// synced (SyncAlways, SyncNone) or left to the next fsync (SyncInterval):
+// the next segment becomes the active one. On an error the active one
+// stays. Call with wmu held.
+func (l *Log) startSegment() error {
+	lazy := l.opts.Sync == SyncInterval
 	l.mu.Lock()
 	first := l.nextSeq
 	l.mu.Unlock()
 	old := l.active
 	if err := l.createSegment(first, 0, !lazy); err != nil {
-		l.mu.Lock()
-		l.failed = fmt.Errorf("%w: rotation failed: %w", ErrFailed, err)
-		err = l.failed
-		l.mu.Unlock()
 		return err
 	}
 	l.mu.Lock()
