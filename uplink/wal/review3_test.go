@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,6 +110,29 @@ func r3FailLeaseWrites(m *memFS) {
 		return nil
 	}
 	m.mu.Unlock()
+}
+
+// r3FailSegmentCreate makes creating a segment fail, as ENOSPC on the
+// directory's block (or EMFILE, EIO) does.
+func r3FailSegmentCreate(m *memFS) {
+	m.mu.Lock()
+	m.failOpen = func(name string, flag int) error {
+		if isSeg(name) && flag&os.O_CREATE != 0 {
+			return syscall.ENOSPC
+		}
+		return nil
+	}
+	m.mu.Unlock()
+}
+
+// r3Stored maps the body of each record l holds to its seq.
+func r3Stored(t *testing.T, l *Log) map[string]uint64 {
+	t.Helper()
+	stored := map[string]uint64{}
+	for _, r := range readAll(t, l, 0) {
+		stored[string(r.Body)] = r.Seq
+	}
+	return stored
 }
 
 // r3Res is one Append's outcome.

@@ -2,7 +2,6 @@ package wal
 
 import (
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -121,14 +120,7 @@ func TestReview4FailedLazyRotationReturnsUnleasedUnsyncedInvisible(t *testing.T)
 	rs := r3BatchAcrossRotation(t, l, m, func(uint64) {
 		// The rotation's segment cannot be created (EMFILE, ENOSPC on the
 		// directory's block, EIO).
-		m.mu.Lock()
-		m.failOpen = func(name string, flag int) error {
-			if isSeg(name) && flag&os.O_CREATE != 0 {
-				return syscall.ENOSPC
-			}
-			return nil
-		}
-		m.mu.Unlock()
+		r3FailSegmentCreate(m)
 	})
 	for range 5 {
 		l.poke()
@@ -259,10 +251,7 @@ func TestReview4WriteFailureAfterLazyRotationFailsStoredRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stored := map[string]uint64{}
-	for _, r := range readAll(t, l, 0) {
-		stored[string(r.Body)] = r.Seq
-	}
+	stored := r3Stored(t, l)
 	t.Logf("next Append got seq %d", after)
 	for _, r := range rs {
 		if r.err != nil {

@@ -38,10 +38,7 @@ func TestReview5StrictRotationFailureFailsFsyncedRecords(t *testing.T) {
 				}
 				m.mu.Unlock()
 			})
-			visible := map[string]uint64{}
-			for _, r := range readAll(t, l, 0) {
-				visible[string(r.Body)] = r.Seq
-			}
+			visible := r3Stored(t, l)
 			l.Close()
 			t.Logf("results %+v", rs)
 			opts.FS = syncedImage(m)
@@ -51,10 +48,7 @@ func TestReview5StrictRotationFailureFailsFsyncedRecords(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l2.Close()
-			stored := map[string]uint64{}
-			for _, r := range readAll(t, l2, 0) {
-				stored[string(r.Body)] = r.Seq
-			}
+			stored := r3Stored(t, l2)
 			for _, r := range rs {
 				if r.err == nil {
 					continue
@@ -213,14 +207,7 @@ func TestReview5FailedLazyRotationFailsStoredRecord(t *testing.T) {
 	}
 	r3FailLeaseWrites(m)
 	rs := r3BatchAcrossRotation(t, l, m, func(uint64) {
-		m.mu.Lock()
-		m.failOpen = func(name string, flag int) error {
-			if isSeg(name) && flag&os.O_CREATE != 0 {
-				return syscall.ENOSPC
-			}
-			return nil
-		}
-		m.mu.Unlock()
+		r3FailSegmentCreate(m)
 	})
 	t.Logf("results %+v; log error %v", rs, l.Err())
 	l.Close()
@@ -233,10 +220,7 @@ func TestReview5FailedLazyRotationFailsStoredRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l2.Close()
-	stored := map[string]uint64{}
-	for _, r := range readAll(t, l2, 0) {
-		stored[string(r.Body)] = r.Seq
-	}
+	stored := r3Stored(t, l2)
 	for _, r := range rs {
 		if seq, ok := stored[r.body]; ok && r.err != nil {
 			t.Errorf("Append of %s returned %v, yet after a clean restart the record is delivered at seq %d", r.body, r.err, seq)
