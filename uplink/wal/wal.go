@@ -161,6 +161,7 @@ type Log struct {
 	qmu     sync.Mutex
 	queue   []*appendReq
 	spare   []*appendReq // the other queue buffer; under wmu
+	pendBuf []*appendReq // commit's pending list, kept between commits; under wmu
 	leading bool         // a goroutine is committing or handed the lead
 	closing bool
 

@@ -165,7 +165,7 @@ func (l *Log) commit(batch []*appendReq) {
 	// share that outcome (showWritten's fsync when the lease cannot be
 	// written); otherwise a rotation synced them and they leave pending.
 	lazy := l.opts.Sync == SyncInterval
-	var pending []*appendReq
+	pending := l.pendBuf[:0] // reused: no allocation per commit
 	var pendingCount uint64
 	fail := func(rs []*appendReq, err error) {
 		for _, r := range rs {
@@ -297,6 +297,8 @@ func (l *Log) commit(batch []*appendReq) {
 	}
 	_ = flush() // a failure failed its records, and under SyncAlways and SyncNone all of them
 	outcome()
+	clear(pending[:cap(pending)])
+	l.pendBuf = pending[:0]
 	for _, r := range batch {
 		r.done <- false
 	}
